@@ -1,0 +1,374 @@
+"""`Client`: start runs, wait for results, read history, send events, cancel and terminate."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from ulid import ULID
+
+from grctl.client._io import ClientIO
+from grctl.engine.records import (
+    CancelCmd,
+    DescribeCmd,
+    EventCmd,
+    HistoryRecord,
+    Reply,
+    ReplyTo,
+    StartCmd,
+    encoder,
+    history_decoder,
+)
+from grctl.errors import (
+    WorkflowAlreadyRunningError,
+    WorkflowError,
+    WorkflowNotFoundError,
+    WorkflowTypeNotRegisteredError,
+)
+from grctl.kafka.connection import Connection
+from grctl.kafka.partitioner import partition_for
+from grctl.models.history import PAYLOAD_TYPES, HistoryEvent, HistoryKind
+from grctl.models.run_info import RunInfo, RunStatus
+from grctl.worker.codec import CodecRegistry, default_codec
+from grctl.workflow.handle import WorkflowHandle
+
+#: How long `start_workflow` waits for a worker to accept or reject the run.
+START_ACK_TIMEOUT_S = 30.0
+#: How long request/reply calls (describe, send, cancel, terminate) wait for the owning worker.
+REQUEST_TIMEOUT_S = 15.0
+#: History seeks start this long before a run's id timestamp (clock skew between hosts).
+HISTORY_SEEK_SLACK_MS = 60_000
+
+
+def to_history_event(rec: HistoryRecord, partition: int = -1, offset: int = -1) -> HistoryEvent:
+    """Turn a wire history record into a typed `HistoryEvent`."""
+    try:
+        kind = HistoryKind(rec.kind)
+    except ValueError:
+        kind = rec.kind  # type: ignore[assignment]  # a kind from a newer version: keep the string
+    msg: Any = rec.msg
+    payload_type = PAYLOAD_TYPES.get(kind) if isinstance(kind, HistoryKind) else None
+    if payload_type is not None and rec.msg is not None:
+        try:
+            msg = msgspec.convert(rec.msg, payload_type, strict=False)
+        except (msgspec.ValidationError, TypeError):
+            msg = rec.msg
+    return HistoryEvent(
+        wf_id=rec.wf_id,
+        run_id=rec.run_id,
+        kind=kind,
+        msg=msg,
+        timestamp=datetime.fromtimestamp(rec.ts_ms / 1000, UTC),
+        worker_id=rec.worker_id,
+        operation_id=rec.op,
+        partition=partition,
+        offset=offset,
+    )
+
+
+def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
+    """Build a `RunInfo` from a describe answer."""
+
+    def ts(ms: int | None) -> datetime | None:
+        return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+    parent = payload.get("parent") or {}
+    return RunInfo(
+        id=payload["id"],
+        wf_id=payload["wf_id"],
+        wf_type=payload["wf_type"],
+        status=RunStatus(payload["status"]),
+        state=payload.get("state"),
+        current_step=payload.get("current_step"),
+        step_seq=payload.get("step_seq", 0),
+        parent_wf_id=parent.get("wf_id"),
+        parent_run_id=parent.get("run_id"),
+        parent_wf_type=parent.get("wf_type"),
+        parent_callback_step=parent.get("callback_step"),
+        timeout=payload["timeout_ms"] / 1000 if payload.get("timeout_ms") else None,
+        created_at=ts(payload.get("created_ms")),
+        started_at=ts(payload.get("started_ms")),
+        ended_at=ts(payload.get("ended_ms")),
+        result=payload.get("result"),
+        error=payload.get("error"),
+        waiting_for_event=bool(payload.get("waiting")),
+        wait_deadline=ts(payload.get("wait_due_ms")),
+        pending_events=payload.get("pending_events", 0),
+    )
+
+
+class Client:
+    """Drives runs of one namespace. Talks only to Kafka.
+
+    Args:
+        connection: the Kafka connection (namespace included).
+        codec: converts inputs, event payloads and results.
+    """
+
+    def __init__(self, connection: Connection, codec: CodecRegistry | None = None) -> None:
+        self.connection = connection
+        self.codec = codec or default_codec()
+        self.id = f"c_{secrets.token_hex(4)}@{socket.gethostname()}"
+        self._io: ClientIO | None = None
+        self._start_lock = asyncio.Lock()
+
+    async def _ensure(self) -> ClientIO:
+        if self._io is not None:
+            return self._io
+        async with self._start_lock:
+            if self._io is None:
+                conn = self.connection
+                loop = asyncio.get_running_loop()
+                if not conn.num_partitions:
+                    await loop.run_in_executor(None, conn._setup, True, 10.0)
+                io = ClientIO(conn, self.id, partition_for(self.id, conn.num_partitions))
+                await loop.run_in_executor(None, io.start)
+                self._io = io
+        return self._io
+
+    async def close(self) -> None:
+        """Release the client's Kafka handles."""
+        if self._io is not None:
+            io, self._io = self._io, None
+            await asyncio.get_running_loop().run_in_executor(None, io.close)
+
+    async def __aenter__(self) -> Client:
+        await self._ensure()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _partition(self, wf_id: str) -> int:
+        return partition_for(wf_id, self.connection.num_partitions)
+
+    async def _send_directive(self, wf_id: str, cmd: Any) -> None:
+        io = await self._ensure()
+        await io.send(self.connection.topics.directives, self._partition(wf_id), wf_id.encode(), encoder.encode(cmd))
+
+    async def _request(self, wf_id: str, make: Any, timeout: float = REQUEST_TIMEOUT_S) -> Reply:
+        io = await self._ensure()
+        request_id = str(ULID())
+        to = ReplyTo(client_id=self.id, request_id=request_id, partition=io.reply_partition)
+        fut = io.expect_reply(request_id)
+        try:
+            await self._send_directive(wf_id, make(to))
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise WorkflowError(
+                f"no worker of namespace {self.connection.namespace!r} answered within {timeout:.0f}s about "
+                f"workflow id {wf_id!r}: are workers running (grctl worker --app ...)?"
+            ) from None
+        finally:
+            io.forget_reply(request_id)
+
+    # ------------------------------------------------------------------ runs
+
+    async def start_workflow(
+        self,
+        type: str,  # noqa: A002  # the original's parameter name
+        id: str,  # noqa: A002  # the original's parameter name
+        input: Any | None = None,  # noqa: A002  # the original's parameter name
+        timeout: timedelta | None = None,
+        return_type: type | None = None,
+    ) -> WorkflowHandle:
+        """Start a run and wait until a worker accepted it.
+
+        Args:
+            type: the workflow type.
+            id: the workflow id (unique among active runs).
+            input: the start handler's input (dict → keyword arguments).
+            timeout: the workflow timeout: the run is timed out (durably) after this long.
+            return_type: convert the result to this type.
+
+        Raises:
+            WorkflowAlreadyRunningError: a run with this id is active.
+            WorkflowTypeNotRegisteredError: no worker serves this type.
+            WorkflowError: no worker answered in time.
+        """
+        if not isinstance(type, str) or not type:
+            raise ValueError(f"workflow type must be a non-empty string, got {type!r}")
+        if not isinstance(id, str) or not id:
+            raise ValueError(f"workflow id must be a non-empty string, got {id!r}")
+        timeout_ms = None
+        if timeout is not None:
+            if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
+                raise ValueError(f"timeout must be a positive timedelta, got {timeout!r}")
+            timeout_ms = int(timeout.total_seconds() * 1000)
+        io = await self._ensure()
+        run_id = str(ULID())
+        raw_input = self.codec.to_primitive(input)
+        handle = WorkflowHandle(
+            RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending), client=self, return_type=return_type
+        )
+        first: asyncio.Future[HistoryRecord] = asyncio.get_running_loop().create_future()
+
+        def on_first(rec: HistoryRecord, _p: int, _o: int) -> None:
+            if not first.done() and rec.kind in ("run.started", "run.rejected"):
+                first.set_result(rec)
+
+        unsubscribe = io.listen(run_id, on_first)
+        handle._attach(io)
+        try:
+            cmd = StartCmd(wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms)
+            await self._send_directive(id, cmd)
+            try:
+                async with asyncio.timeout(START_ACK_TIMEOUT_S):
+                    rec = await first
+            except TimeoutError:
+                handle.discard()
+                raise WorkflowError(
+                    f"no worker of namespace {self.connection.namespace!r} accepted run {run_id} of {type!r} "
+                    f"within {START_ACK_TIMEOUT_S:.0f}s; the start request is queued and runs when a worker "
+                    f"serving {type!r} starts"
+                ) from None
+        finally:
+            unsubscribe()
+        if rec.kind == "run.rejected":
+            handle.discard()
+            msg = rec.msg or {}
+            code = msg.get("code")
+            text = msg.get("message", "start rejected")
+            if code == "already_running":
+                raise WorkflowAlreadyRunningError(text, wf_id=id, run_id=msg.get("existing_run_id"))
+            if code == "type_not_registered":
+                raise WorkflowTypeNotRegisteredError(text, wf_type=type)
+            raise WorkflowError(f"start_workflow failed ({code}): {text}")
+        handle.run_info.status = RunStatus.running
+        return handle
+
+    async def run_workflow(
+        self,
+        type: str,  # noqa: A002
+        id: str,  # noqa: A002
+        input: Any | None = None,  # noqa: A002
+        timeout: timedelta | None = None,
+        return_type: type | None = None,
+    ) -> Any:
+        """Start a run and wait for its result (the workflow timeout bounds the wait too)."""
+        handle = await self.start_workflow(type, id, input, timeout, return_type)
+        return await handle.result(timeout=timeout.total_seconds() if timeout else None)
+
+    async def describe(self, wf_id: str) -> RunInfo:
+        """The latest run of `wf_id`.
+
+        Raises:
+            WorkflowNotFoundError: no run has this workflow id.
+        """
+        reply = await self._request(wf_id, lambda to: DescribeCmd(wf_id=wf_id, reply_to=to))
+        if not reply.ok:
+            if reply.code == "not_found":
+                raise WorkflowNotFoundError(f"workflow id {wf_id!r} not found", wf_id=wf_id)
+            raise WorkflowError(f"describe failed ({reply.code}): {reply.message}")
+        return run_info_from_reply(reply.payload)
+
+    async def get_workflow_handle(self, wfid: str, return_type: type | None = None) -> WorkflowHandle:
+        """A handle on the latest run of `wfid` (resolved at once if it already ended)."""
+        io = await self._ensure()
+        info = await self.describe(wfid)
+        handle = WorkflowHandle(info, client=self, return_type=return_type)
+        handle._attach(io)
+        if info.status.is_terminal:
+            handle._settle_from_info(info)
+        else:
+            # It may have ended between the describe and the attach: ask again.
+            again = await self.describe(wfid)
+            if again.id == info.id and again.status.is_terminal:
+                handle._settle_from_info(again)
+        return handle
+
+    async def get_history(self, wf_id: str, run_id: str | None = None) -> list[HistoryEvent]:
+        """Every history event of one run (the latest if `run_id` is None), in order.
+
+        Seeks by time (the run id's ULID timestamp) instead of scanning the partition.
+        """
+        if run_id is None:
+            info = await self.describe(wf_id)
+            run_id = info.id
+        await self._ensure()
+        since_ms = ULID.from_str(run_id).milliseconds - HISTORY_SEEK_SLACK_MS
+        part = self._partition(wf_id)
+        return await asyncio.get_running_loop().run_in_executor(None, self._read_history, wf_id, run_id, part, since_ms)
+
+    def _read_history(self, wf_id: str, run_id: str, part: int, since_ms: int) -> list[HistoryEvent]:
+        conn = self.connection
+        topic = conn.topics.history
+        consumer = Consumer(
+            conn.client_config(
+                **{
+                    "group.id": f"grctl.{conn.namespace}.history-reader",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                }
+            )
+        )
+        out: list[HistoryEvent] = []
+        try:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=10.0, cached=False)
+            start = consumer.offsets_for_times([TopicPartition(topic, part, max(0, since_ms))], timeout=10.0)[0].offset
+            if start < 0 or start >= high:
+                return out
+            consumer.assign([TopicPartition(topic, part, start)])
+            done = False
+            while not done:
+                msgs = consumer.consume(5000, 1.0)
+                if not msgs:
+                    pos = consumer.position([TopicPartition(topic, part)])[0].offset
+                    if pos >= high:
+                        break
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            done = True
+                        continue
+                    rec = history_decoder.decode(m.value())
+                    if rec.run_id == run_id and rec.wf_id == wf_id:
+                        out.append(to_history_event(rec, part, m.offset()))
+                    if m.offset() >= high - 1:
+                        done = True
+        finally:
+            consumer.close()
+        return out
+
+    # ------------------------------------------------------------------ run operations (used by handles)
+
+    async def send_event(self, wf_id: str, event_name: str, payload: Any = None, run_id: str | None = None) -> None:
+        """Deliver an event to the latest run of `wf_id`.
+
+        Raises:
+            WorkflowNotFoundError: no such run.
+            WorkflowError: the run already ended, or has no handler for this event.
+        """
+        if not isinstance(event_name, str) or not event_name:
+            raise ValueError(f"event name must be a non-empty string, got {event_name!r}")
+        raw = self.codec.to_primitive(payload)
+        reply = await self._request(
+            wf_id,
+            lambda to: EventCmd(
+                wf_id=wf_id, event_name=event_name, payload=raw, event_id=str(ULID()), run_id=run_id, reply_to=to
+            ),
+        )
+        self._raise_for(reply, wf_id)
+
+    async def cancel_run(self, wf_id: str, reason: str | None = None, *, terminate: bool = False, run_id: str | None = None) -> None:
+        """Cancel (or terminate) the latest run of `wf_id`."""
+        reply = await self._request(
+            wf_id, lambda to: CancelCmd(wf_id=wf_id, reason=reason, terminate=terminate, run_id=run_id, reply_to=to)
+        )
+        self._raise_for(reply, wf_id)
+
+    @staticmethod
+    def _raise_for(reply: Reply, wf_id: str) -> None:
+        if reply.ok:
+            return
+        if reply.code == "not_found":
+            raise WorkflowNotFoundError(reply.message or f"workflow id {wf_id!r} not found", wf_id=wf_id)
+        raise WorkflowError(reply.message)

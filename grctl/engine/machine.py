@@ -1,0 +1,556 @@
+"""The run state machine: pure functions from (run, input) to a `Transition`.
+
+No I/O, no clock, no asyncio. The partition processor feeds it directive records, step
+outcomes and fired timers, and publishes the transitions it returns in one Kafka transaction.
+
+Step numbering: every dispatch of a step increments `RunRecord.seq`; the `NextCmd` record
+carries the number, so a stale or re-delivered record is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from grctl.engine.records import (
+    CancelCmd,
+    ChildDoneCmd,
+    DirectiveRecord,
+    EventCmd,
+    HistoryRecord,
+    InboxEntry,
+    NextCmd,
+    ParentRef,
+    Reply,
+    ReplyTo,
+    RunRecord,
+    StartCmd,
+    TimerEntry,
+)
+
+START_STEP = "start"
+
+# Effective step timeouts of the original (BEHAVIOUR.md §2.2): start, event, callback and
+# on_timeout steps default to the server's 5 minutes; `@wf.step()` defaults to 10 s (decided
+# by the Workflow definition, which passes it in).
+DEFAULT_STEP_TIMEOUT_MS = 5 * 60 * 1000
+
+ACTIVE_STATES = frozenset({"step", "wait"})
+
+
+class Catalog(Protocol):
+    """What the state machine needs to know about the workflow definitions a worker serves."""
+
+    def has_type(self, wf_type: str) -> bool:
+        """True if this worker serves `wf_type`."""
+        ...
+
+    def step_timeout_ms(self, wf_type: str, step: str) -> int | None:
+        """The timeout of a step or event handler (None: the engine default)."""
+        ...
+
+    def has_event(self, wf_type: str, name: str) -> bool:
+        """True if `name` is an event handler (or a step usable as one) of `wf_type`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What a finished step execution reports to the state machine.
+
+    Exactly one of `next_kind` values applies: "step", "wait", "complete", "fail", "error"
+    (an exception escaped), "timeout" (the step ran past its deadline), "cancelled".
+    """
+
+    run_id: str
+    seq: int
+    next_kind: str
+    duration_ms: int = 0
+    next_step: str | None = None
+    next_step_timeout_ms: int | None = None
+    wait_timeout_ms: int | None = None
+    wait_on_timeout: str | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    store: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Transition:
+    """Everything one input changes: all of it is published in one transaction.
+
+    Attributes:
+        run: the new run record, or None if unchanged.
+        history: history events to append.
+        sends: directive records for runs (on this or other partitions).
+        replies: answers to client requests.
+        store: store values to write (key → encoded value) for `run`.
+        inbox_put: inbox entries to append (seq → entry).
+        inbox_delete: inbox sequence numbers consumed.
+        timers_set: timers to arm.
+        timers_clear: timers to disarm.
+        execute: the run's current step must start once this transition is committed.
+        cancel_running: the step task running for this run (if any) must be cancelled.
+        skipped: the input was stale or a duplicate; nothing changed.
+    """
+
+    run: RunRecord | None = None
+    history: list[HistoryRecord] = field(default_factory=list)
+    sends: list[DirectiveRecord] = field(default_factory=list)
+    replies: list[tuple[ReplyTo, Reply]] = field(default_factory=list)
+    store: dict[str, bytes] = field(default_factory=dict)
+    inbox_put: dict[int, InboxEntry] = field(default_factory=dict)
+    inbox_delete: list[int] = field(default_factory=list)
+    timers_set: list[TimerEntry] = field(default_factory=list)
+    timers_clear: list[TimerEntry] = field(default_factory=list)
+    execute: bool = False
+    cancel_running: bool = False
+    skipped: bool = False
+
+
+SKIP = Transition(skipped=True)
+
+InboxReader = Callable[[int], InboxEntry | None]
+
+
+class Machine:
+    """Applies inputs to runs. One instance per worker; stateless apart from its catalog.
+
+    Args:
+        catalog: the workflow definitions the worker serves.
+        worker_id: written into history events.
+    """
+
+    def __init__(self, catalog: Catalog, worker_id: str) -> None:
+        self.catalog = catalog
+        self.worker_id = worker_id
+
+    # ------------------------------------------------------------------ helpers
+
+    def _hist(self, run: RunRecord, kind: str, now_ms: int, msg: dict[str, Any] | None = None) -> HistoryRecord:
+        return HistoryRecord(
+            kind=kind, wf_id=run.wf_id, run_id=run.run_id, ts_ms=now_ms, msg=msg, worker_id=self.worker_id
+        )
+
+    def _step_timeout(self, wf_type: str, step: str) -> int:
+        t = self.catalog.step_timeout_ms(wf_type, step)
+        return t if t else DEFAULT_STEP_TIMEOUT_MS
+
+    def _dispatch(
+        self,
+        tr: Transition,
+        run: RunRecord,
+        step: str,
+        payload: Any,
+        now_ms: int,
+        timeout_ms: int | None = None,
+    ) -> RunRecord:
+        """Schedule `step` as the run's next step: a NextCmd record and a step-timeout timer."""
+        if run.timer_due_ms is not None:
+            tr.timers_clear.append(self._timer(run, run.timer_due_ms))
+        seq = run.seq + 1
+        timeout = timeout_ms or self._step_timeout(run.wf_type, step)
+        due = now_ms + timeout
+        run = msgspec.structs.replace(
+            run,
+            state="step",
+            status="running",
+            seq=seq,
+            step=step,
+            step_payload=payload,
+            step_timeout_ms=timeout,
+            wait_timeout_ms=None,
+            wait_on_timeout=None,
+            timer_due_ms=due,
+        )
+        tr.timers_set.append(TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="step", seq=seq, due_ms=due))
+        tr.sends.append(NextCmd(wf_id=run.wf_id, run_id=run.run_id, seq=seq))
+        tr.execute = True
+        return run
+
+    @staticmethod
+    def _timer(run: RunRecord, due_ms: int) -> TimerEntry:
+        kind = "step" if run.state == "step" else "wait"
+        return TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=kind, seq=run.seq, due_ms=due_ms)
+
+    def _finish(
+        self,
+        tr: Transition,
+        run: RunRecord,
+        status: str,
+        state: str,
+        now_ms: int,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> RunRecord:
+        """End the run: terminal history event, timers cleared, parent notified."""
+        duration = max(0, now_ms - run.started_ms)
+        if status == "completed":
+            tr.history.append(self._hist(run, "run.completed", now_ms, {"result": result, "duration_ms": duration}))
+        elif status == "failed":
+            tr.history.append(self._hist(run, "run.failed", now_ms, {"error": error, "duration_ms": duration}))
+        elif status == "cancelled":
+            tr.history.append(self._hist(run, "run.cancelled", now_ms, {"reason": reason, "duration_ms": duration}))
+        elif status == "terminated":
+            tr.history.append(self._hist(run, "run.terminated", now_ms, {"reason": reason, "duration_ms": duration}))
+        elif status == "timed_out":
+            tr.history.append(self._hist(run, "run.timeout", now_ms, {"duration_ms": duration}))
+        if run.timer_due_ms is not None:
+            tr.timers_clear.append(self._timer(run, run.timer_due_ms))
+        if run.deadline_ms is not None:
+            tr.timers_clear.append(
+                TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="workflow", seq=0, due_ms=run.deadline_ms)
+            )
+        if run.parent is not None and run.parent.callback_step:
+            outcome: dict[str, Any] = {"status": status, "result": result, "error": error}
+            tr.sends.append(
+                ChildDoneCmd(
+                    wf_id=run.parent.wf_id,
+                    run_id=run.parent.run_id,
+                    event_name=run.parent.callback_step,
+                    child_wf_id=run.wf_id,
+                    child_run_id=run.run_id,
+                    outcome=outcome,
+                )
+            )
+        return msgspec.structs.replace(
+            run,
+            status=status,
+            state=state,
+            result=result,
+            error=error,
+            ended_ms=now_ms,
+            step_payload=None,
+            timer_due_ms=None,
+            deadline_ms=None,
+            cancel_pending=False,
+        )
+
+    # ------------------------------------------------------------------ directive records
+
+    def apply(
+        self, run: RunRecord | None, rec: DirectiveRecord, offset: int, now_ms: int, inbox: InboxReader
+    ) -> Transition:
+        """Apply one `directives` record (not `NextCmd`, which the processor handles itself)."""
+        if run is not None and offset >= 0 and offset <= run.last_offset:
+            return SKIP  # re-delivered after a crash: already applied
+        if isinstance(rec, StartCmd):
+            tr = self.on_start(run, rec, now_ms)
+        elif isinstance(rec, EventCmd):
+            tr = self.on_event(run, rec, now_ms, inbox)
+        elif isinstance(rec, CancelCmd):
+            tr = self.on_cancel(run, rec, now_ms)
+        elif isinstance(rec, ChildDoneCmd):
+            tr = self.on_event(
+                run,
+                EventCmd(wf_id=rec.wf_id, run_id=rec.run_id, event_name=rec.event_name, payload=rec.outcome),
+                now_ms,
+                inbox,
+                from_child=True,
+            )
+        else:
+            raise TypeError(f"apply() does not take {type(rec).__name__}")
+        if tr.run is not None and offset >= 0:
+            tr.run.last_offset = offset
+        elif run is not None and offset >= 0 and not tr.skipped and tr.run is None:
+            tr.run = msgspec.structs.replace(run, last_offset=offset)
+        return tr
+
+    def on_start(self, run: RunRecord | None, cmd: StartCmd, now_ms: int) -> Transition:
+        """A start request: create the run, or reject a duplicate or an unknown type."""
+        tr = Transition()
+        if run is not None and run.run_id == cmd.run_id:
+            return SKIP  # the same start delivered twice (client retry)
+        if run is not None and run.state in ACTIVE_STATES:
+            self._reject(
+                tr, cmd, now_ms, "already_running",
+                f"workflow id {cmd.wf_id!r} already has an active run {run.run_id} "
+                f"(type {run.wf_type!r}); wait for it to end, cancel it, or use another id",
+                existing=run.run_id,
+            )  # fmt: skip
+            return tr
+        if not self.catalog.has_type(cmd.wf_type):
+            self._reject(
+                tr, cmd, now_ms, "type_not_registered",
+                f"workflow type {cmd.wf_type!r} is not served by the workers of this namespace; "
+                f"register it in a Worker(workflows=[...]) and restart the workers",
+            )  # fmt: skip
+            return tr
+        new = RunRecord(
+            run_id=cmd.run_id,
+            wf_id=cmd.wf_id,
+            wf_type=cmd.wf_type,
+            status="running",
+            state="start",
+            input=cmd.input,
+            created_ms=now_ms,
+            started_ms=now_ms,
+            timeout_ms=cmd.timeout_ms,
+            parent=cmd.parent,
+        )
+        tr.history.append(
+            self._hist(
+                new,
+                "run.started",
+                now_ms,
+                {
+                    "wf_type": cmd.wf_type,
+                    "input": cmd.input,
+                    "parent_wf_id": cmd.parent.wf_id if cmd.parent else None,
+                    "parent_run_id": cmd.parent.run_id if cmd.parent else None,
+                    "timeout_ms": cmd.timeout_ms,
+                },
+            )
+        )
+        if cmd.timeout_ms:
+            new.deadline_ms = now_ms + cmd.timeout_ms
+            tr.timers_set.append(
+                TimerEntry(wf_id=new.wf_id, run_id=new.run_id, kind="workflow", seq=0, due_ms=new.deadline_ms)
+            )
+        tr.run = self._dispatch(tr, new, START_STEP, cmd.input, now_ms)
+        return tr
+
+    def _reject(
+        self, tr: Transition, cmd: StartCmd, now_ms: int, code: str, message: str, existing: str | None = None
+    ) -> None:
+        tr.history.append(
+            HistoryRecord(
+                kind="run.rejected",
+                wf_id=cmd.wf_id,
+                run_id=cmd.run_id,
+                ts_ms=now_ms,
+                worker_id=self.worker_id,
+                msg={"code": code, "message": message, "existing_run_id": existing},
+            )
+        )
+        if cmd.parent is not None and cmd.parent.callback_step:
+            # A child that cannot start is reported to its parent (the original swallowed it).
+            tr.sends.append(
+                ChildDoneCmd(
+                    wf_id=cmd.parent.wf_id,
+                    run_id=cmd.parent.run_id,
+                    event_name=cmd.parent.callback_step,
+                    child_wf_id=cmd.wf_id,
+                    child_run_id=cmd.run_id,
+                    outcome={"status": "failed", "result": None, "error": {"type": code, "message": message}},
+                )
+            )
+
+    def on_event(
+        self,
+        run: RunRecord | None,
+        cmd: EventCmd,
+        now_ms: int,
+        inbox: InboxReader,
+        from_child: bool = False,
+    ) -> Transition:
+        """An event: append it to the inbox; if the run waits and nothing is queued, run it now."""
+        tr = Transition()
+        if run is None or (cmd.run_id is not None and cmd.run_id != run.run_id):
+            if cmd.reply_to:
+                tr.replies.append(self._error_reply(cmd.reply_to, "not_found", f"no run of workflow id {cmd.wf_id!r}"))
+            return tr
+        if run.state not in ACTIVE_STATES and run.state != "start":
+            if cmd.reply_to:
+                tr.replies.append(
+                    self._error_reply(
+                        cmd.reply_to,
+                        "finished",
+                        f"run {run.run_id} of workflow id {run.wf_id!r} already ended ({run.status}); "
+                        f"events can only be sent to active runs",
+                    )
+                )
+            return tr
+        if not from_child and not self.catalog.has_event(run.wf_type, cmd.event_name):
+            if cmd.reply_to:
+                tr.replies.append(
+                    self._error_reply(
+                        cmd.reply_to,
+                        "unknown_event",
+                        f"workflow type {run.wf_type!r} has no event handler {cmd.event_name!r}",
+                    )
+                )
+            return tr
+        tr.history.append(
+            self._hist(run, "event.received", now_ms, {"event_name": cmd.event_name, "payload": cmd.payload})
+        )
+        seq = run.inbox_next
+        entry = InboxEntry(run_id=run.run_id, event_name=cmd.event_name, payload=cmd.payload, event_id=cmd.event_id)
+        run = msgspec.structs.replace(run, inbox_next=seq + 1)
+        if run.state == "wait" and run.inbox_head == seq:
+            # Nothing older is queued: hand the event to its handler straight away.
+            run = msgspec.structs.replace(run, inbox_head=seq + 1)
+            run = self._dispatch(tr, run, entry.event_name, entry.payload, now_ms)
+        else:
+            tr.inbox_put[seq] = entry
+        tr.run = run
+        if cmd.reply_to:
+            tr.replies.append((cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id)))
+        return tr
+
+    def on_cancel(self, run: RunRecord | None, cmd: CancelCmd, now_ms: int) -> Transition:
+        """Cancel or terminate the latest run."""
+        tr = Transition()
+        if run is None or (cmd.run_id is not None and cmd.run_id != run.run_id):
+            if cmd.reply_to:
+                tr.replies.append(self._error_reply(cmd.reply_to, "not_found", f"no run of workflow id {cmd.wf_id!r}"))
+            return tr
+        what = "terminate" if cmd.terminate else "cancel"
+        if run.state not in ACTIVE_STATES:
+            if cmd.reply_to:
+                tr.replies.append(
+                    self._error_reply(
+                        cmd.reply_to,
+                        "finished",
+                        f"cannot {what} run {run.run_id} of workflow id {run.wf_id!r}: it already ended "
+                        f"({run.status})",
+                    )
+                )
+            return tr
+        if cmd.terminate:
+            tr.cancel_running = True
+            tr.run = self._finish(tr, run, "terminated", "terminate", now_ms, reason=cmd.reason)
+        elif run.state == "wait":
+            tr.run = self._finish(tr, run, "cancelled", "cancel", now_ms, reason=cmd.reason)
+        else:
+            tr.history.append(self._hist(run, "run.cancel_received", now_ms, {"reason": cmd.reason}))
+            tr.run = msgspec.structs.replace(run, cancel_pending=True, cancel_reason=cmd.reason)
+        if cmd.reply_to:
+            tr.replies.append((cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id)))
+        return tr
+
+    @staticmethod
+    def _error_reply(to: ReplyTo, code: str, message: str) -> tuple[ReplyTo, Reply]:
+        return to, Reply(request_id=to.request_id, client_id=to.client_id, ok=False, code=code, message=message)
+
+    # ------------------------------------------------------------------ step outcomes
+
+    def on_step_outcome(self, run: RunRecord | None, out: StepOutcome, now_ms: int, inbox: InboxReader) -> Transition:
+        """A step finished: record it and move the run on as its directive says."""
+        if run is None or run.run_id != out.run_id or run.seq != out.seq or run.state != "step":
+            return SKIP  # the run moved on (terminated, timed out) while the step ran
+        tr = Transition()
+        step = run.step or ""
+        kind = out.next_kind
+        if kind == "error":
+            tr.history.append(self._hist(run, "step.failed", now_ms, {"step_name": step, "error": out.error}))
+            tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=out.error)
+            return tr
+        if kind == "timeout":
+            tr.history.append(self._hist(run, "step.timeout", now_ms, {"step_name": step}))
+            err = {"type": "StepTimeout", "message": f"step {step} timed out"}
+            tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=err)
+            return tr
+        tr.store = out.store
+        tr.history.append(self._hist(run, "step.completed", now_ms, {"step_name": step, "duration_ms": out.duration_ms}))
+        if run.cancel_pending:
+            tr.run = self._finish(tr, run, "cancelled", "cancel", now_ms, reason=run.cancel_reason)
+            return tr
+        if kind == "step":
+            assert out.next_step is not None
+            tr.run = self._dispatch(tr, run, out.next_step, None, now_ms, out.next_step_timeout_ms)
+        elif kind == "wait":
+            tr.run = self._enter_wait(tr, run, out, now_ms, inbox)
+        elif kind == "complete":
+            tr.run = self._finish(tr, run, "completed", "complete", now_ms, result=out.result)
+        elif kind == "fail":
+            tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=out.error)
+        else:
+            raise ValueError(f"unknown step outcome kind {kind!r}")
+        return tr
+
+    def _enter_wait(
+        self, tr: Transition, run: RunRecord, out: StepOutcome, now_ms: int, inbox: InboxReader
+    ) -> RunRecord:
+        if run.timer_due_ms is not None:
+            tr.timers_clear.append(self._timer(run, run.timer_due_ms))
+        tr.history.append(
+            self._hist(run, "wait.started", now_ms, {"timeout_ms": out.wait_timeout_ms, "on_timeout": out.wait_on_timeout})
+        )
+        run = msgspec.structs.replace(
+            run,
+            state="wait",
+            step=None,
+            step_payload=None,
+            timer_due_ms=None,
+            wait_timeout_ms=out.wait_timeout_ms,
+            wait_on_timeout=out.wait_on_timeout,
+        )
+        if run.inbox_head < run.inbox_next:
+            # Events arrived while the step ran: handle the oldest one now, in arrival order.
+            entry = inbox(run.inbox_head)
+            tr.inbox_delete.append(run.inbox_head)
+            run = msgspec.structs.replace(run, inbox_head=run.inbox_head + 1)
+            if entry is not None:
+                return self._dispatch(tr, run, entry.event_name, entry.payload, now_ms)
+        if out.wait_timeout_ms:
+            due = now_ms + out.wait_timeout_ms
+            run.timer_due_ms = due
+            tr.timers_set.append(TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="wait", seq=run.seq, due_ms=due))
+        return run
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timer(self, run: RunRecord | None, timer: TimerEntry, now_ms: int) -> Transition:
+        """A durable timer fired. Stale timers (the run moved on) change nothing."""
+        if run is None or run.run_id != timer.run_id or run.state not in ACTIVE_STATES:
+            return SKIP
+        tr = Transition()
+        if timer.kind == "workflow":
+            if run.deadline_ms != timer.due_ms:
+                return SKIP
+            tr.cancel_running = run.state == "step"
+            tr.run = self._finish(tr, run, "timed_out", "timeout", now_ms)
+            return tr
+        if run.seq != timer.seq or run.timer_due_ms != timer.due_ms:
+            return SKIP
+        if timer.kind == "step" and run.state == "step":
+            step = run.step or ""
+            tr.cancel_running = True
+            tr.history.append(self._hist(run, "step.timeout", now_ms, {"step_name": step}))
+            err = {"type": "StepTimeout", "message": f"step {step} timed out"}
+            tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=err)
+            return tr
+        if timer.kind == "wait" and run.state == "wait":
+            tr.history.append(self._hist(run, "wait.timed_out", now_ms, {"on_timeout": run.wait_on_timeout}))
+            run = msgspec.structs.replace(run, timer_due_ms=None)
+            if run.wait_on_timeout:
+                tr.run = self._dispatch(tr, run, run.wait_on_timeout, None, now_ms)
+            else:
+                err = {"type": "WaitTimeout", "message": "wait timed out without a timeout step"}
+                tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=err)
+            return tr
+        return SKIP
+
+    # ------------------------------------------------------------------ describe
+
+    @staticmethod
+    def describe(run: RunRecord | None, to: ReplyTo) -> tuple[ReplyTo, Reply]:
+        """Answer a describe request from the committed run record."""
+        if run is None:
+            return Machine._error_reply(to, "not_found", "no run with this workflow id")
+        info = {
+            "id": run.run_id,
+            "wf_id": run.wf_id,
+            "wf_type": run.wf_type,
+            "status": run.status,
+            "state": run.state,
+            "current_step": run.step,
+            "step_seq": run.seq,
+            "created_ms": run.created_ms,
+            "started_ms": run.started_ms,
+            "ended_ms": run.ended_ms,
+            "timeout_ms": run.timeout_ms,
+            "result": run.result,
+            "error": run.error,
+            "parent": msgspec.to_builtins(run.parent) if run.parent else None,
+            "waiting": run.state == "wait",
+            "wait_due_ms": run.timer_due_ms if run.state == "wait" else None,
+            "pending_events": run.inbox_next - run.inbox_head,
+        }
+        return to, Reply(request_id=to.request_id, client_id=to.client_id, payload=info)

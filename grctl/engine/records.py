@@ -1,0 +1,241 @@
+"""Wire records of the engine: what travels on the namespace topics and sits in the state tables.
+
+Every record is msgpack (msgspec) with a type tag; `v` is the schema version for future
+evolution. Keys are bytes: the workflow id for `directives` and `history`, a table prefix plus
+workflow id (plus sub-key) for `state`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class ParentRef(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The parent of a child run, and the step to run in the parent when the child ends."""
+
+    wf_id: str
+    run_id: str
+    wf_type: str
+    callback_step: str | None = None
+
+
+class ReplyTo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Where the answer to a client request goes: the client's partition of `replies`."""
+
+    client_id: str
+    request_id: str
+    partition: int
+
+
+# --------------------------------------------------------------------------- directives topic
+
+
+class _Cmd(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="t"):
+    wf_id: str
+    v: int = SCHEMA_VERSION
+
+
+class StartCmd(_Cmd, tag="start"):
+    """Start a new run of `wf_type` with id `wf_id` (from a client or a parent step)."""
+
+    run_id: str
+    wf_type: str
+    input: Any = None
+    timeout_ms: int | None = None
+    parent: ParentRef | None = None
+    reply_to: ReplyTo | None = None
+
+
+class NextCmd(_Cmd, tag="next"):
+    """The engine's own record: execute step number `seq` of run `run_id`."""
+
+    run_id: str
+    seq: int
+
+
+class EventCmd(_Cmd, tag="event"):
+    """Deliver an event to the latest run of `wf_id` (or to `run_id` if given)."""
+
+    event_name: str
+    payload: Any = None
+    event_id: str = ""
+    run_id: str | None = None
+    reply_to: ReplyTo | None = None
+
+
+class CancelCmd(_Cmd, tag="cancel"):
+    """Cancel (or, with `terminate`, terminate) the latest run of `wf_id`."""
+
+    reason: str | None = None
+    terminate: bool = False
+    run_id: str | None = None
+    reply_to: ReplyTo | None = None
+
+
+class ChildDoneCmd(_Cmd, tag="child_done"):
+    """A child run ended: deliver its outcome to the parent run as an event."""
+
+    run_id: str
+    event_name: str
+    child_wf_id: str
+    child_run_id: str
+    outcome: dict[str, Any]
+
+
+class DescribeCmd(_Cmd, tag="describe"):
+    """Answer with the latest run's info on `replies`."""
+
+    reply_to: ReplyTo
+
+
+DirectiveRecord = StartCmd | NextCmd | EventCmd | CancelCmd | ChildDoneCmd | DescribeCmd
+
+directive_encoder = msgspec.msgpack.Encoder()
+directive_decoder = msgspec.msgpack.Decoder(DirectiveRecord)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- history topic
+
+
+class HistoryRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One history event as written to the `history` topic (see `grctl.models.HistoryEvent`)."""
+
+    kind: str
+    wf_id: str
+    run_id: str
+    ts_ms: int
+    msg: dict[str, Any] | None = None
+    worker_id: str = ""
+    op: str = ""
+    v: int = SCHEMA_VERSION
+
+
+history_decoder = msgspec.msgpack.Decoder(HistoryRecord)
+
+
+# --------------------------------------------------------------------------- replies topic
+
+
+class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The answer to a client request."""
+
+    request_id: str
+    client_id: str
+    ok: bool = True
+    code: str = ""
+    message: str = ""
+    payload: Any = None
+    v: int = SCHEMA_VERSION
+
+
+reply_decoder = msgspec.msgpack.Decoder(Reply)
+
+
+# --------------------------------------------------------------------------- state tables
+
+
+class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The latest run of one workflow id (table `r/`).
+
+    `state` is where the run is: "step" (step `step` number `seq` is scheduled or running),
+    "wait" (waiting for an event), or a terminal state. `last_offset` is the offset of the last
+    `directives` record applied to this run, so a re-delivered record is never applied twice.
+    """
+
+    run_id: str
+    wf_id: str
+    wf_type: str
+    status: str
+    state: str
+    seq: int = 0
+    step: str | None = None
+    step_payload: Any = None
+    step_timeout_ms: int | None = None
+    input: Any = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_ms: int = 0
+    started_ms: int = 0
+    ended_ms: int = 0
+    timeout_ms: int | None = None
+    parent: ParentRef | None = None
+    last_offset: int = -1
+    cancel_reason: str | None = None
+    cancel_pending: bool = False
+    wait_timeout_ms: int | None = None
+    wait_on_timeout: str | None = None
+    inbox_next: int = 0
+    inbox_head: int = 0
+    timer_due_ms: int | None = None
+    deadline_ms: int | None = None
+    v: int = SCHEMA_VERSION
+
+
+class InboxEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An event waiting in a run's inbox (table `i/`)."""
+
+    run_id: str
+    event_name: str
+    payload: Any = None
+    event_id: str = ""
+    timeout_ms: int | None = None
+
+
+class TimerEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A durable timer (table `t/`, keyed by due time)."""
+
+    wf_id: str
+    run_id: str
+    kind: str  # "step" | "wait" | "workflow"
+    seq: int
+    due_ms: int
+
+
+run_decoder = msgspec.msgpack.Decoder(RunRecord)
+inbox_decoder = msgspec.msgpack.Decoder(InboxEntry)
+timer_decoder = msgspec.msgpack.Decoder(TimerEntry)
+encoder = msgspec.msgpack.Encoder()
+
+RUN_PREFIX = b"r/"
+STORE_PREFIX = b"s/"
+INBOX_PREFIX = b"i/"
+TIMER_PREFIX = b"t/"
+JOURNAL_PREFIX = b"j/"
+META_PREFIX = b"m/"
+SEP = b"\x00"
+
+
+def run_key(wf_id: str) -> bytes:
+    """Key of a run record."""
+    return RUN_PREFIX + wf_id.encode()
+
+
+def store_key(wf_id: str, run_id: str, key: str) -> bytes:
+    """Key of one store value of one run."""
+    return STORE_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + key.encode()
+
+
+def inbox_key(wf_id: str, seq: int) -> bytes:
+    """Key of an inbox entry; entries of one workflow id sort by arrival."""
+    return INBOX_PREFIX + wf_id.encode() + SEP + b"%016d" % seq
+
+
+def timer_key(due_ms: int, wf_id: str, kind: str) -> bytes:
+    """Key of a timer; the table sorts by due time."""
+    return TIMER_PREFIX + b"%016d" % due_ms + SEP + wf_id.encode() + SEP + kind.encode()
+
+
+def wf_id_from_state_key(key: bytes) -> str | None:
+    """The workflow id a state key belongs to (None for metadata keys)."""
+    prefix = key[:2]
+    if prefix == RUN_PREFIX:
+        return key[2:].decode()
+    if prefix in (STORE_PREFIX, INBOX_PREFIX, JOURNAL_PREFIX):
+        return key[2:].split(SEP, 1)[0].decode()
+    if prefix == TIMER_PREFIX:
+        return key.split(SEP)[1].decode()
+    return None

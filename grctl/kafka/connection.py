@@ -1,0 +1,114 @@
+"""`Connection`: where the Kafka cluster is, which namespace, and the client options."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+from grctl.errors import KafkaSetupError
+from grctl.kafka.topics import DEFAULT_PARTITIONS, TopicNames, admin_client, ensure_namespace
+
+DEFAULT_SERVERS = "127.0.0.1:9092"
+CONNECT_TIMEOUT_S = 10.0
+
+
+def servers_from_env(servers: str | list[str] | None = None) -> str:
+    """Bootstrap servers: the argument, else GRCTL_KAFKA_SERVERS (or GRCTL_KAFKA_BOOTSTRAP), else localhost."""
+    if servers:
+        return ",".join(servers) if isinstance(servers, list | tuple) else str(servers)
+    return os.environ.get("GRCTL_KAFKA_SERVERS") or os.environ.get("GRCTL_KAFKA_BOOTSTRAP") or DEFAULT_SERVERS
+
+
+class Connection:
+    """A Kafka cluster and a grctl namespace on it.
+
+    Use `await Connection.connect(...)`: it checks the broker answers and that the namespace's
+    topics exist (creating them by default), so errors surface here rather than later.
+
+    Args:
+        servers: bootstrap servers.
+        namespace: the grctl namespace (topics `grctl.<namespace>.*`).
+        kafka_config: extra librdkafka options (security, SASL, TLS, ...) for every client.
+        partitions: partition count used when the namespace is created.
+    """
+
+    def __init__(
+        self,
+        servers: str | list[str] | None = None,
+        namespace: str | None = None,
+        *,
+        kafka_config: dict[str, Any] | None = None,
+        partitions: int = DEFAULT_PARTITIONS,
+    ) -> None:
+        self.servers = servers_from_env(servers)
+        self.namespace = namespace or os.environ.get("GRCTL_NAMESPACE") or "default"
+        self.topics = TopicNames(self.namespace)
+        self.kafka_config: dict[str, Any] = dict(kafka_config or {})
+        self.partitions = partitions
+        self.num_partitions = 0
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: str | list[str] | None = None,
+        namespace: str | None = None,
+        *,
+        kafka_config: dict[str, Any] | None = None,
+        partitions: int = DEFAULT_PARTITIONS,
+        create_namespace: bool = True,
+        timeout: float = CONNECT_TIMEOUT_S,
+        **options: Any,
+    ) -> Connection:
+        """Connect to Kafka and make sure the namespace exists.
+
+        Args:
+            servers: bootstrap servers (else GRCTL_KAFKA_SERVERS, else 127.0.0.1:9092).
+            namespace: the namespace (else GRCTL_NAMESPACE, else "default").
+            kafka_config: librdkafka options passed to every client (e.g. security.protocol).
+            partitions: partition count if the namespace has to be created.
+            create_namespace: create missing topics (False: raise if missing).
+            timeout: seconds to wait for the broker.
+            **options: more librdkafka options, with '_' for '.' (sasl_mechanism="PLAIN").
+
+        Raises:
+            KafkaSetupError: the broker does not answer, or the namespace is unusable.
+        """
+        cfg = dict(kafka_config or {})
+        cfg.update({k.replace("_", "."): v for k, v in options.items()})
+        conn = cls(servers, namespace, kafka_config=cfg, partitions=partitions)
+        await asyncio.get_running_loop().run_in_executor(None, conn._setup, create_namespace, timeout)
+        return conn
+
+    def _setup(self, create: bool, timeout: float) -> None:
+        admin = admin_client(self.client_config())
+        try:
+            admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaSetupError(
+                f"cannot reach Kafka at {self.servers} within {timeout:.0f}s ({exc.args[0] if exc.args else exc}). "
+                f"Is the broker running? Start a local one with `grctl dev kafka start`, or point "
+                f"GRCTL_KAFKA_SERVERS at your cluster."
+            ) from None
+        self.num_partitions = ensure_namespace(
+            admin, self.topics, partitions=self.partitions, create=create, timeout=timeout
+        )
+
+    def client_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka config for a new client: bootstrap servers, pass-through options, overrides."""
+        cfg: dict[str, Any] = {"bootstrap.servers": self.servers}
+        cfg.update(self.kafka_config)
+        cfg.update(overrides)
+        return cfg
+
+    @staticmethod
+    def reset() -> None:
+        """Compatibility no-op: connections are not process-wide singletons here."""
+
+    async def close(self) -> None:
+        """Nothing to release: clients own their Kafka handles."""
+
+    def __repr__(self) -> str:
+        return f"Connection(servers={self.servers!r}, namespace={self.namespace!r})"

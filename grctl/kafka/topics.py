@@ -1,0 +1,181 @@
+"""Namespace topics: names, configs, creation and the co-partitioning check."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from grctl.errors import KafkaSetupError, TopicMismatchError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PARTITIONS = 12
+ROLES = ("directives", "history", "state", "replies", "dead-letter")
+
+# Per-role topic configs. `state` is a compacted changelog; `replies` only lives as long as a
+# client waits for an answer.
+ROLE_CONFIGS: dict[str, dict[str, str]] = {
+    "directives": {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
+    "history": {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
+    "state": {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": str(24 * 3600 * 1000),
+        "segment.ms": str(6 * 3600 * 1000),
+    },
+    "replies": {"cleanup.policy": "delete", "retention.ms": str(3600 * 1000)},
+    "dead-letter": {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
+}
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The topic names of one namespace: `grctl.<namespace>.<role>`."""
+
+    namespace: str
+
+    def __post_init__(self) -> None:
+        ns = self.namespace
+        if not ns or not all(c.isalnum() or c in "-_" for c in ns):
+            raise ValueError(
+                f"namespace {ns!r} is invalid: use letters, digits, '-' and '_' only (it becomes part of topic names)"
+            )
+
+    def role(self, role: str) -> str:
+        """The topic of a role."""
+        return f"grctl.{self.namespace}.{role}"
+
+    @property
+    def directives(self) -> str:
+        """Every input to a run."""
+        return self.role("directives")
+
+    @property
+    def history(self) -> str:
+        """Append-only history events."""
+        return self.role("history")
+
+    @property
+    def state(self) -> str:
+        """The compacted changelog of the worker tables."""
+        return self.role("state")
+
+    @property
+    def replies(self) -> str:
+        """Answers to client requests."""
+        return self.role("replies")
+
+    @property
+    def dead_letter(self) -> str:
+        """Input records that could not be decoded or applied."""
+        return self.role("dead-letter")
+
+    def all(self) -> list[str]:
+        """Every topic of the namespace."""
+        return [self.role(r) for r in ROLES]
+
+
+def partition_counts(admin: AdminClient, names: TopicNames, timeout: float = 10.0) -> dict[str, int]:
+    """Partition count of each existing topic of the namespace."""
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaSetupError(f"cannot read cluster metadata: {exc}") from exc
+    out = {}
+    for t in names.all():
+        tm = md.topics.get(t)
+        if tm is not None and tm.error is None:
+            out[t] = len(tm.partitions)
+    return out
+
+
+def ensure_namespace(
+    admin: AdminClient,
+    names: TopicNames,
+    *,
+    partitions: int = DEFAULT_PARTITIONS,
+    replication_factor: int | None = None,
+    create: bool = True,
+    extra_configs: dict[str, dict[str, str]] | None = None,
+    timeout: float = 30.0,
+) -> int:
+    """Create the namespace's missing topics and check they are co-partitioned.
+
+    Args:
+        admin: an admin client.
+        names: the namespace's topics.
+        partitions: partition count for new topics (existing ones keep theirs).
+        replication_factor: for new topics (None: min(3, number of brokers)).
+        create: create missing topics (False: raise if any is missing).
+        extra_configs: per-role configs to add or override.
+        timeout: seconds to wait for the broker.
+
+    Returns:
+        The namespace's partition count.
+
+    Raises:
+        KafkaSetupError: a topic is missing and `create` is False, or creation failed.
+        TopicMismatchError: the topics do not all have the same partition count.
+    """
+    existing = partition_counts(admin, names, timeout)
+    missing = [t for t in names.all() if t not in existing]
+    if existing:
+        counts = set(existing.values())
+        expected = existing.get(names.directives) or max(counts)
+        for topic, n in existing.items():
+            if n != expected:
+                raise TopicMismatchError(topic, expected=expected, found=n)
+        partitions = expected
+    if missing and not create:
+        raise KafkaSetupError(
+            f"namespace {names.namespace!r} is missing topics {missing}; create it with "
+            f"`grctl namespace create {names.namespace}`"
+        )
+    if missing:
+        if replication_factor is None:
+            brokers = len(admin.list_topics(timeout=timeout).brokers)
+            replication_factor = max(1, min(3, brokers))
+        new = []
+        for topic in missing:
+            role = topic.rsplit(".", 1)[1]
+            cfg = dict(ROLE_CONFIGS[role])
+            if replication_factor >= 3:
+                cfg["min.insync.replicas"] = "2"
+            cfg.update((extra_configs or {}).get(role, {}))
+            new.append(NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=cfg))
+        futures = admin.create_topics(new, operation_timeout=timeout)
+        for topic, fut in futures.items():
+            try:
+                fut.result(timeout)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if getattr(err, "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+                    continue
+                raise KafkaSetupError(f"cannot create topic {topic!r}: {exc}") from exc
+        logger.info("namespace %s: created topics %s (%d partitions)", names.namespace, missing, partitions)
+        # A concurrent creator may have used another count: check again.
+        again = partition_counts(admin, names, timeout)
+        for topic, n in again.items():
+            if n != partitions:
+                raise TopicMismatchError(topic, expected=partitions, found=n)
+    return partitions
+
+
+def delete_namespace(admin: AdminClient, names: TopicNames, timeout: float = 30.0) -> list[str]:
+    """Delete every topic of the namespace; returns the deleted names."""
+    existing = list(partition_counts(admin, names, timeout))
+    if not existing:
+        return []
+    futures = admin.delete_topics(existing, operation_timeout=timeout)
+    for fut in futures.values():
+        fut.result(timeout)
+    return existing
+
+
+def admin_client(config: dict[str, Any]) -> AdminClient:
+    """An admin client for `config` (bootstrap.servers plus pass-through options)."""
+    return AdminClient(dict(config))

@@ -1,0 +1,45 @@
+"""Error details carried in history, and the client-side error classes."""
+
+from __future__ import annotations
+
+import traceback
+
+import msgspec
+
+from grctl.errors import (
+    WorkflowAlreadyRunningError,
+    WorkflowError,
+    WorkflowNotFoundError,
+    WorkflowTypeNotRegisteredError,
+)
+
+__all__ = [
+    "ErrorDetails",
+    "WorkflowAlreadyRunningError",
+    "WorkflowError",
+    "WorkflowNotFoundError",
+    "WorkflowTypeNotRegisteredError",
+]
+
+
+class ErrorDetails(msgspec.Struct, kw_only=False, omit_defaults=True):
+    """A recorded error: class name, message, stack and importable class path."""
+
+    type: str
+    message: str
+    stack_trace: str = ""
+    qualified_type: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorDetails:
+        """Describe an exception, with its traceback and `module.QualName`."""
+        klass = type(exc)
+        return cls(
+            type=klass.__name__,
+            message=str(exc),
+            stack_trace="".join(traceback.format_exception(exc)),
+            qualified_type=f"{klass.__module__}.{klass.__qualname__}",
+        )
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message or 'No message'}"

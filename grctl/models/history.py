@@ -1,0 +1,270 @@
+"""History events: the append-only log of every run, as read from the `history` topic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from grctl.models.errors import ErrorDetails
+
+
+class HistoryKind(StrEnum):
+    """Every kind of history event, with its wire string."""
+
+    run_scheduled = "run.scheduled"
+    run_started = "run.started"
+    run_completed = "run.completed"
+    run_failed = "run.failed"
+    run_cancel_received = "run.cancel_received"
+    run_cancelled = "run.cancelled"
+    run_terminated = "run.terminated"
+    run_timeout = "run.timeout"
+    run_rejected = "run.rejected"
+    wait_started = "wait.started"
+    wait_timed_out = "wait.timed_out"
+    event_received = "event.received"
+    step_started = "step.started"
+    step_completed = "step.completed"
+    step_failed = "step.failed"
+    step_cancelled = "step.cancelled"
+    step_timeout = "step.timeout"
+    task_started = "task.started"
+    task_completed = "task.completed"
+    task_failed = "task.failed"
+    task_attempt_failed = "task.attempt_failed"
+    task_cancelled = "task.cancelled"
+    timestamp_recorded = "timestamp.recorded"
+    random_recorded = "random.recorded"
+    uuid_recorded = "uuid.recorded"
+    sleep_recorded = "sleep.recorded"
+    child_started = "child.started"
+    parent_event_sent = "parent.event_sent"
+
+
+TERMINAL_KINDS = frozenset(
+    {
+        HistoryKind.run_completed,
+        HistoryKind.run_failed,
+        HistoryKind.run_cancelled,
+        HistoryKind.run_terminated,
+        HistoryKind.run_timeout,
+    }
+)
+
+
+class _Payload(msgspec.Struct, kw_only=True, omit_defaults=True):
+    pass
+
+
+class RunScheduled(_Payload):
+    pass
+
+
+class RunStarted(_Payload):
+    wf_type: str = ""
+    input: Any = None
+    parent_wf_id: str | None = None
+    parent_run_id: str | None = None
+    timeout_ms: int | None = None
+
+
+class RunCompleted(_Payload):
+    result: Any = None
+    duration_ms: int = 0
+
+
+class RunFailed(_Payload):
+    error: ErrorDetails | None = None
+    duration_ms: int = 0
+
+
+class RunCancelReceived(_Payload):
+    reason: str | None = None
+
+
+class RunCancelled(_Payload):
+    reason: str | None = None
+    duration_ms: int = 0
+
+
+class RunTerminated(_Payload):
+    reason: str | None = None
+    duration_ms: int = 0
+
+
+class RunTimeout(_Payload):
+    duration_ms: int = 0
+
+
+class RunRejected(_Payload):
+    """grctl extension: a start was refused (duplicate id or unknown type)."""
+
+    code: str = ""
+    message: str = ""
+    existing_run_id: str | None = None
+
+
+class WaitStarted(_Payload):
+    timeout_ms: int | None = None
+    on_timeout: str | None = None
+
+
+class WaitTimedOut(_Payload):
+    on_timeout: str | None = None
+
+
+class EventReceived(_Payload):
+    event_name: str = ""
+    payload: Any = None
+
+
+class StepStarted(_Payload):
+    step_name: str = ""
+    seq: int = 0
+    attempt: int = 0
+
+
+class StepCompleted(_Payload):
+    step_name: str = ""
+    duration_ms: int = 0
+
+
+class StepFailed(_Payload):
+    step_name: str = ""
+    error: ErrorDetails | None = None
+
+
+class StepCancelled(_Payload):
+    step_name: str = ""
+    reason: str | None = None
+
+
+class StepTimeout(_Payload):
+    step_name: str = ""
+
+
+class TaskStarted(_Payload):
+    task_id: str = ""
+    task_name: str = ""
+    args: Any = None
+    step_name: str = ""
+
+
+class TaskCompleted(_Payload):
+    task_id: str = ""
+    task_name: str = ""
+    output: Any = None
+    duration_ms: int = 0
+
+
+class TaskFailed(_Payload):
+    task_id: str = ""
+    task_name: str = ""
+    error: ErrorDetails | None = None
+    duration_ms: int = 0
+
+
+class TaskAttemptFailed(_Payload):
+    task_id: str = ""
+    task_name: str = ""
+    attempt: int = 0
+    max_attempts: int = 1
+    error: ErrorDetails | None = None
+    next_retry_delay_ms: int = 0
+    duration_ms: int = 0
+
+
+class TaskCancelled(_Payload):
+    task_id: str = ""
+    task_name: str = ""
+
+
+class TimestampRecorded(_Payload):
+    value: datetime | None = None
+
+
+class RandomRecorded(_Payload):
+    value: float = 0.0
+
+
+class UuidRecorded(_Payload):
+    value: str = ""
+
+
+class SleepRecorded(_Payload):
+    duration_ms: int = 0
+
+
+class ChildWorkflowStarted(_Payload):
+    run_id: str = ""
+    wf_type: str = ""
+    wf_id: str = ""
+    input: Any = None
+
+
+class ParentEventSent(_Payload):
+    event_name: str = ""
+    payload: Any = None
+    parent_wf_type: str | None = None
+    parent_wf_id: str | None = None
+
+
+PAYLOAD_TYPES: dict[HistoryKind, type[_Payload]] = {
+    HistoryKind.run_scheduled: RunScheduled,
+    HistoryKind.run_started: RunStarted,
+    HistoryKind.run_completed: RunCompleted,
+    HistoryKind.run_failed: RunFailed,
+    HistoryKind.run_cancel_received: RunCancelReceived,
+    HistoryKind.run_cancelled: RunCancelled,
+    HistoryKind.run_terminated: RunTerminated,
+    HistoryKind.run_timeout: RunTimeout,
+    HistoryKind.run_rejected: RunRejected,
+    HistoryKind.wait_started: WaitStarted,
+    HistoryKind.wait_timed_out: WaitTimedOut,
+    HistoryKind.event_received: EventReceived,
+    HistoryKind.step_started: StepStarted,
+    HistoryKind.step_completed: StepCompleted,
+    HistoryKind.step_failed: StepFailed,
+    HistoryKind.step_cancelled: StepCancelled,
+    HistoryKind.step_timeout: StepTimeout,
+    HistoryKind.task_started: TaskStarted,
+    HistoryKind.task_completed: TaskCompleted,
+    HistoryKind.task_failed: TaskFailed,
+    HistoryKind.task_attempt_failed: TaskAttemptFailed,
+    HistoryKind.task_cancelled: TaskCancelled,
+    HistoryKind.timestamp_recorded: TimestampRecorded,
+    HistoryKind.random_recorded: RandomRecorded,
+    HistoryKind.uuid_recorded: UuidRecorded,
+    HistoryKind.sleep_recorded: SleepRecorded,
+    HistoryKind.child_started: ChildWorkflowStarted,
+    HistoryKind.parent_event_sent: ParentEventSent,
+}
+
+
+class HistoryEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One history event of one run.
+
+    Attributes:
+        wf_id: the workflow id.
+        run_id: the run id.
+        kind: what happened.
+        msg: the kind's payload (`RunCompleted`, `StepStarted`, ...).
+        timestamp: when the worker recorded it (UTC).
+        worker_id: the worker that wrote it ("" for engine transitions without one).
+        operation_id: the journal operation this event records, if any.
+        partition: the `history` partition it was read from (-1 if not read from Kafka).
+        offset: its offset in that partition (-1 if not read from Kafka).
+    """
+
+    wf_id: str
+    run_id: str
+    kind: HistoryKind
+    msg: Any = None
+    timestamp: datetime | None = None
+    worker_id: str = ""
+    operation_id: str = ""
+    partition: int = -1
+    offset: int = -1

@@ -1,0 +1,81 @@
+"""Run metadata: `RunInfo`, `RunStatus`, `RunStateKind`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+
+class RunStatus(StrEnum):
+    """The status of one run, as `describe` and `ChildOutcome` report it."""
+
+    pending = "pending"
+    scheduled = "scheduled"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+    timed_out = "timed_out"
+    terminated = "terminated"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for completed, failed, cancelled, timed_out and terminated."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.completed, RunStatus.failed, RunStatus.cancelled, RunStatus.timed_out, RunStatus.terminated}
+)
+
+
+class RunStateKind(StrEnum):
+    """Where a run is in its state machine. Exactly one at a time."""
+
+    start = "start"
+    step = "step"
+    wait = "wait"
+    complete = "complete"
+    fail = "fail"
+    cancel = "cancel"
+    terminate = "terminate"
+    timeout = "timeout"
+
+
+class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What is known about one run of a workflow id.
+
+    Attributes:
+        id: the run id (a ULID), unique per execution.
+        wf_id: the caller-chosen workflow id.
+        wf_type: the workflow type.
+        status: the run's status.
+        state: where the run is in its state machine.
+        current_step: the step running or scheduled now, if any.
+        timeout: workflow timeout in seconds, if one was set.
+    """
+
+    id: str
+    wf_id: str
+    wf_type: str
+    status: RunStatus = RunStatus.pending
+    state: RunStateKind | None = None
+    current_step: str | None = None
+    step_seq: int = 0
+    parent_wf_id: str | None = None
+    parent_run_id: str | None = None
+    parent_wf_type: str | None = None
+    parent_callback_step: str | None = None
+    timeout: float | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    result: Any = None
+    error: Any = None
+    waiting_for_event: bool = False
+    wait_deadline: datetime | None = None
+    pending_events: int = 0
+    history_seq_id: int = 0

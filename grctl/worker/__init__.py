@@ -1,0 +1,7 @@
+"""Workers and what handlers see: `Worker`, `Context`, `StoreKeyNotFoundError`."""
+
+from grctl.errors import StoreKeyNotFoundError
+from grctl.worker.context import Context
+from grctl.worker.worker import Worker
+
+__all__ = ["Context", "StoreKeyNotFoundError", "Worker"]

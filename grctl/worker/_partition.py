@@ -1,0 +1,351 @@
+"""The partition processor: applies the `directives` of one partition to its runs.
+
+One per owned partition. It consumes records in offset order, applies them through the pure
+state machine, stages the resulting records and state writes in the worker's current batch,
+starts steps once the transition that scheduled them has committed, and fires due timers.
+
+Offsets: `position` is the next offset to read. A `NextCmd` whose step is still running holds
+its offset back (`held`), so the offset committed with each transaction is the lowest offset
+whose processing is unfinished. Records past it that were already applied are recognised on
+re-delivery (per-run `last_offset`, per-run step `seq`) and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from grctl.engine.machine import StepOutcome, Transition
+from grctl.engine.records import (
+    DescribeCmd,
+    HistoryRecord,
+    InboxEntry,
+    NextCmd,
+    RunRecord,
+    TimerEntry,
+    directive_decoder,
+    encoder,
+    inbox_decoder,
+    inbox_key,
+    run_decoder,
+    run_key,
+    store_key,
+    timer_decoder,
+    timer_key,
+    JOURNAL_PREFIX,
+    SEP,
+    TIMER_PREFIX,
+)
+from grctl.kafka.partitioner import partition_for
+from grctl.state.partition_store import PartitionStore
+from grctl.worker.runtime import JournalEntry, StepRuntime
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+
+    from grctl.worker._session import WorkerSession
+
+logger = logging.getLogger(__name__)
+
+journal_entry_encoder = msgspec.msgpack.Encoder()
+journal_entry_decoder = msgspec.msgpack.Decoder(list[Any])
+
+
+def journal_key(wf_id: str, run_id: str, seq: int, position: int) -> bytes:
+    """Key of one journal entry of one step execution."""
+    return JOURNAL_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + b"%08d" % seq + SEP + b"%06d" % position
+
+
+def journal_prefix(wf_id: str, run_id: str, seq: int) -> bytes:
+    """Key prefix of the journal of one step."""
+    return JOURNAL_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + b"%08d" % seq + SEP
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds (only the engine reads the clock; runs read it through the journal)."""
+    return int(time.time() * 1000)
+
+
+@dataclass(eq=False)
+class RunningStep:
+    """A step executing in this worker."""
+
+    wf_id: str
+    run_id: str
+    seq: int
+    task: asyncio.Task[None] | None = None
+    held_offset: int | None = None
+    runtime: StepRuntime | None = None
+    cancelled: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+class PartitionProcessor:
+    """Processes one partition of `directives` and owns its state store.
+
+    Args:
+        session: the worker session (batch, producer side, executor of steps).
+        partition: the partition number.
+        store: the partition's state store, already restored.
+    """
+
+    def __init__(self, session: WorkerSession, partition: int, store: PartitionStore) -> None:
+        self.session = session
+        self.partition = partition
+        self.store = store
+        self.position: int | None = None  # next offset to read; None until the first record
+        self.held: dict[int, str] = {}  # offset of a running step's NextCmd -> wf_id
+        self.running: dict[str, RunningStep] = {}
+        self.timers: list[tuple[int, bytes]] = []  # heap of (due_ms, timer key)
+        self.closing = False
+        self.committed_offset: int | None = None
+        self._load_timers()
+
+    # ------------------------------------------------------------------ reads
+
+    def get_run(self, wf_id: str) -> RunRecord | None:
+        """The run record of `wf_id` (including uncommitted writes of this worker)."""
+        raw = self.store.get(run_key(wf_id))
+        return run_decoder.decode(raw) if raw is not None else None
+
+    def _inbox_reader(self, wf_id: str) -> Any:
+        def read(seq: int) -> InboxEntry | None:
+            raw = self.store.get(inbox_key(wf_id, seq))
+            return inbox_decoder.decode(raw) if raw is not None else None
+
+        return read
+
+    def low_watermark(self) -> int | None:
+        """The offset to commit: the lowest unfinished one, or the next to read."""
+        if self.held:
+            return min(self.held)
+        return self.position
+
+    # ------------------------------------------------------------------ staging
+
+    def stage(self, key: bytes, value: bytes | None) -> None:
+        """Write a state key in the current batch (overlay now, RocksDB after commit)."""
+        batch = self.session.batch
+        batch.state.setdefault(self.partition, {})[key] = value
+        self.store.put(key, value, batch.id)
+        self.session.mark_dirty()
+
+    def emit_history(self, rec: HistoryRecord) -> None:
+        """Append a history event to the current batch."""
+        self.session.produce(self.session.topics.history, self.partition, rec.wf_id.encode(), encoder.encode(rec))
+
+    def apply(self, tr: Transition, wf_id: str) -> None:
+        """Stage everything a transition changes."""
+        if tr.skipped:
+            return
+        session = self.session
+        run = tr.run
+        if run is not None:
+            self.stage(run_key(wf_id), encoder.encode(run))
+        for h in tr.history:
+            self.emit_history(h)
+        if tr.store and run is not None:
+            for k, v in tr.store.items():
+                self.stage(store_key(wf_id, run.run_id, k), v)
+        for seq, entry in tr.inbox_put.items():
+            self.stage(inbox_key(wf_id, seq), encoder.encode(entry))
+        for seq in tr.inbox_delete:
+            self.stage(inbox_key(wf_id, seq), None)
+        for t in tr.timers_clear:
+            self.stage(timer_key(t.due_ms, t.wf_id, t.kind), None)
+        for t in tr.timers_set:
+            key = timer_key(t.due_ms, t.wf_id, t.kind)
+            self.stage(key, encoder.encode(t))
+            heapq.heappush(self.timers, (t.due_ms, key))
+            session.timer_added(t.due_ms)
+        n = session.num_partitions
+        for cmd in tr.sends:
+            part = self.partition if cmd.wf_id == wf_id else partition_for(cmd.wf_id, n)
+            session.produce(session.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd))
+        for to, reply in tr.replies:
+            session.produce(session.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply))
+        if tr.cancel_running:
+            self.cancel_step(wf_id, "the run ended while the step was running")
+        if tr.execute and run is not None:
+            seq = run.seq
+            session.batch.after_commit.append(lambda: self.maybe_start(wf_id, seq, None))
+
+    # ------------------------------------------------------------------ input records
+
+    def on_record(self, msg: Message) -> None:
+        """Apply one `directives` record."""
+        offset: int = msg.offset()
+        self.position = offset + 1
+        self.session.mark_dirty()
+        value = msg.value()
+        try:
+            rec = directive_decoder.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+            self.dead_letter(msg, f"undecodable directive record: {exc}")
+            return
+        if partition_for(rec.wf_id, self.session.num_partitions) != self.partition:
+            self.dead_letter(msg, f"record for wf_id {rec.wf_id!r} is on the wrong partition {self.partition}")
+            return
+        try:
+            if isinstance(rec, NextCmd):
+                self.maybe_start(rec.wf_id, rec.seq, offset, rec.run_id)
+            elif isinstance(rec, DescribeCmd):
+                to, reply = self.session.machine.describe(self.get_run(rec.wf_id), rec.reply_to)
+                self.session.produce(
+                    self.session.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply)
+                )
+            else:
+                run = self.get_run(rec.wf_id)
+                tr = self.session.machine.apply(run, rec, offset, now_ms(), self._inbox_reader(rec.wf_id))
+                self.apply(tr, rec.wf_id)
+        except Exception as exc:  # an inapplicable record must not stall the partition
+            logger.exception("partition %d offset %d: cannot apply %s", self.partition, offset, type(rec).__name__)
+            self.dead_letter(msg, f"cannot apply {type(rec).__name__}: {type(exc).__name__}: {exc}")
+
+    def dead_letter(self, msg: Message, reason: str) -> None:
+        """Send an input record to `dead-letter` with the reason in its headers."""
+        logger.warning("partition %d offset %d -> dead-letter: %s", self.partition, msg.offset(), reason)
+        headers = [
+            ("grctl.reason", reason.encode()[:4000]),
+            ("grctl.topic", (msg.topic() or "").encode()),
+            ("grctl.partition", str(self.partition).encode()),
+            ("grctl.offset", str(msg.offset()).encode()),
+        ]
+        self.session.produce(
+            self.session.topics.dead_letter, self.partition, msg.key() or b"", msg.value() or b"", headers
+        )
+
+    # ------------------------------------------------------------------ steps
+
+    def maybe_start(self, wf_id: str, seq: int, offset: int | None, run_id: str | None = None) -> None:
+        """Start step `seq` of the run unless it is stale or already running here."""
+        if self.closing:
+            return
+        run = self.get_run(wf_id)
+        if (
+            run is None
+            or run.state != "step"
+            or run.seq != seq
+            or (run_id is not None and run.run_id != run_id)
+        ):
+            return  # stale: the run moved on
+        cur = self.running.get(wf_id)
+        if cur is not None and cur.seq == seq and cur.run_id == run.run_id and not cur.cancelled:
+            if offset is not None and cur.held_offset is None:
+                cur.held_offset = offset
+                self.held[offset] = wf_id
+            return
+        if cur is not None:
+            self.cancel_step(wf_id, "superseded")
+        rs = RunningStep(wf_id=wf_id, run_id=run.run_id, seq=seq)
+        if offset is not None:
+            rs.held_offset = offset
+            self.held[offset] = wf_id
+        self.running[wf_id] = rs
+        rs.task = self.session.spawn_step(self, rs, run)
+
+    def cancel_step(self, wf_id: str, why: str, *, release: bool = True) -> None:
+        """Cancel the step running for `wf_id` (its outcome will be ignored).
+
+        Args:
+            wf_id: the run's workflow id.
+            why: for the log.
+            release: stop holding back its `NextCmd` offset (the run moved on). False when the
+                partition is revoked: the step must run again on the next owner.
+        """
+        rs = self.running.pop(wf_id, None)
+        if rs is None:
+            return
+        rs.cancelled = True
+        if release and rs.held_offset is not None:
+            self.held.pop(rs.held_offset, None)
+        if rs.task is not None and not rs.task.done():
+            logger.debug("cancel step %s seq %d of %s: %s", rs.run_id, rs.seq, wf_id, why)
+            rs.task.cancel()
+
+    def step_finished(self, rs: RunningStep, outcome: StepOutcome) -> None:
+        """Apply a step's outcome (called on the event loop when its task ends)."""
+        if rs.cancelled or self.running.get(rs.wf_id) is not rs:
+            return
+        del self.running[rs.wf_id]
+        if rs.held_offset is not None:
+            self.held.pop(rs.held_offset, None)
+            self.session.mark_dirty()
+        if self.closing:
+            return
+        run = self.get_run(rs.wf_id)
+        tr = self.session.machine.on_step_outcome(run, outcome, now_ms(), self._inbox_reader(rs.wf_id))
+        self.apply(tr, rs.wf_id)
+        if rs.runtime is not None:
+            for pos in range(rs.runtime.journal_length):
+                self.stage(journal_key(rs.wf_id, rs.run_id, rs.seq, pos), None)
+
+    def load_journal(self, wf_id: str, run_id: str, seq: int) -> list[JournalEntry]:
+        """The journal entries recorded by earlier executions of a step."""
+        out = []
+        for _key, raw in self.store.scan(journal_prefix(wf_id, run_id, seq)):
+            kind, name, value = journal_entry_decoder.decode(raw)
+            out.append(JournalEntry(kind, name, value))
+        return out
+
+    # JournalSink
+    def journal_append(self, runtime: StepRuntime, position: int, entry: JournalEntry) -> None:
+        """Stage a journal entry; it commits with the next batch, even while the step runs."""
+        key = journal_key(runtime.wf_id, runtime.run_id, runtime.seq, position)
+        self.stage(key, journal_entry_encoder.encode([entry.kind, entry.name, entry.value]))
+
+    def history_append(self, runtime: StepRuntime, kind: str, msg: dict[str, Any] | None, operation_id: str = "") -> None:
+        """Stage a history event of a running step."""
+        self.emit_history(
+            HistoryRecord(
+                kind=kind,
+                wf_id=runtime.wf_id,
+                run_id=runtime.run_id,
+                ts_ms=now_ms(),
+                msg=msg,
+                worker_id=self.session.worker_id,
+                op=operation_id,
+            )
+        )
+
+    # ------------------------------------------------------------------ timers
+
+    def _load_timers(self) -> None:
+        for key, raw in self.store.scan(TIMER_PREFIX):
+            entry = timer_decoder.decode(raw)
+            self.timers.append((entry.due_ms, key))
+        heapq.heapify(self.timers)
+
+    def next_timer_due(self) -> int | None:
+        """Due time of the earliest armed timer."""
+        return self.timers[0][0] if self.timers else None
+
+    def fire_due_timers(self, now: int, limit: int) -> int:
+        """Fire up to `limit` due timers as transitions; returns how many fired."""
+        fired = 0
+        while self.timers and self.timers[0][0] <= now and fired < limit and not self.closing:
+            _, key = heapq.heappop(self.timers)
+            raw = self.store.get(key)
+            if raw is None:
+                continue  # disarmed meanwhile
+            entry: TimerEntry = timer_decoder.decode(raw)
+            self.stage(key, None)
+            run = self.get_run(entry.wf_id)
+            tr = self.session.machine.on_timer(run, entry, now)
+            self.apply(tr, entry.wf_id)
+            fired += 1
+        return fired
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop: cancel running steps; the store is closed by the session after the final commit."""
+        self.closing = True
+        for wf_id in list(self.running):
+            self.cancel_step(wf_id, "partition revoked", release=False)

@@ -1,0 +1,661 @@
+"""One membership of a worker in the consumer group: consumer, transactional producer, processors.
+
+The session owns:
+1. a `read_committed` consumer of `directives` in the namespace's consumer group
+   (cooperative-sticky), whose rebalance callbacks restore and release partitions;
+2. one transactional producer (EOS v2: the transaction carries the consumed offsets with the
+   consumer group metadata, so a zombie of an older generation is fenced);
+3. a partition processor per owned partition;
+4. the group-commit loop: one transaction in flight; the next batch accumulates meanwhile;
+5. the timer loop, which fires due durable timers as ordinary transitions.
+
+Any transaction failure ends the session (`SessionRestart`): the worker drops everything
+uncommitted and starts a new session, which rebuilds from RocksDB (committed state only) and
+the changelog, and resumes from the committed offsets. That is the only recovery path, so it
+is the one the crash tests exercise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import (
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from grctl.engine.machine import Machine, StepOutcome
+from grctl.engine.records import RunRecord
+from grctl.errors import NextDirectiveMissingError, WorkflowNotRegisteredError, WorkflowRunnerNotFoundError
+from grctl.kafka.connection import Connection
+from grctl.models.directive import Directive, DirectiveKind
+from grctl.models.errors import ErrorDetails
+from grctl.models.run_info import RunInfo, RunStatus
+from grctl.state.partition_store import PartitionStore
+from grctl.worker._batch import Batch
+from grctl.worker._partition import PartitionProcessor, RunningStep, now_ms
+from grctl.worker.codec import CodecRegistry
+from grctl.worker.context import Context
+from grctl.worker.runtime import StepRuntime
+from grctl.worker.store import Store
+from grctl.workflow.handlers import bind_arguments
+
+if TYPE_CHECKING:
+    from grctl.workflow.workflow import Workflow
+
+logger = logging.getLogger("grctl.worker")
+
+#: Kafka Streams' EOS default: a dead worker's open transaction blocks read_committed readers of
+#: its partitions until this expires, so keep it short.
+TRANSACTION_TIMEOUT_MS = 10_000
+#: Upper bound of records staged before the consumer waits for a commit (backpressure).
+MAX_BATCH_RECORDS = 20_000
+#: Timers fired per partition per tick, so a burst never starves directive processing.
+TIMER_FIRE_LIMIT = 500
+TXN_CALL_TIMEOUT_S = 30.0
+
+
+class SessionRestart(Exception):
+    """The session must be torn down and started again (transaction failure, lost partitions)."""
+
+
+class WorkerSession:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        connection: Connection,
+        workflows: dict[str, Workflow],
+        machine: Machine,
+        codec: CodecRegistry,
+        worker_id: str,
+        instance_id: str,
+        state_dir: Path,
+        max_concurrent_steps: int,
+        kafka_config: dict[str, Any],
+        on_ready: Callable[[], None],
+    ) -> None:
+        self.conn = connection
+        self.topics = connection.topics
+        self.num_partitions = connection.num_partitions
+        self.workflows = workflows
+        self.machine = machine
+        self.codec = codec
+        self.worker_id = worker_id
+        self.instance_id = instance_id
+        self.state_dir = state_dir
+        self.kafka_config = kafka_config
+        self._on_ready = on_ready
+        self.shutdown_timeout = 30.0
+        self.batch = Batch(1)
+        self.processors: dict[int, PartitionProcessor] = {}
+        self._sem = asyncio.Semaphore(max_concurrent_steps)
+        self._dirty = asyncio.Event()
+        self._committed = asyncio.Event()
+        self._timer_wake = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._stopping = False
+        self._tearing_down = False
+        self._fatal: BaseException | None = None
+        self._fatal_event = asyncio.Event()
+        self._step_tasks: set[asyncio.Task[None]] = set()
+        self._cpool = ThreadPoolExecutor(1, thread_name_prefix="grctl-consumer")
+        self._ppool = ThreadPoolExecutor(1, thread_name_prefix="grctl-producer")
+        self._rpool = ThreadPoolExecutor(1, thread_name_prefix="grctl-restore")
+        self._loop = asyncio.get_running_loop()
+        self.producer: Producer | None = None
+        self.consumer: Consumer | None = None
+        self.stats = {"commits": 0, "records": 0, "steps": 0}
+
+    # ------------------------------------------------------------------ clients
+
+    def _make_producer(self) -> Producer:
+        cfg = self.conn.client_config(
+            **{
+                "transactional.id": f"grctl.{self.conn.namespace}.{self.instance_id}",
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 1,
+                "retry.backoff.ms": 10,
+                "retry.backoff.max.ms": 100,
+                "queue.buffering.max.messages": 500_000,
+                "client.id": f"{self.worker_id}-producer",
+            }
+        )
+        cfg.update(self.kafka_config.get("producer", {}))
+        return Producer(cfg)
+
+    def _make_consumer(self) -> Consumer:
+        cfg = self.conn.client_config(
+            **{
+                "group.id": f"grctl.{self.conn.namespace}.workers",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "max.poll.interval.ms": 600_000,
+                "fetch.wait.max.ms": 50,
+                "client.id": f"{self.worker_id}-consumer",
+            }
+        )
+        cfg.update(self.kafka_config.get("consumer", {}))
+        return Consumer(cfg)
+
+    # ------------------------------------------------------------------ main
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set (graceful) or a fatal error (raises `SessionRestart`)."""
+        loop = self._loop
+        self.producer = self._make_producer()
+        try:
+            await loop.run_in_executor(self._ppool, self.producer.init_transactions, TXN_CALL_TIMEOUT_S)
+        except KafkaException as exc:
+            raise SessionRestart(f"init_transactions failed: {exc}") from exc
+        self.consumer = self._make_consumer()
+        self.consumer.subscribe(
+            [self.topics.directives], on_assign=self._cb_assign, on_revoke=self._cb_revoke, on_lost=self._cb_lost
+        )
+        tasks = [
+            asyncio.create_task(self._consume_loop(), name="grctl-consume"),
+            asyncio.create_task(self._commit_loop(), name="grctl-commit"),
+            asyncio.create_task(self._timer_loop(), name="grctl-timers"),
+        ]
+        stop_task = asyncio.create_task(stop.wait())
+        fatal_task = asyncio.create_task(self._fatal_event.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stop_task, fatal_task], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t in tasks and t.exception() is not None:
+                    raise SessionRestart(f"{t.get_name()} failed: {t.exception()!r}") from t.exception()
+            if self._fatal is not None:
+                raise SessionRestart(str(self._fatal)) from self._fatal
+        finally:
+            stop_task.cancel()
+            fatal_task.cancel()
+            graceful = stop.is_set() and self._fatal is None
+            await self._teardown(tasks, graceful)
+
+    async def _teardown(self, tasks: list[asyncio.Task[None]], graceful: bool) -> None:
+        """Stop the loops, release partitions and clients.
+
+        Graceful: stop reading, give running steps `shutdown_timeout` to finish (their outcomes
+        still commit), then close the consumer, whose revoke callback commits what finished;
+        steps still running are cancelled and re-execute on the next owner. Not graceful: drop
+        everything uncommitted and abort the open transaction.
+        """
+        self._stopping = True
+        consume, commit, timers = tasks
+        consume.cancel()
+        timers.cancel()
+        await asyncio.gather(consume, timers, return_exceptions=True)
+        loop = self._loop
+        if graceful:
+            running = [t for t in self._step_tasks if not t.done()]
+            if running:
+                await asyncio.wait(running, timeout=self.shutdown_timeout)
+            with contextlib.suppress(SessionRestart, KafkaException):
+                await self.flush()
+        else:
+            self._tearing_down = True
+            for proc in self.processors.values():
+                proc.close()
+        commit.cancel()
+        await asyncio.gather(commit, return_exceptions=True)
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(self._cpool, self.consumer.close)
+        self._tearing_down = True
+        for proc in list(self.processors.values()):
+            proc.close()
+            proc.store.close()
+        self.processors.clear()
+        await self._drain_steps(2.0)
+        if self.producer is not None and not graceful:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(self._ppool, self.producer.abort_transaction, 5.0)
+        for pool in (self._cpool, self._ppool, self._rpool):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain_steps(self, timeout: float) -> None:
+        tasks = [t for t in self._step_tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the session from anywhere (e.g. a librdkafka callback)."""
+        if self._fatal is None:
+            self._fatal = exc
+        self._loop.call_soon_threadsafe(self._fatal_event.set)
+
+    # ------------------------------------------------------------------ batch
+
+    def mark_dirty(self) -> None:
+        """There is something to commit."""
+        self._dirty.set()
+
+    def produce(
+        self, topic: str, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        """Stage a record in the current batch."""
+        self.batch.records.append((topic, partition, key, value, headers))
+        self._dirty.set()
+
+    def timer_added(self, due_ms: int) -> None:
+        """A timer was armed: wake the timer loop if it sleeps past `due_ms`."""
+        self._timer_wake.set()
+
+    # ------------------------------------------------------------------ consume
+
+    async def _consume_loop(self) -> None:
+        loop = self._loop
+        consumer = self.consumer
+        assert consumer is not None
+        while not self._stopping:
+            if len(self.batch) > MAX_BATCH_RECORDS:
+                self._committed.clear()
+                await self._committed.wait()
+                continue
+            msgs = await loop.run_in_executor(self._cpool, consumer.consume, 1000, 0.05)
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        logger.warning("consumer error: %s", err)
+                        if err.fatal():
+                            raise KafkaException(err)
+                    continue
+                proc = self.processors.get(msg.partition())
+                if proc is not None and not proc.closing:
+                    proc.on_record(msg)
+
+    # ------------------------------------------------------------------ commit
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            async with self._commit_lock:
+                await self._commit_once()
+
+    def _collect_offsets(self) -> list[TopicPartition]:
+        out = []
+        for p, proc in self.processors.items():
+            lw = proc.low_watermark()
+            if lw is not None and lw != proc.committed_offset:
+                out.append(TopicPartition(self.topics.directives, p, lw))
+        return out
+
+    async def _commit_once(self) -> None:
+        """Publish the current batch and the offsets in one transaction, then apply it locally.
+
+        1. swap in a new batch (it accumulates while this one commits);
+        2. in the producer thread: begin, produce records and changelog writes, flush,
+           send_offsets_to_transaction with the group metadata, commit;
+        3. write each partition's changelog writes to RocksDB with the checkpoint reached;
+        4. run the batch's after-commit callbacks (start the steps it scheduled).
+        """
+        batch = self.batch
+        offsets = self._collect_offsets()
+        if not batch.records and not batch.state and not offsets and not batch.after_commit:
+            return
+        self.batch = Batch(batch.id + 1)
+        checkpoints: dict[int, int] = {}
+        if batch.records or batch.state or offsets:
+            try:
+                await self._loop.run_in_executor(self._ppool, self._transaction, batch, offsets, checkpoints)
+            except KafkaException as exc:
+                self.fail(exc)
+                raise SessionRestart(f"transaction failed: {exc}") from exc
+        self.stats["commits"] += 1
+        for p, writes in batch.state.items():
+            proc = self.processors.get(p)
+            if proc is not None:
+                proc.store.commit(batch.id, writes, checkpoints.get(p, -1))
+        for tp in offsets:
+            proc = self.processors.get(tp.partition)
+            if proc is not None:
+                proc.committed_offset = tp.offset
+        for cb in batch.after_commit:
+            cb()
+        self._committed.set()
+
+    def _transaction(self, batch: Batch, offsets: list[TopicPartition], checkpoints: dict[int, int]) -> None:
+        """Runs in the producer thread. Raises KafkaException on failure (after aborting if possible)."""
+        producer = self.producer
+        consumer = self.consumer
+        assert producer is not None and consumer is not None
+        state_topic = self.topics.state
+
+        def produce(topic: str, part: int, key: bytes, value: bytes | None, headers: Any, cb: Any = None) -> None:
+            while True:
+                try:
+                    if cb is None:
+                        producer.produce(topic, value, key, partition=part, headers=headers)
+                    else:
+                        producer.produce(topic, value, key, partition=part, headers=headers, on_delivery=cb)
+                    return
+                except BufferError:
+                    producer.poll(0.01)
+
+        def checkpoint_cb(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                p = msg.partition()
+                checkpoints[p] = max(checkpoints.get(p, -1), msg.offset())
+
+        producer.begin_transaction()
+        try:
+            for topic, part, key, value, headers in batch.records:
+                produce(topic, part, key, value, headers)
+            for part, writes in batch.state.items():
+                last = len(writes) - 1
+                for i, (key, value) in enumerate(writes.items()):
+                    produce(state_topic, part, key, value, None, checkpoint_cb if i == last else None)
+            producer.flush(TXN_CALL_TIMEOUT_S)
+            if offsets:
+                producer.send_offsets_to_transaction(
+                    offsets, consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
+                )
+            self._commit_with_retry(producer)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+            raise
+        self.stats["records"] += len(batch.records)
+
+    @staticmethod
+    def _commit_with_retry(producer: Producer) -> None:
+        for attempt in range(3):
+            try:
+                producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.retriable() and attempt < 2:
+                    continue
+                raise
+
+    async def flush(self) -> None:
+        """Commit everything staged so far, now."""
+        async with self._commit_lock:
+            await self._commit_once()
+
+    # ------------------------------------------------------------------ rebalance (consumer thread)
+
+    def _run_in_loop(self, coro: Any) -> None:
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            fut.result()
+        except Exception as exc:
+            logger.exception("rebalance handling failed")
+            self.fail(exc)
+
+    def _cb_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._tearing_down:
+            consumer.incremental_assign(partitions)
+            return
+        self._run_in_loop(self._assign([tp.partition for tp in partitions]))
+        consumer.incremental_assign(partitions)
+        self._loop.call_soon_threadsafe(self._on_ready)
+
+    def _cb_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._run_in_loop(self._revoke([tp.partition for tp in partitions], lost=False))
+        with contextlib.suppress(KafkaException):
+            consumer.incremental_unassign(partitions)
+
+    def _cb_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._run_in_loop(self._revoke([tp.partition for tp in partitions], lost=True))
+        with contextlib.suppress(KafkaException):
+            consumer.incremental_unassign(partitions)
+        self.fail(SessionRestart(f"partitions {[tp.partition for tp in partitions]} were lost"))
+
+    async def _assign(self, parts: list[int]) -> None:
+        for p in parts:
+            if p in self.processors:
+                continue
+            t0 = time.monotonic()
+            path = self.state_dir / str(p)
+            store = PartitionStore(path)
+            try:
+                restored = await self._loop.run_in_executor(self._rpool, self._restore, p, store)
+            except BaseException:
+                store.close()
+                raise
+            proc = PartitionProcessor(self, p, store)
+            self.processors[p] = proc
+            logger.info(
+                "partition %d assigned: restored %d changelog records in %.0f ms (%d timers armed)",
+                p, restored, (time.monotonic() - t0) * 1000, len(proc.timers),
+            )  # fmt: skip
+
+    async def _revoke(self, parts: list[int], lost: bool) -> None:
+        procs = [self.processors[p] for p in parts if p in self.processors]
+        if not procs:
+            return
+        for proc in procs:
+            proc.close()
+        if not lost and not self._tearing_down:
+            try:
+                await self.flush()
+            except SessionRestart:
+                logger.warning("final commit on revoke failed; the next owner re-executes from the last commit")
+        await self._drain_steps_of(procs)
+        for proc in procs:
+            self.processors.pop(proc.partition, None)
+            proc.store.close()
+            logger.info("partition %d %s", proc.partition, "lost" if lost else "revoked")
+
+    async def _drain_steps_of(self, procs: list[PartitionProcessor]) -> None:
+        tasks = [t for t in self._step_tasks if getattr(t, "grctl_partition", None) in {p.partition for p in procs}]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+
+    def _restore(self, p: int, store: PartitionStore) -> int:
+        """Runs in the restore thread: replay the changelog from the checkpoint to the LSO."""
+        tp = TopicPartition(self.topics.state, p)
+        admin = AdminClient(self.conn.client_config())
+        res = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_COMMITTED)
+        lso = res[tp].result(TXN_CALL_TIMEOUT_S).offset
+        start = store.checkpoint + 1
+        if start >= lso:
+            return 0
+        consumer = Consumer(
+            self.conn.client_config(
+                **{
+                    "group.id": f"grctl.{self.conn.namespace}.restore",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "fetch.max.bytes": 64 * 1024 * 1024,
+                    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                }
+            )
+        )
+        count = 0
+        last = start - 1
+        writes: dict[bytes, bytes | None] = {}
+        try:
+            consumer.assign([TopicPartition(self.topics.state, p, start)])
+            while True:
+                for msg in consumer.consume(10_000, 0.2):
+                    if msg.error() is not None:
+                        continue
+                    writes[msg.key()] = msg.value()
+                    last = msg.offset()
+                    count += 1
+                if len(writes) >= 50_000:
+                    store.apply_restored(writes, last)
+                    writes = {}
+                pos = consumer.position([TopicPartition(self.topics.state, p)])[0].offset
+                if last >= lso - 1 or (pos >= 0 and pos >= lso):
+                    break
+        finally:
+            consumer.close()
+        store.apply_restored(writes, lso - 1)
+        return count
+
+    # ------------------------------------------------------------------ timers
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = now_ms()
+            fired = 0
+            for proc in list(self.processors.values()):
+                fired += proc.fire_due_timers(now, TIMER_FIRE_LIMIT)
+            if fired:
+                await asyncio.sleep(0)  # let inputs in between bursts
+                continue
+            dues = [d for d in (p.next_timer_due() for p in self.processors.values()) if d is not None]
+            delay = 0.2 if not dues else min(0.2, max(0.001, (min(dues) - now_ms()) / 1000))
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._timer_wake.wait()
+
+    # ------------------------------------------------------------------ steps
+
+    def spawn_step(self, proc: PartitionProcessor, rs: RunningStep, run: RunRecord) -> asyncio.Task[None]:
+        """Start executing a step as an asyncio task."""
+        task = asyncio.create_task(self._execute(proc, rs, run), name=f"step:{run.wf_id}:{run.seq}")
+        task.grctl_partition = proc.partition  # type: ignore[attr-defined]  # tag for revoke
+        self._step_tasks.add(task)
+        task.add_done_callback(self._step_tasks.discard)
+        return task
+
+    async def _execute(self, proc: PartitionProcessor, rs: RunningStep, run: RunRecord) -> None:
+        step_name = run.step or ""
+        runtime = StepRuntime(
+            wf_id=run.wf_id,
+            run_id=run.run_id,
+            wf_type=run.wf_type,
+            step_name=step_name,
+            seq=run.seq,
+            recorded=proc.load_journal(run.wf_id, run.run_id, run.seq),
+            sink=proc,
+        )
+        rs.runtime = runtime
+        async with self._sem:
+            if rs.cancelled:
+                return
+            runtime.history("step.started", {"step_name": step_name, "seq": run.seq})
+            outcome = await self._call_handler(proc, runtime, run)
+        self.stats["steps"] += 1
+        proc.step_finished(rs, outcome)
+
+    async def _call_handler(self, proc: PartitionProcessor, runtime: StepRuntime, run: RunRecord) -> StepOutcome:
+        t0 = time.monotonic()
+        step_name = runtime.step_name
+        token = runtime.activate()
+        store: Store | None = None
+        try:
+            wf = self.workflows.get(run.wf_type)
+            if wf is None:
+                raise WorkflowNotRegisteredError(
+                    f"workflow type {run.wf_type!r} is not registered in this worker ({self.worker_id}); "
+                    f"every worker of a namespace must serve the same workflow types"
+                )
+            cfg = wf.handler_for(step_name)
+            if cfg is None:
+                raise WorkflowRunnerNotFoundError(f"Step handler {step_name!r} is not defined.")
+            kwargs = bind_arguments(cfg.spec, run.step_payload, self.codec)
+            wf_id, run_id = run.wf_id, run.run_id
+
+            def read(key: str) -> bytes | None:
+                from grctl.engine.records import store_key
+
+                return proc.store.get(store_key(wf_id, run_id, key))
+
+            store = Store(read, self.codec)
+            ctx = Context(run=self._run_info(run), workflow=wf, store=store, runtime=runtime, codec=self.codec)
+            result = await cfg.handler(ctx, **kwargs)
+            if not isinstance(result, Directive):
+                raise NextDirectiveMissingError(
+                    f"handler {step_name!r} of workflow {run.wf_type!r} returned {type(result).__name__}, not a "
+                    f"Directive: return ctx.next.step(...), ctx.next.wait(...), ctx.next.complete(...) or "
+                    f"ctx.next.fail(...)"
+                )
+            return self._outcome(run, result, store.pending_writes(), t0)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the engine cancelled the step (revoked, terminated, timed out)
+            err = ErrorDetails(type="CancelledError", message=f"step {step_name} was cancelled by its own code")
+            return StepOutcome(run_id=run.run_id, seq=run.seq, next_kind="error", error=_err(err))
+        except Exception as exc:
+            return StepOutcome(
+                run_id=run.run_id,
+                seq=run.seq,
+                next_kind="error",
+                error=_err(ErrorDetails.from_exception(exc)),
+                duration_ms=int((time.monotonic() - t0) * 1000),
+            )
+        finally:
+            StepRuntime.deactivate(token)
+
+    @staticmethod
+    def _outcome(run: RunRecord, d: Directive, writes: dict[str, bytes], t0: float) -> StepOutcome:
+        duration = int((time.monotonic() - t0) * 1000)
+        base: dict[str, Any] = {"run_id": run.run_id, "seq": run.seq, "duration_ms": duration, "store": writes}
+        if d.kind == DirectiveKind.step and d.step is not None:
+            return StepOutcome(
+                next_kind="step", next_step=d.step.step_name, next_step_timeout_ms=d.step.timeout_ms, **base
+            )
+        if d.kind == DirectiveKind.wait and d.wait is not None:
+            return StepOutcome(
+                next_kind="wait",
+                wait_timeout_ms=d.wait.timeout_ms or None,
+                wait_on_timeout=d.wait.timeout_step_name or None,
+                **base,
+            )
+        if d.kind == DirectiveKind.complete and d.complete is not None:
+            return StepOutcome(next_kind="complete", result=d.complete.result, **base)
+        if d.kind == DirectiveKind.fail and d.fail is not None:
+            return StepOutcome(next_kind="fail", error=_err(d.fail.error), **base)
+        if d.kind == DirectiveKind.fail_step and d.fail_step is not None:
+            base["store"] = {}
+            return StepOutcome(next_kind="error", error=_err(d.fail_step.error), **base)
+        raise NextDirectiveMissingError(f"malformed directive {d!r}")
+
+    @staticmethod
+    def _run_info(run: RunRecord) -> RunInfo:
+        parent = run.parent
+        return RunInfo(
+            id=run.run_id,
+            wf_id=run.wf_id,
+            wf_type=run.wf_type,
+            status=RunStatus.running,
+            current_step=run.step,
+            step_seq=run.seq,
+            parent_wf_id=parent.wf_id if parent else None,
+            parent_run_id=parent.run_id if parent else None,
+            parent_wf_type=parent.wf_type if parent else None,
+            parent_callback_step=parent.callback_step if parent else None,
+            timeout=run.timeout_ms / 1000 if run.timeout_ms else None,
+        )
+
+
+def _err(details: ErrorDetails) -> dict[str, Any]:
+    out = {"type": details.type, "message": details.message}
+    if details.stack_trace:
+        out["stack_trace"] = details.stack_trace
+    if details.qualified_type:
+        out["qualified_type"] = details.qualified_type
+    return out

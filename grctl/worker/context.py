@@ -1,0 +1,223 @@
+"""`Context`: the first argument of every handler, and `NextBuilder` (`ctx.next`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from grctl.models.directive import Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
+from grctl.models.errors import ErrorDetails
+from grctl.models.run_info import RunInfo
+from grctl.worker.codec import CodecRegistry
+from grctl.worker.runtime import StepRuntime
+from grctl.worker.store import Store
+
+if TYPE_CHECKING:
+    from grctl.workflow.workflow import Workflow
+
+__all__ = ["Context", "NextBuilder"]
+
+
+def _step_name(fn: Callable[..., Any] | None, what: str) -> str:
+    name = getattr(fn, "__name__", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a step handler function (something with a __name__), got {fn!r}")
+    return name
+
+
+class NextBuilder:
+    """Builds the `Directive` a handler returns (`ctx.next`)."""
+
+    def __init__(self, workflow: Workflow, codec: CodecRegistry) -> None:
+        self._wf = workflow
+        self._codec = codec
+
+    def step(self, step_fn: Callable[..., Any]) -> Directive:
+        """Run `step_fn` next."""
+        name = _step_name(step_fn, "ctx.next.step()")
+        if self._wf.handler_for(name) is None or name == "start":
+            raise ValueError(
+                f"Step handler {name!r} is not defined in workflow {self._wf.workflow_type!r}: "
+                f"decorate it with @wf.step()"
+            )
+        return Directive(kind=DirectiveKind.step, step=Step(step_name=name, timeout_ms=self._wf.timeout_ms_for(name)))
+
+    def wait(self, timeout: timedelta | None = None, on_timeout: Callable[..., Any] | None = None) -> Directive:
+        """Wait for an event.
+
+        Args:
+            timeout: give up waiting after this long (default: wait without limit).
+            on_timeout: step to run when the timeout expires (default: the run fails with WaitTimeout).
+        """
+        timeout_ms = 0
+        if timeout is not None:
+            if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
+                raise ValueError(f"wait timeout must be a positive timedelta, got {timeout!r}")
+            timeout_ms = max(1, int(timeout.total_seconds() * 1000))
+        name = ""
+        if on_timeout is not None:
+            name = _step_name(on_timeout, "on_timeout")
+            if self._wf.handler_for(name) is None:
+                raise ValueError(f"on_timeout step {name!r} is not defined in workflow {self._wf.workflow_type!r}")
+        return Directive(kind=DirectiveKind.wait, wait=Wait(timeout_ms=timeout_ms, timeout_step_name=name))
+
+    wait_for_event = wait
+
+    def complete(self, result: Any) -> Directive:
+        """Complete the run with `result` (encoded now: an unserializable result fails here)."""
+        return Directive(kind=DirectiveKind.complete, complete=Complete(result=self._codec.to_primitive(result)))
+
+    def fail(self, error: ErrorDetails | BaseException | str) -> Directive:
+        """Fail the run with `error` (ErrorDetails, an exception, or a message)."""
+        if isinstance(error, BaseException):
+            details = ErrorDetails.from_exception(error)
+        elif isinstance(error, str):
+            details = ErrorDetails(type="WorkflowError", message=error)
+        else:
+            details = error
+        return Directive(kind=DirectiveKind.fail, fail=Fail(error=details))
+
+    def fail_step(self, step_name: str, error: ErrorDetails) -> Directive:
+        """Fail the run because step `step_name` raised `error`."""
+        return Directive(kind=DirectiveKind.fail_step, fail_step=FailStep(step_name=step_name, error=error))
+
+
+class _ReplayFilter(logging.Filter):
+    def __init__(self, runtime: StepRuntime) -> None:
+        super().__init__()
+        self._rt = runtime
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rt = self._rt
+        record.wf_id = rt.wf_id
+        record.run_id = rt.run_id
+        record.step = rt.step_name
+        return not rt.is_replaying
+
+
+class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in typeshed
+    """The replay-aware logger: silent while recorded calls are replayed."""
+
+    def __init__(self, logger: logging.Logger, runtime: StepRuntime) -> None:
+        super().__init__(logger, {"wf_id": runtime.wf_id, "run_id": runtime.run_id, "step": runtime.step_name})
+        self._rt = runtime
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802  # logging's name
+        return not self._rt.is_replaying and self.logger.isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+
+class Context:
+    """What a handler can do: its run's store, the next directive, deterministic values, logging.
+
+    Attributes:
+        run: metadata of the run (`id`, `wf_id`, `wf_type`, parent fields).
+    """
+
+    def __init__(
+        self,
+        *,
+        run: RunInfo,
+        workflow: Workflow,
+        store: Store,
+        runtime: StepRuntime,
+        codec: CodecRegistry,
+    ) -> None:
+        self.run = run
+        self._wf = workflow
+        self._store = store
+        self._rt = runtime
+        self._codec = codec
+        self._next = NextBuilder(workflow, codec)
+        self._logger = _StepLogger(logging.getLogger(f"grctl.workflow.{run.wf_type}"), runtime)
+
+    @property
+    def store(self) -> Store:
+        """The run's key-value store."""
+        return self._store
+
+    @property
+    def next(self) -> NextBuilder:
+        """The directive builder."""
+        return self._next
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]  # generic only in typeshed
+        """A logger that stays silent while the step replays recorded calls."""
+        return self._logger
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the step re-executes calls that an earlier execution recorded."""
+        return self._rt.is_replaying
+
+    # ------------------------------------------------------------------ deterministic values
+
+    async def now(self) -> datetime:
+        """The current UTC time, recorded on first execution and replayed afterwards."""
+
+        async def compute() -> datetime:
+            return datetime.now(UTC)
+
+        value = await self._rt.record(
+            "now", "now", compute, lambda v: ("timestamp.recorded", {"value": v})
+        )
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value  # type: ignore[no-any-return]  # the journal holds what compute() returned
+
+    async def random(self) -> float:
+        """A float in [0, 1), recorded on first execution and replayed afterwards."""
+
+        async def compute() -> float:
+            return random.random()  # noqa: S311  # not for cryptography
+
+        return float(await self._rt.record("random", "random", compute, lambda v: ("random.recorded", {"value": v})))
+
+    async def uuid4(self) -> uuid.UUID:
+        """A random UUID, recorded on first execution and replayed afterwards."""
+
+        async def compute() -> str:
+            return str(uuid.uuid4())
+
+        value = await self._rt.record("uuid4", "uuid4", compute, lambda v: ("uuid.recorded", {"value": v}))
+        return uuid.UUID(value)
+
+    async def sleep(self, duration: timedelta | float) -> None:
+        """Sleep durably: the wake-up deadline is recorded when the sleep starts.
+
+        On re-execution the step waits only for what remains of the recorded deadline.
+
+        Args:
+            duration: a timedelta, or seconds as a number; must not be negative.
+        """
+        if isinstance(duration, timedelta):
+            seconds = duration.total_seconds()
+        elif isinstance(duration, int | float) and not isinstance(duration, bool):
+            seconds = float(duration)
+        else:
+            raise TypeError(f"ctx.sleep() takes a timedelta or seconds, got {type(duration).__name__}")
+        if seconds < 0 or seconds != seconds:
+            raise ValueError(f"ctx.sleep() duration must be >= 0, got {duration!r}")
+        duration_ms = int(seconds * 1000)
+
+        async def compute() -> int:
+            return int(time.time() * 1000) + duration_ms
+
+        deadline_ms = await self._rt.record(
+            "sleep", "sleep", compute, lambda v: ("sleep.recorded", {"duration_ms": duration_ms, "until_ms": v})
+        )
+        remaining = deadline_ms / 1000 - time.time()
+        if remaining > 0:
+            await asyncio.sleep(remaining)

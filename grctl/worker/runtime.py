@@ -1,0 +1,176 @@
+"""The runtime of one step execution: its journal cursor and its link to the partition processor.
+
+Every non-deterministic call of a step (`ctx.now`, `ctx.random`, `ctx.uuid4`, `ctx.sleep`,
+task outcomes, child starts) goes through `StepRuntime.record`. On the first execution the
+value is computed and appended to the run's journal (table `j/`, committed by the next group
+commit, even while the step still runs). On a re-execution each call takes the next recorded
+entry instead; a call of another kind or name than the recorded one is a `NonDeterminismError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from grctl.errors import NonDeterminismError
+
+__all__ = ["JournalEntry", "JournalSink", "NonDeterminismError", "StepRuntime", "get_step_runtime"]
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One recorded call: its kind ("now", "task", ...), its name, and its value."""
+
+    kind: str
+    name: str
+    value: Any
+
+
+class JournalSink(Protocol):
+    """Where a step's journal entries and history events go (the partition processor)."""
+
+    def journal_append(self, runtime: StepRuntime, position: int, entry: JournalEntry) -> None:
+        """Stage a journal entry for the next group commit."""
+        ...
+
+    def history_append(
+        self, runtime: StepRuntime, kind: str, msg: dict[str, Any] | None, operation_id: str = ""
+    ) -> None:
+        """Stage a history event of this run for the next group commit."""
+        ...
+
+
+_current: ContextVar[StepRuntime | None] = ContextVar("grctl_step_runtime", default=None)
+
+
+def get_step_runtime() -> StepRuntime:
+    """The runtime of the step executing in this task.
+
+    Raises:
+        LookupError: when called outside a workflow step (e.g. a task called from plain code).
+    """
+    rt = _current.get()
+    if rt is None:
+        raise LookupError(
+            "no workflow step is executing here: tasks and ctx functions can only be called from "
+            "inside a step handler run by a grctl Worker"
+        )
+    return rt
+
+
+class StepRuntime:
+    """Journal cursor of one step execution.
+
+    Args:
+        wf_id: workflow id of the run.
+        run_id: run id.
+        wf_type: workflow type.
+        step_name: the step executing.
+        seq: the step's sequence number in the run.
+        recorded: journal entries committed by earlier executions of this same step.
+        sink: the partition processor that publishes new entries.
+    """
+
+    def __init__(
+        self,
+        *,
+        wf_id: str,
+        run_id: str,
+        wf_type: str,
+        step_name: str,
+        seq: int,
+        recorded: list[JournalEntry],
+        sink: JournalSink,
+    ) -> None:
+        self.wf_id = wf_id
+        self.run_id = run_id
+        self.wf_type = wf_type
+        self.step_name = step_name
+        self.seq = seq
+        self._recorded = recorded
+        self._sink = sink
+        self.position = 0
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while calls are answered from the recorded journal."""
+        return self.position < len(self._recorded)
+
+    @property
+    def journal_length(self) -> int:
+        """How many entries the journal of this step holds now."""
+        return max(self.position, len(self._recorded))
+
+    def activate(self) -> object:
+        """Make this runtime the current one for the calling task (returns a reset token)."""
+        return _current.set(self)
+
+    @staticmethod
+    def deactivate(token: object) -> None:
+        """Undo `activate`."""
+        _current.reset(token)  # type: ignore[arg-type]  # the token comes from activate()
+
+    def next_recorded(self, kind: str, name: str) -> JournalEntry | None:
+        """The recorded entry for the next call, checked against what the code calls now.
+
+        Returns None when the journal is exhausted (the call runs live).
+
+        Raises:
+            NonDeterminismError: the recorded call at this position differs.
+        """
+        if self.position >= len(self._recorded):
+            return None
+        entry = self._recorded[self.position]
+        if entry.kind != kind or entry.name != name:
+            expected = f"{entry.kind}:{entry.name}"
+            got = f"{kind}:{name}"
+            raise NonDeterminismError(
+                f"step {self.step_name!r} of workflow {self.wf_type!r} (wf_id {self.wf_id!r}) called {got} at "
+                f"journal position {self.position}, but the recorded execution called {expected} there. "
+                f"Workflow code must make the same calls in the same order when re-executed: check that "
+                f"the step is deterministic (no datetime.now/random/uuid outside ctx, no branching on them).",
+                step=self.step_name,
+                position=self.position,
+                expected=expected,
+                got=got,
+            )
+        self.position += 1
+        return entry
+
+    def append(self, kind: str, name: str, value: Any) -> None:
+        """Record a live call's value in the journal."""
+        entry = JournalEntry(kind, name, value)
+        self._sink.journal_append(self, self.position, entry)
+        self.position += 1
+
+    async def record(
+        self,
+        kind: str,
+        name: str,
+        compute: Callable[[], Awaitable[Any]],
+        history: Callable[[Any], tuple[str, dict[str, Any]] | None] | None = None,
+    ) -> Any:
+        """Replay the next recorded value, or compute, journal and return a new one.
+
+        Args:
+            kind: the call's kind ("now", "random", ...).
+            name: the call's name (task name, or the kind again).
+            compute: produces the value on a live call.
+            history: maps the value to a history event (kind, payload) to publish on a live call.
+        """
+        entry = self.next_recorded(kind, name)
+        if entry is not None:
+            return entry.value
+        value = await compute()
+        if history is not None:
+            ev = history(value)
+            if ev is not None:
+                self._sink.history_append(self, ev[0], ev[1], f"{name}:{self.position}")
+        self.append(kind, name, value)
+        return value
+
+    def history(self, kind: str, msg: dict[str, Any] | None, operation_id: str = "") -> None:
+        """Publish a history event of this run (not journaled)."""
+        self._sink.history_append(self, kind, msg, operation_id)

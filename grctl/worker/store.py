@@ -1,0 +1,79 @@
+"""`ctx.store`: the key-value store of one run, buffered until the step's directive commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from grctl.errors import StoreKeyNotFoundError
+from grctl.worker.codec import CodecRegistry
+
+__all__ = ["Store", "StoreKeyNotFoundError"]
+
+T = TypeVar("T")
+
+_MISSING = object()
+
+
+class Store:
+    """Key-value store scoped to one run.
+
+    `put` encodes at once (an unserializable value fails at the `put` line) and buffers the
+    bytes; they are published atomically with the step's directive. `get` reads the step's own
+    writes first, then the last committed value.
+
+    Args:
+        read_committed: returns the committed encoded value of a key, or None.
+        codec: the codec of the worker.
+    """
+
+    def __init__(self, read_committed: Callable[[str], bytes | None], codec: CodecRegistry) -> None:
+        self._read = read_committed
+        self._codec = codec
+        self._writes: dict[str, bytes] = {}
+        self._cache: dict[str, Any] = {}
+
+    def put(self, key: str, value: Any) -> None:
+        """Write `value` under `key` (visible to later steps once this step's directive commits)."""
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"store keys must be non-empty strings, got {key!r}")
+        self._writes[key] = self._codec.encode(value)
+        self._cache.pop(key, None)
+
+    @overload
+    async def get(self, key: str) -> Any: ...
+
+    @overload
+    async def get(self, key: str, ty: type[T]) -> T: ...
+
+    async def get(self, key: str, ty: Any = None) -> Any:
+        """Read `key`.
+
+        Args:
+            key: the key.
+            ty: convert the value to this type (dataclass, Struct, pydantic model, ...).
+
+        Returns:
+            The value; with no `ty`, msgpack builtins, and None for a missing key.
+
+        Raises:
+            StoreKeyNotFoundError: `ty` was given and the key has no value.
+        """
+        raw = self._writes.get(key)
+        if raw is None:
+            raw = self._read(key)
+        if raw is None:
+            if ty is None:
+                return None
+            raise StoreKeyNotFoundError(key)
+        return self._codec.decode(raw, ty)
+
+    def pending_writes(self) -> dict[str, bytes]:
+        """The encoded values written by this step (published with its directive)."""
+        return dict(self._writes)
+
+    def get_pending_updates(self) -> dict[str, Any] | None:
+        """The step's writes as decoded values (compatibility with the original SDK)."""
+        if not self._writes:
+            return None
+        return {k: self._codec.decode(v) for k, v in self._writes.items()}

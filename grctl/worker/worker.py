@@ -1,0 +1,261 @@
+"""`Worker`: runs the steps of the runs on the partitions it owns."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import socket
+from pathlib import Path
+from typing import IO, Any
+
+from grctl.engine.machine import Machine
+from grctl.errors import RegistrationError, StateError
+from grctl.kafka.connection import Connection
+from grctl.worker._session import SessionRestart, WorkerSession
+from grctl.worker.codec import CodecRegistry, default_codec
+from grctl.workflow.workflow import Workflow
+
+logger = logging.getLogger("grctl.worker")
+
+DEFAULT_MAX_CONCURRENT_STEPS = 1000
+RESTART_BACKOFF_S = 0.5
+
+
+class _Catalog:
+    def __init__(self, workflows: dict[str, Workflow]) -> None:
+        self._wfs = workflows
+
+    def has_type(self, wf_type: str) -> bool:
+        return wf_type in self._wfs
+
+    def step_timeout_ms(self, wf_type: str, step: str) -> int | None:
+        wf = self._wfs.get(wf_type)
+        return wf.timeout_ms_for(step) if wf is not None else None
+
+    def has_event(self, wf_type: str, name: str) -> bool:
+        wf = self._wfs.get(wf_type)
+        return wf is not None and wf.has_event(name)
+
+
+def _default_state_root(namespace: str) -> Path:
+    root = os.environ.get("GRCTL_STATE_DIR")
+    if root:
+        return Path(root) / namespace
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "grctl" / "state" / namespace
+
+
+class _StateDirLock:
+    """An exclusive lock on a state folder: one worker process per folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+
+    def try_acquire(self) -> bool:
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / "LOCK.grctl", "a+")  # noqa: SIM115  # held for the worker's lifetime
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        self._fh = fh
+        return True
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+class Worker:
+    """Serves workflow types: joins the namespace's consumer group and executes steps.
+
+    Example:
+        ```python
+        worker = Worker(workflows=[order], connection=await Connection.connect())
+        await worker.run()
+        ```
+
+    Args:
+        workflows: the workflow definitions this worker serves. Every worker of a namespace
+            should serve the same set.
+        connection: the Kafka connection (default: `Connection.connect()` from the environment).
+        codec: the codec for user values (custom codecs apply to steps too).
+        state_dir: folder for the local RocksDB state (default: a per-worker slot under
+            GRCTL_STATE_DIR or ~/.cache/grctl/state). Reusing it after a restart avoids a full
+            restore from the changelog.
+        max_concurrent_steps: bound on steps executing at once in this worker.
+        kafka_config: extra librdkafka options: {"producer": {...}, "consumer": {...}}.
+    """
+
+    def __init__(
+        self,
+        workflows: list[Workflow],
+        connection: Connection | None = None,
+        *,
+        codec: CodecRegistry | None = None,
+        state_dir: str | Path | None = None,
+        max_concurrent_steps: int = DEFAULT_MAX_CONCURRENT_STEPS,
+        kafka_config: dict[str, Any] | None = None,
+    ) -> None:
+        if not workflows:
+            raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
+        types: dict[str, Workflow] = {}
+        problems = []
+        for wf in workflows:
+            if not isinstance(wf, Workflow):
+                problems.append(f"{wf!r} is not a Workflow")
+                continue
+            if wf.workflow_type in types:
+                problems.append(f"workflow type {wf.workflow_type!r} is listed twice")
+            try:
+                wf.validate()
+            except RegistrationError as exc:
+                problems.append(str(exc))
+            types[wf.workflow_type] = wf
+        if problems:
+            raise RegistrationError("; ".join(problems))
+        if max_concurrent_steps < 1:
+            raise ValueError(f"max_concurrent_steps must be >= 1, got {max_concurrent_steps}")
+        self._workflows = types
+        self._connection = connection
+        self._codec = codec or default_codec()
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._max_steps = max_concurrent_steps
+        self._kafka_config = kafka_config or {}
+        digest = hashlib.md5("|".join(sorted(types)).encode(), usedforsecurity=False).hexdigest()
+        self.worker_name = digest[:5]
+        self.worker_id = f"w_{self.worker_name}.{secrets.token_hex(1)}@{socket.gethostname()}"
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._startup_error: BaseException | None = None
+        self._done = asyncio.Event()
+        self._session: WorkerSession | None = None
+        self._lock: _StateDirLock | None = None
+        self._shutdown_timeout = 30.0
+        self._started = False
+
+    @property
+    def workflows(self) -> list[Workflow]:
+        """The workflows this worker serves."""
+        return list(self._workflows.values())
+
+    @property
+    def session(self) -> WorkerSession | None:
+        """The current group session (None before `run` or between restarts)."""
+        return self._session
+
+    def _claim_state_dir(self, namespace: str) -> tuple[Path, str]:
+        if self._state_dir is not None:
+            lock = _StateDirLock(self._state_dir)
+            if not lock.try_acquire():
+                raise StateError(
+                    f"state_dir {self._state_dir} is in use by another worker process; give each worker its own"
+                )
+            id_file = self._state_dir / "instance.id"
+            if not id_file.exists():
+                id_file.write_text(f"{self.worker_name}-{secrets.token_hex(4)}")
+            self._lock = lock
+            return self._state_dir, id_file.read_text().strip()
+        root = _default_state_root(namespace)
+        for slot in range(256):
+            path = root / f"{self.worker_name}-{slot}"
+            lock = _StateDirLock(path)
+            if lock.try_acquire():
+                self._lock = lock
+                return path, f"{self.worker_name}-{slot}-{socket.gethostname()}"
+        raise StateError(f"no free state slot under {root}: more than 256 workers on this host?")
+
+    async def run(self) -> None:
+        """Run until `stop()` (or SIGINT/SIGTERM when `install_signal_handlers()` was called).
+
+        Raises:
+            KafkaSetupError: the broker is unreachable or the namespace is unusable.
+            StateError: the state folder is locked by another worker.
+        """
+        self._done.clear()
+        self._started = True
+        try:
+            conn = self._connection or await Connection.connect()
+            self._connection = conn
+            state_dir, instance_id = self._claim_state_dir(conn.namespace)
+        except BaseException as exc:
+            self._startup_error = exc
+            self._done.set()
+            raise
+        machine = Machine(_Catalog(self._workflows), self.worker_id)
+        logger.info(
+            "worker %s starting: namespace %s, %d partitions, types %s, state %s",
+            self.worker_id, conn.namespace, conn.num_partitions, sorted(self._workflows), state_dir,
+        )  # fmt: skip
+        try:
+            while not self._stop.is_set():
+                session = WorkerSession(
+                    connection=conn,
+                    workflows=self._workflows,
+                    machine=machine,
+                    codec=self._codec,
+                    worker_id=self.worker_id,
+                    instance_id=instance_id,
+                    state_dir=state_dir,
+                    max_concurrent_steps=self._max_steps,
+                    kafka_config=self._kafka_config,
+                    on_ready=self._ready.set,
+                )
+                session.shutdown_timeout = self._shutdown_timeout
+                self._session = session
+                try:
+                    await session.run(self._stop)
+                except SessionRestart as exc:
+                    logger.warning("worker %s: session restarts: %s", self.worker_id, exc)
+                    await asyncio.sleep(RESTART_BACKOFF_S)
+        finally:
+            self._session = None
+            if self._lock is not None:
+                self._lock.release()
+            self._done.set()
+            logger.info("worker %s stopped", self.worker_id)
+
+    async def wait_until_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the worker has joined its consumer group (timeout in seconds).
+
+        Raises:
+            TimeoutError: not ready in time.
+            Exception: the error that stopped `run()` during startup.
+        """
+        ready = asyncio.create_task(self._ready.wait())
+        done = asyncio.create_task(self._done.wait())
+        try:
+            await asyncio.wait([ready, done], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            done.cancel()
+        if self._startup_error is not None:
+            raise self._startup_error
+        if not self._ready.is_set():
+            raise TimeoutError(f"worker {self.worker_id} not ready after {timeout}s")
+
+    async def stop(self, shutdown_timeout: float = 30.0) -> None:
+        """Stop gracefully: running steps get `shutdown_timeout` seconds to finish, then are
+        cancelled (they re-execute on the partition's next owner)."""
+        self._shutdown_timeout = shutdown_timeout
+        if self._session is not None:
+            self._session.shutdown_timeout = shutdown_timeout
+        self._stop.set()
+        if not self._started or self._done.is_set():
+            return
+        await self._done.wait()
+
+    def install_signal_handlers(self) -> None:
+        """Stop gracefully on SIGINT and SIGTERM."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)

@@ -1,0 +1,228 @@
+"""`Workflow`: the authoring API. Declares a workflow type and its handlers; no Kafka here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from grctl.errors import RegistrationError
+from grctl.workflow.handlers import HandlerSpec, inspect_handler
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: `@wf.step()` without a timeout gets 10 s, as the original SDK stores (BEHAVIOUR.md §1.2).
+DEFAULT_STEP_TIMEOUT = timedelta(seconds=10)
+
+#: The name of the start handler's step on the wire and in history (BEHAVIOUR.md §2.1).
+START_STEP_NAME = "start"
+
+
+@dataclass
+class HandlerConfig:
+    """A registered handler: the function, its parameters and its timeout."""
+
+    handler: Callable[..., Any]
+    spec: HandlerSpec
+    timeout: timedelta | None = None
+    on_timeout_handler: Callable[..., Any] | None = None
+
+
+@dataclass(frozen=True)
+class EventDef:
+    """An event handler's name and execution timeout (0: the engine default)."""
+
+    name: str
+    timeout_ms: int
+
+
+@dataclass
+class _Handlers:
+    start: HandlerConfig | None = None
+    steps: dict[str, HandlerConfig] = field(default_factory=dict)
+    events: dict[str, HandlerConfig] = field(default_factory=dict)
+    queries: dict[str, HandlerConfig] = field(default_factory=dict)
+
+
+def _check_timeout(where: str, timeout: timedelta | None) -> None:
+    if timeout is None:
+        return
+    if not isinstance(timeout, timedelta):
+        raise TypeError(f"{where}: timeout must be a datetime.timedelta, got {type(timeout).__name__}")
+    if timeout <= timedelta(0):
+        raise ValueError(f"{where}: timeout must be positive, got {timeout}")
+
+
+class Workflow:
+    """A workflow type and its handlers.
+
+    Example:
+        ```python
+        order = Workflow(workflow_type="Order")
+
+        @order.start()
+        async def start(ctx: Context, order_id: str) -> Directive:
+            ctx.store.put("order_id", order_id)
+            return ctx.next.step(charge)
+        ```
+
+    Args:
+        workflow_type: the type name clients start runs with (no dots, not empty).
+    """
+
+    def __init__(self, workflow_type: str) -> None:
+        if not isinstance(workflow_type, str) or not workflow_type.strip():
+            raise ValueError(f"workflow_type must be a non-empty string, got {workflow_type!r}")
+        if "." in workflow_type or any(c.isspace() for c in workflow_type):
+            raise ValueError(f"workflow_type {workflow_type!r} must not contain dots or whitespace")
+        self._type = workflow_type
+        self._h = _Handlers()
+
+    @property
+    def workflow_type(self) -> str:
+        """The workflow type name."""
+        return self._type
+
+    # ------------------------------------------------------------------ decorators
+
+    def start(self, timeout: timedelta | None = None) -> Callable[[F], F]:
+        """Register the start handler (exactly one per workflow).
+
+        Args:
+            timeout: how long the start handler may run (default: 5 minutes).
+        """
+        _check_timeout(f"{self._type}.start", timeout)
+
+        def deco(fn: F) -> F:
+            if self._h.start is not None:
+                raise ValueError(
+                    f"workflow {self._type!r} already has a start handler "
+                    f"({self._h.start.handler.__name__}); a workflow has exactly one"
+                )
+            self._h.start = HandlerConfig(fn, inspect_handler(fn, kind="start"), timeout)
+            return fn
+
+        return deco
+
+    def step(self, timeout: timedelta | None = None) -> Callable[[F], F]:
+        """Register a step handler, keyed by its function name.
+
+        Args:
+            timeout: how long the step may run (default: 10 seconds).
+        """
+        _check_timeout(f"{self._type}.step", timeout)
+
+        def deco(fn: F) -> F:
+            name = fn.__name__
+            if name == START_STEP_NAME:
+                raise ValueError(
+                    f"workflow {self._type!r}: a step cannot be named {START_STEP_NAME!r} "
+                    f"(reserved for the start handler); rename the function"
+                )
+            if name in self._h.steps:
+                raise ValueError(f"workflow {self._type!r} already has a step named {name!r}")
+            self._h.steps[name] = HandlerConfig(fn, inspect_handler(fn, kind="step"), timeout or DEFAULT_STEP_TIMEOUT)
+            return fn
+
+        return deco
+
+    def event(self, name: str | None = None, timeout: timedelta | None = None) -> Callable[[F], F]:
+        """Register an event handler.
+
+        Args:
+            name: the event name (default: the function name).
+            timeout: how long the handler may run once the event is delivered (default: 5 minutes).
+        """
+        _check_timeout(f"{self._type}.event", timeout)
+
+        def deco(fn: F) -> F:
+            key = name or fn.__name__
+            if key in self._h.events:
+                raise ValueError(f"workflow {self._type!r} already has an event handler named {key!r}")
+            self._h.events[key] = HandlerConfig(fn, inspect_handler(fn, kind="event"), timeout)
+            return fn
+
+        return deco
+
+    def query(self, name: str | None = None) -> Callable[[F], F]:
+        """Register a query handler (answered from committed state)."""
+
+        def deco(fn: F) -> F:
+            key = name or fn.__name__
+            if key in self._h.queries:
+                raise ValueError(f"workflow {self._type!r} already has a query named {key!r}")
+            self._h.queries[key] = HandlerConfig(fn, inspect_handler(fn, kind="query"), None)
+            return fn
+
+        return deco
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def start_handler(self) -> HandlerConfig | None:
+        """The start handler, if registered."""
+        return self._h.start
+
+    @property
+    def start_step_name(self) -> str:
+        """The start handler's function name."""
+        return self._h.start.handler.__name__ if self._h.start else ""
+
+    @property
+    def step_names(self) -> list[str]:
+        """Names of the step handlers."""
+        return list(self._h.steps)
+
+    @property
+    def event_names(self) -> list[str]:
+        """Names of the event handlers."""
+        return list(self._h.events)
+
+    @property
+    def query_names(self) -> list[str]:
+        """Names of the query handlers."""
+        return list(self._h.queries)
+
+    @property
+    def event_defs(self) -> list[EventDef]:
+        """The event handlers with their execution timeouts in ms (0: default)."""
+        return [
+            EventDef(name, int(cfg.timeout.total_seconds() * 1000) if cfg.timeout else 0)
+            for name, cfg in self._h.events.items()
+        ]
+
+    def handler_for(self, step: str) -> HandlerConfig | None:
+        """The handler that runs for a step name: start, then events, then steps."""
+        if step == START_STEP_NAME:
+            return self._h.start
+        return self._h.events.get(step) or self._h.steps.get(step)
+
+    def timeout_ms_for(self, step: str) -> int | None:
+        """The execution timeout of the handler of `step`, in ms (None: engine default)."""
+        cfg = self.handler_for(step)
+        if cfg is None or cfg.timeout is None:
+            return None
+        return int(cfg.timeout.total_seconds() * 1000)
+
+    def has_event(self, name: str) -> bool:
+        """True if `name` is deliverable as an event (an event handler, or a step used as a callback)."""
+        return name in self._h.events or name in self._h.steps
+
+    def query_handler(self, name: str) -> HandlerConfig | None:
+        """The query handler named `name`."""
+        return self._h.queries.get(name)
+
+    def validate(self) -> None:
+        """Check the definition is complete; raise `RegistrationError` naming every problem."""
+        problems = []
+        if self._h.start is None:
+            problems.append("it has no start handler (decorate one async function with @wf.start())")
+        clash = set(self._h.events) & set(self._h.steps)
+        if clash:
+            problems.append(f"names used both as event and step: {sorted(clash)}")
+        if problems:
+            raise RegistrationError(f"workflow {self._type!r} is invalid: " + "; ".join(problems))
+
+    def __repr__(self) -> str:
+        return f"Workflow({self._type!r})"
