@@ -88,7 +88,8 @@ class ClientIO:
         topics = self.conn.topics
         while not self._stop.is_set():
             try:
-                msgs = self._reader.consume(1000, 0.1)
+                first = self._reader.poll(0.1)
+                msgs = [] if first is None else [first, *self._reader.consume(999, 0)]
             except (KafkaException, RuntimeError):
                 if self._stop.is_set():
                     return

@@ -117,6 +117,7 @@ class WorkerSession:
         self._rpool = ThreadPoolExecutor(1, thread_name_prefix="grctl-restore")
         self._loop = asyncio.get_running_loop()
         self.producer: Producer | None = None
+        self._group_metadata: Any = None
         self.consumer: Consumer | None = None
         self.stats = {"commits": 0, "records": 0, "steps": 0}
 
@@ -130,8 +131,10 @@ class WorkerSession:
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 1,
-                "retry.backoff.ms": 10,
-                "retry.backoff.max.ms": 100,
+                # librdkafka retries CONCURRENT_TRANSACTIONS after retry.backoff.ms; its default
+                # (100 ms) made back-to-back transactions cost ~100 ms each (benchmarks/txn_latency.py).
+                "retry.backoff.ms": 5,
+                "retry.backoff.max.ms": 50,
                 "queue.buffering.max.messages": 500_000,
                 "client.id": f"{self.worker_id}-producer",
             }
@@ -273,7 +276,9 @@ class WorkerSession:
                 self._committed.clear()
                 await self._committed.wait()
                 continue
-            msgs = await loop.run_in_executor(self._cpool, consumer.consume, 1000, 0.05)
+            msgs, self._group_metadata = await loop.run_in_executor(
+                self._cpool, _consume_available, consumer, 1000, 0.1
+            )
             for msg in msgs:
                 err = msg.error()
                 if err is not None:
@@ -360,6 +365,7 @@ class WorkerSession:
                 p = msg.partition()
                 checkpoints[p] = max(checkpoints.get(p, -1), msg.offset())
 
+        t0 = time.monotonic()
         producer.begin_transaction()
         try:
             for topic, part, key, value, headers in batch.records:
@@ -369,11 +375,16 @@ class WorkerSession:
                 for i, (key, value) in enumerate(writes.items()):
                     produce(state_topic, part, key, value, None, checkpoint_cb if i == last else None)
             producer.flush(TXN_CALL_TIMEOUT_S)
+            t1 = time.monotonic()
             if offsets:
-                producer.send_offsets_to_transaction(
-                    offsets, consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
-                )
+                producer.send_offsets_to_transaction(offsets, self._group_metadata, TXN_CALL_TIMEOUT_S)
+            t2 = time.monotonic()
             self._commit_with_retry(producer)
+            logger.debug(
+                "txn %d: %d records, %d offsets: produce+flush %.1f ms, offsets %.1f ms, commit %.1f ms",
+                batch.id, len(batch.records), len(offsets),
+                (t1 - t0) * 1000, (t2 - t1) * 1000, (time.monotonic() - t2) * 1000,
+            )  # fmt: skip
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.txn_requires_abort():
@@ -415,9 +426,11 @@ class WorkerSession:
             return
         self._run_in_loop(self._assign([tp.partition for tp in partitions]))
         consumer.incremental_assign(partitions)
+        self._group_metadata = consumer.consumer_group_metadata()
         self._loop.call_soon_threadsafe(self._on_ready)
 
     def _cb_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._group_metadata = consumer.consumer_group_metadata()
         self._run_in_loop(self._revoke([tp.partition for tp in partitions], lost=False))
         with contextlib.suppress(KafkaException):
             consumer.incremental_unassign(partitions)
@@ -650,6 +663,24 @@ class WorkerSession:
             parent_callback_step=parent.callback_step if parent else None,
             timeout=run.timeout_ms / 1000 if run.timeout_ms else None,
         )
+
+
+def _consume_available(consumer: Consumer, limit: int, wait: float) -> tuple[list[Any], Any]:
+    """Wait up to `wait` seconds for one record, then take whatever else is already fetched.
+
+    `Consumer.consume(n, timeout)` blocks until it has n records or the timeout passes, which
+    would add the whole timeout to every record's latency at low load.
+
+    Also returns the consumer group metadata for the transactions: it must be read on this
+    thread, because `consumer_group_metadata()` blocks while another thread is inside `poll()`
+    (measured: send_offsets_to_transaction went from ~3 ms to 100-1400 ms, or hung).
+    """
+    first = consumer.poll(wait)
+    metadata = consumer.consumer_group_metadata()
+    if first is None:
+        return [], metadata
+    rest: list[Any] = consumer.consume(limit - 1, 0)
+    return [first, *rest], metadata
 
 
 def _err(details: ErrorDetails) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The ``grctl`` command line (``grctl.cli.main:main``); command groups live in sibling modules."""

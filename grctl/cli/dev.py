@@ -1,0 +1,199 @@
+"""``grctl dev``: the local development environment.
+
+For now only ``grctl dev kafka ...``, a real local Apache Kafka (KRaft) run from its jars
+(see `grctl.dev.kafka`). Progress goes to stderr; ``start`` prints the bootstrap address
+alone on its last stdout line, so ``export GRCTL_KAFKA_SERVERS=$(grctl dev kafka start)`` works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from grctl.dev import kafka
+
+dev_app = typer.Typer(
+    help="Local development environment.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+kafka_app = typer.Typer(
+    help="A real local Apache Kafka (KRaft mode) run from its jars; no Docker needed.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dev_app.add_typer(kafka_app, name="kafka")
+
+NameOption = Annotated[
+    str | None,
+    typer.Option("--name", help="Cluster name [default: dev; cluster<N> when starting N>1 brokers]."),
+]
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Folder for jars and cluster data [default: $GRCTL_DEV_HOME, else ~/.cache/grctl].",
+        file_okay=False,
+    ),
+]
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("grctl.dev")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn a `LocalKafkaError` into one ``error:`` line (plus log details) and exit code 1."""
+    try:
+        yield
+    except kafka.LocalKafkaError as exc:
+        typer.echo(f"error: {exc.summary}", err=True)
+        if exc.details:
+            typer.echo(exc.details, err=True)
+        raise typer.Exit(1) from None
+
+
+@kafka_app.command("start")
+def start_cmd(
+    brokers: Annotated[
+        int | None,
+        typer.Option("--brokers", min=1, max=9, help="Number of nodes [default: recorded, else 1]."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=1024,
+            max=65535,
+            help="Client port of node 1; node i uses port+2(i-1), its controller the next one "
+            "[default: recorded, else 9092, or 19092 for N>1].",
+        ),
+    ] = None,
+    home: HomeOption = None,
+    name: NameOption = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for readiness.")] = (
+        kafka.READY_TIMEOUT_S
+    ),
+) -> None:
+    """Start a local Kafka (or reuse the running one) and print its bootstrap address."""
+    _setup_logging()
+    with _errors():
+        result = kafka.ensure_running(brokers, port, name=name, home=home, timeout=timeout)
+    if not result.started:
+        typer.echo(f"Kafka cluster {result.name!r} is already running", err=True)
+    typer.echo(result.bootstrap)
+
+
+@kafka_app.command("stop")
+def stop_cmd(
+    name: NameOption = None,
+    home: HomeOption = None,
+    all_clusters: Annotated[
+        bool, typer.Option("--all", help="Stop every cluster under the home folder.")
+    ] = False,
+) -> None:
+    """Stop a local Kafka cluster (SIGTERM, then SIGKILL after 30 s)."""
+    _setup_logging()
+    with _errors():
+        names = kafka.list_clusters(home) if all_clusters else [name or kafka.DEFAULT_NAME]
+        for each in names:
+            stopped = kafka.stop(each, home=home)
+            if not stopped:
+                typer.echo(f"Kafka cluster {each!r} is not running", err=True)
+
+
+@kafka_app.command("status")
+def status_cmd(
+    name: Annotated[str | None, typer.Option("--name", help="Cluster name [default: all clusters].")] = None,
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show the local Kafka clusters: per node its pid, state and ports."""
+    with _errors():
+        names = [name] if name else kafka.list_clusters(home)
+        statuses = [kafka.status(n, home=home) for n in names]
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+        return
+    home_dir = kafka.resolve_home(home)
+    if not any(s.exists for s in statuses):
+        which = f"cluster {name!r}" if name else "clusters"
+        typer.echo(f"no local Kafka {which} under {home_dir}")
+        return
+    table = Table(title=f"local Kafka clusters ({home_dir})")
+    for column in ("cluster", "node", "pid", "state", "port", "controller"):
+        table.add_column(column)
+    for st in statuses:
+        for node in st.nodes:
+            state = "running" if node.alive and node.port_open else "starting" if node.alive else "stopped"
+            table.add_row(
+                st.name,
+                str(node.node_id),
+                str(node.pid or "-"),
+                state,
+                str(node.port),
+                str(node.controller_port),
+            )
+    table.caption = "\n".join(f"{st.name}: {st.bootstrap}" for st in statuses if st.running)
+    Console().print(table)
+
+
+@kafka_app.command("kill")
+def kill_cmd(
+    node: Annotated[int, typer.Option("--node", min=1, help="Node id to SIGKILL.")],
+    name: NameOption = None,
+    home: HomeOption = None,
+) -> None:
+    """SIGKILL one node (simulates a broker crash)."""
+    _setup_logging()
+    with _errors():
+        pid = kafka.kill_node(name or kafka.DEFAULT_NAME, node, home=home)
+    if pid is None:
+        typer.echo(f"node {node} was not running", err=True)
+
+
+@kafka_app.command("restart")
+def restart_cmd(
+    node: Annotated[int, typer.Option("--node", min=1, help="Node id to start again.")],
+    name: NameOption = None,
+    home: HomeOption = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for readiness.")] = (
+        kafka.READY_TIMEOUT_S
+    ),
+) -> None:
+    """Start a killed or stopped node again and wait until the cluster lists all brokers."""
+    _setup_logging()
+    with _errors():
+        bootstrap = kafka.restart_node(name or kafka.DEFAULT_NAME, node, home=home, timeout=timeout)
+    typer.echo(bootstrap)
+
+
+@kafka_app.command("wipe")
+def wipe_cmd(
+    name: NameOption = None,
+    home: HomeOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Stop a cluster and delete its data, logs and cluster id (the jar cache stays)."""
+    _setup_logging()
+    cluster = name or kafka.DEFAULT_NAME
+    if not yes:
+        typer.confirm(f"Delete all data of local Kafka cluster {cluster!r}?", abort=True)
+    with _errors():
+        if not kafka.wipe(cluster, home=home):
+            typer.echo(f"no cluster {cluster!r} to wipe", err=True)

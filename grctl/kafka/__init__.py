@@ -1,0 +1,1 @@
+"""Kafka plumbing for grctl: topic names and admin, producer, consumer, partitioner, headers."""

@@ -1,0 +1,244 @@
+"""Shared pytest fixtures: a real Kafka for tests that need one, and unique names.
+
+Markers (declared in pyproject.toml):
+
+- ``kafka``: the test talks to a real broker through the ``kafka_bootstrap`` fixture.
+- ``cluster``: the test needs the 3-node KRaft cluster (``cluster3`` fixture). Skipped unless
+  ``GRCTL_TEST_CLUSTER=1`` or the run selects it (``-m cluster``).
+
+Where ``kafka_bootstrap`` gets its broker (first that applies):
+
+1. ``GRCTL_KAFKA_SERVERS`` (alias ``GRCTL_KAFKA_BOOTSTRAP``): an existing cluster; never stopped.
+2. A Docker engine that answers (unless ``GRCTL_TEST_DOCKER=0``): testcontainers' Kafka module
+   in KRaft mode (image ``GRCTL_TEST_KAFKA_IMAGE``), removed at the end of the session.
+3. The local jar broker (`grctl.dev.kafka`): cluster ``test`` on port 29092 in the dev home
+   (``GRCTL_DEV_HOME`` or ``~/.cache/grctl``), apart from the ``dev`` broker on 9092.
+
+Lifetime of the local broker: the session stops it at the end only if this session started it.
+A broker that was already running is reused and left running, so start it once beforehand
+(``grctl dev kafka start --name test --port 29092``) to save the start in every session, and do
+so when several pytest processes run at once: otherwise the first to finish stops the broker
+under the others.
+
+Every Kafka session sets ``os.environ["GRCTL_KAFKA_SERVERS"]`` so that subprocesses started by
+tests (workers, the CLI) find the same cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ulid import ULID
+
+from grctl import Client, Connection, Worker, Workflow
+
+TEST_CLUSTER_NAME = "test"
+TEST_CLUSTER_PORT = 29092
+TEST_CLUSTER3_NAME = "test-cluster3"
+# Nodes use 29192..29197 (client and controller port per node).
+TEST_CLUSTER3_PORT = 29192
+DEFAULT_TEST_KAFKA_IMAGE = "confluentinc/cp-kafka:8.0.0"
+DOCKER_PING_TIMEOUT_S = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Markers
+
+
+def _cluster_tests_selected(config: pytest.Config) -> bool:
+    if os.environ.get("GRCTL_TEST_CLUSTER") == "1":
+        return True
+    markexpr = str(config.getoption("markexpr", default="") or "")
+    return re.search(r"(?<!not )\bcluster\b", markexpr) is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``cluster`` tests unless GRCTL_TEST_CLUSTER=1 or ``-m cluster`` selects them."""
+    if _cluster_tests_selected(config):
+        return
+    skip = pytest.mark.skip(reason="3-node cluster test: set GRCTL_TEST_CLUSTER=1 or run with -m cluster")
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka
+
+
+def _env_bootstrap() -> str | None:
+    return os.environ.get("GRCTL_KAFKA_SERVERS") or os.environ.get("GRCTL_KAFKA_BOOTSTRAP") or None
+
+
+def _docker_engine_answers() -> bool:
+    if os.environ.get("GRCTL_TEST_DOCKER") == "0":
+        return False
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False  # no engine configured: skip the docker import and its timeout
+    try:
+        import docker
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=DOCKER_PING_TIMEOUT_S)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a real Kafka broker for the whole session (see the module doc)."""
+    env = _env_bootstrap()
+    with pytest.MonkeyPatch.context() as mp:
+        if env is not None:
+            mp.setenv("GRCTL_KAFKA_SERVERS", env)
+            yield env
+        elif _docker_engine_answers():
+            from testcontainers.community.kafka import KafkaContainer
+
+            image = os.environ.get("GRCTL_TEST_KAFKA_IMAGE", DEFAULT_TEST_KAFKA_IMAGE)
+            container = (
+                KafkaContainer(image)
+                .with_kraft()
+                .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+                .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+                .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+                .with_env("KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS", "1000")
+            )
+            with container:
+                bootstrap = container.get_bootstrap_server()
+                mp.setenv("GRCTL_KAFKA_SERVERS", bootstrap)
+                yield bootstrap
+        else:
+            from grctl.dev import kafka as local_kafka
+
+            result = local_kafka.ensure_running(1, TEST_CLUSTER_PORT, name=TEST_CLUSTER_NAME)
+            mp.setenv("GRCTL_KAFKA_SERVERS", result.bootstrap)
+            try:
+                yield result.bootstrap
+            finally:
+                if result.started:
+                    local_kafka.stop(TEST_CLUSTER_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCluster:
+    """A local multi-node KRaft cluster that tests may break.
+
+    Attributes:
+        name: Cluster name in the dev home.
+        bootstrap: Bootstrap servers of all nodes.
+        brokers: Number of nodes (ids 1..brokers).
+    """
+
+    name: str
+    bootstrap: str
+    brokers: int
+
+    def kill_node(self, node_id: int) -> None:
+        """SIGKILL one node and wait until its process is gone."""
+        from grctl.dev import kafka as local_kafka
+
+        local_kafka.kill_node(self.name, node_id)
+
+    def restart_node(self, node_id: int) -> None:
+        """Start the node again and wait until the cluster lists every broker."""
+        from grctl.dev import kafka as local_kafka
+
+        local_kafka.restart_node(self.name, node_id)
+
+    def node_port(self, node_id: int) -> int:
+        """Client port of a node."""
+        return int(self.bootstrap.split(",")[node_id - 1].rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def cluster3() -> Iterator[LocalCluster]:
+    """A local 3-node KRaft cluster (RF 3, min ISR 2) for tests marked ``cluster``.
+
+    Started from the jars as cluster ``test-cluster3`` on ports 29192..29197 and stopped at the
+    end if this session started it. A test that kills a node must restart it before it ends.
+    """
+    from grctl.dev import kafka as local_kafka
+
+    result = local_kafka.ensure_running(3, TEST_CLUSTER3_PORT, name=TEST_CLUSTER3_NAME)
+    try:
+        yield LocalCluster(name=TEST_CLUSTER3_NAME, bootstrap=result.bootstrap, brokers=3)
+    finally:
+        if result.started:
+            local_kafka.stop(TEST_CLUSTER3_NAME)
+
+
+# --------------------------------------------------------------------------------------------
+# Names
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name no other test uses (time-ordered ULID, lowercase): for topics, groups, namespaces."""
+    return f"grctl-test-{str(ULID()).lower()}"
+
+
+# --------------------------------------------------------------------------------------------
+# Engine fixtures go below this line.
+
+
+@pytest.fixture
+async def connection(kafka_bootstrap: str, unique_name: str) -> AsyncIterator[Connection]:
+    """A namespace of its own (4 partitions) on the session's broker."""
+    ns = "t" + unique_name.lower().replace("_", "-")[-20:]
+    conn = await Connection.connect(kafka_bootstrap, ns, partitions=4)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def client(connection: Connection) -> AsyncIterator[Client]:
+    """A client of the test's namespace."""
+    c = Client(connection)
+    yield c
+    await c.close()
+
+
+class WorkerRunner:
+    """Starts in-process workers for a test and stops them at its end."""
+
+    def __init__(self, connection: Connection, state_root: Path) -> None:
+        self.connection = connection
+        self.state_root = state_root
+        self._running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(self, workflows: list[Workflow], **kwargs: Any) -> Worker:
+        kwargs.setdefault("state_dir", self.state_root / f"w{len(self._running)}")
+        worker = Worker(workflows, self.connection, **kwargs)
+        task = asyncio.create_task(worker.run())
+        self._running.append((worker, task))
+        await worker.wait_until_ready(60)
+        return worker
+
+    async def stop_all(self) -> None:
+        for worker, task in self._running:
+            await worker.stop(shutdown_timeout=2.0)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, 30)
+        self._running.clear()
+
+
+@pytest.fixture
+async def workers(connection: Connection, tmp_path: Path) -> AsyncIterator[WorkerRunner]:
+    """`await workers.start([wf, ...])` runs a worker in this test's event loop until the test ends."""
+    runner = WorkerRunner(connection, tmp_path / "state")
+    yield runner
+    await runner.stop_all()
