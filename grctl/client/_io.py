@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -69,16 +70,24 @@ class ClientIO:
         tps.append(TopicPartition(topics.replies, self.reply_partition))
         assigned = []
         for tp in tps:
-            try:
-                _low, high = self._reader.get_watermark_offsets(tp, timeout=10.0, cached=False)
-            except KafkaException as exc:
-                raise KafkaSetupError(f"cannot read offsets of {tp.topic}[{tp.partition}]: {exc}") from exc
+            high = self._end_offset(tp)
             assigned.append(TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END))
         self._reader.assign(assigned)
         self._thread = threading.Thread(target=self._read_loop, name=f"grctl-client-{self.client_id}", daemon=True)
         self._thread.start()
         self._delivery_poller = threading.Thread(target=self._poll_producer, name="grctl-client-dr", daemon=True)
         self._delivery_poller.start()
+
+    def _end_offset(self, tp: TopicPartition) -> int:
+        deadline = time.monotonic() + 15.0
+        while True:
+            try:
+                return int(self._reader.get_watermark_offsets(tp, timeout=10.0, cached=False)[1])
+            except KafkaException as exc:
+                # New topics answer NOT_LEADER / UNKNOWN_TOPIC for a moment (not flagged retriable).
+                if time.monotonic() > deadline:
+                    raise KafkaSetupError(f"cannot read offsets of {tp.topic}[{tp.partition}]: {exc}") from exc
+                time.sleep(0.1)
 
     def _poll_producer(self) -> None:
         while not self._stop.is_set():

@@ -148,12 +148,16 @@ class Machine:
         now_ms: int,
         timeout_ms: int | None = None,
     ) -> RunRecord:
-        """Schedule `step` as the run's next step: a NextCmd record and a step-timeout timer."""
+        """Schedule `step` as the run's next step: a NextCmd record, executed after the commit.
+
+        The step timeout bounds each execution of the step and is enforced by the executing
+        worker (not a durable timer armed here): a worker crash must not eat into the budget
+        of the step's re-execution on the next owner.
+        """
         if run.timer_due_ms is not None:
             tr.timers_clear.append(self._timer(run, run.timer_due_ms))
         seq = run.seq + 1
         timeout = timeout_ms or self._step_timeout(run.wf_type, step)
-        due = now_ms + timeout
         run = msgspec.structs.replace(
             run,
             state="step",
@@ -164,17 +168,15 @@ class Machine:
             step_timeout_ms=timeout,
             wait_timeout_ms=None,
             wait_on_timeout=None,
-            timer_due_ms=due,
+            timer_due_ms=None,
         )
-        tr.timers_set.append(TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="step", seq=seq, due_ms=due))
         tr.sends.append(NextCmd(wf_id=run.wf_id, run_id=run.run_id, seq=seq))
         tr.execute = True
         return run
 
     @staticmethod
     def _timer(run: RunRecord, due_ms: int) -> TimerEntry:
-        kind = "step" if run.state == "step" else "wait"
-        return TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=kind, seq=run.seq, due_ms=due_ms)
+        return TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="wait", seq=run.seq, due_ms=due_ms)
 
     def _finish(
         self,
@@ -509,13 +511,6 @@ class Machine:
             return tr
         if run.seq != timer.seq or run.timer_due_ms != timer.due_ms:
             return SKIP
-        if timer.kind == "step" and run.state == "step":
-            step = run.step or ""
-            tr.cancel_running = True
-            tr.history.append(self._hist(run, "step.timeout", now_ms, {"step_name": step}))
-            err = {"type": "StepTimeout", "message": f"step {step} timed out"}
-            tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=err)
-            return tr
         if timer.kind == "wait" and run.state == "wait":
             tr.history.append(self._hist(run, "wait.timed_out", now_ms, {"on_timeout": run.wait_on_timeout}))
             run = msgspec.structs.replace(run, timer_due_ms=None)

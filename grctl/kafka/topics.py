@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,7 +163,26 @@ def ensure_namespace(
         for topic, n in again.items():
             if n != partitions:
                 raise TopicMismatchError(topic, expected=partitions, found=n)
+        wait_for_leaders(admin, names.all(), timeout)
     return partitions
+
+
+def wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
+    """Wait until every partition of `topics` has a leader (new topics need a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        md = admin.list_topics(timeout=timeout)
+        leaderless = [
+            f"{t}[{p}]"
+            for t in topics
+            for p, pm in (md.topics[t].partitions.items() if t in md.topics else [])
+            if pm.leader < 0 or pm.error is not None
+        ]
+        if not leaderless:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaSetupError(f"partitions without a leader after {timeout:.0f}s: {leaderless[:5]}")
+        time.sleep(0.1)
 
 
 def delete_namespace(admin: AdminClient, names: TopicNames, timeout: float = 30.0) -> list[str]:

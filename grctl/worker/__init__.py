@@ -2,6 +2,7 @@
 
 from grctl.errors import StoreKeyNotFoundError
 from grctl.worker.context import Context
+from grctl.worker.task import task
 from grctl.worker.worker import Worker
 
-__all__ = ["Context", "StoreKeyNotFoundError", "Worker"]
+__all__ = ["Context", "StoreKeyNotFoundError", "Worker", "task"]

@@ -36,7 +36,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from grctl.engine.machine import Machine, StepOutcome
+from grctl.engine.machine import DEFAULT_STEP_TIMEOUT_MS, Machine, StepOutcome
 from grctl.engine.records import RunRecord
 from grctl.errors import NextDirectiveMissingError, WorkflowNotRegisteredError, WorkflowRunnerNotFoundError
 from grctl.kafka.connection import Connection
@@ -155,6 +155,9 @@ class WorkerSession:
                 "max.poll.interval.ms": 600_000,
                 "fetch.wait.max.ms": 50,
                 "client.id": f"{self.worker_id}-consumer",
+                # Static membership: a worker restarted in place (same state dir) takes its
+                # partitions back without a rebalance, within the session timeout.
+                "group.instance.id": self.instance_id,
             }
         )
         cfg.update(self.kafka_config.get("consumer", {}))
@@ -564,6 +567,7 @@ class WorkerSession:
             recorded=proc.load_journal(run.wf_id, run.run_id, run.seq),
             sink=proc,
         )
+        runtime.codec = self.codec
         rs.runtime = runtime
         async with self._sem:
             if rs.cancelled:
@@ -598,7 +602,16 @@ class WorkerSession:
 
             store = Store(read, self.codec)
             ctx = Context(run=self._run_info(run), workflow=wf, store=store, runtime=runtime, codec=self.codec)
-            result = await cfg.handler(ctx, **kwargs)
+            deadline = asyncio.timeout((run.step_timeout_ms or DEFAULT_STEP_TIMEOUT_MS) / 1000)
+            try:
+                async with deadline:
+                    result = await cfg.handler(ctx, **kwargs)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise  # a TimeoutError raised by the user's code, not the step deadline
+                return StepOutcome(
+                    run_id=run.run_id, seq=run.seq, next_kind="timeout", duration_ms=int((time.monotonic() - t0) * 1000)
+                )
             if not isinstance(result, Directive):
                 raise NextDirectiveMissingError(
                     f"handler {step_name!r} of workflow {run.wf_type!r} returned {type(result).__name__}, not a "

@@ -92,6 +92,7 @@ class StepRuntime:
         self._recorded = recorded
         self._sink = sink
         self.position = 0
+        self.codec: Any = None  # the worker's CodecRegistry, set by the worker
 
     @property
     def is_replaying(self) -> bool:
@@ -138,6 +139,16 @@ class StepRuntime:
             )
         self.position += 1
         return entry
+
+    def peek(self) -> JournalEntry | None:
+        """The recorded entry at the cursor, without consuming it (None when exhausted)."""
+        if self.position >= len(self._recorded):
+            return None
+        return self._recorded[self.position]
+
+    def advance(self) -> None:
+        """Consume the recorded entry at the cursor (after `peek`)."""
+        self.position += 1
 
     def append(self, kind: str, name: str, value: Any) -> None:
         """Record a live call's value in the journal."""

@@ -62,8 +62,8 @@ def test_start_creates_run_and_schedules_start_step() -> None:
     assert kinds(tr) == ["run.started"]
     assert tr.sends == [NextCmd(wf_id="wf-1", run_id="run-1", seq=1)]
     assert tr.execute
-    assert [t.kind for t in tr.timers_set] == ["step"]
-    assert tr.timers_set[0].due_ms == T0 + DEFAULT_STEP_TIMEOUT_MS
+    assert run.step_timeout_ms == DEFAULT_STEP_TIMEOUT_MS  # enforced by the executing worker
+    assert tr.timers_set == []
     assert run.last_offset == 0
 
 
@@ -114,8 +114,7 @@ def test_step_outcome_next_step() -> None:
     assert kinds(tr) == ["step.completed"]
     assert tr.store == {"k": b"\x01"}
     assert tr.sends == [NextCmd(wf_id="wf-1", run_id="run-1", seq=2)]
-    assert [t.kind for t in tr.timers_clear] == ["step"]
-    assert tr.timers_set[0].due_ms == T0 + 5 + 10_000
+    assert tr.run.step_timeout_ms == 10_000
 
 
 def test_step_outcome_complete_and_fail_and_error() -> None:
@@ -218,12 +217,16 @@ def test_cancel_of_finished_run_is_an_error_reply() -> None:
     assert tr.replies[0][1].ok is False and tr.replies[0][1].code == "finished"
 
 
-def test_step_timer_fails_run() -> None:
+def test_step_timeout_outcome_fails_run() -> None:
     run = running_run()
-    timer = TimerEntry(wf_id="wf-1", run_id="run-1", kind="step", seq=1, due_ms=run.timer_due_ms or 0)
-    tr = M.on_timer(run, timer, T0 + DEFAULT_STEP_TIMEOUT_MS)
-    assert kinds(tr) == ["step.timeout", "run.failed"] and tr.cancel_running
+    tr = M.on_step_outcome(run, StepOutcome(run_id="run-1", seq=1, next_kind="timeout"), T0, no_inbox)
+    assert kinds(tr) == ["step.timeout", "run.failed"]
     assert tr.run is not None and tr.run.error == {"type": "StepTimeout", "message": "step start timed out"}
+
+
+def test_step_timers_are_not_durable() -> None:
+    run = running_run()
+    assert M.on_timer(run, TimerEntry(wf_id="wf-1", run_id="run-1", kind="step", seq=1, due_ms=T0), T0 + 1).skipped
 
 
 def test_stale_timer_is_skipped() -> None:
@@ -247,7 +250,7 @@ def test_workflow_timeout() -> None:
     tr = start(timeout_ms=2000)
     run = tr.run
     assert run is not None and run.deadline_ms == T0 + 2000
-    assert {t.kind for t in tr.timers_set} == {"workflow", "step"}
+    assert {t.kind for t in tr.timers_set} == {"workflow"}
     tr2 = M.on_timer(run, TimerEntry(wf_id="wf-1", run_id="run-1", kind="workflow", seq=0, due_ms=T0 + 2000), T0 + 2000)
     assert kinds(tr2) == ["run.timeout"]
     assert tr2.run is not None and tr2.run.status == "timed_out"
