@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,35 +96,53 @@ def read_history(servers: str, topic: str, partitions: int) -> list[Any]:
     return out
 
 
+Chaos = Callable[[list[WorkerProcess], random.Random], Awaitable[None]]
+
+
+def kill_and_restart(kills: int, wipe_state: bool) -> Chaos:
+    """SIGKILL a random worker `kills` times, restarting it (same state dir, or wiped) after a moment."""
+
+    async def chaos(workers: list[WorkerProcess], rng: random.Random) -> None:
+        for _ in range(kills):
+            await asyncio.sleep(rng.uniform(1.0, 4.0))
+            victim = rng.choice([w for w in workers if w.proc is not None and w.proc.poll() is None])
+            victim.kill()
+            if wipe_state:
+                shutil.rmtree(victim.state_dir, ignore_errors=True)
+            await asyncio.sleep(rng.uniform(0.2, 1.5))
+            victim.start()
+
+    return chaos
+
+
 async def run_chaos(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path, *, runs: int, kills: int, wipe_state: bool
-) -> None:
+    kafka_bootstrap: str,
+    unique_name: str,
+    tmp_path: Path,
+    *,
+    runs: int,
+    chaos: Chaos,
+    workers_total: int = 2,
+    workers_at_start: int = 2,
+    pace_s: float = 0.0,
+) -> list[WorkerProcess]:
     ns = "crash" + unique_name[-12:].lower()
     conn = await Connection.connect(kafka_bootstrap, ns, partitions=8)
     workers = [
-        WorkerProcess(kafka_bootstrap, ns, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log") for i in range(2)
+        WorkerProcess(kafka_bootstrap, ns, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log")
+        for i in range(workers_total)
     ]
-    for w in workers:
+    for w in workers[:workers_at_start]:
         w.start()
     client = Client(conn)
     rng = random.Random(1234)
     try:
         started = time.monotonic()
-
-        async def chaos() -> None:
-            for _ in range(kills):
-                await asyncio.sleep(rng.uniform(1.0, 4.0))
-                victim = rng.choice(workers)
-                victim.kill()
-                if wipe_state:
-                    shutil.rmtree(victim.state_dir, ignore_errors=True)
-                await asyncio.sleep(rng.uniform(0.2, 1.5))
-                victim.start()
-
-        chaos_task = asyncio.create_task(chaos())
+        chaos_task = asyncio.create_task(chaos(workers, rng))
         sem = asyncio.Semaphore(200)
 
         async def start_one(i: int) -> Any:
+            await asyncio.sleep(pace_s * i / runs)  # spread the starts so the chaos meets load
             async with sem:
                 return await client.start_workflow("Counter", f"run-{i}", None)
 
@@ -153,18 +172,40 @@ async def run_chaos(
         completed = [r.msg["step_name"] for r in recs if r.kind == "step.completed"]
         assert completed == STEPS, (wf_id, completed)
         assert len({r.run_id for r in recs}) == 1
-    assert sum(w.kills for w in workers) == kills
+    return workers
 
 
 async def test_crash_sigkill_workers_exactly_once(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
     """2,000 runs over 2 worker processes, one of them SIGKILLed and restarted 5 times."""
-    await run_chaos(kafka_bootstrap, unique_name, tmp_path, runs=int(os.environ.get("GRCTL_CRASH_RUNS", "2000")),
-                    kills=5, wipe_state=False)  # fmt: skip
+    workers = await run_chaos(kafka_bootstrap, unique_name, tmp_path, runs=int(os.environ.get("GRCTL_CRASH_RUNS", "2000")),
+                              chaos=kill_and_restart(5, wipe_state=False), pace_s=5.0)  # fmt: skip
+    assert sum(w.kills for w in workers) == 5
 
 
 async def test_crash_sigkill_with_state_wiped_restores_from_changelog(
     kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
     """Same, but the killed worker's RocksDB folder is deleted: it rebuilds from the changelog."""
+    workers = await run_chaos(kafka_bootstrap, unique_name, tmp_path,
+                              runs=int(os.environ.get("GRCTL_CRASH_RUNS", "2000")) // 2,
+                              chaos=kill_and_restart(3, wipe_state=True), pace_s=5.0)  # fmt: skip
+    assert sum(w.kills for w in workers) == 3
+
+
+async def test_rebalance_workers_join_and_leave(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
+    """Workers join and leave (gracefully) during load: partitions move, nothing is lost or doubled."""
+
+    async def churn(workers: list[WorkerProcess], rng: random.Random) -> None:
+        await asyncio.sleep(1.0)
+        workers[1].start()  # 1 -> 2 workers
+        await asyncio.sleep(2.0)
+        workers[2].start()  # 2 -> 3 workers
+        await asyncio.sleep(2.0)
+        workers[0].stop()  # graceful leave: 3 -> 2
+        await asyncio.sleep(2.0)
+        workers[1].stop()  # 2 -> 1
+        await asyncio.sleep(1.0)
+        workers[0].start()  # back to 2
+
     await run_chaos(kafka_bootstrap, unique_name, tmp_path, runs=int(os.environ.get("GRCTL_CRASH_RUNS", "2000")) // 2,
-                    kills=3, wipe_state=True)  # fmt: skip
+                    chaos=churn, workers_total=3, workers_at_start=1, pace_s=8.0)  # fmt: skip
