@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import importlib
 import inspect
 import random
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from grctl.engine.retry import RetryPolicy, retry_delay_ms, should_retry
-from grctl.errors import HandlerDefinitionError
+from grctl.errors import HandlerDefinitionError, NonDeterminismError
 from grctl.models.errors import ErrorDetails
 from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.worker.runtime import StepRuntime, get_step_runtime
@@ -89,9 +90,25 @@ class TaskExecutor:
         except Exception:
             return raw
 
+    def _check_args(self, rt: StepRuntime, recorded: dict[str, Any], args_hash: str) -> None:
+        was = recorded.get("args_hash")
+        if was is not None and was != args_hash:
+            raise NonDeterminismError(
+                f"step {rt.step_name!r} of workflow {rt.wf_type!r} (wf_id {rt.wf_id!r}) called task "
+                f"{self.name!r} at journal position {rt.position} with other arguments than the recorded "
+                f"execution (args hash {args_hash} vs {was}). Workflow code must make the same calls with the "
+                f"same arguments when re-executed.",
+                step=rt.step_name,
+                position=rt.position,
+                expected=f"task:{self.name}({was})",
+                got=f"task:{self.name}({args_hash})",
+            )
+
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         rt = get_step_runtime()
         codec = self._codec(rt)
+        args_primitive = self._args_primitive(codec, args, kwargs)
+        args_hash = hashlib.sha256(codec.encode(args_primitive)).hexdigest()[:16]
         attempt = 1
         retry_at_ms: int | None = None
         # 1. Replay: skip recorded failed attempts; a recorded outcome ends the call.
@@ -100,10 +117,13 @@ class TaskExecutor:
             if entry is None:
                 break
             if entry.kind == JOURNAL_ATTEMPT and entry.name == self.name:
+                self._check_args(rt, entry.value, args_hash)
                 rt.advance()
                 attempt = int(entry.value["attempt"]) + 1
                 retry_at_ms = int(entry.value["retry_at_ms"])
                 continue
+            if entry.kind == JOURNAL_TASK and entry.name == self.name:
+                self._check_args(rt, entry.value, args_hash)
             recorded = rt.next_recorded(JOURNAL_TASK, self.name)  # raises NonDeterminismError on mismatch
             assert recorded is not None
             value = recorded.value
@@ -117,7 +137,7 @@ class TaskExecutor:
         if attempt == 1:
             rt.history(
                 "task.started",
-                {"task_id": task_id, "task_name": self.name, "args": self._args_primitive(codec, args, kwargs),
+                {"task_id": task_id, "task_name": self.name, "args": args_primitive,
                  "step_name": rt.step_name},
                 task_id,
             )  # fmt: skip
@@ -135,7 +155,7 @@ class TaskExecutor:
                 if current is not None and current.cancelling():
                     raise  # the engine cancels the step: nothing to record
                 rt.history("task.cancelled", {"task_id": task_id, "task_name": self.name}, task_id)
-                rt.append(JOURNAL_TASK, self.name, {"ok": False, "cancelled": True})
+                rt.append(JOURNAL_TASK, self.name, {"ok": False, "cancelled": True, "args_hash": args_hash})
                 raise
             except Exception as exc:
                 duration = int((time.monotonic() - t0) * 1000)
@@ -153,7 +173,8 @@ class TaskExecutor:
                     rt.append(
                         JOURNAL_ATTEMPT,
                         self.name,
-                        {"attempt": attempt, "retry_at_ms": int(time.time() * 1000) + delay, "error": err},
+                        {"attempt": attempt, "retry_at_ms": int(time.time() * 1000) + delay, "error": err,
+                         "args_hash": args_hash},
                     )
                     attempt += 1
                     await asyncio.sleep(delay / 1000)
@@ -163,7 +184,7 @@ class TaskExecutor:
                     {"task_id": task_id, "task_name": self.name, "error": err, "duration_ms": duration},
                     task_id,
                 )
-                rt.append(JOURNAL_TASK, self.name, {"ok": False, "error": err})
+                rt.append(JOURNAL_TASK, self.name, {"ok": False, "error": err, "args_hash": args_hash})
                 raise
             duration = int((time.monotonic() - t0) * 1000)
             primitive = codec.to_primitive(result)
@@ -172,7 +193,7 @@ class TaskExecutor:
                 {"task_id": task_id, "task_name": self.name, "output": {"result": primitive}, "duration_ms": duration},
                 task_id,
             )
-            rt.append(JOURNAL_TASK, self.name, {"ok": True, "result": primitive})
+            rt.append(JOURNAL_TASK, self.name, {"ok": True, "result": primitive, "args_hash": args_hash})
             return result
 
 

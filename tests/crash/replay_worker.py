@@ -1,0 +1,179 @@
+"""Workflows for replay crash tests, served by a worker process.
+
+GRCTL_TEST_PHASE=A: steps block (forever) after their recorded calls, so the test can SIGKILL
+the process at a known point. GRCTL_TEST_PHASE=B: the replacement worker, same code path
+without the block (or with changed code where a scenario says so). GRCTL_TEST_SIDE_DIR: where
+tasks append their side effects (one line per call), to count real calls across processes.
+
+Run: python -m tests.crash.replay_worker --servers S --namespace NS --state-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import msgspec
+
+from grctl import Connection, Context, Directive, RetryPolicy, Worker, Workflow
+from grctl.worker import task
+
+PHASE = os.environ.get("GRCTL_TEST_PHASE", "A")
+SIDE = Path(os.environ.get("GRCTL_TEST_SIDE_DIR", "/tmp"))
+
+
+async def block_in_a() -> None:
+    if PHASE == "A":
+        await asyncio.Event().wait()
+
+
+def side_effect(name: str) -> int:
+    path = SIDE / f"{name}.calls"
+    with path.open("a") as fh:
+        fh.write(f"{PHASE}\n")
+    return len(path.read_text().splitlines())
+
+
+class Greeting(msgspec.Struct):
+    text: str
+    count: int
+
+
+@task
+async def record_call(key: str) -> str:
+    side_effect(key)
+    return f"did {key}"
+
+
+@task(retry_policy=RetryPolicy(max_attempts=2, initial_delay_ms=1))
+async def fails_twice(key: str) -> None:
+    side_effect(key)
+    raise ValueError("original error")
+
+
+@task
+async def cancelling(key: str) -> None:
+    side_effect(key)
+    raise asyncio.CancelledError()
+
+
+@task
+async def greet(value: str) -> str:
+    return f"hi {value}"
+
+
+@task
+async def task_a() -> str:
+    return "a"
+
+
+@task
+async def task_b() -> str:
+    return "b"
+
+
+@task
+async def make_struct(key: str) -> Greeting:
+    side_effect(key)
+    return Greeting(text="hello", count=3)
+
+
+replay = Workflow(workflow_type="Replay")
+
+
+@replay.start()
+async def start(ctx: Context, scenario: str) -> Directive:
+    if scenario == "step8":  # STEP-8: a task in the start step itself
+        await record_call(ctx.run.wf_id)
+        await block_in_a()
+        return ctx.next.complete("done")
+    ctx.store.put("scenario", scenario)
+    return ctx.next.step(work)
+
+
+@replay.step(timeout=timedelta(minutes=5))
+async def work(ctx: Context) -> Directive:
+    scenario = await ctx.store.get("scenario", str)
+    if scenario == "now":  # CTX-4
+        value = await ctx.now()
+        await block_in_a()
+        return ctx.next.complete(value.isoformat())
+    if scenario == "random":  # CTX-6
+        r = await ctx.random()
+        await block_in_a()
+        return ctx.next.complete(r)
+    if scenario == "uuid":  # CTX-10
+        u = await ctx.uuid4()
+        await block_in_a()
+        return ctx.next.complete(str(u))
+    if scenario == "sleep":  # CTX-8
+        await ctx.sleep(timedelta(seconds=2))
+        side_effect(f"{ctx.run.wf_id}.slept")
+        await block_in_a()
+        return ctx.next.complete("done")
+    if scenario == "task":  # TASK-10/11
+        await record_call(ctx.run.wf_id)
+        await block_in_a()
+        return ctx.next.complete("done")
+    if scenario == "task_failed":  # TASK-12
+        try:
+            await fails_twice(ctx.run.wf_id)
+        except ValueError:
+            await block_in_a()
+            raise
+        return ctx.next.complete("not reached")
+    if scenario == "task_cancelled":  # TASK-13
+        try:
+            await cancelling(ctx.run.wf_id)
+        except asyncio.CancelledError:
+            await block_in_a()
+            return ctx.next.complete("cancelled")
+        return ctx.next.complete("not reached")
+    if scenario == "args_changed":  # TASK-14: B passes other arguments
+        await greet(value="hello" if PHASE == "A" else "world")
+        await block_in_a()
+        return ctx.next.complete("done")
+    if scenario == "order_changed":  # TASK-15: B calls task_b first
+        if PHASE == "A":
+            await task_a()
+            await block_in_a()
+        else:
+            await task_b()
+            await task_a()
+        return ctx.next.complete("done")
+    if scenario == "struct":  # TASK-31
+        g = await make_struct(ctx.run.wf_id)
+        await block_in_a()
+        assert isinstance(g, Greeting), type(g)
+        return ctx.next.complete(g)
+    if scenario == "logger":  # each line once across the crash
+        ctx.logger.info("LOGLINE-1 %s", ctx.run.wf_id)
+        await ctx.now()
+        ctx.logger.info("LOGLINE-2 %s", ctx.run.wf_id)
+        await ctx.random()
+        await block_in_a()
+        ctx.logger.info("LOGLINE-3 %s", ctx.run.wf_id)
+        return ctx.next.complete("done")
+    raise ValueError(f"unknown scenario {scenario}")
+
+
+async def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--servers", required=True)
+    ap.add_argument("--namespace", required=True)
+    ap.add_argument("--state-dir", required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(process)d %(name)s %(message)s")
+    conn = await Connection.connect(args.servers, args.namespace)
+    worker = Worker([replay], conn, state_dir=args.state_dir)
+    worker.install_signal_handlers()
+    await worker.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
