@@ -42,7 +42,17 @@ async def main() -> None:
     conn = await Connection.connect(args.servers, ns, partitions=args.partitions)
     state = tempfile.mkdtemp(prefix="grctl-bench-")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.workflows", "--servers", args.servers, "--namespace", ns, "--state-dir", state],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.workflows",
+            "--servers",
+            args.servers,
+            "--namespace",
+            ns,
+            "--state-dir",
+            state,
+        ],
         cwd=ROOT,
     )
     client = Client(conn)

@@ -76,9 +76,7 @@ def fill(bootstrap: str, topic: str, n: int) -> None:
 
 
 def confluent_txn(bootstrap: str, topic: str, iterations: int, extra: dict[str, Any]) -> list[float]:
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "transactional.id": f"{topic}-txn", "linger.ms": 0, **extra}
-    )
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{topic}-txn", "linger.ms": 0, **extra})
     producer.init_transactions(30)
     samples = []
     for i in range(WARMUP + iterations):
@@ -123,9 +121,7 @@ def confluent_ctp(
             "auto.offset.reset": "earliest",
         }
     )
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "transactional.id": f"{src}-txn", "linger.ms": 1, **extra}
-    )
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{src}-txn", "linger.ms": 1, **extra})
     producer.init_transactions(30)
     consumer.subscribe([src])
     samples: list[float] = []
@@ -151,9 +147,7 @@ def confluent_ctp(
     return samples, done / (time.perf_counter() - started)
 
 
-async def aiokafka_ctp(
-    bootstrap: str, src: str, dst: str, batches: int, size: int
-) -> tuple[list[float], float]:
+async def aiokafka_ctp(bootstrap: str, src: str, dst: str, batches: int, size: int) -> tuple[list[float], float]:
     group = f"{src}-group"
     consumer = aiokafka.AIOKafkaConsumer(
         src,
@@ -200,9 +194,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=100)
@@ -214,9 +206,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="grctl-bench-") as tmp:
         home = Path(tmp) / "home"
         if args.cold_maven:
-            os.environ["MAVEN_OPTS"] = (
-                f"{os.environ.get('MAVEN_OPTS', '')} -Dmaven.repo.local={tmp}/m2".strip()
-            )
+            os.environ["MAVEN_OPTS"] = f"{os.environ.get('MAVEN_OPTS', '')} -Dmaven.repo.local={tmp}/m2".strip()
         try:
             results = run(args, home)
         finally:
@@ -253,9 +243,7 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         ),
         (
             "confluent (retry.backoff.ms=5)",
-            lambda s, d: confluent_ctp(
-                bootstrap, s, d, args.batches, args.batch_size, {"retry.backoff.ms": 5}
-            ),
+            lambda s, d: confluent_ctp(bootstrap, s, d, args.batches, args.batch_size, {"retry.backoff.ms": 5}),
         ),
         (
             "aiokafka",

@@ -103,9 +103,7 @@ def start_cmd(
 def stop_cmd(
     name: NameOption = None,
     home: HomeOption = None,
-    all_clusters: Annotated[
-        bool, typer.Option("--all", help="Stop every cluster under the home folder.")
-    ] = False,
+    all_clusters: Annotated[bool, typer.Option("--all", help="Stop every cluster under the home folder.")] = False,
 ) -> None:
     """Stop a local Kafka cluster (SIGTERM, then SIGKILL after 30 s)."""
     _setup_logging()

@@ -106,11 +106,12 @@ class ClientIO:
                 continue
             batch: list[tuple[str, int, int, bytes]] = []
             for m in msgs:
-                if m.error() is not None:
-                    if m.error().code() != KafkaError._PARTITION_EOF:
-                        logger.debug("client reader: %s", m.error())
+                err = m.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        logger.debug("client reader: %s", err)
                     continue
-                batch.append((m.topic(), m.partition(), m.offset(), m.value()))
+                batch.append((m.topic() or "", m.partition() or 0, m.offset() or 0, m.value() or b""))
             if batch:
                 with contextlib.suppress(RuntimeError):  # loop closed
                     self._loop.call_soon_threadsafe(self._dispatch, batch, topics.history)

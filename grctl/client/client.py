@@ -172,9 +172,9 @@ class Client:
 
     async def start_workflow(
         self,
-        type: str,  # noqa: A002  # the original's parameter name
-        id: str,  # noqa: A002  # the original's parameter name
-        input: Any | None = None,  # noqa: A002  # the original's parameter name
+        type: str,  # the original's parameter name
+        id: str,  # the original's parameter name
+        input: Any | None = None,  # the original's parameter name
         timeout: timedelta | None = None,
         return_type: type | None = None,
     ) -> WorkflowHandle:
@@ -205,7 +205,9 @@ class Client:
         run_id = str(ULID())
         raw_input = self.codec.to_primitive(input)
         handle = WorkflowHandle(
-            RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending), client=self, return_type=return_type
+            RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending),
+            client=self,
+            return_type=return_type,
         )
         first: asyncio.Future[HistoryRecord] = asyncio.get_running_loop().create_future()
 
@@ -245,9 +247,9 @@ class Client:
 
     async def run_workflow(
         self,
-        type: str,  # noqa: A002
-        id: str,  # noqa: A002
-        input: Any | None = None,  # noqa: A002
+        type: str,
+        id: str,
+        input: Any | None = None,
         timeout: timedelta | None = None,
         return_type: type | None = None,
     ) -> Any:
@@ -329,10 +331,11 @@ class Client:
                         if err.code() == KafkaError._PARTITION_EOF:
                             done = True
                         continue
-                    rec = history_decoder.decode(m.value())
+                    offset = m.offset() or 0
+                    rec = history_decoder.decode(m.value() or b"")
                     if rec.run_id == run_id and rec.wf_id == wf_id:
-                        out.append(to_history_event(rec, part, m.offset()))
-                    if m.offset() >= high - 1:
+                        out.append(to_history_event(rec, part, offset))
+                    if offset >= high - 1:
                         done = True
         finally:
             consumer.close()
@@ -353,15 +356,23 @@ class Client:
         reply = await self._request(
             wf_id,
             lambda to: EventCmd(
-                wf_id=wf_id, event_name=event_name, payload=raw, event_id=str(ULID()), run_id=run_id, reply_to=to
+                wf_id=wf_id,
+                event_name=event_name,
+                payload=raw,
+                event_id=str(ULID()),
+                run_id=run_id,
+                reply_to=to,
             ),
         )
         self._raise_for(reply, wf_id)
 
-    async def cancel_run(self, wf_id: str, reason: str | None = None, *, terminate: bool = False, run_id: str | None = None) -> None:
+    async def cancel_run(
+        self, wf_id: str, reason: str | None = None, *, terminate: bool = False, run_id: str | None = None
+    ) -> None:
         """Cancel (or terminate) the latest run of `wf_id`."""
         reply = await self._request(
-            wf_id, lambda to: CancelCmd(wf_id=wf_id, reason=reason, terminate=terminate, run_id=run_id, reply_to=to)
+            wf_id,
+            lambda to: CancelCmd(wf_id=wf_id, reason=reason, terminate=terminate, run_id=run_id, reply_to=to),
         )
         self._raise_for(reply, wf_id)
 

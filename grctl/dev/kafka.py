@@ -204,8 +204,7 @@ class ClusterSpec:
         last = self.port + 2 * self.brokers - 1
         if self.port < 1024 or last > 65535:
             raise LocalKafkaError(
-                f"invalid port {self.port}: {self.brokers} node(s) need ports {self.port}..{last} "
-                "inside 1024..65535"
+                f"invalid port {self.port}: {self.brokers} node(s) need ports {self.port}..{last} inside 1024..65535"
             )
 
     @property
@@ -525,9 +524,7 @@ def find_java() -> JavaInfo:
     else:
         java = shutil.which("java")
     if java is None:
-        raise LocalKafkaError(
-            f"no `java` on PATH (and JAVA_HOME is not set): Kafka needs Java; {_INSTALL_JAVA}"
-        )
+        raise LocalKafkaError(f"no `java` on PATH (and JAVA_HOME is not set): Kafka needs Java; {_INSTALL_JAVA}")
     try:
         out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -609,9 +606,7 @@ def ensure_jars(home: str | os.PathLike[str] | None = None, *, pom: Path = POM_P
         _fix_slf4j_api(mvn, kdir, partial)
         jars = sorted(p.name for p in partial.glob("*.jar"))
         if not any(j.startswith("kafka_2.13-") for j in jars):
-            raise LocalKafkaError(
-                f"Maven finished but {partial} holds no kafka_2.13 jar; check {kdir / 'pom.xml'}"
-            )
+            raise LocalKafkaError(f"Maven finished but {partial} holds no kafka_2.13 jar; check {kdir / 'pom.xml'}")
         partial.rename(libs)
         marker.write_text(json.dumps({"kafka_version": version, "jars": jars}, indent=1) + "\n")
         return libs
@@ -620,9 +615,7 @@ def ensure_jars(home: str | os.PathLike[str] | None = None, *, pom: Path = POM_P
 def _run_maven(mvn: str, kdir: Path, args: Sequence[str]) -> None:
     cmd = [mvn, "-B", "-q", "-f", str(kdir / "pom.xml"), *args]
     try:
-        out = subprocess.run(
-            cmd, cwd=kdir, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S, check=False
-        )
+        out = subprocess.run(cmd, cwd=kdir, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
         raise LocalKafkaError(
             f"Maven did not finish fetching the Kafka jars within {FETCH_TIMEOUT_S:.0f} s; "
@@ -803,8 +796,7 @@ def check_ports_free(ports: Mapping[int, str], home: str | os.PathLike[str] | No
         if not _port_free(port):
             holder = _port_holder(port, resolve_home(home))
             raise LocalKafkaError(
-                f"port {port} ({what}) is already in use by {holder}: stop it, or use another "
-                "port base (--port)"
+                f"port {port} ({what}) is already in use by {holder}: stop it, or use another port base (--port)"
             )
 
 
@@ -845,8 +837,7 @@ def _load_spec(paths: _Paths) -> ClusterSpec | None:
         return None
     except (OSError, ValueError) as exc:
         raise LocalKafkaError(
-            f"cannot read {paths.spec_file} ({exc}); delete the cluster with "
-            f"`grctl dev kafka wipe --name {paths.name}`"
+            f"cannot read {paths.spec_file} ({exc}); delete the cluster with `grctl dev kafka wipe --name {paths.name}`"
         ) from exc
     try:
         return ClusterSpec(
@@ -873,13 +864,8 @@ def _write_cluster_files(paths: _Paths, spec: ClusterSpec) -> None:
         ndir = paths.node_dir(node.node_id)
         paths.data_dir(node.node_id).mkdir(parents=True, exist_ok=True)
         paths.logs_dir(node.node_id).mkdir(parents=True, exist_ok=True)
-        header = (
-            f"Written by grctl.dev.kafka for cluster {spec.name!r} node {node.node_id}; "
-            "rewritten at every start."
-        )
-        paths.props_file(node.node_id).write_text(
-            render_properties(server_properties(spec, node, ndir), header)
-        )
+        header = f"Written by grctl.dev.kafka for cluster {spec.name!r} node {node.node_id}; rewritten at every start."
+        paths.props_file(node.node_id).write_text(render_properties(server_properties(spec, node, ndir), header))
 
 
 def list_clusters(home: str | os.PathLike[str] | None = None) -> list[str]:
@@ -986,9 +972,7 @@ def status(name: str = DEFAULT_NAME, *, home: str | os.PathLike[str] | None = No
                 dir=str(paths.node_dir(node.node_id)),
             )
         )
-    return ClusterStatus(
-        name, str(paths.home), True, spec.brokers, spec.bootstrap, spec.cluster_id, tuple(nodes)
-    )
+    return ClusterStatus(name, str(paths.home), True, spec.brokers, spec.bootstrap, spec.cluster_id, tuple(nodes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1173,9 +1157,7 @@ def _format_node(java: JavaInfo, libs: Path, paths: _Paths, spec: ClusterSpec, n
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise LocalKafkaError(
-            f"formatting the storage of node {node.node_id} did not finish in 120 s"
-        ) from exc
+        raise LocalKafkaError(f"formatting the storage of node {node.node_id} did not finish in 120 s") from exc
     if out.returncode != 0:
         raise LocalKafkaError(
             f"formatting the storage of cluster {spec.name!r} node {node.node_id} failed "
@@ -1229,9 +1211,7 @@ def _spawn_node(java: JavaInfo, libs: Path, paths: _Paths, node: NodeSpec) -> in
 # Readiness
 
 
-def _wait_ready(
-    spec: ClusterSpec, paths: _Paths, timeout: float, *, must_answer: Sequence[NodeSpec] = ()
-) -> None:
+def _wait_ready(spec: ClusterSpec, paths: _Paths, timeout: float, *, must_answer: Sequence[NodeSpec] = ()) -> None:
     from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient
 
@@ -1496,7 +1476,6 @@ def _require_spec(paths: _Paths) -> ClusterSpec:
     spec = _load_spec(paths)
     if spec is None:
         raise LocalKafkaError(
-            f"no cluster {paths.name!r} under {paths.home}: start it with "
-            f"`grctl dev kafka start --name {paths.name}`"
+            f"no cluster {paths.name!r} under {paths.home}: start it with `grctl dev kafka start --name {paths.name}`"
         )
     return spec

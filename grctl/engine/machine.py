@@ -23,7 +23,6 @@ from grctl.engine.records import (
     HistoryRecord,
     InboxEntry,
     NextCmd,
-    ParentRef,
     Reply,
     ReplyTo,
     RunRecord,
@@ -392,7 +391,9 @@ class Machine:
             tr.inbox_put[seq] = entry
         tr.run = run
         if cmd.reply_to:
-            tr.replies.append((cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id)))
+            tr.replies.append(
+                (cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id))
+            )
         return tr
 
     def on_cancel(self, run: RunRecord | None, cmd: CancelCmd, now_ms: int) -> Transition:
@@ -409,8 +410,7 @@ class Machine:
                     self._error_reply(
                         cmd.reply_to,
                         "finished",
-                        f"cannot {what} run {run.run_id} of workflow id {run.wf_id!r}: it already ended "
-                        f"({run.status})",
+                        f"cannot {what} run {run.run_id} of workflow id {run.wf_id!r}: it already ended ({run.status})",
                     )
                 )
             return tr
@@ -423,7 +423,9 @@ class Machine:
             tr.history.append(self._hist(run, "run.cancel_received", now_ms, {"reason": cmd.reason}))
             tr.run = msgspec.structs.replace(run, cancel_pending=True, cancel_reason=cmd.reason)
         if cmd.reply_to:
-            tr.replies.append((cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id)))
+            tr.replies.append(
+                (cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id))
+            )
         return tr
 
     @staticmethod
@@ -449,7 +451,9 @@ class Machine:
             tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=err)
             return tr
         tr.store = out.store
-        tr.history.append(self._hist(run, "step.completed", now_ms, {"step_name": step, "duration_ms": out.duration_ms}))
+        tr.history.append(
+            self._hist(run, "step.completed", now_ms, {"step_name": step, "duration_ms": out.duration_ms})
+        )
         if run.cancel_pending:
             tr.run = self._finish(tr, run, "cancelled", "cancel", now_ms, reason=run.cancel_reason)
             return tr
@@ -472,7 +476,12 @@ class Machine:
         if run.timer_due_ms is not None:
             tr.timers_clear.append(self._timer(run, run.timer_due_ms))
         tr.history.append(
-            self._hist(run, "wait.started", now_ms, {"timeout_ms": out.wait_timeout_ms, "on_timeout": out.wait_on_timeout})
+            self._hist(
+                run,
+                "wait.started",
+                now_ms,
+                {"timeout_ms": out.wait_timeout_ms, "on_timeout": out.wait_on_timeout},
+            )
         )
         run = msgspec.structs.replace(
             run,

@@ -138,9 +138,7 @@ def _check_factor(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"RetryPolicy.{name} must be a number or None, got {type(value).__name__} {value!r}")
     if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"RetryPolicy.{name} must be a finite number >= 0 (0 means the default), got {value!r}"
-        )
+        raise ValueError(f"RetryPolicy.{name} must be a finite number >= 0 (0 means the default), got {value!r}")
 
 
 def _check_names(name: str, value: object) -> list[str] | None:

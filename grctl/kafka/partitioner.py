@@ -107,9 +107,7 @@ def partition_for(key: str | bytes, num_partitions: int) -> int:
         ValueError: If ``num_partitions`` is less than 1.
     """
     if num_partitions < 1:
-        raise ValueError(
-            f"num_partitions must be at least 1, got {num_partitions!r}; pass the topic's partition count"
-        )
+        raise ValueError(f"num_partitions must be at least 1, got {num_partitions!r}; pass the topic's partition count")
     cache = _positive_hashes
     positive = cache.get(key)
     if positive is None:

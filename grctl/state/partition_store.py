@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import Options, Rdict, WriteBatch
 
 from grctl.errors import StateError
 
@@ -45,10 +45,6 @@ class PartitionStore:
                 f"cannot open the state store at {path}: {exc}. Another worker process may be using the "
                 f"same state directory: give each worker its own state_dir."
             ) from exc
-        self._wopts = WriteOptions()
-        # The changelog is the durable copy; RocksDB's WAL only saves a restore after a crash.
-        self._wopts.disable_wal = False
-        self._db.set_write_options(self._wopts)
         # key -> (batch id, value or None for a delete)
         self._overlay: dict[bytes, tuple[int, bytes | None]] = {}
         raw = self._db.get(CHECKPOINT_KEY)
@@ -134,7 +130,7 @@ class PartitionStore:
         """Close the database (the partition was revoked or the worker stops)."""
         try:
             self._db.close()
-        except Exception:  # closing twice is harmless
+        except Exception:  # noqa: BLE001  # closing twice is harmless
             logger.debug("state store %s already closed", self.path)
 
     @staticmethod

@@ -23,6 +23,9 @@ import msgspec
 
 from grctl.engine.machine import StepOutcome, Transition
 from grctl.engine.records import (
+    JOURNAL_PREFIX,
+    SEP,
+    TIMER_PREFIX,
     DescribeCmd,
     HistoryRecord,
     InboxEntry,
@@ -38,9 +41,6 @@ from grctl.engine.records import (
     store_key,
     timer_decoder,
     timer_key,
-    JOURNAL_PREFIX,
-    SEP,
-    TIMER_PREFIX,
 )
 from grctl.kafka.partitioner import partition_for
 from grctl.state.partition_store import PartitionStore
@@ -180,10 +180,10 @@ class PartitionProcessor:
 
     def on_record(self, msg: Message) -> None:
         """Apply one `directives` record."""
-        offset: int = msg.offset()
+        offset = msg.offset() or 0
         self.position = offset + 1
         self.session.mark_dirty()
-        value = msg.value()
+        value = msg.value() or b""
         try:
             rec = directive_decoder.decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
@@ -228,12 +228,7 @@ class PartitionProcessor:
         if self.closing:
             return
         run = self.get_run(wf_id)
-        if (
-            run is None
-            or run.state != "step"
-            or run.seq != seq
-            or (run_id is not None and run.run_id != run_id)
-        ):
+        if run is None or run.state != "step" or run.seq != seq or (run_id is not None and run.run_id != run_id):
             return  # stale: the run moved on
         cur = self.running.get(wf_id)
         if cur is not None and cur.seq == seq and cur.run_id == run.run_id and not cur.cancelled:
@@ -300,7 +295,9 @@ class PartitionProcessor:
         key = journal_key(runtime.wf_id, runtime.run_id, runtime.seq, position)
         self.stage(key, journal_entry_encoder.encode([entry.kind, entry.name, entry.value]))
 
-    def history_append(self, runtime: StepRuntime, kind: str, msg: dict[str, Any] | None, operation_id: str = "") -> None:
+    def history_append(
+        self, runtime: StepRuntime, kind: str, msg: dict[str, Any] | None, operation_id: str = ""
+    ) -> None:
         """Stage a history event of a running step."""
         self.emit_history(
             HistoryRecord(

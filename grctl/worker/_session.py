@@ -34,7 +34,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl.engine.machine import DEFAULT_STEP_TIMEOUT_MS, Machine, StepOutcome
 from grctl.engine.records import RunRecord
@@ -175,7 +175,10 @@ class WorkerSession:
             raise SessionRestart(f"init_transactions failed: {exc}") from exc
         self.consumer = self._make_consumer()
         self.consumer.subscribe(
-            [self.topics.directives], on_assign=self._cb_assign, on_revoke=self._cb_revoke, on_lost=self._cb_lost
+            [self.topics.directives],
+            on_assign=self._cb_assign,
+            on_revoke=self._cb_revoke,
+            on_lost=self._cb_lost,
         )
         tasks = [
             asyncio.create_task(self._consume_loop(), name="grctl-consume"),
@@ -258,7 +261,12 @@ class WorkerSession:
         self._dirty.set()
 
     def produce(
-        self, topic: str, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Stage a record in the current batch."""
         self.batch.records.append((topic, partition, key, value, headers))
@@ -375,8 +383,8 @@ class WorkerSession:
                 produce(topic, part, key, value, headers)
             for part, writes in batch.state.items():
                 last = len(writes) - 1
-                for i, (key, value) in enumerate(writes.items()):
-                    produce(state_topic, part, key, value, None, checkpoint_cb if i == last else None)
+                for i, (key, change) in enumerate(writes.items()):
+                    produce(state_topic, part, key, change, None, checkpoint_cb if i == last else None)
             producer.flush(TXN_CALL_TIMEOUT_S)
             t1 = time.monotonic()
             if offsets:
@@ -489,7 +497,8 @@ class WorkerSession:
         """Runs in the restore thread: replay the changelog from the checkpoint to the LSO."""
         tp = TopicPartition(self.topics.state, p)
         admin = AdminClient(self.conn.client_config())
-        res = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_COMMITTED)
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        res = admin.list_offsets({tp: latest}, isolation_level=IsolationLevel.READ_COMMITTED)
         lso = res[tp].result(TXN_CALL_TIMEOUT_S).offset
         start = store.checkpoint + 1
         if start >= lso:
@@ -514,8 +523,8 @@ class WorkerSession:
                 for msg in consumer.consume(10_000, 0.2):
                     if msg.error() is not None:
                         continue
-                    writes[msg.key()] = msg.value()
-                    last = msg.offset()
+                    writes[msg.key() or b""] = msg.value()
+                    last = msg.offset() or last
                     count += 1
                 if len(writes) >= 50_000:
                     store.apply_restored(writes, last)
@@ -610,7 +619,10 @@ class WorkerSession:
                 if not deadline.expired():
                     raise  # a TimeoutError raised by the user's code, not the step deadline
                 return StepOutcome(
-                    run_id=run.run_id, seq=run.seq, next_kind="timeout", duration_ms=int((time.monotonic() - t0) * 1000)
+                    run_id=run.run_id,
+                    seq=run.seq,
+                    next_kind="timeout",
+                    duration_ms=int((time.monotonic() - t0) * 1000),
                 )
             if not isinstance(result, Directive):
                 raise NextDirectiveMissingError(
@@ -625,7 +637,7 @@ class WorkerSession:
                 raise  # the engine cancelled the step (revoked, terminated, timed out)
             err = ErrorDetails(type="CancelledError", message=f"step {step_name} was cancelled by its own code")
             return StepOutcome(run_id=run.run_id, seq=run.seq, next_kind="error", error=_err(err))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  # user code: any exception fails the step, recorded
             return StepOutcome(
                 run_id=run.run_id,
                 seq=run.seq,
@@ -639,7 +651,12 @@ class WorkerSession:
     @staticmethod
     def _outcome(run: RunRecord, d: Directive, writes: dict[str, bytes], t0: float) -> StepOutcome:
         duration = int((time.monotonic() - t0) * 1000)
-        base: dict[str, Any] = {"run_id": run.run_id, "seq": run.seq, "duration_ms": duration, "store": writes}
+        base: dict[str, Any] = {
+            "run_id": run.run_id,
+            "seq": run.seq,
+            "duration_ms": duration,
+            "store": writes,
+        }
         if d.kind == DirectiveKind.step and d.step is not None:
             return StepOutcome(
                 next_kind="step", next_step=d.step.step_name, next_step_timeout_ms=d.step.timeout_ms, **base

@@ -329,8 +329,7 @@ class CodecRegistry:
         except (msgspec.DecodeError, TypeError, ValueError) as exc:
             # e.g. a dict keyed by tuples: msgpack can write it, but the keys read back as lists
             raise CodecError(
-                f"a {_type_name(type(value))} value can be encoded but not read back: {exc}. "
-                "Use str or int dict keys."
+                f"a {_type_name(type(value))} value can be encoded but not read back: {exc}. Use str or int dict keys."
             ) from exc
 
     def from_primitive(self, raw: Any, tp: Any) -> Any:
@@ -353,9 +352,7 @@ class CodecRegistry:
         try:
             return msgspec.convert(raw, tp, dec_hook=self.dec_hook)
         except msgspec.ValidationError as exc:
-            raise CodecError(
-                f"cannot convert a {_type_name(type(raw))} value to {_type_name(tp)}: {exc}"
-            ) from exc
+            raise CodecError(f"cannot convert a {_type_name(type(raw))} value to {_type_name(tp)}: {exc}") from exc
         except TypeError as exc:
             raise CodecError(f"{_type_name(tp)} cannot be used as a target type: {exc}") from exc
 

@@ -108,7 +108,7 @@ class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic o
         super().__init__(logger, {"wf_id": runtime.wf_id, "run_id": runtime.run_id, "step": runtime.step_name})
         self._rt = runtime
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802  # logging's name
+    def isEnabledFor(self, level: int) -> bool:  # logging's name
         return not self._rt.is_replaying and self.logger.isEnabledFor(level)
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
@@ -170,9 +170,7 @@ class Context:
         async def compute() -> datetime:
             return datetime.now(UTC)
 
-        value = await self._rt.record(
-            "now", "now", compute, lambda v: ("timestamp.recorded", {"value": v})
-        )
+        value = await self._rt.record("now", "now", compute, lambda v: ("timestamp.recorded", {"value": v}))
         if isinstance(value, datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value  # type: ignore[no-any-return]  # the journal holds what compute() returned
@@ -181,7 +179,7 @@ class Context:
         """A float in [0, 1), recorded on first execution and replayed afterwards."""
 
         async def compute() -> float:
-            return random.random()  # noqa: S311  # not for cryptography
+            return random.random()  # not for cryptography
 
         return float(await self._rt.record("random", "random", compute, lambda v: ("random.recorded", {"value": v})))
 
@@ -216,7 +214,10 @@ class Context:
             return int(time.time() * 1000) + duration_ms
 
         deadline_ms = await self._rt.record(
-            "sleep", "sleep", compute, lambda v: ("sleep.recorded", {"duration_ms": duration_ms, "until_ms": v})
+            "sleep",
+            "sleep",
+            compute,
+            lambda v: ("sleep.recorded", {"duration_ms": duration_ms, "until_ms": v}),
         )
         remaining = deadline_ms / 1000 - time.time()
         if remaining > 0:

@@ -47,14 +47,19 @@ def _rebuild_error(err: dict[str, Any]) -> BaseException:
             obj = getattr(obj, part)
         if isinstance(obj, type) and issubclass(obj, BaseException):
             return obj(message)
-    except Exception:  # any failure to rebuild falls back to RuntimeError, as the original did
+    except Exception:  # noqa: BLE001  # any failure to rebuild falls back to RuntimeError, as the original did
         pass
     return RuntimeError(f"{err.get('type') or 'Error'}: {message}")
 
 
 def _error_dict(exc: BaseException) -> dict[str, Any]:
     d = ErrorDetails.from_exception(exc)
-    return {"type": d.type, "message": d.message, "qualified_type": d.qualified_type, "stack_trace": d.stack_trace}
+    return {
+        "type": d.type,
+        "message": d.message,
+        "qualified_type": d.qualified_type,
+        "stack_trace": d.stack_trace,
+    }
 
 
 class TaskExecutor:
@@ -67,7 +72,7 @@ class TaskExecutor:
         self.signature = inspect.signature(fn)
         try:
             self.return_type: Any = typing.get_type_hints(fn).get("return", Any)
-        except Exception:  # unresolvable annotation: return raw values
+        except Exception:  # noqa: BLE001  # unresolvable annotation: return raw values
             self.return_type = Any
 
     def _codec(self, rt: StepRuntime) -> CodecRegistry:
@@ -78,7 +83,7 @@ class TaskExecutor:
             bound = self.signature.bind(*args, **kwargs)
             bound.apply_defaults()
             return codec.to_primitive(dict(bound.arguments))
-        except Exception:  # recording arguments is informative only
+        except Exception:  # noqa: BLE001  # recording arguments is informative only
             return {"repr": repr((args, kwargs))[:500]}
 
     def _convert(self, codec: CodecRegistry, raw: Any) -> Any:
@@ -87,7 +92,7 @@ class TaskExecutor:
             return raw
         try:
             return codec.from_primitive(raw, tp)
-        except Exception:
+        except Exception:  # noqa: BLE001  # a recorded value that no longer fits the annotation stays raw
             return raw
 
     def _check_args(self, rt: StepRuntime, recorded: dict[str, Any], args_hash: str) -> None:
@@ -162,7 +167,7 @@ class TaskExecutor:
                 err = _error_dict(exc)
                 if should_retry(self.policy, attempt, type(exc).__name__):
                     assert self.policy is not None
-                    delay = retry_delay_ms(self.policy, attempt, random.random())  # noqa: S311
+                    delay = retry_delay_ms(self.policy, attempt, random.random())
                     rt.history(
                         "task.attempt_failed",
                         {"task_id": task_id, "task_name": self.name, "attempt": attempt,
@@ -173,8 +178,12 @@ class TaskExecutor:
                     rt.append(
                         JOURNAL_ATTEMPT,
                         self.name,
-                        {"attempt": attempt, "retry_at_ms": int(time.time() * 1000) + delay, "error": err,
-                         "args_hash": args_hash},
+                        {
+                            "attempt": attempt,
+                            "retry_at_ms": int(time.time() * 1000) + delay,
+                            "error": err,
+                            "args_hash": args_hash,
+                        },
                     )
                     attempt += 1
                     await asyncio.sleep(delay / 1000)
@@ -190,7 +199,12 @@ class TaskExecutor:
             primitive = codec.to_primitive(result)
             rt.history(
                 "task.completed",
-                {"task_id": task_id, "task_name": self.name, "output": {"result": primitive}, "duration_ms": duration},
+                {
+                    "task_id": task_id,
+                    "task_name": self.name,
+                    "output": {"result": primitive},
+                    "duration_ms": duration,
+                },
                 task_id,
             )
             rt.append(JOURNAL_TASK, self.name, {"ok": True, "result": primitive, "args_hash": args_hash})
@@ -234,5 +248,3 @@ def task(fn: Any = None, /, *, retry_policy: RetryPolicy | None = None) -> Any:
     if fn is not None:
         return deco(fn)
     return deco
-
-

@@ -84,9 +84,7 @@ def _namespaces(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return globalns, localns
 
 
-def _resolve(
-    name: str, annotation: Any, globalns: dict[str, Any], localns: dict[str, Any]
-) -> tuple[Any, str | None]:
+def _resolve(name: str, annotation: Any, globalns: dict[str, Any], localns: dict[str, Any]) -> tuple[Any, str | None]:
     """Resolve one annotation (string or containing forward references); return (type, problem)."""
     holder = types.SimpleNamespace(__annotations__={name: annotation})
     try:
@@ -150,9 +148,7 @@ def inspect_handler(fn: Callable[..., Any], *, kind: str = "step") -> HandlerSpe
             )
             continue
         if param.kind is inspect.Parameter.VAR_KEYWORD:
-            problems.append(
-                f"must not take **{param.name}: declare each payload key as a named, annotated parameter"
-            )
+            problems.append(f"must not take **{param.name}: declare each payload key as a named, annotated parameter")
             continue
         if param.kind is inspect.Parameter.POSITIONAL_ONLY:
             problems.append(

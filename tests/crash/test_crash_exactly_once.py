@@ -78,7 +78,9 @@ def read_history(servers: str, topic: str, partitions: int) -> list[Any]:
             "enable.partition.eof": True,
         }
     )
-    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)}
+    ends = {
+        p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)
+    }
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out = []
     pending = {p for p, end in ends.items() if end > 0}

@@ -162,7 +162,9 @@ def test_ctx_10_uuid_is_replayed(cycle: Cycle) -> None:
 def test_ctx_8_sleep_is_not_repeated(cycle: Cycle) -> None:
     o = cycle.outcomes["sleep"]
     assert o.result == "done"
-    durations = [e.msg.duration_ms for e in o.after if e.kind == HistoryKind.step_completed and e.msg.step_name == "work"]
+    durations = [
+        e.msg.duration_ms for e in o.after if e.kind == HistoryKind.step_completed and e.msg.step_name == "work"
+    ]
     assert len(durations) == 1
     assert durations[0] < 1500, "the re-executed step slept again (the recorded 2 s deadline had passed)"
     assert kinds(o.after, "sleep.") == ["sleep.recorded"]

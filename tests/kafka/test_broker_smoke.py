@@ -44,10 +44,7 @@ def create_topics(
     admin: AdminClient, names: Sequence[str], *, partitions: int = 1, config: Mapping[str, str] | None = None
 ) -> None:
     futures = admin.create_topics(
-        [
-            NewTopic(n, num_partitions=partitions, replication_factor=-1, config=dict(config or {}))
-            for n in names
-        ],
+        [NewTopic(n, num_partitions=partitions, replication_factor=-1, config=dict(config or {})) for n in names],
         operation_timeout=TIMEOUT_S,
     )
     for future in futures.values():
@@ -117,9 +114,7 @@ def read_until(consumer: Consumer, ends: Mapping[int, int], deadline: float) -> 
         records.append(msg)
 
 
-def read_all(
-    bootstrap: str, admin: AdminClient, topic: str, *, committed: bool, partitions: int = 1
-) -> list[Message]:
+def read_all(bootstrap: str, admin: AdminClient, topic: str, *, committed: bool, partitions: int = 1) -> list[Message]:
     """Every record a reader of this isolation level sees, from the beginning to the end offset."""
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     ends = settled_end_offsets(admin, tps) if committed else end_offsets(admin, tps, committed=False)
@@ -205,9 +200,7 @@ def test_eos_v2_consume_transform_produce_commits_output_and_offsets(
         consumer.close()
 
     assert transactions >= 2  # several transactions, not one lucky batch
-    assert values(read_all(kafka_bootstrap, admin, dst, committed=True)) == [
-        f"V{i}".encode() for i in range(n)
-    ]
+    assert values(read_all(kafka_bootstrap, admin, dst, committed=True)) == [f"V{i}".encode() for i in range(n)]
     assert committed_offset(kafka_bootstrap, group, src) == n
 
 
@@ -264,9 +257,7 @@ def test_second_producer_with_same_transactional_id_fences_the_first(
 # Compaction and restore
 
 
-def test_compacted_topic_keeps_latest_value_per_key(
-    kafka_bootstrap: str, admin: AdminClient, unique_name: str
-) -> None:
+def test_compacted_topic_keeps_latest_value_per_key(kafka_bootstrap: str, admin: AdminClient, unique_name: str) -> None:
     topic = f"{unique_name}-compact"
     config = {
         "cleanup.policy": "compact",
@@ -293,9 +284,7 @@ def test_compacted_topic_keeps_latest_value_per_key(
         seen = [(m.key().decode(), m.value()) for m in records]
         if len(seen) == len(latest):
             break
-        assert time.monotonic() < deadline, (
-            f"not compacted after {COMPACTION_WAIT_S:.0f} s: {len(seen)} records"
-        )
+        assert time.monotonic() < deadline, f"not compacted after {COMPACTION_WAIT_S:.0f} s: {len(seen)} records"
         time.sleep(1.0)
     assert dict(seen) == latest
     assert [k for k, _ in seen] == [*keys, "roll"]  # compaction keeps the offset order
@@ -394,7 +383,5 @@ async def test_aiokafka_transactional_consume_transform_produce(
         await producer.stop()
 
     assert transactions >= 2
-    assert values(read_all(kafka_bootstrap, admin, dst, committed=True)) == [
-        f"V{i}".encode() for i in range(n)
-    ]
+    assert values(read_all(kafka_bootstrap, admin, dst, committed=True)) == [f"V{i}".encode() for i in range(n)]
     assert committed_offset(kafka_bootstrap, group, src) == n

@@ -41,9 +41,7 @@ def partition_state(admin: AdminClient, topic: str) -> tuple[int, list[int]]:
     return meta.leader, sorted(meta.isrs)
 
 
-def test_transaction_commits_with_two_of_three_brokers_then_node_rejoins(
-    cluster3: Cluster, unique_name: str
-) -> None:
+def test_transaction_commits_with_two_of_three_brokers_then_node_rejoins(cluster3: Cluster, unique_name: str) -> None:
     admin = AdminClient({"bootstrap.servers": cluster3.bootstrap})
     topic = unique_name
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=3)])[topic].result(TIMEOUT_S)
@@ -62,9 +60,7 @@ def test_transaction_commits_with_two_of_three_brokers_then_node_rejoins(
     try:
         wait_for(
             f"node {victim} leaves the ISR and a new leader is elected",
-            lambda: (
-                (state := partition_state(admin, topic))[0] not in (victim, -1) and victim not in state[1]
-            ),
+            lambda: (state := partition_state(admin, topic))[0] not in (victim, -1) and victim not in state[1],
         )
         # 2 of 3 replicas in sync = min.insync.replicas: acks=all transactional writes succeed.
         producer.begin_transaction()

@@ -46,7 +46,9 @@ async def test_poison_records_go_to_dead_letter_and_partition_moves_on(
     directives = connection.topics.directives
     # 1. bytes that are not msgpack; 2. msgpack of an unknown record type; 3. a record on the wrong partition.
     producer.produce(directives, b"\xc1\xff not msgpack", wf_id.encode(), partition=part)
-    producer.produce(directives, encoder.encode({"t": "launch-missiles", "wf_id": wf_id}), wf_id.encode(), partition=part)
+    producer.produce(
+        directives, encoder.encode({"t": "launch-missiles", "wf_id": wf_id}), wf_id.encode(), partition=part
+    )
     other = next(f"misplaced-{i}" for i in range(1000) if partition_for(f"misplaced-{i}", 4) != part)
     wrong = StartCmd(wf_id=other, run_id="01J00000000000000000000000", wf_type="Poisoned", input={"n": 1})
     producer.produce(directives, encoder.encode(wrong), other.encode(), partition=part)

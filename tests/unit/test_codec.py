@@ -228,9 +228,7 @@ ROUND_TRIPS: list[tuple[str, Any, Any, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("value", "tp", "primitive"), [c[1:] for c in ROUND_TRIPS], ids=[c[0] for c in ROUND_TRIPS]
-)
+@pytest.mark.parametrize(("value", "tp", "primitive"), [c[1:] for c in ROUND_TRIPS], ids=[c[0] for c in ROUND_TRIPS])
 def test_round_trip_through_bytes(codec: CodecRegistry, value: Any, tp: Any, primitive: Any) -> None:
     data = codec.encode(value)
     assert isinstance(data, bytes)
@@ -238,21 +236,15 @@ def test_round_trip_through_bytes(codec: CodecRegistry, value: Any, tp: Any, pri
     assert codec.decode(data, tp) == value
 
 
-@pytest.mark.parametrize(
-    ("value", "tp", "primitive"), [c[1:] for c in ROUND_TRIPS], ids=[c[0] for c in ROUND_TRIPS]
-)
+@pytest.mark.parametrize(("value", "tp", "primitive"), [c[1:] for c in ROUND_TRIPS], ids=[c[0] for c in ROUND_TRIPS])
 def test_round_trip_through_primitives(codec: CodecRegistry, value: Any, tp: Any, primitive: Any) -> None:
     raw = codec.to_primitive(value)
     assert raw == primitive
     assert codec.from_primitive(raw, tp) == value
 
 
-@pytest.mark.parametrize(
-    ("value", "tp", "primitive"), [c[1:] for c in ROUND_TRIPS], ids=[c[0] for c in ROUND_TRIPS]
-)
-def test_to_primitive_is_what_a_reader_sees(
-    codec: CodecRegistry, value: Any, tp: Any, primitive: Any
-) -> None:
+@pytest.mark.parametrize(("value", "tp", "primitive"), [c[1:] for c in ROUND_TRIPS], ids=[c[0] for c in ROUND_TRIPS])
+def test_to_primitive_is_what_a_reader_sees(codec: CodecRegistry, value: Any, tp: Any, primitive: Any) -> None:
     assert codec.to_primitive(value) == codec.decode(codec.encode(value))
 
 
@@ -313,9 +305,7 @@ def test_naive_datetime_is_an_iso_string_and_stays_naive(codec: CodecRegistry) -
 
 
 def test_datetime_inside_model_round_trips(codec: CodecRegistry) -> None:
-    value = Timed(
-        at=dt.datetime(2024, 6, 1, 12, tzinfo=PLUS2), ref=uuid.UUID(int=9), amount=decimal.Decimal("2")
-    )
+    value = Timed(at=dt.datetime(2024, 6, 1, 12, tzinfo=PLUS2), ref=uuid.UUID(int=9), amount=decimal.Decimal("2"))
     assert codec.decode(codec.encode(value), Timed) == value
 
 
@@ -366,15 +356,11 @@ def test_lifo_applies_after_a_type_was_seen(codec: CodecRegistry) -> None:
 
 
 def test_predicate_codec(codec: CodecRegistry) -> None:
-    codec.register(
-        lambda tp: tp.__name__ == "Euro", lambda m: f"EUR{m.cents}", lambda tp, raw: tp(int(raw[3:]))
-    )
+    codec.register(lambda tp: tp.__name__ == "Euro", lambda m: f"EUR{m.cents}", lambda tp, raw: tp(int(raw[3:])))
     _money_codec(codec, "first")  # later and broader: wins for Euro too
     assert codec.to_primitive(Euro(3)) == {"cents": 3, "by": "first"}
     other = CodecRegistry()
-    other.register(
-        lambda tp: tp.__name__ == "Euro", lambda m: f"EUR{m.cents}", lambda tp, raw: tp(int(raw[3:]))
-    )
+    other.register(lambda tp: tp.__name__ == "Euro", lambda m: f"EUR{m.cents}", lambda tp, raw: tp(int(raw[3:])))
     assert other.to_primitive([Euro(3)]) == ["EUR3"]
     assert other.decode(other.encode([Euro(3)]), list[Euro]) == [Euro(3)]
 
@@ -407,9 +393,7 @@ def test_failing_custom_codec_is_reported(codec: CodecRegistry) -> None:
         raise RuntimeError("boom")
 
     codec.register(Money, broken, lambda tp, raw: raw["missing"])
-    with pytest.raises(
-        CodecError, match=r"codec registered for .*Money failed to encode .*RuntimeError: boom"
-    ):
+    with pytest.raises(CodecError, match=r"codec registered for .*Money failed to encode .*RuntimeError: boom"):
         codec.encode(Money(1))
     with pytest.raises(CodecError, match=r"Money.*failed to decode.*KeyError"):
         codec.from_primitive({}, Money)
@@ -430,9 +414,7 @@ def test_enc_hook_and_dec_hook_are_public(codec: CodecRegistry) -> None:
     assert codec.enc_hook(Model(label="a", count=1)) == {"label": "a", "count": 1}
     assert codec.dec_hook(Model, {"label": "a", "count": 1}) == Model(label="a", count=1)
     data = msgspec.msgpack.encode([Model(label="a", count=1)], enc_hook=codec.enc_hook)
-    assert msgspec.msgpack.decode(data, type=list[Model], dec_hook=codec.dec_hook) == [
-        Model(label="a", count=1)
-    ]
+    assert msgspec.msgpack.decode(data, type=list[Model], dec_hook=codec.dec_hook) == [Model(label="a", count=1)]
 
 
 def test_hooks_raise_unsupported_type(codec: CodecRegistry) -> None:
@@ -503,9 +485,7 @@ def test_typed_decode_garbage_bytes(codec: CodecRegistry, garbage: bytes, tp: An
 
 def test_typed_decode_mismatch_names_type_and_location(codec: CodecRegistry) -> None:
     data = codec.encode([{"label": "a", "count": "x"}])
-    with pytest.raises(
-        CodecError, match=r"list\[.*StructPayload\].*Expected `int`, got `str` - at `\$\[0\]\.count`"
-    ):
+    with pytest.raises(CodecError, match=r"list\[.*StructPayload\].*Expected `int`, got `str` - at `\$\[0\]\.count`"):
         codec.decode(data, list[StructPayload])
     with pytest.raises(CodecError, match=r"(?s)list\[.*Model\].*count.*at `\$\[0\]`"):
         codec.decode(data, list[Model])
@@ -540,6 +520,4 @@ def test_unsupported_target_type(codec: CodecRegistry) -> None:
 def test_default_codec_is_shared() -> None:
     assert isinstance(default_codec(), CodecRegistry)
     assert default_codec() is default_codec()
-    assert default_codec().decode(default_codec().encode(Model(label="a", count=1)), Model) == Model(
-        label="a", count=1
-    )
+    assert default_codec().decode(default_codec().encode(Model(label="a", count=1)), Model) == Model(label="a", count=1)

@@ -204,9 +204,7 @@ def test_missing_java_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.delenv("JAVA_HOME", raising=False)
-    with pytest.raises(
-        LocalKafkaError, match=r"install OpenJDK 17\+, e\.g\. apt-get install openjdk-17-jre-headless"
-    ):
+    with pytest.raises(LocalKafkaError, match=r"install OpenJDK 17\+, e\.g\. apt-get install openjdk-17-jre-headless"):
         kafka.find_java()
 
 

@@ -199,9 +199,7 @@ def test_missing_annotation_rejected() -> None:
     async def handler(ctx, value):  # type: ignore[no-untyped-def]
         pass
 
-    with pytest.raises(
-        HandlerDefinitionError, match=r"parameter 'value' has no type annotation.*typing\.Any"
-    ):
+    with pytest.raises(HandlerDefinitionError, match=r"parameter 'value' has no type annotation.*typing\.Any"):
         inspect_handler(handler)
 
 
@@ -427,9 +425,7 @@ def test_two_params_missing_key_is_a_key_error_even_with_a_default(codec: CodecR
 
 
 def test_two_params_conversion_error_names_param(codec: CodecRegistry) -> None:
-    with pytest.raises(
-        CodecError, match=r"step handler 'two_params', parameter 'a'.*Expected `int`, got `str`"
-    ):
+    with pytest.raises(CodecError, match=r"step handler 'two_params', parameter 'a'.*Expected `int`, got `str`"):
         bind_arguments(inspect_handler(two_params), {"a": "1", "b": "x"}, codec)
 
 

@@ -58,7 +58,13 @@ def test_start_creates_run_and_schedules_start_step() -> None:
     tr = start(input={"x": 1})
     run = tr.run
     assert run is not None
-    assert (run.status, run.state, run.step, run.seq, run.step_payload) == ("running", "step", "start", 1, {"x": 1})
+    assert (run.status, run.state, run.step, run.seq, run.step_payload) == (
+        "running",
+        "step",
+        "start",
+        1,
+        {"x": 1},
+    )
     assert kinds(tr) == ["run.started"]
     assert tr.sends == [NextCmd(wf_id="wf-1", run_id="run-1", seq=1)]
     assert tr.execute
@@ -155,7 +161,11 @@ def test_wait_then_event_dispatches_handler() -> None:
     assert run.state == "wait" and run.timer_due_ms is None  # no timeout: waits without limit
     tr = M.apply(run, EventCmd(wf_id="wf-1", event_name="finish", payload={"result": "x"}), 4, T0, no_inbox)
     assert kinds(tr) == ["event.received"]
-    assert tr.run is not None and (tr.run.state, tr.run.step, tr.run.step_payload) == ("step", "finish", {"result": "x"})
+    assert tr.run is not None and (tr.run.state, tr.run.step, tr.run.step_payload) == (
+        "step",
+        "finish",
+        {"result": "x"},
+    )
     assert tr.execute and not tr.inbox_put
 
 
@@ -234,7 +244,9 @@ def test_stale_timer_is_skipped() -> None:
     assert M.on_timer(run, TimerEntry(wf_id="wf-1", run_id="run-1", kind="step", seq=0, due_ms=1), T0).skipped
 
 
-@pytest.mark.parametrize(("on_timeout", "expected"), [("finish", ["wait.timed_out"]), (None, ["wait.timed_out", "run.failed"])])
+@pytest.mark.parametrize(
+    ("on_timeout", "expected"), [("finish", ["wait.timed_out"]), (None, ["wait.timed_out", "run.failed"])]
+)
 def test_wait_timer(on_timeout: str | None, expected: list[str]) -> None:
     run = wait_run(100, on_timeout)
     assert run.timer_due_ms == T0 + 100
@@ -263,4 +275,9 @@ def test_child_completion_notifies_parent() -> None:
     done = M.on_step_outcome(tr.run, StepOutcome(run_id="cr", seq=1, next_kind="complete", result="r"), T0, no_inbox)
     cmd = done.sends[0]
     assert isinstance(cmd, ChildDoneCmd)
-    assert (cmd.wf_id, cmd.event_name, cmd.outcome["status"], cmd.outcome["result"]) == ("p", "on_child", "completed", "r")
+    assert (cmd.wf_id, cmd.event_name, cmd.outcome["status"], cmd.outcome["result"]) == (
+        "p",
+        "on_child",
+        "completed",
+        "r",
+    )

@@ -54,9 +54,7 @@ def test_effective_values_default_when_none_or_zero(unset: Any) -> None:
 
 
 def test_effective_values_use_the_fields() -> None:
-    policy = RetryPolicy(
-        max_attempts=3, initial_delay_ms=1, backoff_multiplier=1.0, max_delay_ms=10, jitter=0.5
-    )
+    policy = RetryPolicy(max_attempts=3, initial_delay_ms=1, backoff_multiplier=1.0, max_delay_ms=10, jitter=0.5)
     assert policy.effective_max_attempts == 3
     assert policy.effective_initial_delay_ms == 1
     assert policy.effective_backoff_multiplier == 1.0
@@ -209,10 +207,7 @@ def test_no_jitter_ignores_rand() -> None:
 
 
 def test_delay_is_an_int() -> None:
-    assert (
-        type(retry_delay_ms(RetryPolicy(initial_delay_ms=3, backoff_multiplier=1.5, jitter=0.3), 3, 0.7))
-        is int
-    )
+    assert type(retry_delay_ms(RetryPolicy(initial_delay_ms=3, backoff_multiplier=1.5, jitter=0.3), 3, 0.7)) is int
 
 
 @pytest.mark.parametrize(("attempt", "rand"), [(0, 0.0), (-1, 0.0), (1, -0.1), (1, 1.0), (1, math.nan)])
@@ -249,9 +244,7 @@ def test_attempt_limit(max_attempts: int | None, attempt: int, expected: bool) -
 def test_cancelled_error_is_never_retried() -> None:
     policy = RetryPolicy(max_attempts=3)
     assert not should_retry(policy, 1, "CancelledError")
-    assert not should_retry(
-        RetryPolicy(max_attempts=3, retryable_errors=["CancelledError"]), 1, "CancelledError"
-    )
+    assert not should_retry(RetryPolicy(max_attempts=3, retryable_errors=["CancelledError"]), 1, "CancelledError")
 
 
 def test_should_retry_rejects_attempt_zero() -> None:
@@ -283,9 +276,7 @@ FILTER_ROWS: list[tuple[str, list[str] | None, list[str] | None, str, bool]] = [
     [row[1:] for row in FILTER_ROWS],
     ids=[row[0] for row in FILTER_ROWS],
 )
-def test_error_filter(
-    retryable: list[str] | None, non_retryable: list[str] | None, raised: str, retried: bool
-) -> None:
+def test_error_filter(retryable: list[str] | None, non_retryable: list[str] | None, raised: str, retried: bool) -> None:
     policy = RetryPolicy(max_attempts=3, retryable_errors=retryable, non_retryable_errors=non_retryable)
     assert error_is_retryable(policy, raised) is retried
     assert should_retry(policy, 1, raised) is retried
