@@ -162,6 +162,25 @@ async def work(ctx: Context) -> Directive:
     raise ValueError(f"unknown scenario {scenario}")
 
 
+timer_wf = Workflow(workflow_type="TimerCrash")
+
+
+@timer_wf.start()
+async def timer_start(ctx: Context) -> Directive:
+    return ctx.next.wait(timeout=timedelta(seconds=3), on_timeout=timer_fired)
+
+
+@timer_wf.step()
+async def timer_fired(ctx: Context) -> Directive:
+    side_effect(f"{ctx.run.wf_id}.fired")
+    return ctx.next.complete("timed_out")
+
+
+@timer_wf.event()
+async def never(ctx: Context) -> Directive:
+    return ctx.next.complete("event")
+
+
 async def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", required=True)
@@ -170,7 +189,7 @@ async def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(process)d %(name)s %(message)s")
     conn = await Connection.connect(args.servers, args.namespace)
-    worker = Worker([replay], conn, state_dir=args.state_dir)
+    worker = Worker([replay, timer_wf], conn, state_dir=args.state_dir)
     worker.install_signal_handlers()
     await worker.run()
 
