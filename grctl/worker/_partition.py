@@ -182,7 +182,7 @@ class PartitionProcessor:
         """Apply one `directives` record."""
         offset = msg.offset() or 0
         self.position = offset + 1
-        self.session.mark_dirty()
+        self.session.offsets_moved()
         value = msg.value() or b""
         try:
             rec = directive_decoder.decode(value)
@@ -271,7 +271,7 @@ class PartitionProcessor:
         del self.running[rs.wf_id]
         if rs.held_offset is not None:
             self.held.pop(rs.held_offset, None)
-            self.session.mark_dirty()
+            self.session.offsets_moved()
         if self.closing:
             return
         run = self.get_run(rs.wf_id)

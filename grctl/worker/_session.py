@@ -65,6 +65,8 @@ MAX_BATCH_RECORDS = 20_000
 #: Timers fired per partition per tick, so a burst never starves directive processing.
 TIMER_FIRE_LIMIT = 500
 TXN_CALL_TIMEOUT_S = 30.0
+#: Consumer positions that moved without any state change are committed after this idle delay.
+OFFSET_COMMIT_DELAY_S = 0.2
 
 
 class SessionRestart(Exception):
@@ -104,6 +106,7 @@ class WorkerSession:
         self.processors: dict[int, PartitionProcessor] = {}
         self._sem = asyncio.Semaphore(max_concurrent_steps)
         self._dirty = asyncio.Event()
+        self._offsets_dirty = False
         self._committed = asyncio.Event()
         self._timer_wake = asyncio.Event()
         self._commit_lock = asyncio.Lock()
@@ -260,6 +263,14 @@ class WorkerSession:
         """There is something to commit."""
         self._dirty.set()
 
+    def offsets_moved(self) -> None:
+        """Only consumer positions moved: commit them with the next batch, or after a short idle.
+
+        Stale `NextCmd` records (whose step already ran) make up most of these; committing them
+        on their own would double the transactions per step.
+        """
+        self._offsets_dirty = True
+
     def produce(
         self,
         topic: str,
@@ -306,8 +317,13 @@ class WorkerSession:
 
     async def _commit_loop(self) -> None:
         while True:
-            await self._dirty.wait()
+            try:
+                async with asyncio.timeout(OFFSET_COMMIT_DELAY_S if self._offsets_dirty else None):
+                    await self._dirty.wait()
+            except TimeoutError:
+                pass
             self._dirty.clear()
+            self._offsets_dirty = False
             async with self._commit_lock:
                 await self._commit_once()
 
