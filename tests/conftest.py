@@ -39,6 +39,7 @@ import pytest
 from ulid import ULID
 
 from grctl import Client, Connection, Worker, Workflow
+from grctl.kafka.topics import admin_client, delete_namespace
 
 TEST_CLUSTER_NAME = "test"
 TEST_CLUSTER_PORT = 29092
@@ -202,6 +203,9 @@ async def connection(kafka_bootstrap: str, unique_name: str) -> AsyncIterator[Co
     conn = await Connection.connect(kafka_bootstrap, ns, partitions=4)
     yield conn
     await conn.close()
+    # Keep the session's broker small: a broker with thousands of topics answers slowly.
+    with contextlib.suppress(Exception):
+        delete_namespace(admin_client(conn.client_config()), conn.topics, timeout=10)
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ class Connection:
     def _setup(self, create: bool, timeout: float) -> None:
         admin = admin_client(self.client_config())
         try:
-            admin.list_topics(timeout=timeout)
+            admin.list_topics(topic=self.topics.directives, timeout=timeout)
         except KafkaException as exc:
             raise KafkaSetupError(
                 f"cannot reach Kafka at {self.servers} within {timeout:.0f}s ({exc.args[0] if exc.args else exc}). "

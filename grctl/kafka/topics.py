@@ -82,12 +82,13 @@ class TopicNames:
 
 def partition_counts(admin: AdminClient, names: TopicNames, timeout: float = 10.0) -> dict[str, int]:
     """Partition count of each existing topic of the namespace."""
-    try:
-        md = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise KafkaSetupError(f"cannot read cluster metadata: {exc}") from exc
     out = {}
     for t in names.all():
+        # Ask for this topic only: a full metadata request grows with every topic of the cluster.
+        try:
+            md = admin.list_topics(topic=t, timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaSetupError(f"cannot read metadata of topic {t!r}: {exc}") from exc
         tm = md.topics.get(t)
         if tm is not None and tm.error is None:
             out[t] = len(tm.partitions)
@@ -138,7 +139,7 @@ def ensure_namespace(
         )
     if missing:
         if replication_factor is None:
-            brokers = len(admin.list_topics(timeout=timeout).brokers)
+            brokers = len(admin.list_topics(topic=names.directives, timeout=timeout).brokers)
             replication_factor = max(1, min(3, brokers))
         new = []
         for topic in missing:
@@ -171,13 +172,13 @@ def wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> N
     """Wait until every partition of `topics` has a leader (new topics need a moment)."""
     deadline = time.monotonic() + timeout
     while True:
-        md = admin.list_topics(timeout=timeout)
-        leaderless = [
-            f"{t}[{p}]"
-            for t in topics
-            for p, pm in (md.topics[t].partitions.items() if t in md.topics else [])
-            if pm.leader < 0 or pm.error is not None
-        ]
+        leaderless = []
+        for t in topics:
+            tm = admin.list_topics(topic=t, timeout=timeout).topics.get(t)
+            if tm is None or tm.error is not None:
+                leaderless.append(t)
+                continue
+            leaderless += [f"{t}[{p}]" for p, pm in tm.partitions.items() if pm.leader < 0 or pm.error is not None]
         if not leaderless:
             return
         if time.monotonic() > deadline:
