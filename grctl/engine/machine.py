@@ -94,6 +94,7 @@ class Transition:
         execute: the run's current step must start once this transition is committed.
         cancel_running: the step task running for this run (if any) must be cancelled.
         skipped: the input was stale or a duplicate; nothing changed.
+        child_done: (child wf_id, child run_id, outcome) of a child the parent may be awaiting.
     """
 
     run: RunRecord | None = None
@@ -108,6 +109,7 @@ class Transition:
     execute: bool = False
     cancel_running: bool = False
     skipped: bool = False
+    child_done: tuple[str, str, dict[str, Any]] | None = None
 
 
 SKIP = Transition(skipped=True)
@@ -207,13 +209,22 @@ class Machine:
             tr.timers_clear.append(
                 TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="workflow", seq=0, due_ms=run.deadline_ms)
             )
-        if run.parent is not None and run.parent.callback_step:
-            outcome: dict[str, Any] = {"status": status, "result": result, "error": error}
+        if run.parent is not None:
+            # Every child reports its end to its parent: as an event for the callback step if
+            # it named one, else to the parent's table of child outcomes (awaited futures).
+            outcome_error = error
+            if status == "cancelled":
+                outcome_error = {"type": "Cancelled", "message": reason or "workflow was cancelled"}
+            elif status == "terminated":
+                outcome_error = {"type": "Terminated", "message": reason or "run was terminated"}
+            elif status == "timed_out":
+                outcome_error = {"type": "WorkflowTimeout", "message": "the workflow timeout expired"}
+            outcome: dict[str, Any] = {"status": status, "result": result, "error": outcome_error}
             tr.sends.append(
                 ChildDoneCmd(
                     wf_id=run.parent.wf_id,
                     run_id=run.parent.run_id,
-                    event_name=run.parent.callback_step,
+                    event_name=run.parent.callback_step or "",
                     child_wf_id=run.wf_id,
                     child_run_id=run.run_id,
                     outcome=outcome,
@@ -246,6 +257,8 @@ class Machine:
             tr = self.on_event(run, rec, now_ms, inbox)
         elif isinstance(rec, CancelCmd):
             tr = self.on_cancel(run, rec, now_ms)
+        elif isinstance(rec, ChildDoneCmd) and not rec.event_name:
+            tr = self.on_child_done(run, rec)
         elif isinstance(rec, ChildDoneCmd):
             tr = self.on_event(
                 run,
@@ -329,13 +342,13 @@ class Machine:
                 msg={"code": code, "message": message, "existing_run_id": existing},
             )
         )
-        if cmd.parent is not None and cmd.parent.callback_step:
+        if cmd.parent is not None:
             # A child that cannot start is reported to its parent (the original swallowed it).
             tr.sends.append(
                 ChildDoneCmd(
                     wf_id=cmd.parent.wf_id,
                     run_id=cmd.parent.run_id,
-                    event_name=cmd.parent.callback_step,
+                    event_name=cmd.parent.callback_step or "",
                     child_wf_id=cmd.wf_id,
                     child_run_id=cmd.run_id,
                     outcome={"status": "failed", "result": None, "error": {"type": code, "message": message}},
@@ -394,6 +407,14 @@ class Machine:
             tr.replies.append(
                 (cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id))
             )
+        return tr
+
+    def on_child_done(self, run: RunRecord | None, cmd: ChildDoneCmd) -> Transition:
+        """A child without a callback step ended: keep its outcome for the parent's awaiting step."""
+        if run is None or run.run_id != cmd.run_id or run.state not in ACTIVE_STATES:
+            return SKIP  # the parent moved on: nobody can await this child any more
+        tr = Transition(child_done=(cmd.child_wf_id, cmd.child_run_id, cmd.outcome))
+        tr.run = run
         return tr
 
     def on_cancel(self, run: RunRecord | None, cmd: CancelCmd, now_ms: int) -> Transition:

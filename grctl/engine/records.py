@@ -206,6 +206,7 @@ INBOX_PREFIX = b"i/"
 TIMER_PREFIX = b"t/"
 JOURNAL_PREFIX = b"j/"
 META_PREFIX = b"m/"
+CHILD_PREFIX = b"c/"
 SEP = b"\x00"
 
 
@@ -229,12 +230,17 @@ def timer_key(due_ms: int, wf_id: str, kind: str) -> bytes:
     return TIMER_PREFIX + b"%016d" % due_ms + SEP + wf_id.encode() + SEP + kind.encode()
 
 
+def child_key(wf_id: str, run_id: str, child_wf_id: str) -> bytes:
+    """Key of the recorded outcome of a child run, kept for the parent's awaiting steps."""
+    return CHILD_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + child_wf_id.encode()
+
+
 def wf_id_from_state_key(key: bytes) -> str | None:
     """The workflow id a state key belongs to (None for metadata keys)."""
     prefix = key[:2]
     if prefix == RUN_PREFIX:
         return key[2:].decode()
-    if prefix in (STORE_PREFIX, INBOX_PREFIX, JOURNAL_PREFIX):
+    if prefix in (STORE_PREFIX, INBOX_PREFIX, JOURNAL_PREFIX, CHILD_PREFIX):
         return key[2:].split(SEP, 1)[0].decode()
     if prefix == TIMER_PREFIX:
         return key.split(SEP)[1].decode()

@@ -1,8 +1,9 @@
 """Workers and what handlers see: `Worker`, `Context`, `StoreKeyNotFoundError`."""
 
 from grctl.errors import StoreKeyNotFoundError
+from grctl.worker.child import ChildOutcome
 from grctl.worker.context import Context
 from grctl.worker.task import task
 from grctl.worker.worker import Worker
 
-__all__ = ["Context", "StoreKeyNotFoundError", "Worker", "task"]
+__all__ = ["ChildOutcome", "Context", "StoreKeyNotFoundError", "Worker", "task"]

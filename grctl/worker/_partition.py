@@ -32,6 +32,7 @@ from grctl.engine.records import (
     NextCmd,
     RunRecord,
     TimerEntry,
+    child_key,
     directive_decoder,
     encoder,
     inbox_decoder,
@@ -105,6 +106,7 @@ class PartitionProcessor:
         self.timers: list[tuple[int, bytes]] = []  # heap of (due_ms, timer key)
         self.closing = False
         self.committed_offset: int | None = None
+        self.child_waiters: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
         self._load_timers()
 
     # ------------------------------------------------------------------ reads
@@ -170,6 +172,12 @@ class PartitionProcessor:
             session.produce(session.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd))
         for to, reply in tr.replies:
             session.produce(session.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply))
+        if tr.child_done is not None and run is not None:
+            child_wf_id, _child_run_id, outcome = tr.child_done
+            self.stage(child_key(wf_id, run.run_id, child_wf_id), encoder.encode(outcome))
+            for fut in self.child_waiters.pop((run.run_id, child_wf_id), []):
+                if not fut.done():
+                    fut.set_result(outcome)
         if tr.cancel_running:
             self.cancel_step(wf_id, "the run ended while the step was running")
         if tr.execute and run is not None:
@@ -310,6 +318,21 @@ class PartitionProcessor:
                 op=operation_id,
             )
         )
+
+    def send_directive(self, runtime: StepRuntime, cmd: Any) -> None:
+        """Stage a directive for another run (child start, event to parent) in the current batch."""
+        part = partition_for(cmd.wf_id, self.session.num_partitions)
+        self.session.produce(self.session.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd))
+
+    def child_outcome(self, runtime: StepRuntime, child_wf_id: str) -> asyncio.Future[dict[str, Any]]:
+        """A future resolved with the outcome of a child of the running step's run."""
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        raw = self.store.get(child_key(runtime.wf_id, runtime.run_id, child_wf_id))
+        if raw is not None:
+            fut.set_result(msgspec.msgpack.decode(raw))
+        else:
+            self.child_waiters.setdefault((runtime.run_id, child_wf_id), []).append(fut)
+        return fut
 
     # ------------------------------------------------------------------ timers
 

@@ -11,9 +11,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ulid import ULID
+
+from grctl.engine.records import EventCmd, ParentRef, StartCmd
 from grctl.models.directive import Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
 from grctl.models.errors import ErrorDetails
-from grctl.models.run_info import RunInfo
+from grctl.models.run_info import RunInfo, RunStatus
+from grctl.worker.child import ChildHandle
 from grctl.worker.codec import CodecRegistry
 from grctl.worker.runtime import StepRuntime
 from grctl.worker.store import Store
@@ -222,3 +226,114 @@ class Context:
         remaining = deadline_ms / 1000 - time.time()
         if remaining > 0:
             await asyncio.sleep(remaining)
+
+    # ------------------------------------------------------------------ child workflows
+
+    async def start_child(
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        workflow_input: Any | None = None,
+        workflow_timeout: timedelta | None = None,
+        on_completed_step: Callable[..., Any] | None = None,
+    ) -> ChildHandle:
+        """Start a child run; its start is committed with this step's journal (exactly once).
+
+        Args:
+            workflow_type: the child's workflow type.
+            workflow_id: the child's workflow id.
+            workflow_input: the child's input.
+            workflow_timeout: the child's workflow timeout.
+            on_completed_step: a step of this workflow that receives the child's `ChildOutcome`
+                as an event when the child ends (the run must be waiting to handle it).
+
+        Returns:
+            A handle whose `future` resolves with the child's result inside this step.
+        """
+        if not isinstance(workflow_type, str) or not workflow_type:
+            raise ValueError(f"workflow_type must be a non-empty string, got {workflow_type!r}")
+        if not isinstance(workflow_id, str) or not workflow_id:
+            raise ValueError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
+        callback = None
+        if on_completed_step is not None:
+            callback = _step_name(on_completed_step, "on_completed_step")
+            if self._wf.handler_for(callback) is None:
+                raise ValueError(f"on_completed_step {callback!r} is not a step of workflow {self._wf.workflow_type!r}")
+        timeout_ms = None
+        if workflow_timeout is not None:
+            if not isinstance(workflow_timeout, timedelta) or workflow_timeout <= timedelta(0):
+                raise ValueError(f"workflow_timeout must be a positive timedelta, got {workflow_timeout!r}")
+            timeout_ms = int(workflow_timeout.total_seconds() * 1000)
+        rt = self._rt
+        name = f"{workflow_type}:{workflow_id}"
+        entry = rt.next_recorded("start_child", name)
+        if entry is not None:
+            run_id = entry.value["run_id"]
+        else:
+            run_id = str(ULID())
+            raw_input = self._codec.to_primitive(workflow_input)
+            parent = ParentRef(wf_id=rt.wf_id, run_id=rt.run_id, wf_type=rt.wf_type, callback_step=callback)
+            cmd = StartCmd(
+                wf_id=workflow_id, run_id=run_id, wf_type=workflow_type, input=raw_input, timeout_ms=timeout_ms,
+                parent=parent,
+            )  # fmt: skip
+            rt.sink.send_directive(rt, cmd)
+            rt.history(
+                "child.started",
+                {"run_id": run_id, "wf_type": workflow_type, "wf_id": workflow_id, "input": raw_input},
+                f"start:{rt.position}",
+            )
+            rt.append("start_child", name, {"run_id": run_id})
+        info = RunInfo(
+            id=run_id, wf_id=workflow_id, wf_type=workflow_type, status=RunStatus.running,
+            parent_wf_id=rt.wf_id, parent_run_id=rt.run_id, parent_wf_type=rt.wf_type, parent_callback_step=callback,
+            timeout=timeout_ms / 1000 if timeout_ms else None,
+        )  # fmt: skip
+        return ChildHandle(info, rt, self._codec)
+
+    start = start_child
+
+    async def run_child(
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        workflow_input: Any | None = None,
+        workflow_timeout: timedelta | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Start a child and wait for its result inside this step.
+
+        Raises:
+            WorkflowError: the child failed.
+            asyncio.CancelledError: the child was cancelled or terminated.
+            TimeoutError: `timeout` seconds passed.
+        """
+        handle = await self.start_child(workflow_type, workflow_id, workflow_input, workflow_timeout)
+        return await handle.result(timeout=timeout)
+
+    async def send_to_parent(self, event_name: str, payload: Any | None = None) -> None:
+        """Send an event to the parent run (once, even if this step re-executes).
+
+        Raises:
+            RuntimeError: this run has no parent.
+        """
+        if self.run.parent_wf_id is None or self.run.parent_run_id is None:
+            raise RuntimeError("No parent workflow to send event to.")
+        if not isinstance(event_name, str) or not event_name:
+            raise ValueError(f"event_name must be a non-empty string, got {event_name!r}")
+        rt = self._rt
+        if rt.next_recorded("send_to_parent", event_name) is not None:
+            return
+        raw = self._codec.to_primitive(payload)
+        cmd = EventCmd(
+            wf_id=self.run.parent_wf_id, run_id=self.run.parent_run_id, event_name=event_name, payload=raw,
+            event_id=str(ULID()),
+        )  # fmt: skip
+        rt.sink.send_directive(rt, cmd)
+        rt.history(
+            "parent.event_sent",
+            {"event_name": event_name, "payload": raw, "parent_wf_type": self.run.parent_wf_type,
+             "parent_wf_id": self.run.parent_wf_id},
+            f"send_to_parent:{rt.position}",
+        )  # fmt: skip
+        rt.append("send_to_parent", event_name, None)

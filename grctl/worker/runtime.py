@@ -9,6 +9,7 @@ entry instead; a call of another kind or name than the recorded one is a `NonDet
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -39,6 +40,14 @@ class JournalSink(Protocol):
         self, runtime: StepRuntime, kind: str, msg: dict[str, Any] | None, operation_id: str = ""
     ) -> None:
         """Stage a history event of this run for the next group commit."""
+        ...
+
+    def send_directive(self, runtime: StepRuntime, cmd: Any) -> None:
+        """Stage a directive record for another run (committed with the step's journal)."""
+        ...
+
+    def child_outcome(self, runtime: StepRuntime, child_wf_id: str) -> asyncio.Future[dict[str, Any]]:
+        """A future resolved with a child's outcome once its end reaches this run."""
         ...
 
 
@@ -185,3 +194,8 @@ class StepRuntime:
     def history(self, kind: str, msg: dict[str, Any] | None, operation_id: str = "") -> None:
         """Publish a history event of this run (not journaled)."""
         self._sink.history_append(self, kind, msg, operation_id)
+
+    @property
+    def sink(self) -> JournalSink:
+        """The partition processor executing this step."""
+        return self._sink
