@@ -151,6 +151,16 @@ async def work(ctx: Context) -> Directive:
         await block_in_a()
         assert isinstance(g, Greeting), type(g)
         return ctx.next.complete(g)
+    if scenario in ("child7", "child11"):  # CHILD-7 / CHILD-11 (B starts a child with another id)
+        child_id = f"{ctx.run.wf_id}-c" if scenario == "child7" or PHASE == "A" else f"{ctx.run.wf_id}-{PHASE}-other"
+        await ctx.start_child("RChild", child_id, {"mode": "quick"})
+        await block_in_a()
+        return ctx.next.complete("parent-done")
+    if scenario == "child10":  # CHILD-10: run_child, the child blocked in its second step in A
+        return ctx.next.complete(await ctx.run_child("RChild", f"{ctx.run.wf_id}-c", {"mode": "two_steps"}))
+    if scenario in ("child8", "child9"):  # the child sends to the parent, then blocks in A
+        await ctx.start_child("RChild", f"{ctx.run.wf_id}-c", {"mode": scenario})
+        return ctx.next.wait()
     if scenario == "logger":  # each line once across the crash
         ctx.logger.info("LOGLINE-1 %s", ctx.run.wf_id)
         await ctx.now()
@@ -160,6 +170,46 @@ async def work(ctx: Context) -> Directive:
         ctx.logger.info("LOGLINE-3 %s", ctx.run.wf_id)
         return ctx.next.complete("done")
     raise ValueError(f"unknown scenario {scenario}")
+
+
+@replay.event()
+async def child_done(ctx: Context) -> Directive:
+    return ctx.next.complete("parent-done")
+
+
+@replay.event()
+async def status_v1(ctx: Context) -> Directive:
+    return ctx.next.complete("v1")
+
+
+@replay.event()
+async def status_v2(ctx: Context) -> Directive:
+    return ctx.next.complete("v2")
+
+
+rchild = Workflow(workflow_type="RChild")
+
+
+@rchild.start()
+async def rchild_start(ctx: Context, mode: str) -> Directive:
+    if mode == "two_steps":
+        return ctx.next.step(rchild_second)
+    if mode == "child8":
+        await ctx.send_to_parent("child_done")
+        await block_in_a()
+        return ctx.next.complete("sent")
+    if mode == "child9":
+        await ctx.send_to_parent("status_v1" if PHASE == "A" else "status_v2")
+        await block_in_a()
+        return ctx.next.complete("sent")
+    return ctx.next.complete("child-done")
+
+
+@rchild.step(timeout=timedelta(minutes=5))
+async def rchild_second(ctx: Context) -> Directive:
+    await record_call(ctx.run.wf_id)
+    await block_in_a()
+    return ctx.next.complete("child-done")
 
 
 timer_wf = Workflow(workflow_type="TimerCrash")
@@ -189,7 +239,7 @@ async def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(process)d %(name)s %(message)s")
     conn = await Connection.connect(args.servers, args.namespace)
-    worker = Worker([replay, timer_wf], conn, state_dir=args.state_dir)
+    worker = Worker([replay, rchild, timer_wf], conn, state_dir=args.state_dir)
     worker.install_signal_handlers()
     await worker.run()
 

@@ -211,3 +211,43 @@ async def test_rebalance_workers_join_and_leave(kafka_bootstrap: str, unique_nam
 
     await run_chaos(kafka_bootstrap, unique_name, tmp_path, runs=int(os.environ.get("GRCTL_CRASH_RUNS", "2000")) // 2,
                     chaos=churn, workers_total=3, workers_at_start=1, pace_s=8.0)  # fmt: skip
+
+
+async def test_fan_out_children_under_crashes(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
+    """200 parents x 10 children over 2 workers, one SIGKILLed twice: every child runs once, every
+    parent receives exactly 10 outcomes."""
+    parents = int(os.environ.get("GRCTL_FANOUT_PARENTS", "200"))
+    ns = "fan" + unique_name[-12:].lower()
+    conn = await Connection.connect(kafka_bootstrap, ns, partitions=8)
+    workers = [
+        WorkerProcess(kafka_bootstrap, ns, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log") for i in range(2)
+    ]
+    for w in workers:
+        w.start()
+    client = Client(conn)
+    try:
+        chaos = asyncio.create_task(kill_and_restart(2, wipe_state=False)(workers, random.Random(7)))
+        handles = []
+        for i in range(parents):
+            handles.append(await client.start_workflow("FanOut", f"p{i}"))
+            await asyncio.sleep(5.0 / parents)  # spread over the chaos
+        results = await asyncio.gather(*(h.result(timeout=300) for h in handles))
+        await chaos
+        assert all(r == list(range(10)) for r in results)
+    finally:
+        await client.close()
+        for w in workers:
+            w.stop()
+    assert sum(w.kills for w in workers) == 2
+    records = read_history(kafka_bootstrap, conn.topics.history, conn.num_partitions)
+    by_wf: dict[str, list[Any]] = defaultdict(list)
+    for r in records:
+        by_wf[r.wf_id].append(r)
+    assert len(by_wf) == parents * 11
+    for wf_id, recs in by_wf.items():
+        kinds = Counter(r.kind for r in recs)
+        assert kinds["run.started"] == 1 and kinds["run.completed"] == 1, (wf_id, kinds)
+        if "-" not in wf_id:  # a parent
+            assert kinds["child.started"] == 10, (wf_id, kinds)
+            assert kinds["event.received"] == 10, (wf_id, kinds)
+            assert kinds["step.completed"] == 11, (wf_id, kinds)

@@ -25,7 +25,7 @@ import pytest
 from ulid import ULID
 
 from grctl import Client, Connection
-from grctl.client import WorkflowError
+from grctl.client import WorkflowError, WorkflowNotFoundError
 from grctl.models import HistoryEvent, HistoryKind
 
 pytestmark = [pytest.mark.kafka, pytest.mark.crash]
@@ -45,6 +45,11 @@ TRIGGERS: dict[str, HistoryKind | str] = {
     "order_changed": HistoryKind.task_completed,
     "struct": HistoryKind.task_completed,
     "logger": HistoryKind.random_recorded,
+    "child7": HistoryKind.child_started,
+    "child10": "child:task.completed",
+    "child11": HistoryKind.child_started,
+    "child8": "child:parent.event_sent",
+    "child9": "child:parent.event_sent",
 }
 
 
@@ -55,6 +60,10 @@ class Outcome:
     before: list[HistoryEvent] = field(default_factory=list)
     after: list[HistoryEvent] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    child_before: list[HistoryEvent] = field(default_factory=list)
+    child_after: list[HistoryEvent] = field(default_factory=list)
+    child_result: Any = None
+    child_error: BaseException | None = None
 
 
 @dataclass
@@ -95,14 +104,22 @@ async def _cycle(servers: str, tmp: Path) -> Cycle:
                     if (side / f"r-{s}.slept.calls").exists():
                         waiting.discard(s)
                     continue
-                hist = await client.get_history(f"r-{s}")
-                if any(e.kind == trigger for e in hist):
+                wf_id, kind = f"r-{s}", trigger
+                if isinstance(trigger, str) and trigger.startswith("child:"):
+                    wf_id, kind = f"r-{s}-c", trigger.removeprefix("child:")
+                try:
+                    hist = await client.get_history(wf_id)
+                except WorkflowNotFoundError:
+                    continue
+                if any(e.kind == kind for e in hist):
                     waiting.discard(s)
             await asyncio.sleep(0.3)
         assert not waiting, f"scenarios never reached their trigger in worker A: {waiting}"
         await asyncio.sleep(0.5)  # the journal entries ride on the same commits as those events
         for s in TRIGGERS:
             outcomes[s].before = await client.get_history(f"r-{s}")
+            if s.startswith("child"):
+                outcomes[s].child_before = await client.get_history(f"r-{s}-c")
         proc_a.send_signal(signal.SIGKILL)
         proc_a.wait(10)
         proc_b = _spawn(servers, ns, state, "B", side, tmp / "b.log")
@@ -112,6 +129,13 @@ async def _cycle(servers: str, tmp: Path) -> Cycle:
             except (WorkflowError, asyncio.CancelledError, TimeoutError) as exc:
                 outcomes[s].error = exc
             outcomes[s].after = await client.get_history(f"r-{s}")
+            if s.startswith("child"):
+                child = await client.get_workflow_handle(f"r-{s}-c")
+                try:
+                    outcomes[s].child_result = await child.result(timeout=60)
+                except (WorkflowError, asyncio.CancelledError, TimeoutError) as exc:
+                    outcomes[s].child_error = exc
+                outcomes[s].child_after = await client.get_history(f"r-{s}-c")
             calls = side / f"r-{s}.calls"
             outcomes[s].calls = calls.read_text().splitlines() if calls.exists() else []
     finally:
@@ -231,3 +255,37 @@ def test_logger_prints_each_line_once_across_the_crash(cycle: Cycle) -> None:
     for line in ("LOGLINE-1 r-logger", "LOGLINE-2 r-logger", "LOGLINE-3 r-logger"):
         assert both.count(line) == 1, (line, both.count(line))
     assert "LOGLINE-1 r-logger" in cycle.log_a and "LOGLINE-3 r-logger" in cycle.log_b
+
+
+def test_child_7_child_started_once_across_parent_crash(cycle: Cycle) -> None:
+    o = cycle.outcomes["child7"]
+    assert o.result == "parent-done"
+    assert kinds(o.after, "child.") == ["child.started"]
+    assert o.child_result == "child-done"
+
+
+def test_child_8_send_to_parent_once_across_child_crash(cycle: Cycle) -> None:
+    o = cycle.outcomes["child8"]
+    assert o.result == "parent-done"
+    assert kinds(o.child_after, "parent.") == ["parent.event_sent"]
+    assert o.child_result == "sent"
+
+
+def test_child_9_changed_event_name_is_non_determinism_in_the_child(cycle: Cycle) -> None:
+    o = cycle.outcomes["child9"]
+    assert o.result == "v1"  # the parent got status_v1 before the crash
+    assert isinstance(o.child_error, WorkflowError)
+    assert "NonDeterminism" in str(o.child_error)
+
+
+def test_child_10_run_child_across_crash(cycle: Cycle) -> None:
+    o = cycle.outcomes["child10"]
+    assert o.result == "child-done"
+    assert kinds(o.after, "child.") == ["child.started"]
+    assert kinds(o.child_after, "task.") == ["task.started", "task.completed"]
+
+
+def test_child_11_fresh_child_id_is_non_determinism(cycle: Cycle) -> None:
+    o = cycle.outcomes["child11"]
+    assert isinstance(o.error, WorkflowError)
+    assert "NonDeterminism" in str(o.error)

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from grctl import Connection, Context, Directive, Worker, Workflow
+from grctl.worker import ChildOutcome
 
 STEPS = ["start", "s1", "s2", "s3", "s4"]
 
@@ -54,6 +55,42 @@ async def s4(ctx: Context) -> Directive:
     return ctx.next.complete({"count": await ctx.store.get("count"), "steps": await ctx.store.get("steps")})
 
 
+fan_out = Workflow(workflow_type="FanOut")
+FAN = 10
+
+
+@fan_out.start()
+async def fan_start(ctx: Context) -> Directive:
+    for i in range(FAN):
+        await ctx.start_child("FanChild", f"{ctx.run.wf_id}-{i}", {"i": i}, on_completed_step=collect)
+    ctx.store.put("got", [])
+    return ctx.next.wait()
+
+
+@fan_out.step()
+async def collect(ctx: Context, outcome: ChildOutcome[int]) -> Directive:
+    got = await ctx.store.get("got", list[int])
+    assert outcome.ok and outcome.result is not None, outcome
+    got.append(outcome.result)
+    ctx.store.put("got", got)
+    if len(got) == FAN:
+        return ctx.next.complete(sorted(got))
+    return ctx.next.wait()
+
+
+fan_child = Workflow(workflow_type="FanChild")
+
+
+@fan_child.start()
+async def fan_child_start(ctx: Context, i: int) -> Directive:
+    return ctx.next.step(fan_child_work)
+
+
+@fan_child.step()
+async def fan_child_work(ctx: Context) -> Directive:
+    return ctx.next.complete(int(ctx.run.wf_id.rsplit("-", 1)[1]))
+
+
 async def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", required=True)
@@ -62,7 +99,7 @@ async def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
     conn = await Connection.connect(args.servers, args.namespace)
-    worker = Worker([counter], conn, state_dir=args.state_dir)
+    worker = Worker([counter, fan_out, fan_child], conn, state_dir=args.state_dir)
     worker.install_signal_handlers()
     await worker.run()
 

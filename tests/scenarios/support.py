@@ -89,7 +89,7 @@ async def start(
     client: Client,
     wf_type: str,
     wf_id: str,
-    input: Any = None,  # noqa: A002  # the API's parameter name
+    input: Any = None,  # the API's parameter name
     *,
     timeout: timedelta | None = DEFAULT_WF_TIMEOUT,
     return_type: type | None = None,

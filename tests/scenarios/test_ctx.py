@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from datetime import datetime, timedelta
@@ -11,7 +12,7 @@ import msgspec
 import pydantic
 import pytest
 
-from grctl import Client, Context, Directive, Workflow
+from grctl import Client, Connection, Context, Directive, Workflow
 from grctl.errors import StoreKeyNotFoundError, WorkflowError
 from grctl.models import (
     HistoryKind,
@@ -21,6 +22,7 @@ from grctl.models import (
     TimestampRecorded,
     UuidRecorded,
 )
+from grctl.worker.codec import CodecRegistry
 from tests.scenarios.support import history, of_kind, run_kinds, start
 
 pytestmark = pytest.mark.kafka
@@ -153,7 +155,96 @@ async def bad_put_start(ctx: Context) -> Directive:
     return ctx.next.complete("not reached")
 
 
-ALL = [store_wf, types_wf, missing_wf, det_wf, run_info_wf, bad_put_wf]
+# A run reads the store key "k" and returns what it found, then puts "k" for later runs.
+fresh_store_wf = Workflow(workflow_type="CtxFreshStore")
+
+
+@fresh_store_wf.start()
+async def fresh_store_start(ctx: Context) -> Directive:
+    ctx.store.put("seen_at_start", await ctx.store.get("k"))
+    ctx.store.put("k", f"written by {ctx.run.id}")
+    return ctx.next.step(fresh_store_read)
+
+
+@fresh_store_wf.step()
+async def fresh_store_read(ctx: Context) -> Directive:
+    return ctx.next.complete({"seen_at_start": await ctx.store.get("seen_at_start"), "k": await ctx.store.get("k")})
+
+
+# A put made after building the directive but before returning it.
+late_put_wf = Workflow(workflow_type="CtxLatePut")
+
+
+@late_put_wf.start()
+async def late_put_start(ctx: Context) -> Directive:
+    directive = ctx.next.step(late_put_read)
+    ctx.store.put("late", "saved")
+    return directive
+
+
+@late_put_wf.step()
+async def late_put_read(ctx: Context) -> Directive:
+    return ctx.next.complete(await ctx.store.get("late"))
+
+
+logger_wf = Workflow(workflow_type="CtxLogger")
+
+
+@logger_wf.start()
+async def logger_start(ctx: Context) -> Directive:
+    ctx.logger.info("processing %s", ctx.run.wf_id)
+    return ctx.next.complete("logged")
+
+
+# A user class no built-in codec knows, with a codec registered by the application.
+class Money:
+    def __init__(self, cents: int) -> None:
+        self.cents = cents
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Money) and other.cents == self.cents
+
+    def __hash__(self) -> int:
+        return hash(self.cents)
+
+
+def money_codec() -> CodecRegistry:
+    codec = CodecRegistry()
+    codec.register(Money, lambda m: {"cents": m.cents}, lambda tp, raw: tp(raw["cents"]))
+    return codec
+
+
+money_wf = Workflow(workflow_type="CtxCustomCodec")
+
+
+@money_wf.start()
+async def money_start(ctx: Context, price: Money) -> Directive:
+    if not isinstance(price, Money):
+        raise TypeError(f"expected Money, got {type(price).__name__}")
+    ctx.store.put("price", Money(price.cents * 2))
+    return ctx.next.step(money_read)
+
+
+@money_wf.step()
+async def money_read(ctx: Context) -> Directive:
+    doubled = await ctx.store.get("price", Money)
+    if not isinstance(doubled, Money):
+        raise TypeError(f"expected Money, got {type(doubled).__name__}")
+    return ctx.next.complete(doubled)
+
+
+ALL = [
+    money_wf,
+    logger_wf,
+    store_wf,
+    types_wf,
+    missing_wf,
+    det_wf,
+    run_info_wf,
+    bad_put_wf,
+    fresh_store_wf,
+    late_put_wf,
+]
 
 
 async def test_ctx_1_store_put_then_get(workers, client: Client) -> None:
@@ -172,7 +263,14 @@ async def test_ctx_2_store_value_types(workers, client: Client) -> None:
     assert out["bool"] is True
     assert out["list"] == [1, 2, 3]
     assert out["dict"] == {"a": 1}
-    assert out["types"] == {"text": "str", "int": "int", "float": "float", "bool": "bool", "list": "list", "dict": "dict"}
+    assert out["types"] == {
+        "text": "str",
+        "int": "int",
+        "float": "float",
+        "bool": "bool",
+        "list": "list",
+        "dict": "dict",
+    }
     assert out["model_is_instance"] is True
     assert out["struct_is_instance"] is True
     assert out["model"] == {"label": "hello", "count": 5}
@@ -263,3 +361,40 @@ async def test_ctx_store_put_unserializable_fails_step_at_put(workers, client: C
     # The traceback's last frame of user code is the put of the unserializable value.
     assert 'ctx.store.put("bad", NotSerializable())' in msg.error.stack_trace
     assert run_kinds(events) == ["run.started", "run.failed"]
+
+
+async def test_ctx_store_is_scoped_to_the_run(workers, client: Client) -> None:
+    """A new run of the same workflow id starts with an empty store (BEHAVIOUR.md §2.4)."""
+    await workers.start(ALL)
+    first = await start(client, "CtxFreshStore", "ctx-fresh")
+    assert await first.result(timeout=30) == {"seen_at_start": None, "k": f"written by {first.run_info.id}"}
+    second = await start(client, "CtxFreshStore", "ctx-fresh")
+    assert await second.result(timeout=30) == {"seen_at_start": None, "k": f"written by {second.run_info.id}"}
+
+
+async def test_ctx_put_after_next_is_saved(workers, client: Client) -> None:
+    """Spec README rule 3: a put made after calling `ctx.next.*` but before the handler returns
+    is saved with the step (the original sent it in `kv_revs`, which the server ignored)."""
+    await workers.start(ALL)
+    handle = await start(client, "CtxLatePut", "ctx-late-put")
+    assert await handle.result(timeout=30) == "saved"
+
+
+async def test_ctx_logger_named_after_type(workers, client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    """`ctx.logger` is a standard logger named `grctl.workflow.<wf_type>` (BEHAVIOUR.md §2.12)
+    that logs on a first execution."""
+    await workers.start(ALL)
+    with caplog.at_level(logging.INFO, logger="grctl.workflow.CtxLogger"):
+        handle = await start(client, "CtxLogger", "ctx-logger")
+        assert await handle.result(timeout=30) == "logged"
+    records = [r for r in caplog.records if r.name == "grctl.workflow.CtxLogger"]
+    assert [r.getMessage() for r in records] == ["processing ctx-logger"]
+
+
+async def test_ctx_custom_codec_applies_on_worker(workers, connection: Connection) -> None:
+    """Spec README rule 3: a custom codec given to the Worker applies to step arguments, store
+    values and results there too (the original always used a default codec on the worker)."""
+    await workers.start(ALL, codec=money_codec())
+    async with Client(connection, codec=money_codec()) as client:
+        handle = await start(client, "CtxCustomCodec", "ctx-codec", {"price": Money(125)}, return_type=Money)
+        assert await handle.result(timeout=30) == Money(250)

@@ -193,7 +193,67 @@ async def pair(ctx: Context, left: str, right: int) -> Directive:
     return ctx.next.complete({"left": left, "right": right})
 
 
+# The seed page's name for wait(): ctx.next.wait_for_event().
+seed_wait_wf = Workflow(workflow_type="EvtSeedWait")
+
+
+@seed_wait_wf.start()
+async def seed_wait_start(ctx: Context) -> Directive:
+    return ctx.next.wait_for_event()
+
+
+@seed_wait_wf.event()
+async def go(ctx: Context) -> Directive:
+    return ctx.next.complete("went")
+
+
+# Events are handled one at a time, in arrival order (BEHAVIOUR.md §2.7).
+ordered_wf = Workflow(workflow_type="EvtOrdered")
+
+
+@ordered_wf.start()
+async def ordered_start(ctx: Context) -> Directive:
+    ctx.store.put("items", [])
+    return ctx.next.wait()
+
+
+@ordered_wf.event()
+async def add(ctx: Context, item: str) -> Directive:
+    items = await ctx.store.get("items", list[str])
+    await asyncio.sleep(0.05)  # a handler that takes a moment: later events must queue behind it
+    ctx.store.put("items", [*items, item])
+    return ctx.next.wait()
+
+
+@ordered_wf.event()
+async def done(ctx: Context) -> Directive:
+    return ctx.next.complete(await ctx.store.get("items"))
+
+
+# An event that arrives before the wait times out makes the wait timer stale (§2.7).
+race_wf = Workflow(workflow_type="EvtBeatsWaitTimeout")
+
+
+@race_wf.start()
+async def race_start(ctx: Context) -> Directive:
+    return ctx.next.wait(timeout=timedelta(milliseconds=500), on_timeout=race_on_timeout)
+
+
+@race_wf.step()
+async def race_on_timeout(ctx: Context) -> Directive:
+    return ctx.next.complete("timeout-won")
+
+
+@race_wf.event()
+async def race_event(ctx: Context) -> Directive:
+    await asyncio.sleep(1.0)  # runs past the original wait deadline
+    return ctx.next.complete("event-won")
+
+
 ALL = [
+    race_wf,
+    seed_wait_wf,
+    ordered_wf,
     waiting_wf,
     approval_wf,
     two_events_wf,
@@ -459,3 +519,39 @@ async def test_binding_none_payload_required_param_fails_run(workers, client: Cl
     await handle.send("note")
     with pytest.raises(WorkflowError, match="TypeError"):
         await handle.result(timeout=30)
+
+
+async def test_wait_for_event_alias(workers, client: Client) -> None:
+    """Spec README rule 1: the seed page's `ctx.next.wait_for_event()` works like `wait()`."""
+    await workers.start(ALL)
+    handle = await start(client, "EvtSeedWait", "evt-seed-wait")
+    await wait_for_kind(client, handle, HistoryKind.wait_started)
+    await handle.send("go")
+    assert await handle.result(timeout=30) == "went"
+
+
+async def test_events_handled_in_arrival_order(workers, client: Client) -> None:
+    """Events sent back to back, some while a handler runs, are handled one at a time in
+    arrival order (BEHAVIOUR.md §2.7); none is lost."""
+    await workers.start(ALL)
+    handle = await start(client, "EvtOrdered", "evt-ordered")
+    items = [f"item-{i}" for i in range(8)]
+    for item in items:
+        await handle.send("add", {"item": item})
+    await handle.send("done")
+    assert await handle.result(timeout=30) == items
+    events = await history(client, handle)
+    assert [r.event_name for r in event_received(events)] == ["add"] * len(items) + ["done"]
+    assert len(of_kind(events, HistoryKind.wait_started)) == len(items) + 1
+
+
+async def test_event_before_wait_timeout_disarms_timer(workers, client: Client) -> None:
+    """An event that arrives before the wait times out wins: the timeout step never runs, even
+    though the event handler is still running when the wait deadline passes (§2.7)."""
+    await workers.start(ALL)
+    handle = await start(client, "EvtBeatsWaitTimeout", "evt-race")
+    await handle.send("race_event")
+    assert await handle.result(timeout=30) == "event-won"
+    events = await history(client, handle)
+    assert not of_kind(events, HistoryKind.wait_timed_out)
+    assert [e.msg.step_name for e in of_kind(events, HistoryKind.step_started)] == ["start", "race_event"]
