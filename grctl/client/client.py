@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from ulid import ULID
 
 from grctl.client._io import ClientIO
@@ -18,6 +19,7 @@ from grctl.engine.records import (
     DescribeCmd,
     EventCmd,
     HistoryRecord,
+    QueryCmd,
     Reply,
     ReplyTo,
     StartCmd,
@@ -307,7 +309,6 @@ class Client:
                     "group.id": f"grctl.{conn.namespace}.history-reader",
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
-                    "enable.partition.eof": True,
                 }
             )
         )
@@ -318,25 +319,22 @@ class Client:
             if start < 0 or start >= high:
                 return out
             consumer.assign([TopicPartition(topic, part, start)])
-            done = False
-            while not done:
-                msgs = consumer.consume(5000, 1.0)
-                if not msgs:
-                    pos = consumer.position([TopicPartition(topic, part)])[0].offset
-                    if pos >= high:
-                        break
+            # Short polls, and stop once the position reaches the end offset read above:
+            # consume(n, timeout) would wait out its whole timeout for n records.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                first = consumer.poll(0.2)
+                msgs = [] if first is None else [first, *consumer.consume(4999, 0)]
                 for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            done = True
+                    if m.error() is not None:
                         continue
                     offset = m.offset() or 0
                     rec = history_decoder.decode(m.value() or b"")
                     if rec.run_id == run_id and rec.wf_id == wf_id:
                         out.append(to_history_event(rec, part, offset))
-                    if offset >= high - 1:
-                        done = True
+                pos = consumer.position([TopicPartition(topic, part)])[0].offset
+                if pos is not None and pos >= high:
+                    break
         finally:
             consumer.close()
         return out
@@ -365,6 +363,20 @@ class Client:
             ),
         )
         self._raise_for(reply, wf_id)
+
+    async def query(self, wf_id: str, name: str, payload: Any = None, timeout: float = REQUEST_TIMEOUT_S) -> Any:
+        """Ask the latest run of `wf_id` a query; its worker answers from committed state.
+
+        Raises:
+            WorkflowNotFoundError: no such run.
+            WorkflowError: no such query, the handler failed, or no worker answered in time.
+        """
+        raw = self.codec.to_primitive(payload)
+        reply = await self._request(
+            wf_id, lambda to: QueryCmd(wf_id=wf_id, name=name, payload=raw, reply_to=to), timeout=timeout
+        )
+        self._raise_for(reply, wf_id)
+        return reply.payload
 
     async def cancel_run(
         self, wf_id: str, reason: str | None = None, *, terminate: bool = False, run_id: str | None = None

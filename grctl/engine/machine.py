@@ -365,9 +365,13 @@ class Machine:
     ) -> Transition:
         """An event: append it to the inbox; if the run waits and nothing is queued, run it now."""
         tr = Transition()
-        if run is None or (cmd.run_id is not None and cmd.run_id != run.run_id):
+        if run is None:
             if cmd.reply_to:
                 tr.replies.append(self._error_reply(cmd.reply_to, "not_found", f"no run of workflow id {cmd.wf_id!r}"))
+            return tr
+        if cmd.run_id is not None and cmd.run_id != run.run_id:
+            if cmd.reply_to:
+                tr.replies.append(self._stale_run_reply(cmd.reply_to, cmd.run_id, run))
             return tr
         if run.state not in ACTIVE_STATES and run.state != "start":
             if cmd.reply_to:
@@ -420,9 +424,13 @@ class Machine:
     def on_cancel(self, run: RunRecord | None, cmd: CancelCmd, now_ms: int) -> Transition:
         """Cancel or terminate the latest run."""
         tr = Transition()
-        if run is None or (cmd.run_id is not None and cmd.run_id != run.run_id):
+        if run is None:
             if cmd.reply_to:
                 tr.replies.append(self._error_reply(cmd.reply_to, "not_found", f"no run of workflow id {cmd.wf_id!r}"))
+            return tr
+        if cmd.run_id is not None and cmd.run_id != run.run_id:
+            if cmd.reply_to:
+                tr.replies.append(self._stale_run_reply(cmd.reply_to, cmd.run_id, run))
             return tr
         what = "terminate" if cmd.terminate else "cancel"
         if run.state not in ACTIVE_STATES:
@@ -448,6 +456,15 @@ class Machine:
                 (cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id))
             )
         return tr
+
+    @staticmethod
+    def _stale_run_reply(to: ReplyTo, run_id: str, latest: RunRecord) -> tuple[ReplyTo, Reply]:
+        return Machine._error_reply(
+            to,
+            "finished",
+            f"run {run_id} of workflow id {latest.wf_id!r} has ended; the latest run is {latest.run_id} "
+            f"({latest.status}): use client.get_workflow_handle({latest.wf_id!r}) for it",
+        )
 
     @staticmethod
     def _error_reply(to: ReplyTo, code: str, message: str) -> tuple[ReplyTo, Reply]:

@@ -92,7 +92,15 @@ class DescribeCmd(_Cmd, tag="describe"):
     reply_to: ReplyTo
 
 
-DirectiveRecord = StartCmd | NextCmd | EventCmd | CancelCmd | ChildDoneCmd | DescribeCmd
+class QueryCmd(_Cmd, tag="query"):
+    """Run a query handler of the latest run on committed state; answer on `replies`."""
+
+    name: str
+    reply_to: ReplyTo
+    payload: Any = None
+
+
+DirectiveRecord = StartCmd | NextCmd | EventCmd | CancelCmd | ChildDoneCmd | DescribeCmd | QueryCmd
 
 directive_encoder = msgspec.msgpack.Encoder()
 directive_decoder = msgspec.msgpack.Decoder(DirectiveRecord)  # type: ignore[arg-type]

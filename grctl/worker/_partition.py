@@ -30,6 +30,7 @@ from grctl.engine.records import (
     HistoryRecord,
     InboxEntry,
     NextCmd,
+    QueryCmd,
     RunRecord,
     TimerEntry,
     child_key,
@@ -203,6 +204,8 @@ class PartitionProcessor:
         try:
             if isinstance(rec, NextCmd):
                 self.maybe_start(rec.wf_id, rec.seq, offset, rec.run_id)
+            elif isinstance(rec, QueryCmd):
+                self.session.spawn_query(self, rec)
             elif isinstance(rec, DescribeCmd):
                 to, reply = self.session.machine.describe(self.get_run(rec.wf_id), rec.reply_to)
                 self.session.produce(

@@ -37,7 +37,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl.engine.machine import DEFAULT_STEP_TIMEOUT_MS, Machine, StepOutcome
-from grctl.engine.records import RunRecord
+from grctl.engine.records import QueryCmd, Reply, RunRecord, encoder, run_decoder, run_key, store_key
 from grctl.errors import NextDirectiveMissingError, WorkflowNotRegisteredError, WorkflowRunnerNotFoundError
 from grctl.kafka.connection import Connection
 from grctl.models.directive import Directive, DirectiveKind
@@ -47,7 +47,7 @@ from grctl.state.partition_store import PartitionStore
 from grctl.worker._batch import Batch
 from grctl.worker._partition import PartitionProcessor, RunningStep, now_ms
 from grctl.worker.codec import CodecRegistry
-from grctl.worker.context import Context
+from grctl.worker.context import Context, QueryContext
 from grctl.worker.runtime import StepRuntime
 from grctl.worker.store import Store
 from grctl.workflow.handlers import bind_arguments
@@ -65,6 +65,8 @@ MAX_BATCH_RECORDS = 20_000
 #: Timers fired per partition per tick, so a burst never starves directive processing.
 TIMER_FIRE_LIMIT = 500
 TXN_CALL_TIMEOUT_S = 30.0
+#: A query handler must answer within this long.
+QUERY_TIMEOUT_S = 10.0
 #: Consumer positions that moved without any state change are committed after this idle delay.
 OFFSET_COMMIT_DELAY_S = 0.2
 
@@ -571,6 +573,47 @@ class WorkerSession:
                 async with asyncio.timeout(delay):
                     await self._timer_wake.wait()
 
+    # ------------------------------------------------------------------ queries
+
+    def spawn_query(self, proc: PartitionProcessor, cmd: QueryCmd) -> None:
+        """Answer a query from committed state in a task of its own (never blocks the partition)."""
+        task = asyncio.create_task(self._answer_query(proc, cmd), name=f"query:{cmd.wf_id}:{cmd.name}")
+        task.grctl_partition = proc.partition  # type: ignore[attr-defined]  # tag for revoke
+        self._step_tasks.add(task)
+        task.add_done_callback(self._step_tasks.discard)
+
+    async def _answer_query(self, proc: PartitionProcessor, cmd: QueryCmd) -> None:
+        to = cmd.reply_to
+
+        def reply(**kw: Any) -> None:
+            if not proc.closing:
+                r = Reply(request_id=to.request_id, client_id=to.client_id, **kw)
+                self.produce(self.topics.replies, to.partition, to.client_id.encode(), encoder.encode(r))
+
+        raw = proc.store.get_committed(run_key(cmd.wf_id))
+        run = run_decoder.decode(raw) if raw is not None else None
+        wf = self.workflows.get(run.wf_type) if run is not None else None
+        if run is None or wf is None:
+            reply(ok=False, code="not_found", message=f"no run of workflow id {cmd.wf_id!r}")
+            return
+        cfg = wf.query_handler(cmd.name)
+        if cfg is None:
+            reply(ok=False, code="unknown_query", message=f"workflow type {run.wf_type!r} has no query {cmd.name!r}")
+            return
+        wf_id, run_id = run.wf_id, run.run_id
+
+        def read(key: str) -> bytes | None:
+            return proc.store.get_committed(store_key(wf_id, run_id, key))
+
+        ctx = QueryContext(run=self._run_info(run), store=Store(read, self.codec, read_only=True))
+        try:
+            kwargs = bind_arguments(cfg.spec, cmd.payload, self.codec)
+            async with asyncio.timeout(QUERY_TIMEOUT_S):
+                value = await cfg.handler(ctx, **kwargs)
+            reply(payload=self.codec.to_primitive(value))
+        except Exception as exc:  # noqa: BLE001  # user code: any error becomes the answer
+            reply(ok=False, code="query_failed", message=f"{type(exc).__name__}: {exc}")
+
     # ------------------------------------------------------------------ steps
 
     def spawn_step(self, proc: PartitionProcessor, rs: RunningStep, run: RunRecord) -> asyncio.Task[None]:
@@ -621,8 +664,6 @@ class WorkerSession:
             wf_id, run_id = run.wf_id, run.run_id
 
             def read(key: str) -> bytes | None:
-                from grctl.engine.records import store_key
-
                 return proc.store.get(store_key(wf_id, run_id, key))
 
             store = Store(read, self.codec)

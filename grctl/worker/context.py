@@ -25,7 +25,7 @@ from grctl.worker.store import Store
 if TYPE_CHECKING:
     from grctl.workflow.workflow import Workflow
 
-__all__ = ["Context", "NextBuilder"]
+__all__ = ["Context", "NextBuilder", "QueryContext"]
 
 
 def _step_name(fn: Callable[..., Any] | None, what: str) -> str:
@@ -120,6 +120,20 @@ class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic o
         extra.update(kwargs.get("extra") or {})
         kwargs["extra"] = extra
         return msg, kwargs
+
+
+class QueryContext:
+    """What a query handler sees: the run's info and a read-only view of its committed store."""
+
+    def __init__(self, *, run: RunInfo, store: Store) -> None:
+        self.run = run
+        self._store = store
+        self.logger = logging.getLogger(f"grctl.workflow.{run.wf_type}.query")
+
+    @property
+    def store(self) -> Store:
+        """The run's committed store (read-only)."""
+        return self._store
 
 
 class Context:

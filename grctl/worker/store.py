@@ -12,8 +12,6 @@ __all__ = ["Store", "StoreKeyNotFoundError"]
 
 T = TypeVar("T")
 
-_MISSING = object()
-
 
 class Store:
     """Key-value store scoped to one run.
@@ -27,18 +25,21 @@ class Store:
         codec: the codec of the worker.
     """
 
-    def __init__(self, read_committed: Callable[[str], bytes | None], codec: CodecRegistry) -> None:
+    def __init__(
+        self, read_committed: Callable[[str], bytes | None], codec: CodecRegistry, *, read_only: bool = False
+    ) -> None:
         self._read = read_committed
         self._codec = codec
         self._writes: dict[str, bytes] = {}
-        self._cache: dict[str, Any] = {}
+        self._read_only = read_only
 
     def put(self, key: str, value: Any) -> None:
         """Write `value` under `key` (visible to later steps once this step's directive commits)."""
+        if self._read_only:
+            raise RuntimeError("the store is read-only in a query handler: queries must not change state")
         if not isinstance(key, str) or not key:
             raise ValueError(f"store keys must be non-empty strings, got {key!r}")
         self._writes[key] = self._codec.encode(value)
-        self._cache.pop(key, None)
 
     @overload
     async def get(self, key: str) -> Any: ...

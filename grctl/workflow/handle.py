@@ -154,9 +154,14 @@ class WorkflowHandle:
         """Fresh run info from the owning worker."""
         return await self._client.describe(self.run_info.wf_id)
 
-    async def query(self, name: str) -> Any:
-        """Not implemented yet (queries land with child workflows)."""
-        raise NotImplementedError("handle.query is not implemented yet")
+    async def query(self, name: str, payload: Any | None = None, return_type: type | None = None) -> Any:
+        """Ask the run a `@wf.query` question; the owning worker answers from committed state.
+
+        Raises:
+            WorkflowError: no such query, its handler failed, or no worker answered in time.
+        """
+        raw = await self._client.query(self.run_info.wf_id, name, payload)
+        return self._client.codec.from_primitive(raw, return_type) if return_type is not None else raw
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

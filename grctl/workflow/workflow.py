@@ -138,6 +138,11 @@ class Workflow:
 
         def deco(fn: F) -> F:
             key = name or fn.__name__
+            if key == START_STEP_NAME:
+                raise ValueError(
+                    f"workflow {self._type!r}: an event cannot be named {START_STEP_NAME!r} "
+                    f"(reserved for the start handler); pass another name"
+                )
             if key in self._h.events:
                 raise ValueError(f"workflow {self._type!r} already has an event handler named {key!r}")
             self._h.events[key] = HandlerConfig(fn, inspect_handler(fn, kind="event"), timeout)
