@@ -511,13 +511,25 @@ class WorkerSession:
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
 
+    @staticmethod
+    def _last_stable_offset(admin: AdminClient, tp: TopicPartition) -> int:
+        """The partition's last stable offset; retried while a new partition has no leader yet."""
+        deadline = time.monotonic() + TXN_CALL_TIMEOUT_S
+        while True:
+            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
+            res = admin.list_offsets({tp: latest}, isolation_level=IsolationLevel.READ_COMMITTED)
+            try:
+                return int(res[tp].result(TXN_CALL_TIMEOUT_S).offset)
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
     def _restore(self, p: int, store: PartitionStore) -> int:
         """Runs in the restore thread: replay the changelog from the checkpoint to the LSO."""
         tp = TopicPartition(self.topics.state, p)
         admin = AdminClient(self.conn.client_config())
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
-        res = admin.list_offsets({tp: latest}, isolation_level=IsolationLevel.READ_COMMITTED)
-        lso = res[tp].result(TXN_CALL_TIMEOUT_S).offset
+        lso = self._last_stable_offset(admin, tp)
         start = store.checkpoint + 1
         if start >= lso:
             return 0
