@@ -61,7 +61,8 @@ class StepOutcome:
     """What a finished step execution reports to the state machine.
 
     Exactly one of `next_kind` values applies: "step", "wait", "complete", "fail", "error"
-    (an exception escaped), "timeout" (the step ran past its deadline), "cancelled".
+    (an exception escaped), "timeout" (the step ran past its deadline), "suspend" (a task
+    waits for a long retry back-off: re-execute the same step at `resume_at_ms`).
     """
 
     run_id: str
@@ -75,6 +76,7 @@ class StepOutcome:
     result: Any = None
     error: dict[str, Any] | None = None
     store: dict[str, bytes] = field(default_factory=dict)
+    resume_at_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -177,7 +179,8 @@ class Machine:
 
     @staticmethod
     def _timer(run: RunRecord, due_ms: int) -> TimerEntry:
-        return TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="wait", seq=run.seq, due_ms=due_ms)
+        kind = "resume" if run.state == "step" else "wait"
+        return TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=kind, seq=run.seq, due_ms=due_ms)
 
     def _finish(
         self,
@@ -241,6 +244,7 @@ class Machine:
             timer_due_ms=None,
             deadline_ms=None,
             cancel_pending=False,
+            suspended_until_ms=None,
         )
 
     # ------------------------------------------------------------------ directive records
@@ -446,7 +450,8 @@ class Machine:
         if cmd.terminate:
             tr.cancel_running = True
             tr.run = self._finish(tr, run, "terminated", "terminate", now_ms, reason=cmd.reason)
-        elif run.state == "wait":
+        elif run.state == "wait" or run.suspended_until_ms is not None:
+            # Nothing runs (waiting, or suspended in a retry back-off): cancel at once.
             tr.run = self._finish(tr, run, "cancelled", "cancel", now_ms, reason=cmd.reason)
         else:
             tr.history.append(self._hist(run, "run.cancel_received", now_ms, {"reason": cmd.reason}))
@@ -482,6 +487,12 @@ class Machine:
         if kind == "error":
             tr.history.append(self._hist(run, "step.failed", now_ms, {"step_name": step, "error": out.error}))
             tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=out.error)
+            return tr
+        if kind == "suspend":
+            # The step's journal stays; a durable timer re-executes the same step (same seq).
+            due = out.resume_at_ms or now_ms
+            tr.run = msgspec.structs.replace(run, suspended_until_ms=due, timer_due_ms=due)
+            tr.timers_set.append(TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="resume", seq=run.seq, due_ms=due))
             return tr
         if kind == "timeout":
             tr.history.append(self._hist(run, "step.timeout", now_ms, {"step_name": step}))
@@ -558,6 +569,10 @@ class Machine:
             return tr
         if run.seq != timer.seq or run.timer_due_ms != timer.due_ms:
             return SKIP
+        if timer.kind == "resume" and run.state == "step" and run.suspended_until_ms is not None:
+            tr.run = msgspec.structs.replace(run, suspended_until_ms=None, timer_due_ms=None)
+            tr.execute = True
+            return tr
         if timer.kind == "wait" and run.state == "wait":
             tr.history.append(self._hist(run, "wait.timed_out", now_ms, {"on_timeout": run.wait_on_timeout}))
             run = msgspec.structs.replace(run, timer_due_ms=None)

@@ -180,6 +180,7 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     inbox_head: int = 0
     timer_due_ms: int | None = None
     deadline_ms: int | None = None
+    suspended_until_ms: int | None = None
     v: int = SCHEMA_VERSION
 
 

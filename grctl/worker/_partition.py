@@ -239,8 +239,14 @@ class PartitionProcessor:
         if self.closing:
             return
         run = self.get_run(wf_id)
-        if run is None or run.state != "step" or run.seq != seq or (run_id is not None and run.run_id != run_id):
-            return  # stale: the run moved on
+        if (
+            run is None
+            or run.state != "step"
+            or run.seq != seq
+            or (run_id is not None and run.run_id != run_id)
+            or run.suspended_until_ms is not None
+        ):
+            return  # stale (the run moved on), or suspended until its resume timer fires
         cur = self.running.get(wf_id)
         if cur is not None and cur.seq == seq and cur.run_id == run.run_id and not cur.cancelled:
             if offset is not None and cur.held_offset is None:
@@ -288,7 +294,7 @@ class PartitionProcessor:
         run = self.get_run(rs.wf_id)
         tr = self.session.machine.on_step_outcome(run, outcome, now_ms(), self._inbox_reader(rs.wf_id))
         self.apply(tr, rs.wf_id)
-        if rs.runtime is not None:
+        if rs.runtime is not None and outcome.next_kind != "suspend":
             for pos in range(rs.runtime.journal_length):
                 self.stage(journal_key(rs.wf_id, rs.run_id, rs.seq, pos), None)
 

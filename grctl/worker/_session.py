@@ -48,7 +48,7 @@ from grctl.worker._batch import Batch
 from grctl.worker._partition import PartitionProcessor, RunningStep, now_ms
 from grctl.worker.codec import CodecRegistry
 from grctl.worker.context import Context, QueryContext
-from grctl.worker.runtime import StepRuntime
+from grctl.worker.runtime import StepRuntime, StepSuspended
 from grctl.worker.store import Store
 from grctl.workflow.handlers import bind_arguments
 
@@ -700,6 +700,11 @@ class WorkerSession:
                     f"ctx.next.fail(...)"
                 )
             return self._outcome(run, result, store.pending_writes(), t0)
+        except StepSuspended as suspended:
+            return StepOutcome(
+                run_id=run.run_id, seq=run.seq, next_kind="suspend", resume_at_ms=suspended.resume_at_ms,
+                duration_ms=int((time.monotonic() - t0) * 1000),
+            )  # fmt: skip
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():

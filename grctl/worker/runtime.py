@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from grctl.errors import NonDeterminismError
 
-__all__ = ["JournalEntry", "JournalSink", "NonDeterminismError", "StepRuntime", "get_step_runtime"]
+__all__ = ["JournalEntry", "JournalSink", "NonDeterminismError", "StepRuntime", "StepSuspended", "get_step_runtime"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,19 @@ class JournalSink(Protocol):
     def child_outcome(self, runtime: StepRuntime, child_wf_id: str) -> asyncio.Future[dict[str, Any]]:
         """A future resolved with a child's outcome once its end reaches this run."""
         ...
+
+
+class StepSuspended(BaseException):  # engine control flow, not an error
+    """Unwinds a step that waits for a long task retry back-off.
+
+    Derives from BaseException so that `except Exception` in user code does not swallow it; the
+    executor turns it into a durable resume timer and the step re-executes (replaying its journal)
+    when the timer fires, on whichever worker then owns the run.
+    """
+
+    def __init__(self, resume_at_ms: int) -> None:
+        super().__init__(resume_at_ms)
+        self.resume_at_ms = resume_at_ms
 
 
 _current: ContextVar[StepRuntime | None] = ContextVar("grctl_step_runtime", default=None)

@@ -25,12 +25,15 @@ from grctl.engine.retry import RetryPolicy, retry_delay_ms, should_retry
 from grctl.errors import HandlerDefinitionError, NonDeterminismError
 from grctl.models.errors import ErrorDetails
 from grctl.worker.codec import CodecRegistry, default_codec
-from grctl.worker.runtime import StepRuntime, get_step_runtime
+from grctl.worker.runtime import StepRuntime, StepSuspended, get_step_runtime
 
 __all__ = ["RetryPolicy", "RetryRunner", "TaskExecutor", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Retry back-offs at least this long suspend the step on a durable timer instead of sleeping.
+DURABLE_BACKOFF_MS = 2000
 
 JOURNAL_TASK = "task"
 JOURNAL_ATTEMPT = "task_attempt"
@@ -175,16 +178,15 @@ class TaskExecutor:
                          "duration_ms": duration},
                         task_id,
                     )  # fmt: skip
+                    resume_at_ms = int(time.time() * 1000) + delay
                     rt.append(
                         JOURNAL_ATTEMPT,
                         self.name,
-                        {
-                            "attempt": attempt,
-                            "retry_at_ms": int(time.time() * 1000) + delay,
-                            "error": err,
-                            "args_hash": args_hash,
-                        },
+                        {"attempt": attempt, "retry_at_ms": resume_at_ms, "error": err, "args_hash": args_hash},
                     )
+                    if delay >= DURABLE_BACKOFF_MS:
+                        # Long back-off: give the worker back; a durable timer resumes the step.
+                        raise StepSuspended(resume_at_ms) from None
                     attempt += 1
                     await asyncio.sleep(delay / 1000)
                     continue

@@ -83,6 +83,13 @@ async def wrong_error() -> str:
     raise ValueError("wrong error type")
 
 
+@task(retry_policy=RetryPolicy(max_attempts=3, initial_delay_ms=2000, backoff_multiplier=1.0))
+async def slow_flaky() -> str:
+    if count("slow_flaky") < 3:
+        raise RuntimeError("not yet")
+    return "ok"
+
+
 @task
 async def inspect_payload(value: Any) -> Any:
     return value
@@ -107,6 +114,7 @@ TASKS = {
     "flaky": flaky,
     "times_out_twice": times_out_twice,
     "wrong_error": wrong_error,
+    "slow_flaky": slow_flaky,
 }
 
 wf = Workflow(workflow_type="Tasks")
@@ -234,3 +242,16 @@ async def test_task_24_25_28_29_struct_and_model(running, client: Client) -> Non
 async def test_task_called_outside_a_step_is_a_clear_error() -> None:
     with pytest.raises(LookupError, match="inside a step"):
         await inspect_payload(1)
+
+
+async def test_long_retry_backoff_suspends_the_step_on_a_durable_timer(running, client: Client) -> None:
+    """Back-offs of 2 s or more end the step execution; a durable timer re-executes it, and the
+    journal carries the attempt count across (issue 5)."""
+    assert await client.run_workflow("Tasks", "t-slow", {"which": "slow_flaky"}) == "ok"
+    assert calls["slow_flaky"] == 3
+    history = await client.get_history("t-slow")
+    kinds = [e.kind.value for e in history]
+    assert kinds.count("step.started") == 3  # the first execution and two resumptions
+    assert kinds.count("task.started") == 1
+    assert kinds.count("task.attempt_failed") == 2
+    assert kinds.count("step.completed") == 1

@@ -281,3 +281,26 @@ def test_child_completion_notifies_parent() -> None:
         "completed",
         "r",
     )
+
+
+def test_suspend_arms_resume_timer_and_resume_re_executes_same_step() -> None:
+    run = running_run()
+    tr = M.on_step_outcome(
+        run, StepOutcome(run_id="run-1", seq=1, next_kind="suspend", resume_at_ms=T0 + 5000), T0, no_inbox
+    )
+    assert tr.run is not None and tr.run.suspended_until_ms == T0 + 5000 and tr.run.seq == 1
+    assert [(t.kind, t.due_ms) for t in tr.timers_set] == [("resume", T0 + 5000)]
+    assert not tr.history and not tr.execute
+    resumed = M.on_timer(tr.run, tr.timers_set[0], T0 + 5000)
+    assert resumed.execute and resumed.run is not None
+    assert resumed.run.suspended_until_ms is None and resumed.run.seq == 1 and resumed.run.step == "start"
+
+
+def test_cancel_of_suspended_step_is_immediate() -> None:
+    run = running_run()
+    tr = M.on_step_outcome(
+        run, StepOutcome(run_id="run-1", seq=1, next_kind="suspend", resume_at_ms=T0 + 5000), T0, no_inbox
+    )
+    cancelled = M.apply(tr.run, CancelCmd(wf_id="wf-1"), 3, T0, no_inbox)
+    assert kinds(cancelled) == ["run.cancelled"]
+    assert [(t.kind, t.due_ms) for t in cancelled.timers_clear] == [("resume", T0 + 5000)]
