@@ -155,9 +155,13 @@ class WorkerSession:
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": 10_000,
+                # A dead (or stopped static) member's partitions wait this long for a new owner.
+                # 6 s is the broker's default group.min.session.timeout.ms.
+                "session.timeout.ms": 6_000,
                 "heartbeat.interval.ms": 1_000,
-                "max.poll.interval.ms": 600_000,
+                # Also the rebalance timeout of the classic protocol: how long a rebalance waits
+                # for members; the consumer thread only blocks in restores and final commits.
+                "max.poll.interval.ms": 120_000,
                 "fetch.wait.max.ms": 50,
                 "client.id": f"{self.worker_id}-consumer",
                 # Static membership: a worker restarted in place (same state dir) takes its
