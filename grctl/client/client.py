@@ -39,8 +39,10 @@ from grctl.models.run_info import RunInfo, RunStatus
 from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.workflow.handle import WorkflowHandle
 
-#: How long `start_workflow` waits for a worker to accept or reject the run.
-START_ACK_TIMEOUT_S = 30.0
+#: How long `start_workflow` waits for a worker to accept or reject the run. Generous: after a
+#: worker crash its partitions wait for the group's session timeout and the dead producer's
+#: transaction timeout before another worker can take them.
+START_ACK_TIMEOUT_S = 60.0
 #: How long request/reply calls (describe, send, cancel, terminate) wait for the owning worker.
 REQUEST_TIMEOUT_S = 15.0
 #: History seeks start this long before a run's id timestamp (clock skew between hosts).

@@ -110,7 +110,10 @@ def kill_and_restart(kills: int, wipe_state: bool) -> Chaos:
             victim = rng.choice([w for w in workers if w.proc is not None and w.proc.poll() is None])
             victim.kill()
             if wipe_state:
-                shutil.rmtree(victim.state_dir, ignore_errors=True)
+                # The RocksDB folders go (one per partition); the worker's identity file stays.
+                for db in victim.state_dir.iterdir():
+                    if db.is_dir():
+                        shutil.rmtree(db, ignore_errors=True)
             await asyncio.sleep(rng.uniform(0.2, 1.5))
             victim.start()
 

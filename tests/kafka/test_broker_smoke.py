@@ -23,6 +23,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
+from grctl.kafka.topics import wait_for_leaders
+
 pytestmark = pytest.mark.kafka
 
 TIMEOUT_S = 30.0
@@ -49,6 +51,7 @@ def create_topics(
     )
     for future in futures.values():
         future.result(timeout=TIMEOUT_S)
+    wait_for_leaders(admin, list(names), TIMEOUT_S)  # a new topic answers UNKNOWN_TOPIC for a moment
 
 
 def produce_plain(bootstrap: str, topic: str, records: Sequence[tuple[str, str]]) -> None:

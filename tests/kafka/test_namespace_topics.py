@@ -7,7 +7,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from grctl import Connection
 from grctl.errors import KafkaSetupError, TopicMismatchError
-from grctl.kafka.topics import TopicNames
+from grctl.kafka.topics import TopicNames, wait_for_leaders
 
 pytestmark = pytest.mark.kafka
 
@@ -39,6 +39,7 @@ async def test_mismatched_partition_counts_are_refused(kafka_bootstrap: str, uni
     )
     for f in futures.values():
         f.result(30)
+    wait_for_leaders(admin, [names.directives, names.history], 30)
     with pytest.raises(TopicMismatchError) as info:
         await Connection.connect(kafka_bootstrap, ns)
     assert info.value.topic == names.history

@@ -1,0 +1,1 @@
+"""Runnable examples of grctl (``python -m examples.demo``)."""

@@ -1,0 +1,59 @@
+"""Smoke test of the benchmark harness: the quick mode of two cheap scenarios, end to end.
+
+Runs ``python -m benchmarks run --quick`` against the session's broker and checks that every
+scenario's own correctness checks passed and that the JSON, the markdown table and the plots
+were written. It never asserts speed: the machine running the suite is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kafka
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_latency_and_tasks(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--quick", "--scenario", "latency", "--scenario", "tasks",
+         "--scenario", "children", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, GRCTL_KAFKA_SERVERS=kafka_bootstrap),
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["environment"]["mode"] == "quick"
+    scenarios = doc["scenarios"]
+    assert set(scenarios) == {"latency", "tasks", "children"}
+    for name in ("latency", "tasks"):
+        s = scenarios[name]
+        assert s["status"] == "ok", s
+        assert s["checks"] and all(s["checks"].values()), s["checks"]
+    assert scenarios["children"]["status"] == "skipped"
+    assert any("child workflows do not exist" in n for n in scenarios["children"]["notes"])
+
+    lat = scenarios["latency"]["metrics"]
+    assert lat["latency_ms"]["n"] == scenarios["latency"]["params"]["sequential_runs"]
+    assert 0 < lat["latency_ms"]["p50"] <= lat["latency_ms"]["p99"]
+    assert lat["runs_per_s"] > 0
+    assert scenarios["tasks"]["metrics"]["task_attempts_per_s"] > 0
+
+    table = (out / "results.md").read_text()
+    assert "| scenario | metric | measured | unit | target | met | engine / baseline |" in table
+    assert "1-step latency p99 (light load)" in table and "≤ 50 ms" in table
+    assert "child fan-out" in table
+    for png in ("latency.png", "throughput.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, png
