@@ -26,7 +26,8 @@ from rich.logging import RichHandler
 from rich.table import Table
 from ulid import ULID
 
-from grctl import Client, Connection, Context, Directive, Worker, Workflow, WorkflowHandle
+from grctl import Client, Connection, Context, Directive, RetryPolicy, Worker, Workflow, WorkflowHandle
+from grctl.worker import task
 
 NAMESPACE = "demo"
 # A demo namespace needs few partitions; the default (12) suits real deployments.
@@ -56,10 +57,23 @@ async def receive(ctx: Context, order_id: str, items: list[str], unit_price: flo
     return ctx.next.step(price)
 
 
+_quote_attempts: dict[str, int] = {}
+
+
+@task(retry_policy=RetryPolicy(max_attempts=3, initial_delay_ms=50, backoff_multiplier=2.0))
+async def quote(order_id: str, items: int, unit_price: float) -> float:
+    """A side effect with retries: the pricing service fails the first call of every order."""
+    _quote_attempts[order_id] = _quote_attempts.get(order_id, 0) + 1
+    if _quote_attempts[order_id] == 1:
+        raise ConnectionError(f"pricing service busy for {order_id}")
+    return round(items * unit_price, 2)
+
+
 @order.step()
 async def price(ctx: Context) -> Directive:
     received = await ctx.store.get("order", Order)  # typed get: a dataclass again
-    total = round(len(received.items) * received.unit_price, 2)
+    # The task's outcome is journaled: a re-executed step gets it back without calling again.
+    total = await quote(received.order_id, len(received.items), received.unit_price)
     ctx.store.put("total", total)
     ctx.logger.info("order %s priced at %.2f", received.order_id, total)
     return ctx.next.step(ship)
