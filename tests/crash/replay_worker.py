@@ -161,6 +161,17 @@ async def work(ctx: Context) -> Directive:
     if scenario in ("child8", "child9"):  # the child sends to the parent, then blocks in A
         await ctx.start_child("RChild", f"{ctx.run.wf_id}-c", {"mode": scenario})
         return ctx.next.wait()
+    if scenario == "all":  # issue 5's crash replay: every recorded kind in one step
+        ctx.logger.info("ALL-1 %s", ctx.run.wf_id)
+        when = await ctx.now()
+        roll = await ctx.random()
+        ident = await ctx.uuid4()
+        ctx.logger.info("ALL-2 %s", ctx.run.wf_id)
+        done = await record_call(ctx.run.wf_id)
+        await ctx.sleep(timedelta(milliseconds=500))
+        side_effect(f"{ctx.run.wf_id}.slept")
+        await block_in_a()
+        return ctx.next.complete({"now": when.isoformat(), "random": roll, "uuid": str(ident), "task": done})
     if scenario == "logger":  # each line once across the crash
         ctx.logger.info("LOGLINE-1 %s", ctx.run.wf_id)
         await ctx.now()
