@@ -27,7 +27,7 @@ from rich.table import Table
 from ulid import ULID
 
 from grctl import Client, Connection, Context, Directive, RetryPolicy, Worker, Workflow, WorkflowHandle
-from grctl.worker import task
+from grctl.worker import ChildOutcome, task
 
 NAMESPACE = "demo"
 # A demo namespace needs few partitions; the default (12) suits real deployments.
@@ -109,8 +109,37 @@ async def approve(ctx: Context, approver: str) -> Directive:
     return ctx.next.complete(f"{document} approved by {approver}")
 
 
+# --------------------------------------------------------------------------------------------
+# Batch: a parent that fans out one child Order per line and collects their outcomes.
+
+batch = Workflow(workflow_type="Batch")
+
+
+@batch.start()
+async def split(ctx: Context, lines: list[list[str]]) -> Directive:
+    # Each child start is committed with this step's journal: a re-executed step starts none twice.
+    for n, items in enumerate(lines, start=1):
+        child_input = {"order_id": f"{ctx.run.wf_id}/{n}", "items": items, "unit_price": 2.0}
+        await ctx.start_child("Order", f"{ctx.run.wf_id}-line-{n}", child_input, on_completed_step=collect)
+    ctx.store.put("expected", len(lines))
+    ctx.store.put("totals", [])
+    ctx.logger.info("batch of %d orders started", len(lines))
+    return ctx.next.wait()
+
+
+@batch.step()
+async def collect(ctx: Context, outcome: ChildOutcome) -> Directive:
+    totals = await ctx.store.get("totals", list[float])
+    totals.append(outcome.unwrap()["total"] if outcome.ok else 0.0)
+    ctx.store.put("totals", totals)
+    if len(totals) < await ctx.store.get("expected", int):
+        return ctx.next.wait()  # more children to come
+    ctx.logger.info("batch complete: %d orders, %.2f in all", len(totals), sum(totals))
+    return ctx.next.complete({"orders": len(totals), "total": sum(totals)})
+
+
 #: Every worker of a namespace serves the same types: `examples.demo_worker` imports this list.
-WORKFLOWS = [order, approval]
+WORKFLOWS = [order, approval, batch]
 
 # --------------------------------------------------------------------------------------------
 # The driver: a worker in this process, a client that starts runs and prints what happened.
@@ -146,6 +175,8 @@ async def drive(client: Client, suffix: str) -> None:
         handles[f"order-{n}"] = await client.start_workflow("Order", f"order-{n}-{suffix}", order_input)
     review = await client.start_workflow("Approval", f"approval-{suffix}", {"document": "Q3 budget"})
     handles["approval"] = review
+    lines = {"lines": [["tea"], ["cup", "saucer"], ["pot", "tray", "spoon"]]}
+    handles["batch"] = await client.start_workflow("Batch", f"batch-{suffix}", lines)
     await review.send("approve", {"approver": "alice"})
     results = await asyncio.gather(*(h.result(timeout=30) for h in handles.values()))
 

@@ -82,6 +82,15 @@ async def struct_start(ctx: Context, value: StructPayload) -> Directive:
     return ctx.next.complete("ok")
 
 
+struct_sender = Workflow(workflow_type="StructSender")
+
+
+@struct_sender.start()
+async def struct_sender_start(ctx: Context) -> Directive:
+    await ctx.send_to_parent("struct_result", StructPayload(name="sent", count=2, tags=["z"]))
+    return ctx.next.complete("sent")
+
+
 sender_child = Workflow(workflow_type="SenderChild")
 
 
@@ -164,6 +173,9 @@ async def payload_parent_start(ctx: Context, kind: str, value: Any) -> Directive
     if kind == "send":
         await ctx.start_child("SenderChild", cid, {"value": value})
         return ctx.next.wait()
+    if kind == "send_struct":
+        await ctx.start_child("StructSender", cid)
+        return ctx.next.wait()
     raise ValueError(kind)
 
 
@@ -172,9 +184,17 @@ async def result(ctx: Context, payload: Any) -> Directive:
     return ctx.next.complete(payload)
 
 
+@payload_parent.event()
+async def struct_result(ctx: Context, payload: StructPayload) -> Directive:
+    assert isinstance(payload, StructPayload)
+    return ctx.next.complete({"type": type(payload).__name__, "name": payload.name})
+
+
 @pytest.fixture
 async def running(workers) -> None:
-    await workers.start([child, echo_child, struct_child, sender_child, parent, model_parent, payload_parent])
+    await workers.start(
+        [child, echo_child, struct_child, sender_child, struct_sender, parent, model_parent, payload_parent]
+    )
 
 
 async def test_child_1_callback_receives_ok_outcome(running, client: Client) -> None:
@@ -242,6 +262,11 @@ async def test_child_19_struct_output_arrives_as_dict(running, client: Client) -
 async def test_child_20_send_to_parent_payload_types(running, client: Client, value: Any) -> None:
     result = await client.run_workflow("PayloadParent", f"c20-{type(value).__name__}", {"kind": "send", "value": value})
     assert result == value and type(result) is type(value)
+
+
+async def test_child_21_send_to_parent_struct_payload(running, client: Client) -> None:
+    result = await client.run_workflow("PayloadParent", "c21", {"kind": "send_struct", "value": None})
+    assert result == {"type": "StructPayload", "name": "sent"}
 
 
 async def test_send_to_parent_without_parent_raises(running, client: Client) -> None:
