@@ -65,6 +65,8 @@ MAX_BATCH_RECORDS = 20_000
 #: Timers fired per partition per tick, so a burst never starves directive processing.
 TIMER_FIRE_LIMIT = 500
 TXN_CALL_TIMEOUT_S = 30.0
+#: A restore that reads nothing new for this long gives up (the session restarts and retries).
+RESTORE_STALL_S = 60.0
 #: A query handler must answer within this long.
 QUERY_TIMEOUT_S = 10.0
 #: Consumer positions that moved without any state change are committed after this idle delay.
@@ -553,8 +555,10 @@ class WorkerSession:
         writes: dict[bytes, bytes | None] = {}
         try:
             consumer.assign([TopicPartition(self.topics.state, p, start)])
+            progress_at, progress_pos = time.monotonic(), start
             while True:
-                for msg in consumer.consume(10_000, 0.2):
+                msgs, _ = _consume_available(consumer, 10_000, 0.2)
+                for msg in msgs:
                     if msg.error() is not None:
                         continue
                     writes[msg.key() or b""] = msg.value()
@@ -566,6 +570,16 @@ class WorkerSession:
                 pos = consumer.position([TopicPartition(self.topics.state, p)])[0].offset
                 if last >= lso - 1 or (pos >= 0 and pos >= lso):
                     break
+                if pos > progress_pos:
+                    progress_at, progress_pos = time.monotonic(), pos
+                elif time.monotonic() - progress_at > RESTORE_STALL_S:
+                    raise KafkaException(
+                        KafkaError(
+                            KafkaError._TIMED_OUT,
+                            f"restore of {self.topics.state}[{p}] stalled at offset {pos} below the last "
+                            f"stable offset {lso} for {RESTORE_STALL_S:.0f}s",
+                        )
+                    )
         finally:
             consumer.close()
         store.apply_restored(writes, lso - 1)
