@@ -1,7 +1,9 @@
 """``grctl dev``: the local development environment.
 
-For now only ``grctl dev kafka ...``, a real local Apache Kafka (KRaft) run from its jars
-(see `grctl.dev.kafka`). Progress goes to stderr; ``start`` prints the bootstrap address
+``grctl dev`` alone starts the local broker, creates the namespace, runs a worker with the demo
+workflows (``examples.demo``) and prints what to try next. ``grctl dev kafka ...`` manages a
+real local Apache Kafka (KRaft) run from its jars (see `grctl.dev.kafka`).
+Progress goes to stderr; ``start`` prints the bootstrap address
 alone on its last stdout line, so ``export GRCTL_KAFKA_SERVERS=$(grctl dev kafka start)`` works.
 """
 
@@ -22,9 +24,9 @@ from rich.table import Table
 from grctl.dev import kafka
 
 dev_app = typer.Typer(
-    help="Local development environment.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 kafka_app = typer.Typer(
     help="A real local Apache Kafka (KRaft mode) run from its jars; no Docker needed.",
@@ -45,6 +47,87 @@ HomeOption = Annotated[
         file_okay=False,
     ),
 ]
+
+
+DEMO_APP = "examples.demo:WORKFLOWS"
+DEV_PARTITIONS = 4
+
+
+def _next_steps(bootstrap: str, namespace: str) -> str:
+    env = []
+    if bootstrap != "127.0.0.1:9092":
+        env.append(f"  export GRCTL_KAFKA_SERVERS={bootstrap}")
+    if namespace != "default":
+        env.append(f"  export GRCTL_NAMESPACE={namespace}")
+    lines = [
+        "",
+        f"grctl dev: Kafka at {bootstrap}, namespace {namespace!r}, a worker with the demo workflows.",
+        "In another terminal, try:",
+        *env,
+        "  grctl workflow start -t Order -i order-1 \\",
+        '      --input \'{"order_id": "A-1", "items": ["book", "pen"], "unit_price": 9.5}\' --wait',
+        '  grctl workflow start -t Approval -i approval-1 --input \'{"document": "Q3 budget"}\'',
+        '  grctl workflow send approval-1 approve --payload \'{"approver": "alice"}\'',
+        "  grctl workflow list                 # interactive: / to filter, Enter for a run's history",
+        "  grctl workflow history approval-1",
+        "  grctl namespace describe",
+        "Ctrl-C stops the worker; the broker keeps running (grctl dev kafka stop).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@dev_app.callback()
+def dev_root(
+    ctx: typer.Context,
+    app_spec: Annotated[
+        str,
+        typer.Option("--app", "-a", metavar="MODULE[:ATTRIBUTE]", help="The workflows the worker serves."),
+    ] = DEMO_APP,
+    partitions: Annotated[
+        int, typer.Option("--partitions", min=1, help="Partitions if the namespace has to be created.")
+    ] = DEV_PARTITIONS,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1024, max=65535, help="Client port of the local broker [default: 9092]."),
+    ] = None,
+) -> None:
+    """Start the local Kafka, create the namespace, run a worker with the demo workflows.
+
+    The broker is reused if it runs already and stays up when the worker stops (Ctrl-C).
+    `grctl dev kafka ...` manages the broker itself.
+
+    **Examples**
+
+      grctl dev
+
+      grctl -n sandbox dev --app myapp.workflows:WORKFLOWS
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from grctl.cli.common import globals_of, handle_errors, run_async
+    from grctl.cli.worker import load_workflows, serve, setup_worker_logging
+
+    workflows = handle_errors(lambda: load_workflows(app_spec))
+    _setup_logging()
+    with _errors():
+        result = kafka.ensure_running(None, port)
+    g = globals_of()
+    g.servers = result.bootstrap
+    setup_worker_logging("info")
+    message = _next_steps(result.bootstrap, g.resolved_namespace)
+
+    async def main() -> None:
+        await serve(
+            workflows,
+            partitions=partitions,
+            state_dir=None,
+            max_concurrent_steps=1000,
+            shutdown_timeout=5.0,
+            ready_message=message,
+        )
+
+    run_async(main)
 
 
 def _setup_logging() -> None:

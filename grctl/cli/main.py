@@ -1,23 +1,136 @@
 """Entry point of the ``grctl`` command line.
 
 Each command group is a `typer.Typer` defined in its own module and mounted here, so new
-groups are added with one ``app.add_typer(...)`` line.
+groups are added with one ``app.add_typer(...)`` line. The root callback takes the global
+options (cluster, namespace, Kafka client options, --debug) into a `Globals` object.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from grctl import __version__
+from grctl.cli.common import Globals, out, parse_kafka_option, read_kafka_config_file, set_globals, setup_cli_logging
 from grctl.cli.dev import dev_app
+from grctl.cli.namespace import namespace_app
+from grctl.cli.worker import worker_cmd
+from grctl.cli.workflow import workflow_app
+
+WIDE_OUTPUT = 200
 
 app = typer.Typer(
     name="grctl",
-    help="grctl: durable workflows on Apache Kafka.",
+    help="""grctl: durable workflows on Apache Kafka, operated from a terminal.
+
+Talks only to Kafka (no server). Every command takes --json for scripts. Exit codes: 0 success,
+1 the operation failed (run failed, not found, broker unreachable), 2 bad usage.
+
+**Examples**
+
+  grctl dev                                       # local Kafka + a worker with the demo workflows
+
+  grctl namespace create orders --partitions 12
+
+  grctl -n orders worker --app myapp.workflows:WORKFLOWS
+
+  grctl -n orders workflow start -t Order -I '{"order_id": "A-1"}' --wait
+
+  grctl -n orders workflow list --status running
+
+  grctl -s broker:9093 -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN ... workflow list
+""",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.add_typer(workflow_app, name="workflow")
+app.add_typer(namespace_app, name="namespace")
+app.command("worker")(worker_cmd)
 app.add_typer(dev_app, name="dev")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"grctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    servers: Annotated[
+        str | None,
+        typer.Option(
+            "--servers",
+            "-s",
+            envvar="GRCTL_KAFKA_SERVERS",
+            help="Kafka bootstrap servers, host:port[,host:port...] [default: 127.0.0.1:9092].",
+            show_default=False,
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            envvar="GRCTL_NAMESPACE",
+            help="The grctl namespace (its topics are grctl.NAMESPACE.*) [default: default].",
+            show_default=False,
+        ),
+    ] = None,
+    kafka_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-X",
+            "--kafka-option",
+            metavar="KEY=VALUE",
+            help="A librdkafka client option for secured clusters (repeatable), e.g. -X security.protocol=SSL.",
+            show_default=False,
+        ),
+    ] = None,
+    kafka_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--kafka-config",
+            envvar="GRCTL_KAFKA_CONFIG",
+            help="A properties file of librdkafka options (key=value lines); -X options win.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", min=0.1, help="Seconds to wait for the broker.")
+    ] = 10.0,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and client logs on errors.")] = False,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Global options apply to every command."""
+    options: dict[str, str] = {}
+    if kafka_config is not None:
+        options.update(read_kafka_config_file(kafka_config))
+    for text in kafka_options or []:
+        key, value = parse_kafka_option(text)
+        options[key] = value
+    set_globals(
+        Globals(
+            servers=servers,
+            namespace=namespace,
+            kafka_options=options,
+            connect_timeout=connect_timeout,
+            debug=debug,
+        )
+    )
+    setup_cli_logging(debug)
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out.width = WIDE_OUTPUT  # piped tables: do not wrap at 80 columns
 
 
 def main() -> None:

@@ -1,0 +1,365 @@
+"""``grctl namespace create|describe|delete``: the topics of a namespace and its workers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # untyped re-exports
+    AdminClient,
+    ConfigResource,
+    OffsetSpec,
+    ResourceType,
+)
+from rich.markup import escape
+from rich.table import Table
+
+from grctl.cli.common import CommandFailed, Globals, err, globals_of, handle_errors, out, print_json, progress
+from grctl.errors import KafkaSetupError
+from grctl.kafka.topics import DEFAULT_PARTITIONS, ROLE_CONFIGS, ROLES, TopicNames, ensure_namespace, partition_counts
+
+namespace_app = typer.Typer(
+    help="Create, inspect and delete namespaces (one set of co-partitioned topics each).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+NamespaceArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="[NAMESPACE]",
+        help="The namespace [default: --namespace, GRCTL_NAMESPACE or 'default'].",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of text.")]
+
+SHOWN_CONFIGS = {
+    "delete": ("cleanup.policy", "retention.ms", "min.insync.replicas"),
+    "compact": ("cleanup.policy", "min.compaction.lag.ms", "delete.retention.ms", "segment.ms", "min.insync.replicas"),
+}
+REQUEST_TIMEOUT_S = 15.0
+
+
+def worker_group(namespace: str) -> str:
+    """The consumer group of a namespace's workers."""
+    return f"grctl.{namespace}.workers"
+
+
+def _names(g: Globals, namespace: str | None) -> TopicNames:
+    try:
+        return TopicNames(namespace or g.resolved_namespace)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="NAMESPACE") from None
+
+
+def _admin(g: Globals, names: TopicNames) -> AdminClient:
+    admin = AdminClient({"bootstrap.servers": g.resolved_servers, **g.kafka_config()})
+    try:
+        admin.list_topics(topic=names.directives, timeout=g.connect_timeout)
+    except KafkaException as exc:
+        raise KafkaSetupError(
+            f"cannot reach Kafka at {g.resolved_servers} within {g.connect_timeout:g}s "
+            f"({exc.args[0] if exc.args else exc}); is the broker running? (`grctl dev kafka start` starts a "
+            f"local one, --servers or GRCTL_KAFKA_SERVERS points at yours)"
+        ) from None
+    return admin
+
+
+def _parse_configs(items: list[str]) -> dict[str, dict[str, str]]:
+    configs: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        role, dot, name = key.partition(".")
+        role = role.replace("_", "-")
+        if not sep or not dot or role not in ROLE_CONFIGS or not name:
+            raise typer.BadParameter(
+                f"{item!r} is not ROLE.KEY=VALUE with ROLE one of {', '.join(ROLES)} "
+                f"(e.g. history.retention.ms=604800000)",
+                param_hint="--config",
+            )
+        configs.setdefault(role, {})[name] = value
+    return configs
+
+
+# --------------------------------------------------------------------------------------------
+# create
+
+
+@namespace_app.command("create")
+def create_cmd(
+    namespace: NamespaceArg = None,
+    partitions: Annotated[
+        int, typer.Option("--partitions", "-p", min=1, max=10_000, help="Partitions of every topic (fixed later).")
+    ] = DEFAULT_PARTITIONS,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option("--replication-factor", "-r", min=1, help="Replicas per partition [default: min(3, brokers)]."),
+    ] = None,
+    configs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="ROLE.KEY=VALUE",
+            help="A topic config for one role (repeatable), e.g. history.retention.ms=604800000.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create the topics of a namespace (directives, history, state, replies, dead-letter).
+
+    The state topic is compacted; with 3 or more replicas min.insync.replicas is 2. Topics that
+    already exist are kept (their partition count must match: all topics are co-partitioned).
+
+    **Examples**
+
+      grctl namespace create orders --partitions 24 --replication-factor 3
+
+      grctl namespace create orders -c history.retention.ms=604800000 -c directives.retention.ms=86400000
+    """
+    g = globals_of()
+    names = _names(g, namespace)
+    extra = _parse_configs(configs or [])
+
+    def main() -> None:
+        admin = _admin(g, names)
+        with progress(f"creating namespace {names.namespace}"):
+            before = partition_counts(admin, names, REQUEST_TIMEOUT_S)
+            count = ensure_namespace(
+                admin,
+                names,
+                partitions=partitions,
+                replication_factor=replication_factor,
+                extra_configs=extra,
+                timeout=REQUEST_TIMEOUT_S,
+            )
+        created = [t for t in names.all() if t not in before]
+        existing = [t for t in names.all() if t in before]
+        if as_json:
+            print_json({"namespace": names.namespace, "partitions": count, "created": created, "existing": existing})
+            return
+        if not created:
+            out.print(f"namespace {escape(names.namespace)!r} already exists ({count} partitions)")
+        else:
+            out.print(f"namespace {escape(names.namespace)!r}: created {len(created)} topic(s), {count} partitions")
+            for t in created:
+                out.print(f"  + {t}")
+        if existing and count != partitions:
+            err.print(f"note: the namespace keeps its {count} partitions (--partitions {partitions} ignored)")
+
+    handle_errors(main)
+
+
+# --------------------------------------------------------------------------------------------
+# describe
+
+
+def _describe(admin: AdminClient, names: TopicNames) -> dict[str, Any]:
+    md = {t: admin.list_topics(topic=t, timeout=REQUEST_TIMEOUT_S).topics.get(t) for t in names.all()}
+    present = {t: m for t, m in md.items() if m is not None and m.error is None}
+    if not present:
+        raise CommandFailed(
+            f"namespace {names.namespace!r} does not exist; create it with `grctl namespace create {names.namespace}`"
+        )
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in present]
+    configs: dict[str, dict[str, str]] = {}
+    for res, fut in admin.describe_configs(resources, request_timeout=REQUEST_TIMEOUT_S).items():
+        entries = fut.result()
+        policy = entries["cleanup.policy"].value if "cleanup.policy" in entries else "delete"
+        shown = SHOWN_CONFIGS["compact" if "compact" in policy else "delete"]
+        configs[res.name] = {k: entries[k].value for k in shown if k in entries}
+
+    tps = [TopicPartition(t, p) for t, m in present.items() for p in m.partitions]
+    ends: dict[tuple[str, int], int] = {}
+    starts: dict[tuple[str, int], int] = {}
+    for spec, dest in ((OffsetSpec.latest(), ends), (OffsetSpec.earliest(), starts)):  # type: ignore[no-untyped-call]
+        futs = admin.list_offsets(
+            {tp: spec for tp in tps}, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=REQUEST_TIMEOUT_S
+        )
+        for tp, fut in futs.items():
+            dest[(tp.topic, tp.partition)] = fut.result().offset
+
+    topics = []
+    for t, m in present.items():
+        parts = m.partitions
+        rf = len(parts[0].replicas) if 0 in parts else 0
+        under = sum(1 for pm in parts.values() if len(pm.isrs) < len(pm.replicas))
+        topics.append(
+            {
+                "name": t,
+                "role": t.rsplit(".", 1)[1],
+                "partitions": len(parts),
+                "replication_factor": rf,
+                "under_replicated_partitions": under,
+                "offsets": sum(max(0, ends[(t, p)] - starts[(t, p)]) for p in parts),
+                "configs": configs.get(t, {}),
+            }
+        )
+    missing = [t for t in names.all() if t not in present]
+
+    group = worker_group(names.namespace)
+    members: list[dict[str, Any]] = []
+    state = "unknown"
+    owner: dict[int, str] = {}
+    try:
+        desc = admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)[group].result()
+        state = str(getattr(desc.state, "name", desc.state)).lower()
+        for mem in desc.members:
+            assigned = sorted(tp.partition for tp in mem.assignment.topic_partitions if tp.topic == names.directives)
+            label = mem.group_instance_id or mem.client_id
+            for p in assigned:
+                owner[p] = label
+            members.append(
+                {
+                    "client_id": mem.client_id,
+                    "instance_id": mem.group_instance_id,
+                    "host": mem.host,
+                    "partitions": assigned,
+                }
+            )
+    except KafkaException:
+        state = "none"
+    committed: dict[int, int] = {}
+    try:
+        res = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S
+        )[group].result()
+        for tp in res.topic_partitions or []:
+            if tp.topic == names.directives and tp.offset >= 0:
+                committed[tp.partition] = tp.offset
+    except KafkaException:
+        pass
+    lag_rows = []
+    directives = present.get(names.directives)
+    for p in sorted(directives.partitions if directives is not None else []):
+        end = ends[(names.directives, p)]
+        done = committed.get(p, starts[(names.directives, p)])
+        lag_rows.append(
+            {
+                "partition": p,
+                "end_offset": end,
+                "committed": committed.get(p),
+                "lag": max(0, end - done),
+                "owner": owner.get(p),
+            }
+        )
+    return {
+        "namespace": names.namespace,
+        "partitions": topics[0]["partitions"] if topics else 0,
+        "topics": topics,
+        "missing_topics": missing,
+        "workers": {"group": group, "state": state, "members": members},
+        "lag": {"total": sum(r["lag"] for r in lag_rows), "partitions": lag_rows},
+    }
+
+
+@namespace_app.command("describe")
+def describe_cmd(namespace: NamespaceArg = None, as_json: JsonOption = False) -> None:
+    """Show a namespace: its topics and configs, its workers (consumer group members) and their lag.
+
+    Lag is per partition of the directives topic: committed end offset minus what the workers'
+    group has committed (inputs not processed yet).
+
+    **Examples**
+
+      grctl namespace describe orders
+
+      grctl -n orders namespace describe --json | jq .lag.total
+    """
+    g = globals_of()
+    names = _names(g, namespace)
+
+    def main() -> None:
+        admin = _admin(g, names)
+        with progress(f"reading namespace {names.namespace}"):
+            info = _describe(admin, names)
+        if as_json:
+            print_json(info)
+            return
+        out.print(f"[bold]namespace[/] {escape(names.namespace)}  ({info['partitions']} partitions)")
+        t = Table(title="topics", title_justify="left", header_style="bold")
+        for col in ("TOPIC", "PARTITIONS", "RF", "OFFSETS", "CONFIGS"):
+            t.add_column(col, justify="right" if col in ("PARTITIONS", "RF", "OFFSETS") else "left")
+        for tp in info["topics"]:
+            cfg = " ".join(f"{k}={v}" for k, v in tp["configs"].items())
+            rf = str(tp["replication_factor"])
+            if tp["under_replicated_partitions"]:
+                rf += f" ([red]{tp['under_replicated_partitions']} under-replicated[/])"
+            t.add_row(tp["name"], str(tp["partitions"]), rf, str(tp["offsets"]), cfg)
+        out.print(t)
+        if info["missing_topics"]:
+            err.print(f"[red]missing topics:[/] {', '.join(info['missing_topics'])}")
+        w = info["workers"]
+        out.print(f"[bold]workers[/] group {w['group']}: {w['state']}, {len(w['members'])} member(s)")
+        if w["members"]:
+            mt = Table(header_style="bold")
+            for col in ("INSTANCE / CLIENT", "HOST", "PARTITIONS"):
+                mt.add_column(col)
+            for m in w["members"]:
+                mt.add_row(m["instance_id"] or m["client_id"], m["host"], ",".join(map(str, m["partitions"])) or "-")
+            out.print(mt)
+        lag = info["lag"]
+        lt = Table(title=f"lag (total {lag['total']})", title_justify="left", header_style="bold")
+        for col in ("PARTITION", "END", "COMMITTED", "LAG", "OWNER"):
+            lt.add_column(col, justify="right" if col != "OWNER" else "left")
+        for r in lag["partitions"]:
+            committed = "-" if r["committed"] is None else str(r["committed"])
+            lt.add_row(str(r["partition"]), str(r["end_offset"]), committed, str(r["lag"]), r["owner"] or "-")
+        out.print(lt)
+
+    handle_errors(main)
+
+
+# --------------------------------------------------------------------------------------------
+# delete
+
+
+@namespace_app.command("delete")
+def delete_cmd(
+    namespace: NamespaceArg = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete every topic of a namespace (all its runs and history) and its workers' group.
+
+    Stop the namespace's workers first.
+
+    **Examples**
+
+      grctl namespace delete orders --yes
+    """
+    g = globals_of()
+    names = _names(g, namespace)
+    if not yes:
+        typer.confirm(f"Delete namespace {names.namespace!r} with all its runs and history?", abort=True)
+
+    def main() -> None:
+        admin = _admin(g, names)
+        with progress(f"deleting namespace {names.namespace}"):
+            existing = list(partition_counts(admin, names, REQUEST_TIMEOUT_S))
+            if not existing:
+                raise CommandFailed(
+                    f"namespace {names.namespace!r} does not exist (no topics grctl.{names.namespace}.*)"
+                )
+            for topic, fut in admin.delete_topics(existing, operation_timeout=REQUEST_TIMEOUT_S).items():
+                try:
+                    fut.result()
+                except KafkaException as exc:
+                    raise CommandFailed(f"cannot delete topic {topic}: {exc.args[0] if exc.args else exc}") from None
+            group_deleted = False
+            try:
+                group = worker_group(names.namespace)
+                admin.delete_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)[group].result()
+                group_deleted = True
+            except KafkaException:
+                pass  # no such group, or members still in it
+        if as_json:
+            print_json({"namespace": names.namespace, "deleted": existing, "group_deleted": group_deleted})
+        else:
+            out.print(f"namespace {escape(names.namespace)!r} deleted ({len(existing)} topics)")
+
+    handle_errors(main)
