@@ -2,7 +2,8 @@
 
 The session owns:
 1. a `read_committed` consumer of `directives` in the namespace's consumer group
-   (cooperative-sticky), whose rebalance callbacks restore and release partitions;
+   (eager round-robin with static membership), whose rebalance callbacks restore and release
+   partitions;
 2. one transactional producer (EOS v2: the transaction carries the consumed offsets with the
    consumer group metadata, so a zombie of an older generation is fenced);
 3. a partition processor per owned partition;
@@ -156,7 +157,7 @@ class WorkerSession:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
-                "partition.assignment.strategy": "cooperative-sticky",
+                "partition.assignment.strategy": "roundrobin",
                 # A dead (or stopped static) member's partitions wait this long for a new owner.
                 # 6 s is the broker's default group.min.session.timeout.ms.
                 "session.timeout.ms": 6_000,
@@ -455,25 +456,31 @@ class WorkerSession:
             logger.exception("rebalance handling failed")
             self.fail(exc)
 
+    # The group uses the eager protocol: every rebalance revokes the whole assignment and assigns a
+    # complete new one, so these callbacks call assign()/unassign(). The cooperative protocol was
+    # dropped after a crash test left partitions unassigned for good: a member SIGKILLed during
+    # its first (revoking) phase came back as the same static member, whose rejoin returned its
+    # stored assignment without the second rebalance that hands out the revoked partitions.
+
     def _cb_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._tearing_down:
-            consumer.incremental_assign(partitions)
-            return
-        self._run_in_loop(self._assign([tp.partition for tp in partitions]))
-        consumer.incremental_assign(partitions)
+        logger.debug("assign callback: %s", [tp.partition for tp in partitions])
+        if not self._tearing_down:
+            self._run_in_loop(self._assign([tp.partition for tp in partitions]))
+        consumer.assign(partitions)
         self._group_metadata = consumer.consumer_group_metadata()
         self._loop.call_soon_threadsafe(self._on_ready)
 
     def _cb_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.debug("revoke callback: %s", [tp.partition for tp in partitions])
         self._group_metadata = consumer.consumer_group_metadata()
         self._run_in_loop(self._revoke([tp.partition for tp in partitions], lost=False))
         with contextlib.suppress(KafkaException):
-            consumer.incremental_unassign(partitions)
+            consumer.unassign()
 
     def _cb_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._run_in_loop(self._revoke([tp.partition for tp in partitions], lost=True))
         with contextlib.suppress(KafkaException):
-            consumer.incremental_unassign(partitions)
+            consumer.unassign()
         self.fail(SessionRestart(f"partitions {[tp.partition for tp in partitions]} were lost"))
 
     async def _assign(self, parts: list[int]) -> None:
@@ -537,6 +544,7 @@ class WorkerSession:
         admin = AdminClient(self.conn.client_config())
         lso = self._last_stable_offset(admin, tp)
         start = store.checkpoint + 1
+        logger.debug("partition %d: restore from changelog offset %d to the last stable offset %d", p, start, lso)
         if start >= lso:
             return 0
         consumer = Consumer(

@@ -98,6 +98,7 @@ async def main(argv: list[str]) -> None:
     ap.add_argument("--state-dir", required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
+    logging.getLogger("grctl.worker").setLevel(logging.DEBUG)  # rebalance and restore detail in the test logs
     conn = await Connection.connect(args.servers, args.namespace)
     worker = Worker([counter, fan_out, fan_child], conn, state_dir=args.state_dir)
     worker.install_signal_handlers()
