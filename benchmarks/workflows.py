@@ -1,13 +1,52 @@
-"""Workflows used by the benchmarks, and a worker process serving them."""
+"""Workflows used by the benchmarks, and a worker process serving them.
+
+Each workflow's result is a function of its input, so every scenario can check that each run
+ended with the right output (a fast wrong answer is a failure):
+
+- `OneStep`: start -> complete("ok").
+- `Chain10`: `steps` steps chained through the store ("left" counts down) -> complete(1).
+- `StoreHeavy`: every step reads the 10 x 1 KiB values the previous step wrote, checks them,
+  writes 10 new ones -> complete(number of values verified).
+- `TaskRetry`: `calls` task calls per run, each failing `fails` times before it succeeds
+  (RetryPolicy, 1 ms back-off) -> complete(list of task results).
+- `FanIn`: waits for `expected` `ping(n)` events (sent concurrently by the client; the ones
+  that arrive while a handler runs queue in the inbox) -> complete(sum of n).
+- `TimerWait`: waits for an event with a timeout that expires at `fire_at_ms` (wall clock),
+  `on_timeout` -> complete("expired").
+- `Restore`: writes `keys` values of `size` bytes, waits; event `finish` reads them back ->
+  complete(checksum).
+- `FanOut`: starts `children` `Child` runs (`ctx.start_child`) and awaits them all in the same
+  step -> complete(sum of 2 * i); `Child(n)` -> complete(2 * n).
+
+Run a worker: ``python -m benchmarks.workflows --servers HOST:PORT --namespace NS --state-dir DIR``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
+import os
 import sys
+import time
+from datetime import timedelta
+from typing import Any
 
-from grctl import Connection, Context, Directive, Worker, Workflow
+from grctl import Connection, Context, Directive, RetryPolicy, Worker, Workflow
+from grctl.worker import task
+
+# --------------------------------------------------------------------------- OneStep
+
+one = Workflow(workflow_type="OneStep")
+
+
+@one.start()
+async def one_start(ctx: Context) -> Directive:
+    return ctx.next.complete("ok")
+
+
+# --------------------------------------------------------------------------- Chain10
 
 chain = Workflow(workflow_type="Chain10")
 
@@ -27,15 +66,177 @@ async def link(ctx: Context) -> Directive:
     return ctx.next.step(link)
 
 
-one = Workflow(workflow_type="OneStep")
+# --------------------------------------------------------------------------- StoreHeavy
+
+STORE_KEYS = 10
+STORE_VALUE_BYTES = 1024
 
 
-@one.start()
-async def one_start(ctx: Context) -> Directive:
-    return ctx.next.complete("ok")
+def store_value(wf_id: str, step: int, key: int) -> str:
+    """The value step `step` of run `wf_id` writes under key `key` (1 KiB, distinct per key)."""
+    seed = f"{wf_id}:{step}:{key}:"
+    return (seed * (STORE_VALUE_BYTES // len(seed) + 1))[:STORE_VALUE_BYTES]
 
 
-WORKFLOWS = [chain, one]
+store_heavy = Workflow(workflow_type="StoreHeavy")
+
+
+@store_heavy.start()
+async def store_start(ctx: Context, steps: int) -> Directive:
+    for k in range(STORE_KEYS):
+        ctx.store.put(f"k{k}", store_value(ctx.run.wf_id, 0, k))
+    ctx.store.put("step", 0)
+    ctx.store.put("steps", steps)
+    ctx.store.put("verified", 0)
+    return ctx.next.step(store_step)
+
+
+@store_heavy.step()
+async def store_step(ctx: Context) -> Directive:
+    step = await ctx.store.get("step", int)
+    steps = await ctx.store.get("steps", int)
+    verified = await ctx.store.get("verified", int)
+    for k in range(STORE_KEYS):
+        if await ctx.store.get(f"k{k}", str) == store_value(ctx.run.wf_id, step, k):
+            verified += 1
+    step += 1
+    if step >= steps:
+        return ctx.next.complete(verified)
+    for k in range(STORE_KEYS):
+        ctx.store.put(f"k{k}", store_value(ctx.run.wf_id, step, k))
+    ctx.store.put("step", step)
+    ctx.store.put("verified", verified)
+    return ctx.next.step(store_step)
+
+
+# --------------------------------------------------------------------------- TaskRetry
+
+#: attempts per (wf_id, call): a task fails until it has been called `fails` times.
+_attempts: dict[str, int] = {}
+
+
+@task(retry_policy=RetryPolicy(max_attempts=5, initial_delay_ms=1, backoff_multiplier=1.0))
+async def flaky(key: str, fails: int) -> str:
+    n = _attempts.get(key, 0) + 1
+    _attempts[key] = n
+    if n <= fails:
+        raise ConnectionError(f"{key}: transient failure {n}")
+    return f"{key}:ok"
+
+
+task_retry = Workflow(workflow_type="TaskRetry")
+
+
+@task_retry.start()
+async def task_retry_start(ctx: Context, calls: int, fails: int) -> Directive:
+    out = [await flaky(f"{ctx.run.wf_id}/{i}", fails) for i in range(calls)]
+    return ctx.next.complete(out)
+
+
+# --------------------------------------------------------------------------- FanIn
+
+fan_in = Workflow(workflow_type="FanIn")
+
+
+@fan_in.start()
+async def fan_in_start(ctx: Context, expected: int) -> Directive:
+    ctx.store.put("expected", expected)
+    ctx.store.put("count", 0)
+    ctx.store.put("sum", 0)
+    return ctx.next.wait()
+
+
+@fan_in.event()
+async def ping(ctx: Context, n: int) -> Directive:
+    count = await ctx.store.get("count", int) + 1
+    total = await ctx.store.get("sum", int) + n
+    if count >= await ctx.store.get("expected", int):
+        return ctx.next.complete(total)
+    ctx.store.put("count", count)
+    ctx.store.put("sum", total)
+    return ctx.next.wait()
+
+
+# --------------------------------------------------------------------------- TimerWait
+
+timer_wait = Workflow(workflow_type="TimerWait")
+
+
+@timer_wait.start()
+async def timer_start(ctx: Context, fire_at_ms: int) -> Directive:
+    # The wall clock outside ctx.now() keeps the journal out of this benchmark; on a
+    # re-execution the timer would be re-armed for the same absolute time anyway.
+    remaining = max(1, fire_at_ms - int(time.time() * 1000))
+    return ctx.next.wait(timeout=timedelta(milliseconds=remaining), on_timeout=timer_expired)
+
+
+@timer_wait.step()
+async def timer_expired(ctx: Context) -> Directive:
+    return ctx.next.complete("expired")
+
+
+@timer_wait.event()
+async def timer_cancel(ctx: Context) -> Directive:
+    return ctx.next.complete("event")
+
+
+# --------------------------------------------------------------------------- Restore
+
+
+def restore_checksum(wf_id: str, keys: int, size: int) -> str:
+    """What a `Restore` run completes with when every value survived."""
+    h = hashlib.sha1(usedforsecurity=False)
+    for k in range(keys):
+        h.update(restore_value(wf_id, k, size).encode())
+    return h.hexdigest()
+
+
+def restore_value(wf_id: str, key: int, size: int) -> str:
+    seed = f"{wf_id}/{key}/"
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+restore = Workflow(workflow_type="Restore")
+
+
+@restore.start()
+async def restore_start(ctx: Context, keys: int, size: int) -> Directive:
+    for k in range(keys):
+        ctx.store.put(f"k{k}", restore_value(ctx.run.wf_id, k, size))
+    ctx.store.put("keys", keys)
+    return ctx.next.wait()
+
+
+@restore.event()
+async def finish(ctx: Context) -> Directive:
+    keys = await ctx.store.get("keys", int)
+    h = hashlib.sha1(usedforsecurity=False)
+    for k in range(keys):
+        h.update((await ctx.store.get(f"k{k}", str)).encode())
+    return ctx.next.complete(h.hexdigest())
+
+
+# --------------------------------------------------------------------------- FanOut / Child
+
+fan_out = Workflow(workflow_type="FanOut")
+
+
+@fan_out.start()
+async def fan_out_start(ctx: Context, children: int) -> Directive:
+    handles = [await ctx.start_child("Child", f"{ctx.run.wf_id}-c{i}", {"n": i}) for i in range(children)]
+    results = await asyncio.gather(*(h.result() for h in handles))
+    return ctx.next.complete(sum(results))
+
+
+child = Workflow(workflow_type="Child")
+
+
+@child.start()
+async def child_start(ctx: Context, n: int) -> Directive:
+    return ctx.next.complete(2 * n)
+
+
+WORKFLOWS = [one, chain, store_heavy, task_retry, fan_in, timer_wait, restore, fan_out, child]
 
 
 async def serve(argv: list[str]) -> None:
@@ -43,10 +244,15 @@ async def serve(argv: list[str]) -> None:
     ap.add_argument("--servers", required=True)
     ap.add_argument("--namespace", required=True)
     ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--max-concurrent-steps", type=int, default=1000)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The harness reads "partition N assigned: restored K changelog records in T ms" lines.
+    # GRCTL_BENCH_WORKER_LOG=DEBUG adds one line per transaction (its phases), for --profile.
+    logging.getLogger("grctl.worker").setLevel(os.environ.get("GRCTL_BENCH_WORKER_LOG", "INFO"))
     conn = await Connection.connect(args.servers, args.namespace)
-    worker = Worker(WORKFLOWS, conn, state_dir=args.state_dir)
+    kwargs: dict[str, Any] = {"state_dir": args.state_dir, "max_concurrent_steps": args.max_concurrent_steps}
+    worker = Worker(WORKFLOWS, conn, **kwargs)
     worker.install_signal_handlers()
     await worker.run()
 

@@ -1,0 +1,394 @@
+"""The ceiling: raw consume-transform-produce loops moving the engine's per-step record traffic.
+
+Every loop plays the engine's 10-step chain without the engine: `concurrency` runs are in
+flight; consuming a run's next-step record (a `NextCmd`, as the engine writes it) produces,
+like one engine step does,
+
+- 2 `history` records (step.started, step.completed),
+- 2 `state` changelog records (the run record and one store value),
+- the run's next-step record back to `directives` (or, after the last step, a run.completed
+  history record and the first next-step record of a new run while runs remain),
+
+and each batch is published with the consumed offsets in one transaction (EOS v2:
+`send_offsets_to_transaction` with the consumer group metadata). Since a run's next record
+only becomes readable (read_committed) once the transaction that wrote it commits, this is
+the same closed loop as the engine's chain, with batching as good as it gets: every record
+already fetched goes into the next transaction, and transactions are back to back.
+
+Variants (each in its own namespace, measured in the same run as the engine):
+
+- `confluent-thread`: confluent-kafka's plain Consumer and Producer, in a thread;
+- `confluent-asyncio`: confluent-kafka's `AIOConsumer` / `AIOProducer` (2.16);
+- `aiokafka`: `AIOKafkaConsumer` / `AIOKafkaProducer` (its `send_offsets_to_transaction` takes
+  a group id only: no generation fencing, i.e. not KIP-447);
+- `confluent-no-txn`: the plain clients without transactions (idempotent producer, async
+  offset commits; at-least-once): what the transactions cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiokafka
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.aio import AIOConsumer, AIOProducer
+
+from grctl.engine.records import HistoryRecord, NextCmd, RunRecord, directive_decoder, encoder, run_key, store_key
+from grctl.kafka.connection import Connection
+from grctl.kafka.partitioner import partition_for
+
+VARIANTS = ("confluent-thread", "confluent-asyncio", "aiokafka", "confluent-no-txn")
+TRANSACTIONAL = ("confluent-thread", "confluent-asyncio", "aiokafka")
+
+# The engine's producer and consumer settings (grctl/worker/_session.py), so the baseline is
+# not handicapped by client defaults.
+PRODUCER_CONFIG = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 1,
+    "retry.backoff.ms": 5,
+    "retry.backoff.max.ms": 50,
+    "queue.buffering.max.messages": 500_000,
+    "transaction.timeout.ms": 10_000,
+}
+CONSUMER_CONFIG = {
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    "isolation.level": "read_committed",
+    "fetch.wait.max.ms": 50,
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 1_000,
+}
+WORKER_ID = "w_bench.00@baseline"
+
+
+@dataclass
+class LoopStats:
+    """What a loop measured."""
+
+    records_in: int = 0
+    records_out: int = 0
+    runs_done: int = 0
+    txns: int = 0
+    txn_ms: list[float] = field(default_factory=list)
+    #: (produce, send_offsets, commit) ms per transaction (confluent-thread only)
+    phases_ms: list[tuple[float, float, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    seen: set[tuple[str, int]] = field(default_factory=set)
+    duplicates: int = 0
+    #: The clock starts once the first batch is published (connections, coordinator lookups,
+    #: producer id and the group join are behind): records_in counts the records after it.
+    warm_at: float | None = None
+    warm_records: int = 0
+
+    #: CPU seconds of this process (all threads) over the measured part.
+    cpu_seconds: float = 0.0
+    _cpu_at: float = 0.0
+
+    def batch_done(self) -> None:
+        if self.warm_at is None:
+            self.warm_at = time.perf_counter()
+            self._cpu_at = time.process_time()
+            self.warm_records = self.records_in
+
+    def finish(self) -> None:
+        end = time.perf_counter()
+        self.seconds = end - (self.warm_at or end)
+        self.cpu_seconds = time.process_time() - self._cpu_at if self.warm_at else 0.0
+
+    @property
+    def measured_records(self) -> int:
+        return self.records_in - self.warm_records
+
+
+class Transform:
+    """The per-record work of one engine step, and the closed loop's bookkeeping."""
+
+    def __init__(self, conn: Connection, runs: int, steps: int, concurrency: int) -> None:
+        self.conn = conn
+        self.topics = conn.topics
+        self.partitions = conn.num_partitions
+        self.runs = runs
+        self.steps = steps
+        self.concurrency = min(concurrency, runs)
+        self.started = 0
+        self.stats = LoopStats()
+
+    def new_run(self) -> tuple[int, bytes, bytes]:
+        """The first next-step record of a new run: (partition, key, value)."""
+        wf_id = f"base-{self.started}"
+        self.started += 1
+        cmd = NextCmd(wf_id=wf_id, run_id=f"r{wf_id}", seq=1)
+        return partition_for(wf_id, self.partitions), wf_id.encode(), encoder.encode(cmd)
+
+    def seed(self) -> list[tuple[int, bytes, bytes]]:
+        return [self.new_run() for _ in range(self.concurrency)]
+
+    @property
+    def done(self) -> bool:
+        return self.stats.runs_done >= self.runs
+
+    def step(self, partition: int, value: bytes, emit: Callable[[str, int, bytes, bytes], None]) -> None:
+        """Apply one next-step record: emit what an engine step emits."""
+        cmd = directive_decoder.decode(value)
+        assert isinstance(cmd, NextCmd)
+        st = self.stats
+        st.records_in += 1
+        if (cmd.wf_id, cmd.seq) in st.seen:
+            st.duplicates += 1
+        st.seen.add((cmd.wf_id, cmd.seq))
+        wf_id, run_id, seq = cmd.wf_id, cmd.run_id, cmd.seq
+        key = wf_id.encode()
+        now = int(time.time() * 1000)
+        h = self.topics.history
+        started = _hist("step.started", wf_id, run_id, now, {"step_name": "link", "seq": seq})
+        emit(h, partition, key, encoder.encode(started))
+        completed = _hist("step.completed", wf_id, run_id, now, {"step_name": "link", "duration_ms": 0})
+        emit(h, partition, key, encoder.encode(completed))
+        run = RunRecord(
+            run_id=run_id, wf_id=wf_id, wf_type="Chain10", status="running", state="step", seq=seq + 1,
+            step="link", step_timeout_ms=10_000, input={"steps": self.steps}, created_ms=now, started_ms=now,
+            last_offset=seq,
+        )  # fmt: skip
+        s = self.topics.state
+        emit(s, partition, run_key(wf_id), encoder.encode(run))
+        emit(s, partition, store_key(wf_id, run_id, "left"), encoder.encode(self.steps - seq))
+        st.records_out += 4
+        if seq < self.steps:
+            nxt = NextCmd(wf_id=wf_id, run_id=run_id, seq=seq + 1)
+            emit(self.topics.directives, partition, key, encoder.encode(nxt))
+            st.records_out += 1
+            return
+        emit(h, partition, key, encoder.encode(_hist("run.completed", wf_id, run_id, now, {"result": 1})))
+        st.records_out += 1
+        st.runs_done += 1
+        if self.started < self.runs:
+            p, k, v = self.new_run()
+            emit(self.topics.directives, p, k, v)
+            st.records_out += 1
+
+
+def _hist(kind: str, wf_id: str, run_id: str, ts: int, msg: dict[str, Any]) -> HistoryRecord:
+    return HistoryRecord(kind=kind, wf_id=wf_id, run_id=run_id, ts_ms=ts, msg=msg, worker_id=WORKER_ID)
+
+
+def seed_records(conn: Connection, tr: Transform) -> None:
+    producer = Producer(conn.client_config(**{"enable.idempotence": True, "linger.ms": 5}))
+    for p, k, v in tr.seed():
+        producer.produce(conn.topics.directives, v, k, partition=p)
+    if producer.flush(30) != 0:
+        raise RuntimeError("could not seed the baseline's first records")
+
+
+# --------------------------------------------------------------------------- confluent, thread
+
+
+def confluent_thread(conn: Connection, tr: Transform, transactional: bool, tick: Callable[[int], None]) -> LoopStats:
+    """The plain clients in this (non-event-loop) thread: poll, transform, one transaction per batch."""
+    ns = conn.namespace
+    label = "ct" if transactional else "nt"
+    ccfg = dict(CONSUMER_CONFIG)
+    ccfg["group.id"] = f"grctl.{ns}.baseline-{label}"
+    ccfg["isolation.level"] = "read_committed" if transactional else "read_uncommitted"
+    consumer = Consumer(conn.client_config(**ccfg))
+    pcfg = dict(PRODUCER_CONFIG)
+    if transactional:
+        pcfg["transactional.id"] = f"grctl.{ns}.baseline-{label}"
+    else:
+        pcfg.pop("transaction.timeout.ms")
+    producer = Producer(conn.client_config(**pcfg))
+    if transactional:
+        producer.init_transactions(30)
+    consumer.subscribe([conn.topics.directives])
+    st = tr.stats
+    emitted: list[tuple[str, int, bytes, bytes]] = []
+
+    def emit(topic: str, part: int, key: bytes, value: bytes) -> None:
+        emitted.append((topic, part, key, value))
+
+    def produce_all() -> None:
+        for topic, part, key, value in emitted:
+            while True:
+                try:
+                    producer.produce(topic, value, key, partition=part)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        emitted.clear()
+
+    try:
+        while not tr.done:
+            first = consumer.poll(0.1)
+            if first is None:
+                continue
+            msgs = [first, *consumer.consume(999, 0)]
+            metadata = consumer.consumer_group_metadata()
+            n = 0
+            for m in msgs:
+                if m.error() is not None:
+                    if m.error().code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"consumer error: {m.error()}")
+                    continue
+                tr.step(m.partition() or 0, m.value() or b"", emit)
+                n += 1
+            t1 = time.perf_counter()
+            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+            if transactional:
+                producer.begin_transaction()
+                produce_all()
+                t2 = time.perf_counter()
+                producer.send_offsets_to_transaction(positions, metadata, 30)
+                t3 = time.perf_counter()
+                producer.commit_transaction(30)
+                t4 = time.perf_counter()
+                st.txns += 1
+                st.txn_ms.append((t4 - t1) * 1000)
+                st.phases_ms.append(((t2 - t1) * 1000, (t3 - t2) * 1000, (t4 - t3) * 1000))
+            else:
+                produce_all()
+                producer.poll(0)
+                consumer.commit(offsets=positions, asynchronous=True)
+            st.batch_done()
+            tick(n)
+        if not transactional:
+            producer.flush(30)
+        st.finish()
+    finally:
+        consumer.close()
+    return st
+
+
+# --------------------------------------------------------------------------- confluent, asyncio
+
+
+async def confluent_asyncio(conn: Connection, tr: Transform, tick: Callable[[int], None]) -> LoopStats:
+    """`AIOConsumer` and `AIOProducer`: every call hops to a thread pool; produce buffers in Python."""
+    ns = conn.namespace
+    consumer = AIOConsumer(conn.client_config(**CONSUMER_CONFIG, **{"group.id": f"grctl.{ns}.baseline-ca"}))
+    producer = AIOProducer(conn.client_config(**PRODUCER_CONFIG, **{"transactional.id": f"grctl.{ns}.baseline-ca"}))
+    await producer.init_transactions(30)
+    await consumer.subscribe([conn.topics.directives])
+    st = tr.stats
+    futures: list[asyncio.Future[Any]] = []
+    emitted: list[tuple[str, int, bytes, bytes]] = []
+
+    def emit(topic: str, part: int, key: bytes, value: bytes) -> None:
+        emitted.append((topic, part, key, value))
+
+    try:
+        while not tr.done:
+            msgs = await consumer.consume(1000, 0.1)
+            if not msgs:
+                continue
+            n = 0
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                tr.step(m.partition() or 0, m.value() or b"", emit)
+                n += 1
+            t1 = time.perf_counter()
+            positions = [tp for tp in await consumer.position(await consumer.assignment()) if tp.offset >= 0]
+            metadata = await consumer.consumer_group_metadata()
+            await producer.begin_transaction()
+            for topic, part, key, value in emitted:
+                futures.append(await producer.produce(topic, value, key, partition=part))
+            emitted.clear()
+            await producer.send_offsets_to_transaction(positions, metadata, 30)
+            await producer.commit_transaction(30)
+            futures.clear()
+            st.txns += 1
+            st.txn_ms.append((time.perf_counter() - t1) * 1000)
+            st.batch_done()
+            tick(n)
+        st.finish()
+    finally:
+        await consumer.close()
+        await producer.close()
+    return st
+
+
+# --------------------------------------------------------------------------- aiokafka
+
+
+async def aiokafka_loop(conn: Connection, tr: Transform, tick: Callable[[int], None]) -> LoopStats:
+    """aiokafka's consumer and transactional producer, all on the event loop."""
+    ns = conn.namespace
+    group = f"grctl.{ns}.baseline-ak"
+    consumer = aiokafka.AIOKafkaConsumer(
+        conn.topics.directives,
+        bootstrap_servers=conn.servers,
+        group_id=group,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+        max_poll_records=1000,
+    )
+    producer = aiokafka.AIOKafkaProducer(
+        bootstrap_servers=conn.servers,
+        transactional_id=f"grctl.{ns}.baseline-ak",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=1,
+        transaction_timeout_ms=10_000,
+    )
+    await producer.start()
+    await consumer.start()
+    st = tr.stats
+    emitted: list[tuple[str, int, bytes, bytes]] = []
+
+    def emit(topic: str, part: int, key: bytes, value: bytes) -> None:
+        emitted.append((topic, part, key, value))
+
+    try:
+        while not tr.done:
+            batch = await consumer.getmany(timeout_ms=100, max_records=1000)
+            if not batch:
+                continue
+            offsets = {}
+            n = 0
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    tr.step(m.partition, m.value or b"", emit)
+                    n += 1
+                offsets[tp] = msgs[-1].offset + 1
+            t1 = time.perf_counter()
+            async with producer.transaction():
+                for topic, part, key, value in emitted:
+                    await producer.send(topic, value=value, key=key, partition=part)
+                emitted.clear()
+                await producer.send_offsets_to_transaction(offsets, group)
+            st.txns += 1
+            st.txn_ms.append((time.perf_counter() - t1) * 1000)
+            st.batch_done()
+            tick(n)
+        st.finish()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return st
+
+
+async def run_variant(
+    variant: str, conn: Connection, runs: int, steps: int, concurrency: int, tick: Callable[[int], None]
+) -> LoopStats:
+    """Seed `concurrency` runs and play `runs` runs of `steps` steps through one loop variant."""
+    loop = asyncio.get_running_loop()
+    tr = Transform(conn, runs, steps, concurrency)
+    await loop.run_in_executor(None, seed_records, conn, tr)
+    if variant == "confluent-thread":
+        return await loop.run_in_executor(None, confluent_thread, conn, tr, True, tick)
+    if variant == "confluent-no-txn":
+        return await loop.run_in_executor(None, confluent_thread, conn, tr, False, tick)
+    if variant == "confluent-asyncio":
+        return await confluent_asyncio(conn, tr, tick)
+    if variant == "aiokafka":
+        return await aiokafka_loop(conn, tr, tick)
+    raise ValueError(f"unknown baseline variant {variant!r}")
+
+
+__all__ = ["TRANSACTIONAL", "VARIANTS", "LoopStats", "TopicPartition", "run_variant"]

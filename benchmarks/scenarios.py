@@ -1,0 +1,741 @@
+"""The scenarios: the raw Kafka baseline, then the engine, each checking its own results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import workflows as wf
+from benchmarks.baseline import TRANSACTIONAL, VARIANTS, run_variant
+from benchmarks.harness import (
+    Bench,
+    Row,
+    ScenarioResult,
+    WorkerProc,
+    end_offsets,
+    gather_limited,
+    namespace,
+    percentiles,
+    run_many,
+    start_workers,
+    stop_workers,
+    wait_for,
+    warm_up,
+)
+from grctl import Client, Connection, WorkflowHandle
+from grctl.kafka.partitioner import partition_for
+
+Scenario = Callable[[Bench], Awaitable[ScenarioResult]]
+
+STEPS = 10
+LATENCY_P50_MS = 15.0
+LATENCY_P99_MS = 50.0
+RATIO_TARGET = 0.6
+PARTITION_RATIO_TARGET = 0.9
+RESTORE_TARGET = 200_000
+RSS_TARGET_MB = 300.0
+RSS_RUNS = 100_000
+
+
+# --------------------------------------------------------------------------- engine fixture
+
+
+@dataclass
+class Engine:
+    conn: Connection
+    client: Client
+    workers: list[WorkerProc]
+    ready_s: float
+
+
+@contextlib.asynccontextmanager
+async def engine(bench: Bench, label: str, partitions: int = 12, workers: int = 1) -> AsyncIterator[Engine]:
+    """A namespace, `workers` worker processes owning all its partitions, a warm client.
+
+    A worker that dies while the scenario runs cancels the scenario (it fails with the
+    worker's log tail) instead of leaving it waiting for results that never come.
+    """
+    loop = asyncio.get_running_loop()
+    async with namespace(bench, label, partitions) as conn:
+        procs, ready_s = await start_workers(bench, conn, workers)
+        client = Client(conn)
+        main = asyncio.current_task()
+        dead: list[WorkerProc] = []
+        expected_stop = False
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                for w in procs:
+                    if not w.alive() and not getattr(w, "expected_exit", False) and not expected_stop:
+                        dead.append(w)
+                        if main is not None:
+                            main.cancel()
+                        return
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await warm_up(client, conn)
+            yield Engine(conn, client, procs, ready_s)
+        except asyncio.CancelledError:
+            if dead:
+                w = dead[0]
+                if main is not None:
+                    main.uncancel()
+                code = w.proc and w.proc.returncode
+                raise RuntimeError(f"worker {w.name} died (exit {code}):\n{w.log_text()[-3000:]}") from None
+            raise
+        finally:
+            expected_stop = True
+            watcher.cancel()
+            await client.close()
+            await loop.run_in_executor(None, stop_workers, procs)
+
+
+def _exc_summary(values: list[Any]) -> str:
+    errs = [v for v in values if isinstance(v, BaseException)]
+    return f"{len(errs)} raised, e.g. {errs[0]!r}" if errs else ""
+
+
+def _wrong(values: list[Any], expected: Callable[[int], Any]) -> list[int]:
+    return [i for i, v in enumerate(values) if v != expected(i)]
+
+
+def _detail(values: list[Any], expected: Callable[[int], Any]) -> str:
+    bad = _wrong(values, expected)
+    if not bad:
+        return ""
+    i = bad[0]
+    return (
+        f"{len(bad)}/{len(values)} wrong; run {i}: got {values[i]!r}, expected {expected(i)!r}. {_exc_summary(values)}"
+    )
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+async def baseline(bench: Bench) -> ScenarioResult:
+    """The raw consume-transform-produce loops (see benchmarks/baseline.py)."""
+    res = ScenarioResult("baseline")
+    runs, conc = bench.size(5000, 1000), bench.size(1000, 500)
+    res.params = {"runs": runs, "steps_per_run": STEPS, "concurrent_runs": conc, "partitions": 12,
+                  "records_out_per_step": "2 history + 2 state + 1 next-step (+1 history per run end)"}  # fmt: skip
+    rates: dict[str, float] = {}
+    for variant in VARIANTS:
+        task = bench.task(f"baseline {variant}", runs * STEPS)
+        try:
+            async with namespace(bench, "base", 12) as conn:
+                st = await run_variant(variant, conn, runs, STEPS, conc, lambda n, t=task: bench.progress.advance(t, n))
+        except Exception as exc:
+            res.check(f"{variant}: ran", False, repr(exc))
+            continue
+        rate = st.measured_records / st.seconds if st.seconds else 0.0
+        rates[variant] = rate
+        txn = percentiles(st.txn_ms)
+        res.metrics[variant] = {
+            "records_in_per_s": round(rate),
+            "records_out_per_s": round(rate * st.records_out / max(1, st.records_in)),
+            "seconds": round(st.seconds, 2),
+            "transactions": st.txns,
+            "records_in_per_txn": round(st.records_in / st.txns, 1) if st.txns else None,
+            "txn_ms": txn,
+            "cpu_us_per_record_in": round(st.cpu_seconds / max(1, st.measured_records) * 1e6, 1),
+            "cpu_utilisation": round(st.cpu_seconds / st.seconds, 2) if st.seconds else None,
+        }
+        if st.phases_ms:
+            res.metrics[variant]["txn_phases_ms"] = {
+                name: percentiles(ph[i] for ph in st.phases_ms)
+                for i, name in enumerate(("produce", "send_offsets", "commit"))
+            }
+        res.check(
+            f"{variant}: every run completed all its steps",
+            st.runs_done == runs and st.records_in == runs * STEPS,
+            f"{st.runs_done}/{runs} runs, {st.records_in}/{runs * STEPS} steps",
+        )
+        res.check(f"{variant}: no step applied twice", st.duplicates == 0, f"{st.duplicates} duplicates")
+        label = "transactional" if variant in TRANSACTIONAL else "no transactions"
+        res.rows.append(Row(f"{variant} ({label}): records in/s", round(rate), "rec/s"))
+        res.rows.append(
+            Row(f"{variant}: CPU per record in (harness process)", res.metrics[variant]["cpu_us_per_record_in"], "µs")
+        )
+    txn_rates = {v: r for v, r in rates.items() if v in TRANSACTIONAL}
+    if txn_rates:
+        best = max(txn_rates, key=lambda v: txn_rates[v])
+        res.metrics["ceiling_variant"] = best
+        res.metrics["ceiling_records_in_per_s"] = round(txn_rates[best])
+        res.rows.append(Row("ceiling (best transactional loop)", round(txn_rates[best]), "rec/s", best))
+        if "confluent-no-txn" in rates:
+            cost = txn_rates[best] / rates["confluent-no-txn"]
+            res.metrics["txn_over_no_txn"] = round(cost, 3)
+            res.rows.append(Row("transactional / non-transactional", round(cost, 2), "x"))
+    return res
+
+
+# --------------------------------------------------------------------------- 1-step latency and runs/s
+
+
+async def latency(bench: Bench) -> ScenarioResult:
+    """1-step runs: start→complete latency one at a time (light load), then runs/s under load."""
+    res = ScenarioResult("latency")
+    n_seq, n_load, conc = bench.size(300, 60), bench.size(5000, 1000), bench.size(1000, 500)
+    res.params = {"sequential_runs": n_seq, "load_runs": n_load, "concurrent_runs": conc, "partitions": 12}
+    async with engine(bench, "lat") as eng:
+        task = bench.task("1-step latency (sequential)", n_seq)
+        lat, outs = [], []
+        for i in range(n_seq):
+            t0 = time.perf_counter()
+            try:
+                outs.append(await eng.client.run_workflow("OneStep", f"lat-{i}", None))
+            except Exception as exc:
+                outs.append(exc)
+            lat.append((time.perf_counter() - t0) * 1000)
+            bench.progress.advance(task)
+        res.check("sequential runs returned 'ok'", not _wrong(outs, lambda i: "ok"), _detail(outs, lambda i: "ok"))
+        task = bench.task("1-step runs under load", n_load)
+        specs = [("OneStep", f"load-{i}", None) for i in range(n_load)]
+        t0 = time.perf_counter()
+        outs, lat_load = await run_many(eng.client, specs, conc, lambda: bench.progress.advance(task))
+        elapsed = time.perf_counter() - t0
+        res.check("loaded runs returned 'ok'", not _wrong(outs, lambda i: "ok"), _detail(outs, lambda i: "ok"))
+    p, pl = percentiles(lat), percentiles(lat_load)
+    rate = n_load / elapsed
+    res.metrics = {
+        "latency_ms": p,
+        "latency_samples_ms": [round(x, 2) for x in lat],
+        "runs_per_s": round(rate, 1),
+        "latency_under_load_ms": pl,
+        "worker_ready_s": round(eng.ready_s, 2),
+    }
+    res.rows += [
+        Row("1-step latency p50 (light load)", p["p50"], "ms", f"≤ {LATENCY_P50_MS:g} ms", p["p50"] <= LATENCY_P50_MS),
+        Row("1-step latency p95 (light load)", p["p95"], "ms"),
+        Row("1-step latency p99 (light load)", p["p99"], "ms", f"≤ {LATENCY_P99_MS:g} ms", p["p99"] <= LATENCY_P99_MS),
+        Row(f"1-step runs/s ({conc} in flight)", round(rate), "runs/s", ratio=bench.ratio(rate)),
+        Row("1-step latency p50 / p99 under load", f"{pl['p50']:.0f} / {pl['p99']:.0f}", "ms"),
+    ]
+    return res
+
+
+# --------------------------------------------------------------------------- 10-step chain
+
+
+async def chain_run(
+    bench: Bench, res: ScenarioResult, label: str, *, partitions: int, workers: int, runs: int, conc: int
+) -> dict[str, Any]:
+    """`runs` 10-step chains, `conc` in flight; checks every result; returns the metrics."""
+    async with engine(bench, label, partitions, workers) as eng:
+        before = await asyncio.get_running_loop().run_in_executor(None, end_offsets, eng.conn)
+        task = bench.task(f"{label}: {runs} x {STEPS}-step chains", runs)
+        specs = [("Chain10", f"chain-{i}", {"steps": STEPS}) for i in range(runs)]
+        spy = start_profiler(bench, eng.workers[0]) if bench.profile is not None and label == "chain" else None
+        cpu0 = sum(w.cpu_seconds() for w in eng.workers)
+        t0 = time.perf_counter()
+        outs, lat = await run_many(eng.client, specs, conc, lambda: bench.progress.advance(task))
+        elapsed = time.perf_counter() - t0
+        cpu = sum(w.cpu_seconds() for w in eng.workers) - cpu0
+        if spy is not None:
+            stop_profiler(spy)
+        txns = eng.workers[0].transactions()
+        after = await asyncio.get_running_loop().run_in_executor(None, end_offsets, eng.conn)
+        rss = eng.workers[0].rss_mb()
+    res.check(f"{label}: every chain completed with 1", not _wrong(outs, lambda i: 1), _detail(outs, lambda i: 1))
+    steps = runs * STEPS
+    return {
+        "partitions": partitions,
+        "workers": workers,
+        "runs": runs,
+        "concurrent_runs": conc,
+        "seconds": round(elapsed, 2),
+        "steps_per_s": round(steps / elapsed, 1),
+        "runs_per_s": round(runs / elapsed, 1),
+        "run_latency_ms": percentiles(lat),
+        "worker_cpu_us_per_step": round(cpu / steps * 1e6, 1),
+        "worker_cpu_utilisation": round(cpu / elapsed, 2),
+        "offsets_per_step": {k: round((after[k] - before[k]) / steps, 2) for k in after},
+        "worker_ready_s": round(eng.ready_s, 2),
+        "worker_rss_mb": round(rss, 1),
+        **({"worker_transactions": txns} if txns else {}),
+    }
+
+
+async def chain(bench: Bench) -> ScenarioResult:
+    """10-step chains with 1,000 runs in flight: steps/s against the baseline's records-in/s."""
+    res = ScenarioResult("chain")
+    runs, conc = bench.size(5000, 1000), bench.size(1000, 500)
+    res.params = {"runs": runs, "steps_per_run": STEPS, "concurrent_runs": conc, "partitions": 12, "workers": 1}
+    m = await chain_run(bench, res, "chain", partitions=12, workers=1, runs=runs, conc=conc)
+    res.metrics = m
+    ratio = bench.ratio(m["steps_per_s"])
+    res.rows += [
+        Row(f"10-step chain steps/s ({conc} runs in flight)", m["steps_per_s"], "steps/s",
+            f"≥ {RATIO_TARGET}x baseline", None if ratio is None else ratio >= RATIO_TARGET, ratio),
+        Row("chain run latency p50 / p99 (start→complete, 10 steps)",
+            f"{m['run_latency_ms']['p50']:.0f} / {m['run_latency_ms']['p99']:.0f}", "ms"),
+        Row("worker CPU per step (user + system, all threads)", m["worker_cpu_us_per_step"], "µs"),
+        Row("offsets per step (directives / history / state, incl. txn markers)",
+            " / ".join(f"{m['offsets_per_step'][k]:.2f}" for k in ("directives", "history", "state")), ""),
+    ]  # fmt: skip
+    if ratio is None:
+        res.notes.append("no baseline in this run: the ratio needs `--scenario baseline`")
+    return res
+
+
+# --------------------------------------------------------------------------- store-heavy
+
+
+async def store(bench: Bench) -> ScenarioResult:
+    """Steps that read and write 10 keys x 1 KiB each."""
+    res = ScenarioResult("store")
+    runs, conc, steps = bench.size(1000, 200), bench.size(500, 200), bench.size(5, 3)
+    res.params = {"runs": runs, "verifying_steps_per_run": steps, "keys_per_step": wf.STORE_KEYS,
+                  "value_bytes": wf.STORE_VALUE_BYTES, "concurrent_runs": conc}  # fmt: skip
+    async with engine(bench, "store") as eng:
+        task = bench.task(f"store-heavy: {runs} runs", runs)
+        specs = [("StoreHeavy", f"store-{i}", {"steps": steps}) for i in range(runs)]
+        t0 = time.perf_counter()
+        outs, _ = await run_many(eng.client, specs, conc, lambda: bench.progress.advance(task))
+        elapsed = time.perf_counter() - t0
+    expected = wf.STORE_KEYS * steps
+    res.check(
+        "every run verified each value it read", not _wrong(outs, lambda i: expected), _detail(outs, lambda i: expected)
+    )
+    total_steps = runs * (steps + 1)
+    rate = total_steps / elapsed
+    mib = rate * wf.STORE_KEYS * wf.STORE_VALUE_BYTES / 2**20
+    res.metrics = {"seconds": round(elapsed, 2), "steps_per_s": round(rate, 1)}
+    res.metrics["store_mib_written_per_s"] = round(mib, 2)
+    res.rows += [
+        Row("store-heavy steps/s (10 keys x 1 KiB read + written)", round(rate), "steps/s", ratio=bench.ratio(rate)),
+        Row("store values written", res.metrics["store_mib_written_per_s"], "MiB/s"),
+    ]
+    return res
+
+
+# --------------------------------------------------------------------------- tasks with retries
+
+
+async def tasks(bench: Bench) -> ScenarioResult:
+    """Each run calls 3 tasks that fail twice before succeeding (RetryPolicy, 1 ms back-off)."""
+    res = ScenarioResult("tasks")
+    runs, conc, calls, fails = bench.size(2000, 200), bench.size(1000, 200), 3, 2
+    res.params = {"runs": runs, "task_calls_per_run": calls, "failures_per_call": fails, "concurrent_runs": conc}
+    async with engine(bench, "tasks") as eng:
+        task = bench.task(f"tasks with retries: {runs} runs", runs)
+        specs = [("TaskRetry", f"task-{i}", {"calls": calls, "fails": fails}) for i in range(runs)]
+        t0 = time.perf_counter()
+        outs, lat = await run_many(eng.client, specs, conc, lambda: bench.progress.advance(task))
+        elapsed = time.perf_counter() - t0
+
+    def expected(i: int) -> list[str]:
+        return [f"task-{i}/{c}:ok" for c in range(calls)]
+
+    res.check("every run returned its task results", not _wrong(outs, expected), _detail(outs, expected))
+    attempts = runs * calls * (fails + 1)
+    res.metrics = {"seconds": round(elapsed, 2), "runs_per_s": round(runs / elapsed, 1),
+                   "task_attempts_per_s": round(attempts / elapsed, 1), "run_latency_ms": percentiles(lat)}  # fmt: skip
+    res.rows += [
+        Row(f"runs/s with {calls} tasks x {fails + 1} attempts each", round(runs / elapsed), "runs/s"),
+        Row("task attempts/s (each journaled)", round(attempts / elapsed), "attempts/s"),
+    ]
+    return res
+
+
+# --------------------------------------------------------------------------- events fan-in
+
+
+async def events(bench: Bench) -> ScenarioResult:
+    """Many concurrent `handle.send` into each waiting run; the handler sums what it got."""
+    res = ScenarioResult("events")
+    runs, per_run, conc = bench.size(200, 40), bench.size(50, 10), 1000
+    res.params = {"runs": runs, "events_per_run": per_run, "concurrent_sends": conc}
+    async with engine(bench, "events") as eng:
+        client = eng.client
+        handles = await gather_limited(
+            (client.start_workflow("FanIn", f"fan-{i}", {"expected": per_run}) for i in range(runs)), conc
+        )
+        ok = res.check("every run started", all(isinstance(h, WorkflowHandle) for h in handles), _exc_summary(handles))
+        if not ok:
+            return res
+        task = bench.task(f"events: {runs} runs x {per_run} sends", runs * per_run)
+
+        async def send(h: WorkflowHandle, n: int) -> None:
+            await h.send("ping", {"n": n})
+            bench.progress.advance(task)
+
+        t0 = time.perf_counter()
+        sent = await gather_limited((send(h, n) for n in range(per_run) for h in handles), conc)
+        t_sent = time.perf_counter() - t0
+        outs = await gather_limited((h.result(timeout=300) for h in handles), len(handles))
+        elapsed = time.perf_counter() - t0
+    total = runs * per_run
+    expected = per_run * (per_run - 1) // 2
+    res.check("every send was accepted", not any(isinstance(s, BaseException) for s in sent), _exc_summary(sent))
+    res.check(
+        "every run summed all its events", not _wrong(outs, lambda i: expected), _detail(outs, lambda i: expected)
+    )
+    rate = total / elapsed
+    res.metrics = {"seconds": round(elapsed, 2), "sends_accepted_s": round(t_sent, 2), "events_per_s": round(rate, 1),
+                   "steps_per_s": round((total + runs) / elapsed, 1)}  # fmt: skip
+    res.rows += [
+        Row(f"events handled/s ({per_run} concurrent senders per run)", round(rate), "events/s",
+            ratio=bench.ratio((total + runs) / elapsed)),
+    ]  # fmt: skip
+    return res
+
+
+# --------------------------------------------------------------------------- timers and RSS
+
+
+async def _all_waiting(client: Client, last_per_partition: dict[int, str], timeout: float) -> None:
+    """Wait until the last run started on each partition waits (runs of a partition start in order)."""
+    pending = dict(last_per_partition)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for p, wf_id in list(pending.items()):
+            info = await client.describe(wf_id)
+            if info.waiting_for_event or info.status.is_terminal:
+                del pending[p]
+        if pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"runs still not waiting after {timeout:.0f}s: {sorted(pending.values())[:5]}")
+            await asyncio.sleep(0.5)
+
+
+async def timers(bench: Bench) -> ScenarioResult:
+    """Many runs wait with a timeout; a burst of chains runs meanwhile; then the timers fire.
+
+    Also the RSS figure: the worker's resident memory with every run waiting.
+    """
+    res = ScenarioResult("timers")
+    n, burst_runs, conc = bench.size(RSS_RUNS, 5000), bench.size(2000, 300), 2000
+    res.params = {"waiting_runs": n, "burst_chain_runs": burst_runs, "start_concurrency": conc}
+    lat = bench.results.get("latency")
+    est_rate = 0.4 * float(lat.metrics.get("runs_per_s", 0)) if lat is not None else 0.0
+    est_rate = est_rate or 800.0
+    budget_s = n / est_rate * 1.5 + burst_runs * STEPS / 2000 * 2 + 20
+    async with engine(bench, "timers") as eng:
+        w = eng.workers[0]
+        client = eng.client
+        rss_idle = w.rss_mb()
+        fire_at = time.time() + budget_s
+        fire_at_ms = int(fire_at * 1000)
+        task = bench.task(f"timers: start {n} waiting runs", n)
+        done_at: dict[int, float] = {}
+        last_per_partition: dict[int, str] = {}
+
+        async def start(i: int) -> WorkflowHandle:
+            wf_id = f"tw-{i}"
+            h = await client.start_workflow("TimerWait", wf_id, {"fire_at_ms": fire_at_ms})
+            last_per_partition[partition_for(wf_id, eng.conn.num_partitions)] = wf_id
+            h.future.add_done_callback(lambda _f, i=i: done_at.setdefault(i, time.time()))
+            bench.progress.advance(task)
+            return h
+
+        t0 = time.perf_counter()
+        handles = await gather_limited((start(i) for i in range(n)), conc)
+        if not res.check("every timer run started", all(isinstance(h, WorkflowHandle) for h in handles),
+                         _exc_summary(handles)):  # fmt: skip
+            return res
+        await _all_waiting(client, last_per_partition, timeout=max(60.0, budget_s))
+        fill_s = time.perf_counter() - t0
+        await asyncio.sleep(2.0)
+        rss_full = w.rss_mb()
+        slack_s = fire_at - time.time()
+        # A burst of chains while every timer is pending.
+        btask = bench.task(f"timers: burst of {burst_runs} chains", burst_runs)
+        specs = [("Chain10", f"burst-{i}", {"steps": STEPS}) for i in range(burst_runs)]
+        tb = time.perf_counter()
+        bouts, _ = await run_many(client, specs, 1000, lambda: bench.progress.advance(btask))
+        burst_s = time.perf_counter() - tb
+        res.check("burst chains completed with 1", not _wrong(bouts, lambda i: 1), _detail(bouts, lambda i: 1))
+        early = len(done_at)
+        ftask = bench.task(f"timers: {n} firing", n)
+        before = 0
+
+        def progress() -> None:
+            nonlocal before
+            bench.progress.advance(ftask, len(done_at) - before)
+            before = len(done_at)
+
+        remaining = fire_at - time.time()
+        outs: list[Any] = []
+        collector = asyncio.ensure_future(gather_limited((h.result(timeout=remaining + 600) for h in handles), n))
+        while not collector.done():
+            progress()
+            await asyncio.sleep(0.5)
+        outs = collector.result()
+        progress()
+        rss_after = w.rss_mb()
+    res.check("every timer fired its on_timeout step", not _wrong(outs, lambda i: "expired"),
+              _detail(outs, lambda i: "expired"))  # fmt: skip
+    too_early = sum(1 for t in done_at.values() if t < fire_at - 0.01)
+    res.check("no timer fired before it was due", too_early == 0, f"{too_early} runs ended before the due time")
+    if early:
+        res.notes.append(f"{early} timer runs ended during the burst")
+    if slack_s < 0:
+        res.notes.append(f"the runs took {-slack_s:.0f}s longer to start than budgeted: timers fired during the burst")
+    fired = sorted(done_at.values())
+    drain_s = (fired[-1] - fire_at) if fired else 0.0
+    lags = [(t - fire_at) * 1000 for t in fired]
+    chain_res = bench.results.get("chain")
+    chain_rate = chain_res.metrics.get("steps_per_s") if chain_res is not None else None
+    burst_rate = burst_runs * STEPS / burst_s
+    per_run_kib = (rss_full - rss_idle) * 1024 / n
+    rss_100k = rss_idle + (rss_full - rss_idle) * RSS_RUNS / n
+    res.metrics = {
+        "fill_seconds": round(fill_s, 2),
+        "fill_runs_per_s": round(n / fill_s, 1),
+        "slack_before_due_s": round(slack_s, 1),
+        "burst_steps_per_s": round(burst_rate, 1),
+        "burst_vs_chain": round(burst_rate / chain_rate, 3) if chain_rate else None,
+        "timers_fired_per_s": round(n / drain_s, 1) if drain_s > 0 else None,
+        "fire_lag_ms": percentiles(lags),
+        "fire_lag_samples_ms": [round(x) for x in lags[:: max(1, len(lags) // 2000)]],
+        "rss_idle_mb": round(rss_idle, 1),
+        "rss_waiting_mb": round(rss_full, 1),
+        "rss_after_fired_mb": round(rss_after, 1),
+        "rss_per_waiting_run_kib": round(per_run_kib, 2),
+        "rss_100k_mb": round(rss_100k, 1),
+        "rss_100k_extrapolated": n < RSS_RUNS,
+    }
+    rss_label = f"worker RSS with {n:,} waiting runs" + ("" if n >= RSS_RUNS else f" (→ {RSS_RUNS:,}: extrapolated)")
+    res.rows += [
+        Row(f"start {n:,} waiting runs (timer armed)", round(n / fill_s), "runs/s"),
+        Row(f"chain steps/s with {n:,} timers pending", round(burst_rate), "steps/s", ratio=bench.ratio(burst_rate)),
+        Row(f"timers fired/s ({n:,} due at once)", res.metrics["timers_fired_per_s"], "timers/s"),
+        Row("timer fire lag p50 / p99 (due → run completed)",
+            f"{res.metrics['fire_lag_ms'].get('p50', 0):.0f} / {res.metrics['fire_lag_ms'].get('p99', 0):.0f}", "ms"),
+        Row(rss_label, round(rss_100k, 1), "MiB", f"≤ {RSS_TARGET_MB:g} MB", rss_100k <= RSS_TARGET_MB),
+        Row("worker RSS idle / per waiting run", f"{rss_idle:.0f} MiB / {per_run_kib:.2f} KiB", ""),
+    ]  # fmt: skip
+    return res
+
+
+# --------------------------------------------------------------------------- partitions, workers
+
+
+async def raw_loop(bench: Bench, partitions: int, runs: int, conc: int, label: str) -> float:
+    """Records-in/s of the confluent-thread transactional loop on `partitions` partitions."""
+    task = bench.task(f"{label}: raw loop, {partitions} partitions", runs * STEPS)
+    async with namespace(bench, f"raw{partitions}", partitions) as conn:
+        st = await run_variant("confluent-thread", conn, runs, STEPS, conc, lambda n: bench.progress.advance(task, n))
+    if st.runs_done != runs or st.duplicates:
+        raise RuntimeError(f"raw loop on {partitions} partitions: {st.runs_done}/{runs} runs, {st.duplicates} dups")
+    phases = {
+        name: percentiles(ph[i] for ph in st.phases_ms) for i, name in enumerate(("produce", "send_offsets", "commit"))
+    }
+    bench.scratch[f"raw{partitions}"] = {"txn_ms": percentiles(st.txn_ms), "txn_phases_ms": phases,
+                                         "records_in_per_txn": round(st.records_in / max(1, st.txns), 1)}  # fmt: skip
+    return st.measured_records / st.seconds if st.seconds else 0.0
+
+
+async def partitions(bench: Bench) -> ScenarioResult:
+    """The chain on 4 and on 64 partitions (one worker), and the raw loop on both for reference."""
+    res = ScenarioResult("partitions")
+    runs, conc = bench.size(3000, 1000), bench.size(1000, 500)
+    res.params = {"runs": runs, "concurrent_runs": conc}
+    m4 = await chain_run(bench, res, "p4", partitions=4, workers=1, runs=runs, conc=conc)
+    m64 = await chain_run(bench, res, "p64", partitions=64, workers=1, runs=runs, conc=conc)
+    raw4 = await raw_loop(bench, 4, runs, conc, "p4")
+    raw64 = await raw_loop(bench, 64, runs, conc, "p64")
+    ratio = m64["steps_per_s"] / m4["steps_per_s"]
+    raw_ratio = raw64 / raw4 if raw4 else 0.0
+    res.metrics = {"p4": m4, "p64": m64, "p64_over_p4": round(ratio, 3),
+                   "raw_loop_p4_records_in_per_s": round(raw4), "raw_loop_p64_records_in_per_s": round(raw64),
+                   "raw_p64_over_p4": round(raw_ratio, 3),
+                   "raw_loop_p4": bench.scratch.get("raw4"), "raw_loop_p64": bench.scratch.get("raw64")}  # fmt: skip
+    res.rows += [
+        Row("chain steps/s, 4 partitions", m4["steps_per_s"], "steps/s", ratio=round(m4["steps_per_s"] / raw4, 3)),
+        Row("chain steps/s, 64 partitions", m64["steps_per_s"], "steps/s", ratio=round(m64["steps_per_s"] / raw64, 3)),
+        Row("64 / 4 partitions", round(ratio, 2), "x", f"≥ {PARTITION_RATIO_TARGET}", ratio >= PARTITION_RATIO_TARGET),
+        Row("raw loop (confluent-thread) records in/s, 4 / 64 partitions", f"{raw4:,.0f} / {raw64:,.0f}", "rec/s"),
+        Row("raw loop 64 / 4 partitions", round(raw_ratio, 2), "x"),
+        Row("worker ready (owns all partitions), 4 / 64 partitions",
+            f"{m4['worker_ready_s']:.1f} / {m64['worker_ready_s']:.1f}", "s"),
+    ]  # fmt: skip
+    res.notes.append("partitions: the engine/baseline column compares with the raw loop on the same partition count")
+    return res
+
+
+async def workers(bench: Bench) -> ScenarioResult:
+    """The chain with 1 and with 2 worker processes (12 partitions)."""
+    res = ScenarioResult("workers")
+    runs, conc = bench.size(3000, 1000), bench.size(1000, 500)
+    res.params = {"runs": runs, "concurrent_runs": conc, "partitions": 12}
+    m1 = await chain_run(bench, res, "w1", partitions=12, workers=1, runs=runs, conc=conc)
+    m2 = await chain_run(bench, res, "w2", partitions=12, workers=2, runs=runs, conc=conc)
+    ratio = m2["steps_per_s"] / m1["steps_per_s"]
+    res.metrics = {"w1": m1, "w2": m2, "w2_over_w1": round(ratio, 3)}
+    res.rows += [
+        Row("chain steps/s, 1 worker process", m1["steps_per_s"], "steps/s", ratio=bench.ratio(m1["steps_per_s"])),
+        Row("chain steps/s, 2 worker processes", m2["steps_per_s"], "steps/s", ratio=bench.ratio(m2["steps_per_s"])),
+        Row("2 / 1 workers", round(ratio, 2), "x"),
+    ]
+    res.notes.append("2 cores for the broker, the client and the workers: a second worker process adds no CPU")
+    return res
+
+
+# --------------------------------------------------------------------------- restore
+
+
+async def restore(bench: Bench) -> ScenarioResult:
+    """Changelog restore on assign: build state, stop the worker, wipe its RocksDB, start it again."""
+    res = ScenarioResult("restore")
+    runs, keys, size, conc = bench.size(20_000, 2_000), 10, 100, 2000
+    res.params = {"runs": runs, "keys_per_run": keys, "value_bytes": size}
+    loop = asyncio.get_running_loop()
+    async with engine(bench, "restore") as eng:
+        client = eng.client
+        task = bench.task(f"restore: build {runs} runs x {keys} keys", runs)
+        last_per_partition: dict[int, str] = {}
+
+        async def start(i: int) -> WorkflowHandle:
+            wf_id = f"rs-{i}"
+            h = await client.start_workflow("Restore", wf_id, {"keys": keys, "size": size})
+            last_per_partition[partition_for(wf_id, eng.conn.num_partitions)] = wf_id
+            bench.progress.advance(task)
+            return h
+
+        handles = await gather_limited((start(i) for i in range(runs)), conc)
+        started = all(isinstance(h, WorkflowHandle) for h in handles)
+        if not res.check("every run started", started, _exc_summary(handles)):
+            return res
+        await _all_waiting(client, last_per_partition, timeout=300)
+        changelog = (await loop.run_in_executor(None, end_offsets, eng.conn, ("state",)))["state"]
+        w = eng.workers[0]
+        w.expected_exit = True  # type: ignore[attr-defined]  # read by the engine() watchdog
+        code = await loop.run_in_executor(None, w.stop)
+        res.check("worker stopped cleanly (SIGTERM)", code == 0, f"exit code {code}")
+        # Keep instance.id (static membership: the restarted worker takes its partitions back
+        # at once); delete every partition's RocksDB.
+        wiped = 0
+        for child in w.state_dir.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+                wiped += 1
+        t0 = time.perf_counter()
+        w.start()
+        w.expected_exit = False  # type: ignore[attr-defined]
+        await wait_for(lambda: len(w.owned()) == eng.conn.num_partitions, 300, "the restarted worker's partitions")
+        ready_s = time.perf_counter() - t0
+        restores = w.restores()
+        ftask = bench.task(f"restore: finish {runs} runs", runs)
+
+        async def finish(h: WorkflowHandle) -> Any:
+            await h.send("finish")
+            out = await h.result(timeout=300)
+            bench.progress.advance(ftask)
+            return out
+
+        outs = await gather_limited((finish(h) for h in handles), conc)
+    expected = [wf.restore_checksum(f"rs-{i}", keys, size) for i in range(runs)]
+    res.check("every run read back all its values after the restore", not _wrong(outs, lambda i: expected[i]),
+              _detail(outs, lambda i: expected[i]))  # fmt: skip
+    records = sum(r for _, r, _ in restores)
+    ms = sum(t for _, _, t in restores)
+    res.check("every partition restored from the changelog", len(restores) == eng.conn.num_partitions and wiped > 0,
+              f"{len(restores)} restores logged, {wiped} folders wiped")  # fmt: skip
+    rate = records / (ms / 1000) if ms else 0.0
+    res.metrics = {
+        "changelog_offsets": changelog,
+        "records_restored": records,
+        "restore_ms_total": ms,
+        "records_per_s": round(rate),
+        "worker_ready_after_wipe_s": round(ready_s, 2),
+        "per_partition": [{"partition": p, "records": r, "ms": t} for p, r, t in sorted(restores)],
+    }
+    res.rows += [
+        Row(f"changelog restore ({records:,} records, {len(restores)} partitions, one after another)", round(rate),
+            "records/s", f"≥ {RESTORE_TARGET:,}", rate >= RESTORE_TARGET),
+        Row("restarted worker owns every partition after", round(ready_s, 1), "s"),
+    ]  # fmt: skip
+    return res
+
+
+# --------------------------------------------------------------------------- children
+
+
+async def children(bench: Bench) -> ScenarioResult:
+    """Child fan-out: each parent starts N children in one step and awaits them all."""
+    res = ScenarioResult("children")
+    parents, per_parent, conc = bench.size(200, 20), bench.size(20, 10), bench.size(200, 20)
+    res.params = {"parents": parents, "children_per_parent": per_parent, "concurrent_parents": conc}
+    async with engine(bench, "children") as eng:
+        task = bench.task(f"children: {parents} parents x {per_parent} children", parents)
+        specs = [("FanOut", f"fan-{i}", {"children": per_parent}) for i in range(parents)]
+        t0 = time.perf_counter()
+        outs, lat = await run_many(eng.client, specs, conc, lambda: bench.progress.advance(task))
+        elapsed = time.perf_counter() - t0
+    expected = sum(2 * i for i in range(per_parent))
+    res.check(
+        "every parent summed all its children's results",
+        not _wrong(outs, lambda i: expected),
+        _detail(outs, lambda i: expected),
+    )
+    kids = parents * per_parent
+    res.metrics = {"seconds": round(elapsed, 2), "children_per_s": round(kids / elapsed, 1),
+                   "parent_latency_ms": percentiles(lat)}  # fmt: skip
+    res.rows += [
+        Row(f"child runs/s ({per_parent} children per parent, awaited in one step)", round(kids / elapsed), "runs/s",
+            ratio=bench.ratio((kids + parents) / elapsed)),
+        Row("parent latency p50 / p99 (start -> all children done)",
+            f"{res.metrics['parent_latency_ms']['p50']:.0f} / {res.metrics['parent_latency_ms']['p99']:.0f}", "ms"),
+    ]  # fmt: skip
+    return res
+
+
+# --------------------------------------------------------------------------- profiler
+
+
+def start_profiler(bench: Bench, worker: WorkerProc) -> subprocess.Popen[bytes]:
+    """Attach py-spy to a worker: raw collapsed stacks, per thread, only the thread holding the GIL.
+
+    The worker is one Python process, so the GIL is the resource its threads (event loop,
+    consumer, producer) share: `--gil` shows what holds it.
+    """
+    assert bench.profile is not None
+    bench.profile.mkdir(parents=True, exist_ok=True)
+    out = bench.profile / "chain-worker.collapsed.txt"
+    spy = shutil.which("py-spy") or str(Path(__import__("sys").executable).parent / "py-spy")
+    proc = subprocess.Popen(
+        [spy, "record", "--pid", str(worker.pid), "--rate", "250", "--format", "raw", "--threads", "--gil",
+         "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=open(bench.profile / "py-spy.log", "wb"),  # noqa: SIM115
+    )  # fmt: skip
+    time.sleep(1.0)  # py-spy needs a moment to attach
+    return proc
+
+
+def stop_profiler(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "baseline": baseline,
+    "latency": latency,
+    "chain": chain,
+    "store": store,
+    "tasks": tasks,
+    "events": events,
+    "timers": timers,
+    "partitions": partitions,
+    "workers": workers,
+    "restore": restore,
+    "children": children,
+}
+#: `rss` is measured by the timers scenario (the worker with every timer run waiting).
+ALIASES = {"rss": "timers"}
+#: Scenarios whose headline is a ratio to the baseline: selecting one runs the baseline first.
+NEEDS_BASELINE = ("chain", "partitions", "workers")
