@@ -369,13 +369,7 @@ class Machine:
     ) -> Transition:
         """An event: append it to the inbox; if the run waits and nothing is queued, run it now."""
         tr = Transition()
-        if run is None:
-            if cmd.reply_to:
-                tr.replies.append(self._error_reply(cmd.reply_to, "not_found", f"no run of workflow id {cmd.wf_id!r}"))
-            return tr
-        if cmd.run_id is not None and cmd.run_id != run.run_id:
-            if cmd.reply_to:
-                tr.replies.append(self._stale_run_reply(cmd.reply_to, cmd.run_id, run))
+        if not self._addresses(tr, run, cmd) or run is None:
             return tr
         if run.state not in ACTIVE_STATES and run.state != "start":
             if cmd.reply_to:
@@ -428,13 +422,7 @@ class Machine:
     def on_cancel(self, run: RunRecord | None, cmd: CancelCmd, now_ms: int) -> Transition:
         """Cancel or terminate the latest run."""
         tr = Transition()
-        if run is None:
-            if cmd.reply_to:
-                tr.replies.append(self._error_reply(cmd.reply_to, "not_found", f"no run of workflow id {cmd.wf_id!r}"))
-            return tr
-        if cmd.run_id is not None and cmd.run_id != run.run_id:
-            if cmd.reply_to:
-                tr.replies.append(self._stale_run_reply(cmd.reply_to, cmd.run_id, run))
+        if not self._addresses(tr, run, cmd) or run is None:
             return tr
         what = "terminate" if cmd.terminate else "cancel"
         if run.state not in ACTIVE_STATES:
@@ -461,6 +449,18 @@ class Machine:
                 (cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id))
             )
         return tr
+
+    def _addresses(self, tr: Transition, run: RunRecord | None, cmd: EventCmd | CancelCmd) -> bool:
+        """Whether `cmd` is for `run`; if not, answer why (no run, or an older run of the id)."""
+        if run is None:
+            if cmd.reply_to:
+                tr.replies.append(self._error_reply(cmd.reply_to, "not_found", f"no run of workflow id {cmd.wf_id!r}"))
+            return False
+        if cmd.run_id is not None and cmd.run_id != run.run_id:
+            if cmd.reply_to:
+                tr.replies.append(self._stale_run_reply(cmd.reply_to, cmd.run_id, run))
+            return False
+        return True
 
     @staticmethod
     def _stale_run_reply(to: ReplyTo, run_id: str, latest: RunRecord) -> tuple[ReplyTo, Reply]:
