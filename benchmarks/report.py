@@ -39,7 +39,7 @@ def environment(servers: str, quick: bool) -> dict[str, Any]:
         "load_avg_at_end": [round(x, 2) for x in load],
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": getattr(confluent_kafka, "__version__", "") or str(confluent_kafka.version()),
         "librdkafka": confluent_kafka.libversion()[0],
         "aiokafka": aiokafka.__version__,
     }
