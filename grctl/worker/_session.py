@@ -600,6 +600,8 @@ class WorkerSession:
             now = now_ms()
             fired = 0
             for proc in list(self.processors.values()):
+                if len(self.batch) > MAX_BATCH_RECORDS:
+                    break  # back-pressure, as for consumed records: let the commit catch up
                 fired += proc.fire_due_timers(now, TIMER_FIRE_LIMIT)
             if fired:
                 await asyncio.sleep(0)  # let inputs in between bursts
