@@ -12,8 +12,28 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import msgspec
+import pydantic
+
 from grctl import Client, WorkflowHandle
 from grctl.models import HistoryEvent, HistoryKind
+
+
+class StructPayload(msgspec.Struct):
+    """The msgspec Struct the scenarios send and expect back (BEHAVIOUR.md EXEC-27, EVT-9, CHILD-17)."""
+
+    name: str
+    count: int
+    tags: list[str]
+
+
+class ModelPayload(pydantic.BaseModel):
+    """The pydantic model the scenarios send and expect back (EXEC-28, EVT-10)."""
+
+    name: str
+    count: int
+    tags: list[str]
+
 
 #: Upper bound of every history poll: far above the engine's latency (tens of ms), far below
 #: the pytest timeout.

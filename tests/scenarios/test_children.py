@@ -6,7 +6,6 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-import msgspec
 import pydantic
 import pytest
 
@@ -14,6 +13,7 @@ from grctl import Client, Context, Directive, Workflow
 from grctl.client import WorkflowError
 from grctl.models import HistoryKind
 from grctl.worker import ChildOutcome
+from tests.scenarios.support import StructPayload
 
 pytestmark = pytest.mark.kafka
 
@@ -21,12 +21,6 @@ pytestmark = pytest.mark.kafka
 class ChildResult(pydantic.BaseModel):
     value: str
     count: int = 3
-
-
-class StructPayload(msgspec.Struct):
-    name: str
-    count: int
-    tags: list[str]
 
 
 # ----------------------------------------------------------------------------- children

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-import pydantic
 import pytest
 
 from grctl import Client, Context, Directive, Workflow
@@ -15,6 +14,8 @@ from grctl.errors import WorkflowError
 from grctl.models import HistoryKind
 from grctl.models.history import EventReceived
 from tests.scenarios.support import (
+    ModelPayload,
+    StructPayload,
     count_of,
     history,
     index_of,
@@ -27,18 +28,6 @@ from tests.scenarios.support import (
 )
 
 pytestmark = pytest.mark.kafka
-
-
-class StructPayload(msgspec.Struct):
-    name: str
-    count: int
-    tags: list[str]
-
-
-class ModelPayload(pydantic.BaseModel):
-    name: str
-    count: int
-    tags: list[str]
 
 
 # --------------------------------------------------------------------------------------------

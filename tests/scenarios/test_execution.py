@@ -6,8 +6,6 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-import msgspec
-import pydantic
 import pytest
 from ulid import ULID
 
@@ -21,6 +19,8 @@ from grctl.errors import WorkflowTypeNotRegisteredError
 from grctl.models import HistoryKind, RunCancelled, RunInfo, RunStatus, StepTimeout
 from grctl.worker.task import task
 from tests.scenarios.support import (
+    ModelPayload,
+    StructPayload,
     history,
     index_of,
     kinds,
@@ -37,18 +37,6 @@ from tests.scenarios.support import (
 pytestmark = pytest.mark.kafka
 
 STARTED, COMPLETED, TIMEOUT = "step.started", "step.completed", "step.timeout"
-
-
-class StructPayload(msgspec.Struct):
-    name: str
-    count: int
-    tags: list[str]
-
-
-class ModelPayload(pydantic.BaseModel):
-    name: str
-    count: int
-    tags: list[str]
 
 
 # --------------------------------------------------------------------------------------------
