@@ -274,7 +274,10 @@ class Machine:
         else:
             raise TypeError(f"apply() does not take {type(rec).__name__}")
         if tr.run is not None and offset >= 0:
-            tr.run.last_offset = offset
+            if tr.run is run:  # never mutate the caller's record (workers cache decoded records)
+                tr.run = msgspec.structs.replace(run, last_offset=offset)
+            else:
+                tr.run.last_offset = offset
         elif run is not None and offset >= 0 and not tr.skipped and tr.run is None:
             tr.run = msgspec.structs.replace(run, last_offset=offset)
         return tr

@@ -158,7 +158,7 @@ class Context:
         self._rt = runtime
         self._codec = codec
         self._next = NextBuilder(workflow, codec)
-        self._logger = _StepLogger(logging.getLogger(f"grctl.workflow.{run.wf_type}"), runtime)
+        self._logger: _StepLogger | None = None  # built on first use: most steps never log
 
     @property
     def store(self) -> Store:
@@ -173,6 +173,8 @@ class Context:
     @property
     def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]  # generic only in typeshed
         """A logger that stays silent while the step replays recorded calls."""
+        if self._logger is None:
+            self._logger = _StepLogger(logging.getLogger(f"grctl.workflow.{self.run.wf_type}"), self._rt)
         return self._logger
 
     @property

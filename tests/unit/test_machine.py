@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from grctl.engine.records import (
     RunRecord,
     StartCmd,
     TimerEntry,
+    encoder,
 )
 
 
@@ -304,3 +306,41 @@ def test_cancel_of_suspended_step_is_immediate() -> None:
     cancelled = M.apply(tr.run, CancelCmd(wf_id="wf-1"), 3, T0, no_inbox)
     assert kinds(cancelled) == ["run.cancelled"]
     assert [(t.kind, t.due_ms) for t in cancelled.timers_clear] == [("resume", T0 + 5000)]
+
+
+def test_machine_never_mutates_the_run_it_is_given() -> None:
+    """Workers cache decoded run records and hand the same object to the machine again."""
+    parent = ParentRef(wf_id="p", run_id="pr", wf_type="Order", callback_step=None)
+    waiting = wait_run(timeout_ms=5000, on_timeout="finish")
+    child = start(wf_id="c", run_id="cr", wf_type="Child", parent=parent).run
+    assert child is not None and waiting.timer_due_ms is not None
+    timer = TimerEntry(wf_id="wf-1", run_id="run-1", kind="wait", seq=1, due_ms=waiting.timer_due_ms)
+    child_done = ChildDoneCmd(
+        wf_id="wf-1", run_id="run-1", event_name="", child_wf_id="c", child_run_id="cr", outcome={}
+    )
+    cases: list[tuple[RunRecord, Callable[[RunRecord], Transition]]] = [
+        (running_run(), lambda r: M.apply(r, EventCmd(wf_id="wf-1", event_name="approve"), 7, T0, no_inbox)),
+        (waiting, lambda r: M.apply(r, EventCmd(wf_id="wf-1", event_name="finish"), 7, T0, no_inbox)),
+        (running_run(), lambda r: M.apply(r, child_done, 7, T0, no_inbox)),
+        (running_run(), lambda r: M.apply(r, CancelCmd(wf_id="wf-1"), 7, T0, no_inbox)),
+        (waiting, lambda r: M.apply(r, CancelCmd(wf_id="wf-1", terminate=True), 7, T0, no_inbox)),
+        (
+            running_run(),
+            lambda r: M.on_step_outcome(
+                r, StepOutcome(run_id="run-1", seq=1, next_kind="wait", wait_timeout_ms=10), T0, no_inbox
+            ),
+        ),
+        (waiting, lambda r: M.on_timer(r, timer, T0 + 5000)),
+        (
+            child,
+            lambda r: M.on_step_outcome(
+                r, StepOutcome(run_id="cr", seq=1, next_kind="complete", result="r"), T0, no_inbox
+            ),
+        ),
+    ]
+    for run, transition in cases:
+        before = encoder.encode(run)
+        tr = transition(run)
+        assert not tr.skipped and tr.run is not None
+        assert encoder.encode(run) == before, f"the machine changed its input run: {tr!r}"
+        assert tr.run is not run
