@@ -158,14 +158,21 @@ class PartitionProcessor:
     # ------------------------------------------------------------------ staging
 
     def stage(self, key: bytes, value: bytes | None) -> None:
-        """Write a state key in the current batch (overlay now, RocksDB after commit)."""
+        """Write a state key in the current batch (a store layer now, RocksDB after commit)."""
+        if self.closing:
+            return  # revoked: a step still unwinding must not publish anything (it runs again elsewhere)
         batch = self.session.batch
-        batch.state.setdefault(self.partition, {})[key] = value
-        self.store.put(key, value, batch.id)
+        writes = batch.state.get(self.partition)
+        if writes is None:
+            # The batch's writes of this partition are the store's layer for the batch.
+            writes = batch.state[self.partition] = self.store.layer(batch.id)
+        writes[key] = value
         self.session.mark_dirty()
 
     def emit_history(self, rec: HistoryRecord) -> None:
         """Append a history event to the current batch."""
+        if self.closing:
+            return
         self.session.produce(self.session.topics.history, self.partition, rec.wf_id.encode(), encoder.encode(rec))
 
     def apply(self, tr: Transition, wf_id: str) -> None:
@@ -365,6 +372,8 @@ class PartitionProcessor:
 
     def send_directive(self, runtime: StepRuntime, cmd: Any) -> None:
         """Stage a directive for another run (child start, event to parent) in the current batch."""
+        if self.closing:
+            return
         part = partition_for(cmd.wf_id, self.session.num_partitions)
         self.session.produce(self.session.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd))
 

@@ -369,10 +369,10 @@ class WorkerSession:
                 self.fail(exc)
                 raise SessionRestart(f"transaction failed: {exc}") from exc
         self.stats["commits"] += 1
-        for p, writes in batch.state.items():
+        for p in batch.state:
             proc = self.processors.get(p)
             if proc is not None:
-                proc.store.commit(batch.id, writes, checkpoints.get(p, -1))
+                proc.store.commit(batch.id, checkpoints.get(p, -1))
         for tp in offsets:
             proc = self.processors.get(tp.partition)
             if proc is not None:

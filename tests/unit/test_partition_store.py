@@ -14,7 +14,7 @@ def test_overlay_answers_first_and_commit_moves_writes_to_rocksdb(tmp_path: Path
     store = PartitionStore(tmp_path / "p0")
     store.put(b"r/a", b"1", batch_id=1)
     assert store.get(b"r/a") == b"1" and store.get_committed(b"r/a") is None
-    store.commit(1, {b"r/a": b"1"}, checkpoint=41)
+    store.commit(1, checkpoint=41)
     assert store.get_committed(b"r/a") == b"1" and store.overlay_size == 0
     store.close()
     reopened = PartitionStore(tmp_path / "p0")
@@ -22,19 +22,64 @@ def test_overlay_answers_first_and_commit_moves_writes_to_rocksdb(tmp_path: Path
     reopened.close()
 
 
-def test_scan_merges_overlay_of_its_table_only(tmp_path: Path) -> None:
+def test_committed_writes_reach_rocksdb_with_their_checkpoint_at_flush(tmp_path: Path) -> None:
     store = PartitionStore(tmp_path / "p0")
-    store.commit(1, {b"j/x\x00a": b"old", b"j/x\x00b": b"b", b"j/y\x00a": b"other"}, checkpoint=1)
+    store.put(b"r/a", b"1", batch_id=1)
+    store.put(b"r/b", b"2", batch_id=1)
+    store.commit(1, checkpoint=10)
+    store.put(b"r/a", None, batch_id=2)
+    store.commit(2, checkpoint=11)
+    assert store.get(b"r/a") is None and store.get_committed(b"r/b") == b"2"
+    store.flush()
+    store.put(b"r/c", b"uncommitted", batch_id=3)  # never committed: must not reach RocksDB
+    store.close()
+    reopened = PartitionStore(tmp_path / "p0")
+    assert reopened.checkpoint == 11
+    assert (reopened.get(b"r/a"), reopened.get(b"r/b"), reopened.get(b"r/c")) == (None, b"2", None)
+    reopened.close()
+
+
+def test_a_flush_is_one_consistent_write_batch_with_its_checkpoint(tmp_path: Path) -> None:
+    """What is not flushed is not in RocksDB, and the checkpoint says how far RocksDB is."""
+    store = PartitionStore(tmp_path / "p0")
+    store.put(b"r/a", b"1", batch_id=1)
+    store.commit(1, checkpoint=5)
+    store.flush()
+    store.put(b"r/a", b"2", batch_id=2)
+    store.commit(2, checkpoint=6)  # committed in Kafka, not yet flushed
+    assert store.get_committed(b"r/a") == b"2"
+    raw = store._db.get(b"r/a")  # what a crash now would leave: the restore replays from offset 6
+    assert raw == b"1" and store._flushed_checkpoint == 5
+    store.close()
+
+
+def test_staging_into_an_older_batch_is_refused(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0")
+    store.put(b"r/a", b"1", batch_id=3)
+    with pytest.raises(ValueError, match="older than the newest staged batch"):
+        store.put(b"r/a", b"0", batch_id=2)
+    store.close()
+
+
+def test_scan_merges_committed_and_uncommitted_layers(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0")
+    for key, value in {b"j/x\x00a": b"old", b"j/x\x00b": b"b", b"j/y\x00a": b"other"}.items():
+        store.put(key, value, batch_id=1)
+    store.commit(1, checkpoint=1)
+    store.flush()
     store.put(b"j/x\x00a", b"new", batch_id=2)  # overwrite
     store.put(b"j/x\x00b", None, batch_id=2)  # delete
     store.put(b"j/x\x00c", b"c", batch_id=2)  # insert
     store.put(b"t/x\x00z", b"timer", batch_id=2)  # another table
     assert list(store.scan(b"j/x\x00")) == [(b"j/x\x00a", b"new"), (b"j/x\x00c", b"c")]
-    store.commit(2, {b"j/x\x00a": b"new", b"j/x\x00b": None, b"j/x\x00c": b"c"}, checkpoint=2)
+    store.put(b"t/x\x00y", b"timer-2", batch_id=3)  # a later batch, still uncommitted
+    store.commit(2, checkpoint=2)  # committed, not flushed
     assert list(store.scan(b"j/x\x00")) == [(b"j/x\x00a", b"new"), (b"j/x\x00c", b"c")]
-    assert list(store.scan(b"t/")) == [(b"t/x\x00z", b"timer")]
+    assert list(store.scan(b"t/")) == [(b"t/x\x00y", b"timer-2"), (b"t/x\x00z", b"timer")]
     store.discard_overlay()
-    assert list(store.scan(b"t/")) == []
+    assert list(store.scan(b"t/")) == [(b"t/x\x00z", b"timer")]
+    store.flush()
+    assert list(store.scan(b"j/")) == [(b"j/x\x00a", b"new"), (b"j/x\x00c", b"c"), (b"j/y\x00a", b"other")]
     store.close()
 
 
@@ -42,8 +87,10 @@ def test_a_later_batch_write_survives_the_commit_of_an_earlier_one(tmp_path: Pat
     store = PartitionStore(tmp_path / "p0")
     store.put(b"r/a", b"v1", batch_id=1)
     store.put(b"r/a", b"v2", batch_id=2)  # staged while batch 1 commits
-    store.commit(1, {b"r/a": b"v1"}, checkpoint=5)
+    store.commit(1, checkpoint=5)
     assert store.get(b"r/a") == b"v2" and store.get_committed(b"r/a") == b"v1"
+    store.commit(2, checkpoint=6)
+    assert store.get(b"r/a") == b"v2" and store.get_committed(b"r/a") == b"v2"
     store.close()
 
 
