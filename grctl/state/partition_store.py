@@ -63,7 +63,7 @@ class PartitionStore:
                 f"same state directory: give each worker its own state_dir."
             ) from exc
         wopts = WriteOptions()
-        wopts.disable_wal = True
+        wopts.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
         self._db.set_write_options(wopts)
         # Uncommitted batches, oldest first: (batch id, key -> value or None for a delete).
         self._layers: list[tuple[int, Writes]] = []
