@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
@@ -36,6 +37,21 @@ DEFAULT_SERVERS = "127.0.0.1:9092"
 console = Console(stderr=True)
 # aiokafka logs every retried produce of a freshly created topic as a warning.
 logging.getLogger("aiokafka").setLevel(logging.ERROR)
+
+
+def _local_listener(servers: str) -> int | None:
+    """Pid of the local process listening on the first bootstrap server's port, if any."""
+    host, _, port = servers.split(",")[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"):
+        return None
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == int(port) and c.pid:
+            return int(c.pid)
+    return None
 
 
 def servers_from_env() -> str:
@@ -160,6 +176,19 @@ class Bench:
         """Engine steps/s over the baseline's records-in/s, when the baseline ran."""
         base = self.baseline_rate()
         return round(steps_per_s / base, 3) if base else None
+
+    def broker_cpu_seconds(self) -> float | None:
+        """CPU time used so far by the broker process, when it listens on this machine."""
+        pid = self.scratch.get("broker_pid", 0)
+        if pid == 0:
+            pid = self.scratch["broker_pid"] = _local_listener(self.servers)
+        if pid is None:
+            return None
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return None
+        return float(t.user + t.system)
 
     def task(self, description: str, total: float | None) -> TaskID:
         return self.progress.add_task(description, total=total)
