@@ -575,6 +575,12 @@ class WorkerSession:
                     "isolation.level": "read_committed",
                     "fetch.max.bytes": 64 * 1024 * 1024,
                     "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                    # librdkafka's defaults park a fetch for 500 ms (wait), 500 ms (after an
+                    # error) or 1 s (queue full): a restore reads to a known offset and has
+                    # nothing else to do, so it asks again quickly instead.
+                    "fetch.wait.max.ms": 10,
+                    "fetch.error.backoff.ms": 20,
+                    "fetch.queue.backoff.ms": 20,
                 }
             )
         )
