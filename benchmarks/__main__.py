@@ -44,6 +44,7 @@ async def run(args: argparse.Namespace) -> int:
                       profile=(out / "profile") if args.profile else None,
                       keep_logs=(out / "logs") if args.keep_logs else None)  # fmt: skip
         for name in names:
+            await bench.settle()
             t0 = time.perf_counter()
             try:
                 res = await SCENARIOS[name](bench)
@@ -57,7 +58,9 @@ async def run(args: argparse.Namespace) -> int:
             mark = {"ok": "[green]ok[/]", "skipped": "[yellow]skipped[/]"}.get(res.status, f"[red]{res.status}[/]")
             console.print(f"{name}: {mark} in {res.seconds:.0f}s " + "; ".join(
                 f"{r.metric} = {r.value} {r.unit}" for r in res.rows[:3]))  # fmt: skip
-    paths = write_all(out, environment(args.servers, args.quick), results)
+    env = environment(args.servers, args.quick)
+    env["broker_settle_waits_s"] = bench.scratch.get("settle_s", [])  # waits for an idle broker
+    paths = write_all(out, env, results)
     if args.profile and (out / "profile" / "chain-worker.collapsed.txt").exists():
         from benchmarks.profile import write_summary
 

@@ -190,6 +190,26 @@ class Bench:
             return None
         return float(t.user + t.system)
 
+    async def settle(self, quiet: float = 0.1, window: float = 0.5, limit: float | None = None) -> float:
+        """Wait until the local broker is idle (under `quiet` cores over `window` seconds).
+
+        Deleting an earlier scenario's topics and cleaning compacted logs keep the broker busy
+        for a while; a scenario measured meanwhile pays for them. Waits at most `limit`
+        seconds (30, 5 with --quick); returns (and records in `scratch["settle_s"]`) how long it waited.
+        """
+        limit = limit if limit is not None else (5.0 if self.quick else 30.0)
+        t0 = time.monotonic()
+        last = self.broker_cpu_seconds()
+        while last is not None and time.monotonic() - t0 < limit:
+            await asyncio.sleep(window)
+            now = self.broker_cpu_seconds()
+            if now is None or (now - last) / window < quiet:
+                break
+            last = now
+        waited = round(time.monotonic() - t0, 1)
+        self.scratch.setdefault("settle_s", []).append(waited)
+        return waited
+
     def task(self, description: str, total: float | None) -> TaskID:
         return self.progress.add_task(description, total=total)
 
