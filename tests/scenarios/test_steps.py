@@ -128,7 +128,32 @@ async def default_start(ctx: Context, name: str = "anonymous") -> Directive:
     return ctx.next.complete(name)
 
 
+# "asyncio wf": the step's own asyncio.timeout and TaskGroup, before its first suspension.
+# They bind to asyncio.current_task(): that must be the step's task, not an engine loop's.
+asyncio_wf = Workflow(workflow_type="StepOwnAsyncio")
+
+
+async def _slow(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "slow"
+
+
+@asyncio_wf.start()
+async def asyncio_start(ctx: Context) -> Directive:
+    try:
+        async with asyncio.timeout(0.2):
+            await asyncio.sleep(5)
+        timed_out = False
+    except TimeoutError:
+        timed_out = True
+    async with asyncio.TaskGroup() as tg:
+        first = tg.create_task(_slow(0.05))
+        second = tg.create_task(_slow(0.01))
+    return ctx.next.complete({"timed_out": timed_out, "group": [first.result(), second.result()]})
+
+
 ALL = [
+    asyncio_wf,
     failing_wf,
     echo_wf,
     two_step_wf,
@@ -200,6 +225,14 @@ async def test_step_6_echo_result(workers, client: Client) -> None:
     await workers.start(ALL)
     handle = await start(client, "StepEcho", "step-6", {"value": "task-result-value"})
     assert await handle.result(timeout=30) == "task-result-value"
+
+
+async def test_step_code_may_use_asyncio_timeout_and_task_groups(workers, client: Client) -> None:
+    await workers.start(ALL)
+    handle = await start(client, "StepOwnAsyncio", "step-own-asyncio")
+    assert await handle.result(timeout=30) == {"timed_out": True, "group": ["slow", "slow"]}
+    again = await start(client, "StepTwoStep", "step-own-asyncio-after")  # the worker is unharmed
+    assert await again.result(timeout=30) == "two-step-ok"
 
 
 async def test_step_7_no_step_timeout_on_success(workers, client: Client) -> None:
