@@ -873,7 +873,7 @@ class WorkerSession:
 def _new_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     if sys.version_info >= (3, 12):
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    return loop.create_task(coro)
+    return asyncio.Task(coro, loop=loop)  # loop.create_task minus its Python wrapper (~1 µs a step)
 
 
 def _consume_available(consumer: Consumer, limit: int, wait: float) -> tuple[list[Any], Any]:
