@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Decoded run records kept per partition (the machine never mutates a record it was given).
-RUN_CACHE_SIZE = 50_000
+RUN_CACHE_SIZE = 4_096
 
 journal_entry_encoder = msgspec.msgpack.Encoder()
 journal_entry_decoder = msgspec.msgpack.Decoder(list[Any])
