@@ -302,9 +302,23 @@ async def chain(bench: Bench) -> ScenarioResult:
     m = await chain_run(bench, res, "chain", partitions=12, workers=1, runs=runs, conc=conc)
     res.metrics = m
     ratio = bench.ratio(m["steps_per_s"])
+    # One ceiling run against one chain run moves with the machine (ceilings of 18.6k-30.2k
+    # records/s on the same day): interleaved pairs, each raw loop right before its chain,
+    # give the ratio the target is judged on.
+    pairs = []
+    for i in range(bench.size(3, 0)):
+        raw = await raw_loop(bench, 12, runs // 2, conc, f"pair{i + 1}")
+        mp = await chain_run(bench, res, f"pair{i + 1}", partitions=12, workers=1, runs=runs // 2, conc=conc)
+        pairs.append((round(raw), mp["steps_per_s"], round(mp["steps_per_s"] / raw, 3) if raw else 0.0))
+    m["pairs"] = [{"raw_loop_records_in_per_s": a, "chain_steps_per_s": b, "ratio": c} for a, b, c in pairs]
+    paired = sorted(c for _, _, c in pairs)
+    median = paired[len(paired) // 2] if paired else None
+    m["paired_ratio_median"] = median
+    target_ratio = median if median is not None else ratio
     res.rows += [
         Row(f"10-step chain steps/s ({conc} runs in flight)", m["steps_per_s"], "steps/s",
-            f"≥ {RATIO_TARGET}x baseline", None if ratio is None else ratio >= RATIO_TARGET, ratio),
+            f"≥ {RATIO_TARGET}x baseline" if median is None else "", None if median is not None or ratio is None
+            else ratio >= RATIO_TARGET, ratio),
         Row("chain run latency p50 / p99 (start→complete, 10 steps)",
             f"{m['run_latency_ms']['p50']:.0f} / {m['run_latency_ms']['p99']:.0f}", "ms"),
         Row("worker CPU per step (user + system, all threads)", m["worker_cpu_us_per_step"], "µs"),
@@ -312,6 +326,13 @@ async def chain(bench: Bench) -> ScenarioResult:
         Row("offsets per step (directives / history / state, incl. txn markers)",
             " / ".join(f"{m['offsets_per_step'][k]:.2f}" for k in ("directives", "history", "state")), ""),
     ]  # fmt: skip
+    if median is not None and target_ratio is not None:
+        res.rows += [
+            Row(f"chain / raw loop, {len(pairs)} interleaved pairs (raw loop right before each chain)",
+                " / ".join(f"{c:.2f}" for _, _, c in pairs), "x"),
+            Row("chain / raw loop, median of the pairs", target_ratio, "x", f"≥ {RATIO_TARGET}x",
+                target_ratio >= RATIO_TARGET),
+        ]  # fmt: skip
     if ratio is None:
         res.notes.append("no baseline in this run: the ratio needs `--scenario baseline`")
     return res
