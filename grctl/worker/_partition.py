@@ -64,7 +64,7 @@ journal_entry_decoder = msgspec.msgpack.Decoder(list[Any])
 
 def journal_key(wf_id: str, run_id: str, seq: int, position: int) -> bytes:
     """Key of one journal entry of one step execution."""
-    return JOURNAL_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + b"%08d" % seq + SEP + b"%06d" % position
+    return journal_prefix(wf_id, run_id, seq) + b"%06d" % position
 
 
 def journal_prefix(wf_id: str, run_id: str, seq: int) -> bytes:
@@ -328,9 +328,10 @@ class PartitionProcessor:
         tr = self.session.machine.on_step_outcome(run, outcome, now_ms(), self._inbox_reader(rs.wf_id))
         self.apply(tr, rs.wf_id)
         if rs.runtime is not None and outcome.next_kind != "suspend" and rs.runtime.journal_length:
+            prefix = journal_prefix(rs.wf_id, rs.run_id, rs.seq)
             for pos in range(rs.runtime.journal_length):
-                self.stage(journal_key(rs.wf_id, rs.run_id, rs.seq, pos), None)
-            self._journals.discard(journal_prefix(rs.wf_id, rs.run_id, rs.seq))
+                self.stage(prefix + b"%06d" % pos, None)
+            self._journals.discard(prefix)
 
     def _load_journal_index(self) -> None:
         for key, _raw in self.store.scan(JOURNAL_PREFIX):
@@ -350,9 +351,9 @@ class PartitionProcessor:
     # JournalSink
     def journal_append(self, runtime: StepRuntime, position: int, entry: JournalEntry) -> None:
         """Stage a journal entry; it commits with the next batch, even while the step runs."""
-        key = journal_key(runtime.wf_id, runtime.run_id, runtime.seq, position)
-        self.stage(key, journal_entry_encoder.encode([entry.kind, entry.name, entry.value]))
-        self._journals.add(key[: key.rindex(SEP) + 1])
+        prefix = journal_prefix(runtime.wf_id, runtime.run_id, runtime.seq)
+        self.stage(prefix + b"%06d" % position, journal_entry_encoder.encode([entry.kind, entry.name, entry.value]))
+        self._journals.add(prefix)
 
     def history_append(
         self, runtime: StepRuntime, kind: str, msg: dict[str, Any] | None, operation_id: str = ""

@@ -401,14 +401,14 @@ class WorkerSession:
         def produce(topic: str, part: int, key: bytes, value: bytes | None, headers: Any, cb: Any = None) -> None:
             while True:
                 try:
-                    producer.produce(topic, value, key, partition=part, headers=headers, on_delivery=cb)
+                    if headers is None and cb is None:
+                        # positional arguments cost about half as much per record as keywords
+                        producer.produce(topic, value, key, part)
+                    else:
+                        producer.produce(topic, value, key, partition=part, headers=headers, on_delivery=cb)
                     return
                 except BufferError:
                     producer.poll(0.01)
-
-        # The common case without keywords, headers or callback: produce() with positional
-        # arguments costs about half as much per record; BufferError (queue full) is rare.
-        fast = producer.produce
 
         def checkpoint_cb(err: KafkaError | None, msg: Any) -> None:
             if err is None:
@@ -419,25 +419,11 @@ class WorkerSession:
         producer.begin_transaction()
         try:
             for topic, part, key, value, headers in batch.records:
-                if headers is None:
-                    try:
-                        fast(topic, value, key, part)
-                        continue
-                    except BufferError:
-                        pass
                 produce(topic, part, key, value, headers)
             for part, writes in batch.state.items():
-                if not writes:
-                    continue
-                items = iter(writes.items())
-                for _ in range(len(writes) - 1):
-                    key, change = next(items)
-                    try:
-                        fast(state_topic, change, key, part)
-                    except BufferError:
-                        produce(state_topic, part, key, change, None)
-                key, change = next(items)
-                produce(state_topic, part, key, change, None, checkpoint_cb)
+                last = len(writes) - 1
+                for i, (key, change) in enumerate(writes.items()):
+                    produce(state_topic, part, key, change, None, checkpoint_cb if i == last else None)
             producer.flush(TXN_CALL_TIMEOUT_S)
             t1 = time.monotonic()
             if offsets:
