@@ -246,7 +246,10 @@ class Client:
             if code == "type_not_registered":
                 raise WorkflowTypeNotRegisteredError(text, wf_type=type)
             raise WorkflowError(f"start_workflow failed ({code}): {text}")
-        handle.run_info.status = RunStatus.running
+        if not handle.future.done():
+            # The run may already have ended: run.failed of a start step that fails at once can
+            # reach the reader in the same fetch as run.started; keep the status it settled on.
+            handle.run_info.status = RunStatus.running
         return handle
 
     async def run_workflow(

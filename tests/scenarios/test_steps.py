@@ -11,7 +11,7 @@ import pytest
 
 from grctl import Client, Context, Directive, Workflow
 from grctl.errors import WorkflowError
-from grctl.models import ErrorDetails, HistoryKind, StepFailed, StepTimeout
+from grctl.models import ErrorDetails, HistoryKind, RunStatus, StepFailed, StepTimeout
 from grctl.worker.task import task
 from tests.scenarios.support import (
     history,
@@ -195,6 +195,7 @@ async def test_step_2_failing_step_fails_run(workers, client: Client) -> None:
     handle = await start(client, "StepFailing", "step-2")
     with pytest.raises(WorkflowError, match="ValueError: step exploded: code=42"):
         await handle.result(timeout=30)
+    assert handle.run_info.status == RunStatus.failed  # also when run.failed is read in the same fetch as run.started
     assert run_kinds(await history(client, handle)) == ["run.started", "run.failed"]
 
 
