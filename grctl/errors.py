@@ -2,22 +2,44 @@
 
 ```
 GrctlError
+├── InvalidArgumentError (ValueError, TypeError)  a public call got an argument it cannot use
 ├── WorkflowError                      a run failed, or an operation on a run was refused
 │   ├── WorkflowNotFoundError          no run with that workflow id in the namespace
 │   ├── WorkflowAlreadyRunningError    start with a workflow id whose latest run is active
-│   └── WorkflowTypeNotRegisteredError start of a type that no worker of the namespace serves
+│   ├── WorkflowTypeNotRegisteredError start of a type that no worker of the namespace serves
+│   └── NoWorkerAnsweredError          no worker answered a request in time (none running?)
 ├── StoreKeyNotFoundError (KeyError)   typed ctx.store.get of a key that was never put
+├── ReadOnlyStoreError (RuntimeError)  ctx.store.put in a query handler
 ├── NonDeterminismError                re-executed code diverged from the recorded journal
+├── JournalMismatchError (TypeError)   a recorded value no longer fits the code (changed annotation)
 ├── NextDirectiveMissingError          a handler returned something other than a Directive
 ├── RegistrationError                  a workflow definition is invalid
-│   └── HandlerDefinitionError (TypeError)
+│   ├── HandlerDefinitionError (TypeError)     a handler's signature is unusable
+│   └── DuplicateHandlerError (ValueError)     a name registered twice
 ├── WorkflowNotRegisteredError         a worker got a run of a type it does not serve
 ├── WorkflowRunnerNotFoundError        a step name that the workflow does not define
+├── HandlerArgumentError (TypeError)   a payload does not fit the handler's parameters
+│   └── MissingArgumentError (KeyError)        a parameter's key is missing from the payload
+├── OutsideStepError (LookupError)     a task or ctx call made outside a worker's step
+├── NoParentWorkflowError (RuntimeError)  send_to_parent from a run without a parent
 ├── CodecError (TypeError)             a value cannot be encoded or decoded
+├── InvalidRecordError                 an input record that cannot be applied (dead-letter)
 ├── KafkaSetupError                    broker unreachable, topics missing or mismatched
-│   └── TopicMismatchError
-└── StateError                         the local state store is unusable (locked, corrupt)
+│   ├── TopicMismatchError
+│   └── LocalKafkaError                the local development broker (grctl.dev.kafka)
+├── StateError                         the local state store is unusable (locked, corrupt)
+├── ForkedProcessError (RuntimeError)  a Client or Worker used in a process forked after it
+├── InternalError                      an engine invariant broke: a bug in grctl, never data
+└── CommandFailed                      the CLI's one-line failure (grctl.cli.common)
 ```
+
+Errors carry what identifies their subject as attributes (`wf_id`, `run_id`, `step`,
+`error_type`, `topic`, ...), and their message says what to do.
+
+A few errors that user code sees inside a step keep the builtin class name of the original
+SDK in a run's recorded failure (`reported_type`): a failed run reads "KeyError: ..." or
+"RuntimeError: No parent workflow to send event to." as it did, while the raised class is
+still a `GrctlError` (and a `KeyError` / `RuntimeError`).
 
 The compatibility modules (`grctl.models.errors`, `grctl.worker.errors`, `grctl.worker.store`,
 `grctl.worker.runtime`) re-export these classes, so `except WorkflowError` works whichever
@@ -26,38 +48,115 @@ module the user imported it from.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 
 class GrctlError(Exception):
-    """Root of every error raised by grctl."""
+    """Root of every error raised by grctl.
+
+    Attributes:
+        reported_type: the class name recorded in a run's error details when this error fails
+            a step (None: the class's own name).
+    """
+
+    reported_type: ClassVar[str | None] = None
+
+
+class InvalidArgumentError(GrctlError, ValueError, TypeError):
+    """A public call got an argument it cannot use (wrong type or value).
+
+    Attributes:
+        argument: the parameter's name.
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class InternalError(GrctlError):
+    """An invariant of the engine broke. This is a bug in grctl, not a problem with the input:
+    the worker fails loudly (its session restarts) instead of diverting anything."""
+
+
+# --------------------------------------------------------------------------- runs
 
 
 class WorkflowError(GrctlError):
-    """A run failed, or an operation on a run was refused."""
+    """A run failed, or an operation on a run was refused.
+
+    Attributes:
+        wf_id: the workflow id, when known.
+        run_id: the run id, when known.
+        error_type: for a failed run, the class name of the error that failed it.
+        error_message: for a failed run, that error's message.
+        details: for a failed run, the recorded error (type, message, stack_trace,
+            qualified_type), as a dict.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        wf_id: str | None = None,
+        run_id: str | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.wf_id = wf_id
+        self.run_id = run_id
+        self.error_type = error_type
+        self.error_message = error_message
+        self.details = details
 
 
 class WorkflowNotFoundError(WorkflowError):
     """No run with this workflow id exists in the namespace."""
 
-    def __init__(self, message: str, *, wf_id: str | None = None) -> None:
-        super().__init__(message)
-        self.wf_id = wf_id
-
 
 class WorkflowAlreadyRunningError(WorkflowError):
-    """A run with this workflow id is still active."""
-
-    def __init__(self, message: str, *, wf_id: str | None = None, run_id: str | None = None) -> None:
-        super().__init__(message)
-        self.wf_id = wf_id
-        self.run_id = run_id
+    """A run with this workflow id is still active (`run_id` is the active run)."""
 
 
 class WorkflowTypeNotRegisteredError(WorkflowError):
-    """The workflow type is not served by the workers of the namespace."""
+    """The workflow type is not served by the workers of the namespace.
 
-    def __init__(self, message: str, *, wf_type: str | None = None) -> None:
-        super().__init__(message)
+    Attributes:
+        wf_type: the workflow type that was asked for.
+    """
+
+    def __init__(
+        self, message: str = "", *, wf_type: str | None = None, wf_id: str | None = None, run_id: str | None = None
+    ) -> None:
+        super().__init__(message, wf_id=wf_id, run_id=run_id)
         self.wf_type = wf_type
+
+
+class NoWorkerAnsweredError(WorkflowError):
+    """No worker of the namespace answered a request within its timeout.
+
+    Attributes:
+        namespace: the namespace asked.
+        timeout: the seconds waited.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        namespace: str,
+        timeout: float,
+        wf_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__(message, wf_id=wf_id, run_id=run_id)
+        self.namespace = namespace
+        self.timeout = timeout
+
+
+# --------------------------------------------------------------------------- step code
 
 
 class StoreKeyNotFoundError(GrctlError, KeyError):
@@ -69,6 +168,10 @@ class StoreKeyNotFoundError(GrctlError, KeyError):
 
     def __str__(self) -> str:
         return f"Store key not found: {self.key!r}"
+
+
+class ReadOnlyStoreError(GrctlError, RuntimeError):
+    """`ctx.store.put` was called where the store is read-only (a query handler)."""
 
 
 class NonDeterminismError(GrctlError):
@@ -90,8 +193,52 @@ class NonDeterminismError(GrctlError):
         self.got = got
 
 
+class JournalMismatchError(GrctlError, TypeError):
+    """A value recorded by an earlier execution no longer fits the code that reads it back.
+
+    Attributes:
+        step: the step re-executing.
+        name: the task (or call) whose recorded value does not fit.
+        expected: the type the code asks for now.
+    """
+
+    def __init__(self, message: str, *, step: str | None = None, name: str | None = None, expected: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+        self.name = name
+        self.expected = expected
+
+
 class NextDirectiveMissingError(GrctlError):
     """A handler returned something other than a `Directive`."""
+
+
+class HandlerArgumentError(GrctlError, TypeError):
+    """A step's payload does not fit its handler's parameters (recorded as TypeError)."""
+
+    reported_type = "TypeError"
+
+
+class MissingArgumentError(HandlerArgumentError, KeyError):
+    """A handler parameter's key is missing from the payload dict (recorded as KeyError)."""
+
+    reported_type = "KeyError"
+
+    def __str__(self) -> str:  # KeyError's str() quotes its argument
+        return str(self.args[0]) if self.args else ""
+
+
+class OutsideStepError(GrctlError, LookupError):
+    """A task or a `ctx` call was made outside a step executed by a grctl Worker."""
+
+
+class NoParentWorkflowError(GrctlError, RuntimeError):
+    """`ctx.send_to_parent` in a run that has no parent (recorded as RuntimeError)."""
+
+    reported_type = "RuntimeError"
+
+
+# --------------------------------------------------------------------------- definitions
 
 
 class RegistrationError(GrctlError):
@@ -100,6 +247,20 @@ class RegistrationError(GrctlError):
 
 class HandlerDefinitionError(RegistrationError, TypeError):
     """A decorated handler has an invalid signature."""
+
+
+class DuplicateHandlerError(RegistrationError, ValueError):
+    """A workflow registers the same handler name twice (or a second start handler).
+
+    Attributes:
+        wf_type: the workflow type.
+        name: the name registered twice.
+    """
+
+    def __init__(self, message: str, *, wf_type: str, name: str) -> None:
+        super().__init__(message)
+        self.wf_type = wf_type
+        self.name = name
 
 
 class WorkflowNotRegisteredError(GrctlError):
@@ -112,6 +273,21 @@ class WorkflowRunnerNotFoundError(GrctlError):
 
 class CodecError(GrctlError, TypeError):
     """A value cannot be encoded to, or decoded from, the wire format."""
+
+
+# --------------------------------------------------------------------------- records, Kafka, state
+
+
+class InvalidRecordError(GrctlError):
+    """An input record cannot be applied: undecodable, on the wrong partition, or malformed.
+
+    Such records go to the namespace's dead-letter topic with `reason`; everything else that
+    goes wrong while applying a record is an engine bug and fails the worker's session.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class KafkaSetupError(GrctlError):
@@ -134,3 +310,24 @@ class TopicMismatchError(KafkaSetupError):
 
 class StateError(GrctlError):
     """The local state store is unusable (locked by another process, or corrupt)."""
+
+
+class ForkedProcessError(GrctlError, RuntimeError):
+    """A `Client` or `Worker` was used in a process forked after it was created.
+
+    librdkafka's threads do not survive `fork()`: create clients and workers in the child
+    (after the fork), or use the "spawn"/"forkserver" start method of `multiprocessing`.
+
+    Attributes:
+        what: the object used ("Client", "Worker").
+    """
+
+    def __init__(self, what: str, *, created_pid: int, used_pid: int) -> None:
+        super().__init__(
+            f"this {what} was created in process {created_pid} and used in process {used_pid}, forked "
+            f"from it; librdkafka clients do not survive fork(): create the {what} after the fork, or "
+            f"start processes with multiprocessing's 'spawn' or 'forkserver' method"
+        )
+        self.what = what
+        self.created_pid = created_pid
+        self.used_pid = used_pid

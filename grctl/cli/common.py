@@ -40,6 +40,7 @@ from grctl.errors import (
     WorkflowTypeNotRegisteredError,
 )
 from grctl.kafka.connection import Connection, servers_from_env
+from grctl.settings import EngineSettings
 
 T = TypeVar("T")
 
@@ -52,7 +53,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-class CommandFailed(Exception):
+class CommandFailed(GrctlError):
     """An operation failed: print `message` as one line and exit with code 1."""
 
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
@@ -79,9 +80,7 @@ class Globals:
     @property
     def resolved_namespace(self) -> str:
         """The namespace: --namespace, else GRCTL_NAMESPACE, else "default"."""
-        import os
-
-        return self.namespace or os.environ.get("GRCTL_NAMESPACE") or "default"
+        return self.namespace or EngineSettings.from_env().namespace
 
     def kafka_config(self, *, quiet: bool = True) -> dict[str, Any]:
         """librdkafka options for every client: the pass-through options, quiet unless --debug.

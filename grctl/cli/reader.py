@@ -32,7 +32,7 @@ from ulid import ULID
 from grctl.client.client import HISTORY_SEEK_SLACK_MS, run_info_from_reply, to_history_event
 from grctl.engine.machine import Machine
 from grctl.engine.records import RUN_PREFIX, ReplyTo, RunRecord, history_decoder, run_decoder
-from grctl.errors import KafkaSetupError, WorkflowNotFoundError
+from grctl.errors import InvalidArgumentError, KafkaSetupError, WorkflowNotFoundError
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 from grctl.models.history import TERMINAL_KINDS, HistoryEvent
@@ -184,13 +184,13 @@ def encode_cursor(row: RunRow) -> str:
 
 
 def decode_cursor(token: str) -> tuple[int, str]:
-    """The sort key in a page token; ValueError if it is not one."""
+    """The sort key in a page token; InvalidArgumentError (a ValueError) if it is not one."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         ms, _, wf_id = raw.partition(":")
         return int(ms), wf_id
     except (ValueError, UnicodeDecodeError):
-        raise ValueError(f"{token!r} is not a page token printed by `grctl workflow list`") from None
+        raise InvalidArgumentError(f"{token!r} is not a page token printed by `grctl workflow list`") from None
 
 
 @dataclass

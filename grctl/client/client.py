@@ -13,6 +13,7 @@ import msgspec
 from confluent_kafka import Consumer, TopicPartition
 from ulid import ULID
 
+from grctl import defaults
 from grctl.client._io import ClientIO
 from grctl.engine.records import (
     CancelCmd,
@@ -27,6 +28,7 @@ from grctl.engine.records import (
     history_decoder,
 )
 from grctl.errors import (
+    InvalidArgumentError,
     WorkflowAlreadyRunningError,
     WorkflowError,
     WorkflowNotFoundError,
@@ -36,15 +38,12 @@ from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 from grctl.models.history import PAYLOAD_TYPES, HistoryEvent, HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
+from grctl.settings import EngineSettings
 from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.workflow.handle import WorkflowHandle
 
-#: How long `start_workflow` waits for a worker to accept or reject the run. Generous: after a
-#: worker crash its partitions wait for the group's session timeout and the dead producer's
-#: transaction timeout before another worker can take them.
-START_ACK_TIMEOUT_S = 60.0
-#: How long request/reply calls (describe, send, cancel, terminate) wait for the owning worker.
-REQUEST_TIMEOUT_S = 15.0
+START_ACK_TIMEOUT_S = defaults.START_ACK_TIMEOUT_S
+REQUEST_TIMEOUT_S = defaults.REQUEST_TIMEOUT_S
 #: History seeks start this long before a run's id timestamp (clock skew between hosts).
 HISTORY_SEEK_SLACK_MS = 60_000
 
@@ -120,6 +119,8 @@ class Client:
         self.id = f"c_{secrets.token_hex(4)}@{socket.gethostname()}"
         self._io: ClientIO | None = None
         self._start_lock = asyncio.Lock()
+        #: Seconds request/reply calls wait for the owning worker (GRCTL_REQUEST_TIMEOUT, default 15).
+        self.request_timeout = EngineSettings.from_env().request_timeout
 
     async def _ensure(self) -> ClientIO:
         if self._io is not None:
@@ -155,8 +156,10 @@ class Client:
         io = await self._ensure()
         await io.send(self.connection.topics.directives, self._partition(wf_id), wf_id.encode(), encoder.encode(cmd))
 
-    async def _request(self, wf_id: str, make: Any, timeout: float = REQUEST_TIMEOUT_S) -> Reply:
+    async def _request(self, wf_id: str, make: Any, timeout: float | None = None) -> Reply:
         io = await self._ensure()
+        if timeout is None:
+            timeout = self.request_timeout
         request_id = str(ULID())
         to = ReplyTo(client_id=self.id, request_id=request_id, partition=io.reply_partition)
         fut = io.expect_reply(request_id)
@@ -197,13 +200,13 @@ class Client:
             WorkflowError: no worker answered in time.
         """
         if not isinstance(type, str) or not type:
-            raise ValueError(f"workflow type must be a non-empty string, got {type!r}")
+            raise InvalidArgumentError(f"workflow type must be a non-empty string, got {type!r}", argument="type")
         if not isinstance(id, str) or not id:
-            raise ValueError(f"workflow id must be a non-empty string, got {id!r}")
+            raise InvalidArgumentError(f"workflow id must be a non-empty string, got {id!r}", argument="id")
         timeout_ms = None
         if timeout is not None:
             if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
-                raise ValueError(f"timeout must be a positive timedelta, got {timeout!r}")
+                raise InvalidArgumentError(f"timeout must be a positive timedelta, got {timeout!r}", argument="timeout")
             timeout_ms = int(timeout.total_seconds() * 1000)
         io = await self._ensure()
         run_id = str(ULID())
@@ -354,7 +357,9 @@ class Client:
             WorkflowError: the run already ended, or has no handler for this event.
         """
         if not isinstance(event_name, str) or not event_name:
-            raise ValueError(f"event name must be a non-empty string, got {event_name!r}")
+            raise InvalidArgumentError(
+                f"event name must be a non-empty string, got {event_name!r}", argument="event_name"
+            )
         raw = self.codec.to_primitive(payload)
         reply = await self._request(
             wf_id,
@@ -369,7 +374,7 @@ class Client:
         )
         self._raise_for(reply, wf_id)
 
-    async def query(self, wf_id: str, name: str, payload: Any = None, timeout: float = REQUEST_TIMEOUT_S) -> Any:
+    async def query(self, wf_id: str, name: str, payload: Any = None, timeout: float | None = None) -> Any:
         """Ask the latest run of `wf_id` a query; its worker answers from committed state.
 
         Raises:

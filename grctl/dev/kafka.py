@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from grctl.errors import KafkaSetupError
+
 __all__ = [
     "DEFAULT_CLUSTER_PORT",
     "DEFAULT_NAME",
@@ -132,7 +134,7 @@ def _check_name(name: str) -> None:
 _JAVA_VERSION_RE = re.compile(r'version "(\d+)(?:\.(\d+))?[^"]*"')
 
 
-class LocalKafkaError(Exception):
+class LocalKafkaError(KafkaSetupError):
     """The local Kafka could not be set up, started or reached; the message says what to do.
 
     Attributes:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from grctl import defaults
 from grctl.engine.records import (
     CancelCmd,
     ChildDoneCmd,
@@ -29,13 +30,10 @@ from grctl.engine.records import (
     StartCmd,
     TimerEntry,
 )
+from grctl.errors import InternalError
 
 START_STEP = "start"
 
-# Effective step timeouts of the original (BEHAVIOUR.md §2.2): start, event, callback and
-# on_timeout steps default to the server's 5 minutes; `@wf.step()` defaults to 10 s (decided
-# by the Workflow definition, which passes it in).
-DEFAULT_STEP_TIMEOUT_MS = 5 * 60 * 1000
 
 ACTIVE_STATES = frozenset({"step", "wait"})
 
@@ -140,7 +138,7 @@ class Machine:
 
     def _step_timeout(self, wf_type: str, step: str) -> int:
         t = self.catalog.step_timeout_ms(wf_type, step)
-        return t if t else DEFAULT_STEP_TIMEOUT_MS
+        return t if t else defaults.STEP_TIMEOUT_MS
 
     def _dispatch(
         self,
@@ -272,7 +270,7 @@ class Machine:
                 from_child=True,
             )
         else:
-            raise TypeError(f"apply() does not take {type(rec).__name__}")
+            raise InternalError(f"Machine.apply() does not take {type(rec).__name__} records")
         if tr.run is not None and offset >= 0:
             if tr.run is run:  # never mutate the caller's record (workers cache decoded records)
                 tr.run = msgspec.structs.replace(run, last_offset=offset)
@@ -519,7 +517,7 @@ class Machine:
         elif kind == "fail":
             tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=out.error)
         else:
-            raise ValueError(f"unknown step outcome kind {kind!r}")
+            raise InternalError(f"unknown step outcome kind {kind!r}")
         return tr
 
     def _enter_wait(

@@ -21,6 +21,8 @@ from typing import Final
 
 import msgspec
 
+from grctl.errors import InvalidArgumentError
+
 __all__ = [
     "DEFAULT_BACKOFF_MULTIPLIER",
     "DEFAULT_INITIAL_DELAY_MS",
@@ -81,16 +83,17 @@ class RetryPolicy(msgspec.Struct, kw_only=True, omit_defaults=True):
         """Validate the fields.
 
         Raises:
-            TypeError: If a field has the wrong type (e.g. a str for a number, or a single str
-                instead of a list of error names).
-            ValueError: If a number is negative or not finite, or jitter is outside [0, 1].
+            InvalidArgumentError: (also a TypeError) If a field has the wrong type (e.g. a str for a
+                number, or a single str instead of a list of error names).
+            InvalidArgumentError: (also a ValueError) If a number is negative or not finite, or jitter
+                is outside [0, 1].
         """
         for name in ("max_attempts", "initial_delay_ms", "max_delay_ms"):
             _check_count(name, getattr(self, name))
         for name in ("backoff_multiplier", "jitter"):
             _check_factor(name, getattr(self, name))
         if self.jitter is not None and self.jitter > 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"RetryPolicy.jitter must be a fraction between 0 and 1, got {self.jitter!r} "
                 "(0.1 adds up to 10% to each delay)"
             )
@@ -127,32 +130,34 @@ def _check_count(name: str, value: object) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"RetryPolicy.{name} must be an int or None, got {type(value).__name__} {value!r}")
+        raise InvalidArgumentError(f"RetryPolicy.{name} must be an int or None, got {type(value).__name__} {value!r}")
     if value < 0:
-        raise ValueError(f"RetryPolicy.{name} must be >= 0 (0 means the default), got {value!r}")
+        raise InvalidArgumentError(f"RetryPolicy.{name} must be >= 0 (0 means the default), got {value!r}")
 
 
 def _check_factor(name: str, value: object) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"RetryPolicy.{name} must be a number or None, got {type(value).__name__} {value!r}")
+        raise InvalidArgumentError(f"RetryPolicy.{name} must be a number or None, got {type(value).__name__} {value!r}")
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"RetryPolicy.{name} must be a finite number >= 0 (0 means the default), got {value!r}")
+        raise InvalidArgumentError(
+            f"RetryPolicy.{name} must be a finite number >= 0 (0 means the default), got {value!r}"
+        )
 
 
 def _check_names(name: str, value: object) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise TypeError(
+        raise InvalidArgumentError(
             f"RetryPolicy.{name} must be a list of exception class names, e.g. ['TimeoutError'], "
             f"got {type(value).__name__} {value!r}"
         )
     for item in value:
         if not isinstance(item, str):
             hint = f"; use {item.__name__!r}" if isinstance(item, type) else ""
-            raise TypeError(f"RetryPolicy.{name} must hold exception class names (str), got {item!r}{hint}")
+            raise InvalidArgumentError(f"RetryPolicy.{name} must hold exception class names (str), got {item!r}{hint}")
     return list(value)
 
 
@@ -195,10 +200,10 @@ def should_retry(policy: RetryPolicy | None, attempt: int, error_type_name: str)
         ``CancelledError`` and the error filter (`error_is_retryable`) allows it.
 
     Raises:
-        ValueError: If ``attempt`` is less than 1.
+        InvalidArgumentError: If ``attempt`` is less than 1.
     """
     if attempt < 1:
-        raise ValueError(f"attempt is 1-based, got {attempt!r}")
+        raise InvalidArgumentError(f"attempt is 1-based, got {attempt!r}")
     if policy is None or error_type_name == _NEVER_RETRIED:
         return False
     if attempt >= policy.effective_max_attempts:
@@ -222,12 +227,12 @@ def retry_delay_ms(policy: RetryPolicy, attempt: int, rand: float) -> int:
         ``max_delay_ms`` by up to ``jitter * max_delay_ms``.
 
     Raises:
-        ValueError: If ``attempt`` is less than 1 or ``rand`` is outside [0, 1).
+        InvalidArgumentError: If ``attempt`` is less than 1 or ``rand`` is outside [0, 1).
     """
     if attempt < 1:
-        raise ValueError(f"attempt is 1-based, got {attempt!r}")
+        raise InvalidArgumentError(f"attempt is 1-based, got {attempt!r}")
     if not 0.0 <= rand < 1.0:
-        raise ValueError(f"rand must be in [0, 1), got {rand!r}; pass random.random()")
+        raise InvalidArgumentError(f"rand must be in [0, 1), got {rand!r}; pass random.random()")
     max_delay = policy.effective_max_delay_ms
     try:
         delay = min(

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from confluent_kafka import KafkaException
 
+from grctl import defaults
 from grctl.errors import KafkaSetupError
 from grctl.kafka.topics import DEFAULT_PARTITIONS, TopicNames, admin_client, ensure_namespace
+from grctl.settings import EngineSettings
 
-DEFAULT_SERVERS = "127.0.0.1:9092"
-CONNECT_TIMEOUT_S = 10.0
+DEFAULT_SERVERS = defaults.KAFKA_SERVERS
+CONNECT_TIMEOUT_S = defaults.CONNECT_TIMEOUT_S
 
 
 def servers_from_env(servers: str | list[str] | None = None) -> str:
     """Bootstrap servers: the argument, else GRCTL_KAFKA_SERVERS (or GRCTL_KAFKA_BOOTSTRAP), else localhost."""
     if servers:
         return ",".join(servers) if isinstance(servers, list | tuple) else str(servers)
-    return os.environ.get("GRCTL_KAFKA_SERVERS") or os.environ.get("GRCTL_KAFKA_BOOTSTRAP") or DEFAULT_SERVERS
+    return EngineSettings.from_env().kafka_servers
 
 
 class Connection:
@@ -44,7 +45,7 @@ class Connection:
         partitions: int = DEFAULT_PARTITIONS,
     ) -> None:
         self.servers = servers_from_env(servers)
-        self.namespace = namespace or os.environ.get("GRCTL_NAMESPACE") or "default"
+        self.namespace = namespace or EngineSettings.from_env().namespace
         self.topics = TopicNames(self.namespace)
         self.kafka_config: dict[str, Any] = dict(kafka_config or {})
         self.partitions = partitions

@@ -15,6 +15,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from grctl.errors import InvalidArgumentError
+
 __all__ = ["murmur2", "partition_for"]
 
 _SEED = 0x9747B28C
@@ -107,7 +109,9 @@ def partition_for(key: str | bytes, num_partitions: int) -> int:
         ValueError: If ``num_partitions`` is less than 1.
     """
     if num_partitions < 1:
-        raise ValueError(f"num_partitions must be at least 1, got {num_partitions!r}; pass the topic's partition count")
+        raise InvalidArgumentError(
+            f"num_partitions must be at least 1, got {num_partitions!r}; pass the topic's partition count"
+        )
     cache = _positive_hashes
     positive = cache.get(key)
     if positive is None:

@@ -10,11 +10,12 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # untyped re-export
 
-from grctl.errors import KafkaSetupError, TopicMismatchError
+from grctl import defaults
+from grctl.errors import InvalidArgumentError, KafkaSetupError, TopicMismatchError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PARTITIONS = 12
+DEFAULT_PARTITIONS = defaults.PARTITIONS
 ROLES = ("directives", "history", "state", "replies", "dead-letter")
 
 # Per-role topic configs. `state` is a compacted changelog; `replies` only lives as long as a
@@ -42,7 +43,7 @@ class TopicNames:
     def __post_init__(self) -> None:
         ns = self.namespace
         if not ns or not all(c.isalnum() or c in "-_" for c in ns):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"namespace {ns!r} is invalid: use letters, digits, '-' and '_' only (it becomes part of topic names)"
             )
 

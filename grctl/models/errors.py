@@ -32,10 +32,14 @@ class ErrorDetails(msgspec.Struct, kw_only=False, omit_defaults=True):
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorDetails:
-        """Describe an exception, with its traceback and `module.QualName`."""
+        """Describe an exception, with its traceback and `module.QualName`.
+
+        `type` is the class name, or for the few grctl errors that stand for a builtin error of
+        the original SDK (`GrctlError.reported_type`), that builtin's name.
+        """
         klass = type(exc)
         return cls(
-            type=klass.__name__,
+            type=getattr(klass, "reported_type", None) or klass.__name__,
             message=str(exc),
             stack_trace="".join(traceback.format_exception(exc)),
             qualified_type=f"{klass.__module__}.{klass.__qualname__}",

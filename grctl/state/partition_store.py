@@ -28,7 +28,7 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
-from grctl.errors import StateError
+from grctl.errors import InternalError, StateError
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class PartitionStore:
         if layers and layers[-1][0] == batch_id:
             return layers[-1][1]
         if layers and layers[-1][0] > batch_id:
-            raise ValueError(f"batch {batch_id} is older than the newest staged batch {layers[-1][0]}")
+            raise InternalError(f"batch {batch_id} is older than the newest staged batch {layers[-1][0]}")
         writes: Writes = {}
         layers.append((batch_id, writes))
         return writes

@@ -38,7 +38,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
 
-from grctl.engine.machine import DEFAULT_STEP_TIMEOUT_MS, Machine, StepOutcome
+from grctl import defaults
+from grctl.engine.machine import Machine, StepOutcome
 from grctl.engine.records import QueryCmd, Reply, RunRecord, encoder, run_decoder, run_key, store_key
 from grctl.errors import NextDirectiveMissingError, WorkflowNotRegisteredError, WorkflowRunnerNotFoundError
 from grctl.kafka.connection import Connection
@@ -69,8 +70,6 @@ TIMER_FIRE_LIMIT = 500
 TXN_CALL_TIMEOUT_S = 30.0
 #: A restore that reads nothing new for this long gives up (the session restarts and retries).
 RESTORE_STALL_S = 60.0
-#: A query handler must answer within this long.
-QUERY_TIMEOUT_S = 10.0
 #: Step deadlines are checked in slots of this many seconds (a step is cancelled this late at most).
 DEADLINE_SLOT_S = 0.05
 #: Loop iterations the commit loop lets pass before it swaps the batch (see `_commit_loop`;
@@ -668,7 +667,7 @@ class WorkerSession:
         ctx = QueryContext(run=self._run_info(run), store=Store(read, self.codec, read_only=True))
         try:
             kwargs = bind_arguments(cfg.spec, cmd.payload, self.codec)
-            async with asyncio.timeout(QUERY_TIMEOUT_S):
+            async with asyncio.timeout(defaults.QUERY_TIMEOUT_S):
                 value = await cfg.handler(ctx, **kwargs)
             reply(payload=self.codec.to_primitive(value))
         except Exception as exc:  # noqa: BLE001  # user code: any error becomes the answer
@@ -767,7 +766,7 @@ class WorkerSession:
 
             store = Store(read, self.codec)
             ctx = Context(run=self._run_info(run), workflow=wf, store=store, runtime=runtime, codec=self.codec)
-            self._arm_deadline(rs, (run.step_timeout_ms or DEFAULT_STEP_TIMEOUT_MS) / 1000)
+            self._arm_deadline(rs, (run.step_timeout_ms or defaults.STEP_TIMEOUT_MS) / 1000)
             try:
                 result = await cfg.handler(ctx, **kwargs)
             finally:

@@ -46,7 +46,7 @@ from typing import Any, Final, TypeVar, overload
 import msgspec
 from msgspec import msgpack as _msgpack
 
-from grctl.errors import CodecError
+from grctl.errors import CodecError, InvalidArgumentError
 
 __all__ = ["CodecRegistry", "default_codec"]
 
@@ -190,21 +190,21 @@ class CodecRegistry:
             decode: Gets the target type and the decoded primitive, returns an instance.
 
         Raises:
-            TypeError: If ``check``, ``encode`` or ``decode`` is not callable.
-            ValueError: If ``check`` is a class msgspec encodes natively (builtins, datetime, UUID,
+            InvalidArgumentError: (a TypeError) If ``check``, ``encode`` or ``decode`` is not callable;
+                (a ValueError) if ``check`` is a class msgspec encodes natively (builtins, datetime, UUID,
                 Decimal, Enum, dataclasses, Structs, attrs classes, dict/list/tuple subclasses):
                 such a codec would never be called. Convert the value yourself before storing
                 it, or wrap it in a class of your own.
         """
         if not callable(check):
-            raise TypeError(f"check must be a class or a callable taking a type, got {check!r}")
+            raise InvalidArgumentError(f"check must be a class or a callable taking a type, got {check!r}")
         for name, fn in (("encode", encode), ("decode", decode)):
             if not callable(fn):
-                raise TypeError(f"{name} must be callable, got {fn!r}")
+                raise InvalidArgumentError(f"{name} must be callable, got {fn!r}", argument=name)
         if isinstance(check, type):
             cls = check
             if _natively_encoded(cls):
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"cannot register a codec for {_type_name(cls)}: msgspec encodes and decodes this "
                     "type itself, so the codec would never be called. Convert the value before storing "
                     "it, or wrap it in a class of your own and register that class."

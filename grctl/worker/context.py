@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ulid import ULID
 
 from grctl.engine.records import EventCmd, ParentRef, StartCmd
+from grctl.errors import InvalidArgumentError, NoParentWorkflowError
 from grctl.models.directive import Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
 from grctl.models.errors import ErrorDetails
 from grctl.models.run_info import RunInfo, RunStatus
@@ -31,7 +32,7 @@ __all__ = ["Context", "NextBuilder", "QueryContext"]
 def _step_name(fn: Callable[..., Any] | None, what: str) -> str:
     name = getattr(fn, "__name__", None)
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{what} must be a step handler function (something with a __name__), got {fn!r}")
+        raise InvalidArgumentError(f"{what} must be a step handler function (something with a __name__), got {fn!r}")
     return name
 
 
@@ -46,7 +47,7 @@ class NextBuilder:
         """Run `step_fn` next."""
         name = _step_name(step_fn, "ctx.next.step()")
         if self._wf.handler_for(name) is None or name == "start":
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Step handler {name!r} is not defined in workflow {self._wf.workflow_type!r}: "
                 f"decorate it with @wf.step()"
             )
@@ -62,13 +63,18 @@ class NextBuilder:
         timeout_ms = 0
         if timeout is not None:
             if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
-                raise ValueError(f"wait timeout must be a positive timedelta, got {timeout!r}")
+                raise InvalidArgumentError(
+                    f"wait timeout must be a positive timedelta, got {timeout!r}", argument="timeout"
+                )
             timeout_ms = max(1, int(timeout.total_seconds() * 1000))
         name = ""
         if on_timeout is not None:
             name = _step_name(on_timeout, "on_timeout")
             if self._wf.handler_for(name) is None:
-                raise ValueError(f"on_timeout step {name!r} is not defined in workflow {self._wf.workflow_type!r}")
+                raise InvalidArgumentError(
+                    f"on_timeout step {name!r} is not defined in workflow {self._wf.workflow_type!r}",
+                    argument="on_timeout",
+                )
         return Directive(kind=DirectiveKind.wait, wait=Wait(timeout_ms=timeout_ms, timeout_step_name=name))
 
     wait_for_event = wait
@@ -225,9 +231,9 @@ class Context:
         elif isinstance(duration, int | float) and not isinstance(duration, bool):
             seconds = float(duration)
         else:
-            raise TypeError(f"ctx.sleep() takes a timedelta or seconds, got {type(duration).__name__}")
+            raise InvalidArgumentError(f"ctx.sleep() takes a timedelta or seconds, got {type(duration).__name__}")
         if seconds < 0 or seconds != seconds:
-            raise ValueError(f"ctx.sleep() duration must be >= 0, got {duration!r}")
+            raise InvalidArgumentError(f"ctx.sleep() duration must be >= 0, got {duration!r}", argument="duration")
         duration_ms = int(seconds * 1000)
 
         async def compute() -> int:
@@ -267,18 +273,24 @@ class Context:
             A handle whose `future` resolves with the child's result inside this step.
         """
         if not isinstance(workflow_type, str) or not workflow_type:
-            raise ValueError(f"workflow_type must be a non-empty string, got {workflow_type!r}")
+            raise InvalidArgumentError(f"workflow_type must be a non-empty string, got {workflow_type!r}")
         if not isinstance(workflow_id, str) or not workflow_id:
-            raise ValueError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
+            raise InvalidArgumentError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
         callback = None
         if on_completed_step is not None:
             callback = _step_name(on_completed_step, "on_completed_step")
             if self._wf.handler_for(callback) is None:
-                raise ValueError(f"on_completed_step {callback!r} is not a step of workflow {self._wf.workflow_type!r}")
+                raise InvalidArgumentError(
+                    f"on_completed_step {callback!r} is not a step of workflow {self._wf.workflow_type!r}",
+                    argument="on_completed_step",
+                )
         timeout_ms = None
         if workflow_timeout is not None:
             if not isinstance(workflow_timeout, timedelta) or workflow_timeout <= timedelta(0):
-                raise ValueError(f"workflow_timeout must be a positive timedelta, got {workflow_timeout!r}")
+                raise InvalidArgumentError(
+                    f"workflow_timeout must be a positive timedelta, got {workflow_timeout!r}",
+                    argument="workflow_timeout",
+                )
             timeout_ms = int(workflow_timeout.total_seconds() * 1000)
         rt = self._rt
         name = f"{workflow_type}:{workflow_id}"
@@ -334,9 +346,9 @@ class Context:
             RuntimeError: this run has no parent.
         """
         if self.run.parent_wf_id is None or self.run.parent_run_id is None:
-            raise RuntimeError("No parent workflow to send event to.")
+            raise NoParentWorkflowError("No parent workflow to send event to.")
         if not isinstance(event_name, str) or not event_name:
-            raise ValueError(f"event_name must be a non-empty string, got {event_name!r}")
+            raise InvalidArgumentError(f"event_name must be a non-empty string, got {event_name!r}")
         rt = self._rt
         if rt.next_recorded("send_to_parent", event_name) is not None:
             return

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from grctl.errors import NonDeterminismError
+from grctl.errors import NonDeterminismError, OutsideStepError
 
 __all__ = ["JournalEntry", "JournalSink", "NonDeterminismError", "StepRuntime", "StepSuspended", "get_step_runtime"]
 
@@ -71,11 +71,11 @@ def get_step_runtime() -> StepRuntime:
     """The runtime of the step executing in this task.
 
     Raises:
-        LookupError: when called outside a workflow step (e.g. a task called from plain code).
+        OutsideStepError: (a LookupError) when called outside a workflow step (e.g. a task called from plain code).
     """
     rt = _current.get()
     if rt is None:
-        raise LookupError(
+        raise OutsideStepError(
             "no workflow step is executing here: tasks and ctx functions can only be called from "
             "inside a step handler run by a grctl Worker"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from grctl.errors import StoreKeyNotFoundError
+from grctl.errors import InvalidArgumentError, ReadOnlyStoreError, StoreKeyNotFoundError
 from grctl.worker.codec import CodecRegistry
 
 __all__ = ["Store", "StoreKeyNotFoundError"]
@@ -36,9 +36,9 @@ class Store:
     def put(self, key: str, value: Any) -> None:
         """Write `value` under `key` (visible to later steps once this step's directive commits)."""
         if self._read_only:
-            raise RuntimeError("the store is read-only in a query handler: queries must not change state")
+            raise ReadOnlyStoreError("the store is read-only in a query handler: queries must not change state")
         if not isinstance(key, str) or not key:
-            raise ValueError(f"store keys must be non-empty strings, got {key!r}")
+            raise InvalidArgumentError(f"store keys must be non-empty strings, got {key!r}", argument="key")
         self._writes[key] = self._codec.encode(value)
 
     @overload

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from grctl.engine.retry import RetryPolicy, retry_delay_ms, should_retry
-from grctl.errors import HandlerDefinitionError, NonDeterminismError
+from grctl.errors import HandlerDefinitionError, InvalidArgumentError, NonDeterminismError
 from grctl.models.errors import ErrorDetails
 from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.worker.runtime import StepRuntime, StepSuspended, get_step_runtime
@@ -233,7 +233,7 @@ def task(fn: Any = None, /, *, retry_policy: RetryPolicy | None = None) -> Any:
     once per step execution that commits (at-least-once if the worker dies mid-task).
     """
     if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-        raise TypeError(f"retry_policy must be a RetryPolicy, got {type(retry_policy).__name__}")
+        raise InvalidArgumentError(f"retry_policy must be a RetryPolicy, got {type(retry_policy).__name__}")
 
     def deco(f: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         if not inspect.iscoroutinefunction(f):

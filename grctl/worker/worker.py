@@ -6,23 +6,24 @@ import asyncio
 import fcntl
 import hashlib
 import logging
-import os
 import secrets
 import signal
 import socket
 from pathlib import Path
 from typing import IO, Any
 
+from grctl import defaults
 from grctl.engine.machine import Machine
-from grctl.errors import RegistrationError, StateError
+from grctl.errors import InvalidArgumentError, RegistrationError, StateError
 from grctl.kafka.connection import Connection
+from grctl.settings import EngineSettings
 from grctl.worker._session import SessionRestart, WorkerSession
 from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.workflow.workflow import Workflow
 
 logger = logging.getLogger("grctl.worker")
 
-DEFAULT_MAX_CONCURRENT_STEPS = 1000
+DEFAULT_MAX_CONCURRENT_STEPS = defaults.MAX_CONCURRENT_STEPS
 RESTART_BACKOFF_S = 0.5
 
 
@@ -40,14 +41,6 @@ class _Catalog:
     def has_event(self, wf_type: str, name: str) -> bool:
         wf = self._wfs.get(wf_type)
         return wf is not None and wf.has_event(name)
-
-
-def _default_state_root(namespace: str) -> Path:
-    root = os.environ.get("GRCTL_STATE_DIR")
-    if root:
-        return Path(root) / namespace
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "grctl" / "state" / namespace
 
 
 class _StateDirLock:
@@ -124,7 +117,9 @@ class Worker:
         if problems:
             raise RegistrationError("; ".join(problems))
         if max_concurrent_steps < 1:
-            raise ValueError(f"max_concurrent_steps must be >= 1, got {max_concurrent_steps}")
+            raise InvalidArgumentError(
+                f"max_concurrent_steps must be >= 1, got {max_concurrent_steps}", argument="max_concurrent_steps"
+            )
         self._workflows = types
         self._connection = connection
         self._codec = codec or default_codec()
@@ -165,7 +160,7 @@ class Worker:
                 id_file.write_text(f"{self.worker_name}-{secrets.token_hex(4)}")
             self._lock = lock
             return self._state_dir, id_file.read_text().strip()
-        root = _default_state_root(namespace)
+        root = EngineSettings.from_env().state_root(namespace)
         for slot in range(256):
             path = root / f"{self.worker_name}-{slot}"
             lock = _StateDirLock(path)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from grctl.errors import CodecError, HandlerDefinitionError
+from grctl.errors import CodecError, HandlerArgumentError, HandlerDefinitionError, MissingArgumentError
 from grctl.worker.codec import CodecRegistry
 
 __all__ = ["HandlerSpec", "bind_arguments", "inspect_handler"]
@@ -201,9 +201,10 @@ def bind_arguments(spec: HandlerSpec, payload: Any, codec: CodecRegistry) -> dic
         without default then makes the call itself raise ``TypeError``).
 
     Raises:
-        TypeError: If the handler has two or more parameters and the payload is not a dict.
-        KeyError: If the handler has two or more parameters and the payload lacks one of them
-            (defaults are not used in that case, as in the original grctl).
+        HandlerArgumentError: (a ``TypeError``) If the handler has two or more parameters and the
+            payload is not a dict.
+        MissingArgumentError: (a ``KeyError``) If the handler has two or more parameters and the
+            payload lacks one of them (defaults are not used in that case, as in the original grctl).
         CodecError: If a value cannot be converted to its parameter's annotation.
     """
     params = spec.params
@@ -214,7 +215,7 @@ def bind_arguments(spec: HandlerSpec, payload: Any, codec: CodecRegistry) -> dic
         value = payload[name] if isinstance(payload, dict) and name in payload else payload
         return {name: _convert(spec, name, value, annotation, codec)}
     if not isinstance(payload, dict):
-        raise TypeError(
+        raise HandlerArgumentError(
             f"{spec.label} takes parameters {', '.join(params)}, so its payload must be a dict with "
             f"those keys, got {type(payload).__name__}"
         )
@@ -224,7 +225,7 @@ def bind_arguments(spec: HandlerSpec, payload: Any, codec: CodecRegistry) -> dic
             value = payload[name]
         except KeyError:
             keys = sorted(map(str, payload))
-            raise KeyError(
+            raise MissingArgumentError(
                 f"{spec.label} needs payload key {name!r}, but the payload has keys {keys}; send every "
                 f"parameter ({', '.join(params)}): defaults do not apply to handlers with several parameters"
             ) from None

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from grctl.errors import RegistrationError
+from grctl import defaults
+from grctl.errors import DuplicateHandlerError, InvalidArgumentError, RegistrationError
 from grctl.workflow.handlers import HandlerSpec, inspect_handler
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: `@wf.step()` without a timeout gets 10 s, as the original SDK stores (BEHAVIOUR.md §1.2).
-DEFAULT_STEP_TIMEOUT = timedelta(seconds=10)
 
 #: The name of the start handler's step on the wire and in history (BEHAVIOUR.md §2.1).
 START_STEP_NAME = "start"
@@ -49,9 +49,9 @@ def _check_timeout(where: str, timeout: timedelta | None) -> None:
     if timeout is None:
         return
     if not isinstance(timeout, timedelta):
-        raise TypeError(f"{where}: timeout must be a datetime.timedelta, got {type(timeout).__name__}")
+        raise InvalidArgumentError(f"{where}: timeout must be a datetime.timedelta, got {type(timeout).__name__}")
     if timeout <= timedelta(0):
-        raise ValueError(f"{where}: timeout must be positive, got {timeout}")
+        raise InvalidArgumentError(f"{where}: timeout must be positive, got {timeout}", argument="timeout")
 
 
 class Workflow:
@@ -73,9 +73,11 @@ class Workflow:
 
     def __init__(self, workflow_type: str) -> None:
         if not isinstance(workflow_type, str) or not workflow_type.strip():
-            raise ValueError(f"workflow_type must be a non-empty string, got {workflow_type!r}")
+            raise InvalidArgumentError(f"workflow_type must be a non-empty string, got {workflow_type!r}")
         if "." in workflow_type or any(c.isspace() for c in workflow_type):
-            raise ValueError(f"workflow_type {workflow_type!r} must not contain dots or whitespace")
+            raise InvalidArgumentError(
+                f"workflow_type {workflow_type!r} must not contain dots or whitespace", argument="workflow_type"
+            )
         self._type = workflow_type
         self._h = _Handlers()
 
@@ -96,9 +98,11 @@ class Workflow:
 
         def deco(fn: F) -> F:
             if self._h.start is not None:
-                raise ValueError(
+                raise DuplicateHandlerError(
                     f"workflow {self._type!r} already has a start handler "
-                    f"({self._h.start.handler.__name__}); a workflow has exactly one"
+                    f"({self._h.start.handler.__name__}); a workflow has exactly one",
+                    wf_type=self._type,
+                    name=START_STEP_NAME,
                 )
             self._h.start = HandlerConfig(fn, inspect_handler(fn, kind="start"), timeout)
             return fn
@@ -116,13 +120,19 @@ class Workflow:
         def deco(fn: F) -> F:
             name = fn.__name__
             if name == START_STEP_NAME:
-                raise ValueError(
+                raise DuplicateHandlerError(
                     f"workflow {self._type!r}: a step cannot be named {START_STEP_NAME!r} "
-                    f"(reserved for the start handler); rename the function"
+                    f"(reserved for the start handler); rename the function",
+                    wf_type=self._type,
+                    name=name,
                 )
             if name in self._h.steps:
-                raise ValueError(f"workflow {self._type!r} already has a step named {name!r}")
-            self._h.steps[name] = HandlerConfig(fn, inspect_handler(fn, kind="step"), timeout or DEFAULT_STEP_TIMEOUT)
+                raise DuplicateHandlerError(
+                    f"workflow {self._type!r} already has a step named {name!r}", wf_type=self._type, name=name
+                )
+            self._h.steps[name] = HandlerConfig(
+                fn, inspect_handler(fn, kind="step"), timeout or defaults.DECORATED_STEP_TIMEOUT
+            )
             return fn
 
         return deco
@@ -139,12 +149,16 @@ class Workflow:
         def deco(fn: F) -> F:
             key = name or fn.__name__
             if key == START_STEP_NAME:
-                raise ValueError(
+                raise DuplicateHandlerError(
                     f"workflow {self._type!r}: an event cannot be named {START_STEP_NAME!r} "
-                    f"(reserved for the start handler); pass another name"
+                    f"(reserved for the start handler); pass another name",
+                    wf_type=self._type,
+                    name=key,
                 )
             if key in self._h.events:
-                raise ValueError(f"workflow {self._type!r} already has an event handler named {key!r}")
+                raise DuplicateHandlerError(
+                    f"workflow {self._type!r} already has an event handler named {key!r}", wf_type=self._type, name=key
+                )
             self._h.events[key] = HandlerConfig(fn, inspect_handler(fn, kind="event"), timeout)
             return fn
 
@@ -156,7 +170,9 @@ class Workflow:
         def deco(fn: F) -> F:
             key = name or fn.__name__
             if key in self._h.queries:
-                raise ValueError(f"workflow {self._type!r} already has a query named {key!r}")
+                raise DuplicateHandlerError(
+                    f"workflow {self._type!r} already has a query named {key!r}", wf_type=self._type, name=key
+                )
             self._h.queries[key] = HandlerConfig(fn, inspect_handler(fn, kind="query"), None)
             return fn
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from grctl.engine.machine import DEFAULT_STEP_TIMEOUT_MS, Machine, StepOutcome, Transition
+from grctl import defaults
+from grctl.engine.machine import Machine, StepOutcome, Transition
 from grctl.engine.records import (
     CancelCmd,
     ChildDoneCmd,
@@ -70,7 +71,7 @@ def test_start_creates_run_and_schedules_start_step() -> None:
     assert kinds(tr) == ["run.started"]
     assert tr.sends == [NextCmd(wf_id="wf-1", run_id="run-1", seq=1)]
     assert tr.execute
-    assert run.step_timeout_ms == DEFAULT_STEP_TIMEOUT_MS  # enforced by the executing worker
+    assert run.step_timeout_ms == defaults.STEP_TIMEOUT_MS  # enforced by the executing worker
     assert tr.timers_set == []
     assert run.last_offset == 0
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grctl.errors import StateError
+from grctl.errors import InternalError, StateError
 from grctl.state.partition_store import PartitionStore
 
 
@@ -56,7 +56,7 @@ def test_a_flush_is_one_consistent_write_batch_with_its_checkpoint(tmp_path: Pat
 def test_staging_into_an_older_batch_is_refused(tmp_path: Path) -> None:
     store = PartitionStore(tmp_path / "p0")
     store.put(b"r/a", b"1", batch_id=3)
-    with pytest.raises(ValueError, match="older than the newest staged batch"):
+    with pytest.raises(InternalError, match="older than the newest staged batch"):
         store.put(b"r/a", b"0", batch_id=2)
     store.close()
 
