@@ -37,7 +37,8 @@ import aiokafka
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.aio import AIOConsumer, AIOProducer
 
-from grctl.engine.records import HistoryRecord, NextCmd, RunRecord, directive_decoder, encoder, run_key, store_key
+from grctl.engine.keys import run_key, store_key
+from grctl.engine.records import HistoryRecord, NextCmd, RunRecord, directive_decoder, encoder
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 

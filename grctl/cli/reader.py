@@ -30,8 +30,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # untyped re-
 from ulid import ULID
 
 from grctl.client.client import HISTORY_SEEK_SLACK_MS, run_info_from_reply, to_history_event
+from grctl.engine.keys import RUN_PREFIX, run_key
 from grctl.engine.machine import Machine
-from grctl.engine.records import RUN_PREFIX, ReplyTo, RunRecord, history_decoder, run_decoder
+from grctl.engine.records import ReplyTo, RunRecord, history_decoder, run_decoder
 from grctl.errors import InvalidArgumentError, KafkaSetupError, WorkflowNotFoundError
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
@@ -377,7 +378,7 @@ class StateScanner:
 
     def find(self, wf_id: str) -> RunRow | None:
         """The latest committed record of `wf_id` (None: no such run). Reads only its partition."""
-        key = RUN_PREFIX + wf_id.encode()
+        key = run_key(wf_id)
         p = partition_for(wf_id, self.conn.num_partitions)
         part = self._parts[p]
         while not part.exhausted:

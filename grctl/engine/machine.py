@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
 
 from grctl import defaults
 from grctl.engine.records import (
+    ACTIVE_STATES,
     CancelCmd,
     ChildDoneCmd,
     DirectiveRecord,
@@ -25,17 +26,31 @@ from grctl.engine.records import (
     InboxEntry,
     NextCmd,
     Reply,
+    ReplyCode,
     ReplyTo,
     RunRecord,
     StartCmd,
     TimerEntry,
+    TimerKind,
 )
 from grctl.errors import InternalError
+from grctl.models.history import HistoryKind
+from grctl.models.run_info import RunStateKind, RunStatus
 
 START_STEP = "start"
 
 
-ACTIVE_STATES = frozenset({"step", "wait"})
+#: What a finished step execution asks for (`StepOutcome.next_kind`).
+NextKind = Literal["step", "wait", "complete", "fail", "error", "timeout", "suspend"]
+
+#: The state a run ends in, for each terminal status.
+TERMINAL_STATE: Final[dict[RunStatus, RunStateKind]] = {
+    RunStatus.completed: RunStateKind.complete,
+    RunStatus.failed: RunStateKind.fail,
+    RunStatus.cancelled: RunStateKind.cancel,
+    RunStatus.terminated: RunStateKind.terminate,
+    RunStatus.timed_out: RunStateKind.timeout,
+}
 
 
 class Catalog(Protocol):
@@ -58,14 +73,14 @@ class Catalog(Protocol):
 class StepOutcome:
     """What a finished step execution reports to the state machine.
 
-    Exactly one of `next_kind` values applies: "step", "wait", "complete", "fail", "error"
-    (an exception escaped), "timeout" (the step ran past its deadline), "suspend" (a task
-    waits for a long retry back-off: re-execute the same step at `resume_at_ms`).
+    `next_kind` (a `NextKind`) is one of "step", "wait", "complete", "fail", "error" (an
+    exception escaped), "timeout" (the step ran past its deadline), "suspend" (a task waits
+    for a long retry back-off: re-execute the same step at `resume_at_ms`).
     """
 
     run_id: str
     seq: int
-    next_kind: str
+    next_kind: NextKind
     duration_ms: int = 0
     next_step: str | None = None
     next_step_timeout_ms: int | None = None
@@ -131,7 +146,7 @@ class Machine:
 
     # ------------------------------------------------------------------ helpers
 
-    def _hist(self, run: RunRecord, kind: str, now_ms: int, msg: dict[str, Any] | None = None) -> HistoryRecord:
+    def _hist(self, run: RunRecord, kind: HistoryKind, now_ms: int, msg: dict[str, Any] | None = None) -> HistoryRecord:
         return HistoryRecord(
             kind=kind, wf_id=run.wf_id, run_id=run.run_id, ts_ms=now_ms, msg=msg, worker_id=self.worker_id
         )
@@ -161,8 +176,8 @@ class Machine:
         timeout = timeout_ms or self._step_timeout(run.wf_type, step)
         run = msgspec.structs.replace(
             run,
-            state="step",
-            status="running",
+            state=RunStateKind.step,
+            status=RunStatus.running,
             seq=seq,
             step=step,
             step_payload=payload,
@@ -177,15 +192,14 @@ class Machine:
 
     @staticmethod
     def _timer(run: RunRecord, due_ms: int) -> TimerEntry:
-        kind = "resume" if run.state == "step" else "wait"
+        kind = TimerKind.resume if run.state == RunStateKind.step else TimerKind.wait
         return TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=kind, seq=run.seq, due_ms=due_ms)
 
     def _finish(
         self,
         tr: Transition,
         run: RunRecord,
-        status: str,
-        state: str,
+        status: RunStatus,
         now_ms: int,
         *,
         result: Any = None,
@@ -194,31 +208,36 @@ class Machine:
     ) -> RunRecord:
         """End the run: terminal history event, timers cleared, parent notified."""
         duration = max(0, now_ms - run.started_ms)
-        if status == "completed":
-            tr.history.append(self._hist(run, "run.completed", now_ms, {"result": result, "duration_ms": duration}))
-        elif status == "failed":
-            tr.history.append(self._hist(run, "run.failed", now_ms, {"error": error, "duration_ms": duration}))
-        elif status == "cancelled":
-            tr.history.append(self._hist(run, "run.cancelled", now_ms, {"reason": reason, "duration_ms": duration}))
-        elif status == "terminated":
-            tr.history.append(self._hist(run, "run.terminated", now_ms, {"reason": reason, "duration_ms": duration}))
-        elif status == "timed_out":
-            tr.history.append(self._hist(run, "run.timeout", now_ms, {"duration_ms": duration}))
+        if status == RunStatus.completed:
+            msg: dict[str, Any] = {"result": result, "duration_ms": duration}
+            tr.history.append(self._hist(run, HistoryKind.run_completed, now_ms, msg))
+        elif status == RunStatus.failed:
+            tr.history.append(
+                self._hist(run, HistoryKind.run_failed, now_ms, {"error": error, "duration_ms": duration})
+            )
+        elif status == RunStatus.cancelled:
+            msg = {"reason": reason, "duration_ms": duration}
+            tr.history.append(self._hist(run, HistoryKind.run_cancelled, now_ms, msg))
+        elif status == RunStatus.terminated:
+            msg = {"reason": reason, "duration_ms": duration}
+            tr.history.append(self._hist(run, HistoryKind.run_terminated, now_ms, msg))
+        elif status == RunStatus.timed_out:
+            tr.history.append(self._hist(run, HistoryKind.run_timeout, now_ms, {"duration_ms": duration}))
         if run.timer_due_ms is not None:
             tr.timers_clear.append(self._timer(run, run.timer_due_ms))
         if run.deadline_ms is not None:
             tr.timers_clear.append(
-                TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="workflow", seq=0, due_ms=run.deadline_ms)
+                TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=TimerKind.workflow, seq=0, due_ms=run.deadline_ms)
             )
         if run.parent is not None:
             # Every child reports its end to its parent: as an event for the callback step if
             # it named one, else to the parent's table of child outcomes (awaited futures).
             outcome_error = error
-            if status == "cancelled":
+            if status == RunStatus.cancelled:
                 outcome_error = {"type": "Cancelled", "message": reason or "workflow was cancelled"}
-            elif status == "terminated":
+            elif status == RunStatus.terminated:
                 outcome_error = {"type": "Terminated", "message": reason or "run was terminated"}
-            elif status == "timed_out":
+            elif status == RunStatus.timed_out:
                 outcome_error = {"type": "WorkflowTimeout", "message": "the workflow timeout expired"}
             outcome: dict[str, Any] = {"status": status, "result": result, "error": outcome_error}
             tr.sends.append(
@@ -234,7 +253,7 @@ class Machine:
         return msgspec.structs.replace(
             run,
             status=status,
-            state=state,
+            state=TERMINAL_STATE[status],
             result=result,
             error=error,
             ended_ms=now_ms,
@@ -287,7 +306,7 @@ class Machine:
             return SKIP  # the same start delivered twice (client retry)
         if run is not None and run.state in ACTIVE_STATES:
             self._reject(
-                tr, cmd, now_ms, "already_running",
+                tr, cmd, now_ms, ReplyCode.already_running,
                 f"workflow id {cmd.wf_id!r} already has an active run {run.run_id} "
                 f"(type {run.wf_type!r}); wait for it to end, cancel it, or use another id",
                 existing=run.run_id,
@@ -295,7 +314,7 @@ class Machine:
             return tr
         if not self.catalog.has_type(cmd.wf_type):
             self._reject(
-                tr, cmd, now_ms, "type_not_registered",
+                tr, cmd, now_ms, ReplyCode.type_not_registered,
                 f"workflow type {cmd.wf_type!r} is not served by the workers of this namespace; "
                 f"register it in a Worker(workflows=[...]) and restart the workers",
             )  # fmt: skip
@@ -304,8 +323,8 @@ class Machine:
             run_id=cmd.run_id,
             wf_id=cmd.wf_id,
             wf_type=cmd.wf_type,
-            status="running",
-            state="start",
+            status=RunStatus.running,
+            state=RunStateKind.start,
             input=cmd.input,
             created_ms=now_ms,
             started_ms=now_ms,
@@ -315,7 +334,7 @@ class Machine:
         tr.history.append(
             self._hist(
                 new,
-                "run.started",
+                HistoryKind.run_started,
                 now_ms,
                 {
                     "wf_type": cmd.wf_type,
@@ -329,7 +348,7 @@ class Machine:
         if cmd.timeout_ms:
             new.deadline_ms = now_ms + cmd.timeout_ms
             tr.timers_set.append(
-                TimerEntry(wf_id=new.wf_id, run_id=new.run_id, kind="workflow", seq=0, due_ms=new.deadline_ms)
+                TimerEntry(wf_id=new.wf_id, run_id=new.run_id, kind=TimerKind.workflow, seq=0, due_ms=new.deadline_ms)
             )
         tr.run = self._dispatch(tr, new, START_STEP, cmd.input, now_ms)
         return tr
@@ -339,7 +358,7 @@ class Machine:
     ) -> None:
         tr.history.append(
             HistoryRecord(
-                kind="run.rejected",
+                kind=HistoryKind.run_rejected,
                 wf_id=cmd.wf_id,
                 run_id=cmd.run_id,
                 ts_ms=now_ms,
@@ -356,7 +375,7 @@ class Machine:
                     event_name=cmd.parent.callback_step or "",
                     child_wf_id=cmd.wf_id,
                     child_run_id=cmd.run_id,
-                    outcome={"status": "failed", "result": None, "error": {"type": code, "message": message}},
+                    outcome={"status": RunStatus.failed, "result": None, "error": {"type": code, "message": message}},
                 )
             )
 
@@ -372,12 +391,12 @@ class Machine:
         tr = Transition()
         if not self._addresses(tr, run, cmd) or run is None:
             return tr
-        if run.state not in ACTIVE_STATES and run.state != "start":
+        if run.state not in ACTIVE_STATES and run.state != RunStateKind.start:
             if cmd.reply_to:
                 tr.replies.append(
                     self._error_reply(
                         cmd.reply_to,
-                        "finished",
+                        ReplyCode.finished,
                         f"run {run.run_id} of workflow id {run.wf_id!r} already ended ({run.status}); "
                         f"events can only be sent to active runs",
                     )
@@ -388,18 +407,18 @@ class Machine:
                 tr.replies.append(
                     self._error_reply(
                         cmd.reply_to,
-                        "unknown_event",
+                        ReplyCode.unknown_event,
                         f"workflow type {run.wf_type!r} has no event handler {cmd.event_name!r}",
                     )
                 )
             return tr
         tr.history.append(
-            self._hist(run, "event.received", now_ms, {"event_name": cmd.event_name, "payload": cmd.payload})
+            self._hist(run, HistoryKind.event_received, now_ms, {"event_name": cmd.event_name, "payload": cmd.payload})
         )
         seq = run.inbox_next
         entry = InboxEntry(run_id=run.run_id, event_name=cmd.event_name, payload=cmd.payload, event_id=cmd.event_id)
         run = msgspec.structs.replace(run, inbox_next=seq + 1)
-        if run.state == "wait" and run.inbox_head == seq:
+        if run.state == RunStateKind.wait and run.inbox_head == seq:
             # Nothing older is queued: hand the event to its handler straight away.
             run = msgspec.structs.replace(run, inbox_head=seq + 1)
             run = self._dispatch(tr, run, entry.event_name, entry.payload, now_ms)
@@ -431,19 +450,19 @@ class Machine:
                 tr.replies.append(
                     self._error_reply(
                         cmd.reply_to,
-                        "finished",
+                        ReplyCode.finished,
                         f"cannot {what} run {run.run_id} of workflow id {run.wf_id!r}: it already ended ({run.status})",
                     )
                 )
             return tr
         if cmd.terminate:
             tr.cancel_running = True
-            tr.run = self._finish(tr, run, "terminated", "terminate", now_ms, reason=cmd.reason)
-        elif run.state == "wait" or run.suspended_until_ms is not None:
+            tr.run = self._finish(tr, run, RunStatus.terminated, now_ms, reason=cmd.reason)
+        elif run.state == RunStateKind.wait or run.suspended_until_ms is not None:
             # Nothing runs (waiting, or suspended in a retry back-off): cancel at once.
-            tr.run = self._finish(tr, run, "cancelled", "cancel", now_ms, reason=cmd.reason)
+            tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=cmd.reason)
         else:
-            tr.history.append(self._hist(run, "run.cancel_received", now_ms, {"reason": cmd.reason}))
+            tr.history.append(self._hist(run, HistoryKind.run_cancel_received, now_ms, {"reason": cmd.reason}))
             tr.run = msgspec.structs.replace(run, cancel_pending=True, cancel_reason=cmd.reason)
         if cmd.reply_to:
             tr.replies.append(
@@ -455,7 +474,9 @@ class Machine:
         """Whether `cmd` is for `run`; if not, answer why (no run, or an older run of the id)."""
         if run is None:
             if cmd.reply_to:
-                tr.replies.append(self._error_reply(cmd.reply_to, "not_found", f"no run of workflow id {cmd.wf_id!r}"))
+                tr.replies.append(
+                    self._error_reply(cmd.reply_to, ReplyCode.not_found, f"no run of workflow id {cmd.wf_id!r}")
+                )
             return False
         if cmd.run_id is not None and cmd.run_id != run.run_id:
             if cmd.reply_to:
@@ -467,7 +488,7 @@ class Machine:
     def _stale_run_reply(to: ReplyTo, run_id: str, latest: RunRecord) -> tuple[ReplyTo, Reply]:
         return Machine._error_reply(
             to,
-            "finished",
+            ReplyCode.finished,
             f"run {run_id} of workflow id {latest.wf_id!r} has ended; the latest run is {latest.run_id} "
             f"({latest.status}): use client.get_workflow_handle({latest.wf_id!r}) for it",
         )
@@ -480,32 +501,34 @@ class Machine:
 
     def on_step_outcome(self, run: RunRecord | None, out: StepOutcome, now_ms: int, inbox: InboxReader) -> Transition:
         """A step finished: record it and move the run on as its directive says."""
-        if run is None or run.run_id != out.run_id or run.seq != out.seq or run.state != "step":
+        if run is None or run.run_id != out.run_id or run.seq != out.seq or run.state != RunStateKind.step:
             return SKIP  # the run moved on (terminated, timed out) while the step ran
         tr = Transition()
         step = run.step or ""
         kind = out.next_kind
         if kind == "error":
-            tr.history.append(self._hist(run, "step.failed", now_ms, {"step_name": step, "error": out.error}))
-            tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=out.error)
+            tr.history.append(self._hist(run, HistoryKind.step_failed, now_ms, {"step_name": step, "error": out.error}))
+            tr.run = self._finish(tr, run, RunStatus.failed, now_ms, error=out.error)
             return tr
         if kind == "suspend":
             # The step's journal stays; a durable timer re-executes the same step (same seq).
             due = out.resume_at_ms or now_ms
             tr.run = msgspec.structs.replace(run, suspended_until_ms=due, timer_due_ms=due)
-            tr.timers_set.append(TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="resume", seq=run.seq, due_ms=due))
+            tr.timers_set.append(
+                TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=TimerKind.resume, seq=run.seq, due_ms=due)
+            )
             return tr
         if kind == "timeout":
-            tr.history.append(self._hist(run, "step.timeout", now_ms, {"step_name": step}))
+            tr.history.append(self._hist(run, HistoryKind.step_timeout, now_ms, {"step_name": step}))
             err = {"type": "StepTimeout", "message": f"step {step} timed out"}
-            tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=err)
+            tr.run = self._finish(tr, run, RunStatus.failed, now_ms, error=err)
             return tr
         tr.store = out.store
         tr.history.append(
-            self._hist(run, "step.completed", now_ms, {"step_name": step, "duration_ms": out.duration_ms})
+            self._hist(run, HistoryKind.step_completed, now_ms, {"step_name": step, "duration_ms": out.duration_ms})
         )
         if run.cancel_pending:
-            tr.run = self._finish(tr, run, "cancelled", "cancel", now_ms, reason=run.cancel_reason)
+            tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=run.cancel_reason)
             return tr
         if kind == "step":
             assert out.next_step is not None
@@ -513,9 +536,9 @@ class Machine:
         elif kind == "wait":
             tr.run = self._enter_wait(tr, run, out, now_ms, inbox)
         elif kind == "complete":
-            tr.run = self._finish(tr, run, "completed", "complete", now_ms, result=out.result)
+            tr.run = self._finish(tr, run, RunStatus.completed, now_ms, result=out.result)
         elif kind == "fail":
-            tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=out.error)
+            tr.run = self._finish(tr, run, RunStatus.failed, now_ms, error=out.error)
         else:
             raise InternalError(f"unknown step outcome kind {kind!r}")
         return tr
@@ -528,14 +551,14 @@ class Machine:
         tr.history.append(
             self._hist(
                 run,
-                "wait.started",
+                HistoryKind.wait_started,
                 now_ms,
                 {"timeout_ms": out.wait_timeout_ms, "on_timeout": out.wait_on_timeout},
             )
         )
         run = msgspec.structs.replace(
             run,
-            state="wait",
+            state=RunStateKind.wait,
             step=None,
             step_payload=None,
             timer_due_ms=None,
@@ -552,7 +575,9 @@ class Machine:
         if out.wait_timeout_ms:
             due = now_ms + out.wait_timeout_ms
             run.timer_due_ms = due
-            tr.timers_set.append(TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind="wait", seq=run.seq, due_ms=due))
+            tr.timers_set.append(
+                TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=TimerKind.wait, seq=run.seq, due_ms=due)
+            )
         return run
 
     # ------------------------------------------------------------------ timers
@@ -562,26 +587,26 @@ class Machine:
         if run is None or run.run_id != timer.run_id or run.state not in ACTIVE_STATES:
             return SKIP
         tr = Transition()
-        if timer.kind == "workflow":
+        if timer.kind == TimerKind.workflow:
             if run.deadline_ms != timer.due_ms:
                 return SKIP
-            tr.cancel_running = run.state == "step"
-            tr.run = self._finish(tr, run, "timed_out", "timeout", now_ms)
+            tr.cancel_running = run.state == RunStateKind.step
+            tr.run = self._finish(tr, run, RunStatus.timed_out, now_ms)
             return tr
         if run.seq != timer.seq or run.timer_due_ms != timer.due_ms:
             return SKIP
-        if timer.kind == "resume" and run.state == "step" and run.suspended_until_ms is not None:
+        if timer.kind == TimerKind.resume and run.state == RunStateKind.step and run.suspended_until_ms is not None:
             tr.run = msgspec.structs.replace(run, suspended_until_ms=None, timer_due_ms=None)
             tr.execute = True
             return tr
-        if timer.kind == "wait" and run.state == "wait":
-            tr.history.append(self._hist(run, "wait.timed_out", now_ms, {"on_timeout": run.wait_on_timeout}))
+        if timer.kind == TimerKind.wait and run.state == RunStateKind.wait:
+            tr.history.append(self._hist(run, HistoryKind.wait_timed_out, now_ms, {"on_timeout": run.wait_on_timeout}))
             run = msgspec.structs.replace(run, timer_due_ms=None)
             if run.wait_on_timeout:
                 tr.run = self._dispatch(tr, run, run.wait_on_timeout, None, now_ms)
             else:
                 err = {"type": "WaitTimeout", "message": "wait timed out without a timeout step"}
-                tr.run = self._finish(tr, run, "failed", "fail", now_ms, error=err)
+                tr.run = self._finish(tr, run, RunStatus.failed, now_ms, error=err)
             return tr
         return SKIP
 
@@ -591,7 +616,7 @@ class Machine:
     def describe(run: RunRecord | None, to: ReplyTo) -> tuple[ReplyTo, Reply]:
         """Answer a describe request from the committed run record."""
         if run is None:
-            return Machine._error_reply(to, "not_found", "no run with this workflow id")
+            return Machine._error_reply(to, ReplyCode.not_found, "no run with this workflow id")
         info = {
             "id": run.run_id,
             "wf_id": run.wf_id,
@@ -607,8 +632,8 @@ class Machine:
             "result": run.result,
             "error": run.error,
             "parent": msgspec.to_builtins(run.parent) if run.parent else None,
-            "waiting": run.state == "wait",
-            "wait_due_ms": run.timer_due_ms if run.state == "wait" else None,
+            "waiting": run.state == RunStateKind.wait,
+            "wait_due_ms": run.timer_due_ms if run.state == RunStateKind.wait else None,
             "pending_events": run.inbox_next - run.inbox_head,
         }
         return to, Reply(request_id=to.request_id, client_id=to.client_id, payload=info)

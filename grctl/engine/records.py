@@ -2,14 +2,17 @@
 
 Every record is msgpack (msgspec) with a type tag; `v` is the schema version for future
 evolution. Keys are bytes: the workflow id for `directives` and `history`, a table prefix plus
-workflow id (plus sub-key) for `state`.
+workflow id (plus sub-key) for `state` (every layout in `grctl.engine.keys`).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import msgspec
+
+from grctl.models.run_info import RunStateKind, RunStatus
 
 SCHEMA_VERSION = 1
 
@@ -102,7 +105,6 @@ class QueryCmd(_Cmd, tag="query"):
 
 DirectiveRecord = StartCmd | NextCmd | EventCmd | CancelCmd | ChildDoneCmd | DescribeCmd | QueryCmd
 
-directive_encoder = msgspec.msgpack.Encoder()
 directive_decoder = msgspec.msgpack.Decoder(DirectiveRecord)  # type: ignore[arg-type]
 
 
@@ -128,8 +130,20 @@ history_decoder = msgspec.msgpack.Decoder(HistoryRecord)
 # --------------------------------------------------------------------------- replies topic
 
 
+class ReplyCode(StrEnum):
+    """Why a request was refused (`Reply.code`, and `code` of a `run.rejected` history event)."""
+
+    not_found = "not_found"  # no run of the workflow id
+    finished = "finished"  # the run (or the addressed older run) already ended
+    unknown_event = "unknown_event"  # the run's workflow has no handler for the event
+    unknown_query = "unknown_query"  # the run's workflow has no such query
+    query_failed = "query_failed"  # the query handler raised
+    already_running = "already_running"  # start with the id of an active run
+    type_not_registered = "type_not_registered"  # start of a type the workers do not serve
+
+
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The answer to a client request."""
+    """The answer to a client request (`code` is a `ReplyCode` when `ok` is false)."""
 
     request_id: str
     client_id: str
@@ -149,16 +163,16 @@ reply_decoder = msgspec.msgpack.Decoder(Reply)
 class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The latest run of one workflow id (table `r/`).
 
-    `state` is where the run is: "step" (step `step` number `seq` is scheduled or running),
-    "wait" (waiting for an event), or a terminal state. `last_offset` is the offset of the last
+    `state` is where the run is: `step` (step `step` number `seq` is scheduled or running),
+    `wait` (waiting for an event), or a terminal state. `last_offset` is the offset of the last
     `directives` record applied to this run, so a re-delivered record is never applied twice.
     """
 
     run_id: str
     wf_id: str
     wf_type: str
-    status: str
-    state: str
+    status: RunStatus
+    state: RunStateKind
     seq: int = 0
     step: str | None = None
     step_payload: Any = None
@@ -194,12 +208,20 @@ class InboxEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     timeout_ms: int | None = None
 
 
+class TimerKind(StrEnum):
+    """What a durable timer is for."""
+
+    wait = "wait"  # the wait timeout of a waiting run
+    resume = "resume"  # the end of a long task retry back-off: re-execute the suspended step
+    workflow = "workflow"  # the workflow timeout
+
+
 class TimerEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A durable timer (table `t/`, keyed by due time)."""
 
     wf_id: str
     run_id: str
-    kind: str  # "step" | "wait" | "workflow"
+    kind: TimerKind
     seq: int
     due_ms: int
 
@@ -209,48 +231,5 @@ inbox_decoder = msgspec.msgpack.Decoder(InboxEntry)
 timer_decoder = msgspec.msgpack.Decoder(TimerEntry)
 encoder = msgspec.msgpack.Encoder()
 
-RUN_PREFIX = b"r/"
-STORE_PREFIX = b"s/"
-INBOX_PREFIX = b"i/"
-TIMER_PREFIX = b"t/"
-JOURNAL_PREFIX = b"j/"
-META_PREFIX = b"m/"
-CHILD_PREFIX = b"c/"
-SEP = b"\x00"
-
-
-def run_key(wf_id: str) -> bytes:
-    """Key of a run record."""
-    return RUN_PREFIX + wf_id.encode()
-
-
-def store_key(wf_id: str, run_id: str, key: str) -> bytes:
-    """Key of one store value of one run."""
-    return STORE_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + key.encode()
-
-
-def inbox_key(wf_id: str, seq: int) -> bytes:
-    """Key of an inbox entry; entries of one workflow id sort by arrival."""
-    return INBOX_PREFIX + wf_id.encode() + SEP + b"%016d" % seq
-
-
-def timer_key(due_ms: int, wf_id: str, kind: str) -> bytes:
-    """Key of a timer; the table sorts by due time."""
-    return TIMER_PREFIX + b"%016d" % due_ms + SEP + wf_id.encode() + SEP + kind.encode()
-
-
-def child_key(wf_id: str, run_id: str, child_wf_id: str) -> bytes:
-    """Key of the recorded outcome of a child run, kept for the parent's awaiting steps."""
-    return CHILD_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + child_wf_id.encode()
-
-
-def wf_id_from_state_key(key: bytes) -> str | None:
-    """The workflow id a state key belongs to (None for metadata keys)."""
-    prefix = key[:2]
-    if prefix == RUN_PREFIX:
-        return key[2:].decode()
-    if prefix in (STORE_PREFIX, INBOX_PREFIX, JOURNAL_PREFIX, CHILD_PREFIX):
-        return key[2:].split(SEP, 1)[0].decode()
-    if prefix == TIMER_PREFIX:
-        return key.split(SEP)[1].decode()
-    return None
+#: Run states in which a run can still move (the others are terminal).
+ACTIVE_STATES = frozenset({RunStateKind.step, RunStateKind.wait})

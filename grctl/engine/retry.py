@@ -242,3 +242,26 @@ def retry_delay_ms(policy: RetryPolicy, attempt: int, rand: float) -> int:
     except OverflowError:  # multiplier ** (attempt - 1) beyond float range: long past the cap
         delay = max_delay
     return int(delay * (1.0 + rand * policy.effective_jitter))
+
+
+#: A worker's first session restart waits this long; each further failure in a row doubles it...
+SESSION_RESTART_INITIAL_S: Final = 0.5
+#: ...up to this;
+SESSION_RESTART_MAX_S: Final = 30.0
+#: and a session that ran at least this long before failing starts the count again.
+SESSION_HEALTHY_S: Final = 60.0
+
+
+def session_restart_delay(failures_in_row: int) -> float:
+    """Seconds a worker waits before its next session, after `failures_in_row` failed ones (>= 1).
+
+    0.5, 1, 2, 4, ... 30 s: a fault that clears at once (a transaction aborted by a rebalance)
+    costs half a second; one that persists (a broker down, an engine bug on one record) is
+    retried without spinning.
+
+    Raises:
+        InvalidArgumentError: If `failures_in_row` is less than 1.
+    """
+    if failures_in_row < 1:
+        raise InvalidArgumentError(f"failures_in_row is 1-based, got {failures_in_row!r}")
+    return min(SESSION_RESTART_MAX_S, SESSION_RESTART_INITIAL_S * float(2 ** min(failures_in_row - 1, 16)))

@@ -28,11 +28,11 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
+from grctl.engine.keys import CHECKPOINT_KEY
 from grctl.errors import InternalError, StateError
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = b"m/checkpoint"
 #: Committed writes wait in memory at most this long before they are written to RocksDB...
 FLUSH_INTERVAL_S = 1.0
 #: ...or until this many keys wait.
@@ -175,8 +175,8 @@ class PartitionStore:
         self.checkpoint = max(self.checkpoint, checkpoint)
         self.flush()
 
-    def discard_overlay(self) -> None:
-        """Forget every write that was not committed (after an aborted transaction)."""
+    def drop_uncommitted(self) -> None:
+        """Forget every write not committed yet (the group committer, after a failed transaction)."""
         self._layers.clear()
 
     @property

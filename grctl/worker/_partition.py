@@ -1,13 +1,22 @@
 """The partition processor: applies the `directives` of one partition to its runs.
 
 One per owned partition. It consumes records in offset order, applies them through the pure
-state machine, stages the resulting records and state writes in the worker's current batch,
-starts steps once the transition that scheduled them has committed, and fires due timers.
+state machine, stages the resulting state writes and records in the open batch (the
+`Outbox`), starts steps once the transition that dispatched them has committed, and fires
+due timers.
 
 Offsets: `position` is the next offset to read. A `NextCmd` whose step is still running holds
 its offset back (`held`), so the offset committed with each transaction is the lowest offset
 whose processing is unfinished. Records past it that were already applied are recognised on
 re-delivery (per-run `last_offset`, per-run step `seq`) and skipped.
+
+Input that cannot be applied (undecodable, on the wrong partition, `InvalidRecordError`) goes
+to dead-letter. Anything else raised while applying a record is an engine bug: it propagates,
+fails the session loudly, and nothing of the record was staged (a transition is staged only
+once it is complete, see `apply`).
+
+May import: `grctl.engine`, `grctl.state`, `grctl.kafka`, `grctl.worker.runtime`, `._commit`
+(types). Not the session, the executor or the committer's implementation.
 """
 
 from __future__ import annotations
@@ -16,16 +25,15 @@ import asyncio
 import heapq
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from grctl.engine.machine import StepOutcome, Transition
+from grctl.engine import keys
+from grctl.engine.machine import Machine, StepOutcome, Transition
 from grctl.engine.records import (
-    JOURNAL_PREFIX,
-    SEP,
-    TIMER_PREFIX,
     DescribeCmd,
     HistoryRecord,
     InboxEntry,
@@ -33,25 +41,23 @@ from grctl.engine.records import (
     QueryCmd,
     RunRecord,
     TimerEntry,
-    child_key,
     directive_decoder,
     encoder,
     inbox_decoder,
-    inbox_key,
     run_decoder,
-    run_key,
-    store_key,
     timer_decoder,
-    timer_key,
 )
+from grctl.errors import InvalidRecordError
 from grctl.kafka.partitioner import partition_for
+from grctl.kafka.topics import TopicNames
+from grctl.models.run_info import RunStateKind
 from grctl.state.partition_store import PartitionStore
 from grctl.worker.runtime import JournalEntry, StepRuntime
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
 
-    from grctl.worker._session import WorkerSession
+    from grctl.worker._commit import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +66,6 @@ RUN_CACHE_SIZE = 4_096
 
 journal_entry_encoder = msgspec.msgpack.Encoder()
 journal_entry_decoder = msgspec.msgpack.Decoder(list[Any])
-
-
-def journal_key(wf_id: str, run_id: str, seq: int, position: int) -> bytes:
-    """Key of one journal entry of one step execution."""
-    return journal_prefix(wf_id, run_id, seq) + b"%06d" % position
-
-
-def journal_prefix(wf_id: str, run_id: str, seq: int) -> bytes:
-    """Key prefix of the journal of one step."""
-    return JOURNAL_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + b"%08d" % seq + SEP
 
 
 def now_ms() -> int:
@@ -88,29 +84,54 @@ class RunningStep:
     held_offset: int | None = None
     runtime: StepRuntime | None = None
     cancelled: bool = False
-    timed_out: bool = False  # the session cancelled the task at its step deadline
+    timed_out: bool = False  # the executor cancelled the task at its step deadline
     deadline_slot: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorServices:
+    """What every processor of a session shares: the outbox and the session's other parts.
+
+    Attributes:
+        outbox: the open batch (the group committer).
+        machine: the state machine.
+        topics: the namespace's topics.
+        num_partitions: their partition count.
+        worker_id: written into history events.
+        start_step: executes a step in a task of its own (None if it finished at once).
+        answer_query: answers a query from committed state in a task of its own.
+        timer_armed: a timer due at the given ms was armed (wakes the timer loop).
+    """
+
+    outbox: Outbox
+    machine: Machine
+    topics: TopicNames
+    num_partitions: int
+    worker_id: str
+    start_step: Callable[[PartitionProcessor, RunningStep, RunRecord], asyncio.Task[None] | None]
+    answer_query: Callable[[PartitionProcessor, QueryCmd], None]
+    timer_armed: Callable[[int], None]
 
 
 class PartitionProcessor:
     """Processes one partition of `directives` and owns its state store.
 
     Args:
-        session: the worker session (batch, producer side, executor of steps).
         partition: the partition number.
         store: the partition's state store, already restored.
+        services: the session's shared parts.
     """
 
-    def __init__(self, session: WorkerSession, partition: int, store: PartitionStore) -> None:
-        self.session = session
+    def __init__(self, partition: int, store: PartitionStore, services: ProcessorServices) -> None:
         self.partition = partition
         self.store = store
+        self.services = services
+        self._outbox = services.outbox
         self.position: int | None = None  # next offset to read; None until the first record
         self.held: dict[int, str] = {}  # offset of a running step's NextCmd -> wf_id
         self.running: dict[str, RunningStep] = {}
         self.timers: list[tuple[int, bytes]] = []  # heap of (due_ms, timer key)
         self.closing = False
-        self.committed_offset: int | None = None
         self.child_waiters: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
         # Decoded run records, committed or staged: a step reads its run 3-4 times (record,
         # start, outcome, next start); decoding each time cost ~9 % of a worker's CPU in the
@@ -129,12 +150,17 @@ class PartitionProcessor:
         run = self._runs.get(wf_id)
         if run is not None:
             return run
-        raw = self.store.get(run_key(wf_id))
+        raw = self.store.get(keys.run_key(wf_id))
         if raw is None:
             return None
         run = run_decoder.decode(raw)
         self._remember(wf_id, run)
         return run
+
+    def get_committed_run(self, wf_id: str) -> RunRecord | None:
+        """The committed run record of `wf_id` (what queries answer from)."""
+        raw = self.store.get_committed(keys.run_key(wf_id))
+        return run_decoder.decode(raw) if raw is not None else None
 
     def _remember(self, wf_id: str, run: RunRecord) -> None:
         runs = self._runs
@@ -142,9 +168,9 @@ class PartitionProcessor:
             runs.clear()  # cheap and rare; the store still has every record
         runs[wf_id] = run
 
-    def _inbox_reader(self, wf_id: str) -> Any:
+    def _inbox_reader(self, wf_id: str) -> Callable[[int], InboxEntry | None]:
         def read(seq: int) -> InboxEntry | None:
-            raw = self.store.get(inbox_key(wf_id, seq))
+            raw = self.store.get(keys.inbox_key(wf_id, seq))
             return inbox_decoder.decode(raw) if raw is not None else None
 
         return read
@@ -158,57 +184,65 @@ class PartitionProcessor:
     # ------------------------------------------------------------------ staging
 
     def stage(self, key: bytes, value: bytes | None) -> None:
-        """Write a state key in the current batch (a store layer now, RocksDB after commit)."""
+        """Write a state key in the open batch (a store layer now, RocksDB after commit)."""
         if self.closing:
             return  # revoked: a step still unwinding must not publish anything (it runs again elsewhere)
-        batch = self.session.batch
-        writes = batch.state.get(self.partition)
-        if writes is None:
-            # The batch's writes of this partition are the store's layer for the batch.
-            writes = batch.state[self.partition] = self.store.layer(batch.id)
-        writes[key] = value
-        self.session.mark_dirty()
+        self._outbox.stage(self.partition, key, value)
+
+    def emit(self, topic: str, partition: int, key: bytes, value: bytes, headers: Any = None) -> None:
+        """Add a record to the open batch (nothing once the partition is closing)."""
+        if not self.closing:
+            self._outbox.produce(topic, partition, key, value, headers)
 
     def emit_history(self, rec: HistoryRecord) -> None:
-        """Append a history event to the current batch."""
-        if self.closing:
-            return
-        self.session.produce(self.session.topics.history, self.partition, rec.wf_id.encode(), encoder.encode(rec))
+        """Append a history event to the open batch."""
+        self.emit(self.services.topics.history, self.partition, rec.wf_id.encode(), encoder.encode(rec))
 
     def apply(self, tr: Transition, wf_id: str) -> None:
-        """Stage everything a transition changes."""
-        if tr.skipped:
+        """Stage everything a transition changes, all or nothing.
+
+        Every value is encoded first; only then is anything staged, so a transition that
+        cannot be encoded (an engine bug) leaves nothing behind.
+        """
+        if tr.skipped or self.closing:
             return
-        session = self.session
+        s = self.services
         run = tr.run
+        # 1. Encode every write and record.
+        writes: list[tuple[bytes, bytes | None]] = []
         if run is not None:
-            self.stage(run_key(wf_id), encoder.encode(run))
-            self._remember(wf_id, run)
-        for h in tr.history:
-            self.emit_history(h)
-        if tr.store and run is not None:
-            for k, v in tr.store.items():
-                self.stage(store_key(wf_id, run.run_id, k), v)
-        for seq, entry in tr.inbox_put.items():
-            self.stage(inbox_key(wf_id, seq), encoder.encode(entry))
-        for seq in tr.inbox_delete:
-            self.stage(inbox_key(wf_id, seq), None)
-        for t in tr.timers_clear:
-            self.stage(timer_key(t.due_ms, t.wf_id, t.kind), None)
-        for t in tr.timers_set:
-            key = timer_key(t.due_ms, t.wf_id, t.kind)
-            self.stage(key, encoder.encode(t))
-            heapq.heappush(self.timers, (t.due_ms, key))
-            session.timer_added(t.due_ms)
-        n = session.num_partitions
+            writes.append((keys.run_key(wf_id), encoder.encode(run)))
+            if tr.store:
+                writes.extend((keys.store_key(wf_id, run.run_id, k), v) for k, v in tr.store.items())
+            if tr.child_done is not None:
+                child_wf_id, _child_run_id, outcome = tr.child_done
+                writes.append((keys.child_key(wf_id, run.run_id, child_wf_id), encoder.encode(outcome)))
+        writes.extend((keys.inbox_key(wf_id, seq), encoder.encode(e)) for seq, e in tr.inbox_put.items())
+        writes.extend((keys.inbox_key(wf_id, seq), None) for seq in tr.inbox_delete)
+        writes.extend((keys.timer_key(t.due_ms, t.wf_id, t.kind), None) for t in tr.timers_clear)
+        armed = [(t.due_ms, keys.timer_key(t.due_ms, t.wf_id, t.kind), encoder.encode(t)) for t in tr.timers_set]
+        writes.extend((key, value) for _, key, value in armed)
+        records = [(s.topics.history, self.partition, h.wf_id.encode(), encoder.encode(h)) for h in tr.history]
+        n = s.num_partitions
         for cmd in tr.sends:
             part = self.partition if cmd.wf_id == wf_id else partition_for(cmd.wf_id, n)
-            session.produce(session.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd))
+            records.append((s.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd)))
         for to, reply in tr.replies:
-            session.produce(session.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply))
+            records.append((s.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply)))
+        # 2. Stage them.
+        outbox, p = self._outbox, self.partition
+        for key, value in writes:
+            outbox.stage(p, key, value)
+        for topic, part, key, value in records:
+            outbox.produce(topic, part, key, value)
+        # 3. Local bookkeeping that follows the staged transition.
+        if run is not None:
+            self._remember(wf_id, run)
+        for due_ms, key, _ in armed:
+            heapq.heappush(self.timers, (due_ms, key))
+            s.timer_armed(due_ms)
         if tr.child_done is not None and run is not None:
             child_wf_id, _child_run_id, outcome = tr.child_done
-            self.stage(child_key(wf_id, run.run_id, child_wf_id), encoder.encode(outcome))
             for fut in self.child_waiters.pop((run.run_id, child_wf_id), []):
                 if not fut.done():
                     fut.set_result(outcome)
@@ -216,41 +250,38 @@ class PartitionProcessor:
             self.cancel_step(wf_id, "the run ended while the step was running")
         if tr.execute and run is not None:
             seq = run.seq
-            session.batch.after_commit.append(lambda: self.maybe_start(wf_id, seq, None))
+            outbox.after_commit(lambda: self.maybe_start(wf_id, seq, None))
 
     # ------------------------------------------------------------------ input records
 
     def on_record(self, msg: Message) -> None:
-        """Apply one `directives` record."""
+        """Apply one `directives` record; input that cannot be applied goes to dead-letter."""
         offset = msg.offset() or 0
         self.position = offset + 1
-        self.session.offsets_moved()
-        value = msg.value() or b""
+        self._outbox.offsets_moved()
         try:
-            rec = directive_decoder.decode(value)
-        except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
-            self.dead_letter(msg, f"undecodable directive record: {exc}")
-            return
-        if partition_for(rec.wf_id, self.session.num_partitions) != self.partition:
-            self.dead_letter(msg, f"record for wf_id {rec.wf_id!r} is on the wrong partition {self.partition}")
-            return
+            self._apply_record(msg, offset)
+        except InvalidRecordError as exc:
+            self.dead_letter(msg, exc.reason)
+
+    def _apply_record(self, msg: Message, offset: int) -> None:
         try:
-            if isinstance(rec, NextCmd):
-                self.maybe_start(rec.wf_id, rec.seq, offset, rec.run_id)
-            elif isinstance(rec, QueryCmd):
-                self.session.spawn_query(self, rec)
-            elif isinstance(rec, DescribeCmd):
-                to, reply = self.session.machine.describe(self.get_run(rec.wf_id), rec.reply_to)
-                self.session.produce(
-                    self.session.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply)
-                )
-            else:
-                run = self.get_run(rec.wf_id)
-                tr = self.session.machine.apply(run, rec, offset, now_ms(), self._inbox_reader(rec.wf_id))
-                self.apply(tr, rec.wf_id)
-        except Exception as exc:  # an inapplicable record must not stall the partition
-            logger.exception("partition %d offset %d: cannot apply %s", self.partition, offset, type(rec).__name__)
-            self.dead_letter(msg, f"cannot apply {type(rec).__name__}: {type(exc).__name__}: {exc}")
+            rec = directive_decoder.decode(msg.value() or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise InvalidRecordError(f"undecodable directive record: {exc}") from None
+        if partition_for(rec.wf_id, self.services.num_partitions) != self.partition:
+            raise InvalidRecordError(f"record for wf_id {rec.wf_id!r} is on the wrong partition {self.partition}")
+        if isinstance(rec, NextCmd):
+            self.maybe_start(rec.wf_id, rec.seq, offset, rec.run_id)
+        elif isinstance(rec, QueryCmd):
+            self.services.answer_query(self, rec)
+        elif isinstance(rec, DescribeCmd):
+            to, reply = self.services.machine.describe(self.get_run(rec.wf_id), rec.reply_to)
+            self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply))
+        else:
+            run = self.get_run(rec.wf_id)
+            tr = self.services.machine.apply(run, rec, offset, now_ms(), self._inbox_reader(rec.wf_id))
+            self.apply(tr, rec.wf_id)
 
     def dead_letter(self, msg: Message, reason: str) -> None:
         """Send an input record to `dead-letter` with the reason in its headers."""
@@ -261,9 +292,7 @@ class PartitionProcessor:
             ("grctl.partition", str(self.partition).encode()),
             ("grctl.offset", str(msg.offset()).encode()),
         ]
-        self.session.produce(
-            self.session.topics.dead_letter, self.partition, msg.key() or b"", msg.value() or b"", headers
-        )
+        self.emit(self.services.topics.dead_letter, self.partition, msg.key() or b"", msg.value() or b"", headers)
 
     # ------------------------------------------------------------------ steps
 
@@ -274,7 +303,7 @@ class PartitionProcessor:
         run = self.get_run(wf_id)
         if (
             run is None
-            or run.state != "step"
+            or run.state != RunStateKind.step
             or run.seq != seq
             or (run_id is not None and run.run_id != run_id)
             or run.suspended_until_ms is not None
@@ -293,7 +322,7 @@ class PartitionProcessor:
             rs.held_offset = offset
             self.held[offset] = wf_id
         self.running[wf_id] = rs
-        rs.task = self.session.spawn_step(self, rs, run)
+        rs.task = self.services.start_step(self, rs, run)
 
     def cancel_step(self, wf_id: str, why: str, *, release: bool = True) -> None:
         """Cancel the step running for `wf_id` (its outcome will be ignored).
@@ -321,25 +350,25 @@ class PartitionProcessor:
         del self.running[rs.wf_id]
         if rs.held_offset is not None:
             self.held.pop(rs.held_offset, None)
-            self.session.offsets_moved()
+            self._outbox.offsets_moved()
         if self.closing:
             return
         run = self.get_run(rs.wf_id)
-        tr = self.session.machine.on_step_outcome(run, outcome, now_ms(), self._inbox_reader(rs.wf_id))
+        tr = self.services.machine.on_step_outcome(run, outcome, now_ms(), self._inbox_reader(rs.wf_id))
         self.apply(tr, rs.wf_id)
         if rs.runtime is not None and outcome.next_kind != "suspend" and rs.runtime.journal_length:
-            prefix = journal_prefix(rs.wf_id, rs.run_id, rs.seq)
+            prefix = keys.journal_prefix(rs.wf_id, rs.run_id, rs.seq)
             for pos in range(rs.runtime.journal_length):
-                self.stage(prefix + b"%06d" % pos, None)
+                self.stage(keys.journal_key(prefix, pos), None)
             self._journals.discard(prefix)
 
     def _load_journal_index(self) -> None:
-        for key, _raw in self.store.scan(JOURNAL_PREFIX):
-            self._journals.add(key[: key.rindex(SEP) + 1])
+        for key, _raw in self.store.scan(keys.JOURNAL_PREFIX):
+            self._journals.add(keys.journal_prefix_of(key))
 
     def load_journal(self, wf_id: str, run_id: str, seq: int) -> list[JournalEntry]:
         """The journal entries recorded by earlier executions of a step."""
-        prefix = journal_prefix(wf_id, run_id, seq)
+        prefix = keys.journal_prefix(wf_id, run_id, seq)
         if prefix not in self._journals:
             return []
         out = []
@@ -351,8 +380,9 @@ class PartitionProcessor:
     # JournalSink
     def journal_append(self, runtime: StepRuntime, position: int, entry: JournalEntry) -> None:
         """Stage a journal entry; it commits with the next batch, even while the step runs."""
-        prefix = journal_prefix(runtime.wf_id, runtime.run_id, runtime.seq)
-        self.stage(prefix + b"%06d" % position, journal_entry_encoder.encode([entry.kind, entry.name, entry.value]))
+        prefix = keys.journal_prefix(runtime.wf_id, runtime.run_id, runtime.seq)
+        value = journal_entry_encoder.encode([entry.kind, entry.name, entry.value])
+        self.stage(keys.journal_key(prefix, position), value)
         self._journals.add(prefix)
 
     def history_append(
@@ -366,22 +396,20 @@ class PartitionProcessor:
                 run_id=runtime.run_id,
                 ts_ms=now_ms(),
                 msg=msg,
-                worker_id=self.session.worker_id,
+                worker_id=self.services.worker_id,
                 op=operation_id,
             )
         )
 
     def send_directive(self, runtime: StepRuntime, cmd: Any) -> None:
-        """Stage a directive for another run (child start, event to parent) in the current batch."""
-        if self.closing:
-            return
-        part = partition_for(cmd.wf_id, self.session.num_partitions)
-        self.session.produce(self.session.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd))
+        """Stage a directive for another run (child start, event to parent) in the open batch."""
+        part = partition_for(cmd.wf_id, self.services.num_partitions)
+        self.emit(self.services.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd))
 
     def child_outcome(self, runtime: StepRuntime, child_wf_id: str) -> asyncio.Future[dict[str, Any]]:
         """A future resolved with the outcome of a child of the running step's run."""
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        raw = self.store.get(child_key(runtime.wf_id, runtime.run_id, child_wf_id))
+        raw = self.store.get(keys.child_key(runtime.wf_id, runtime.run_id, child_wf_id))
         if raw is not None:
             fut.set_result(msgspec.msgpack.decode(raw))
         else:
@@ -391,7 +419,7 @@ class PartitionProcessor:
     # ------------------------------------------------------------------ timers
 
     def _load_timers(self) -> None:
-        for key, raw in self.store.scan(TIMER_PREFIX):
+        for key, raw in self.store.scan(keys.TIMER_PREFIX):
             entry = timer_decoder.decode(raw)
             self.timers.append((entry.due_ms, key))
         heapq.heapify(self.timers)
@@ -411,7 +439,7 @@ class PartitionProcessor:
             entry: TimerEntry = timer_decoder.decode(raw)
             self.stage(key, None)
             run = self.get_run(entry.wf_id)
-            tr = self.session.machine.on_timer(run, entry, now)
+            tr = self.services.machine.on_timer(run, entry, now)
             self.apply(tr, entry.wf_id)
             fired += 1
         return fired

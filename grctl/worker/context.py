@@ -98,19 +98,6 @@ class NextBuilder:
         return Directive(kind=DirectiveKind.fail_step, fail_step=FailStep(step_name=step_name, error=error))
 
 
-class _ReplayFilter(logging.Filter):
-    def __init__(self, runtime: StepRuntime) -> None:
-        super().__init__()
-        self._rt = runtime
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        rt = self._rt
-        record.wf_id = rt.wf_id
-        record.run_id = rt.run_id
-        record.step = rt.step_name
-        return not rt.is_replaying
-
-
 class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in typeshed
     """The replay-aware logger: silent while recorded calls are replayed."""
 

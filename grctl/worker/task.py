@@ -22,7 +22,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from grctl.engine.retry import RetryPolicy, retry_delay_ms, should_retry
-from grctl.errors import HandlerDefinitionError, InvalidArgumentError, NonDeterminismError
+from grctl.errors import (
+    CodecError,
+    HandlerDefinitionError,
+    InvalidArgumentError,
+    JournalMismatchError,
+    NonDeterminismError,
+)
 from grctl.models.errors import ErrorDetails
 from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.worker.runtime import StepRuntime, StepSuspended, get_step_runtime
@@ -89,14 +95,24 @@ class TaskExecutor:
         except Exception:  # noqa: BLE001  # recording arguments is informative only
             return {"repr": repr((args, kwargs))[:500]}
 
-    def _convert(self, codec: CodecRegistry, raw: Any) -> Any:
+    def _convert(self, rt: StepRuntime, codec: CodecRegistry, raw: Any) -> Any:
+        """The recorded result as the return annotation asks for it (the original's rule)."""
         tp = self.return_type
         if tp is Any or tp is None or tp is type(None):
             return raw
         try:
             return codec.from_primitive(raw, tp)
-        except Exception:  # noqa: BLE001  # a recorded value that no longer fits the annotation stays raw
-            return raw
+        except CodecError as exc:
+            name = getattr(tp, "__qualname__", repr(tp))
+            raise JournalMismatchError(
+                f"step {rt.step_name!r} of workflow {rt.wf_type!r} (wf_id {rt.wf_id!r}) re-executes, and the result "
+                f"that task {self.name!r} returned in the recorded execution no longer converts to its return "
+                f"annotation {name}: {exc}. The task's return type changed since that execution; change it back "
+                f"until the runs recorded with the old type have ended, or accept the recorded value (annotate Any).",
+                step=rt.step_name,
+                name=self.name,
+                expected=name,
+            ) from exc
 
     def _check_args(self, rt: StepRuntime, recorded: dict[str, Any], args_hash: str) -> None:
         was = recorded.get("args_hash")
@@ -139,7 +155,7 @@ class TaskExecutor:
                 raise asyncio.CancelledError(f"task {self.name} was cancelled")
             if not value.get("ok"):
                 raise _rebuild_error(value.get("error") or {})
-            return self._convert(codec, value.get("result"))
+            return self._convert(rt, codec, value.get("result"))
         # 2. Live.
         task_id = f"{self.name}:{rt.position}"
         if attempt == 1:
@@ -213,6 +229,7 @@ class TaskExecutor:
             return result
 
 
+#: The original SDK's name for the task executor (BEHAVIOUR.md §1.1 lists it among `grctl.worker.task`'s exports).
 RetryRunner = TaskExecutor
 
 

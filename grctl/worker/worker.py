@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import logging
 import secrets
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import IO, Any
 
 from grctl import defaults
 from grctl.engine.machine import Machine
+from grctl.engine.retry import SESSION_HEALTHY_S, session_restart_delay
 from grctl.errors import InvalidArgumentError, RegistrationError, StateError
 from grctl.kafka.connection import Connection
 from grctl.settings import EngineSettings
@@ -24,7 +27,8 @@ from grctl.workflow.workflow import Workflow
 logger = logging.getLogger("grctl.worker")
 
 DEFAULT_MAX_CONCURRENT_STEPS = defaults.MAX_CONCURRENT_STEPS
-RESTART_BACKOFF_S = 0.5
+#: Sessions failed in a row before the log says so at ERROR instead of WARNING.
+RESTARTS_BEFORE_ERROR = 3
 
 
 class _Catalog:
@@ -191,6 +195,7 @@ class Worker:
             "worker %s starting: namespace %s, %d partitions, types %s, state %s",
             self.worker_id, conn.namespace, conn.num_partitions, sorted(self._workflows), state_dir,
         )  # fmt: skip
+        failures = 0  # sessions failed in a row
         try:
             while not self._stop.is_set():
                 session = WorkerSession(
@@ -207,17 +212,32 @@ class Worker:
                 )
                 session.shutdown_timeout = self._shutdown_timeout
                 self._session = session
+                started = time.monotonic()
                 try:
                     await session.run(self._stop)
                 except SessionRestart as exc:
-                    logger.warning("worker %s: session restarts: %s", self.worker_id, exc)
-                    await asyncio.sleep(RESTART_BACKOFF_S)
+                    failures = 1 if time.monotonic() - started >= SESSION_HEALTHY_S else failures + 1
+                    await self._wait_before_restart(failures, exc)
         finally:
             self._session = None
             if self._lock is not None:
                 self._lock.release()
             self._done.set()
             logger.info("worker %s stopped", self.worker_id)
+
+    async def _wait_before_restart(self, failures: int, exc: SessionRestart) -> None:
+        delay = session_restart_delay(failures)
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        if failures >= RESTARTS_BEFORE_ERROR:
+            logger.error(
+                "worker %s: its session keeps failing (%d times in a row), next attempt in %.1f s: %s",
+                self.worker_id, failures, delay, cause,
+            )  # fmt: skip
+        else:
+            logger.warning("worker %s: session restarts in %.1f s: %s", self.worker_id, delay, cause)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stop.wait()
 
     async def wait_until_ready(self, timeout: float = 30.0) -> None:
         """Wait until the worker has joined its consumer group (timeout in seconds).

@@ -76,7 +76,7 @@ def test_scan_merges_committed_and_uncommitted_layers(tmp_path: Path) -> None:
     store.commit(2, checkpoint=2)  # committed, not flushed
     assert list(store.scan(b"j/x\x00")) == [(b"j/x\x00a", b"new"), (b"j/x\x00c", b"c")]
     assert list(store.scan(b"t/")) == [(b"t/x\x00y", b"timer-2"), (b"t/x\x00z", b"timer")]
-    store.discard_overlay()
+    store.drop_uncommitted()
     assert list(store.scan(b"t/")) == [(b"t/x\x00z", b"timer")]
     store.flush()
     assert list(store.scan(b"j/")) == [(b"j/x\x00a", b"new"), (b"j/x\x00c", b"c"), (b"j/y\x00a", b"other")]

@@ -1,0 +1,78 @@
+"""Every key layout of the partition state tables, built (and parsed) here and nowhere else.
+
+One RocksDB per partition holds several tables, told apart by a two-byte prefix; the same
+keys are the keys of the `state` changelog topic (DESIGN.md §4). Parts of a key are joined by
+a NUL byte, which neither workflow ids nor run ids contain in practice and which sorts before
+every printable character, so all keys of one workflow id (or one run) are contiguous.
+
+| table | key | value |
+|---|---|---|
+| runs | `r/<wf_id>` | `RunRecord` of the latest run of the workflow id |
+| store | `s/<wf_id>\\0<run_id>\\0<key>` | a store value (user codec bytes) |
+| inbox | `i/<wf_id>\\0<seq:016d>` | `InboxEntry`, in arrival order |
+| timers | `t/<due_ms:016d>\\0<wf_id>\\0<kind>` | `TimerEntry`, in due order |
+| journal | `j/<wf_id>\\0<run_id>\\0<step seq:08d>\\0<position:06d>` | `[kind, name, value]` |
+| children | `c/<wf_id>\\0<run_id>\\0<child wf_id>` | a child's outcome dict |
+| meta | `m/checkpoint` | the changelog offset RocksDB has reached (RocksDB only, never produced) |
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+RUN_PREFIX: Final = b"r/"
+STORE_PREFIX: Final = b"s/"
+INBOX_PREFIX: Final = b"i/"
+TIMER_PREFIX: Final = b"t/"
+JOURNAL_PREFIX: Final = b"j/"
+CHILD_PREFIX: Final = b"c/"
+META_PREFIX: Final = b"m/"
+SEP: Final = b"\x00"
+
+#: The restore checkpoint: the last changelog offset whose writes RocksDB holds.
+CHECKPOINT_KEY: Final = META_PREFIX + b"checkpoint"
+
+
+def run_key(wf_id: str) -> bytes:
+    """Key of the run record of `wf_id`."""
+    return RUN_PREFIX + wf_id.encode()
+
+
+def wf_id_of_run_key(key: bytes) -> str:
+    """The workflow id of a run record's key (the inverse of `run_key`)."""
+    return key[len(RUN_PREFIX) :].decode()
+
+
+def store_key(wf_id: str, run_id: str, key: str) -> bytes:
+    """Key of one store value of one run."""
+    return STORE_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + key.encode()
+
+
+def inbox_key(wf_id: str, seq: int) -> bytes:
+    """Key of an inbox entry; the entries of one workflow id sort by arrival."""
+    return INBOX_PREFIX + wf_id.encode() + SEP + b"%016d" % seq
+
+
+def timer_key(due_ms: int, wf_id: str, kind: str) -> bytes:
+    """Key of a timer; the table sorts by due time."""
+    return TIMER_PREFIX + b"%016d" % due_ms + SEP + wf_id.encode() + SEP + kind.encode()
+
+
+def journal_prefix(wf_id: str, run_id: str, seq: int) -> bytes:
+    """Key prefix of the journal of one step (step number `seq` of one run)."""
+    return JOURNAL_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + b"%08d" % seq + SEP
+
+
+def journal_key(prefix: bytes, position: int) -> bytes:
+    """Key of the journal entry at `position` of the step whose `journal_prefix` is `prefix`."""
+    return prefix + b"%06d" % position
+
+
+def journal_prefix_of(key: bytes) -> bytes:
+    """The `journal_prefix` of a journal entry's key."""
+    return key[: key.rindex(SEP) + 1]
+
+
+def child_key(wf_id: str, run_id: str, child_wf_id: str) -> bytes:
+    """Key of the recorded outcome of a child run, kept for the parent's awaiting steps."""
+    return CHILD_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + child_wf_id.encode()

@@ -1,0 +1,399 @@
+"""The group commit: the only owner of batches, of the stores' uncommitted layers, and of the transaction.
+
+Everything a worker changes goes through the `GroupCommitter`: partition processors stage
+state writes and records into the open `Batch` (through the `Outbox` protocol they see), and
+one commit loop publishes batch after batch, one Kafka transaction in flight at a time, while
+the next batch accumulates (DESIGN.md §3). The protocol is `GroupCommitter.commit`, written as
+numbered steps in one function; `KafkaPublisher.publish` is its Kafka transaction.
+
+A batch's state writes of one partition are that partition store's layer for the batch (the
+store answers reads from it at once: read-your-writes); once the batch is sealed (step 2 of
+`commit`) nothing writes to it again, so the producer thread can read it without a copy.
+
+May import: `grctl.state`, `grctl.kafka`, confluent-kafka. Not the processor or the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from grctl.kafka.topics import TopicNames
+from grctl.state.partition_store import PartitionStore, Writes
+from grctl.worker._errors import SessionRestart
+
+logger = logging.getLogger("grctl.worker")
+
+#: Upper bound of records staged before the consumer and the timers wait for a commit.
+MAX_BATCH_RECORDS = 20_000
+#: Loop iterations the commit loop lets pass before it seals a batch, so that the steps the
+#: last commit started join this batch (chain benchmark: 1 -> 10.5k, 2 -> 11.3k, 4 to 16 ->
+#: 13.1-13.7k steps/s; without it a tiny transaction went out before every big one).
+COMMIT_YIELDS = 4
+#: Consumer positions that moved without any state change are committed after this idle delay
+#: (or with the next batch), not in a transaction of their own.
+OFFSET_COMMIT_DELAY_S = 0.2
+#: Bound of each blocking librdkafka transaction call.
+TXN_CALL_TIMEOUT_S = 30.0
+
+Record = tuple[str, int, bytes, bytes, list[tuple[str, bytes]] | None]
+"""(topic, partition, key, value, headers) to produce."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """Records and state writes accumulated since the last commit.
+
+    Attributes:
+        id: increasing batch number (the stores' layers are tagged with it).
+        records: records to produce, in order.
+        state: per partition, changelog writes (key -> value, None deletes); the last write
+            of a key wins. Each dict is that partition store's layer for this batch.
+        after_commit: callbacks run once the transaction has committed (start steps, ...).
+    """
+
+    id: int
+    records: list[Record] = field(default_factory=list)
+    state: dict[int, Writes] = field(default_factory=dict)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records) + sum(len(w) for w in self.state.values())
+
+
+class Outbox(Protocol):
+    """What a partition processor may do with the open batch."""
+
+    def stage(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Write a state key (None deletes) in the open batch."""
+        ...
+
+    def produce(
+        self, topic: str, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        """Add a record to the open batch."""
+        ...
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the open batch has committed."""
+        ...
+
+    def offsets_moved(self) -> None:
+        """The processor's consumer position moved: commit it with the next batch, or soon."""
+        ...
+
+
+class Publisher(Protocol):
+    """Publishes one batch and the consumed offsets atomically (the Kafka transaction)."""
+
+    async def publish(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
+        """Publish `batch` with `offsets` ((partition, next offset to read) of `directives`).
+
+        Returns:
+            Per partition with state writes, the changelog offset of its last write.
+
+        Raises:
+            Exception: the transaction did not commit (nothing of it is visible).
+        """
+        ...
+
+
+@dataclass(slots=True)
+class _Owned:
+    store: PartitionStore
+    watermark: Callable[[], int | None]  # the offset to commit: lowest unfinished, or next to read
+    committed: int | None = None  # the offset last committed
+
+
+class GroupCommitter:
+    """Owns the open batch and the commit loop (see the module docstring).
+
+    Args:
+        publisher: the transaction.
+    """
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+        self._batch = Batch(1)
+        self._owned: dict[int, _Owned] = {}
+        self._dirty = asyncio.Event()
+        self._offsets_dirty = False
+        self._committed = asyncio.Event()
+        self._lock = asyncio.Lock()
+        #: Why the last transaction failed (then nothing commits any more: the session restarts).
+        self.failure: BaseException | None = None
+        self.stats = {"commits": 0, "records": 0}
+
+    # ------------------------------------------------------------------ partitions
+
+    def attach(self, partition: int, store: PartitionStore, watermark: Callable[[], int | None]) -> None:
+        """Take `partition` in: its state writes go to `store`, its offsets come from `watermark`."""
+        self._owned[partition] = _Owned(store, watermark)
+
+    def detach(self, partition: int) -> None:
+        """Forget `partition` (revoked): its writes not committed yet are dropped with their batch."""
+        self._owned.pop(partition, None)
+        self._batch.state.pop(partition, None)
+
+    def committed_offset(self, partition: int) -> int | None:
+        """The `directives` offset last committed for `partition` (None: none yet)."""
+        owned = self._owned.get(partition)
+        return owned.committed if owned is not None else None
+
+    # ------------------------------------------------------------------ Outbox
+
+    def stage(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Write a state key (None deletes) in the open batch: the store's layer, RocksDB after commit."""
+        batch = self._batch
+        writes = batch.state.get(partition)
+        if writes is None:
+            writes = batch.state[partition] = self._owned[partition].store.layer(batch.id)
+        writes[key] = value
+        self._dirty.set()
+
+    def produce(
+        self, topic: str, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        """Add a record to the open batch."""
+        self._batch.records.append((topic, partition, key, value, headers))
+        self._dirty.set()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the open batch has committed."""
+        self._batch.after_commit.append(callback)
+        self._dirty.set()
+
+    def offsets_moved(self) -> None:
+        """Only consumer positions moved: commit them with the next batch, or after a short idle.
+
+        Stale next-step records (whose step already ran) make up most of these; committing
+        them on their own would double the transactions per step.
+        """
+        self._offsets_dirty = True
+
+    # ------------------------------------------------------------------ back-pressure
+
+    @property
+    def full(self) -> bool:
+        """The open batch holds more than `MAX_BATCH_RECORDS`: inputs should wait for a commit."""
+        return len(self._batch) > MAX_BATCH_RECORDS
+
+    async def wait_for_room(self) -> None:
+        """Wait until a commit has gone through (call while `full`)."""
+        self._committed.clear()
+        await self._committed.wait()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Commit batch after batch, one transaction in flight; raises `SessionRestart` on failure."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(OFFSET_COMMIT_DELAY_S if self._offsets_dirty else None):
+                    await self._dirty.wait()
+            # Let the loop run what is ready first: above all the steps the last commit just
+            # started, so that their outcomes join this batch instead of the next.
+            for _ in range(COMMIT_YIELDS):
+                await asyncio.sleep(0)
+            self._dirty.clear()
+            self._offsets_dirty = False
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit everything staged so far, now (one commit at a time)."""
+        async with self._lock:
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Publish the open batch with the consumed offsets, then apply it locally.
+
+        Call with the lock held (`flush`). Raises `SessionRestart` if the transaction fails:
+        then every uncommitted write is dropped from the stores and nothing commits any more.
+        """
+        if self.failure is not None:
+            raise SessionRestart(f"an earlier transaction failed: {self.failure}") from self.failure
+        # 1. The offsets to commit: per partition, the lowest offset whose processing is
+        #    unfinished (a running step's next-step record holds it back), else the next to read.
+        offsets = [
+            (p, lw)
+            for p, owned in self._owned.items()
+            if (lw := owned.watermark()) is not None and lw != owned.committed
+        ]
+        batch = self._batch
+        if not batch.records and not batch.state and not offsets and not batch.after_commit:
+            return
+        # 2. Seal the batch: a new one accumulates while this one commits; nothing writes to
+        #    the sealed one again (its state dicts stay the stores' layers until step 4).
+        self._batch = Batch(batch.id + 1)
+        # 3. The transaction: produce records and changelog writes, send the offsets with the
+        #    consumer group metadata, commit (`KafkaPublisher.publish`).
+        checkpoints: dict[int, int] = {}
+        if batch.records or batch.state or offsets:
+            try:
+                checkpoints = await self._publisher.publish(batch, offsets)
+            except Exception as exc:
+                self._drop_uncommitted()
+                self.failure = exc
+                raise SessionRestart(f"transaction failed: {exc}") from exc
+        self.stats["commits"] += 1
+        self.stats["records"] += len(batch.records)
+        # 4. The batch's layers become committed, with the changelog offset each partition
+        #    reached (its restore checkpoint once flushed to RocksDB).
+        for p in batch.state:
+            owned = self._owned.get(p)
+            if owned is not None:
+                owned.store.commit(batch.id, checkpoints.get(p, -1))
+        # 5. The committed consumer offsets.
+        for p, offset in offsets:
+            owned = self._owned.get(p)
+            if owned is not None:
+                owned.committed = offset
+        # 6. What waited for the commit: start the steps the batch dispatched, ...
+        for callback in batch.after_commit:
+            callback()
+        # 7. ... and the inputs held back while the batch was full.
+        self._committed.set()
+
+    def _drop_uncommitted(self) -> None:
+        """After a failed transaction: forget the sealed and the open batch everywhere."""
+        for owned in self._owned.values():
+            owned.store.drop_uncommitted()
+        self._batch = Batch(self._batch.id + 1)
+
+
+class KafkaPublisher:
+    """The Kafka transaction of a group commit (EOS v2: offsets with the group metadata).
+
+    Owns the session's transactional producer: `open` creates it and runs
+    `init_transactions` (which fences an older incarnation of the worker and aborts its
+    dangling transaction), `abort` aborts an open transaction at teardown.
+
+    Args:
+        make_producer: builds the transactional producer.
+        topics: the namespace's topics.
+        group_metadata: returns the consumer's current group metadata (read on the consumer
+            thread: `consumer_group_metadata()` blocks while another thread polls).
+        pool: the producer thread (every blocking producer call runs there).
+    """
+
+    def __init__(
+        self,
+        make_producer: Callable[[], Producer],
+        topics: TopicNames,
+        group_metadata: Callable[[], Any],
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self._make_producer = make_producer
+        self._topics = topics
+        self._group_metadata = group_metadata
+        self._pool = pool
+        self._producer: Producer | None = None
+
+    async def open(self) -> None:
+        """Create the producer and initialise its transactions.
+
+        Raises:
+            SessionRestart: `init_transactions` failed.
+        """
+        self._producer = producer = self._make_producer()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, producer.init_transactions, TXN_CALL_TIMEOUT_S)
+        except KafkaException as exc:
+            raise SessionRestart(f"init_transactions failed: {exc}") from exc
+
+    async def abort(self) -> None:
+        """Abort the open transaction, if any (a failed session's teardown); errors are ignored."""
+        if self._producer is not None:
+            with contextlib.suppress(KafkaException):
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._producer.abort_transaction, 5.0)
+
+    async def publish(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
+        """Run the transaction in the producer thread (see `Publisher.publish`)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, batch, offsets)
+
+    def _transaction(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
+        producer = self._producer
+        assert producer is not None, "publish() before open()"
+        state_topic = self._topics.state
+        checkpoints: dict[int, int] = {}
+
+        def checkpoint_cb(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                p = msg.partition()
+                checkpoints[p] = max(checkpoints.get(p, -1), msg.offset())
+
+        t0 = time.monotonic()
+        # a. Begin.
+        producer.begin_transaction()
+        try:
+            # b. Produce the records, then each partition's changelog writes; the delivery
+            #    report of a partition's last write gives its checkpoint.
+            for topic, part, key, value, headers in batch.records:
+                _produce(producer, topic, part, key, value, headers)
+            for part, writes in batch.state.items():
+                last = len(writes) - 1
+                for i, (key, change) in enumerate(writes.items()):
+                    _produce(producer, state_topic, part, key, change, None, checkpoint_cb if i == last else None)
+            # c. Wait for every delivery report.
+            producer.flush(TXN_CALL_TIMEOUT_S)
+            t1 = time.monotonic()
+            # d. The consumed offsets, in the transaction.
+            if offsets:
+                tps = [TopicPartition(self._topics.directives, p, off) for p, off in offsets]
+                producer.send_offsets_to_transaction(tps, self._group_metadata(), TXN_CALL_TIMEOUT_S)
+            t2 = time.monotonic()
+            # e. Commit.
+            _commit_with_retry(producer)
+            logger.debug(
+                "txn %d: %d records, %d offsets: produce+flush %.1f ms, offsets %.1f ms, commit %.1f ms",
+                batch.id, len(batch.records), len(offsets),
+                (t1 - t0) * 1000, (t2 - t1) * 1000, (time.monotonic() - t2) * 1000,
+            )  # fmt: skip
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+            raise
+        return checkpoints
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    part: int,
+    key: bytes,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+    cb: Callable[[KafkaError | None, Any], None] | None = None,
+) -> None:
+    while True:
+        try:
+            if headers is None and cb is None:
+                # positional arguments cost about half as much per record as keywords
+                producer.produce(topic, value, key, part)
+            else:
+                producer.produce(topic, value, key, partition=part, headers=headers, on_delivery=cb)  # type: ignore[arg-type]  # bytes header values are accepted
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
+def _commit_with_retry(producer: Producer) -> None:
+    for attempt in range(3):
+        try:
+            producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+            return
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.retriable() and attempt < 2:
+                continue
+            raise

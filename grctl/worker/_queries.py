@@ -1,0 +1,84 @@
+"""Queries: `@wf.query` handlers answered from a run's committed state, on `replies`.
+
+Each query runs in a task of its own (never blocking the partition), reads only committed
+state (a query must not see a transition that may still abort), and answers the asking
+client's partition of `replies` through the open batch.
+
+May import: `grctl.engine`, `grctl.codec`, the worker's context and store, `._executor`,
+`._partition` (types).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from grctl import defaults
+from grctl.engine import keys
+from grctl.engine.records import QueryCmd, Reply, ReplyCode, encoder
+from grctl.worker._executor import PartitionTasks, run_info_of
+from grctl.worker.codec import CodecRegistry
+from grctl.worker.context import QueryContext
+from grctl.worker.store import Store
+from grctl.workflow.handlers import bind_arguments
+
+if TYPE_CHECKING:
+    from grctl.worker._partition import PartitionProcessor
+    from grctl.workflow.workflow import Workflow
+
+
+class QueryAnswerer:
+    """Answers queries (see the module docstring).
+
+    Args:
+        workflows: the workflow definitions served, by type.
+        codec: the codec for user values.
+        tasks: where the query tasks are tracked (a revoke waits for them).
+    """
+
+    def __init__(self, *, workflows: dict[str, Workflow], codec: CodecRegistry, tasks: PartitionTasks) -> None:
+        self._workflows = workflows
+        self._codec = codec
+        self._tasks = tasks
+
+    def spawn(self, proc: PartitionProcessor, cmd: QueryCmd) -> None:
+        """Answer `cmd` in a task of its own."""
+        task = asyncio.create_task(self._answer(proc, cmd), name=f"query:{cmd.wf_id}:{cmd.name}")
+        self._tasks.add(task, proc.partition)
+
+    async def _answer(self, proc: PartitionProcessor, cmd: QueryCmd) -> None:
+        try:
+            await self._answer_from_committed(proc, cmd)
+        finally:
+            self._tasks.discard(asyncio.current_task())
+
+    async def _answer_from_committed(self, proc: PartitionProcessor, cmd: QueryCmd) -> None:
+        to = cmd.reply_to
+
+        def reply(**kw: Any) -> None:
+            r = Reply(request_id=to.request_id, client_id=to.client_id, **kw)
+            proc.emit(proc.services.topics.replies, to.partition, to.client_id.encode(), encoder.encode(r))
+
+        run = proc.get_committed_run(cmd.wf_id)
+        wf = self._workflows.get(run.wf_type) if run is not None else None
+        if run is None or wf is None:
+            reply(ok=False, code=ReplyCode.not_found, message=f"no run of workflow id {cmd.wf_id!r}")
+            return
+        cfg = wf.query_handler(cmd.name)
+        if cfg is None:
+            message = f"workflow type {run.wf_type!r} has no query {cmd.name!r}"
+            reply(ok=False, code=ReplyCode.unknown_query, message=message)
+            return
+        wf_id, run_id = run.wf_id, run.run_id
+
+        def read(key: str) -> bytes | None:
+            return proc.store.get_committed(keys.store_key(wf_id, run_id, key))
+
+        ctx = QueryContext(run=run_info_of(run), store=Store(read, self._codec, read_only=True))
+        try:
+            kwargs = bind_arguments(cfg.spec, cmd.payload, self._codec)
+            async with asyncio.timeout(defaults.QUERY_TIMEOUT_S):
+                value = await cfg.handler(ctx, **kwargs)
+            reply(payload=self._codec.to_primitive(value))
+        except Exception as exc:  # noqa: BLE001  # user code: any error becomes the answer
+            reply(ok=False, code=ReplyCode.query_failed, message=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,94 @@
+"""Restore of a partition's tables from the `state` changelog, on assignment.
+
+Reads the changelog from the store's checkpoint + 1 up to the partition's last stable offset
+(read_committed), comparing the consumer's position with it rather than counting records, so a
+partition whose last record is a transaction marker ends (the Faust hang, DESIGN.md §11).
+Runs in the session's restore thread.
+
+May import: `grctl.state`, `grctl.kafka`, confluent-kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
+
+from grctl.kafka.connection import Connection
+from grctl.state.partition_store import PartitionStore, Writes
+from grctl.worker._clients import consume_available, make_restore_consumer
+
+logger = logging.getLogger("grctl.worker")
+
+#: A restore that reads nothing new for this long gives up (the session restarts and retries).
+RESTORE_STALL_S = 60.0
+#: Bound of the admin calls that find the last stable offset.
+LSO_TIMEOUT_S = 30.0
+#: Restored writes are handed to the store in chunks of this many keys.
+APPLY_CHUNK_KEYS = 50_000
+
+
+def last_stable_offset(admin: AdminClient, tp: TopicPartition) -> int:
+    """The partition's last stable offset; retried while a new partition has no leader yet."""
+    deadline = time.monotonic() + LSO_TIMEOUT_S
+    while True:
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        res = admin.list_offsets({tp: latest}, isolation_level=IsolationLevel.READ_COMMITTED)
+        try:
+            return int(res[tp].result(LSO_TIMEOUT_S).offset)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def restore_partition(conn: Connection, partition: int, store: PartitionStore) -> int:
+    """Replay the changelog of `partition` into `store`; returns the records read.
+
+    Raises:
+        KafkaException: the broker failed, or the restore stalled for `RESTORE_STALL_S`.
+    """
+    topic = conn.topics.state
+    tp = TopicPartition(topic, partition)
+    lso = last_stable_offset(AdminClient(conn.client_config()), tp)
+    start = store.checkpoint + 1
+    logger.debug("partition %d: restore from changelog offset %d to the last stable offset %d", partition, start, lso)
+    if start >= lso:
+        return 0
+    consumer = make_restore_consumer(conn)
+    count = 0
+    last = start - 1
+    writes: Writes = {}
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        progress_at, progress_pos = time.monotonic(), start
+        while True:
+            msgs, _ = consume_available(consumer, 10_000, 0.2)
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                writes[msg.key() or b""] = msg.value()
+                last = msg.offset() or last
+                count += 1
+            if len(writes) >= APPLY_CHUNK_KEYS:
+                store.apply_restored(writes, last)
+                writes = {}
+            pos = consumer.position([TopicPartition(topic, partition)])[0].offset
+            if last >= lso - 1 or (pos >= 0 and pos >= lso):
+                break
+            if pos > progress_pos:
+                progress_at, progress_pos = time.monotonic(), pos
+            elif time.monotonic() - progress_at > RESTORE_STALL_S:
+                raise KafkaException(
+                    KafkaError(
+                        KafkaError._TIMED_OUT,
+                        f"restore of {topic}[{partition}] stalled at offset {pos} below the last "
+                        f"stable offset {lso} for {RESTORE_STALL_S:.0f}s",
+                    )
+                )
+    finally:
+        consumer.close()
+    store.apply_restored(writes, lso - 1)
+    return count
