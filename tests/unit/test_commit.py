@@ -1,0 +1,155 @@
+"""The group committer without a broker: batches, layers, offsets, and a failed transaction.
+
+Real RocksDB stores in tmp_path; the Kafka transaction is `InMemoryPublisher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from grctl.state.partition_store import PartitionStore
+from grctl.worker._commit import MAX_BATCH_RECORDS, GroupCommitter
+from grctl.worker._errors import SessionRestart
+from tests.unit.publisher import InMemoryPublisher
+
+
+class Watermark:
+    """What a processor reports as the offset to commit."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def __call__(self) -> int | None:
+        return self.value
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> PartitionStore:
+    s = PartitionStore(tmp_path / "p0")
+    yield s
+    s.close()
+
+
+async def test_staged_writes_are_read_at_once_and_become_committed_with_the_transaction(store: PartitionStore) -> None:
+    pub = InMemoryPublisher()
+    committer = GroupCommitter(pub)
+    committer.attach(0, store, Watermark())
+    committer.stage(0, b"r/a", b"1")
+    committer.produce("history", 0, b"a", b"h1")
+    assert store.get(b"r/a") == b"1"  # read-your-writes from the batch's layer
+    assert store.get_committed(b"r/a") is None
+    await committer.flush()
+    assert store.get_committed(b"r/a") == b"1"
+    assert store.checkpoint == 0  # the changelog offset of the partition's last write
+    assert [p.records for p in pub.committed] == [[("history", 0, b"a", b"h1", None)]]
+    assert pub.committed[0].state == {0: {b"r/a": b"1"}}
+
+
+async def test_the_offset_committed_is_the_processors_watermark_and_only_when_it_moved(store: PartitionStore) -> None:
+    pub = InMemoryPublisher()
+    committer = GroupCommitter(pub)
+    mark = Watermark()
+    committer.attach(0, store, mark)
+    mark.value = 7  # e.g. a running step's next-step record at 7 holds the offset back
+    committer.offsets_moved()
+    await committer.flush()
+    assert pub.committed[-1].offsets == [(0, 7)] and committer.committed_offset(0) == 7
+    await committer.flush()  # nothing new: no transaction at all
+    assert len(pub.committed) == 1
+    mark.value = 12
+    await committer.flush()
+    assert pub.committed[-1].offsets == [(0, 12)]
+
+
+async def test_after_commit_callbacks_run_only_after_the_transaction(store: PartitionStore) -> None:
+    pub = InMemoryPublisher(hold=asyncio.Event())
+    committer = GroupCommitter(pub)
+    committer.attach(0, store, Watermark())
+    ran: list[str] = []
+    committer.stage(0, b"r/a", b"1")
+    committer.after_commit(lambda: ran.append("start step"))
+    flushing = asyncio.create_task(committer.flush())
+    await pub.in_flight.wait()
+    assert ran == []
+    assert pub.hold is not None
+    pub.hold.set()
+    await flushing
+    assert ran == ["start step"]
+
+
+async def test_writes_staged_while_a_transaction_is_in_flight_go_into_the_next_one(store: PartitionStore) -> None:
+    pub = InMemoryPublisher(hold=asyncio.Event())
+    committer = GroupCommitter(pub)
+    committer.attach(0, store, Watermark())
+    committer.stage(0, b"r/a", b"1")
+    flushing = asyncio.create_task(committer.flush())
+    await pub.in_flight.wait()
+    committer.stage(0, b"r/a", b"2")  # the open batch's layer shadows the sealed one
+    assert store.get(b"r/a") == b"2"
+    assert pub.hold is not None
+    pub.hold.set()
+    await flushing
+    assert pub.committed[0].state == {0: {b"r/a": b"1"}}
+    assert store.get_committed(b"r/a") == b"1" and store.get(b"r/a") == b"2"
+    await committer.flush()
+    assert pub.committed[1].state == {0: {b"r/a": b"2"}}
+    assert store.get_committed(b"r/a") == b"2"
+
+
+async def test_a_failed_transaction_drops_everything_uncommitted_and_commits_nothing_more(
+    store: PartitionStore,
+) -> None:
+    pub = InMemoryPublisher()
+    committer = GroupCommitter(pub)
+    mark = Watermark()
+    committer.attach(0, store, mark)
+    committer.stage(0, b"r/a", b"committed")
+    await committer.flush()
+    pub.hold = asyncio.Event()
+    pub.fail_next = RuntimeError("INVALID_PRODUCER_EPOCH")
+    ran: list[str] = []
+    committer.stage(0, b"r/a", b"lost")
+    committer.stage(0, b"r/b", b"lost")
+    committer.after_commit(lambda: ran.append("never"))
+    mark.value = 5
+    flushing = asyncio.create_task(committer.flush())
+    await pub.in_flight.wait()
+    committer.stage(0, b"r/c", b"staged during the failing transaction")
+    pub.hold.set()
+    with pytest.raises(SessionRestart, match="INVALID_PRODUCER_EPOCH"):
+        await flushing
+    assert committer.failure is not None
+    # Nothing of the failed batch nor of the open one is readable; the committed value is.
+    assert (store.get(b"r/a"), store.get(b"r/b"), store.get(b"r/c")) == (b"committed", None, None)
+    assert ran == [] and committer.committed_offset(0) is None
+    with pytest.raises(SessionRestart, match="earlier transaction failed"):
+        await committer.flush()
+    assert len(pub.committed) == 1
+
+
+async def test_a_detached_partition_drops_its_open_writes(tmp_path: Path) -> None:
+    pub = InMemoryPublisher()
+    committer = GroupCommitter(pub)
+    s0, s1 = PartitionStore(tmp_path / "p0"), PartitionStore(tmp_path / "p1")
+    committer.attach(0, s0, Watermark())
+    committer.attach(1, s1, Watermark())
+    committer.stage(0, b"r/a", b"kept")
+    committer.stage(1, b"r/b", b"revoked")
+    committer.detach(1)
+    await committer.flush()
+    assert pub.committed[0].state == {0: {b"r/a": b"kept"}}
+    s0.close()
+    s1.close()
+
+
+def test_the_batch_is_full_past_its_bound(store: PartitionStore) -> None:
+    committer = GroupCommitter(InMemoryPublisher())
+    committer.attach(0, store, Watermark())
+    for i in range(MAX_BATCH_RECORDS):
+        committer.produce("history", 0, b"k", b"%d" % i)
+    assert not committer.full
+    committer.stage(0, b"r/a", b"1")
+    assert committer.full

@@ -1,0 +1,221 @@
+"""The partition processor without a broker: records in, staged transitions and steps out.
+
+Real state machine, real RocksDB store (tmp_path), real group committer; the Kafka
+transaction is `InMemoryPublisher`, and the records are real `confluent_kafka.Message`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from confluent_kafka import Message
+
+from grctl.engine import keys
+from grctl.engine.machine import Machine, StepOutcome, Transition
+from grctl.engine.records import (
+    HistoryRecord,
+    NextCmd,
+    QueryCmd,
+    ReplyTo,
+    RunRecord,
+    StartCmd,
+    encoder,
+    history_decoder,
+    run_decoder,
+)
+from grctl.kafka.partitioner import partition_for
+from grctl.kafka.topics import TopicNames
+from grctl.models.run_info import RunStateKind, RunStatus
+from grctl.state.partition_store import PartitionStore
+from grctl.worker._commit import GroupCommitter
+from grctl.worker._partition import PartitionProcessor, ProcessorServices, RunningStep
+from tests.unit.publisher import InMemoryPublisher
+
+N = 4
+TOPICS = TopicNames("unit")
+
+
+class Catalog:
+    def has_type(self, wf_type: str) -> bool:
+        return wf_type == "Order"
+
+    def step_timeout_ms(self, wf_type: str, step: str) -> int | None:
+        return None
+
+    def has_event(self, wf_type: str, name: str) -> bool:
+        return name == "approve"
+
+
+class BuggyMachine(Machine):
+    """A state machine with a bug: what the processor must not turn into a dead letter."""
+
+    def __init__(self, bug: str) -> None:
+        super().__init__(Catalog(), "w_unit")
+        self.bug = bug
+
+    def apply(self, run: RunRecord | None, rec: Any, offset: int, now_ms: int, inbox: Any) -> Transition:
+        tr = super().apply(run, rec, offset, now_ms, inbox)
+        if self.bug == "raises":
+            raise RuntimeError("engine bug")
+        # A transition that cannot be encoded half-way (after the run record encodes fine).
+        tr.history.append(HistoryRecord(kind="x", wf_id=rec.wf_id, run_id="r", ts_ms=0, msg={"bad": object()}))
+        return tr
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, machine: Machine | None = None, partition: int = 0) -> None:
+        self.pub = InMemoryPublisher()
+        self.committer = GroupCommitter(self.pub)
+        self.started: list[tuple[str, int]] = []
+        self.queries: list[QueryCmd] = []
+        self.store = PartitionStore(tmp_path / str(partition))
+        services = ProcessorServices(
+            outbox=self.committer,
+            machine=machine or Machine(Catalog(), "w_unit"),
+            topics=TOPICS,
+            num_partitions=N,
+            worker_id="w_unit",
+            start_step=self._start_step,
+            answer_query=lambda proc, cmd: self.queries.append(cmd),
+            timer_armed=lambda due_ms: None,
+        )
+        self.proc = PartitionProcessor(partition, self.store, services)
+        self.committer.attach(partition, self.store, self.proc.low_watermark)
+        self.offset = 0
+
+    def _start_step(self, proc: PartitionProcessor, rs: RunningStep, run: RunRecord) -> asyncio.Task[None] | None:
+        self.started.append((run.wf_id, run.seq))
+        return None
+
+    def feed(self, value: bytes, wf_id: str = "k") -> int:
+        offset = self.offset
+        self.offset += 1
+        self.proc.on_record(
+            Message(
+                topic=TOPICS.directives, partition=self.proc.partition, offset=offset, key=wf_id.encode(), value=value
+            )
+        )
+        return offset
+
+    def open_records(self) -> list[Any]:
+        return list(self.committer._batch.records)
+
+    def open_state(self) -> dict[bytes, bytes | None]:
+        return dict(self.committer._batch.state.get(self.proc.partition, {}))
+
+
+def wf_ids_on(partition: int) -> Iterator[str]:
+    i = 0
+    while True:
+        wf_id = f"wf-{i}"
+        if partition_for(wf_id, N) == partition:
+            yield wf_id
+        i += 1
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    yield h
+    h.store.close()
+
+
+def start_cmd(wf_id: str, run_id: str = "run-1") -> bytes:
+    return encoder.encode(StartCmd(wf_id=wf_id, run_id=run_id, wf_type="Order", input={"n": 1}))
+
+
+async def test_a_start_stages_the_run_and_its_history_and_starts_the_step_only_after_commit(
+    harness: Harness,
+) -> None:
+    wf_id = next(wf_ids_on(0))
+    harness.feed(start_cmd(wf_id))
+    run = run_decoder.decode(harness.store.get(keys.run_key(wf_id)) or b"")
+    assert (run.status, run.state, run.step, run.seq) == (RunStatus.running, RunStateKind.step, "start", 1)
+    assert harness.store.get_committed(keys.run_key(wf_id)) is None
+    history = [history_decoder.decode(r[3]).kind for r in harness.open_records() if r[0] == TOPICS.history]
+    assert history == ["run.started"]
+    assert harness.started == []
+    await harness.committer.flush()
+    assert harness.started == [(wf_id, 1)]
+    assert harness.store.get_committed(keys.run_key(wf_id)) is not None
+    assert harness.pub.committed[0].offsets == [(0, 1)]
+
+
+async def test_a_running_steps_next_record_holds_the_committed_offset_back(harness: Harness) -> None:
+    ids = wf_ids_on(0)
+    wf_id, other = next(ids), next(ids)
+    harness.feed(start_cmd(wf_id))
+    await harness.committer.flush()
+    assert harness.committer.committed_offset(0) == 1
+    # The step started from the after-commit callback; its next-step record arrives later
+    # and is held while the step runs; records behind it are applied but not committed past.
+    rs = harness.proc.running[wf_id]
+    next_offset = harness.feed(encoder.encode(NextCmd(wf_id=wf_id, run_id="run-1", seq=1)))
+    harness.feed(encoder.encode(StartCmd(wf_id=other, run_id="r", wf_type="Nope")))  # rejected, applied
+    assert harness.proc.low_watermark() == next_offset == 1
+    await harness.committer.flush()
+    assert harness.committer.committed_offset(0) == 1
+    assert [history_decoder.decode(r[3]).kind for r in harness.pub.records_of(TOPICS.history)][-1] == "run.rejected"
+    harness.proc.step_finished(
+        rs, StepOutcome(run_id="run-1", seq=1, next_kind="complete", result="done", store={"k": b"\xa1v"})
+    )
+    assert harness.proc.low_watermark() == harness.offset
+    await harness.committer.flush()
+    assert harness.pub.committed[-1].offsets == [(0, harness.offset)]
+    run = run_decoder.decode(harness.store.get_committed(keys.run_key(wf_id)) or b"")
+    assert run.status == RunStatus.completed and run.result == "done"
+    assert harness.store.get_committed(keys.store_key(wf_id, "run-1", "k")) == b"\xa1v"
+
+
+def test_an_undecodable_record_goes_to_dead_letter_with_its_reason_and_nothing_else(harness: Harness) -> None:
+    harness.feed(b"\xc1 not msgpack")
+    (rec,) = harness.open_records()
+    topic, part, key, value, headers = rec
+    assert (topic, part, key, value) == (TOPICS.dead_letter, 0, b"k", b"\xc1 not msgpack")
+    reason = dict(headers or [])["grctl.reason"].decode()
+    assert reason.startswith("undecodable directive record")
+    assert harness.open_state() == {} and harness.proc.position == 1
+
+
+def test_a_record_on_the_wrong_partition_goes_to_dead_letter(harness: Harness) -> None:
+    elsewhere = next(wf_ids_on(1))
+    harness.feed(start_cmd(elsewhere), wf_id=elsewhere)
+    (rec,) = harness.open_records()
+    assert rec[0] == TOPICS.dead_letter
+    assert "wrong partition" in dict(rec[4] or [])["grctl.reason"].decode()
+    assert harness.open_state() == {}
+
+
+@pytest.mark.parametrize("bug", ["raises", "unencodable"])
+def test_an_engine_bug_fails_loudly_with_nothing_of_the_record_staged(tmp_path: Path, bug: str) -> None:
+    h = Harness(tmp_path, BuggyMachine(bug))
+    wf_id = next(wf_ids_on(0))
+    with pytest.raises((RuntimeError, TypeError, msgspec.EncodeError)):
+        h.feed(start_cmd(wf_id))
+    assert h.open_records() == [] and h.open_state() == {}  # no dead letter, no half transition
+    assert h.store.get(keys.run_key(wf_id)) is None
+    h.store.close()
+
+
+def test_queries_are_handed_to_the_query_answerer(harness: Harness) -> None:
+    wf_id = next(wf_ids_on(0))
+    to = ReplyTo(client_id="c", request_id="q1", partition=2)
+    harness.feed(encoder.encode(QueryCmd(wf_id=wf_id, name="count", reply_to=to)))
+    assert [q.name for q in harness.queries] == ["count"]
+    assert harness.open_records() == []
+
+
+async def test_a_revoked_processor_publishes_nothing_more(harness: Harness) -> None:
+    wf_id = next(wf_ids_on(0))
+    harness.feed(start_cmd(wf_id))
+    await harness.committer.flush()
+    rs = harness.proc.running[wf_id]
+    harness.proc.close()
+    assert rs.cancelled
+    harness.proc.step_finished(rs, StepOutcome(run_id="run-1", seq=1, next_kind="complete", result="late"))
+    assert harness.open_records() == [] and harness.open_state() == {}
