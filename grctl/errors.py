@@ -23,6 +23,7 @@ GrctlError
 ├── OutsideStepError (LookupError)     a task or ctx call made outside a worker's step
 ├── NoParentWorkflowError (RuntimeError)  send_to_parent from a run without a parent
 ├── CodecError (TypeError)             a value cannot be encoded or decoded
+├── PayloadTooLargeError (ValueError)  a user value larger than the records that carry it allow
 ├── InvalidRecordError                 an input record that cannot be applied (dead-letter)
 ├── KafkaSetupError                    broker unreachable, topics missing or mismatched
 │   ├── TopicMismatchError
@@ -273,6 +274,33 @@ class WorkflowRunnerNotFoundError(GrctlError):
 
 class CodecError(GrctlError, TypeError):
     """A value cannot be encoded to, or decoded from, the wire format."""
+
+
+class PayloadTooLargeError(GrctlError, ValueError):
+    """A user value is larger than the Kafka records that must carry it allow.
+
+    Raised where the value enters (the client before anything is sent; in a step at the call,
+    so the step fails like any exception), never after something was staged.
+
+    Attributes:
+        what: the value, e.g. "store value 'blob'" or "start input".
+        size: its encoded size in bytes.
+        limit: the largest size accepted (`Connection.limits.value_bytes`).
+        wf_id: the workflow id concerned, when known.
+    """
+
+    def __init__(self, what: str, *, size: int, limit: int, wf_id: str | None = None) -> None:
+        where = f" of workflow id {wf_id!r}" if wf_id else ""
+        super().__init__(
+            f"{what}{where} is {size:,} bytes encoded, over the limit of {limit:,} bytes for one value "
+            f"(the topics' max.message.bytes and the producer's message.max.bytes bound every record). "
+            f"Keep large data elsewhere (object storage, a database) and pass a reference, or raise the "
+            f"limits (README, 'Size limits')"
+        )
+        self.what = what
+        self.size = size
+        self.limit = limit
+        self.wf_id = wf_id
 
 
 # --------------------------------------------------------------------------- records, Kafka, state

@@ -76,3 +76,16 @@ def journal_prefix_of(key: bytes) -> bytes:
 def child_key(wf_id: str, run_id: str, child_wf_id: str) -> bytes:
     """Key of the recorded outcome of a child run, kept for the parent's awaiting steps."""
     return CHILD_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + child_wf_id.encode()
+
+
+def wf_id_of(key: bytes) -> str | None:
+    """The workflow id a state key belongs to (None for metadata keys and unknown tables)."""
+    prefix, rest = key[:2], key[2:]
+    if prefix == RUN_PREFIX:
+        return rest.decode()
+    if prefix in (STORE_PREFIX, INBOX_PREFIX, JOURNAL_PREFIX, CHILD_PREFIX):
+        return rest.split(SEP, 1)[0].decode()
+    if prefix == TIMER_PREFIX:
+        parts = rest.split(SEP)
+        return parts[1].decode() if len(parts) == 3 else None
+    return None

@@ -264,6 +264,34 @@ class Machine:
             suspended_until_ms=None,
         )
 
+    def fail_run(self, run: RunRecord | None, error: dict[str, Any], now_ms: int) -> Transition:
+        """End the active `run` as failed with `error`, whatever it was doing.
+
+        For what the worker cannot publish (a record of the run's next transition is larger
+        than Kafka takes): the run's record keeps no payload, its running step (if any) is
+        cancelled. SKIP if there is no active run.
+        """
+        if run is None or (run.state not in ACTIVE_STATES and run.state != RunStateKind.start):
+            return SKIP
+        tr = Transition(cancel_running=run.state == RunStateKind.step)
+        if run.state == RunStateKind.step:
+            tr.history.append(self._hist(run, HistoryKind.step_failed, now_ms, {"step_name": run.step, "error": error}))
+        tr.run = self._finish(tr, run, RunStatus.failed, now_ms, error=error)
+        return tr
+
+    def refuse(self, rec: DirectiveRecord, now_ms: int, code: ReplyCode, message: str) -> Transition:
+        """Refuse an input that cannot be accepted as it is (a value over the size limit).
+
+        A start is rejected like a duplicate (`run.rejected`, the parent told); an event or a
+        cancel is answered with an error if it asked for an answer. No run changes.
+        """
+        tr = Transition()
+        if isinstance(rec, StartCmd):
+            self._reject(tr, rec, now_ms, code, message)
+        elif isinstance(rec, EventCmd | CancelCmd) and rec.reply_to is not None:
+            tr.replies.append(self._error_reply(rec.reply_to, code, message))
+        return tr
+
     # ------------------------------------------------------------------ directive records
 
     def apply(
@@ -325,7 +353,6 @@ class Machine:
             wf_type=cmd.wf_type,
             status=RunStatus.running,
             state=RunStateKind.start,
-            input=cmd.input,
             created_ms=now_ms,
             started_ms=now_ms,
             timeout_ms=cmd.timeout_ms,

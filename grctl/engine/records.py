@@ -140,6 +140,7 @@ class ReplyCode(StrEnum):
     query_failed = "query_failed"  # the query handler raised
     already_running = "already_running"  # start with the id of an active run
     type_not_registered = "type_not_registered"  # start of a type the workers do not serve
+    payload_too_large = "payload_too_large"  # a value over the size limit (PayloadTooLargeError)
 
 
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -166,6 +167,11 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     `state` is where the run is: `step` (step `step` number `seq` is scheduled or running),
     `wait` (waiting for an event), or a terminal state. `last_offset` is the offset of the last
     `directives` record applied to this run, so a re-delivered record is never applied twice.
+
+    The record holds at most one user value at a time (the payload of the step it runs, or
+    the run's result) next to ids and a bounded error, so a value under the value limit always
+    fits (`grctl.kafka.limits`). The start input is the start step's payload; records written
+    before this rule may still carry an `input` field, which decoding ignores.
     """
 
     run_id: str
@@ -177,7 +183,6 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     step: str | None = None
     step_payload: Any = None
     step_timeout_ms: int | None = None
-    input: Any = None
     result: Any = None
     error: dict[str, Any] | None = None
     created_ms: int = 0

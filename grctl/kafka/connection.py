@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl import defaults
 from grctl.errors import KafkaSetupError
+from grctl.kafka.limits import TOPIC_DEFAULT_MAX_BYTES, RecordLimits, producer_max_bytes, topic_max_bytes
 from grctl.kafka.topics import DEFAULT_PARTITIONS, TopicNames, admin_client, ensure_namespace
 from grctl.settings import EngineSettings
 
@@ -34,6 +36,11 @@ class Connection:
         namespace: the grctl namespace (topics `grctl.<namespace>.*`).
         kafka_config: extra librdkafka options (security, SASL, TLS, ...) for every client.
         partitions: partition count used when the namespace is created.
+        max_value_bytes: lower the largest user value accepted (default: what the topics and
+            the producer allow, see `limits`).
+
+    Attributes:
+        limits: the record and value size limits learned from the cluster (`connect`).
     """
 
     def __init__(
@@ -43,6 +50,7 @@ class Connection:
         *,
         kafka_config: dict[str, Any] | None = None,
         partitions: int = DEFAULT_PARTITIONS,
+        max_value_bytes: int | None = None,
     ) -> None:
         self.servers = servers_from_env(servers)
         self.namespace = namespace or EngineSettings.from_env().namespace
@@ -50,6 +58,12 @@ class Connection:
         self.kafka_config: dict[str, Any] = dict(kafka_config or {})
         self.partitions = partitions
         self.num_partitions = 0
+        self.max_value_bytes = max_value_bytes
+        self.limits = RecordLimits.compute(
+            dict.fromkeys(self.topics.all(), TOPIC_DEFAULT_MAX_BYTES),
+            producer_max_bytes=producer_max_bytes(self.kafka_config),
+            max_value_bytes=max_value_bytes,
+        )
 
     @classmethod
     async def connect(
@@ -61,6 +75,7 @@ class Connection:
         partitions: int = DEFAULT_PARTITIONS,
         create_namespace: bool = True,
         timeout: float = CONNECT_TIMEOUT_S,
+        max_value_bytes: int | None = None,
         **options: Any,
     ) -> Connection:
         """Connect to Kafka and make sure the namespace exists.
@@ -72,6 +87,7 @@ class Connection:
             partitions: partition count if the namespace has to be created.
             create_namespace: create missing topics (False: raise if missing).
             timeout: seconds to wait for the broker.
+            max_value_bytes: lower the largest user value accepted (see `limits`).
             **options: more librdkafka options, with '_' for '.' (sasl_mechanism="PLAIN").
 
         Raises:
@@ -79,7 +95,7 @@ class Connection:
         """
         cfg = dict(kafka_config or {})
         cfg.update({k.replace("_", "."): v for k, v in options.items()})
-        conn = cls(servers, namespace, kafka_config=cfg, partitions=partitions)
+        conn = cls(servers, namespace, kafka_config=cfg, partitions=partitions, max_value_bytes=max_value_bytes)
         await asyncio.get_running_loop().run_in_executor(None, conn._setup, create_namespace, timeout)
         return conn
 
@@ -95,6 +111,32 @@ class Connection:
             ) from None
         self.num_partitions = ensure_namespace(
             admin, self.topics, partitions=self.partitions, create=create, timeout=timeout
+        )
+        self.limits = self.learn_limits(admin=admin, timeout=timeout)
+
+    def learn_limits(
+        self, producer_config: dict[str, Any] | None = None, *, admin: AdminClient | None = None, timeout: float = 10.0
+    ) -> RecordLimits:
+        """Read the topics' `max.message.bytes` and compute the limits (blocking).
+
+        Args:
+            producer_config: extra producer options whose `message.max.bytes` counts too.
+            admin: an admin client to reuse.
+            timeout: seconds to wait for the broker.
+
+        Raises:
+            KafkaSetupError: the topic configs cannot be read and no `max_value_bytes` was given.
+        """
+        try:
+            topic_limits = topic_max_bytes(admin or admin_client(self.client_config()), self.topics.all(), timeout)
+        except KafkaSetupError:
+            if self.max_value_bytes is None:
+                raise
+            topic_limits = dict.fromkeys(self.topics.all(), TOPIC_DEFAULT_MAX_BYTES)
+        return RecordLimits.compute(
+            topic_limits,
+            producer_max_bytes=producer_max_bytes(self.kafka_config, producer_config),
+            max_value_bytes=self.max_value_bytes,
         )
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from grctl.engine import keys
 from grctl.kafka.topics import TopicNames
 from grctl.state.partition_store import PartitionStore, Writes
 from grctl.worker._errors import SessionRestart
@@ -44,8 +45,27 @@ OFFSET_COMMIT_DELAY_S = 0.2
 #: Bound of each blocking librdkafka transaction call.
 TXN_CALL_TIMEOUT_S = 30.0
 
-Record = tuple[str, int, bytes, bytes, list[tuple[str, bytes]] | None]
-"""(topic, partition, key, value, headers) to produce."""
+Record = tuple[str, int, bytes, bytes, list[tuple[str, bytes]] | None, str | None]
+"""(topic, partition, key, value, headers, origin) to produce; origin is the workflow id whose
+transition made the record (None for dead letters), so a refused record names its run."""
+
+
+class RecordRefused(Exception):
+    """librdkafka refused to produce one record of a batch (too large, invalid): its run is known.
+
+    Attributes:
+        wf_id: the workflow id whose transition made the record (None if it has none).
+        topic: the record's topic.
+        size: key plus value, in bytes.
+        reason: librdkafka's error.
+    """
+
+    def __init__(self, wf_id: str | None, topic: str, size: int, reason: str) -> None:
+        super().__init__(f"a record of {size:,} bytes for {topic} (run of wf_id {wf_id!r}) was refused: {reason}")
+        self.wf_id = wf_id
+        self.topic = topic
+        self.size = size
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -77,9 +97,15 @@ class Outbox(Protocol):
         ...
 
     def produce(
-        self, topic: str, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+        origin: str | None = None,
     ) -> None:
-        """Add a record to the open batch."""
+        """Add a record to the open batch (`origin`: the workflow id whose transition made it)."""
         ...
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -160,10 +186,16 @@ class GroupCommitter:
         self._dirty.set()
 
     def produce(
-        self, topic: str, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None
+        self,
+        topic: str,
+        partition: int,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+        origin: str | None = None,
     ) -> None:
-        """Add a record to the open batch."""
-        self._batch.records.append((topic, partition, key, value, headers))
+        """Add a record to the open batch (`origin`: the workflow id whose transition made it)."""
+        self._batch.records.append((topic, partition, key, value, headers, origin))
         self._dirty.set()
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -336,12 +368,13 @@ class KafkaPublisher:
         try:
             # b. Produce the records, then each partition's changelog writes; the delivery
             #    report of a partition's last write gives its checkpoint.
-            for topic, part, key, value, headers in batch.records:
-                _produce(producer, topic, part, key, value, headers)
+            for topic, part, key, value, headers, origin in batch.records:
+                _produce(producer, topic, part, key, value, headers, None, origin)
             for part, writes in batch.state.items():
                 last = len(writes) - 1
                 for i, (key, change) in enumerate(writes.items()):
-                    _produce(producer, state_topic, part, key, change, None, checkpoint_cb if i == last else None)
+                    cb = checkpoint_cb if i == last else None
+                    _produce(producer, state_topic, part, key, change, None, cb, keys.wf_id_of(key))
             # c. Wait for every delivery report.
             producer.flush(TXN_CALL_TIMEOUT_S)
             t1 = time.monotonic()
@@ -357,6 +390,10 @@ class KafkaPublisher:
                 batch.id, len(batch.records), len(offsets),
                 (t1 - t0) * 1000, (t2 - t1) * 1000, (time.monotonic() - t2) * 1000,
             )  # fmt: skip
+        except RecordRefused:
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(TXN_CALL_TIMEOUT_S)
+            raise
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.txn_requires_abort():
@@ -373,7 +410,8 @@ def _produce(
     key: bytes,
     value: bytes | None,
     headers: list[tuple[str, bytes]] | None,
-    cb: Callable[[KafkaError | None, Any], None] | None = None,
+    cb: Callable[[KafkaError | None, Any], None] | None,
+    origin: str | None,
 ) -> None:
     while True:
         try:
@@ -385,6 +423,13 @@ def _produce(
             return
         except BufferError:
             producer.poll(0.01)
+        except KafkaException as exc:
+            # librdkafka checks each record as it is produced (size, ...): such a refusal would
+            # come back after every session restart, so it names the run that made the record.
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and not err.retriable() and not err.fatal():
+                raise RecordRefused(origin, topic, len(key) + len(value or b""), err.str()) from exc
+            raise
 
 
 def _commit_with_retry(producer: Producer) -> None:

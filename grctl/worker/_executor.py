@@ -23,6 +23,7 @@ from grctl.engine import keys
 from grctl.engine.machine import StepOutcome
 from grctl.engine.records import RunRecord
 from grctl.errors import NextDirectiveMissingError, WorkflowNotRegisteredError, WorkflowRunnerNotFoundError
+from grctl.kafka.limits import MAX_ERROR_TEXT_BYTES
 from grctl.models.directive import Directive, DirectiveKind
 from grctl.models.errors import ErrorDetails
 from grctl.models.history import HistoryKind
@@ -277,9 +278,22 @@ def _new_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) 
 
 
 def _err(details: ErrorDetails) -> dict[str, Any]:
-    out = {"type": details.type, "message": details.message}
+    """A step's error as recorded: message and stack trace cut to `MAX_ERROR_TEXT_BYTES` each."""
+    out = {"type": details.type, "message": _cut(details.message, keep="head")}
     if details.stack_trace:
-        out["stack_trace"] = details.stack_trace
+        out["stack_trace"] = _cut(details.stack_trace, keep="tail")
     if details.qualified_type:
         out["qualified_type"] = details.qualified_type
     return out
+
+
+def _cut(text: str, *, keep: str) -> str:
+    """`text` within `MAX_ERROR_TEXT_BYTES` (UTF-8), keeping its head or its tail (a stack's last frames)."""
+    raw = text.encode()
+    if len(raw) <= MAX_ERROR_TEXT_BYTES:
+        return text
+    note = f" [... {len(raw) - MAX_ERROR_TEXT_BYTES:,} bytes cut] "
+    room = MAX_ERROR_TEXT_BYTES - len(note)
+    if keep == "head":
+        return raw[:room].decode(errors="ignore") + note
+    return note + raw[-room:].decode(errors="ignore")

@@ -35,11 +35,14 @@ from grctl.engine import keys
 from grctl.engine.machine import Machine, StepOutcome, Transition
 from grctl.engine.records import (
     DescribeCmd,
+    EventCmd,
     HistoryRecord,
     InboxEntry,
     NextCmd,
     QueryCmd,
+    ReplyCode,
     RunRecord,
+    StartCmd,
     TimerEntry,
     directive_decoder,
     encoder,
@@ -47,7 +50,8 @@ from grctl.engine.records import (
     run_decoder,
     timer_decoder,
 )
-from grctl.errors import InvalidRecordError
+from grctl.errors import InternalError, InvalidRecordError, PayloadTooLargeError
+from grctl.kafka.limits import RecordLimits, preview
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
 from grctl.models.run_info import RunStateKind
@@ -101,6 +105,10 @@ class ProcessorServices:
         start_step: executes a step in a task of its own (None if it finished at once).
         answer_query: answers a query from committed state in a task of its own.
         timer_armed: a timer due at the given ms was armed (wakes the timer loop).
+        limits: the record and value size limits of the namespace.
+        quarantine: workflow ids whose next transition must fail the run instead (a record of
+            theirs was refused by Kafka in an earlier session), with the reason; shared with
+            the worker, which fills it.
     """
 
     outbox: Outbox
@@ -111,6 +119,8 @@ class ProcessorServices:
     start_step: Callable[[PartitionProcessor, RunningStep, RunRecord], asyncio.Task[None] | None]
     answer_query: Callable[[PartitionProcessor, QueryCmd], None]
     timer_armed: Callable[[int], None]
+    limits: RecordLimits
+    quarantine: dict[str, str]
 
 
 class PartitionProcessor:
@@ -140,6 +150,9 @@ class PartitionProcessor:
         # Prefixes of the step journals this partition holds (committed or staged). Most steps
         # have none; knowing it saves a RocksDB iterator per step execution.
         self._journals: set[bytes] = set()
+        limits = services.limits
+        self._state_limit = limits.record_limit(services.topics.state)
+        self._record_limits = {t: limits.record_limit(t) for t in services.topics.all()}
         self._load_timers()
         self._load_journal_index()
 
@@ -189,24 +202,27 @@ class PartitionProcessor:
             return  # revoked: a step still unwinding must not publish anything (it runs again elsewhere)
         self._outbox.stage(self.partition, key, value)
 
-    def emit(self, topic: str, partition: int, key: bytes, value: bytes, headers: Any = None) -> None:
+    def emit(
+        self, topic: str, partition: int, key: bytes, value: bytes, headers: Any = None, origin: str | None = None
+    ) -> None:
         """Add a record to the open batch (nothing once the partition is closing)."""
         if not self.closing:
-            self._outbox.produce(topic, partition, key, value, headers)
+            self._outbox.produce(topic, partition, key, value, headers, origin)
 
-    def emit_history(self, rec: HistoryRecord) -> None:
-        """Append a history event to the open batch."""
-        self.emit(self.services.topics.history, self.partition, rec.wf_id.encode(), encoder.encode(rec))
-
-    def apply(self, tr: Transition, wf_id: str) -> None:
+    def apply(self, tr: Transition, wf_id: str, *, replacing: bool = False) -> None:
         """Stage everything a transition changes, all or nothing.
 
         Every value is encoded first; only then is anything staged, so a transition that
-        cannot be encoded (an engine bug) leaves nothing behind.
+        cannot be encoded (an engine bug) leaves nothing behind. A transition with a record
+        larger than its topic takes (or of a quarantined run) is replaced by one that fails
+        the run (`replacing` is set for that replacement).
         """
         if tr.skipped or self.closing:
             return
         s = self.services
+        if not replacing and s.quarantine and wf_id in s.quarantine:
+            self.apply(self._fail_instead(tr, wf_id, s.quarantine[wf_id]), wf_id, replacing=True)
+            return
         run = tr.run
         # 1. Encode every write and record.
         writes: list[tuple[bytes, bytes | None]] = []
@@ -229,13 +245,20 @@ class PartitionProcessor:
             records.append((s.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd)))
         for to, reply in tr.replies:
             records.append((s.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply)))
-        # 2. Stage them.
+        # 2. Nothing goes out that Kafka would refuse: such a transition fails its run instead.
+        too_large = self._too_large(writes, records)
+        if too_large is not None:
+            if replacing:
+                raise InternalError(f"the failure transition of wf_id {wf_id!r} is too large itself: {too_large}")
+            self.apply(self._fail_instead(tr, wf_id, too_large), wf_id, replacing=True)
+            return
+        # 3. Stage them.
         outbox, p = self._outbox, self.partition
         for key, value in writes:
             outbox.stage(p, key, value)
         for topic, part, key, value in records:
-            outbox.produce(topic, part, key, value)
-        # 3. Local bookkeeping that follows the staged transition.
+            outbox.produce(topic, part, key, value, None, wf_id)
+        # 4. Local bookkeeping that follows the staged transition.
         if run is not None:
             self._remember(wf_id, run)
         for due_ms, key, _ in armed:
@@ -251,6 +274,39 @@ class PartitionProcessor:
         if tr.execute and run is not None:
             seq = run.seq
             outbox.after_commit(lambda: self.maybe_start(wf_id, seq, None))
+
+    def _too_large(
+        self, writes: list[tuple[bytes, bytes | None]], records: list[tuple[str, int, bytes, bytes]]
+    ) -> str | None:
+        """Why one of a transition's records is larger than its topic takes (None: all fit)."""
+        limit = self._state_limit
+        for key, value in writes:
+            if value is not None and len(key) + len(value) > limit:
+                return f"its state record {key[:2].decode()}... of {len(key) + len(value):,} bytes is over {limit:,}"
+        for topic, _part, key, value in records:
+            limit = self._record_limits.get(topic, self._state_limit)
+            if len(key) + len(value) > limit:
+                return f"its record for {topic} of {len(key) + len(value):,} bytes is over {limit:,}"
+        return None
+
+    def _fail_instead(self, tr: Transition, wf_id: str, why: str) -> Transition:
+        """The transition that fails the run, in place of `tr`, which cannot be published."""
+        before = self.get_run(wf_id)  # nothing of `tr` is staged: this is the run before it
+        error = {"type": "PayloadTooLargeError", "message": f"the run's next transition cannot be published: {why}"}
+        failed = self.services.machine.fail_run(before, error, now_ms())
+        if failed.skipped or (failed.run is not None and tr.run is not None and failed.run.run_id != tr.run.run_id):
+            raise InternalError(
+                f"partition {self.partition}: a transition of wf_id {wf_id!r} cannot be published ({why}) and "
+                f"there is no active run to fail instead; the value checks at the inputs missed it"
+            )
+        logger.error(
+            "partition %d: run %s of wf_id %r fails: %s (PayloadTooLargeError)",
+            self.partition, failed.run.run_id if failed.run else "?", wf_id, why,
+        )  # fmt: skip
+        quarantine = self.services.quarantine
+        if wf_id in quarantine:
+            self._outbox.after_commit(lambda: _forget(quarantine, wf_id))
+        return failed
 
     # ------------------------------------------------------------------ input records
 
@@ -277,22 +333,55 @@ class PartitionProcessor:
             self.services.answer_query(self, rec)
         elif isinstance(rec, DescribeCmd):
             to, reply = self.services.machine.describe(self.get_run(rec.wf_id), rec.reply_to)
-            self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply))
+            self.emit(
+                self.services.topics.replies,
+                to.partition,
+                to.client_id.encode(),
+                encoder.encode(reply),
+                None,
+                rec.wf_id,
+            )
         else:
+            if len(msg.value() or b"") > self.services.limits.value_bytes and self._refuse_oversized(rec):
+                return
             run = self.get_run(rec.wf_id)
             tr = self.services.machine.apply(run, rec, offset, now_ms(), self._inbox_reader(rec.wf_id))
             self.apply(tr, rec.wf_id)
 
+    def _refuse_oversized(self, rec: Any) -> bool:
+        """Refuse a start or an event whose value is over the value limit (True if refused).
+
+        The client checks before it sends; this catches records written by other producers.
+        """
+        if isinstance(rec, StartCmd):
+            what, value = "start input", rec.input
+        elif isinstance(rec, EventCmd):
+            what, value = f"payload of event {rec.event_name!r}", rec.payload
+        else:
+            return False
+        size, limit = len(encoder.encode(value)), self.services.limits.value_bytes
+        if size <= limit:
+            return False
+        err = PayloadTooLargeError(what, size=size, limit=limit, wf_id=rec.wf_id)
+        logger.warning("partition %d: refused: %s", self.partition, err)
+        self.apply(self.services.machine.refuse(rec, now_ms(), ReplyCode.payload_too_large, str(err)), rec.wf_id)
+        return True
+
     def dead_letter(self, msg: Message, reason: str) -> None:
         """Send an input record to `dead-letter` with the reason in its headers."""
         logger.warning("partition %d offset %d -> dead-letter: %s", self.partition, msg.offset(), reason)
+        key, value = msg.key() or b"", msg.value() or b""
         headers = [
             ("grctl.reason", reason.encode()[:4000]),
             ("grctl.topic", (msg.topic() or "").encode()),
             ("grctl.partition", str(self.partition).encode()),
             ("grctl.offset", str(msg.offset()).encode()),
         ]
-        self.emit(self.services.topics.dead_letter, self.partition, msg.key() or b"", msg.value() or b"", headers)
+        room = self._record_limits.get(self.services.topics.dead_letter, self._state_limit) - len(key) - 8 * 1024
+        if len(value) > room:  # the original stays readable in its own topic at the offset above
+            headers.append(("grctl.truncated", str(len(value)).encode()))
+            value = value[: max(0, room)]
+        self.emit(self.services.topics.dead_letter, self.partition, key, value, headers)
 
     # ------------------------------------------------------------------ steps
 
@@ -379,32 +468,52 @@ class PartitionProcessor:
 
     # JournalSink
     def journal_append(self, runtime: StepRuntime, position: int, entry: JournalEntry) -> None:
-        """Stage a journal entry; it commits with the next batch, even while the step runs."""
+        """Stage a journal entry; it commits with the next batch, even while the step runs.
+
+        Raises:
+            PayloadTooLargeError: the entry (a task's result, ...) is over the value limit: the
+                call that recorded it fails, in the step.
+        """
         prefix = keys.journal_prefix(runtime.wf_id, runtime.run_id, runtime.seq)
         value = journal_entry_encoder.encode([entry.kind, entry.name, entry.value])
+        limit = self.services.limits.value_bytes
+        if len(value) > limit:
+            raise PayloadTooLargeError(
+                f"the recorded {entry.kind} {entry.name!r}", size=len(value), limit=limit, wf_id=runtime.wf_id
+            )
         self.stage(keys.journal_key(prefix, position), value)
         self._journals.add(prefix)
 
     def history_append(
         self, runtime: StepRuntime, kind: str, msg: dict[str, Any] | None, operation_id: str = ""
     ) -> None:
-        """Stage a history event of a running step."""
-        self.emit_history(
-            HistoryRecord(
-                kind=kind,
-                wf_id=runtime.wf_id,
-                run_id=runtime.run_id,
-                ts_ms=now_ms(),
-                msg=msg,
-                worker_id=self.services.worker_id,
-                op=operation_id,
-            )
-        )
+        """Stage a history event of a running step (values too large to describe become previews)."""
+        s = self.services
+        rec = HistoryRecord(
+            kind=kind, wf_id=runtime.wf_id, run_id=runtime.run_id, ts_ms=now_ms(), msg=msg, worker_id=s.worker_id,
+            op=operation_id,
+        )  # fmt: skip
+        value = encoder.encode(rec)
+        key = runtime.wf_id.encode()
+        if msg and len(key) + len(value) > self._record_limits[s.topics.history]:
+            cut = {k: preview(v, len(encoder.encode(v))) for k, v in msg.items()}
+            value = encoder.encode(msgspec.structs.replace(rec, msg=cut))
+        self.emit(s.topics.history, self.partition, key, value, None, runtime.wf_id)
 
     def send_directive(self, runtime: StepRuntime, cmd: Any) -> None:
-        """Stage a directive for another run (child start, event to parent) in the open batch."""
-        part = partition_for(cmd.wf_id, self.services.num_partitions)
-        self.emit(self.services.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd))
+        """Stage a directive for another run (child start, event to parent) in the open batch.
+
+        Raises:
+            PayloadTooLargeError: the directive (a child's input, an event's payload) is over
+                the value limit: the call that sends it fails, in the step.
+        """
+        s = self.services
+        value = encoder.encode(cmd)
+        if len(value) > s.limits.value_bytes:
+            what = "child input" if isinstance(cmd, StartCmd) else "event payload"
+            raise PayloadTooLargeError(what, size=len(value), limit=s.limits.value_bytes, wf_id=cmd.wf_id)
+        part = partition_for(cmd.wf_id, s.num_partitions)
+        self.emit(s.topics.directives, part, cmd.wf_id.encode(), value, None, runtime.wf_id)
 
     def child_outcome(self, runtime: StepRuntime, child_wf_id: str) -> asyncio.Future[dict[str, Any]]:
         """A future resolved with the outcome of a child of the running step's run."""
@@ -451,3 +560,7 @@ class PartitionProcessor:
         self.closing = True
         for wf_id in list(self.running):
             self.cancel_step(wf_id, "partition revoked", release=False)
+
+
+def _forget(quarantine: dict[str, str], wf_id: str) -> None:
+    quarantine.pop(wf_id, None)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from grctl import defaults
 from grctl.engine import keys
 from grctl.engine.records import QueryCmd, Reply, ReplyCode, encoder
+from grctl.errors import PayloadTooLargeError
 from grctl.worker._executor import PartitionTasks, run_info_of
 from grctl.worker.codec import CodecRegistry
 from grctl.worker.context import QueryContext
@@ -56,8 +57,19 @@ class QueryAnswerer:
         to = cmd.reply_to
 
         def reply(**kw: Any) -> None:
-            r = Reply(request_id=to.request_id, client_id=to.client_id, **kw)
-            proc.emit(proc.services.topics.replies, to.partition, to.client_id.encode(), encoder.encode(r))
+            value = encoder.encode(Reply(request_id=to.request_id, client_id=to.client_id, **kw))
+            limit = proc.services.limits.value_bytes
+            if len(value) > limit:
+                err = PayloadTooLargeError(
+                    f"answer of query {cmd.name!r}", size=len(value), limit=limit, wf_id=cmd.wf_id
+                )
+                value = encoder.encode(
+                    Reply(
+                        request_id=to.request_id, client_id=to.client_id, ok=False,
+                        code=ReplyCode.payload_too_large, message=str(err),
+                    )
+                )  # fmt: skip
+            proc.emit(proc.services.topics.replies, to.partition, to.client_id.encode(), value, None, cmd.wf_id)
 
         run = proc.get_committed_run(cmd.wf_id)
         wf = self._workflows.get(run.wf_type) if run is not None else None

@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from grctl import defaults
 from grctl.engine.machine import Machine
 from grctl.kafka.connection import Connection
+from grctl.kafka.limits import RecordLimits
 from grctl.worker._clients import consume_available, make_consumer, make_producer
 from grctl.worker._commit import GroupCommitter, KafkaPublisher
 from grctl.worker._errors import SessionRestart
@@ -76,6 +77,8 @@ class WorkerSession:
         max_concurrent_steps: int,
         kafka_config: dict[str, Any],
         on_ready: Callable[[], None],
+        limits: RecordLimits,
+        quarantine: dict[str, str],
     ) -> None:
         self.conn = connection
         self.worker_id = worker_id
@@ -90,10 +93,10 @@ class WorkerSession:
         self._cpool = ThreadPoolExecutor(1, thread_name_prefix="grctl-consumer")
         self._ppool = ThreadPoolExecutor(1, thread_name_prefix="grctl-producer")
         self.consumer: Consumer | None = None
+        # librdkafka builds batches up to message.max.bytes: never larger than a topic takes.
+        producer_extra = {"message.max.bytes": limits.producer_max_bytes, **kafka_config.get("producer", {})}
         self.publisher = KafkaPublisher(
-            lambda: make_producer(
-                connection, instance_id=instance_id, worker_id=worker_id, extra=kafka_config.get("producer")
-            ),
+            lambda: make_producer(connection, instance_id=instance_id, worker_id=worker_id, extra=producer_extra),
             connection.topics,
             lambda: self._group_metadata,
             self._ppool,
@@ -119,6 +122,8 @@ class WorkerSession:
             start_step=self.executor.start,
             answer_query=queries.spawn,
             timer_armed=self.timers.armed,
+            limits=limits,
+            quarantine=quarantine,
         )
         self.partitions = Partitions(
             processors,

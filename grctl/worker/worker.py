@@ -17,9 +17,10 @@ from typing import IO, Any
 from grctl import defaults
 from grctl.engine.machine import Machine
 from grctl.engine.retry import SESSION_HEALTHY_S, session_restart_delay
-from grctl.errors import InvalidArgumentError, RegistrationError, StateError
+from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError, StateError
 from grctl.kafka.connection import Connection
 from grctl.settings import EngineSettings
+from grctl.worker._commit import RecordRefused
 from grctl.worker._session import SessionRestart, WorkerSession
 from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.workflow.workflow import Workflow
@@ -29,6 +30,8 @@ logger = logging.getLogger("grctl.worker")
 DEFAULT_MAX_CONCURRENT_STEPS = defaults.MAX_CONCURRENT_STEPS
 #: Sessions failed in a row before the log says so at ERROR instead of WARNING.
 RESTARTS_BEFORE_ERROR = 3
+#: Bound of the runs waiting to be failed because Kafka refused one of their records.
+QUARANTINE_MAX = 10_000
 
 
 class _Catalog:
@@ -140,6 +143,8 @@ class Worker:
         self._session: WorkerSession | None = None
         self._lock: _StateDirLock | None = None
         self._shutdown_timeout = 30.0
+        # Workflow ids whose transition Kafka refused: their runs fail in the next session.
+        self._quarantine: dict[str, str] = {}
         self._started = False
 
     @property
@@ -196,8 +201,17 @@ class Worker:
             self.worker_id, conn.namespace, conn.num_partitions, sorted(self._workflows), state_dir,
         )  # fmt: skip
         failures = 0  # sessions failed in a row
+        loop = asyncio.get_running_loop()
         try:
             while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    # Learned anew for every session: a topic's max.message.bytes may have changed.
+                    limits = await loop.run_in_executor(None, conn.learn_limits, self._kafka_config.get("producer"))
+                except KafkaSetupError as exc:
+                    failures += 1
+                    await self._wait_before_restart(failures, SessionRestart(str(exc)))
+                    continue
                 session = WorkerSession(
                     connection=conn,
                     workflows=self._workflows,
@@ -209,14 +223,16 @@ class Worker:
                     max_concurrent_steps=self._max_steps,
                     kafka_config=self._kafka_config,
                     on_ready=self._ready.set,
+                    limits=limits,
+                    quarantine=self._quarantine,
                 )
                 session.shutdown_timeout = self._shutdown_timeout
                 self._session = session
-                started = time.monotonic()
                 try:
                     await session.run(self._stop)
                 except SessionRestart as exc:
                     failures = 1 if time.monotonic() - started >= SESSION_HEALTHY_S else failures + 1
+                    self._quarantine_refused(exc)
                     await self._wait_before_restart(failures, exc)
         finally:
             self._session = None
@@ -224,6 +240,29 @@ class Worker:
                 self._lock.release()
             self._done.set()
             logger.info("worker %s stopped", self.worker_id)
+
+    def _quarantine_refused(self, exc: BaseException) -> None:
+        """If a record Kafka refused ended the session, its run fails in the next one.
+
+        Without this the same transition would be rebuilt and refused after every restart, and
+        every other run of the worker would wait behind it.
+        """
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, RecordRefused):
+            cause = cause.__cause__
+        if cause is None:
+            return
+        if cause.wf_id is None:
+            logger.error("worker %s: Kafka refused a record that belongs to no run: %s", self.worker_id, cause)
+            return
+        logger.error(
+            "worker %s: Kafka refused a record of the run of wf_id %r (%s); the run fails in the next session",
+            self.worker_id, cause.wf_id, cause,
+        )  # fmt: skip
+        if len(self._quarantine) < QUARANTINE_MAX:
+            self._quarantine[cause.wf_id] = (
+                f"Kafka refused its record for {cause.topic} ({cause.size:,} bytes): {cause.reason}"
+            )
 
     async def _wait_before_restart(self, failures: int, exc: SessionRestart) -> None:
         delay = session_restart_delay(failures)

@@ -44,7 +44,7 @@ async def test_staged_writes_are_read_at_once_and_become_committed_with_the_tran
     await committer.flush()
     assert store.get_committed(b"r/a") == b"1"
     assert store.checkpoint == 0  # the changelog offset of the partition's last write
-    assert [p.records for p in pub.committed] == [[("history", 0, b"a", b"h1", None)]]
+    assert [p.records for p in pub.committed] == [[("history", 0, b"a", b"h1", None, None)]]
     assert pub.committed[0].state == {0: {b"r/a": b"1"}}
 
 

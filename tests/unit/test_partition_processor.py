@@ -28,6 +28,7 @@ from grctl.engine.records import (
     history_decoder,
     run_decoder,
 )
+from grctl.kafka.limits import TOPIC_DEFAULT_MAX_BYTES, RecordLimits
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
 from grctl.models.run_info import RunStateKind, RunStatus
@@ -68,7 +69,10 @@ class BuggyMachine(Machine):
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, machine: Machine | None = None, partition: int = 0) -> None:
+    def __init__(
+        self, tmp_path: Path, machine: Machine | None = None, partition: int = 0, limits: RecordLimits | None = None
+    ) -> None:
+        self.quarantine: dict[str, str] = {}
         self.pub = InMemoryPublisher()
         self.committer = GroupCommitter(self.pub)
         self.started: list[tuple[str, int]] = []
@@ -83,6 +87,8 @@ class Harness:
             start_step=self._start_step,
             answer_query=lambda proc, cmd: self.queries.append(cmd),
             timer_armed=lambda due_ms: None,
+            limits=limits or RecordLimits.compute(dict.fromkeys(TOPICS.all(), TOPIC_DEFAULT_MAX_BYTES)),
+            quarantine=self.quarantine,
         )
         self.proc = PartitionProcessor(partition, self.store, services)
         self.committer.attach(partition, self.store, self.proc.low_watermark)
@@ -175,7 +181,7 @@ async def test_a_running_steps_next_record_holds_the_committed_offset_back(harne
 def test_an_undecodable_record_goes_to_dead_letter_with_its_reason_and_nothing_else(harness: Harness) -> None:
     harness.feed(b"\xc1 not msgpack")
     (rec,) = harness.open_records()
-    topic, part, key, value, headers = rec
+    topic, part, key, value, headers, _origin = rec
     assert (topic, part, key, value) == (TOPICS.dead_letter, 0, b"k", b"\xc1 not msgpack")
     reason = dict(headers or [])["grctl.reason"].decode()
     assert reason.startswith("undecodable directive record")
