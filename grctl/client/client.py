@@ -15,6 +15,7 @@ from ulid import ULID
 
 from grctl import defaults
 from grctl.client._io import ClientIO
+from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.records import (
     CancelCmd,
     DescribeCmd,
@@ -39,7 +40,6 @@ from grctl.kafka.partitioner import partition_for
 from grctl.models.history import PAYLOAD_TYPES, HistoryEvent, HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.settings import EngineSettings
-from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.workflow.handle import WorkflowHandle
 
 START_ACK_TIMEOUT_S = defaults.START_ACK_TIMEOUT_S

@@ -15,7 +15,7 @@ from grctl.models.run_info import RunInfo, RunStatus
 from grctl.workflow.handle import WorkflowHandle
 
 if TYPE_CHECKING:
-    from grctl.worker.codec import CodecRegistry
+    from grctl.codec import CodecRegistry
     from grctl.worker.runtime import StepRuntime
 
 T = TypeVar("T")

@@ -21,10 +21,10 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
+from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.retry import RetryPolicy, retry_delay_ms, should_retry
 from grctl.errors import HandlerDefinitionError, InvalidArgumentError, NonDeterminismError
 from grctl.models.errors import ErrorDetails
-from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.worker.runtime import StepRuntime, StepSuspended, get_step_runtime
 
 __all__ = ["RetryPolicy", "RetryRunner", "TaskExecutor", "task"]
