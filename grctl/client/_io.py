@@ -26,6 +26,17 @@ from grctl.kafka.connection import Connection
 logger = logging.getLogger("grctl.client")
 
 HistoryListener = Callable[[HistoryRecord, int, int], None]
+"""Gets each history record of a run, with its partition and offset."""
+FailureListener = Callable[[BaseException], None]
+"""Gets the error that ends a listener."""
+
+
+class _RunListener:
+    __slots__ = ("on_failure", "on_record")
+
+    def __init__(self, on_record: HistoryListener, on_failure: FailureListener) -> None:
+        self.on_record = on_record
+        self.on_failure = on_failure
 
 
 class ClientIO:
@@ -57,7 +68,7 @@ class ClientIO:
                 }
             )
         )
-        self._run_listeners: dict[str, list[HistoryListener]] = defaultdict(list)
+        self._run_listeners: dict[str, list[_RunListener]] = defaultdict(list)
         self._reply_waiters: dict[str, asyncio.Future[Reply]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,8 +132,8 @@ class ClientIO:
             try:
                 if topic == history_topic:
                     rec = history_decoder.decode(value)
-                    for fn in list(self._run_listeners.get(rec.run_id, ())):
-                        fn(rec, part, offset)
+                    for listener in list(self._run_listeners.get(rec.run_id, ())):
+                        listener.on_record(rec, part, offset)
                 else:
                     reply = reply_decoder.decode(value)
                     if reply.client_id != self.client_id:
@@ -135,15 +146,25 @@ class ClientIO:
 
     # ------------------------------------------------------------------ listeners
 
-    def listen(self, run_id: str, fn: HistoryListener) -> Callable[[], None]:
-        """Call `fn(record, partition, offset)` for each history event of `run_id`; returns an unsubscribe."""
-        self._run_listeners[run_id].append(fn)
+    def listen(self, run_id: str, on_record: HistoryListener, on_failure: FailureListener) -> Callable[[], None]:
+        """Follow the history records of a run.
+
+        Args:
+            run_id: the run.
+            on_record: called with `(record, partition, offset)` for each history record of the run.
+            on_failure: called once if the listener ends in error.
+
+        Returns:
+            The unsubscribe function.
+        """
+        listener = _RunListener(on_record, on_failure)
+        self._run_listeners[run_id].append(listener)
 
         def unsubscribe() -> None:
             lst = self._run_listeners.get(run_id)
             if lst is not None:
                 with contextlib.suppress(ValueError):
-                    lst.remove(fn)
+                    lst.remove(listener)
                 if not lst:
                     self._run_listeners.pop(run_id, None)
 
