@@ -157,16 +157,14 @@ class WorkflowFuture(asyncio.Future[Any]):
         Raises:
             TimeoutError: the wait ran out (the future stays pending), or the run timed out.
         """
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(self)
-        except TimeoutError:
-            if self.done():
-                raise
-            info = self.run_info
-            raise TimeoutError(
-                f"run {info.id} of workflow id {info.wf_id!r} did not finish within {timeout}s"
-            ) from None
+        if not self.done():
+            # asyncio.wait neither cancels the future when it runs out (wait_for would) nor loses
+            # the cancel message ("Workflow cancelled") when the future is cancelled (shield does).
+            await asyncio.wait((self,), timeout=timeout)
+            if not self.done():
+                info = self.run_info
+                raise TimeoutError(f"run {info.id} of workflow id {info.wf_id!r} did not finish within {timeout}s")
+        return self.result()
 
     def _unfollow(self) -> None:
         unsubscribe, self._unsubscribe = self._unsubscribe, None
