@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from ulid import ULID
 
 from grctl import defaults
+from grctl._fork import ForkGuard
 from grctl.client._io import ClientIO
 from grctl.client.handle import WorkflowHandle
 from grctl.codec import CodecRegistry, default_codec
@@ -108,12 +109,16 @@ def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
 class Client:
     """Drives runs of one namespace. Talks only to Kafka.
 
+    A client belongs to the process that made it: used in a process forked after it was made,
+    every call raises `ForkedProcessError` (librdkafka clients do not survive `fork()`).
+
     Args:
         connection: the Kafka connection (namespace included).
         codec: converts inputs, event payloads and results.
     """
 
     def __init__(self, connection: Connection, codec: CodecRegistry | None = None) -> None:
+        self._fork_guard = ForkGuard("Client")
         self.connection = connection
         self.codec = codec or default_codec()
         self.id = f"c_{secrets.token_hex(4)}@{socket.gethostname()}"
@@ -123,6 +128,8 @@ class Client:
         self.request_timeout = EngineSettings.from_env().request_timeout
 
     async def _ensure(self) -> ClientIO:
+        # Every call that reaches Kafka comes through here.
+        self._fork_guard.check()
         if self._io is not None:
             return self._io
         async with self._start_lock:
@@ -138,6 +145,7 @@ class Client:
 
     async def close(self) -> None:
         """Release the client's Kafka handles."""
+        self._fork_guard.check()
         if self._io is not None:
             io, self._io = self._io, None
             await asyncio.get_running_loop().run_in_executor(None, io.close)

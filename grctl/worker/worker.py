@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from grctl import defaults
+from grctl._fork import ForkGuard
 from grctl.engine.machine import Machine
 from grctl.errors import InvalidArgumentError, RegistrationError, StateError
 from grctl.kafka.connection import Connection
@@ -137,6 +138,7 @@ class Worker:
         self._lock: _StateDirLock | None = None
         self._shutdown_timeout = 30.0
         self._started = False
+        self._fork_guard = ForkGuard("Worker")
 
     @property
     def workflows(self) -> list[Workflow]:
@@ -175,7 +177,9 @@ class Worker:
         Raises:
             KafkaSetupError: the broker is unreachable or the namespace is unusable.
             StateError: the state folder is locked by another worker.
+            ForkedProcessError: the worker was made before this process was forked.
         """
+        self._fork_guard.check()
         self._done.clear()
         self._started = True
         try:
