@@ -46,15 +46,9 @@ FailureListener = Callable[[BaseException], None]
 READ_BACKOFF_INITIAL_S: Final = 0.1
 #: Longest pause between retries (also bounds how often a lasting error is logged).
 READ_BACKOFF_MAX_S: Final = 5.0
-#: Consumer errors that no retry will fix, though librdkafka does not flag them fatal.
-_PERMANENT_ERRORS: Final = frozenset(
-    {
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError.SASL_AUTHENTICATION_FAILED,
-        KafkaError._AUTHENTICATION,
-    }
-)
+#: Consumer errors that no retry will fix, though librdkafka does not flag them fatal (ACLs;
+#: authentication failures are retried: credentials may be rotating).
+_PERMANENT_ERRORS: Final = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED})
 
 
 def _is_fatal(err: KafkaError) -> bool:
