@@ -6,24 +6,29 @@ behind them. Two things follow:
 1. Using a `Client` (or running a `Worker`) made before the fork cannot work in the child:
    `ForkGuard.check` raises `ForkedProcessError` instead of hanging or corrupting the
    parent's connections.
-2. Destroying a copied handle in the child (when its Python object is garbage collected, or
-   at the child's exit) runs librdkafka's teardown against threads and sockets that are not
-   the child's; processes have crashed there. So the handles of live clients are registered
-   here (`keep_in_forked_children`), and a child keeps a reference to each of them that it
-   never releases: they are never destroyed in the child.
+2. Destroying a copied handle in the child runs librdkafka's teardown against threads that
+   are not there: the child crashes (SIGSEGV), typically in a garbage collection that meets a
+   stopped client or worker session still waiting in a reference cycle. So right after a
+   fork, the child takes one reference it never gives back on every confluent-kafka handle
+   of the process (live or garbage): neither its garbage collector nor its exit destroys
+   them. Finding them costs one walk of the objects the collector tracks, in the child only.
 
-Imports nothing of grctl but `grctl.errors`.
+Imports nothing of grctl but `grctl.errors`; the hook is installed when this module is first
+imported (by `grctl.client` or `grctl.worker`).
 """
 
 from __future__ import annotations
 
+import gc
 import os
-import threading
-import weakref
+import sys
 
 from grctl.errors import ForkedProcessError
 
-__all__ = ["ForkGuard", "keep_in_forked_children"]
+__all__ = ["ForkGuard"]
+
+_HANDLE_TYPES = ("Producer", "Consumer", "_AdminClientImpl")
+"""Classes of `confluent_kafka.cimpl` that own a librdkafka handle (AdminClient subclasses the last)."""
 
 
 class ForkGuard:
@@ -50,36 +55,18 @@ class ForkGuard:
             raise ForkedProcessError(self.what, created_pid=self.created_pid, used_pid=pid)
 
 
-_live: weakref.WeakKeyDictionary[object, tuple[object, ...]] = weakref.WeakKeyDictionary()
-_live_lock = threading.Lock()
-
-
-def keep_in_forked_children(owner: object, *handles: object) -> None:
-    """Register librdkafka handles (Producer, Consumer, AdminClient) of a live object.
-
-    While `owner` lives, a process forked from this one never destroys `handles`. The entry
-    goes away with `owner`.
-
-    Args:
-        owner: the object holding the handles (weakly referenced).
-        handles: the handles.
-    """
-    with _live_lock:
-        _live[owner] = handles
-
-
 def _after_fork_in_child() -> None:
-    # The child has one thread (this one), so the lock may have been copied held: replace it.
-    global _live_lock
-    _live_lock = threading.Lock()
-    handles = [handle for owned in _live.values() for handle in owned]
-    _live.clear()
+    cimpl = sys.modules.get("confluent_kafka.cimpl")
+    if cimpl is None:
+        return
+    kinds = tuple(k for k in (getattr(cimpl, name, None) for name in _HANDLE_TYPES) if isinstance(k, type))
+    handles = [obj for obj in gc.get_objects() if isinstance(obj, kinds)]
     if handles:
         import ctypes  # only here: 5 ms of import that most processes never need
 
         for handle in handles:
-            # One reference the child never gives back: neither the garbage collector nor
-            # the module teardown at interpreter exit can bring the count to zero.
+            # A reference the child never gives back: neither the garbage collector nor the
+            # module teardown at interpreter exit can bring the count to zero.
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(handle))
 
 

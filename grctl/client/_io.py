@@ -30,7 +30,6 @@ from typing import Any, Final
 import msgspec
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from grctl import _fork
 from grctl.engine.records import HistoryRecord, Reply, history_decoder, reply_decoder
 from grctl.errors import InternalError, KafkaSetupError
 from grctl.kafka.connection import Connection
@@ -92,7 +91,6 @@ class ClientIO:
                 }
             )
         )
-        _fork.keep_in_forked_children(self, self.producer, self._reader)
         self._run_listeners: dict[str, list[_RunListener]] = defaultdict(list)
         self._reply_waiters: dict[str, asyncio.Future[Reply]] = {}
         self._failure: KafkaSetupError | None = None

@@ -21,4 +21,3 @@ from grctl.client._io import _is_fatal
 )
 def test_fatal_or_retried(err: KafkaError, fatal: bool) -> None:
     assert _is_fatal(err) is fatal
-
