@@ -2,28 +2,118 @@
 
 Write workflows with `Workflow`, run them with `Worker`, drive them with `Client`. There is no
 server: Kafka is the only infrastructure (see docs/ and DESIGN.md).
+
+Names are imported on first access, so a program that only drives runs
+(`import grctl; grctl.Client`) never loads the worker, its RocksDB state or `rocksdict`.
 """
 
-from grctl.client.client import Client
-from grctl.errors import GrctlError
-from grctl.kafka.connection import Connection
-from grctl.models.directive import Directive, RetryPolicy
-from grctl.worker.context import Context
-from grctl.worker.worker import Worker
-from grctl.workflow.handle import WorkflowHandle
-from grctl.workflow.workflow import Workflow
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from grctl import _lazy
+
+if TYPE_CHECKING:
+    from grctl.client.client import Client
+    from grctl.client.handle import WorkflowHandle
+    from grctl.codec import CodecRegistry
+    from grctl.errors import (
+        CodecError,
+        GrctlError,
+        InvalidArgumentError,
+        KafkaSetupError,
+        NonDeterminismError,
+        NoWorkerAnsweredError,
+        RegistrationError,
+        StoreKeyNotFoundError,
+        WorkflowAlreadyRunningError,
+        WorkflowError,
+        WorkflowNotFoundError,
+        WorkflowTypeNotRegisteredError,
+    )
+    from grctl.kafka.connection import Connection
+    from grctl.models.directive import Directive, RetryPolicy
+    from grctl.models.errors import ErrorDetails
+    from grctl.models.history import HistoryEvent, HistoryKind
+    from grctl.models.run_info import RunInfo, RunStatus
+    from grctl.worker.child import ChildOutcome
+    from grctl.worker.context import Context
+    from grctl.worker.task import task
+    from grctl.worker.worker import Worker
+    from grctl.workflow.workflow import Workflow
 
 __version__ = "0.1.0"
 
+_ERRORS = "grctl.errors"
+_EXPORTS: dict[str, str] = {
+    "ChildOutcome": "grctl.worker.child",
+    "Client": "grctl.client.client",
+    "CodecError": _ERRORS,
+    "CodecRegistry": "grctl.codec",
+    "Connection": "grctl.kafka.connection",
+    "Context": "grctl.worker.context",
+    "Directive": "grctl.models.directive",
+    "ErrorDetails": "grctl.models.errors",
+    "GrctlError": _ERRORS,
+    "HistoryEvent": "grctl.models.history",
+    "HistoryKind": "grctl.models.history",
+    "InvalidArgumentError": _ERRORS,
+    "KafkaSetupError": _ERRORS,
+    "NoWorkerAnsweredError": _ERRORS,
+    "NonDeterminismError": _ERRORS,
+    "RegistrationError": _ERRORS,
+    "RetryPolicy": "grctl.models.directive",
+    "RunInfo": "grctl.models.run_info",
+    "RunStatus": "grctl.models.run_info",
+    "StoreKeyNotFoundError": _ERRORS,
+    "Worker": "grctl.worker.worker",
+    "Workflow": "grctl.workflow.workflow",
+    "WorkflowAlreadyRunningError": _ERRORS,
+    "WorkflowError": _ERRORS,
+    "WorkflowHandle": "grctl.client.handle",
+    "WorkflowNotFoundError": _ERRORS,
+    "WorkflowTypeNotRegisteredError": _ERRORS,
+    "task": "grctl.worker.task",
+}
+"""Public name -> the module that defines it (imported on first access)."""
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy.load(__name__, _EXPORTS, name)
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
+
+
 __all__ = [
+    "ChildOutcome",
     "Client",
+    "CodecError",
+    "CodecRegistry",
     "Connection",
     "Context",
     "Directive",
+    "ErrorDetails",
     "GrctlError",
+    "HistoryEvent",
+    "HistoryKind",
+    "InvalidArgumentError",
+    "KafkaSetupError",
+    "NoWorkerAnsweredError",
+    "NonDeterminismError",
+    "RegistrationError",
     "RetryPolicy",
+    "RunInfo",
+    "RunStatus",
+    "StoreKeyNotFoundError",
     "Worker",
     "Workflow",
+    "WorkflowAlreadyRunningError",
+    "WorkflowError",
     "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "WorkflowTypeNotRegisteredError",
     "__version__",
+    "task",
 ]

@@ -21,6 +21,7 @@ GrctlError
 ├── HandlerArgumentError (TypeError)   a payload does not fit the handler's parameters
 │   └── MissingArgumentError (KeyError)        a parameter's key is missing from the payload
 ├── OutsideStepError (LookupError)     a task or ctx call made outside a worker's step
+├── NotAvailableInStepError (NotImplementedError)  a handle operation a step cannot replay (describe)
 ├── NoParentWorkflowError (RuntimeError)  send_to_parent from a run without a parent
 ├── CodecError (TypeError)             a value cannot be encoded or decoded
 ├── PayloadTooLargeError (ValueError)  a user value larger than the records that carry it allow
@@ -231,6 +232,19 @@ class MissingArgumentError(HandlerArgumentError, KeyError):
 
 class OutsideStepError(GrctlError, LookupError):
     """A task or a `ctx` call was made outside a step executed by a grctl Worker."""
+
+
+class NotAvailableInStepError(GrctlError, NotImplementedError):
+    """A step called a handle operation whose answer would differ when the step re-executes
+    (`describe` or `query` of a child): make that call from a `Client`.
+
+    Attributes:
+        operation: the operation called ("describe", "query").
+    """
+
+    def __init__(self, message: str, *, operation: str) -> None:
+        super().__init__(message)
+        self.operation = operation
 
 
 class NoParentWorkflowError(GrctlError, RuntimeError):

@@ -1,20 +1,55 @@
-"""The client side: `Client`, `Connection`, the client-visible errors, logging helpers."""
+"""The client side: `Client`, `Connection`, `WorkflowHandle`, the client-visible errors, logging helpers.
 
-from grctl.client.client import Client
-from grctl.errors import (
-    WorkflowAlreadyRunningError,
-    WorkflowError,
-    WorkflowNotFoundError,
-    WorkflowTypeNotRegisteredError,
-)
-from grctl.kafka.connection import Connection
-from grctl.logging_setup import get_logger, setup_logging
+Names are imported on first access: `grctl.client.handle` (which `grctl.workflow` re-exports)
+loads without the Kafka client behind `Client`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from grctl import _lazy
+
+if TYPE_CHECKING:
+    from grctl.client.client import Client
+    from grctl.client.handle import WorkflowHandle
+    from grctl.errors import (
+        WorkflowAlreadyRunningError,
+        WorkflowError,
+        WorkflowNotFoundError,
+        WorkflowTypeNotRegisteredError,
+    )
+    from grctl.kafka.connection import Connection
+    from grctl.logging_setup import get_logger, setup_logging
+
+_EXPORTS: dict[str, str] = {
+    "Client": "grctl.client.client",
+    "Connection": "grctl.kafka.connection",
+    "WorkflowAlreadyRunningError": "grctl.errors",
+    "WorkflowError": "grctl.errors",
+    "WorkflowHandle": "grctl.client.handle",
+    "WorkflowNotFoundError": "grctl.errors",
+    "WorkflowTypeNotRegisteredError": "grctl.errors",
+    "get_logger": "grctl.logging_setup",
+    "setup_logging": "grctl.logging_setup",
+}
+"""Public name -> the module that defines it (imported on first access)."""
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy.load(__name__, _EXPORTS, name)
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
+
 
 __all__ = [
     "Client",
     "Connection",
     "WorkflowAlreadyRunningError",
     "WorkflowError",
+    "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowTypeNotRegisteredError",
     "get_logger",

@@ -4,6 +4,16 @@ The reader is assigned to every `history` partition and to the client's own `rep
 partition at their end offsets (resolved explicitly before the first request, so nothing
 produced after `start()` can be missed), reads `read_committed`, and resolves waiters by run
 id and request id on the event loop.
+
+What can go wrong while reading, and what the reader does:
+
+- a consumer error that is not fatal (broker down, leader moving): retry with exponential
+  back-off, logged as a warning;
+- a fatal consumer error (or the consumer closed under the reader): stop; every waiter, and
+  every later call, fails with `KafkaSetupError` naming the cause;
+- a record that cannot be decoded: logged and skipped;
+- a run listener that raises (a bug in grctl): logged at ERROR with its traceback, and that
+  listener ends with `InternalError`.
 """
 
 from __future__ import annotations
@@ -15,17 +25,41 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
+import msgspec
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from grctl.engine.records import HistoryRecord, Reply, history_decoder, reply_decoder
-from grctl.errors import KafkaSetupError
+from grctl.errors import InternalError, KafkaSetupError
 from grctl.kafka.connection import Connection
 
 logger = logging.getLogger("grctl.client")
 
 HistoryListener = Callable[[HistoryRecord, int, int], None]
+"""Gets each history record of a run, with its partition and offset."""
+FailureListener = Callable[[BaseException], None]
+"""Gets the error that ends a listener: the reader failed, or the listener itself raised."""
+
+#: First pause after a consumer error; doubled after each further one, up to the maximum.
+READ_BACKOFF_INITIAL_S: Final = 0.1
+#: Longest pause between retries (also bounds how often a lasting error is logged).
+READ_BACKOFF_MAX_S: Final = 5.0
+#: Consumer errors that no retry will fix, though librdkafka does not flag them fatal (ACLs;
+#: authentication failures are retried: credentials may be rotating).
+_PERMANENT_ERRORS: Final = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED})
+
+
+def _is_fatal(err: KafkaError) -> bool:
+    return bool(err.fatal()) or err.code() in _PERMANENT_ERRORS
+
+
+class _RunListener:
+    __slots__ = ("on_failure", "on_record")
+
+    def __init__(self, on_record: HistoryListener, on_failure: FailureListener) -> None:
+        self.on_record = on_record
+        self.on_failure = on_failure
 
 
 class ClientIO:
@@ -57,8 +91,9 @@ class ClientIO:
                 }
             )
         )
-        self._run_listeners: dict[str, list[HistoryListener]] = defaultdict(list)
+        self._run_listeners: dict[str, list[_RunListener]] = defaultdict(list)
         self._reply_waiters: dict[str, asyncio.Future[Reply]] = {}
+        self._failure: KafkaSetupError | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._delivery_poller: threading.Thread | None = None
@@ -94,63 +129,172 @@ class ClientIO:
             self.producer.poll(0.05)
 
     def _read_loop(self) -> None:
-        topics = self.conn.topics
-        while not self._stop.is_set():
+        backoff = READ_BACKOFF_INITIAL_S
+        while not self._stop.is_set() and self._failure is None:
             try:
                 first = self._reader.poll(0.1)
                 msgs = [] if first is None else [first, *self._reader.consume(999, 0)]
-            except (KafkaException, RuntimeError):
-                if self._stop.is_set():
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is None or _is_fatal(err):
+                    self._fail_from_reader(str(exc))
                     return
-                logger.exception("client reader failed")
+                backoff = self._back_off(backoff, "history and replies", err)
                 continue
+            except RuntimeError as exc:  # the consumer was closed under the reader
+                if not self._stop.is_set():
+                    self._fail_from_reader(f"the reader's consumer stopped: {exc}")
+                return
             batch: list[tuple[str, int, int, bytes]] = []
+            error: KafkaError | None = None
+            where = ""
             for m in msgs:
                 err = m.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        logger.debug("client reader: %s", err)
-                    continue
-                batch.append((m.topic() or "", m.partition() or 0, m.offset() or 0, m.value() or b""))
+                if err is None:
+                    batch.append((m.topic() or "", m.partition() or 0, m.offset() or 0, m.value() or b""))
+                elif _is_fatal(err):
+                    self._fail_from_reader(f"{m.topic() or 'the consumer'}: {err}")
+                    return
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    error = err
+                    where = m.topic() or "history and replies"
             if batch:
+                backoff = READ_BACKOFF_INITIAL_S
                 with contextlib.suppress(RuntimeError):  # loop closed
-                    self._loop.call_soon_threadsafe(self._dispatch, batch, topics.history)
+                    self._loop.call_soon_threadsafe(self._dispatch, batch)
+            elif error is not None:
+                backoff = self._back_off(backoff, where, error)
+            else:
+                backoff = READ_BACKOFF_INITIAL_S
 
-    def _dispatch(self, batch: list[tuple[str, int, int, bytes]], history_topic: str) -> None:
+    def _back_off(self, delay: float, what: str, err: KafkaError) -> float:
+        """Log a consumer error, pause (interruptibly), and return the next pause."""
+        logger.warning(
+            "client %s: cannot read %s from Kafka at %s (%s: %s); retrying in %.1fs",
+            self.client_id, what, self.conn.servers, err.name(), err.str(), delay,
+        )  # fmt: skip
+        self._stop.wait(delay)
+        return min(delay * 2, READ_BACKOFF_MAX_S)
+
+    def _fail_from_reader(self, detail: str) -> None:
+        cause = KafkaSetupError(
+            f"client {self.client_id} cannot read its replies and run history from Kafka at {self.conn.servers} "
+            f"any more ({detail}); its pending and later calls fail: close it and create a new Client"
+        )
+        logger.error("%s", cause)
+        with contextlib.suppress(RuntimeError):  # loop closed
+            self._loop.call_soon_threadsafe(self.fail, cause)
+
+    def _dispatch(self, batch: list[tuple[str, int, int, bytes]]) -> None:
+        history_topic = self.conn.topics.history
         for topic, part, offset, value in batch:
-            try:
-                if topic == history_topic:
+            if topic == history_topic:
+                try:
                     rec = history_decoder.decode(value)
-                    for fn in list(self._run_listeners.get(rec.run_id, ())):
-                        fn(rec, part, offset)
-                else:
-                    reply = reply_decoder.decode(value)
-                    if reply.client_id != self.client_id:
-                        continue
-                    fut = self._reply_waiters.pop(reply.request_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(reply)
-            except Exception:  # one bad record must not stop the reader
-                logger.exception("client reader: cannot decode a record of %s[%d]@%d", topic, part, offset)
+                except msgspec.DecodeError as exc:  # ValidationError included
+                    self._skip(topic, part, offset, exc)
+                    continue
+                for listener in list(self._run_listeners.get(rec.run_id, ())):
+                    self._deliver(listener, rec, part, offset)
+                continue
+            try:
+                reply = reply_decoder.decode(value)
+            except msgspec.DecodeError as exc:  # ValidationError included
+                self._skip(topic, part, offset, exc)
+                continue
+            if reply.client_id != self.client_id:
+                continue
+            fut = self._reply_waiters.pop(reply.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
+
+    def _skip(self, topic: str, part: int, offset: int, exc: Exception) -> None:
+        logger.warning("client %s: skipped a record of %s[%d]@%d that cannot be decoded: %s",
+                       self.client_id, topic, part, offset, exc)  # fmt: skip
+
+    def _deliver(self, listener: _RunListener, rec: HistoryRecord, part: int, offset: int) -> None:
+        try:
+            listener.on_record(rec, part, offset)
+        except Exception as exc:
+            self._drop(rec.run_id, listener)
+            logger.exception(
+                "client %s: following run %s (workflow id %r) failed on its %s record at %s[%d]@%d; "
+                "this is a bug in grctl",
+                self.client_id, rec.run_id, rec.wf_id, rec.kind, self.conn.topics.history, part, offset,
+            )  # fmt: skip
+            listener.on_failure(
+                InternalError(
+                    f"grctl failed to follow run {rec.run_id} of workflow id {rec.wf_id!r} "
+                    f"({type(exc).__name__}: {exc}); this is a bug in grctl"
+                )
+            )
+
+    def fail(self, cause: KafkaSetupError) -> None:
+        """Stop reading: every waiter fails with `cause`, and so do later calls.
+
+        Called on the event loop when the reader meets a fatal error. The producer stays up
+        for records already sent.
+
+        Args:
+            cause: the error, naming what failed.
+        """
+        if self._failure is None:
+            self._failure = cause
+        waiters = list(self._reply_waiters.values())
+        listeners = [listener for lst in self._run_listeners.values() for listener in lst]
+        self._reply_waiters.clear()
+        self._run_listeners.clear()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(cause)
+        for listener in listeners:
+            listener.on_failure(cause)
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise self._failure.with_traceback(None)
 
     # ------------------------------------------------------------------ listeners
 
-    def listen(self, run_id: str, fn: HistoryListener) -> Callable[[], None]:
-        """Call `fn(record, partition, offset)` for each history event of `run_id`; returns an unsubscribe."""
-        self._run_listeners[run_id].append(fn)
+    def listen(self, run_id: str, on_record: HistoryListener, on_failure: FailureListener) -> Callable[[], None]:
+        """Follow the history records of a run.
+
+        Args:
+            run_id: the run.
+            on_record: called with `(record, partition, offset)` for each history record of the run.
+            on_failure: called once if the listener ends in error: the reader failed, or
+                `on_record` raised (the listener is then dropped).
+
+        Returns:
+            The unsubscribe function.
+
+        Raises:
+            KafkaSetupError: the reader failed.
+        """
+        self._check()
+        listener = _RunListener(on_record, on_failure)
+        self._run_listeners[run_id].append(listener)
 
         def unsubscribe() -> None:
-            lst = self._run_listeners.get(run_id)
-            if lst is not None:
-                with contextlib.suppress(ValueError):
-                    lst.remove(fn)
-                if not lst:
-                    self._run_listeners.pop(run_id, None)
+            self._drop(run_id, listener)
 
         return unsubscribe
 
+    def _drop(self, run_id: str, listener: _RunListener) -> None:
+        lst = self._run_listeners.get(run_id)
+        if lst is not None:
+            with contextlib.suppress(ValueError):
+                lst.remove(listener)
+            if not lst:
+                self._run_listeners.pop(run_id, None)
+
     def expect_reply(self, request_id: str) -> asyncio.Future[Reply]:
-        """A future resolved by the reply to `request_id`."""
+        """A future resolved by the reply to `request_id`.
+
+        Raises:
+            KafkaSetupError: the reader failed.
+        """
+        self._check()
         fut: asyncio.Future[Reply] = self._loop.create_future()
         self._reply_waiters[request_id] = fut
         return fut
@@ -162,7 +306,12 @@ class ClientIO:
     # ------------------------------------------------------------------ produce
 
     async def send(self, topic: str, partition: int, key: bytes, value: bytes, timeout: float = 15.0) -> None:
-        """Produce one record and wait until the broker acknowledged it."""
+        """Produce one record and wait until the broker acknowledged it.
+
+        Raises:
+            KafkaSetupError: the broker did not acknowledge in time, or the reader failed.
+        """
+        self._check()
         fut: asyncio.Future[None] = self._loop.create_future()
 
         def on_delivery(err: KafkaError | None, _msg: Any) -> None:

@@ -14,7 +14,10 @@ from confluent_kafka import Consumer, TopicPartition
 from ulid import ULID
 
 from grctl import defaults
+from grctl._fork import ForkGuard
 from grctl.client._io import ClientIO
+from grctl.client.handle import WorkflowHandle
+from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.records import (
     CancelCmd,
     DescribeCmd,
@@ -39,8 +42,6 @@ from grctl.kafka.partitioner import partition_for
 from grctl.models.history import PAYLOAD_TYPES, HistoryEvent, HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.settings import EngineSettings
-from grctl.worker.codec import CodecRegistry, default_codec
-from grctl.workflow.handle import WorkflowHandle
 
 START_ACK_TIMEOUT_S = defaults.START_ACK_TIMEOUT_S
 REQUEST_TIMEOUT_S = defaults.REQUEST_TIMEOUT_S
@@ -108,12 +109,16 @@ def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
 class Client:
     """Drives runs of one namespace. Talks only to Kafka.
 
+    A client belongs to the process that made it: used in a process forked after it was made,
+    every call raises `ForkedProcessError` (librdkafka clients do not survive `fork()`).
+
     Args:
         connection: the Kafka connection (namespace included).
         codec: converts inputs, event payloads and results.
     """
 
     def __init__(self, connection: Connection, codec: CodecRegistry | None = None) -> None:
+        self._fork_guard = ForkGuard("Client")
         self.connection = connection
         self.codec = codec or default_codec()
         self.id = f"c_{secrets.token_hex(4)}@{socket.gethostname()}"
@@ -123,6 +128,8 @@ class Client:
         self.request_timeout = EngineSettings.from_env().request_timeout
 
     async def _ensure(self) -> ClientIO:
+        # Every call that reaches Kafka comes through here.
+        self._fork_guard.check()
         if self._io is not None:
             return self._io
         async with self._start_lock:
@@ -138,6 +145,7 @@ class Client:
 
     async def close(self) -> None:
         """Release the client's Kafka handles."""
+        self._fork_guard.check()
         if self._io is not None:
             io, self._io = self._io, None
             await asyncio.get_running_loop().run_in_executor(None, io.close)
@@ -211,19 +219,23 @@ class Client:
         io = await self._ensure()
         run_id = str(ULID())
         raw_input = self.codec.to_primitive(input)
-        handle = WorkflowHandle(
-            RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending),
-            client=self,
-            return_type=return_type,
-        )
         first: asyncio.Future[HistoryRecord] = asyncio.get_running_loop().create_future()
 
         def on_first(rec: HistoryRecord, _p: int, _o: int) -> None:
             if not first.done() and rec.kind in ("run.started", "run.rejected"):
                 first.set_result(rec)
 
-        unsubscribe = io.listen(run_id, on_first)
-        handle._attach(io)
+        def on_failure(exc: BaseException) -> None:
+            if not first.done():
+                first.set_exception(exc)
+
+        unsubscribe = io.listen(run_id, on_first, on_failure)
+        handle = WorkflowHandle.attached(
+            RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending),
+            client=self,
+            listen=io.listen,
+            return_type=return_type,
+        )
         try:
             cmd = StartCmd(wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms)
             await self._send_directive(id, cmd)
@@ -284,15 +296,12 @@ class Client:
         """A handle on the latest run of `wfid` (resolved at once if it already ended)."""
         io = await self._ensure()
         info = await self.describe(wfid)
-        handle = WorkflowHandle(info, client=self, return_type=return_type)
-        handle._attach(io)
-        if info.status.is_terminal:
-            handle._settle_from_info(info)
-        else:
+        handle = WorkflowHandle.attached(info, client=self, listen=io.listen, return_type=return_type)
+        if not handle.future.done():
             # It may have ended between the describe and the attach: ask again.
             again = await self.describe(wfid)
-            if again.id == info.id and again.status.is_terminal:
-                handle._settle_from_info(again)
+            if again.id == info.id:
+                handle.future.settle_from(again)
         return handle
 
     async def get_history(self, wf_id: str, run_id: str | None = None) -> list[HistoryEvent]:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 from ulid import ULID
 
 from grctl.engine.records import CancelCmd, EventCmd
-from grctl.errors import WorkflowError
+from grctl.errors import NotAvailableInStepError, WorkflowError
+from grctl.future import WorkflowFuture
 from grctl.models.errors import ErrorDetails
 from grctl.models.run_info import RunInfo, RunStatus
-from grctl.workflow.handle import WorkflowHandle
 
 if TYPE_CHECKING:
-    from grctl.worker.codec import CodecRegistry
+    from grctl.codec import CodecRegistry
     from grctl.worker.runtime import StepRuntime
 
 T = TypeVar("T")
@@ -50,55 +51,66 @@ class ChildOutcome(msgspec.Struct, Generic[T], kw_only=True):
         raise WorkflowError(f"WorkflowError: child workflow {self.status}")
 
 
-def _settle(fut: asyncio.Future[Any], outcome: dict[str, Any]) -> None:
-    if fut.done():
-        return
-    status = outcome.get("status")
-    error = outcome.get("error") or {}
-    if status == "completed":
-        fut.set_result(outcome.get("result"))
-    elif status in ("cancelled", "terminated"):
-        fut.cancel(f"Workflow {status}")
-    elif status == "timed_out":
-        fut.set_exception(TimeoutError(error.get("message") or "child workflow timed out"))
-    else:
-        fut.set_exception(WorkflowError(f"{error.get('type') or 'WorkflowError'}: {error.get('message') or status}"))
-
-
-class ChildHandle(WorkflowHandle):
+class ChildHandle:
     """A child run started by a step. Await `future` (or `result()`) inside the same step.
 
     The outcome reaches the parent's partition as a directive when the child ends, is kept in
     the parent's state, and resolves the future; a step re-executed after a crash gets it from
-    there.
+    there. Events, cancel and terminate are journaled: a re-executed step does not send them
+    twice.
+
+    Attributes:
+        run_info: the child run (`id`, `wf_id`, `wf_type`, parent ids, `timeout`).
+        future: a `WorkflowFuture` resolved with the child's outcome (see `grctl.models.outcome`).
     """
 
     def __init__(self, run_info: RunInfo, runtime: StepRuntime, codec: CodecRegistry) -> None:
         self.run_info = run_info
         self._rt = runtime
         self._codec = codec
-        self._return_type = None
-        self._unsubscribe = None
-        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        source = runtime.sink.child_outcome(runtime, run_info.wf_id)
-        source.add_done_callback(self._on_outcome)
+        self._source = runtime.sink.child_outcome(runtime, run_info.wf_id)
+        self.future = WorkflowFuture(run_info, self._follow)
+        self.future.start()
 
-    def _on_outcome(self, source: asyncio.Future[dict[str, Any]]) -> None:
-        if not source.cancelled():
-            _settle(self.future, source.result())
+    def _follow(self, fut: WorkflowFuture) -> Callable[[], None]:
+        def deliver(source: asyncio.Future[dict[str, Any]]) -> None:
+            if source.cancelled():
+                return  # the partition was revoked: the step is cancelled too
+            exc = source.exception()
+            if exc is not None:
+                if not fut.done():
+                    fut.set_exception(exc)
+                return
+            outcome = source.result()
+            fut.settle(
+                outcome["status"],
+                result=outcome.get("result"),
+                error=outcome.get("error"),
+                after_s=self.run_info.timeout,
+            )
+
+        def unsubscribe() -> None:
+            self._source.remove_done_callback(deliver)
+
+        self._source.add_done_callback(deliver)
+        return unsubscribe
 
     async def result(self, timeout: float | None = None, return_type: type | None = None) -> Any:
-        """Wait (inside the step) for the child's result."""
-        try:
-            async with asyncio.timeout(timeout):
-                raw = await asyncio.shield(self.future)
-        except TimeoutError:
-            if self.future.done():
-                raise
-            raise TimeoutError(f"child {self.run_info.wf_id!r} did not finish within {timeout}s") from None
+        """Wait (inside the step) for the child's result.
+
+        Args:
+            timeout: seconds to wait (None: no limit).
+            return_type: convert the result to this type.
+
+        Raises:
+            WorkflowError: the child failed.
+            asyncio.CancelledError: the child was cancelled or terminated.
+            TimeoutError: the wait ran out, or the child timed out.
+        """
+        raw = await self.future.wait(timeout)
         return self._codec.from_primitive(raw, return_type) if return_type is not None else raw
 
-    def _journaled(self, kind: str, name: str, make: Any) -> None:
+    def _journaled(self, kind: str, name: str, make: Callable[[], Any]) -> None:
         rt = self._rt
         if rt.next_recorded(kind, name) is not None:
             return  # sent by an earlier execution of this step
@@ -128,10 +140,29 @@ class ChildHandle(WorkflowHandle):
         )
 
     async def describe(self) -> RunInfo:
-        """Not available from inside a step (it would not replay deterministically)."""
-        raise NotImplementedError("describe a child from a Client, not from inside a step")
+        """Not available inside a step: its answer would differ when the step re-executes.
+
+        Raises:
+            NotAvailableInStepError: always; describe the child from a `Client`.
+        """
+        raise NotAvailableInStepError(
+            f"describe the child {self.run_info.wf_id!r} from a Client, not from inside a step: the answer "
+            f"would not be the same when the step re-executes",
+            operation="describe",
+        )
+
+    async def query(self, name: str, payload: Any | None = None, return_type: type | None = None) -> Any:
+        """Not available inside a step: its answer would differ when the step re-executes.
+
+        Raises:
+            NotAvailableInStepError: always; query the child from a `Client`.
+        """
+        raise NotAvailableInStepError(
+            f"query {name!r} of the child {self.run_info.wf_id!r} from a Client, not from inside a step: "
+            f"the answer would not be the same when the step re-executes",
+            operation="query",
+        )
 
     def discard(self) -> None:
-        """Stop caring about the outcome."""
-        if not self.future.done():
-            self.future.cancel()
+        """Stop caring about the outcome; a pending future is cancelled, an exception marked retrieved."""
+        self.future.discard()

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from ulid import ULID
 
+from grctl.codec import CodecRegistry
 from grctl.engine.records import EventCmd, ParentRef, StartCmd
 from grctl.errors import InvalidArgumentError, NoParentWorkflowError
 from grctl.models.directive import Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
 from grctl.models.errors import ErrorDetails
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.worker.child import ChildHandle
-from grctl.worker.codec import CodecRegistry
 from grctl.worker.runtime import StepRuntime
 from grctl.worker.store import Store
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from grctl.codec import CodecRegistry
 from grctl.errors import InvalidArgumentError, ReadOnlyStoreError, StoreKeyNotFoundError
-from grctl.worker.codec import CodecRegistry
 
 __all__ = ["Store", "StoreKeyNotFoundError"]
 

@@ -21,6 +21,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
+from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.retry import RetryPolicy, retry_delay_ms, should_retry
 from grctl.errors import (
     CodecError,
@@ -30,7 +31,6 @@ from grctl.errors import (
     NonDeterminismError,
 )
 from grctl.models.errors import ErrorDetails
-from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.worker.runtime import StepRuntime, StepSuspended, get_step_runtime
 
 __all__ = ["RetryPolicy", "RetryRunner", "TaskExecutor", "task"]

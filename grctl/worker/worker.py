@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from grctl import defaults
+from grctl._fork import ForkGuard
 from grctl.engine.machine import Machine
 from grctl.engine.retry import SESSION_HEALTHY_S, session_restart_delay
 from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError, StateError
@@ -146,6 +147,7 @@ class Worker:
         # Workflow ids whose transition Kafka refused: their runs fail in the next session.
         self._quarantine: dict[str, str] = {}
         self._started = False
+        self._fork_guard = ForkGuard("Worker")
 
     @property
     def workflows(self) -> list[Workflow]:
@@ -184,7 +186,9 @@ class Worker:
         Raises:
             KafkaSetupError: the broker is unreachable or the namespace is unusable.
             StateError: the state folder is locked by another worker.
+            ForkedProcessError: the worker was made before this process was forked.
         """
+        self._fork_guard.check()
         self._done.clear()
         self._started = True
         try:

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from grctl.codec import CodecRegistry
 from grctl.errors import CodecError, HandlerArgumentError, HandlerDefinitionError, MissingArgumentError
-from grctl.worker.codec import CodecRegistry
 
 __all__ = ["HandlerSpec", "bind_arguments", "inspect_handler"]
 
