@@ -180,35 +180,44 @@ async def complete_value_start(ctx: Context, case: str) -> Directive:
     return ctx.next.complete(COMPLETE_VALUES[case])
 
 
-# EXEC-6: three steps, each calling a task; two runs at once must overlap.
-EXEC_6_TASK_S = 0.3  # the original uses 50 ms; longer makes the overlap of two runs certain
-_exec6 = {"active": 0, "max_active": 0}
+# EXEC-6: three steps, each calling a task; two runs at once must overlap. The original's tasks
+# sleep 50 ms and hope that the runs meet; here a task stays active until a task of the other run
+# is active too (at most EXEC_6_MEET_S): a worker that ran the two runs one after the other never
+# gets there, and max_active stays 1.
+EXEC_6_MEET_S = 10.0
+_exec6: dict[str, Any] = {"active": 0, "max_active": 0, "met": None}
 
 
-async def _tracked_sleep() -> None:
+async def _tracked_task() -> None:
+    met: asyncio.Event = _exec6["met"]
     _exec6["active"] += 1
     _exec6["max_active"] = max(_exec6["max_active"], _exec6["active"])
+    if _exec6["active"] >= 2:
+        met.set()
     try:
-        await asyncio.sleep(EXEC_6_TASK_S)
+        async with asyncio.timeout(EXEC_6_MEET_S):
+            await met.wait()
+    except TimeoutError:
+        pass  # never met: the test's max_active check fails
     finally:
         _exec6["active"] -= 1
 
 
 @task
 async def step_one_task(name: str) -> str:
-    await _tracked_sleep()
+    await _tracked_task()
     return f"one:{name}"
 
 
 @task
 async def step_two_task(name: str) -> str:
-    await _tracked_sleep()
+    await _tracked_task()
     return f"two:{name}"
 
 
 @task
 async def step_three_task(name: str, value: int) -> str:
-    await _tracked_sleep()
+    await _tracked_task()
     return f"three:{name}:{value}"
 
 
@@ -315,7 +324,7 @@ async def test_exec_5_cancel_while_waiting(workers, client: Client) -> None:
 
 async def test_exec_6_concurrent_runs(workers, client: Client) -> None:
     """Two runs of a 3-step wf at once both complete, and their tasks overlap in time."""
-    _exec6.update(active=0, max_active=0)
+    _exec6.update(active=0, max_active=0, met=asyncio.Event())
     await workers.start(ALL)
     payload = {"name": "same", "value": 42}
     h1, h2 = await asyncio.gather(
