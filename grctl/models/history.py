@@ -195,7 +195,10 @@ class UuidRecorded(_Payload):
 
 
 class SleepRecorded(_Payload):
+    """Written when a `ctx.sleep` has ended: its duration and its wake-up deadline (epoch ms)."""
+
     duration_ms: int = 0
+    until_ms: int | None = None
 
 
 class ChildWorkflowStarted(_Payload):

@@ -23,7 +23,7 @@ import logging
 import shutil
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
@@ -47,10 +47,23 @@ class PartitionStore:
 
     Args:
         path: folder of this partition's RocksDB.
+        clock: monotonic seconds, for the flush interval (a test passes a clock it advances).
+        flush_interval_s: committed writes wait at most this long before a flush.
+        flush_keys: ...or until this many keys wait.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        flush_keys: int = FLUSH_KEYS,
+    ) -> None:
         self.path = path
+        self._clock = clock
+        self._flush_interval_s = flush_interval_s
+        self._flush_keys = flush_keys
         path.parent.mkdir(parents=True, exist_ok=True)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
@@ -69,7 +82,7 @@ class PartitionStore:
         self._layers: list[tuple[int, Writes]] = []
         # Committed, not yet written to RocksDB.
         self._unflushed: Writes = {}
-        self._flushed_at = time.monotonic()
+        self._flushed_at = clock()
         raw = self._db.get(CHECKPOINT_KEY)
         self.checkpoint: int = struct.unpack(">q", raw)[0] if raw is not None else -1
         self._flushed_checkpoint = self.checkpoint
@@ -149,12 +162,12 @@ class PartitionStore:
             self._unflushed.update(layers.pop(0)[1])
         if checkpoint > self.checkpoint:
             self.checkpoint = checkpoint
-        if len(self._unflushed) >= FLUSH_KEYS or time.monotonic() - self._flushed_at >= FLUSH_INTERVAL_S:
+        if len(self._unflushed) >= self._flush_keys or self._clock() - self._flushed_at >= self._flush_interval_s:
             self.flush()
 
     def flush(self) -> None:
         """Write the committed writes and the checkpoint to RocksDB in one WriteBatch."""
-        self._flushed_at = time.monotonic()
+        self._flushed_at = self._clock()
         if not self._unflushed and self.checkpoint == self._flushed_checkpoint:
             return
         wb = WriteBatch(raw_mode=True)

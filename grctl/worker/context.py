@@ -206,9 +206,14 @@ class Context:
         return uuid.UUID(value)
 
     async def sleep(self, duration: timedelta | float) -> None:
-        """Sleep durably: the wake-up deadline is recorded when the sleep starts.
+        """Sleep durably, then record `sleep.recorded` (`duration_ms`, `until_ms`) in history.
 
-        On re-execution the step waits only for what remains of the recorded deadline.
+        The wake-up deadline is journaled when the sleep starts, so a re-execution after a crash
+        waits only for what remains of it. The history event is written when the sleep has
+        ended (as the original SDK does), together with a journal entry saying so: a
+        re-execution that replays a sleep which had ended returns at once and writes no second
+        event, and one that replays a sleep cut short by a crash writes the event when the
+        rest of it has passed.
 
         Args:
             duration: a timedelta, or seconds as a number; must not be negative.
@@ -226,15 +231,18 @@ class Context:
         async def compute() -> int:
             return int(time.time() * 1000) + duration_ms
 
-        deadline_ms = await self._rt.record(
-            "sleep",
-            "sleep",
-            compute,
-            lambda v: ("sleep.recorded", {"duration_ms": duration_ms, "until_ms": v}),
-        )
+        rt = self._rt
+        operation_id = f"sleep:{rt.position}"  # the event names the journal entry of the deadline
+        deadline_ms = await rt.record("sleep", "sleep", compute)
         remaining = deadline_ms / 1000 - time.time()
         if remaining > 0:
             await asyncio.sleep(remaining)
+        rt.record_once(
+            "sleep_end",
+            "sleep",
+            ("sleep.recorded", {"duration_ms": duration_ms, "until_ms": deadline_ms}),
+            operation_id,
+        )
 
     # ------------------------------------------------------------------ child workflows
 

@@ -5,6 +5,8 @@ task outcomes, child starts) goes through `StepRuntime.record`. On the first exe
 value is computed and appended to the run's journal (table `j/`, committed by the next group
 commit, even while the step still runs). On a re-execution each call takes the next recorded
 entry instead; a call of another kind or name than the recorded one is a `NonDeterminismError`.
+A history event that must appear once however often the step re-executes, and later than the
+value it belongs to (the end of a `ctx.sleep`), goes through `StepRuntime.record_once`.
 """
 
 from __future__ import annotations
@@ -203,6 +205,35 @@ class StepRuntime:
                 self._sink.history_append(self, ev[0], ev[1], f"{name}:{self.position}")
         self.append(kind, name, value)
         return value
+
+    def record_once(
+        self, kind: str, name: str, event: tuple[str, dict[str, Any]], operation_id: str | None = None
+    ) -> bool:
+        """Publish a history event once per step, however often the step re-executes.
+
+        A live call stages the event and a value-less journal entry `(kind, name)` together,
+        without awaiting in between, so they commit in the same transaction: after a crash
+        either both exist, and the re-execution replays the entry and publishes nothing, or
+        neither does, and the re-execution publishes the event then.
+
+        Args:
+            kind: the journal entry's kind (e.g. "sleep_end").
+            name: the call's name.
+            event: the history event (kind, payload) to publish on a live call.
+            operation_id: the event's operation id (default `name:position` of this entry).
+
+        Returns:
+            True when this call published the event, False when it was replayed.
+
+        Raises:
+            NonDeterminismError: the recorded call at this position differs.
+        """
+        if self.next_recorded(kind, name) is not None:
+            return False
+        op = f"{name}:{self.position}" if operation_id is None else operation_id
+        self._sink.history_append(self, event[0], event[1], op)
+        self.append(kind, name, None)
+        return True
 
     def history(self, kind: str, msg: dict[str, Any] | None, operation_id: str = "") -> None:
         """Publish a history event of this run (not journaled)."""

@@ -25,6 +25,9 @@ from grctl.worker import task
 
 PHASE = os.environ.get("GRCTL_TEST_PHASE", "A")
 SIDE = Path(os.environ.get("GRCTL_TEST_SIDE_DIR", "/tmp"))
+#: The sleep that worker A is killed in: longer than A's part of the test takes (a few seconds),
+#: so that A is still sleeping when it dies; B sleeps what remains of it.
+SLEEP_MID_S = 10
 
 
 async def block_in_a() -> None:
@@ -111,10 +114,12 @@ async def work(ctx: Context) -> Directive:
         u = await ctx.uuid4()
         await block_in_a()
         return ctx.next.complete(str(u))
-    if scenario == "sleep":  # CTX-8
+    if scenario == "sleep":  # CTX-8: A blocks after sleep.recorded
         await ctx.sleep(timedelta(seconds=2))
-        side_effect(f"{ctx.run.wf_id}.slept")
         await block_in_a()
+        return ctx.next.complete("done")
+    if scenario == "sleep_mid":  # CTX-8 with A killed while it sleeps
+        await ctx.sleep(timedelta(seconds=SLEEP_MID_S))
         return ctx.next.complete("done")
     if scenario == "task":  # TASK-10/11
         await record_call(ctx.run.wf_id)
@@ -169,7 +174,6 @@ async def work(ctx: Context) -> Directive:
         ctx.logger.info("ALL-2 %s", ctx.run.wf_id)
         done = await record_call(ctx.run.wf_id)
         await ctx.sleep(timedelta(milliseconds=500))
-        side_effect(f"{ctx.run.wf_id}.slept")
         await block_in_a()
         return ctx.next.complete({"now": when.isoformat(), "random": roll, "uuid": str(ident), "task": done})
     if scenario == "logger":  # each line once across the crash

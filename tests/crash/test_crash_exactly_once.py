@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from grctl import Client, Connection
 from grctl.engine.records import history_decoder
 from tests.crash.worker_proc import STEPS
+from tests.support.topics import read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.crash]
 
@@ -68,34 +68,8 @@ class WorkerProcess:
 
 
 def read_history(servers: str, topic: str, partitions: int) -> list[Any]:
-    """Every committed history record of the namespace."""
-    c = Consumer(
-        {
-            "bootstrap.servers": servers,
-            "group.id": "crash-check",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    ends = {
-        p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1] for p in range(partitions)
-    }
-    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out = []
-    pending = {p for p, end in ends.items() if end > 0}
-    deadline = time.monotonic() + 120
-    while pending and time.monotonic() < deadline:
-        for m in c.consume(5000, 1.0):
-            if m.error() is not None:
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(m.partition())
-                continue
-            out.append(history_decoder.decode(m.value()))
-            if m.offset() >= ends[m.partition()] - 1:
-                pending.discard(m.partition())
-    c.close()
-    return out
+    """Every committed history record of the namespace (each partition read to its end offset)."""
+    return [history_decoder.decode(m.value()) for m in read_committed(servers, topic, range(partitions), timeout=120)]
 
 
 Chaos = Callable[[list[WorkerProcess], random.Random], Awaitable[None]]

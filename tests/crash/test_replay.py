@@ -5,6 +5,12 @@ right after its recorded calls; once every run shows its trigger event in histor
 SIGKILLed and worker B (phase B, same state dir, so it takes A's place in the group at once)
 re-executes the steps. B must see the recorded values, call no finished task again, and detect
 changed code as non-determinism.
+
+Each trigger event is staged together with the journal entry it belongs to, so it commits in
+the same transaction (and after every earlier entry: transactions commit in order). Seeing the
+trigger in history therefore means the journal up to it is committed: A can be killed at once.
+The one scenario killed mid-sleep has no history event to wait for (the sleep writes its event
+when it ends), so its trigger is the sleep's journal entry itself, read from the `state` topic.
 """
 
 from __future__ import annotations
@@ -14,19 +20,25 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from confluent_kafka import Message
 from ulid import ULID
 
 from grctl import Client, Connection
 from grctl.client import WorkflowError, WorkflowNotFoundError
-from grctl.models import HistoryEvent, HistoryKind
+from grctl.engine.records import JOURNAL_PREFIX, SEP
+from grctl.kafka.partitioner import partition_for
+from grctl.models import HistoryEvent, HistoryKind, SleepRecorded
+from tests.crash.replay_worker import SLEEP_MID_S
+from tests.support.topics import wait_for_record
+from tests.support.wait import wait_until_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.crash]
 
@@ -36,7 +48,8 @@ TRIGGERS: dict[str, HistoryKind | str] = {
     "now": HistoryKind.timestamp_recorded,
     "random": HistoryKind.random_recorded,
     "uuid": HistoryKind.uuid_recorded,
-    "sleep": "slept",
+    "sleep": HistoryKind.sleep_recorded,
+    "sleep_mid": "journal:sleep",
     "task": HistoryKind.task_completed,
     "step8": HistoryKind.task_completed,
     "task_failed": HistoryKind.task_failed,
@@ -45,7 +58,7 @@ TRIGGERS: dict[str, HistoryKind | str] = {
     "order_changed": HistoryKind.task_completed,
     "struct": HistoryKind.task_completed,
     "logger": HistoryKind.random_recorded,
-    "all": "slept",
+    "all": HistoryKind.sleep_recorded,
     "child7": HistoryKind.child_started,
     "child10": "child:task.completed",
     "child11": HistoryKind.child_started,
@@ -65,6 +78,7 @@ class Outcome:
     child_after: list[HistoryEvent] = field(default_factory=list)
     child_result: Any = None
     child_error: BaseException | None = None
+    journaled: Any = None  # the value of a "journal:<kind>" trigger, as A committed it
 
 
 @dataclass
@@ -85,6 +99,58 @@ def _spawn(servers: str, ns: str, state: Path, phase: str, side: Path, log: Path
         )  # fmt: skip
 
 
+def _journal_value(run_id: str, kind: str) -> Any:
+    """Matcher of `wait_for_record`: the value of the run's journal entry of `kind` in the `state` topic."""
+
+    def match(msg: Message) -> Any:
+        key, raw = msg.key() or b"", msg.value()
+        # Journal keys are j/<wf_id>\0<run_id>\0<seq>\0<position>; the run id (a ULID) is unique.
+        if raw is None or not key.startswith(JOURNAL_PREFIX) or SEP + run_id.encode() + SEP not in key:
+            return None
+        entry_kind, _name, value = msgspec.msgpack.decode(raw)
+        return value if entry_kind == kind else None
+
+    return match
+
+
+async def _wait_for_triggers(
+    client: Client, conn: Connection, servers: str, handles: dict[str, Any], outcomes: dict[str, Outcome]
+) -> None:
+    """Wait until every scenario's step has reached the point where A must be killed; fail if one does not."""
+    for s, trigger in TRIGGERS.items():
+        if isinstance(trigger, str) and trigger.startswith("journal:"):
+            kind = trigger.removeprefix("journal:")
+            wf_id = f"r-{s}"
+            outcomes[s].journaled = await asyncio.to_thread(
+                wait_for_record,
+                servers,
+                conn.topics.state,
+                partition_for(wf_id, conn.num_partitions),
+                f"worker A committed the {kind!r} journal entry of {wf_id}",
+                _journal_value(handles[s].run_info.id, kind),
+                60,
+            )
+    waiting = {s for s, t in TRIGGERS.items() if not (isinstance(t, str) and t.startswith("journal:"))}
+
+    async def all_reached() -> bool:
+        for s in sorted(waiting):
+            trigger = TRIGGERS[s]
+            wf_id, kind = f"r-{s}", trigger
+            if isinstance(trigger, str) and trigger.startswith("child:"):
+                wf_id, kind = f"r-{s}-c", trigger.removeprefix("child:")
+            try:
+                hist = await client.get_history(wf_id)
+            except WorkflowNotFoundError:
+                continue
+            if any(e.kind == kind for e in hist):
+                waiting.discard(s)
+        return not waiting
+
+    await wait_until_async(
+        "every scenario reached its trigger event in worker A", all_reached, 60, interval=0.3, seen=lambda: waiting
+    )
+
+
 async def _cycle(servers: str, tmp: Path) -> Cycle:
     ns = "replay" + str(ULID())[-10:].lower()
     side = tmp / "side"
@@ -98,27 +164,7 @@ async def _cycle(servers: str, tmp: Path) -> Cycle:
     killed_at = datetime.now(UTC)
     try:
         handles = {s: await client.start_workflow("Replay", f"r-{s}", {"scenario": s}) for s in TRIGGERS}
-        deadline = time.monotonic() + 60
-        waiting = set(TRIGGERS)
-        while waiting and time.monotonic() < deadline:
-            for s in list(waiting):
-                trigger = TRIGGERS[s]
-                if trigger == "slept":
-                    if (side / f"r-{s}.slept.calls").exists():
-                        waiting.discard(s)
-                    continue
-                wf_id, kind = f"r-{s}", trigger
-                if isinstance(trigger, str) and trigger.startswith("child:"):
-                    wf_id, kind = f"r-{s}-c", trigger.removeprefix("child:")
-                try:
-                    hist = await client.get_history(wf_id)
-                except WorkflowNotFoundError:
-                    continue
-                if any(e.kind == kind for e in hist):
-                    waiting.discard(s)
-            await asyncio.sleep(0.3)
-        assert not waiting, f"scenarios never reached their trigger in worker A: {waiting}"
-        await asyncio.sleep(0.5)  # the journal entries ride on the same commits as those events
+        await _wait_for_triggers(client, conn, servers, handles, outcomes)
         for s in TRIGGERS:
             outcomes[s].before = await client.get_history(f"r-{s}")
             if s.startswith("child"):
@@ -188,14 +234,38 @@ def test_ctx_10_uuid_is_replayed(cycle: Cycle) -> None:
 
 
 def test_ctx_8_sleep_is_not_repeated(cycle: Cycle) -> None:
+    """A was killed after the sleep had ended: B replays it and records nothing again.
+
+    A re-execution that slept again would have journaled a new deadline and written a second
+    `sleep.recorded`; that the replayed deadline makes B return at once is checked without a
+    clock in tests/unit/test_runtime.py.
+    """
     o = cycle.outcomes["sleep"]
     assert o.result == "done"
-    durations = [
-        e.msg.duration_ms for e in o.after if e.kind == HistoryKind.step_completed and e.msg.step_name == "work"
-    ]
-    assert len(durations) == 1
-    assert durations[0] < 1500, "the re-executed step slept again (the recorded 2 s deadline had passed)"
+    completed = [e for e in o.after if e.kind == HistoryKind.step_completed and e.msg.step_name == "work"]
+    assert len(completed) == 1
+    (ended,) = [e for e in o.before if e.kind == HistoryKind.sleep_recorded]
+    assert isinstance(ended.msg, SleepRecorded) and ended.msg.duration_ms == 2000
+    assert [e for e in o.after if e.kind == HistoryKind.sleep_recorded] == [ended], "the re-executed step slept again"
     assert kinds(o.after, "sleep.") == ["sleep.recorded"]
+
+
+def test_ctx_8_crash_mid_sleep_records_the_sleep_once_when_it_ends(cycle: Cycle) -> None:
+    """A was killed while sleeping: B waits for the rest of A's deadline and writes the only `sleep.recorded`."""
+    o = cycle.outcomes["sleep_mid"]
+    assert o.result == "done"
+    assert isinstance(o.journaled, int), o.journaled  # the deadline A committed
+    assert kinds(o.before, "sleep.") == [], (
+        f"sleep.recorded was in history before worker A was killed: written when the sleep started, or A took "
+        f"longer than the {SLEEP_MID_S} s sleep to reach the kill"
+    )
+    recorded = [e for e in o.after if e.kind == HistoryKind.sleep_recorded]
+    assert len(recorded) == 1, kinds(o.after, "")
+    (event,) = recorded
+    assert isinstance(event.msg, SleepRecorded)
+    assert event.msg.duration_ms == SLEEP_MID_S * 1000
+    assert event.msg.until_ms == o.journaled, "the re-execution started the sleep over instead of finishing it"
+    assert event.timestamp is not None and event.timestamp > cycle.killed_at, "written by worker A, before the crash"
 
 
 def test_step_8_start_step_task_is_replayed(cycle: Cycle) -> None:

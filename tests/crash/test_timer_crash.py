@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from ulid import ULID
 
 from grctl import Client, Connection
-from grctl.models import HistoryKind
+from grctl.models import HistoryEvent, HistoryKind, WaitStarted
 from tests.crash.test_replay import _spawn
+from tests.support.wait import wait_until_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.crash]
 
@@ -27,14 +28,20 @@ async def test_timer_survives_worker_crash(kafka_bootstrap: str, tmp_path: Path)
     proc = _spawn(kafka_bootstrap, ns, state, "A", side, tmp_path / "a.log")
     try:
         handle = await client.start_workflow("TimerCrash", "timer-1")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(e.kind == HistoryKind.wait_started for e in await client.get_history("timer-1")):
-                break
-            await asyncio.sleep(0.2)
+
+        async def wait_started() -> HistoryEvent | None:
+            history = await client.get_history("timer-1")
+            return next((e for e in history if e.kind == HistoryKind.wait_started), None)
+
+        # wait.started commits in the same transaction as the wait's timer.
+        started = await wait_until_async("worker A committed wait.started of timer-1", wait_started, 30)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        await asyncio.sleep(5)  # the 3 s timer falls due while no worker runs
+        assert isinstance(started.msg, WaitStarted) and started.msg.timeout_ms and started.timestamp is not None
+        # The timer falls due while no worker runs: its due time is the wait's start plus its timeout.
+        due = started.timestamp + timedelta(milliseconds=started.msg.timeout_ms)
+        while (now := datetime.now(UTC)) < due:
+            await asyncio.sleep((due - now).total_seconds())
         proc = _spawn(kafka_bootstrap, ns, state, "B", side, tmp_path / "b.log")
         assert await handle.result(timeout=60) == "timed_out"
         history = await client.get_history("timer-1")

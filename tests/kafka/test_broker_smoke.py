@@ -14,16 +14,16 @@ import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from grctl.kafka.topics import wait_for_leaders
+from tests.support.topics import end_offsets, read_until, settled_end_offsets
 
 pytestmark = pytest.mark.kafka
 
@@ -65,56 +65,6 @@ def transactional_producer(bootstrap: str, transactional_id: str) -> Producer:
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id})
     producer.init_transactions(TIMEOUT_S)
     return producer
-
-
-def end_offsets(admin: AdminClient, tps: Sequence[TopicPartition], *, committed: bool) -> dict[int, int]:
-    """Partition -> end offset: the last stable offset (read_committed) or the high watermark."""
-    level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
-    futures = admin.list_offsets(
-        {tp: OffsetSpec.latest() for tp in tps}, isolation_level=level, request_timeout=TIMEOUT_S
-    )
-    return {tp.partition: future.result().offset for tp, future in futures.items()}
-
-
-def settled_end_offsets(admin: AdminClient, tps: Sequence[TopicPartition]) -> dict[int, int]:
-    """End offsets once no transaction is open on the partitions (last stable offset = high watermark).
-
-    commit_transaction() returns when the coordinator has logged the decision; the commit
-    markers reach the partitions a moment later, and until then the last stable offset stays
-    before the transaction's first record. So a reader started right after a commit must wait
-    for the LSO to move, as here, or it misses the last transaction.
-    """
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-        lso = end_offsets(admin, tps, committed=True)
-        high_watermark = end_offsets(admin, tps, committed=False)
-        if lso == high_watermark:
-            return lso
-        assert time.monotonic() < deadline, f"LSO {lso} never reached the high watermark {high_watermark}"
-        time.sleep(0.05)
-
-
-def read_until(consumer: Consumer, ends: Mapping[int, int], deadline: float) -> list[Message]:
-    """Poll until the position of every assigned partition reaches its end offset.
-
-    Compares positions, not record counts: transaction markers and aborted records take
-    offsets but are never delivered, so counting records would wait forever.
-    """
-    records: list[Message] = []
-    while True:
-        positions = {tp.partition: tp.offset for tp in consumer.position(consumer.assignment())}
-        if all(positions.get(p, -1) >= end for p, end in ends.items() if end > 0):
-            return records
-        if time.monotonic() > deadline:
-            raise AssertionError(f"positions {positions} did not reach the end offsets {dict(ends)}")
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error() is not None:
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                continue
-            raise KafkaException(msg.error())
-        records.append(msg)
 
 
 def read_all(bootstrap: str, admin: AdminClient, topic: str, *, committed: bool, partitions: int = 1) -> list[Message]:

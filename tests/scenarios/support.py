@@ -150,3 +150,22 @@ async def wait_for_history(
 async def wait_for_kind(client: Client, handle: WorkflowHandle, kind: HistoryKind) -> History:
     """Poll until the run's history contains `kind`."""
     return await wait_for_history(client, handle, has_kind(kind))
+
+
+async def partition_settled(client: Client, handle: WorkflowHandle, wf_type: str, input: Any = None) -> History:
+    """The ended run's history once everything its worker staged until now is committed.
+
+    For checks that nothing follows an event (a cancelled step reporting late). Instead of
+    waiting a while and hoping, this starts a new run of the same workflow id, so on the same
+    partition: a partition's directives are applied in order and its transactions commit in
+    order, so once the new run's start is acknowledged (a reply committed with it), every
+    event staged for the ended run before that start was applied is in history.
+
+    Args:
+        client: the test's client.
+        handle: the ended run.
+        wf_type: a quick workflow type the test's worker serves, for the new run.
+        input: the new run's input.
+    """
+    await start(client, wf_type, handle.run_info.wf_id, input)
+    return await history(client, handle)

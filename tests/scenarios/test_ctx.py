@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import uuid
@@ -22,6 +23,7 @@ from grctl.models import (
     TimestampRecorded,
     UuidRecorded,
 )
+from grctl.worker import task
 from grctl.worker.codec import CodecRegistry
 from tests.scenarios.support import history, of_kind, run_kinds, start
 
@@ -128,6 +130,26 @@ async def det_start(ctx: Context, what: str) -> Directive:
         await ctx.sleep(timedelta(milliseconds=100))
         return ctx.next.complete("slept")
     raise ValueError(f"unknown case {what!r}")
+
+
+# CTX-9: `sleep.recorded` is written when the sleep has ended (BEHAVIOUR.md §2.5: "really sleeps,
+# then records"), not when it starts. A task that runs while the step sleeps shows which.
+
+
+@task
+async def during_sleep() -> str:
+    return "ran while sleeping"
+
+
+sleep_order_wf = Workflow(workflow_type="CtxSleepOrder")
+
+
+@sleep_order_wf.start()
+async def sleep_order_start(ctx: Context) -> Directive:
+    # gather runs the sleep up to its wait first, then the task, which never suspends: the task's
+    # events are staged while the sleep waits, whatever the machine's speed.
+    _, marker = await asyncio.gather(ctx.sleep(timedelta(milliseconds=200)), during_sleep())
+    return ctx.next.complete(marker)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,6 +262,7 @@ ALL = [
     types_wf,
     missing_wf,
     det_wf,
+    sleep_order_wf,
     run_info_wf,
     bad_put_wf,
     fresh_store_wf,
@@ -322,6 +345,22 @@ async def test_ctx_9_sleep_recorded_duration(workers, client: Client) -> None:
     msg = recorded[0].msg
     assert isinstance(msg, SleepRecorded)
     assert msg.duration_ms == 100
+    assert msg.until_ms is not None
+
+
+async def test_ctx_9_sleep_recorded_once_the_sleep_has_ended(workers, client: Client) -> None:
+    await workers.start(ALL)
+    handle = await start(client, "CtxSleepOrder", "ctx-9-order")
+    assert await handle.result(timeout=30) == "ran while sleeping"
+    events = await history(client, handle)
+    recorded = of_kind(events, HistoryKind.sleep_recorded)
+    assert len(recorded) == 1
+    msg = recorded[0].msg
+    assert isinstance(msg, SleepRecorded)
+    assert msg.duration_ms == 200 and msg.until_ms is not None
+    watched = {HistoryKind.task_started, HistoryKind.task_completed, HistoryKind.sleep_recorded}
+    order = [str(e.kind) for e in events if e.kind in watched]
+    assert order == ["task.started", "task.completed", "sleep.recorded"], "sleep.recorded came before the sleep ended"
 
 
 async def test_ctx_11_uuid_recorded_parses(workers, client: Client) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from grctl import Client, Context, Directive, Workflow
+from grctl import Client, Connection, Context, Directive, Workflow
 from grctl.errors import WorkflowError
+from grctl.kafka.partitioner import partition_for
 from grctl.models import HistoryKind
 from grctl.models.history import EventReceived
 from tests.scenarios.support import (
@@ -219,13 +220,19 @@ async def done(ctx: Context) -> Directive:
     return ctx.next.complete(await ctx.store.get("items"))
 
 
-# An event that arrives before the wait times out makes the wait timer stale (§2.7).
+# An event that arrives before the wait times out makes the wait timer stale (§2.7). The handler
+# is held open (the worker runs in the test's event loop) until the test knows the wait's timer
+# would have fired: the timers of a partition fire in due order, so once a witness run on the same
+# partition, whose wait started later, has timed out, a timer still armed for this run would have
+# fired too.
+RACE_WAIT = timedelta(seconds=3)  # the event must be applied before it: far above the engine's latency
+_race_release: dict[str, asyncio.Event] = {}
 race_wf = Workflow(workflow_type="EvtBeatsWaitTimeout")
 
 
 @race_wf.start()
 async def race_start(ctx: Context) -> Directive:
-    return ctx.next.wait(timeout=timedelta(milliseconds=500), on_timeout=race_on_timeout)
+    return ctx.next.wait(timeout=RACE_WAIT, on_timeout=race_on_timeout)
 
 
 @race_wf.step()
@@ -235,7 +242,7 @@ async def race_on_timeout(ctx: Context) -> Directive:
 
 @race_wf.event()
 async def race_event(ctx: Context) -> Directive:
-    await asyncio.sleep(1.0)  # runs past the original wait deadline
+    await asyncio.wait_for(_race_release[ctx.run.wf_id].wait(), 60)  # runs past the original wait deadline
     return ctx.next.complete("event-won")
 
 
@@ -534,12 +541,32 @@ async def test_events_handled_in_arrival_order(workers, client: Client) -> None:
     assert len(of_kind(events, HistoryKind.wait_started)) == len(items) + 1
 
 
-async def test_event_before_wait_timeout_disarms_timer(workers, client: Client) -> None:
+async def test_event_before_wait_timeout_disarms_timer(workers, client: Client, connection: Connection) -> None:
     """An event that arrives before the wait times out wins: the timeout step never runs, even
     though the event handler is still running when the wait deadline passes (§2.7)."""
+    release = _race_release["evt-race"] = asyncio.Event()
     await workers.start(ALL)
     handle = await start(client, "EvtBeatsWaitTimeout", "evt-race")
+    await wait_for_kind(client, handle, HistoryKind.wait_started)
+    witness_id = next(
+        f"evt-race-witness-{i}"
+        for i in range(1000)
+        if partition_for(f"evt-race-witness-{i}", connection.num_partitions)
+        == partition_for("evt-race", connection.num_partitions)
+    )
+    witness = await start(client, "EvtBeatsWaitTimeout", witness_id)
     await handle.send("race_event")
+    events = await wait_for_kind(client, handle, HistoryKind.event_received)
+    (waiting,) = of_kind(events, HistoryKind.wait_started)
+    (received,) = of_kind(events, HistoryKind.event_received)
+    assert waiting.timestamp is not None and received.timestamp is not None
+    assert received.timestamp < waiting.timestamp + RACE_WAIT, "the event came after the wait deadline: no race"
+    assert await witness.result(timeout=30) == "timeout-won"
+    (witness_waiting,) = of_kind(await history(client, witness), HistoryKind.wait_started)
+    assert witness_waiting.timestamp is not None
+    # Its timer was due no earlier than this run's (on a tie, the timer key of "evt-race" sorts first).
+    assert witness_waiting.timestamp >= waiting.timestamp
+    release.set()
     assert await handle.result(timeout=30) == "event-won"
     events = await history(client, handle)
     assert not of_kind(events, HistoryKind.wait_timed_out)

@@ -25,6 +25,7 @@ from tests.scenarios.support import (
     index_of,
     kinds,
     of_kind,
+    partition_settled,
     run_kinds,
     start,
     step_events,
@@ -179,35 +180,44 @@ async def complete_value_start(ctx: Context, case: str) -> Directive:
     return ctx.next.complete(COMPLETE_VALUES[case])
 
 
-# EXEC-6: three steps, each calling a task; two runs at once must overlap.
-EXEC_6_TASK_S = 0.3  # the original uses 50 ms; longer makes the overlap of two runs certain
-_exec6 = {"active": 0, "max_active": 0}
+# EXEC-6: three steps, each calling a task; two runs at once must overlap. The original's tasks
+# sleep 50 ms and hope that the runs meet; here a task stays active until a task of the other run
+# is active too (at most EXEC_6_MEET_S): a worker that ran the two runs one after the other never
+# gets there, and max_active stays 1.
+EXEC_6_MEET_S = 10.0
+_exec6: dict[str, Any] = {"active": 0, "max_active": 0, "met": None}
 
 
-async def _tracked_sleep() -> None:
+async def _tracked_task() -> None:
+    met: asyncio.Event = _exec6["met"]
     _exec6["active"] += 1
     _exec6["max_active"] = max(_exec6["max_active"], _exec6["active"])
+    if _exec6["active"] >= 2:
+        met.set()
     try:
-        await asyncio.sleep(EXEC_6_TASK_S)
+        async with asyncio.timeout(EXEC_6_MEET_S):
+            await met.wait()
+    except TimeoutError:
+        pass  # never met: the test's max_active check fails
     finally:
         _exec6["active"] -= 1
 
 
 @task
 async def step_one_task(name: str) -> str:
-    await _tracked_sleep()
+    await _tracked_task()
     return f"one:{name}"
 
 
 @task
 async def step_two_task(name: str) -> str:
-    await _tracked_sleep()
+    await _tracked_task()
     return f"two:{name}"
 
 
 @task
 async def step_three_task(name: str, value: int) -> str:
-    await _tracked_sleep()
+    await _tracked_task()
     return f"three:{name}:{value}"
 
 
@@ -314,7 +324,7 @@ async def test_exec_5_cancel_while_waiting(workers, client: Client) -> None:
 
 async def test_exec_6_concurrent_runs(workers, client: Client) -> None:
     """Two runs of a 3-step wf at once both complete, and their tasks overlap in time."""
-    _exec6.update(active=0, max_active=0)
+    _exec6.update(active=0, max_active=0, met=asyncio.Event())
     await workers.start(ALL)
     payload = {"name": "same", "value": 42}
     h1, h2 = await asyncio.gather(
@@ -420,16 +430,18 @@ async def test_exec_17_workflow_timeout(workers, client: Client) -> None:
     reports `timed_out`. The original only had the client-side wait of `run_workflow`.
     """
     await workers.start(ALL)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     handle = await start(client, "ExecWaiting", "exec-17", timeout=timedelta(seconds=2))
     done, _ = await asyncio.wait([handle.future], timeout=15)
     assert handle.future in done, "the run was not timed out by the engine within 15 s"
-    assert loop.time() - t0 >= 1.9
     with pytest.raises(TimeoutError):
         handle.future.result()
     events = await history(client, handle)
     assert run_kinds(events) == ["run.started", "run.timeout"]
+    # Not before its 2 s: both timestamps are the engine's (the timer is due at run.started + 2 s).
+    (started,) = of_kind(events, HistoryKind.run_started)
+    (timed_out,) = of_kind(events, HistoryKind.run_timeout)
+    assert started.timestamp is not None and timed_out.timestamp is not None
+    assert timed_out.timestamp - started.timestamp >= timedelta(seconds=2)
     assert (await client.describe("exec-17")).status == RunStatus.timed_out
 
 
@@ -626,8 +638,8 @@ async def test_exec_37_terminate_stops_step_events(workers, client: Client) -> N
     handle = await _terminate_blocking_step(workers, client, "exec-37")
     events = await wait_for_kind(client, handle, HistoryKind.run_terminated)
     assert step_kinds(events) == [STARTED, COMPLETED, STARTED]
-    await asyncio.sleep(1.0)  # nothing may follow: no completion, failure or timeout of the step
-    events = await history(client, handle)
+    # nothing may follow: no completion, failure or timeout of the step
+    events = await partition_settled(client, handle, "ExecCompleting")
     assert step_kinds(events) == [STARTED, COMPLETED, STARTED]
     assert kinds(events)[-1] == "run.terminated"
 

@@ -10,6 +10,19 @@ from grctl.errors import InternalError, StateError
 from grctl.state.partition_store import PartitionStore
 
 
+class FakeClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_overlay_answers_first_and_commit_moves_writes_to_rocksdb(tmp_path: Path) -> None:
     store = PartitionStore(tmp_path / "p0")
     store.put(b"r/a", b"1", batch_id=1)
@@ -41,7 +54,7 @@ def test_committed_writes_reach_rocksdb_with_their_checkpoint_at_flush(tmp_path:
 
 def test_a_flush_is_one_consistent_write_batch_with_its_checkpoint(tmp_path: Path) -> None:
     """What is not flushed is not in RocksDB, and the checkpoint says how far RocksDB is."""
-    store = PartitionStore(tmp_path / "p0")
+    store = PartitionStore(tmp_path / "p0", clock=FakeClock())  # the clock stands still: no timed flush
     store.put(b"r/a", b"1", batch_id=1)
     store.commit(1, checkpoint=5)
     store.flush()
@@ -50,6 +63,47 @@ def test_a_flush_is_one_consistent_write_batch_with_its_checkpoint(tmp_path: Pat
     assert store.get_committed(b"r/a") == b"2"
     raw = store._db.get(b"r/a")  # what a crash now would leave: the restore replays from offset 6
     assert raw == b"1" and store._flushed_checkpoint == 5
+    store.close()
+
+
+def test_committed_writes_are_flushed_once_the_interval_has_passed(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = PartitionStore(tmp_path / "p0", clock=clock, flush_interval_s=1.0)
+    store.put(b"r/a", b"1", batch_id=1)
+    store.commit(1, checkpoint=5)
+    clock.advance(0.75)
+    store.put(b"r/b", b"2", batch_id=2)
+    store.commit(2, checkpoint=6)
+    assert (store._db.get(b"r/a"), store._db.get(b"r/b"), store._flushed_checkpoint) == (None, None, -1)
+    clock.advance(0.25)  # a full interval since the store opened (binary fractions: exact sums)
+    store.put(b"r/c", b"3", batch_id=3)
+    store.commit(3, checkpoint=7)
+    assert (store._db.get(b"r/a"), store._db.get(b"r/b"), store._db.get(b"r/c")) == (b"1", b"2", b"3")
+    assert store._flushed_checkpoint == 7
+    # The interval counts from that flush.
+    clock.advance(0.5)
+    store.put(b"r/a", b"4", batch_id=4)
+    store.commit(4, checkpoint=8)
+    assert store._db.get(b"r/a") == b"1" and store.get_committed(b"r/a") == b"4"
+    clock.advance(0.5)
+    store.commit(4, checkpoint=8)  # nothing new committed, but the interval has passed
+    assert store._db.get(b"r/a") == b"4" and store._flushed_checkpoint == 8
+    store.close()
+
+
+def test_committed_writes_are_flushed_once_enough_keys_wait(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0", clock=FakeClock(), flush_keys=3)
+    store.put(b"r/a", b"1", batch_id=1)
+    store.put(b"r/b", b"2", batch_id=1)
+    store.commit(1, checkpoint=5)
+    assert store._db.get(b"r/a") is None and store._flushed_checkpoint == -1
+    store.put(b"r/a", b"1b", batch_id=2)  # the same key again: still two keys waiting
+    store.commit(2, checkpoint=6)
+    assert store._db.get(b"r/a") is None and store._flushed_checkpoint == -1
+    store.put(b"r/c", b"3", batch_id=3)
+    store.commit(3, checkpoint=7)
+    assert (store._db.get(b"r/a"), store._db.get(b"r/b"), store._db.get(b"r/c")) == (b"1b", b"2", b"3")
+    assert store._flushed_checkpoint == 7
     store.close()
 
 
@@ -62,7 +116,7 @@ def test_staging_into_an_older_batch_is_refused(tmp_path: Path) -> None:
 
 
 def test_scan_merges_committed_and_uncommitted_layers(tmp_path: Path) -> None:
-    store = PartitionStore(tmp_path / "p0")
+    store = PartitionStore(tmp_path / "p0", clock=FakeClock())  # flushes only when the test says so
     for key, value in {b"j/x\x00a": b"old", b"j/x\x00b": b"b", b"j/y\x00a": b"other"}.items():
         store.put(key, value, batch_id=1)
     store.commit(1, checkpoint=1)

@@ -144,7 +144,8 @@ def test_exception_class_instead_of_name_suggests_the_name() -> None:
     ],
 )
 def test_valid_edge_values(kwargs: dict[str, Any]) -> None:
-    RetryPolicy(**kwargs)
+    policy = RetryPolicy(**kwargs)
+    assert {name: getattr(policy, name) for name in kwargs} == kwargs  # accepted as given, not adjusted
 
 
 def test_validation_applies_when_decoding() -> None:

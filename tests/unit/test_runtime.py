@@ -24,8 +24,10 @@ from grctl.worker.task import task
 
 
 class ListSink:
-    def __init__(self) -> None:
-        self.journal: list[JournalEntry] = []
+    """A step's journal so far (`journal`: what earlier executions recorded) and its history."""
+
+    def __init__(self, journal: list[JournalEntry] | None = None) -> None:
+        self.journal: list[JournalEntry] = list(journal or [])
         self.history: list[tuple[str, Any]] = []
 
     def journal_append(self, runtime: StepRuntime, position: int, entry: JournalEntry) -> None:
@@ -116,12 +118,54 @@ async def test_sleep_rejects_wrong_types() -> None:
         await ctx.sleep("5s")  # type: ignore[arg-type]
 
 
+async def test_sleep_records_its_event_when_it_ends() -> None:
+    """The deadline is journaled when the sleep starts; `sleep.recorded` only once it ended."""
+    sink = ListSink()
+    ctx, _ = make_ctx(sink)
+    sleeping = asyncio.create_task(ctx.sleep(timedelta(milliseconds=50)))
+    await asyncio.sleep(0)  # one turn of the loop: the task runs up to its wait
+    assert [e.kind for e in sink.journal] == ["sleep"]
+    assert sink.history == [], "sleep.recorded was written before the sleep ended"
+    await sleeping
+    deadline_ms = sink.journal[0].value
+    assert [(e.kind, e.name) for e in sink.journal] == [("sleep", "sleep"), ("sleep_end", "sleep")]
+    assert sink.history == [("sleep.recorded", {"duration_ms": 50, "until_ms": deadline_ms})]
+
+
+async def test_cancelled_sleep_records_no_event() -> None:
+    sink = ListSink()
+    ctx, _ = make_ctx(sink)
+    sleeping = asyncio.create_task(ctx.sleep(timedelta(hours=1)))
+    await asyncio.sleep(0)
+    sleeping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sleeping
+    assert [e.kind for e in sink.journal] == ["sleep"]
+    assert sink.history == []
+
+
 async def test_sleep_replays_its_deadline() -> None:
+    """A crash during the sleep: the re-execution waits for what remains, then writes the event."""
     past_deadline_ms = int(datetime.now(UTC).timestamp() * 1000) - 10_000
-    ctx, rt = make_ctx(ListSink(), [JournalEntry("sleep", "sleep", past_deadline_ms)])
+    recorded = [JournalEntry("sleep", "sleep", past_deadline_ms)]
+    sink = ListSink(recorded)
+    ctx, rt = make_ctx(sink, recorded)
     async with asyncio.timeout(1):
         await ctx.sleep(timedelta(hours=1))  # recorded deadline passed: returns at once
     assert not rt.is_replaying
+    assert sink.journal[1:] == [JournalEntry("sleep_end", "sleep", None)]
+    assert sink.history == [("sleep.recorded", {"duration_ms": 3_600_000, "until_ms": past_deadline_ms})]
+
+
+async def test_ended_sleep_is_replayed_without_a_second_event() -> None:
+    past_deadline_ms = int(datetime.now(UTC).timestamp() * 1000) - 10_000
+    recorded = [JournalEntry("sleep", "sleep", past_deadline_ms), JournalEntry("sleep_end", "sleep", None)]
+    sink = ListSink(recorded)
+    ctx, rt = make_ctx(sink, recorded)
+    async with asyncio.timeout(1):
+        await ctx.sleep(timedelta(hours=1))
+    assert not rt.is_replaying
+    assert sink.journal == recorded and sink.history == []  # nothing recorded twice
 
 
 calls: list[int] = []

@@ -1,0 +1,1 @@
+"""Helpers shared by tests of every kind: waiting for an observable event, reading topics."""
