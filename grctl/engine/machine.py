@@ -35,6 +35,7 @@ from grctl.engine.records import (
 )
 from grctl.errors import InternalError
 from grctl.models.history import HistoryKind
+from grctl.models.outcome import terminal_error
 from grctl.models.run_info import RunStateKind, RunStatus
 
 START_STEP = "start"
@@ -232,13 +233,7 @@ class Machine:
         if run.parent is not None:
             # Every child reports its end to its parent: as an event for the callback step if
             # it named one, else to the parent's table of child outcomes (awaited futures).
-            outcome_error = error
-            if status == RunStatus.cancelled:
-                outcome_error = {"type": "Cancelled", "message": reason or "workflow was cancelled"}
-            elif status == RunStatus.terminated:
-                outcome_error = {"type": "Terminated", "message": reason or "run was terminated"}
-            elif status == RunStatus.timed_out:
-                outcome_error = {"type": "WorkflowTimeout", "message": "the workflow timeout expired"}
+            outcome_error = terminal_error(status, error=error, reason=reason)
             outcome: dict[str, Any] = {"status": status, "result": result, "error": outcome_error}
             tr.sends.append(
                 ChildDoneCmd(

@@ -7,8 +7,8 @@ from typing import Any
 
 import msgspec
 
-from grctl.engine.retry import RetryPolicy
 from grctl.models.errors import ErrorDetails
+from grctl.models.retry import RetryPolicy
 
 __all__ = [
     "Cancel",

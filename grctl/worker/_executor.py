@@ -19,6 +19,7 @@ from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from grctl import defaults
+from grctl.codec import CodecRegistry
 from grctl.engine import keys
 from grctl.engine.machine import StepOutcome
 from grctl.engine.records import RunRecord
@@ -28,7 +29,6 @@ from grctl.models.directive import Directive, DirectiveKind
 from grctl.models.errors import ErrorDetails
 from grctl.models.history import HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
-from grctl.worker.codec import CodecRegistry
 from grctl.worker.context import Context
 from grctl.worker.runtime import StepRuntime, StepSuspended
 from grctl.worker.store import Store

@@ -14,11 +14,11 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from grctl import defaults
+from grctl.codec import CodecRegistry
 from grctl.engine import keys
 from grctl.engine.records import QueryCmd, Reply, ReplyCode, encoder
 from grctl.errors import PayloadTooLargeError
 from grctl.worker._executor import PartitionTasks, run_info_of
-from grctl.worker.codec import CodecRegistry
 from grctl.worker.context import QueryContext
 from grctl.worker.store import Store
 from grctl.workflow.handlers import bind_arguments

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from grctl import defaults
+from grctl.codec import CodecRegistry
 from grctl.engine.machine import Machine
 from grctl.kafka.connection import Connection
 from grctl.kafka.limits import RecordLimits
@@ -44,7 +45,6 @@ from grctl.worker._partition import PartitionProcessor, ProcessorServices
 from grctl.worker._queries import QueryAnswerer
 from grctl.worker._rebalance import Partitions
 from grctl.worker._timers import TimerLoop
-from grctl.worker.codec import CodecRegistry
 
 if TYPE_CHECKING:
     from grctl.workflow.workflow import Workflow

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from grctl import defaults
 from grctl._fork import ForkGuard
+from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.machine import Machine
 from grctl.engine.retry import SESSION_HEALTHY_S, session_restart_delay
 from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError, StateError
@@ -23,7 +24,6 @@ from grctl.kafka.connection import Connection
 from grctl.settings import EngineSettings
 from grctl.worker._commit import RecordRefused
 from grctl.worker._session import SessionRestart, WorkerSession
-from grctl.worker.codec import CodecRegistry, default_codec
 from grctl.workflow.workflow import Workflow
 
 logger = logging.getLogger("grctl.worker")
