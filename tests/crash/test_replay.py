@@ -33,7 +33,7 @@ from ulid import ULID
 
 from grctl import Client, Connection
 from grctl.client import WorkflowError, WorkflowNotFoundError
-from grctl.engine.records import JOURNAL_PREFIX, SEP
+from grctl.engine.keys import JOURNAL_PREFIX, SEP
 from grctl.kafka.partitioner import partition_for
 from grctl.models import HistoryEvent, HistoryKind, SleepRecorded
 from tests.crash.replay_worker import SLEEP_MID_S
