@@ -152,7 +152,7 @@ class Transform:
         emit(h, partition, key, encoder.encode(completed))
         run = RunRecord(
             run_id=run_id, wf_id=wf_id, wf_type="Chain10", status="running", state="step", seq=seq + 1,
-            step="link", step_timeout_ms=10_000, input={"steps": self.steps}, created_ms=now, started_ms=now,
+            step="link", step_timeout_ms=10_000, created_ms=now, started_ms=now,
             last_offset=seq,
         )  # fmt: skip
         s = self.topics.state
