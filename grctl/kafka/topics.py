@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -51,27 +52,27 @@ class TopicNames:
         """The topic of a role."""
         return f"grctl.{self.namespace}.{role}"
 
-    @property
+    @cached_property
     def directives(self) -> str:
         """Every input to a run."""
         return self.role("directives")
 
-    @property
+    @cached_property
     def history(self) -> str:
         """Append-only history events."""
         return self.role("history")
 
-    @property
+    @cached_property
     def state(self) -> str:
         """The compacted changelog of the worker tables."""
         return self.role("state")
 
-    @property
+    @cached_property
     def replies(self) -> str:
         """Answers to client requests."""
         return self.role("replies")
 
-    @property
+    @cached_property
     def dead_letter(self) -> str:
         """Input records that could not be decoded or applied."""
         return self.role("dead-letter")

@@ -373,8 +373,7 @@ class KafkaPublisher:
             for part, writes in batch.state.items():
                 last = len(writes) - 1
                 for i, (key, change) in enumerate(writes.items()):
-                    cb = checkpoint_cb if i == last else None
-                    _produce(producer, state_topic, part, key, change, None, cb, keys.wf_id_of(key))
+                    _produce(producer, state_topic, part, key, change, None, checkpoint_cb if i == last else None, None)
             # c. Wait for every delivery report.
             producer.flush(TXN_CALL_TIMEOUT_S)
             t1 = time.monotonic()
@@ -413,6 +412,7 @@ def _produce(
     cb: Callable[[KafkaError | None, Any], None] | None,
     origin: str | None,
 ) -> None:
+    """Produce one record; `origin` is its run's workflow id (None: a state key, which names it)."""
     while True:
         try:
             if headers is None and cb is None:
@@ -428,7 +428,8 @@ def _produce(
             # come back after every session restart, so it names the run that made the record.
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and not err.retriable() and not err.fatal():
-                raise RecordRefused(origin, topic, len(key) + len(value or b""), err.str()) from exc
+                run = origin if origin is not None else keys.wf_id_of(key)  # state keys name their run
+                raise RecordRefused(run, topic, len(key) + len(value or b""), err.str()) from exc
             raise
 
 

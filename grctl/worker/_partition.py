@@ -153,6 +153,7 @@ class PartitionProcessor:
         limits = services.limits
         self._state_limit = limits.record_limit(services.topics.state)
         self._record_limits = {t: limits.record_limit(t) for t in services.topics.all()}
+        self._history_limit = limits.record_limit(services.topics.history)
         self._load_timers()
         self._load_journal_index()
 
@@ -224,27 +225,44 @@ class PartitionProcessor:
             self.apply(self._fail_instead(tr, wf_id, s.quarantine[wf_id]), wf_id, replacing=True)
             return
         run = tr.run
-        # 1. Encode every write and record.
+        topics = s.topics
+        # 1. Encode every write and record (the branches keep the common transition, a step
+        #    dispatch, free of empty loops: this runs once per step).
         writes: list[tuple[bytes, bytes | None]] = []
         if run is not None:
             writes.append((keys.run_key(wf_id), encoder.encode(run)))
             if tr.store:
-                writes.extend((keys.store_key(wf_id, run.run_id, k), v) for k, v in tr.store.items())
+                run_id = run.run_id
+                for k, v in tr.store.items():
+                    writes.append((keys.store_key(wf_id, run_id, k), v))
             if tr.child_done is not None:
                 child_wf_id, _child_run_id, outcome = tr.child_done
                 writes.append((keys.child_key(wf_id, run.run_id, child_wf_id), encoder.encode(outcome)))
-        writes.extend((keys.inbox_key(wf_id, seq), encoder.encode(e)) for seq, e in tr.inbox_put.items())
-        writes.extend((keys.inbox_key(wf_id, seq), None) for seq in tr.inbox_delete)
-        writes.extend((keys.timer_key(t.due_ms, t.wf_id, t.kind), None) for t in tr.timers_clear)
-        armed = [(t.due_ms, keys.timer_key(t.due_ms, t.wf_id, t.kind), encoder.encode(t)) for t in tr.timers_set]
-        writes.extend((key, value) for _, key, value in armed)
-        records = [(s.topics.history, self.partition, h.wf_id.encode(), encoder.encode(h)) for h in tr.history]
-        n = s.num_partitions
-        for cmd in tr.sends:
-            part = self.partition if cmd.wf_id == wf_id else partition_for(cmd.wf_id, n)
-            records.append((s.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd)))
-        for to, reply in tr.replies:
-            records.append((s.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply)))
+        if tr.inbox_put:
+            for seq, entry in tr.inbox_put.items():
+                writes.append((keys.inbox_key(wf_id, seq), encoder.encode(entry)))
+        if tr.inbox_delete:
+            for seq in tr.inbox_delete:
+                writes.append((keys.inbox_key(wf_id, seq), None))
+        if tr.timers_clear:
+            for t in tr.timers_clear:
+                writes.append((keys.timer_key(t.due_ms, t.wf_id, t.kind), None))
+        armed: list[tuple[int, bytes]] = []
+        if tr.timers_set:
+            for t in tr.timers_set:
+                key = keys.timer_key(t.due_ms, t.wf_id, t.kind)
+                armed.append((t.due_ms, key))
+                writes.append((key, encoder.encode(t)))
+        history, p = topics.history, self.partition
+        records = [(history, p, h.wf_id.encode(), encoder.encode(h)) for h in tr.history]
+        if tr.sends:
+            n = s.num_partitions
+            for cmd in tr.sends:
+                part = p if cmd.wf_id == wf_id else partition_for(cmd.wf_id, n)
+                records.append((topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd)))
+        if tr.replies:
+            for to, reply in tr.replies:
+                records.append((topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply)))
         # 2. Nothing goes out that Kafka would refuse: such a transition fails its run instead.
         too_large = self._too_large(writes, records)
         if too_large is not None:
@@ -253,7 +271,7 @@ class PartitionProcessor:
             self.apply(self._fail_instead(tr, wf_id, too_large), wf_id, replacing=True)
             return
         # 3. Stage them.
-        outbox, p = self._outbox, self.partition
+        outbox = self._outbox
         for key, value in writes:
             outbox.stage(p, key, value)
         for topic, part, key, value in records:
@@ -261,7 +279,7 @@ class PartitionProcessor:
         # 4. Local bookkeeping that follows the staged transition.
         if run is not None:
             self._remember(wf_id, run)
-        for due_ms, key, _ in armed:
+        for due_ms, key in armed:
             heapq.heappush(self.timers, (due_ms, key))
             s.timer_armed(due_ms)
         if tr.child_done is not None and run is not None:
@@ -495,7 +513,7 @@ class PartitionProcessor:
         )  # fmt: skip
         value = encoder.encode(rec)
         key = runtime.wf_id.encode()
-        if msg and len(key) + len(value) > self._record_limits[s.topics.history]:
+        if msg and len(key) + len(value) > self._history_limit:
             cut = {k: preview(v, len(encoder.encode(v))) for k, v in msg.items()}
             value = encoder.encode(msgspec.structs.replace(rec, msg=cut))
         self.emit(s.topics.history, self.partition, key, value, None, runtime.wf_id)
