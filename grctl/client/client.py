@@ -25,6 +25,7 @@ from grctl.engine.records import (
     HistoryRecord,
     QueryCmd,
     Reply,
+    ReplyCode,
     ReplyTo,
     StartCmd,
     encoder,
@@ -32,6 +33,7 @@ from grctl.engine.records import (
 )
 from grctl.errors import (
     InvalidArgumentError,
+    PayloadTooLargeError,
     WorkflowAlreadyRunningError,
     WorkflowError,
     WorkflowNotFoundError,
@@ -160,19 +162,36 @@ class Client:
     def _partition(self, wf_id: str) -> int:
         return partition_for(wf_id, self.connection.num_partitions)
 
-    async def _send_directive(self, wf_id: str, cmd: Any) -> None:
-        io = await self._ensure()
-        await io.send(self.connection.topics.directives, self._partition(wf_id), wf_id.encode(), encoder.encode(cmd))
+    def _encode(self, wf_id: str, cmd: Any, what: str | None = None, value: Any = None) -> bytes:
+        """`cmd` encoded, after checking that the user value it carries (`what`) fits.
 
-    async def _request(self, wf_id: str, make: Any, timeout: float | None = None) -> Reply:
+        Raises:
+            PayloadTooLargeError: the value is over `Connection.limits.value_bytes`.
+        """
+        data = encoder.encode(cmd)
+        limit = self.connection.limits.value_bytes
+        if what is not None and len(data) > limit:
+            size = len(encoder.encode(value))
+            if size > limit:
+                raise PayloadTooLargeError(what, size=size, limit=limit, wf_id=wf_id)
+        return data
+
+    async def _send(self, wf_id: str, data: bytes) -> None:
+        io = await self._ensure()
+        await io.send(self.connection.topics.directives, self._partition(wf_id), wf_id.encode(), data)
+
+    async def _request(
+        self, wf_id: str, make: Any, timeout: float | None = None, what: str | None = None, value: Any = None
+    ) -> Reply:
         io = await self._ensure()
         if timeout is None:
             timeout = self.request_timeout
         request_id = str(ULID())
         to = ReplyTo(client_id=self.id, request_id=request_id, partition=io.reply_partition)
+        data = self._encode(wf_id, make(to), what, value)
         fut = io.expect_reply(request_id)
         try:
-            await self._send_directive(wf_id, make(to))
+            await self._send(wf_id, data)
             async with asyncio.timeout(timeout):
                 return await fut
         except TimeoutError:
@@ -219,6 +238,8 @@ class Client:
         io = await self._ensure()
         run_id = str(ULID())
         raw_input = self.codec.to_primitive(input)
+        cmd = StartCmd(wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms)
+        data = self._encode(id, cmd, "start input", raw_input)
         first: asyncio.Future[HistoryRecord] = asyncio.get_running_loop().create_future()
 
         def on_first(rec: HistoryRecord, _p: int, _o: int) -> None:
@@ -237,8 +258,7 @@ class Client:
             return_type=return_type,
         )
         try:
-            cmd = StartCmd(wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms)
-            await self._send_directive(id, cmd)
+            await self._send(id, data)
             try:
                 async with asyncio.timeout(START_ACK_TIMEOUT_S):
                     rec = await first
@@ -256,9 +276,9 @@ class Client:
             msg = rec.msg or {}
             code = msg.get("code")
             text = msg.get("message", "start rejected")
-            if code == "already_running":
+            if code == ReplyCode.already_running:
                 raise WorkflowAlreadyRunningError(text, wf_id=id, run_id=msg.get("existing_run_id"))
-            if code == "type_not_registered":
+            if code == ReplyCode.type_not_registered:
                 raise WorkflowTypeNotRegisteredError(text, wf_type=type)
             raise WorkflowError(f"start_workflow failed ({code}): {text}")
         if not handle.future.done():
@@ -287,7 +307,7 @@ class Client:
         """
         reply = await self._request(wf_id, lambda to: DescribeCmd(wf_id=wf_id, reply_to=to))
         if not reply.ok:
-            if reply.code == "not_found":
+            if reply.code == ReplyCode.not_found:
                 raise WorkflowNotFoundError(f"workflow id {wf_id!r} not found", wf_id=wf_id)
             raise WorkflowError(f"describe failed ({reply.code}): {reply.message}")
         return run_info_from_reply(reply.payload)
@@ -380,6 +400,8 @@ class Client:
                 run_id=run_id,
                 reply_to=to,
             ),
+            what=f"payload of event {event_name!r}",
+            value=raw,
         )
         self._raise_for(reply, wf_id)
 
@@ -392,7 +414,11 @@ class Client:
         """
         raw = self.codec.to_primitive(payload)
         reply = await self._request(
-            wf_id, lambda to: QueryCmd(wf_id=wf_id, name=name, payload=raw, reply_to=to), timeout=timeout
+            wf_id,
+            lambda to: QueryCmd(wf_id=wf_id, name=name, payload=raw, reply_to=to),
+            timeout=timeout,
+            what=f"payload of query {name!r}",
+            value=raw,
         )
         self._raise_for(reply, wf_id)
         return reply.payload
@@ -411,6 +437,6 @@ class Client:
     def _raise_for(reply: Reply, wf_id: str) -> None:
         if reply.ok:
             return
-        if reply.code == "not_found":
+        if reply.code == ReplyCode.not_found:
             raise WorkflowNotFoundError(reply.message or f"workflow id {wf_id!r} not found", wf_id=wf_id)
         raise WorkflowError(reply.message)

@@ -206,8 +206,16 @@ class StepExecutor:
             def read(key: str) -> bytes | None:
                 return store_get(keys.store_key(wf_id, run_id, key))
 
-            store = Store(read, self._codec)
-            ctx = Context(run=run_info_of(run), workflow=wf, store=store, runtime=runtime, codec=self._codec)
+            limit = proc.services.limits.value_bytes
+            store = Store(read, self._codec, max_value_bytes=limit)
+            ctx = Context(
+                run=run_info_of(run),
+                workflow=wf,
+                store=store,
+                runtime=runtime,
+                codec=self._codec,
+                max_value_bytes=limit,
+            )
             self._arm_deadline(rs, (run.step_timeout_ms or defaults.STEP_TIMEOUT_MS) / 1000)
             try:
                 result = await cfg.handler(ctx, **kwargs)

@@ -51,9 +51,10 @@ from grctl.engine.records import (
     timer_decoder,
 )
 from grctl.errors import InternalError, InvalidRecordError, PayloadTooLargeError
-from grctl.kafka.limits import RecordLimits, preview
+from grctl.kafka.limits import HISTORY_PREVIEW_BYTES, RecordLimits, preview
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
+from grctl.models.history import HistoryKind
 from grctl.models.run_info import RunStateKind
 from grctl.state.partition_store import PartitionStore
 from grctl.worker.runtime import JournalEntry, StepRuntime
@@ -67,6 +68,12 @@ logger = logging.getLogger(__name__)
 
 #: Decoded run records kept per partition (the machine never mutates a record it was given).
 RUN_CACHE_SIZE = 4_096
+#: The field of a step's history event that only describes a value kept elsewhere in full.
+DESCRIBED_FIELDS: dict[str, str] = {
+    HistoryKind.task_started: "args",
+    HistoryKind.child_started: "input",
+    HistoryKind.parent_event_sent: "payload",
+}
 
 journal_entry_encoder = msgspec.msgpack.Encoder()
 journal_entry_decoder = msgspec.msgpack.Decoder(list[Any])
@@ -505,7 +512,13 @@ class PartitionProcessor:
     def history_append(
         self, runtime: StepRuntime, kind: str, msg: dict[str, Any] | None, operation_id: str = ""
     ) -> None:
-        """Stage a history event of a running step (values too large to describe become previews)."""
+        """Stage a history event of a running step.
+
+        What history only describes (a task's arguments, a child's input, a payload sent to the
+        parent: each is kept in full where it acts) is cut to a preview past
+        `HISTORY_PREVIEW_BYTES`; any event that would still be larger than the history topic
+        takes keeps previews of all its values. A step never fails for its history.
+        """
         s = self.services
         rec = HistoryRecord(
             kind=kind, wf_id=runtime.wf_id, run_id=runtime.run_id, ts_ms=now_ms(), msg=msg, worker_id=s.worker_id,
@@ -513,9 +526,15 @@ class PartitionProcessor:
         )  # fmt: skip
         value = encoder.encode(rec)
         key = runtime.wf_id.encode()
-        if msg and len(key) + len(value) > self._history_limit:
-            cut = {k: preview(v, len(encoder.encode(v))) for k, v in msg.items()}
-            value = encoder.encode(msgspec.structs.replace(rec, msg=cut))
+        if msg and len(value) > HISTORY_PREVIEW_BYTES:
+            field = DESCRIBED_FIELDS.get(kind)
+            if field in msg:
+                cut = dict(msg)
+                cut[field] = preview(msg[field], len(encoder.encode(msg[field])))
+                value = encoder.encode(msgspec.structs.replace(rec, msg=cut))
+            if len(key) + len(value) > self._history_limit:
+                cut = {k: preview(v, len(encoder.encode(v))) for k, v in msg.items()}
+                value = encoder.encode(msgspec.structs.replace(rec, msg=cut))
         self.emit(s.topics.history, self.partition, key, value, None, runtime.wf_id)
 
     def send_directive(self, runtime: StepRuntime, cmd: Any) -> None:

@@ -15,7 +15,7 @@ from ulid import ULID
 
 from grctl.codec import CodecRegistry
 from grctl.engine.records import EventCmd, ParentRef, StartCmd
-from grctl.errors import InvalidArgumentError, NoParentWorkflowError
+from grctl.errors import InvalidArgumentError, NoParentWorkflowError, PayloadTooLargeError
 from grctl.models.directive import Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
 from grctl.models.errors import ErrorDetails
 from grctl.models.run_info import RunInfo, RunStatus
@@ -39,9 +39,10 @@ def _step_name(fn: Callable[..., Any] | None, what: str) -> str:
 class NextBuilder:
     """Builds the `Directive` a handler returns (`ctx.next`)."""
 
-    def __init__(self, workflow: Workflow, codec: CodecRegistry) -> None:
+    def __init__(self, workflow: Workflow, codec: CodecRegistry, max_value_bytes: int | None = None) -> None:
         self._wf = workflow
         self._codec = codec
+        self._max_value_bytes = max_value_bytes
 
     def step(self, step_fn: Callable[..., Any]) -> Directive:
         """Run `step_fn` next."""
@@ -80,8 +81,18 @@ class NextBuilder:
     wait_for_event = wait
 
     def complete(self, result: Any) -> Directive:
-        """Complete the run with `result` (encoded now: an unserializable result fails here)."""
-        return Directive(kind=DirectiveKind.complete, complete=Complete(result=self._codec.to_primitive(result)))
+        """Complete the run with `result` (encoded now: an unserializable result fails here).
+
+        Raises:
+            PayloadTooLargeError: the encoded result is over the value limit.
+        """
+        primitive = self._codec.to_primitive(result)
+        limit = self._max_value_bytes
+        if limit is not None:
+            size = len(self._codec.encode(primitive))
+            if size > limit:
+                raise PayloadTooLargeError("run result", size=size, limit=limit)
+        return Directive(kind=DirectiveKind.complete, complete=Complete(result=primitive))
 
     def fail(self, error: ErrorDetails | BaseException | str) -> Directive:
         """Fail the run with `error` (ErrorDetails, an exception, or a message)."""
@@ -144,13 +155,14 @@ class Context:
         store: Store,
         runtime: StepRuntime,
         codec: CodecRegistry,
+        max_value_bytes: int | None = None,
     ) -> None:
         self.run = run
         self._wf = workflow
         self._store = store
         self._rt = runtime
         self._codec = codec
-        self._next = NextBuilder(workflow, codec)
+        self._next = NextBuilder(workflow, codec, max_value_bytes)
         self._logger: _StepLogger | None = None  # built on first use: most steps never log
 
     @property

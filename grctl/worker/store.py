@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from grctl.codec import CodecRegistry
-from grctl.errors import InvalidArgumentError, ReadOnlyStoreError, StoreKeyNotFoundError
+from grctl.errors import InvalidArgumentError, PayloadTooLargeError, ReadOnlyStoreError, StoreKeyNotFoundError
 
 __all__ = ["Store", "StoreKeyNotFoundError"]
 
@@ -23,23 +23,40 @@ class Store:
     Args:
         read_committed: returns the committed encoded value of a key, or None.
         codec: the codec of the worker.
+        read_only: refuse `put` (a query handler's view).
+        max_value_bytes: the largest encoded value `put` accepts (None: no bound).
     """
 
     def __init__(
-        self, read_committed: Callable[[str], bytes | None], codec: CodecRegistry, *, read_only: bool = False
+        self,
+        read_committed: Callable[[str], bytes | None],
+        codec: CodecRegistry,
+        *,
+        read_only: bool = False,
+        max_value_bytes: int | None = None,
     ) -> None:
         self._read = read_committed
         self._codec = codec
         self._writes: dict[str, bytes] = {}
         self._read_only = read_only
+        self._max_value_bytes = max_value_bytes
 
     def put(self, key: str, value: Any) -> None:
-        """Write `value` under `key` (visible to later steps once this step's directive commits)."""
+        """Write `value` under `key` (visible to later steps once this step's directive commits).
+
+        Raises:
+            PayloadTooLargeError: the encoded value is over the value limit (nothing is written).
+            CodecError: the value cannot be encoded.
+        """
         if self._read_only:
             raise ReadOnlyStoreError("the store is read-only in a query handler: queries must not change state")
         if not isinstance(key, str) or not key:
             raise InvalidArgumentError(f"store keys must be non-empty strings, got {key!r}", argument="key")
-        self._writes[key] = self._codec.encode(value)
+        data = self._codec.encode(value)
+        limit = self._max_value_bytes
+        if limit is not None and len(data) > limit:
+            raise PayloadTooLargeError(f"store value {key!r}", size=len(data), limit=limit)
+        self._writes[key] = data
 
     @overload
     async def get(self, key: str) -> Any: ...

@@ -215,6 +215,9 @@ class TaskExecutor:
                 raise
             duration = int((time.monotonic() - t0) * 1000)
             primitive = codec.to_primitive(result)
+            # Journaled first: a result over the value limit raises PayloadTooLargeError here,
+            # into the step, and history does not claim a completion the journal could not keep.
+            rt.append(JOURNAL_TASK, self.name, {"ok": True, "result": primitive, "args_hash": args_hash})
             rt.history(
                 "task.completed",
                 {
@@ -225,7 +228,6 @@ class TaskExecutor:
                 },
                 task_id,
             )
-            rt.append(JOURNAL_TASK, self.name, {"ok": True, "result": primitive, "args_hash": args_hash})
             return result
 
 

@@ -9,9 +9,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
+from grctl.engine import keys
 from grctl.state.partition_store import PartitionStore
-from grctl.worker._commit import MAX_BATCH_RECORDS, GroupCommitter
+from grctl.worker._commit import MAX_BATCH_RECORDS, GroupCommitter, RecordRefused, _produce
 from grctl.worker._errors import SessionRestart
 from tests.unit.publisher import InMemoryPublisher
 
@@ -153,3 +155,25 @@ def test_the_batch_is_full_past_its_bound(store: PartitionStore) -> None:
     assert not committer.full
     committer.stage(0, b"r/a", b"1")
     assert committer.full
+
+
+async def test_a_refused_record_ends_the_session_naming_its_run(store: PartitionStore) -> None:
+    pub = InMemoryPublisher(fail_next=RecordRefused("wf-9", "grctl.ns.history", 5_000, "Message size too large"))
+    committer = GroupCommitter(pub)
+    committer.attach(0, store, Watermark())
+    committer.produce("grctl.ns.history", 0, b"wf-9", b"x", None, "wf-9")
+    with pytest.raises(SessionRestart) as info:
+        await committer.flush()
+    assert isinstance(info.value.__cause__, RecordRefused) and info.value.__cause__.wf_id == "wf-9"
+
+
+def test_librdkafka_refusing_a_record_names_the_run_that_made_it() -> None:
+    """librdkafka checks a record's size as it is produced (no broker involved)."""
+    producer = Producer({"bootstrap.servers": "127.0.0.1:9", "message.max.bytes": 1000, "log_level": 0})
+    with pytest.raises(RecordRefused) as info:
+        _produce(producer, "t", 0, b"k", b"x" * 2000, None, None, "wf-1")
+    assert (info.value.wf_id, info.value.topic, info.value.size) == ("wf-1", "t", 2001)
+    with pytest.raises(RecordRefused) as info:  # a state write names its run through its key
+        _produce(producer, "t", 0, keys.store_key("wf-2", "r", "blob"), b"x" * 2000, None, None, None)
+    assert info.value.wf_id == "wf-2"
+    producer.purge()

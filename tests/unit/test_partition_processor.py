@@ -28,6 +28,7 @@ from grctl.engine.records import (
     history_decoder,
     run_decoder,
 )
+from grctl.errors import PayloadTooLargeError
 from grctl.kafka.limits import TOPIC_DEFAULT_MAX_BYTES, RecordLimits
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
@@ -35,6 +36,7 @@ from grctl.models.run_info import RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
 from grctl.worker._commit import GroupCommitter
 from grctl.worker._partition import PartitionProcessor, ProcessorServices, RunningStep
+from grctl.worker.runtime import StepRuntime
 from tests.unit.publisher import InMemoryPublisher
 
 N = 4
@@ -225,3 +227,75 @@ async def test_a_revoked_processor_publishes_nothing_more(harness: Harness) -> N
     assert rs.cancelled
     harness.proc.step_finished(rs, StepOutcome(run_id="run-1", seq=1, next_kind="complete", result="late"))
     assert harness.open_records() == [] and harness.open_state() == {}
+
+
+def small_limits(topic_max: int) -> RecordLimits:
+    return RecordLimits.compute(dict.fromkeys(TOPICS.all(), topic_max))
+
+
+async def test_a_transition_with_a_record_kafka_would_refuse_fails_its_run_instead(tmp_path: Path) -> None:
+    h = Harness(tmp_path, limits=small_limits(64 * 1024))
+    wf_id = next(wf_ids_on(0))
+    h.feed(start_cmd(wf_id))
+    await h.committer.flush()
+    rs = h.proc.running[wf_id]
+    too_big = b"\xc4" + b"x" * (70 * 1024)  # over the state topic's record limit
+    h.proc.step_finished(rs, StepOutcome(run_id="run-1", seq=1, next_kind="complete", result="r", store={"k": too_big}))
+    state = h.open_state()
+    assert keys.store_key(wf_id, "run-1", "k") not in state  # never staged
+    run = run_decoder.decode(state[keys.run_key(wf_id)] or b"")
+    assert run.status == RunStatus.failed and run.error is not None
+    assert run.error["type"] == "PayloadTooLargeError" and "over" in run.error["message"]
+    kinds = [history_decoder.decode(r[3]).kind for r in h.open_records() if r[0] == TOPICS.history]
+    assert kinds == ["step.failed", "run.failed"]
+    h.store.close()
+
+
+async def test_a_start_over_the_value_limit_is_rejected_without_a_run(tmp_path: Path) -> None:
+    h = Harness(tmp_path, limits=small_limits(64 * 1024))
+    wf_id = next(wf_ids_on(0))
+    big = encoder.encode(StartCmd(wf_id=wf_id, run_id="run-1", wf_type="Order", input="x" * (50 * 1024)))
+    h.feed(big)
+    assert h.store.get(keys.run_key(wf_id)) is None
+    (rec,) = h.open_records()
+    event = history_decoder.decode(rec[3])
+    assert event.kind == "run.rejected" and event.msg is not None and event.msg["code"] == "payload_too_large"
+    assert "start input" in event.msg["message"]
+    h.store.close()
+
+
+async def test_a_quarantined_run_fails_at_its_next_transition_and_leaves_the_quarantine_once_committed(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path)
+    wf_id = next(wf_ids_on(0))
+    h.feed(start_cmd(wf_id))
+    await h.committer.flush()
+    rs = h.proc.running[wf_id]
+    h.quarantine[wf_id] = "Kafka refused its record for unit.state (2,000,000 bytes): MSG_SIZE_TOO_LARGE"
+    h.proc.step_finished(rs, StepOutcome(run_id="run-1", seq=1, next_kind="complete", result="r"))
+    await h.committer.flush()
+    run = run_decoder.decode(h.store.get_committed(keys.run_key(wf_id)) or b"")
+    assert run.status == RunStatus.failed and run.error is not None and "MSG_SIZE_TOO_LARGE" in run.error["message"]
+    assert h.quarantine == {}
+    h.store.close()
+
+
+def test_a_journal_entry_over_the_value_limit_fails_the_call(tmp_path: Path) -> None:
+    h = Harness(tmp_path, limits=small_limits(64 * 1024))
+    rt = StepRuntime(wf_id="w", run_id="r", wf_type="Order", step_name="start", seq=1, recorded=[], sink=h.proc)
+    with pytest.raises(PayloadTooLargeError, match="the recorded task 'fetch'"):
+        rt.append("task", "fetch", {"ok": True, "result": "x" * (60 * 1024)})
+    assert rt.position == 0 and h.open_state() == {}
+    h.store.close()
+
+
+def test_history_only_describes_large_task_arguments(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    rt = StepRuntime(wf_id="w", run_id="r", wf_type="Order", step_name="start", seq=1, recorded=[], sink=h.proc)
+    rt.history("task.started", {"task_name": "t", "args": {"blob": "x" * 100_000}})
+    rt.history("task.started", {"task_name": "t", "args": {"small": 1}})
+    big, small = (history_decoder.decode(r[3]).msg for r in h.open_records())
+    assert big is not None and big["args"]["truncated"] is True and big["args"]["size"] > 100_000
+    assert small == {"task_name": "t", "args": {"small": 1}}
+    h.store.close()
