@@ -33,6 +33,7 @@ from grctl.engine.records import (
 )
 from grctl.errors import (
     InvalidArgumentError,
+    NoWorkerAnsweredError,
     PayloadTooLargeError,
     WorkflowAlreadyRunningError,
     WorkflowError,
@@ -195,9 +196,12 @@ class Client:
             async with asyncio.timeout(timeout):
                 return await fut
         except TimeoutError:
-            raise WorkflowError(
+            raise NoWorkerAnsweredError(
                 f"no worker of namespace {self.connection.namespace!r} answered within {timeout:.0f}s about "
-                f"workflow id {wf_id!r}: are workers running (grctl worker --app ...)?"
+                f"workflow id {wf_id!r}: are workers running (grctl worker --app ...)?",
+                namespace=self.connection.namespace,
+                timeout=timeout,
+                wf_id=wf_id,
             ) from None
         finally:
             io.forget_reply(request_id)
@@ -264,10 +268,14 @@ class Client:
                     rec = await first
             except TimeoutError:
                 handle.discard()
-                raise WorkflowError(
+                raise NoWorkerAnsweredError(
                     f"no worker of namespace {self.connection.namespace!r} accepted run {run_id} of {type!r} "
                     f"within {START_ACK_TIMEOUT_S:.0f}s; the start request is queued and runs when a worker "
-                    f"serving {type!r} starts"
+                    f"serving {type!r} starts",
+                    namespace=self.connection.namespace,
+                    timeout=START_ACK_TIMEOUT_S,
+                    wf_id=id,
+                    run_id=run_id,
                 ) from None
         finally:
             unsubscribe()
