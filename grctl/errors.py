@@ -67,9 +67,14 @@ class GrctlError(Exception):
 class InvalidArgumentError(GrctlError, ValueError, TypeError):
     """A public call got an argument it cannot use (wrong type or value).
 
+    Raised in a step (a `ctx` call with a bad argument), it is recorded as a `ValueError`, the
+    class the original SDK raised there.
+
     Attributes:
         argument: the parameter's name.
     """
+
+    reported_type = "ValueError"
 
     def __init__(self, message: str, *, argument: str | None = None) -> None:
         super().__init__(message)

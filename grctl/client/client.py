@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from ulid import ULID
 
 from grctl import defaults
+from grctl._check import non_empty_str, positive_ms
 from grctl._fork import ForkGuard
 from grctl.client._io import ClientIO
 from grctl.client.handle import WorkflowHandle
@@ -32,7 +33,6 @@ from grctl.engine.records import (
     history_decoder,
 )
 from grctl.errors import (
-    InvalidArgumentError,
     NoWorkerAnsweredError,
     PayloadTooLargeError,
     WorkflowAlreadyRunningError,
@@ -230,15 +230,9 @@ class Client:
             WorkflowTypeNotRegisteredError: no worker serves this type.
             WorkflowError: no worker answered in time.
         """
-        if not isinstance(type, str) or not type:
-            raise InvalidArgumentError(f"workflow type must be a non-empty string, got {type!r}", argument="type")
-        if not isinstance(id, str) or not id:
-            raise InvalidArgumentError(f"workflow id must be a non-empty string, got {id!r}", argument="id")
-        timeout_ms = None
-        if timeout is not None:
-            if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
-                raise InvalidArgumentError(f"timeout must be a positive timedelta, got {timeout!r}", argument="timeout")
-            timeout_ms = int(timeout.total_seconds() * 1000)
+        non_empty_str(type, "type")
+        non_empty_str(id, "id")
+        timeout_ms = positive_ms(timeout, "timeout")
         io = await self._ensure()
         run_id = str(ULID())
         raw_input = self.codec.to_primitive(input)
@@ -393,10 +387,7 @@ class Client:
             WorkflowNotFoundError: no such run.
             WorkflowError: the run already ended, or has no handler for this event.
         """
-        if not isinstance(event_name, str) or not event_name:
-            raise InvalidArgumentError(
-                f"event name must be a non-empty string, got {event_name!r}", argument="event_name"
-            )
+        non_empty_str(event_name, "event_name")
         raw = self.codec.to_primitive(payload)
         reply = await self._request(
             wf_id,

@@ -34,12 +34,10 @@ from grctl.engine.records import (
     TimerKind,
 )
 from grctl.errors import InternalError
+from grctl.models.directive import START_STEP_NAME
 from grctl.models.history import HistoryKind
 from grctl.models.outcome import terminal_error
 from grctl.models.run_info import RunStateKind, RunStatus
-
-START_STEP = "start"
-
 
 #: What a finished step execution asks for (`StepOutcome.next_kind`).
 NextKind = Literal["step", "wait", "complete", "fail", "error", "timeout", "suspend"]
@@ -372,7 +370,7 @@ class Machine:
             tr.timers_set.append(
                 TimerEntry(wf_id=new.wf_id, run_id=new.run_id, kind=TimerKind.workflow, seq=0, due_ms=new.deadline_ms)
             )
-        tr.run = self._dispatch(tr, new, START_STEP, cmd.input, now_ms)
+        tr.run = self._dispatch(tr, new, START_STEP_NAME, cmd.input, now_ms)
         return tr
 
     def _reject(

@@ -1,7 +1,7 @@
 """Retry arithmetic: whether a task is retried and how long it waits; session restart back-off.
 
 The policy itself (`RetryPolicy`, its defaults and checks) is a public model in
-`grctl.models.retry`, re-exported here.
+`grctl.models.retry`.
 
 Pure functions with no clock and no randomness of their own: the caller draws the random
 number for the jitter and journals it, so a replayed step computes the same delay.
@@ -22,24 +22,12 @@ from __future__ import annotations
 from typing import Final
 
 from grctl.errors import InvalidArgumentError
-from grctl.models.retry import (
-    DEFAULT_BACKOFF_MULTIPLIER,
-    DEFAULT_INITIAL_DELAY_MS,
-    DEFAULT_JITTER,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_DELAY_MS,
-    RetryPolicy,
-)
+from grctl.models.retry import RetryPolicy
 
 __all__ = [
-    "DEFAULT_BACKOFF_MULTIPLIER",
-    "DEFAULT_INITIAL_DELAY_MS",
-    "DEFAULT_JITTER",
-    "DEFAULT_MAX_ATTEMPTS",
-    "DEFAULT_MAX_DELAY_MS",
-    "RetryPolicy",
     "error_is_retryable",
     "retry_delay_ms",
+    "session_restart_delay",
     "should_retry",
 ]
 

@@ -27,6 +27,10 @@ __all__ = [
 ]
 
 
+#: The step name of a workflow's start handler, on the wire and in history (BEHAVIOUR.md §2.1).
+START_STEP_NAME = "start"
+
+
 class DirectiveKind(StrEnum):
     """What a directive asks the engine to do after the current step."""
 

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from ulid import ULID
 
+from grctl._check import non_empty_str, positive_ms
 from grctl.codec import CodecRegistry
 from grctl.engine.records import EventCmd, ParentRef, StartCmd
 from grctl.errors import InvalidArgumentError, NoParentWorkflowError, PayloadTooLargeError
-from grctl.models.directive import Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
+from grctl.models.directive import START_STEP_NAME, Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
 from grctl.models.errors import ErrorDetails
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.worker.child import ChildHandle
@@ -29,10 +30,17 @@ if TYPE_CHECKING:
 __all__ = ["Context", "NextBuilder", "QueryContext"]
 
 
-def _step_name(fn: Callable[..., Any] | None, what: str) -> str:
+def _own_step(workflow: Workflow, fn: Callable[..., Any] | None, what: str) -> str:
+    """The name of `fn`, which must be a handler of `workflow` (passed as `what`)."""
     name = getattr(fn, "__name__", None)
     if not isinstance(name, str) or not name:
         raise InvalidArgumentError(f"{what} must be a step handler function (something with a __name__), got {fn!r}")
+    if workflow.handler_for(name) is None:
+        raise InvalidArgumentError(
+            f"Step handler {name!r} is not defined in workflow {workflow.workflow_type!r} (passed to {what}): "
+            f"decorate it with @wf.step()",
+            argument=what,
+        )
     return name
 
 
@@ -46,12 +54,9 @@ class NextBuilder:
 
     def step(self, step_fn: Callable[..., Any]) -> Directive:
         """Run `step_fn` next."""
-        name = _step_name(step_fn, "ctx.next.step()")
-        if self._wf.handler_for(name) is None or name == "start":
-            raise InvalidArgumentError(
-                f"Step handler {name!r} is not defined in workflow {self._wf.workflow_type!r}: "
-                f"decorate it with @wf.step()"
-            )
+        name = _own_step(self._wf, step_fn, "ctx.next.step()")
+        if name == START_STEP_NAME:
+            raise InvalidArgumentError("ctx.next.step() cannot run the start handler again", argument="step_fn")
         return Directive(kind=DirectiveKind.step, step=Step(step_name=name, timeout_ms=self._wf.timeout_ms_for(name)))
 
     def wait(self, timeout: timedelta | None = None, on_timeout: Callable[..., Any] | None = None) -> Directive:
@@ -61,21 +66,8 @@ class NextBuilder:
             timeout: give up waiting after this long (default: wait without limit).
             on_timeout: step to run when the timeout expires (default: the run fails with WaitTimeout).
         """
-        timeout_ms = 0
-        if timeout is not None:
-            if not isinstance(timeout, timedelta) or timeout <= timedelta(0):
-                raise InvalidArgumentError(
-                    f"wait timeout must be a positive timedelta, got {timeout!r}", argument="timeout"
-                )
-            timeout_ms = max(1, int(timeout.total_seconds() * 1000))
-        name = ""
-        if on_timeout is not None:
-            name = _step_name(on_timeout, "on_timeout")
-            if self._wf.handler_for(name) is None:
-                raise InvalidArgumentError(
-                    f"on_timeout step {name!r} is not defined in workflow {self._wf.workflow_type!r}",
-                    argument="on_timeout",
-                )
+        timeout_ms = positive_ms(timeout, "timeout") or 0
+        name = _own_step(self._wf, on_timeout, "on_timeout") if on_timeout is not None else ""
         return Directive(kind=DirectiveKind.wait, wait=Wait(timeout_ms=timeout_ms, timeout_step_name=name))
 
     wait_for_event = wait
@@ -279,26 +271,10 @@ class Context:
         Returns:
             A handle whose `future` resolves with the child's result inside this step.
         """
-        if not isinstance(workflow_type, str) or not workflow_type:
-            raise InvalidArgumentError(f"workflow_type must be a non-empty string, got {workflow_type!r}")
-        if not isinstance(workflow_id, str) or not workflow_id:
-            raise InvalidArgumentError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
-        callback = None
-        if on_completed_step is not None:
-            callback = _step_name(on_completed_step, "on_completed_step")
-            if self._wf.handler_for(callback) is None:
-                raise InvalidArgumentError(
-                    f"on_completed_step {callback!r} is not a step of workflow {self._wf.workflow_type!r}",
-                    argument="on_completed_step",
-                )
-        timeout_ms = None
-        if workflow_timeout is not None:
-            if not isinstance(workflow_timeout, timedelta) or workflow_timeout <= timedelta(0):
-                raise InvalidArgumentError(
-                    f"workflow_timeout must be a positive timedelta, got {workflow_timeout!r}",
-                    argument="workflow_timeout",
-                )
-            timeout_ms = int(workflow_timeout.total_seconds() * 1000)
+        non_empty_str(workflow_type, "workflow_type")
+        non_empty_str(workflow_id, "workflow_id")
+        callback = _own_step(self._wf, on_completed_step, "on_completed_step") if on_completed_step else None
+        timeout_ms = positive_ms(workflow_timeout, "workflow_timeout")
         rt = self._rt
         name = f"{workflow_type}:{workflow_id}"
         entry = rt.next_recorded("start_child", name)
@@ -354,8 +330,7 @@ class Context:
         """
         if self.run.parent_wf_id is None or self.run.parent_run_id is None:
             raise NoParentWorkflowError("No parent workflow to send event to.")
-        if not isinstance(event_name, str) or not event_name:
-            raise InvalidArgumentError(f"event_name must be a non-empty string, got {event_name!r}")
+        non_empty_str(event_name, "event_name")
         rt = self._rt
         if rt.next_recorded("send_to_parent", event_name) is not None:
             return

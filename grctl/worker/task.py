@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from grctl.codec import CodecRegistry, default_codec
-from grctl.engine.retry import RetryPolicy, retry_delay_ms, should_retry
+from grctl.engine.retry import retry_delay_ms, should_retry
 from grctl.errors import (
     CodecError,
     HandlerDefinitionError,
@@ -31,6 +31,7 @@ from grctl.errors import (
     NonDeterminismError,
 )
 from grctl.models.errors import ErrorDetails
+from grctl.models.retry import RetryPolicy
 from grctl.worker.runtime import StepRuntime, StepSuspended, get_step_runtime
 
 __all__ = ["RetryPolicy", "RetryRunner", "TaskExecutor", "task"]

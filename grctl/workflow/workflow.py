@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from grctl import defaults
 from grctl.errors import DuplicateHandlerError, InvalidArgumentError, RegistrationError
+from grctl.models.directive import START_STEP_NAME
 from grctl.workflow.handlers import HandlerSpec, inspect_handler
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -16,7 +17,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: `@wf.step()` without a timeout gets 10 s, as the original SDK stores (BEHAVIOUR.md §1.2).
 
 #: The name of the start handler's step on the wire and in history (BEHAVIOUR.md §2.1).
-START_STEP_NAME = "start"
 
 
 @dataclass

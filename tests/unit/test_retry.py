@@ -8,16 +8,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from grctl.engine.retry import (
+from grctl.engine.retry import error_is_retryable, retry_delay_ms, should_retry
+from grctl.models.retry import (
     DEFAULT_BACKOFF_MULTIPLIER,
     DEFAULT_INITIAL_DELAY_MS,
     DEFAULT_JITTER,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_DELAY_MS,
     RetryPolicy,
-    error_is_retryable,
-    retry_delay_ms,
-    should_retry,
 )
 
 # -- the policy struct ---------------------------------------------------------------------------
