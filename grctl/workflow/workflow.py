@@ -118,22 +118,7 @@ class Workflow:
         _check_timeout(f"{self._type}.step", timeout)
 
         def deco(fn: F) -> F:
-            name = fn.__name__
-            if name == START_STEP_NAME:
-                raise DuplicateHandlerError(
-                    f"workflow {self._type!r}: a step cannot be named {START_STEP_NAME!r} "
-                    f"(reserved for the start handler); rename the function",
-                    wf_type=self._type,
-                    name=name,
-                )
-            if name in self._h.steps:
-                raise DuplicateHandlerError(
-                    f"workflow {self._type!r} already has a step named {name!r}", wf_type=self._type, name=name
-                )
-            self._h.steps[name] = HandlerConfig(
-                fn, inspect_handler(fn, kind="step"), timeout or defaults.DECORATED_STEP_TIMEOUT
-            )
-            return fn
+            return self._register(self._h.steps, "step", fn.__name__, fn, timeout or defaults.DECORATED_STEP_TIMEOUT)
 
         return deco
 
@@ -147,20 +132,7 @@ class Workflow:
         _check_timeout(f"{self._type}.event", timeout)
 
         def deco(fn: F) -> F:
-            key = name or fn.__name__
-            if key == START_STEP_NAME:
-                raise DuplicateHandlerError(
-                    f"workflow {self._type!r}: an event cannot be named {START_STEP_NAME!r} "
-                    f"(reserved for the start handler); pass another name",
-                    wf_type=self._type,
-                    name=key,
-                )
-            if key in self._h.events:
-                raise DuplicateHandlerError(
-                    f"workflow {self._type!r} already has an event handler named {key!r}", wf_type=self._type, name=key
-                )
-            self._h.events[key] = HandlerConfig(fn, inspect_handler(fn, kind="event"), timeout)
-            return fn
+            return self._register(self._h.events, "event", name or fn.__name__, fn, timeout)
 
         return deco
 
@@ -168,15 +140,25 @@ class Workflow:
         """Register a query handler (answered from committed state)."""
 
         def deco(fn: F) -> F:
-            key = name or fn.__name__
-            if key in self._h.queries:
-                raise DuplicateHandlerError(
-                    f"workflow {self._type!r} already has a query named {key!r}", wf_type=self._type, name=key
-                )
-            self._h.queries[key] = HandlerConfig(fn, inspect_handler(fn, kind="query"), None)
-            return fn
+            return self._register(self._h.queries, "query", name or fn.__name__, fn, None)
 
         return deco
+
+    def _register(self, table: dict[str, HandlerConfig], kind: str, key: str, fn: F, timeout: timedelta | None) -> F:
+        """Add `fn` under `key` to `table` (the steps, events or queries); refuse a name used twice."""
+        if key == START_STEP_NAME and kind != "query":
+            raise DuplicateHandlerError(
+                f"workflow {self._type!r}: a {kind} handler cannot be named {START_STEP_NAME!r} "
+                f"(reserved for the start handler); rename it",
+                wf_type=self._type,
+                name=key,
+            )
+        if key in table:
+            raise DuplicateHandlerError(
+                f"workflow {self._type!r} already has a {kind} handler named {key!r}", wf_type=self._type, name=key
+            )
+        table[key] = HandlerConfig(fn, inspect_handler(fn, kind=kind), timeout)
+        return fn
 
     # ------------------------------------------------------------------ introspection
 
