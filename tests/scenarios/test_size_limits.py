@@ -222,6 +222,7 @@ async def test_a_child_result_over_the_limit_fails_the_child_and_the_parent_is_t
 ) -> None:
     await small_workers.start(WORKFLOWS)
     parent = await small_client.start_workflow("Sizes", "big-child-result", {"kind": "child_result", "n": OVER})
+    assert await ordinary_runs_meanwhile(small_client, "ord-cr") == [i * 2 for i in range(ORDINARY_RUNS)]
     with pytest.raises(WorkflowError, match="PayloadTooLargeError: run result"):
         await parent.result(timeout=60)
     child = await handle_once_started(small_client, "big-child-result-child")
@@ -234,6 +235,7 @@ async def test_a_payload_sent_to_the_parent_over_the_limit_fails_the_child(
 ) -> None:
     await small_workers.start(WORKFLOWS)
     await small_client.start_workflow("Sizes", "big-to-parent", {"kind": "to_parent", "n": OVER})
+    assert await ordinary_runs_meanwhile(small_client, "ord-tp") == [i * 2 for i in range(ORDINARY_RUNS)]
     child = await handle_once_started(small_client, "big-to-parent-child")
     await fails_with_payload_too_large(small_client, child, "event payload")
 
@@ -243,6 +245,7 @@ async def test_task_arguments_over_the_limit_are_described_by_a_preview(
 ) -> None:
     await small_workers.start(WORKFLOWS)
     handle = await small_client.start_workflow("Sizes", "big-args", {"kind": "task_args", "n": OVER})
+    assert await ordinary_runs_meanwhile(small_client, "ord-ta") == [i * 2 for i in range(ORDINARY_RUNS)]
     assert await handle.result(timeout=60) == OVER
     events = await small_client.get_history("big-args", run_id=handle.run_info.id)
     (started,) = of_kind(events, HistoryKind.task_started)
@@ -258,6 +261,7 @@ async def test_a_query_answer_over_the_limit_is_refused_with_the_error(
     await wait_for_kind(small_client, handle, HistoryKind.wait_started)
     with pytest.raises(WorkflowError, match=r"answer of query 'big_answer'.* over the limit"):
         await handle.query("big_answer")
+    assert await ordinary_runs_meanwhile(small_client, "ord-q") == [i * 2 for i in range(ORDINARY_RUNS)]
     await small_client.send_event("big-answer", "from_child", {"payload": None})
     assert await handle.result(timeout=60) == "parent got it"
 
@@ -281,6 +285,7 @@ async def test_the_client_refuses_an_event_payload_over_the_limit_and_the_run_go
     await wait_for_kind(small_client, handle, HistoryKind.wait_started)
     with pytest.raises(PayloadTooLargeError, match="payload of event 'finish'"):
         await handle.send("finish", {"text": "x" * OVER})
+    assert await ordinary_runs_meanwhile(small_client, "ord-ev") == [i * 2 for i in range(ORDINARY_RUNS)]
     await handle.send("finish", {"text": "small"})
     assert await handle.result(timeout=60) == "10+5"
 
@@ -311,11 +316,39 @@ async def test_the_worker_rejects_a_start_over_the_limit_written_by_another_prod
     assert rejected[0].msg.code == "payload_too_large" and "start input" in rejected[0].msg.message
 
 
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("result", "x" * UNDER),
+        ("task_result", "task ran"),
+        ("child_input", "child started"),
+        ("child_result", UNDER),
+        ("to_parent", "parent got it"),
+    ],
+)
+async def test_a_value_just_under_the_limit_goes_through(
+    small_workers: WorkerRunner, small_client: Client, kind: str, expected: Any
+) -> None:
+    await small_workers.start(WORKFLOWS)
+    handle = await small_client.start_workflow("Sizes", f"under-{kind}", {"kind": kind, "n": UNDER})
+    assert await handle.result(timeout=60) == expected
+
+
+async def test_a_query_answer_just_under_the_limit_is_answered(
+    small_workers: WorkerRunner, small_client: Client
+) -> None:
+    await small_workers.start(WORKFLOWS)
+    handle = await small_client.start_workflow("Sizes", "under-query", {"kind": "query", "n": UNDER})
+    await wait_for_kind(small_client, handle, HistoryKind.wait_started)
+    assert await handle.query("big_answer") == "x" * UNDER
+
+
 async def test_values_just_under_the_limit_work_through_a_restore_from_the_changelog(
     small_workers: WorkerRunner, small_client: Client, tmp_path: Path
 ) -> None:
     await small_workers.start(WORKFLOWS, state_dir=tmp_path / "first")
-    handle = await small_client.start_workflow("Sizes", "just-under", {"kind": "all_under", "n": UNDER})
+    start_input = {"kind": "all_under", "n": UNDER, "pad": "z" * (UNDER - 100)}
+    handle = await small_client.start_workflow("Sizes", "just-under", start_input)
     await wait_for_kind(small_client, handle, HistoryKind.wait_started)
     await small_workers.stop_all()
     # A new worker on an empty disk: everything comes back from the compacted changelog.
