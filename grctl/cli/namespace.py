@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
@@ -16,7 +18,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from grctl.cli.common import CommandFailed, Globals, err, globals_of, handle_errors, out, print_json, progress
-from grctl.errors import KafkaSetupError
+from grctl.errors import InvalidArgumentError, KafkaSetupError
+from grctl.kafka.connection import Connection
+from grctl.kafka.settings_topic import (
+    NamespaceSettings,
+    check_history_keeps,
+    parse_duration,
+    read_settings,
+    with_retention,
+    write_settings,
+)
 from grctl.kafka.topics import DEFAULT_PARTITIONS, ROLE_CONFIGS, ROLES, TopicNames, ensure_namespace, partition_counts
 
 namespace_app = typer.Typer(
@@ -35,6 +46,24 @@ NamespaceArg = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of text.")]
+RetentionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--retention",
+        metavar="DURATION",
+        help="How long an ended run's state is kept: 7d, 36h, 90m, 30s [default: 7d].",
+        show_default=False,
+    ),
+]
+TypeRetentionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--type-retention",
+        metavar="TYPE=DURATION",
+        help="A retention for one workflow type (repeatable), e.g. Report=12h.",
+        show_default=False,
+    ),
+]
 
 SHOWN_CONFIGS = {
     "delete": ("cleanup.policy", "retention.ms", "min.insync.replicas"),
@@ -108,24 +137,31 @@ def create_cmd(
             show_default=False,
         ),
     ] = None,
+    retention: RetentionOption = None,
+    type_retention: TypeRetentionOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create the topics of a namespace (directives, history, state, replies, dead-letter).
+    """Create the topics of a namespace (directives, history, state, replies, dead-letter, config).
 
     The state topic is compacted; with 3 or more replicas min.insync.replicas is 2. Topics that
     already exist are kept (their partition count must match: all topics are co-partitioned).
+    Ended runs are kept for the run retention (default 7d, stored in the namespace's config
+    topic); the history topic must keep events at least as long.
 
     **Examples**
 
-      grctl namespace create orders --partitions 24 --replication-factor 3
+      grctl namespace create orders --partitions 24 --replication-factor 3 --retention 3d
 
       grctl namespace create orders -c history.retention.ms=604800000 -c directives.retention.ms=86400000
     """
     g = globals_of()
     names = _names(g, namespace)
     extra = _parse_configs(configs or [])
+    wanted = _wanted_settings(NamespaceSettings(), retention, type_retention)
+    history_ms = int(extra.get("history", {}).get("retention.ms", ROLE_CONFIGS["history"]["retention.ms"]))
 
     def main() -> None:
+        check_history_keeps(wanted, None if history_ms < 0 else history_ms, names.namespace)
         admin = _admin(g, names)
         with progress(f"creating namespace {names.namespace}"):
             before = partition_counts(admin, names, REQUEST_TIMEOUT_S)
@@ -137,10 +173,22 @@ def create_cmd(
                 extra_configs=extra,
                 timeout=REQUEST_TIMEOUT_S,
             )
+            conn = _connection(g, names)
+            if names.config not in before or retention is not None or type_retention:
+                write_settings(conn, wanted, REQUEST_TIMEOUT_S)
+            settings = read_settings(conn, REQUEST_TIMEOUT_S)
         created = [t for t in names.all() if t not in before]
         existing = [t for t in names.all() if t in before]
         if as_json:
-            print_json({"namespace": names.namespace, "partitions": count, "created": created, "existing": existing})
+            print_json(
+                {
+                    "namespace": names.namespace,
+                    "partitions": count,
+                    "created": created,
+                    "existing": existing,
+                    "settings": _settings_json(settings),
+                }
+            )
             return
         if not created:
             out.print(f"namespace {escape(names.namespace)!r} already exists ({count} partitions)")
@@ -150,15 +198,90 @@ def create_cmd(
                 out.print(f"  + {t}")
         if existing and count != partitions:
             err.print(f"note: the namespace keeps its {count} partitions (--partitions {partitions} ignored)")
+        out.print(f"runs are kept {_retention_text(settings)} after they end")
 
     handle_errors(main)
+
+
+@namespace_app.command("set")
+def set_cmd(
+    namespace: NamespaceArg = None,
+    retention: RetentionOption = None,
+    type_retention: TypeRetentionOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a namespace's settings: how long ended runs are kept (for all, or per workflow type).
+
+    Workers read the settings again within 30 s; the new retention applies to runs that end
+    afterwards. The history topic must keep events at least as long as runs are kept.
+
+    **Examples**
+
+      grctl namespace set orders --retention 3d
+
+      grctl namespace set orders --type-retention Report=12h
+    """
+    g = globals_of()
+    names = _names(g, namespace)
+    if retention is None and not type_retention:
+        raise typer.BadParameter("give --retention and/or --type-retention", param_hint="--retention")
+
+    def main() -> None:
+        _admin(g, names)
+        conn = _connection(g, names)
+        with progress(f"updating namespace {names.namespace}"):
+            settings = _wanted_settings(read_settings(conn, REQUEST_TIMEOUT_S), retention, type_retention)
+            write_settings(conn, settings, REQUEST_TIMEOUT_S)
+        if as_json:
+            print_json({"namespace": names.namespace, "settings": _settings_json(settings)})
+        else:
+            out.print(
+                f"namespace {escape(names.namespace)!r}: runs are kept {_retention_text(settings)} after they end"
+            )
+
+    handle_errors(main)
+
+
+def _wanted_settings(base: NamespaceSettings, retention: str | None, per_type: list[str] | None) -> NamespaceSettings:
+    try:
+        value = parse_duration(retention, "--retention") if retention is not None else None
+        types = {}
+        for item in per_type or []:
+            wf_type, sep, text = item.partition("=")
+            if not sep or not wf_type:
+                raise typer.BadParameter(
+                    f"{item!r} is not TYPE=DURATION (e.g. Report=12h)", param_hint="--type-retention"
+                )
+            types[wf_type] = parse_duration(text, f"--type-retention {wf_type}")
+    except InvalidArgumentError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--retention") from None
+    return with_retention(base, value, types)
+
+
+def _connection(g: Globals, names: TopicNames) -> Connection:
+    return Connection(g.resolved_servers, names.namespace, kafka_config=g.kafka_config())
+
+
+def _retention_text(settings: NamespaceSettings) -> str:
+    text = str(timedelta(milliseconds=settings.run_retention_ms))
+    if settings.type_retention_ms:
+        text += (
+            " ("
+            + ", ".join(f"{t}: {timedelta(milliseconds=ms)}" for t, ms in sorted(settings.type_retention_ms.items()))
+            + ")"
+        )
+    return text
+
+
+def _settings_json(settings: NamespaceSettings) -> dict[str, Any]:
+    return {"run_retention_ms": settings.run_retention_ms, "type_retention_ms": dict(settings.type_retention_ms)}
 
 
 # --------------------------------------------------------------------------------------------
 # describe
 
 
-def _describe(admin: AdminClient, names: TopicNames) -> dict[str, Any]:
+def _describe(admin: AdminClient, names: TopicNames, conn: Connection) -> dict[str, Any]:
     md = {t: admin.list_topics(topic=t, timeout=REQUEST_TIMEOUT_S).topics.get(t) for t in names.all()}
     present = {t: m for t, m in md.items() if m is not None and m.error is None}
     if not present:
@@ -247,8 +370,13 @@ def _describe(admin: AdminClient, names: TopicNames) -> dict[str, Any]:
                 "owner": owner.get(p),
             }
         )
+    settings: dict[str, Any] | None = None
+    if names.config in present:
+        with contextlib.suppress(KafkaSetupError):
+            settings = _settings_json(read_settings(conn, REQUEST_TIMEOUT_S))
     return {
         "namespace": names.namespace,
+        "settings": settings,
         "partitions": topics[0]["partitions"] if topics else 0,
         "topics": topics,
         "missing_topics": missing,
@@ -276,7 +404,7 @@ def describe_cmd(namespace: NamespaceArg = None, as_json: JsonOption = False) ->
     def main() -> None:
         admin = _admin(g, names)
         with progress(f"reading namespace {names.namespace}"):
-            info = _describe(admin, names)
+            info = _describe(admin, names, _connection(g, names))
         if as_json:
             print_json(info)
             return

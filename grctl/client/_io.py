@@ -1,9 +1,11 @@
-"""The client's Kafka side: one idempotent producer, one reader of `history` and `replies`.
+"""The client's Kafka side: one idempotent producer, one reader of the client's `replies` partition.
 
-The reader is assigned to every `history` partition and to the client's own `replies`
-partition at their end offsets (resolved explicitly before the first request, so nothing
-produced after `start()` can be missed), reads `read_committed`, and resolves waiters by run
-id and request id on the event loop.
+The reader is assigned to the client's own `replies` partition only, at its end offset
+(resolved explicitly before the first request, so nothing produced after `start()` can be
+missed), reads `read_committed`, and resolves, on the event loop, the waiters of answers (by
+request id) and of the outcomes of the runs the client watches (by run id). Workers write both
+in the transactions of the transitions they answer, so what a client reads is proportional to
+its own requests, never to the namespace's traffic (DESIGN.md §7).
 
 What can go wrong while reading, and what the reader does:
 
@@ -29,18 +31,23 @@ from typing import Any, Final
 
 import msgspec
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
-from grctl.engine.records import HistoryRecord, Reply, history_decoder, reply_decoder
-from grctl.errors import InternalError, KafkaSetupError
+from grctl.engine.records import OUTCOME, Reply, reply_decoder
+from grctl.errors import InternalError, KafkaSetupError, NoWorkerAnsweredError
 from grctl.kafka.connection import Connection
 
 logger = logging.getLogger("grctl.client")
 
-HistoryListener = Callable[[HistoryRecord, int, int], None]
-"""Gets each history record of a run, with its partition and offset."""
+OutcomeListener = Callable[[Reply], None]
+"""Gets the outcome of a watched run (a `Reply` of kind `OUTCOME`)."""
 FailureListener = Callable[[BaseException], None]
 """Gets the error that ends a listener: the reader failed, or the listener itself raised."""
 
+#: While the namespace's worker group has members, it is asked again at most this often.
+WORKERS_CHECK_S: Final = 2.0
+#: How often `wait_for_workers` asks.
+WORKERS_POLL_S: Final = 0.2
 #: First pause after a consumer error; doubled after each further one, up to the maximum.
 READ_BACKOFF_INITIAL_S: Final = 0.1
 #: Longest pause between retries (also bounds how often a lasting error is logged).
@@ -57,7 +64,7 @@ def _is_fatal(err: KafkaError) -> bool:
 class _RunListener:
     __slots__ = ("on_failure", "on_record")
 
-    def __init__(self, on_record: HistoryListener, on_failure: FailureListener) -> None:
+    def __init__(self, on_record: OutcomeListener, on_failure: FailureListener) -> None:
         self.on_record = on_record
         self.on_failure = on_failure
 
@@ -93,6 +100,10 @@ class ClientIO:
         )
         self._run_listeners: dict[str, list[_RunListener]] = defaultdict(list)
         self._reply_waiters: dict[str, asyncio.Future[Reply]] = {}
+        self._admin = AdminClient(conn.client_config())
+        self._workers_seen_at = -WORKERS_CHECK_S
+        # Watches being set up (`expect_outcome`): an outcome that comes before `listen` waits here.
+        self._early: dict[str, Reply | None] = {}
         self._failure: KafkaSetupError | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,14 +111,9 @@ class ClientIO:
 
     def start(self) -> None:
         """Assign the reader at the current end offsets and start the reader threads (blocking)."""
-        topics = self.conn.topics
-        tps = [TopicPartition(topics.history, p) for p in range(self.conn.num_partitions)]
-        tps.append(TopicPartition(topics.replies, self.reply_partition))
-        assigned = []
-        for tp in tps:
-            high = self._end_offset(tp)
-            assigned.append(TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END))
-        self._reader.assign(assigned)
+        tp = TopicPartition(self.conn.topics.replies, self.reply_partition)
+        high = self._end_offset(tp)
+        self._reader.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
         self._thread = threading.Thread(target=self._read_loop, name=f"grctl-client-{self.client_id}", daemon=True)
         self._thread.start()
         self._delivery_poller = threading.Thread(target=self._poll_producer, name="grctl-client-dr", daemon=True)
@@ -139,7 +145,7 @@ class ClientIO:
                 if err is None or _is_fatal(err):
                     self._fail_from_reader(str(exc))
                     return
-                backoff = self._back_off(backoff, "history and replies", err)
+                backoff = self._back_off(backoff, "its replies", err)
                 continue
             except RuntimeError as exc:  # the consumer was closed under the reader
                 if not self._stop.is_set():
@@ -157,7 +163,7 @@ class ClientIO:
                     return
                 elif err.code() != KafkaError._PARTITION_EOF:
                     error = err
-                    where = m.topic() or "history and replies"
+                    where = m.topic() or "its replies"
             if batch:
                 backoff = READ_BACKOFF_INITIAL_S
                 with contextlib.suppress(RuntimeError):  # loop closed
@@ -178,7 +184,7 @@ class ClientIO:
 
     def _fail_from_reader(self, detail: str) -> None:
         cause = KafkaSetupError(
-            f"client {self.client_id} cannot read its replies and run history from Kafka at {self.conn.servers} "
+            f"client {self.client_id} cannot read its replies from Kafka at {self.conn.servers} "
             f"any more ({detail}); its pending and later calls fail: close it and create a new Client"
         )
         logger.error("%s", cause)
@@ -186,23 +192,19 @@ class ClientIO:
             self._loop.call_soon_threadsafe(self.fail, cause)
 
     def _dispatch(self, batch: list[tuple[str, int, int, bytes]]) -> None:
-        history_topic = self.conn.topics.history
         for topic, part, offset, value in batch:
-            if topic == history_topic:
-                try:
-                    rec = history_decoder.decode(value)
-                except msgspec.DecodeError as exc:  # ValidationError included
-                    self._skip(topic, part, offset, exc)
-                    continue
-                for listener in list(self._run_listeners.get(rec.run_id, ())):
-                    self._deliver(listener, rec, part, offset)
-                continue
             try:
                 reply = reply_decoder.decode(value)
             except msgspec.DecodeError as exc:  # ValidationError included
                 self._skip(topic, part, offset, exc)
                 continue
             if reply.client_id != self.client_id:
+                continue
+            if reply.kind == OUTCOME:
+                if reply.request_id in self._early:
+                    self._early[reply.request_id] = reply  # `listen` hands it over
+                for listener in list(self._run_listeners.get(reply.request_id, ())):
+                    self._deliver(listener, reply, part, offset)
                 continue
             fut = self._reply_waiters.pop(reply.request_id, None)
             if fut is not None and not fut.done():
@@ -212,20 +214,18 @@ class ClientIO:
         logger.warning("client %s: skipped a record of %s[%d]@%d that cannot be decoded: %s",
                        self.client_id, topic, part, offset, exc)  # fmt: skip
 
-    def _deliver(self, listener: _RunListener, rec: HistoryRecord, part: int, offset: int) -> None:
+    def _deliver(self, listener: _RunListener, reply: Reply, part: int, offset: int) -> None:
         try:
-            listener.on_record(rec, part, offset)
+            listener.on_record(reply)
         except Exception as exc:
-            self._drop(rec.run_id, listener)
+            self._drop(reply.request_id, listener)
             logger.exception(
-                "client %s: following run %s (workflow id %r) failed on its %s record at %s[%d]@%d; "
-                "this is a bug in grctl",
-                self.client_id, rec.run_id, rec.wf_id, rec.kind, self.conn.topics.history, part, offset,
+                "client %s: following run %s failed on its outcome at %s[%d]@%d; this is a bug in grctl",
+                self.client_id, reply.run_id, self.conn.topics.replies, part, offset,
             )  # fmt: skip
             listener.on_failure(
                 InternalError(
-                    f"grctl failed to follow run {rec.run_id} of workflow id {rec.wf_id!r} "
-                    f"({type(exc).__name__}: {exc}); this is a bug in grctl"
+                    f"grctl failed to follow run {reply.run_id} ({type(exc).__name__}: {exc}); this is a bug in grctl"
                 )
             )
 
@@ -256,12 +256,13 @@ class ClientIO:
 
     # ------------------------------------------------------------------ listeners
 
-    def listen(self, run_id: str, on_record: HistoryListener, on_failure: FailureListener) -> Callable[[], None]:
-        """Follow the history records of a run.
+    def listen(self, watch_id: str, on_record: OutcomeListener, on_failure: FailureListener) -> Callable[[], None]:
+        """Wait for the outcome of a run this client watches.
 
         Args:
-            run_id: the run.
-            on_record: called with `(record, partition, offset)` for each history record of the run.
+            watch_id: the request that made the run's owner watch it for this client (its start,
+                or a `WatchCmd`); the outcome comes back under that request id.
+            on_record: called with the outcome `Reply` when the run ends.
             on_failure: called once if the listener ends in error: the reader failed, or
                 `on_record` raised (the listener is then dropped).
 
@@ -273,20 +274,93 @@ class ClientIO:
         """
         self._check()
         listener = _RunListener(on_record, on_failure)
-        self._run_listeners[run_id].append(listener)
+        if self._early.get(watch_id, False) is not False:
+            early = self._early.pop(watch_id)
+            if early is not None:
+                self._loop.call_soon(self._deliver, listener, early, self.reply_partition, -1)
+                return lambda: None
+        self._early.pop(watch_id, None)
+        self._run_listeners[watch_id].append(listener)
 
         def unsubscribe() -> None:
-            self._drop(run_id, listener)
+            self._drop(watch_id, listener)
 
         return unsubscribe
 
-    def _drop(self, run_id: str, listener: _RunListener) -> None:
-        lst = self._run_listeners.get(run_id)
+    def _drop(self, watch_id: str, listener: _RunListener) -> None:
+        lst = self._run_listeners.get(watch_id)
         if lst is not None:
             with contextlib.suppress(ValueError):
                 lst.remove(listener)
             if not lst:
-                self._run_listeners.pop(run_id, None)
+                self._run_listeners.pop(watch_id, None)
+
+    async def require_workers(self) -> None:
+        """Fail fast when the namespace has no worker at all, instead of waiting out a timeout.
+
+        Asks the broker for the members of the namespace's worker group (at most every
+        `WORKERS_CHECK_S` while workers are seen). If the question cannot be answered (no
+        permission to describe groups), nothing is assumed.
+
+        Raises:
+            NoWorkerAnsweredError: the group has no member.
+            KafkaSetupError: the reader failed.
+        """
+        self._check()
+        now = time.monotonic()
+        if now - self._workers_seen_at < WORKERS_CHECK_S:
+            return
+        members = await self._loop.run_in_executor(None, self._worker_members)
+        if members is None or members > 0:
+            self._workers_seen_at = now
+            return
+        group = f"grctl.{self.conn.namespace}.workers"
+        raise NoWorkerAnsweredError(
+            f"namespace {self.conn.namespace!r} has no running worker (its consumer group {group} has no "
+            f"member): start one, e.g. `grctl worker --app module:WORKFLOWS`",
+            namespace=self.conn.namespace,
+            timeout=0.0,
+        )
+
+    async def wait_for_workers(self, timeout: float) -> None:
+        """Wait until the namespace's worker group has a member.
+
+        Raises:
+            NoWorkerAnsweredError: none joined within `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            members = await self._loop.run_in_executor(None, self._worker_members)
+            if members is None or members > 0:
+                self._workers_seen_at = time.monotonic()
+                return
+            if time.monotonic() >= deadline:
+                raise NoWorkerAnsweredError(
+                    f"no worker of namespace {self.conn.namespace!r} joined its group within {timeout:g}s",
+                    namespace=self.conn.namespace,
+                    timeout=timeout,
+                )
+            await asyncio.sleep(WORKERS_POLL_S)
+
+    def _worker_members(self) -> int | None:
+        group = f"grctl.{self.conn.namespace}.workers"
+        try:
+            desc = self._admin.describe_consumer_groups([group], request_timeout=5.0)[group].result(5.0)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is not None and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return 0
+            logger.debug("client %s: cannot describe group %s: %s", self.client_id, group, exc)
+            return None
+        return len(desc.members)
+
+    def expect_outcome(self, watch_id: str) -> None:
+        """Keep an outcome that arrives for `watch_id` before anyone `listen`s to it."""
+        self._early[watch_id] = None
+
+    def forget_outcome(self, watch_id: str) -> None:
+        """Stop keeping an early outcome for `watch_id` (the watch failed)."""
+        self._early.pop(watch_id, None)
 
     def expect_reply(self, request_id: str) -> asyncio.Future[Reply]:
         """A future resolved by the reply to `request_id`.

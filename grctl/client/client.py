@@ -29,6 +29,7 @@ from grctl.engine.records import (
     ReplyCode,
     ReplyTo,
     StartCmd,
+    WatchCmd,
     encoder,
     history_decoder,
 )
@@ -146,6 +147,18 @@ class Client:
                 self._io = io
         return self._io
 
+    async def wait_for_workers(self, timeout: float = 60.0) -> None:
+        """Wait until a worker of the namespace is running (a member of its consumer group).
+
+        Calls that need a worker fail at once with `NoWorkerAnsweredError` when none runs;
+        a program that starts together with its workers waits here first.
+
+        Raises:
+            NoWorkerAnsweredError: no worker joined within `timeout` seconds.
+        """
+        io = await self._ensure()
+        await io.wait_for_workers(timeout)
+
     async def close(self) -> None:
         """Release the client's Kafka handles."""
         self._fork_guard.check()
@@ -182,14 +195,38 @@ class Client:
         await io.send(self.connection.topics.directives, self._partition(wf_id), wf_id.encode(), data)
 
     async def _request(
-        self, wf_id: str, make: Any, timeout: float | None = None, what: str | None = None, value: Any = None
+        self,
+        wf_id: str,
+        make: Any,
+        timeout: float | None = None,
+        what: str | None = None,
+        value: Any = None,
+        *,
+        request_id: str | None = None,
+        silence: str | None = None,
     ) -> Reply:
+        """Send the directive `make(reply_to)` for `wf_id` and wait for its answer.
+
+        Args:
+            wf_id: the workflow id (its partition's owner answers).
+            make: builds the directive from the `ReplyTo` to answer to.
+            timeout: seconds to wait (default `request_timeout`).
+            what: the user value the directive carries, for the size check (`_encode`).
+            value: that value.
+            request_id: the request's id (default: a new ULID).
+            silence: what `NoWorkerAnsweredError` says when no answer comes.
+
+        Raises:
+            NoWorkerAnsweredError: no worker is in the namespace's group, or none answered.
+            PayloadTooLargeError: the value is over the limit (nothing was sent).
+        """
         io = await self._ensure()
         if timeout is None:
             timeout = self.request_timeout
-        request_id = str(ULID())
+        request_id = request_id or str(ULID())
         to = ReplyTo(client_id=self.id, request_id=request_id, partition=io.reply_partition)
         data = self._encode(wf_id, make(to), what, value)
+        await io.require_workers()
         fut = io.expect_reply(request_id)
         try:
             await self._send(wf_id, data)
@@ -197,7 +234,8 @@ class Client:
                 return await fut
         except TimeoutError:
             raise NoWorkerAnsweredError(
-                f"no worker of namespace {self.connection.namespace!r} answered within {timeout:.0f}s about "
+                silence
+                or f"no worker of namespace {self.connection.namespace!r} answered within {timeout:.0f}s about "
                 f"workflow id {wf_id!r}: are workers running (grctl worker --app ...)?",
                 namespace=self.connection.namespace,
                 timeout=timeout,
@@ -235,57 +273,47 @@ class Client:
         timeout_ms = positive_ms(timeout, "timeout")
         io = await self._ensure()
         run_id = str(ULID())
+        request_id = str(ULID())
         raw_input = self.codec.to_primitive(input)
-        cmd = StartCmd(wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms)
-        data = self._encode(id, cmd, "start input", raw_input)
-        first: asyncio.Future[HistoryRecord] = asyncio.get_running_loop().create_future()
-
-        def on_first(rec: HistoryRecord, _p: int, _o: int) -> None:
-            if not first.done() and rec.kind in ("run.started", "run.rejected"):
-                first.set_result(rec)
-
-        def on_failure(exc: BaseException) -> None:
-            if not first.done():
-                first.set_exception(exc)
-
-        unsubscribe = io.listen(run_id, on_first, on_failure)
+        # The handle listens before the start is sent: the worker sends the run's outcome to
+        # this client under the start's request id, in the transaction that ends the run.
         handle = WorkflowHandle.attached(
             RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending),
             client=self,
             listen=io.listen,
+            watch_id=request_id,
             return_type=return_type,
         )
         try:
-            await self._send(id, data)
-            try:
-                async with asyncio.timeout(START_ACK_TIMEOUT_S):
-                    rec = await first
-            except TimeoutError:
-                handle.discard()
-                raise NoWorkerAnsweredError(
-                    f"no worker of namespace {self.connection.namespace!r} accepted run {run_id} of {type!r} "
-                    f"within {START_ACK_TIMEOUT_S:.0f}s; the start request is queued and runs when a worker "
-                    f"serving {type!r} starts",
-                    namespace=self.connection.namespace,
-                    timeout=START_ACK_TIMEOUT_S,
-                    wf_id=id,
-                    run_id=run_id,
-                ) from None
-        finally:
-            unsubscribe()
-        if rec.kind == "run.rejected":
+            reply = await self._request(
+                id,
+                lambda to: StartCmd(
+                    wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms, reply_to=to
+                ),
+                START_ACK_TIMEOUT_S,
+                "start input",
+                raw_input,
+                request_id=request_id,
+                silence=(
+                    f"no worker of namespace {self.connection.namespace!r} accepted run {run_id} of {type!r} within "
+                    f"{START_ACK_TIMEOUT_S:.0f}s; the start request is queued and runs when a worker serving "
+                    f"{type!r} takes its partition"
+                ),
+            )
+        except BaseException:
             handle.discard()
-            msg = rec.msg or {}
-            code = msg.get("code")
-            text = msg.get("message", "start rejected")
+            raise
+        if not reply.ok:
+            handle.discard()
+            code, text = reply.code, reply.message or "start rejected"
             if code == ReplyCode.already_running:
-                raise WorkflowAlreadyRunningError(text, wf_id=id, run_id=msg.get("existing_run_id"))
+                existing = (reply.payload or {}).get("existing_run_id")
+                raise WorkflowAlreadyRunningError(text, wf_id=id, run_id=existing)
             if code == ReplyCode.type_not_registered:
-                raise WorkflowTypeNotRegisteredError(text, wf_type=type)
-            raise WorkflowError(f"start_workflow failed ({code}): {text}")
+                raise WorkflowTypeNotRegisteredError(text, wf_type=type, wf_id=id)
+            raise WorkflowError(f"start_workflow failed ({code}): {text}", wf_id=id, run_id=run_id)
         if not handle.future.done():
-            # The run may already have ended: run.failed of a start step that fails at once can
-            # reach the reader in the same fetch as run.started; keep the status it settled on.
+            # A run whose start step ends at once may have settled the handle already.
             handle.run_info.status = RunStatus.running
         return handle
 
@@ -317,14 +345,20 @@ class Client:
     async def get_workflow_handle(self, wfid: str, return_type: type | None = None) -> WorkflowHandle:
         """A handle on the latest run of `wfid` (resolved at once if it already ended)."""
         io = await self._ensure()
-        info = await self.describe(wfid)
-        handle = WorkflowHandle.attached(info, client=self, listen=io.listen, return_type=return_type)
-        if not handle.future.done():
-            # It may have ended between the describe and the attach: ask again.
-            again = await self.describe(wfid)
-            if again.id == info.id:
-                handle.future.settle_from(again)
-        return handle
+        watch_id = str(ULID())
+        io.expect_outcome(watch_id)  # the outcome may arrive right behind the answer
+        try:
+            reply = await self._request(wfid, lambda to: WatchCmd(wf_id=wfid, reply_to=to), request_id=watch_id)
+        except BaseException:
+            io.forget_outcome(watch_id)
+            raise
+        if not reply.ok:
+            io.forget_outcome(watch_id)
+            if reply.code == ReplyCode.not_found:
+                raise WorkflowNotFoundError(f"workflow id {wfid!r} not found", wf_id=wfid)
+            raise WorkflowError(f"get_workflow_handle failed ({reply.code}): {reply.message}", wf_id=wfid)
+        info = run_info_from_reply(reply.payload)
+        return WorkflowHandle.attached(info, client=self, listen=io.listen, watch_id=watch_id, return_type=return_type)
 
     async def get_history(self, wf_id: str, run_id: str | None = None) -> list[HistoryEvent]:
         """Every history event of one run (the latest if `run_id` is None), in order.

@@ -1,7 +1,8 @@
 """`WorkflowHandle`: one run, seen from a client. Its `future` resolves with the run's outcome.
 
 The handle needs little of the client, named by the `HandleClient` protocol (the codec and the
-run operations), plus a way to follow the run's history (`listen`, the client's reader). It
+run operations), plus a way to receive the run's outcome (`listen`, the client's reader of its
+replies partition, where the owning worker sends the outcome of runs the client watches). It
 never imports `grctl.client.client`, so the client imports the handle and not the reverse.
 """
 
@@ -16,22 +17,14 @@ from grctl.models.run_info import RunInfo, RunStatus
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from grctl.client._io import FailureListener, HistoryListener
+    from grctl.client._io import FailureListener, OutcomeListener
     from grctl.codec import CodecRegistry
-    from grctl.engine.records import HistoryRecord
+    from grctl.engine.records import Reply
 
-    Listen: TypeAlias = Callable[[str, HistoryListener, FailureListener], Callable[[], None]]
-    """`listen(run_id, on_record, on_failure)`: follow a run's history records; returns the unsubscribe."""
+    Listen: TypeAlias = Callable[[str, OutcomeListener, FailureListener], Callable[[], None]]
+    """`listen(run_id, on_outcome, on_failure)`: wait for a watched run's outcome; returns the unsubscribe."""
 
 __all__ = ["HandleClient", "WorkflowHandle"]
-
-_TERMINAL_KINDS = {
-    "run.completed": RunStatus.completed,
-    "run.failed": RunStatus.failed,
-    "run.cancelled": RunStatus.cancelled,
-    "run.terminated": RunStatus.terminated,
-    "run.timeout": RunStatus.timed_out,
-}
 
 
 class HandleClient(Protocol):
@@ -69,7 +62,7 @@ class WorkflowHandle:
         run_info: what is known of the run.
         client: the client whose operations the handle uses.
         return_type: convert the result to this type.
-        listen: how to follow the run's history (the client's reader).
+        listen: how to receive the run's outcome (the client's reader).
 
     Attributes:
         run_info: what is known of the run (`id`, `wf_id`, `wf_type`, `status`).
@@ -85,28 +78,38 @@ class WorkflowHandle:
         client: HandleClient,
         return_type: type | None = None,
         listen: Listen | None = None,
+        watch_id: str | None = None,
     ) -> None:
         self.run_info = run_info
         self._client = client
         self._return_type = return_type
+        self._watch_id = watch_id or run_info.id
         self.future = WorkflowFuture(run_info, None if listen is None else self._subscription(listen))
 
     @classmethod
     def attached(
-        cls, run_info: RunInfo, *, client: HandleClient, listen: Listen, return_type: type | None = None
+        cls,
+        run_info: RunInfo,
+        *,
+        client: HandleClient,
+        listen: Listen,
+        watch_id: str,
+        return_type: type | None = None,
     ) -> WorkflowHandle:
         """A handle that follows the run from now on, settled at once if `run_info` says it ended.
 
         Args:
             run_info: what is known of the run (a describe answer, or a run being started).
             client: the client whose operations the handle uses.
-            listen: how to follow the run's history.
+            listen: how to receive the run's outcome.
+            watch_id: the id of the request that made the owner watch the run for this client
+                (its start, or a `WatchCmd`): the outcome comes back under it.
             return_type: convert the result to this type.
 
         Returns:
             The handle, its future started.
         """
-        handle = cls(run_info, client=client, return_type=return_type, listen=listen)
+        handle = cls(run_info, client=client, return_type=return_type, listen=listen, watch_id=watch_id)
         handle.future.start()
         handle.future.settle_from(run_info)
         return handle
@@ -115,18 +118,15 @@ class WorkflowHandle:
 
     def _subscription(self, listen: Listen) -> Subscription:
         def follow(_future: WorkflowFuture) -> Callable[[], None]:
-            return listen(self.run_info.id, self._on_history, self._on_failure)
+            return listen(self._watch_id, self._on_outcome, self._on_failure)
 
         return follow
 
-    def _on_history(self, rec: HistoryRecord, _partition: int, _offset: int) -> None:
-        status = _TERMINAL_KINDS.get(rec.kind)
-        if status is None:
-            return
-        msg = rec.msg or {}
+    def _on_outcome(self, reply: Reply) -> None:
+        msg = reply.payload or {}
         duration_ms = msg.get("duration_ms")
         self.future.settle(
-            status,
+            RunStatus(msg["status"]),
             result=msg.get("result"),
             error=msg.get("error"),
             after_s=duration_ms / 1000 if duration_ms is not None else self.run_info.timeout,

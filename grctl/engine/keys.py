@@ -13,7 +13,8 @@ every printable character, so all keys of one workflow id (or one run) are conti
 | timers | `t/<due_ms:016d>\\0<wf_id>\\0<kind>` | `TimerEntry`, in due order |
 | journal | `j/<wf_id>\\0<run_id>\\0<step seq:08d>\\0<position:06d>` | `[kind, name, value]` |
 | children | `c/<wf_id>\\0<run_id>\\0<child wf_id>` | a child's outcome dict |
-| meta | `m/checkpoint` | the changelog offset RocksDB has reached (RocksDB only, never produced) |
+| partition | `p/<name>` | per-partition facts kept in the changelog (`p/retention`: every ended run has a timer) |
+| meta | `m/checkpoint` | the changelog offset RocksDB has reached, and when (RocksDB only, never produced) |
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ TIMER_PREFIX: Final = b"t/"
 JOURNAL_PREFIX: Final = b"j/"
 CHILD_PREFIX: Final = b"c/"
 META_PREFIX: Final = b"m/"
+PARTITION_PREFIX: Final = b"p/"
 SEP: Final = b"\x00"
+
+#: Set once every ended run of the partition has a retention timer (runs ended before
+#: retention existed get one when their partition is first assigned).
+RETENTION_MARKER: Final = PARTITION_PREFIX + b"retention"
 
 #: The restore checkpoint: the last changelog offset whose writes RocksDB holds.
 CHECKPOINT_KEY: Final = META_PREFIX + b"checkpoint"
@@ -48,6 +54,11 @@ def store_key(wf_id: str, run_id: str, key: str) -> bytes:
     return STORE_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + key.encode()
 
 
+def store_prefix(wf_id: str, run_id: str) -> bytes:
+    """Key prefix of every store value of one run."""
+    return STORE_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP
+
+
 def inbox_key(wf_id: str, seq: int) -> bytes:
     """Key of an inbox entry; the entries of one workflow id sort by arrival."""
     return INBOX_PREFIX + wf_id.encode() + SEP + b"%016d" % seq
@@ -63,6 +74,11 @@ def journal_prefix(wf_id: str, run_id: str, seq: int) -> bytes:
     return JOURNAL_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + b"%08d" % seq + SEP
 
 
+def journal_run_prefix(wf_id: str, run_id: str) -> bytes:
+    """Key prefix of the journals of every step of one run."""
+    return JOURNAL_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP
+
+
 def journal_key(prefix: bytes, position: int) -> bytes:
     """Key of the journal entry at `position` of the step whose `journal_prefix` is `prefix`."""
     return prefix + b"%06d" % position
@@ -71,6 +87,11 @@ def journal_key(prefix: bytes, position: int) -> bytes:
 def journal_prefix_of(key: bytes) -> bytes:
     """The `journal_prefix` of a journal entry's key."""
     return key[: key.rindex(SEP) + 1]
+
+
+def child_prefix(wf_id: str, run_id: str) -> bytes:
+    """Key prefix of the recorded outcomes of one run's children."""
+    return CHILD_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP
 
 
 def child_key(wf_id: str, run_id: str, child_wf_id: str) -> bytes:

@@ -18,6 +18,7 @@ import msgspec
 from grctl import defaults
 from grctl.engine.records import (
     ACTIVE_STATES,
+    OUTCOME,
     CancelCmd,
     ChildDoneCmd,
     DirectiveRecord,
@@ -32,6 +33,7 @@ from grctl.engine.records import (
     StartCmd,
     TimerEntry,
     TimerKind,
+    WatchCmd,
 )
 from grctl.errors import InternalError
 from grctl.models.directive import START_STEP_NAME
@@ -41,6 +43,9 @@ from grctl.models.run_info import RunStateKind, RunStatus
 
 #: What a finished step execution asks for (`StepOutcome.next_kind`).
 NextKind = Literal["step", "wait", "complete", "fail", "error", "timeout", "suspend"]
+
+#: Clients that may watch one run at once (a handle per process, typically one or two).
+MAX_WATCHERS: Final = 32
 
 #: The state a run ends in, for each terminal status.
 TERMINAL_STATE: Final[dict[RunStatus, RunStateKind]] = {
@@ -65,6 +70,10 @@ class Catalog(Protocol):
 
     def has_event(self, wf_type: str, name: str) -> bool:
         """True if `name` is an event handler (or a step usable as one) of `wf_type`."""
+        ...
+
+    def retention_ms(self, wf_type: str) -> int:
+        """How long the state of an ended run of `wf_type` is kept."""
         ...
 
 
@@ -109,6 +118,8 @@ class Transition:
         cancel_running: the step task running for this run (if any) must be cancelled.
         skipped: the input was stale or a duplicate; nothing changed.
         child_done: (child wf_id, child run_id, outcome) of a child the parent may be awaiting.
+        purge: (run id, whether the run record goes too): the retention of an ended run is
+            over; every key it holds is deleted.
     """
 
     run: RunRecord | None = None
@@ -124,6 +135,7 @@ class Transition:
     cancel_running: bool = False
     skipped: bool = False
     child_done: tuple[str, str, dict[str, Any]] | None = None
+    purge: tuple[str, bool] | None = None
 
 
 SKIP = Transition(skipped=True)
@@ -205,7 +217,7 @@ class Machine:
         error: dict[str, Any] | None = None,
         reason: str | None = None,
     ) -> RunRecord:
-        """End the run: terminal history event, timers cleared, parent notified."""
+        """End the run: terminal history event, timers cleared, parent and watchers told, retention armed."""
         duration = max(0, now_ms - run.started_ms)
         if status == RunStatus.completed:
             msg: dict[str, Any] = {"result": result, "duration_ms": duration}
@@ -228,6 +240,19 @@ class Machine:
             tr.timers_clear.append(
                 TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=TimerKind.workflow, seq=0, due_ms=run.deadline_ms)
             )
+        # Events nobody will handle any more.
+        tr.inbox_delete.extend(range(run.inbox_head, run.inbox_next))
+        retain_until = now_ms + self.catalog.retention_ms(run.wf_type)
+        tr.timers_set.append(
+            TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=TimerKind.retention, seq=run.seq, due_ms=retain_until)
+        )
+        if run.watchers:
+            payload = {"status": status, "result": result, "error": error, "duration_ms": duration}
+            for w in run.watchers:
+                outcome_reply = Reply(
+                    request_id=w.request_id, client_id=w.client_id, kind=OUTCOME, run_id=run.run_id, payload=payload
+                )
+                tr.replies.append((w, outcome_reply))
         if run.parent is not None:
             # Every child reports its end to its parent: as an event for the callback step if
             # it named one, else to the parent's table of child outcomes (awaited futures).
@@ -255,6 +280,9 @@ class Machine:
             deadline_ms=None,
             cancel_pending=False,
             suspended_until_ms=None,
+            inbox_head=run.inbox_next,
+            retain_until_ms=retain_until,
+            watchers=[],
         )
 
     def fail_run(self, run: RunRecord | None, error: dict[str, Any], now_ms: int) -> Transition:
@@ -299,6 +327,8 @@ class Machine:
             tr = self.on_event(run, rec, now_ms, inbox)
         elif isinstance(rec, CancelCmd):
             tr = self.on_cancel(run, rec, now_ms)
+        elif isinstance(rec, WatchCmd):
+            tr = self.on_watch(run, rec)
         elif isinstance(rec, ChildDoneCmd) and not rec.event_name:
             tr = self.on_child_done(run, rec)
         elif isinstance(rec, ChildDoneCmd):
@@ -350,7 +380,11 @@ class Machine:
             started_ms=now_ms,
             timeout_ms=cmd.timeout_ms,
             parent=cmd.parent,
+            watchers=[cmd.reply_to] if cmd.reply_to is not None else [],
         )
+        if cmd.reply_to is not None:
+            to = cmd.reply_to
+            tr.replies.append((to, Reply(request_id=to.request_id, client_id=to.client_id, run_id=cmd.run_id)))
         tr.history.append(
             self._hist(
                 new,
@@ -386,6 +420,13 @@ class Machine:
                 msg={"code": code, "message": message, "existing_run_id": existing},
             )
         )
+        if cmd.reply_to is not None:
+            to = cmd.reply_to
+            refusal = Reply(
+                request_id=to.request_id, client_id=to.client_id, ok=False, code=code, message=message,
+                run_id=cmd.run_id, payload={"existing_run_id": existing},
+            )  # fmt: skip
+            tr.replies.append((to, refusal))
         if cmd.parent is not None:
             # A child that cannot start is reported to its parent (the original swallowed it).
             tr.sends.append(
@@ -449,6 +490,35 @@ class Machine:
             tr.replies.append(
                 (cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id))
             )
+        return tr
+
+    def on_watch(self, run: RunRecord | None, cmd: WatchCmd) -> Transition:
+        """Describe the latest run, and if it is active, tell `reply_to` its outcome when it ends.
+
+        Registering and describing in one transition leaves no gap in which the run could end
+        unseen. Each watch (a client's handle) gets the outcome under its own request id; past
+        `MAX_WATCHERS` the oldest watch of the run is dropped.
+        """
+        tr = Transition()
+        to, reply = self.describe(run, cmd.reply_to)
+        tr.replies.append((to, reply))
+        if run is None or (run.state not in ACTIVE_STATES and run.state != RunStateKind.start):
+            return tr
+        watchers = [w for w in run.watchers if w != to]
+        if len(watchers) >= MAX_WATCHERS:
+            watchers = watchers[1:]  # the oldest interest goes: its client gets no outcome
+        tr.run = msgspec.structs.replace(run, watchers=[*watchers, to])
+        return tr
+
+    def arm_retention(self, run: RunRecord, now_ms: int) -> Transition:
+        """Give an ended run without a retention timer (ended before retention existed) one."""
+        if run.state in ACTIVE_STATES or run.state == RunStateKind.start or run.retain_until_ms is not None:
+            return SKIP
+        due = max(now_ms, (run.ended_ms or now_ms) + self.catalog.retention_ms(run.wf_type))
+        tr = Transition(run=msgspec.structs.replace(run, retain_until_ms=due))
+        tr.timers_set.append(
+            TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=TimerKind.retention, seq=run.seq, due_ms=due)
+        )
         return tr
 
     def on_child_done(self, run: RunRecord | None, cmd: ChildDoneCmd) -> Transition:
@@ -604,6 +674,12 @@ class Machine:
 
     def on_timer(self, run: RunRecord | None, timer: TimerEntry, now_ms: int) -> Transition:
         """A durable timer fired. Stale timers (the run moved on) change nothing."""
+        if timer.kind == TimerKind.retention:
+            if run is None or run.run_id != timer.run_id:
+                return Transition(purge=(timer.run_id, False))  # a newer run has the id: only the old run's keys
+            if run.retain_until_ms == timer.due_ms and run.state not in ACTIVE_STATES:
+                return Transition(purge=(run.run_id, True))
+            return SKIP
         if run is None or run.run_id != timer.run_id or run.state not in ACTIVE_STATES:
             return SKIP
         tr = Transition()
@@ -655,5 +731,6 @@ class Machine:
             "waiting": run.state == RunStateKind.wait,
             "wait_due_ms": run.timer_due_ms if run.state == RunStateKind.wait else None,
             "pending_events": run.inbox_next - run.inbox_head,
+            "retain_until_ms": run.retain_until_ms,
         }
         return to, Reply(request_id=to.request_id, client_id=to.client_id, payload=info)

@@ -89,6 +89,13 @@ class ChildDoneCmd(_Cmd, tag="child_done"):
     outcome: dict[str, Any]
 
 
+class WatchCmd(_Cmd, tag="watch"):
+    """Answer with the latest run's info and, if it is still active, send its outcome to `reply_to`
+    when it ends (`Client.get_workflow_handle`: interest registered in the same transition)."""
+
+    reply_to: ReplyTo
+
+
 class DescribeCmd(_Cmd, tag="describe"):
     """Answer with the latest run's info on `replies`."""
 
@@ -103,7 +110,7 @@ class QueryCmd(_Cmd, tag="query"):
     payload: Any = None
 
 
-DirectiveRecord = StartCmd | NextCmd | EventCmd | CancelCmd | ChildDoneCmd | DescribeCmd | QueryCmd
+DirectiveRecord = StartCmd | NextCmd | EventCmd | CancelCmd | ChildDoneCmd | DescribeCmd | QueryCmd | WatchCmd
 
 directive_decoder = msgspec.msgpack.Decoder(DirectiveRecord)  # type: ignore[arg-type]
 
@@ -144,7 +151,12 @@ class ReplyCode(StrEnum):
 
 
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The answer to a client request (`code` is a `ReplyCode` when `ok` is false)."""
+    """A record for one client on `replies`: the answer to a request, or a watched run's outcome.
+
+    `kind` is "" for an answer (to `request_id`; `code` is a `ReplyCode` when `ok` is false)
+    and "outcome" for the end of a run the client watches (`run_id`; `payload` holds status,
+    result, error and duration_ms).
+    """
 
     request_id: str
     client_id: str
@@ -152,7 +164,13 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     code: str = ""
     message: str = ""
     payload: Any = None
+    kind: str = ""
+    run_id: str = ""
     v: int = SCHEMA_VERSION
+
+
+#: `Reply.kind` of a watched run's end.
+OUTCOME = "outcome"
 
 
 reply_decoder = msgspec.msgpack.Decoder(Reply)
@@ -200,6 +218,8 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     timer_due_ms: int | None = None
     deadline_ms: int | None = None
     suspended_until_ms: int | None = None
+    retain_until_ms: int | None = None
+    watchers: list[ReplyTo] = msgspec.field(default_factory=list)
     v: int = SCHEMA_VERSION
 
 
@@ -219,6 +239,7 @@ class TimerKind(StrEnum):
     wait = "wait"  # the wait timeout of a waiting run
     resume = "resume"  # the end of a long task retry back-off: re-execute the suspended step
     workflow = "workflow"  # the workflow timeout
+    retention = "retention"  # an ended run's retention is over: delete its state
 
 
 class TimerEntry(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -60,7 +60,7 @@ class Connection:
         self.num_partitions = 0
         self.max_value_bytes = max_value_bytes
         self.limits = RecordLimits.compute(
-            dict.fromkeys(self.topics.all(), TOPIC_DEFAULT_MAX_BYTES),
+            dict.fromkeys(self.topics.partitioned(), TOPIC_DEFAULT_MAX_BYTES),
             producer_max_bytes=producer_max_bytes(self.kafka_config),
             max_value_bytes=max_value_bytes,
         )
@@ -128,11 +128,13 @@ class Connection:
             KafkaSetupError: the topic configs cannot be read and no `max_value_bytes` was given.
         """
         try:
-            topic_limits = topic_max_bytes(admin or admin_client(self.client_config()), self.topics.all(), timeout)
+            topic_limits = topic_max_bytes(
+                admin or admin_client(self.client_config()), self.topics.partitioned(), timeout
+            )
         except KafkaSetupError:
             if self.max_value_bytes is None:
                 raise
-            topic_limits = dict.fromkeys(self.topics.all(), TOPIC_DEFAULT_MAX_BYTES)
+            topic_limits = dict.fromkeys(self.topics.partitioned(), TOPIC_DEFAULT_MAX_BYTES)
         return RecordLimits.compute(
             topic_limits,
             producer_max_bytes=producer_max_bytes(self.kafka_config, producer_config),

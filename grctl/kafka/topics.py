@@ -17,7 +17,11 @@ from grctl.errors import InvalidArgumentError, KafkaSetupError, TopicMismatchErr
 logger = logging.getLogger(__name__)
 
 DEFAULT_PARTITIONS = defaults.PARTITIONS
-ROLES = ("directives", "history", "state", "replies", "dead-letter")
+#: The co-partitioned roles (same partition count, records about a workflow id on the same
+#: partition of each) and the namespace's settings topic (one partition, compacted).
+PARTITIONED_ROLES = ("directives", "history", "state", "replies", "dead-letter")
+CONFIG_ROLE = "config"
+ROLES = (*PARTITIONED_ROLES, CONFIG_ROLE)
 
 # Per-role topic configs. `state` is a compacted changelog; `replies` only lives as long as a
 # client waits for an answer.
@@ -32,6 +36,7 @@ ROLE_CONFIGS: dict[str, dict[str, str]] = {
     },
     "replies": {"cleanup.policy": "delete", "retention.ms": str(3600 * 1000)},
     "dead-letter": {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)},
+    "config": {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
 }
 
 
@@ -77,9 +82,18 @@ class TopicNames:
         """Input records that could not be decoded or applied."""
         return self.role("dead-letter")
 
+    @cached_property
+    def config(self) -> str:
+        """The namespace's settings (run retention), one partition."""
+        return self.role(CONFIG_ROLE)
+
     def all(self) -> list[str]:
         """Every topic of the namespace."""
         return [self.role(r) for r in ROLES]
+
+    def partitioned(self) -> list[str]:
+        """The co-partitioned topics (all but the settings topic)."""
+        return [self.role(r) for r in PARTITIONED_ROLES]
 
 
 def partition_counts(admin: AdminClient, names: TopicNames, timeout: float = 10.0) -> dict[str, int]:
@@ -127,10 +141,11 @@ def ensure_namespace(
     """
     existing = partition_counts(admin, names, timeout)
     missing = [t for t in names.all() if t not in existing]
-    if existing:
-        counts = set(existing.values())
-        expected = existing.get(names.directives) or max(counts)
-        for topic, n in existing.items():
+    copartitioned = {t: n for t, n in existing.items() if t != names.config}
+    if copartitioned:
+        counts = set(copartitioned.values())
+        expected = copartitioned.get(names.directives) or max(counts)
+        for topic, n in copartitioned.items():
             if n != expected:
                 raise TopicMismatchError(topic, expected=expected, found=n)
         partitions = expected
@@ -150,7 +165,8 @@ def ensure_namespace(
             if replication_factor >= 3:
                 cfg["min.insync.replicas"] = "2"
             cfg.update((extra_configs or {}).get(role, {}))
-            new.append(NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor, config=cfg))
+            count = 1 if role == CONFIG_ROLE else partitions
+            new.append(NewTopic(topic, num_partitions=count, replication_factor=replication_factor, config=cfg))
         futures = admin.create_topics(new, operation_timeout=timeout)
         for topic, fut in futures.items():
             try:
@@ -164,7 +180,7 @@ def ensure_namespace(
         # A concurrent creator may have used another count: check again.
         again = partition_counts(admin, names, timeout)
         for topic, n in again.items():
-            if n != partitions:
+            if n != partitions and topic != names.config:
                 raise TopicMismatchError(topic, expected=partitions, found=n)
         wait_for_leaders(admin, names.all(), timeout)
     return partitions

@@ -39,6 +39,8 @@ FLUSH_INTERVAL_S = 1.0
 FLUSH_KEYS = 20_000
 
 _MISSING = object()
+#: The checkpoint's value: the changelog offset and the wall-clock ms it was written at.
+_CHECKPOINT = struct.Struct(">qq")
 Writes = dict[bytes, bytes | None]
 
 
@@ -64,6 +66,15 @@ class PartitionStore:
         self._clock = clock
         self._flush_interval_s = flush_interval_s
         self._flush_keys = flush_keys
+        # Uncommitted batches, oldest first: (batch id, key -> value or None for a delete).
+        self._layers: list[tuple[int, Writes]] = []
+        # Committed, not yet written to RocksDB.
+        self._unflushed: Writes = {}
+        self._flushed_at = clock()
+        self._open()
+
+    def _open(self) -> None:
+        path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
@@ -78,14 +89,26 @@ class PartitionStore:
         wopts = WriteOptions()
         wopts.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
         self._db.set_write_options(wopts)
-        # Uncommitted batches, oldest first: (batch id, key -> value or None for a delete).
-        self._layers: list[tuple[int, Writes]] = []
-        # Committed, not yet written to RocksDB.
-        self._unflushed: Writes = {}
-        self._flushed_at = clock()
         raw = self._db.get(CHECKPOINT_KEY)
-        self.checkpoint: int = struct.unpack(">q", raw)[0] if raw is not None else -1
+        #: The last changelog offset RocksDB holds (-1: none).
+        self.checkpoint: int = -1
+        #: When RocksDB was last known to hold the changelog up to `checkpoint` (wall ms;
+        #: None for a store written before this was recorded).
+        self.checkpoint_ms: int | None = None
+        if raw is not None:
+            if len(raw) == _CHECKPOINT.size:
+                self.checkpoint, self.checkpoint_ms = _CHECKPOINT.unpack(raw)
+            else:
+                (self.checkpoint,) = struct.unpack(">q", raw)
         self._flushed_checkpoint = self.checkpoint
+
+    def reset(self) -> None:
+        """Delete everything this partition's RocksDB holds (the restore then starts from scratch)."""
+        self._db.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._layers.clear()
+        self._unflushed = {}
+        self._open()
 
     # ------------------------------------------------------------------ reads
 
@@ -165,10 +188,15 @@ class PartitionStore:
         if len(self._unflushed) >= self._flush_keys or self._clock() - self._flushed_at >= self._flush_interval_s:
             self.flush()
 
-    def flush(self) -> None:
-        """Write the committed writes and the checkpoint to RocksDB in one WriteBatch."""
+    def flush(self, *, stamp: bool = False) -> None:
+        """Write the committed writes and the checkpoint (with the time) to RocksDB in one WriteBatch.
+
+        Args:
+            stamp: write the checkpoint's time even if nothing changed (closing: the store was
+                current until now).
+        """
         self._flushed_at = self._clock()
-        if not self._unflushed and self.checkpoint == self._flushed_checkpoint:
+        if not self._unflushed and self.checkpoint == self._flushed_checkpoint and not stamp:
             return
         wb = WriteBatch(raw_mode=True)
         for key, value in self._unflushed.items():
@@ -176,8 +204,9 @@ class PartitionStore:
                 wb.delete(key)
             else:
                 wb.put(key, value)
-        if self.checkpoint > self._flushed_checkpoint:
-            wb.put(CHECKPOINT_KEY, struct.pack(">q", self.checkpoint))
+        if self.checkpoint >= 0 and (self.checkpoint > self._flushed_checkpoint or stamp):
+            self.checkpoint_ms = int(time.time() * 1000)
+            wb.put(CHECKPOINT_KEY, _CHECKPOINT.pack(self.checkpoint, self.checkpoint_ms))
         self._db.write(wb)
         self._unflushed = {}
         self._flushed_checkpoint = self.checkpoint
@@ -200,7 +229,7 @@ class PartitionStore:
     def close(self) -> None:
         """Flush what committed and close the database (the partition was revoked or the worker stops)."""
         try:
-            self.flush()
+            self.flush(stamp=True)
         except Exception:  # noqa: BLE001  # already closed; the changelog has every committed write
             logger.debug("state store %s: nothing flushed at close", self.path)
         try:

@@ -77,6 +77,7 @@ def make_restore_consumer(conn: Connection) -> Consumer:
             **{
                 "group.id": f"grctl.{conn.namespace}.restore",
                 "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,

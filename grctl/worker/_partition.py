@@ -159,7 +159,7 @@ class PartitionProcessor:
         self._journals: set[bytes] = set()
         limits = services.limits
         self._state_limit = limits.record_limit(services.topics.state)
-        self._record_limits = {t: limits.record_limit(t) for t in services.topics.all()}
+        self._record_limits = {t: limits.record_limit(t) for t in services.topics.partitioned()}
         self._history_limit = limits.record_limit(services.topics.history)
         self._load_timers()
         self._load_journal_index()
@@ -270,6 +270,8 @@ class PartitionProcessor:
         if tr.replies:
             for to, reply in tr.replies:
                 records.append((topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply)))
+        if tr.purge is not None:
+            writes.extend(self._purge_writes(wf_id, *tr.purge))
         # 2. Nothing goes out that Kafka would refuse: such a transition fails its run instead.
         too_large = self._too_large(writes, records)
         if too_large is not None:
@@ -286,6 +288,11 @@ class PartitionProcessor:
         # 4. Local bookkeeping that follows the staged transition.
         if run is not None:
             self._remember(wf_id, run)
+        if tr.purge is not None:
+            run_id, with_record = tr.purge
+            if with_record:
+                self._runs.pop(wf_id, None)
+            self._journals = {j for j in self._journals if not j.startswith(keys.journal_run_prefix(wf_id, run_id))}
         for due_ms, key in armed:
             heapq.heappush(self.timers, (due_ms, key))
             s.timer_armed(due_ms)
@@ -299,6 +306,38 @@ class PartitionProcessor:
         if tr.execute and run is not None:
             seq = run.seq
             outbox.after_commit(lambda: self.maybe_start(wf_id, seq, None))
+
+    def _purge_writes(self, wf_id: str, run_id: str, with_record: bool) -> list[tuple[bytes, None]]:
+        """Tombstones for every key an ended run holds (its retention is over)."""
+        prefixes = (
+            keys.store_prefix(wf_id, run_id),
+            keys.journal_run_prefix(wf_id, run_id),
+            keys.child_prefix(wf_id, run_id),
+        )
+        out: list[tuple[bytes, None]] = [(key, None) for prefix in prefixes for key, _ in self.store.scan(prefix)]
+        if with_record:
+            out.append((keys.run_key(wf_id), None))
+        return out
+
+    def start(self) -> None:
+        """Work due once the partition is owned (its store attached to the group committer).
+
+        Ended runs without a retention timer (they ended before retention existed) get one,
+        once per partition: the marker `keys.RETENTION_MARKER` travels with the changelog.
+        """
+        if self.store.get(keys.RETENTION_MARKER) is not None:
+            return
+        now = now_ms()
+        armed = 0
+        for key, raw in self.store.scan(keys.RUN_PREFIX):
+            run = run_decoder.decode(raw)
+            tr = self.services.machine.arm_retention(run, now)
+            if not tr.skipped:
+                self.apply(tr, keys.wf_id_of_run_key(key))
+                armed += 1
+        self.stage(keys.RETENTION_MARKER, b"1")
+        if armed:
+            logger.info("partition %d: armed retention for %d runs that ended before it existed", self.partition, armed)
 
     def _too_large(
         self, writes: list[tuple[bytes, bytes | None]], records: list[tuple[str, int, bytes, bytes]]

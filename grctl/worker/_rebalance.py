@@ -138,6 +138,7 @@ class Partitions:
             proc = PartitionProcessor(p, store, self._services)
             self.processors[p] = proc
             self._committer.attach(p, store, proc.low_watermark)
+            proc.start()
             logger.info(
                 "partition %d assigned: restored %d changelog records in %.0f ms (%d timers armed)",
                 p, restored, (time.monotonic() - t0) * 1000, len(proc.timers),

@@ -14,7 +14,7 @@ import logging
 import time
 
 from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
+from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl.kafka.connection import Connection
 from grctl.state.partition_store import PartitionStore, Writes
@@ -28,6 +28,8 @@ RESTORE_STALL_S = 60.0
 LSO_TIMEOUT_S = 30.0
 #: Restored writes are handed to the store in chunks of this many keys.
 APPLY_CHUNK_KEYS = 50_000
+#: Kafka's default `delete.retention.ms` (1 day), for a topic that does not say.
+DEFAULT_DELETE_RETENTION_MS = 24 * 3600 * 1000
 
 
 def last_stable_offset(admin: AdminClient, tp: TopicPartition) -> int:
@@ -44,15 +46,50 @@ def last_stable_offset(admin: AdminClient, tp: TopicPartition) -> int:
             time.sleep(0.1)
 
 
+def delete_retention_ms(admin: AdminClient, topic: str) -> int:
+    """How long the changelog keeps a tombstone after compaction has seen it (`delete.retention.ms`)."""
+    res = ConfigResource("topic", topic)
+    entry = (
+        admin.describe_configs([res], request_timeout=LSO_TIMEOUT_S)[res]
+        .result(LSO_TIMEOUT_S)
+        .get("delete.retention.ms")
+    )
+    return int(entry.value) if entry is not None and entry.value else DEFAULT_DELETE_RETENTION_MS
+
+
+def too_old(checkpoint_ms: int | None, now_ms: int, retention_ms: int) -> bool:
+    """Whether a local store last current at `checkpoint_ms` may hold keys deleted since.
+
+    Kafka keeps a tombstone at least `delete.retention.ms` after the compaction that first
+    sees it, then drops it: a store older than that may have missed a delete for good. Half of
+    it is the limit, for clock differences between hosts; a store that does not say when it
+    was current is too old.
+    """
+    return checkpoint_ms is None or now_ms - checkpoint_ms >= retention_ms // 2
+
+
 def restore_partition(conn: Connection, partition: int, store: PartitionStore) -> int:
     """Replay the changelog of `partition` into `store`; returns the records read.
+
+    A local store too old to trust (`too_old`) is emptied first and rebuilt from the start.
 
     Raises:
         KafkaException: the broker failed, or the restore stalled for `RESTORE_STALL_S`.
     """
     topic = conn.topics.state
     tp = TopicPartition(topic, partition)
-    lso = last_stable_offset(AdminClient(conn.client_config()), tp)
+    admin = AdminClient(conn.client_config())
+    if store.checkpoint >= 0:
+        retention_ms = delete_retention_ms(admin, topic)
+        if too_old(store.checkpoint_ms, int(time.time() * 1000), retention_ms):
+            logger.info(
+                "partition %d: the local state was last current %s; the changelog drops tombstones after %d ms, "
+                "so a key deleted since could survive in it: rebuilding it from the changelog",
+                partition, "at an unknown time" if store.checkpoint_ms is None else f"{store.checkpoint_ms} (ms)",
+                retention_ms,
+            )  # fmt: skip
+            store.reset()
+    lso = last_stable_offset(admin, tp)
     start = store.checkpoint + 1
     logger.debug("partition %d: restore from changelog offset %d to the last stable offset %d", partition, start, lso)
     if start >= lso:

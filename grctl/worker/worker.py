@@ -21,6 +21,7 @@ from grctl.engine.machine import Machine
 from grctl.engine.retry import SESSION_HEALTHY_S, session_restart_delay
 from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError, StateError
 from grctl.kafka.connection import Connection
+from grctl.kafka.settings_topic import SETTINGS_REFRESH_S, NamespaceSettings, read_settings
 from grctl.settings import EngineSettings
 from grctl.worker._commit import RecordRefused
 from grctl.worker._session import SessionRestart, WorkerSession
@@ -38,6 +39,11 @@ QUARANTINE_MAX = 10_000
 class _Catalog:
     def __init__(self, workflows: dict[str, Workflow]) -> None:
         self._wfs = workflows
+        #: The namespace's settings (run retention), read at every session start and refreshed.
+        self.settings = NamespaceSettings()
+
+    def retention_ms(self, wf_type: str) -> int:
+        return self.settings.retention_ms(wf_type)
 
     def has_type(self, wf_type: str) -> bool:
         return wf_type in self._wfs
@@ -199,7 +205,9 @@ class Worker:
             self._startup_error = exc
             self._done.set()
             raise
-        machine = Machine(_Catalog(self._workflows), self.worker_id)
+        catalog = _Catalog(self._workflows)
+        machine = Machine(catalog, self.worker_id)
+        refresh = asyncio.create_task(self._refresh_settings(conn, catalog), name="grctl-settings")
         logger.info(
             "worker %s starting: namespace %s, %d partitions, types %s, state %s",
             self.worker_id, conn.namespace, conn.num_partitions, sorted(self._workflows), state_dir,
@@ -212,6 +220,7 @@ class Worker:
                 try:
                     # Learned anew for every session: a topic's max.message.bytes may have changed.
                     limits = await loop.run_in_executor(None, conn.learn_limits, self._kafka_config.get("producer"))
+                    catalog.settings = await loop.run_in_executor(None, read_settings, conn)
                 except KafkaSetupError as exc:
                     failures += 1
                     await self._wait_before_restart(failures, SessionRestart(str(exc)))
@@ -239,11 +248,24 @@ class Worker:
                     self._quarantine_refused(exc)
                     await self._wait_before_restart(failures, exc)
         finally:
+            refresh.cancel()
             self._session = None
             if self._lock is not None:
                 self._lock.release()
             self._done.set()
             logger.info("worker %s stopped", self.worker_id)
+
+    async def _refresh_settings(self, conn: Connection, catalog: _Catalog) -> None:
+        """Read the namespace's settings again now and then (a changed retention applies to runs ending later)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SETTINGS_REFRESH_S)
+            try:
+                catalog.settings = await loop.run_in_executor(None, read_settings, conn)
+            except KafkaSetupError as exc:
+                logger.warning(
+                    "worker %s: cannot read the namespace's settings (kept the last): %s", self.worker_id, exc
+                )
 
     def _quarantine_refused(self, exc: BaseException) -> None:
         """If a record Kafka refused ended the session, its run fails in the next one.

@@ -20,13 +20,18 @@ def new_namespace() -> str:
 
 def test_namespace_lifecycle(cli: Any, kafka_bootstrap: str) -> None:
     ns = new_namespace()
-    created = cli("namespace", "create", ns, "-p", "3", "-c", "history.retention.ms=86400000", "--json")
+    refused = cli("namespace", "create", ns, "-c", "history.retention.ms=86400000")  # shorter than 7d of runs
+    assert refused.exit_code == 1 and "longer than the history topic's retention" in refused.stderr
+    created = cli(
+        "namespace", "create", ns, "-p", "3", "-c", "history.retention.ms=86400000", "--retention", "12h", "--json"
+    )  # fmt: skip
     assert created.exit_code == 0, created.stderr
     body = created.json()
     assert body["namespace"] == ns and body["partitions"] == 3
     assert sorted(body["created"]) == sorted(
-        f"grctl.{ns}.{r}" for r in ("directives", "history", "state", "replies", "dead-letter")
+        f"grctl.{ns}.{r}" for r in ("directives", "history", "state", "replies", "dead-letter", "config")
     )
+    assert body["settings"]["run_retention_ms"] == 12 * 3600 * 1000
     try:
         again = cli("namespace", "create", ns, "-p", "5", "--json")
         assert again.exit_code == 0
@@ -39,7 +44,21 @@ def test_namespace_lifecycle(cli: Any, kafka_bootstrap: str) -> None:
         topics = {t["role"]: t for t in info["topics"]}
         assert topics["state"]["configs"]["cleanup.policy"] == "compact"
         assert topics["history"]["configs"]["retention.ms"] == "86400000"
-        assert all(t["partitions"] == 3 for t in topics.values())
+        assert all(t["partitions"] == 3 for role, t in topics.items() if role != "config")
+        assert topics["config"]["partitions"] == 1
+        assert info["settings"]["run_retention_ms"] == 12 * 3600 * 1000
+        changed = cli("namespace", "set", ns, "--retention", "6h", "--type-retention", "Report=1h", "--json")
+        assert changed.exit_code == 0, changed.stderr
+        assert changed.json()["settings"] == {
+            "run_retention_ms": 6 * 3600 * 1000,
+            "type_retention_ms": {"Report": 3600 * 1000},
+        }
+        too_long = cli("namespace", "set", ns, "--retention", "2d")
+        assert too_long.exit_code == 1 and "history" in too_long.stderr
+        bad = cli("namespace", "set", ns, "--retention", "soon")
+        assert bad.exit_code == 2 and "is not a duration" in bad.stderr
+        negative = cli("namespace", "set", ns, "--retention", "-3d")
+        assert negative.exit_code == 2
         assert info["workers"]["group"] == f"grctl.{ns}.workers" and info["workers"]["members"] == []
         assert [p["partition"] for p in info["lag"]["partitions"]] == [0, 1, 2] and info["lag"]["total"] == 0
         text = cli("namespace", "describe", ns)
@@ -50,7 +69,7 @@ def test_namespace_lifecycle(cli: Any, kafka_bootstrap: str) -> None:
     finally:
         deleted = cli("namespace", "delete", ns, "--yes", "--json")
         assert deleted.exit_code == 0, deleted.stderr
-        assert len(deleted.json()["deleted"]) == 5
+        assert len(deleted.json()["deleted"]) == 6
     gone = cli("namespace", "describe", ns)
     assert gone.exit_code == 1 and "does not exist" in gone.stderr
     assert cli("namespace", "delete", ns, "--yes").exit_code == 1

@@ -116,6 +116,7 @@ async def run_chaos(
     client = Client(conn)
     rng = random.Random(1234)
     try:
+        await client.wait_for_workers(60)
         started = time.monotonic()
         chaos_task = asyncio.create_task(chaos(workers, rng))
         sem = asyncio.Semaphore(200)
@@ -203,6 +204,7 @@ async def test_fan_out_children_under_crashes(kafka_bootstrap: str, unique_name:
         w.start()
     client = Client(conn)
     try:
+        await client.wait_for_workers(60)
         chaos = asyncio.create_task(kill_and_restart(2, wipe_state=False)(workers, random.Random(7)))
         handles = []
         for i in range(parents):

@@ -163,6 +163,7 @@ async def _cycle(servers: str, tmp: Path) -> Cycle:
     proc_b = None
     killed_at = datetime.now(UTC)
     try:
+        await client.wait_for_workers(60)
         handles = {s: await client.start_workflow("Replay", f"r-{s}", {"scenario": s}) for s in TRIGGERS}
         await _wait_for_triggers(client, conn, servers, handles, outcomes)
         for s in TRIGGERS:

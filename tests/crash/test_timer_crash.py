@@ -27,6 +27,7 @@ async def test_timer_survives_worker_crash(kafka_bootstrap: str, tmp_path: Path)
     client = Client(conn)
     proc = _spawn(kafka_bootstrap, ns, state, "A", side, tmp_path / "a.log")
     try:
+        await client.wait_for_workers(60)
         handle = await client.start_workflow("TimerCrash", "timer-1")
 
         async def wait_started() -> HistoryEvent | None:

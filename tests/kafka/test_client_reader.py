@@ -50,10 +50,7 @@ async def test_undecodable_records_are_skipped_and_the_reader_goes_on(
     assert await client.run_workflow("ReaderEcho", "reader-1", {"n": 1}) == 1
     n = connection.num_partitions
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    targets = [
-        (connection.topics.replies, partition_for(client.id, n)),
-        (connection.topics.history, partition_for("reader-2", n)),
-    ]
+    targets = [(connection.topics.replies, partition_for(client.id, n))]  # all the client reads
     for topic, part in targets:
         producer.produce(topic, b"\xc1 not msgpack", b"junk", partition=part)
         producer.produce(topic, encoder.encode({"not": "a record"}), b"junk", partition=part)
@@ -82,7 +79,7 @@ async def test_a_listener_that_raises_is_logged_and_fails_alone(
         calls += 1
         raise ZeroDivisionError("listener bug")
 
-    client_io(client).listen(run_id, buggy, failures.append)
+    client_io(client).listen(handle._watch_id, buggy, failures.append)  # the handle's own watch
     with caplog.at_level(logging.ERROR, logger="grctl.client"):
         await handle.send("finish", {"result": "fine"})
         assert await handle.result(timeout=30) == "fine"  # the handle's own listener is unaffected

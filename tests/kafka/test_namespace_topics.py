@@ -20,11 +20,13 @@ async def test_connect_creates_co_partitioned_topics_with_compacted_state(
     assert conn.num_partitions == 6
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     md = admin.list_topics(timeout=10)
-    for topic in TopicNames(ns).all():
+    for topic in TopicNames(ns).partitioned():
         assert len(md.topics[topic].partitions) == 6
-    res = ConfigResource(ConfigResource.Type.TOPIC, conn.topics.state)
-    configs = admin.describe_configs([res])[res].result(10)
-    assert configs["cleanup.policy"].value == "compact"
+    assert len(md.topics[conn.topics.config].partitions) == 1  # the namespace's settings
+    for topic in (conn.topics.state, conn.topics.config):
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        configs = admin.describe_configs([res])[res].result(10)
+        assert configs["cleanup.policy"].value == "compact"
     # Connecting again keeps the existing partition count, whatever is asked.
     again = await Connection.connect(kafka_bootstrap, ns, partitions=12)
     assert again.num_partitions == 6

@@ -23,6 +23,8 @@ from grctl.engine.records import (
     encoder,
 )
 
+RETENTION_MS = 7 * 24 * 3600 * 1000
+
 
 class Cat:
     def has_type(self, wf_type: str) -> bool:
@@ -33,6 +35,9 @@ class Cat:
 
     def has_event(self, wf_type: str, name: str) -> bool:
         return name in ("finish", "approve", "on_child")
+
+    def retention_ms(self, wf_type: str) -> int:
+        return RETENTION_MS
 
 
 M = Machine(Cat(), "w_test")

@@ -43,6 +43,9 @@ N = 4
 TOPICS = TopicNames("unit")
 
 
+RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
 class Catalog:
     def has_type(self, wf_type: str) -> bool:
         return wf_type == "Order"
@@ -52,6 +55,9 @@ class Catalog:
 
     def has_event(self, wf_type: str, name: str) -> bool:
         return name == "approve"
+
+    def retention_ms(self, wf_type: str) -> int:
+        return RETENTION_MS
 
 
 class BuggyMachine(Machine):
