@@ -113,7 +113,10 @@ class ClientIO:
         """Assign the reader at the current end offsets and start the reader threads (blocking)."""
         tp = TopicPartition(self.conn.topics.replies, self.reply_partition)
         high = self._end_offset(tp)
-        self._reader.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
+        #: What the reader reads: the client's replies partition, nothing else. (Kept here:
+        #: `Consumer.assignment()` blocks while the reader thread polls.)
+        self.assignment = [TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)]
+        self._reader.assign(self.assignment)
         self._thread = threading.Thread(target=self._read_loop, name=f"grctl-client-{self.client_id}", daemon=True)
         self._thread.start()
         self._delivery_poller = threading.Thread(target=self._poll_producer, name="grctl-client-dr", daemon=True)

@@ -1,4 +1,4 @@
-"""A worker process for crash tests: serves the `Counter` workflow until SIGTERM (or SIGKILL).
+"""A worker process for crash tests: serves `Counter`, `FanOut`, `Waiter` until SIGTERM (or SIGKILL).
 
 Run: python -m tests.crash.worker_proc --servers HOST:PORT --namespace NS --state-dir DIR
 """
@@ -91,6 +91,19 @@ async def fan_child_work(ctx: Context) -> Directive:
     return ctx.next.complete(int(ctx.run.wf_id.rsplit("-", 1)[1]))
 
 
+waiter = Workflow(workflow_type="Waiter")
+
+
+@waiter.start()
+async def waiter_start(ctx: Context) -> Directive:
+    return ctx.next.wait()
+
+
+@waiter.event()
+async def release(ctx: Context, value: int) -> Directive:
+    return ctx.next.complete(value)
+
+
 async def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", required=True)
@@ -100,7 +113,7 @@ async def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
     logging.getLogger("grctl.worker").setLevel(logging.DEBUG)  # rebalance and restore detail in the test logs
     conn = await Connection.connect(args.servers, args.namespace)
-    worker = Worker([counter, fan_out, fan_child], conn, state_dir=args.state_dir)
+    worker = Worker([counter, fan_out, fan_child, waiter], conn, state_dir=args.state_dir)
     worker.install_signal_handlers()
     await worker.run()
 
