@@ -113,11 +113,14 @@ async def serve(
     max_concurrent_steps: int,
     shutdown_timeout: float,
     ready_message: str | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Connect, run a worker until SIGINT/SIGTERM, stop it gracefully (a second signal: at once)."""
     g = globals_of()
     conn = await connect(g, create=True, partitions=partitions, quiet=False)
-    worker = Worker(workflows, conn, state_dir=state_dir, max_concurrent_steps=max_concurrent_steps)
+    worker = Worker(
+        workflows, conn, state_dir=state_dir, max_concurrent_steps=max_concurrent_steps, metrics_port=metrics_port
+    )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 
@@ -189,6 +192,17 @@ def worker_cmd(
     log_level: Annotated[
         str, typer.Option("--log-level", "-l", help="debug, info, warning or error (grctl's loggers).")
     ] = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar="GRCTL_METRICS_PORT",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics, with the probes /ready and /live.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a worker for the workflows of an application until SIGINT or SIGTERM.
 
@@ -201,6 +215,8 @@ def worker_cmd(
       grctl worker --app examples.demo:WORKFLOWS
 
       grctl -n orders worker --app myapp.workflows --state-dir /var/lib/grctl/w1 --shutdown-timeout 30
+
+      grctl worker --app myapp.workflows --metrics-port 9464 --log-format json
     """
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter(f"{log_level!r}: use debug, info, warning or error", param_hint="--log-level")
@@ -214,6 +230,7 @@ def worker_cmd(
             state_dir=state_dir,
             max_concurrent_steps=max_concurrent_steps,
             shutdown_timeout=shutdown_timeout,
+            metrics_port=metrics_port,
         )
 
     run_async(main)

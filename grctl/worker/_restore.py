@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
@@ -44,8 +45,15 @@ def last_stable_offset(admin: AdminClient, tp: TopicPartition) -> int:
             time.sleep(0.1)
 
 
-def restore_partition(conn: Connection, partition: int, store: PartitionStore) -> int:
+def restore_partition(
+    conn: Connection,
+    partition: int,
+    store: PartitionStore,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> int:
     """Replay the changelog of `partition` into `store`; returns the records read.
+
+    `progress(partition, offsets read, offsets to read)` is called after each fetch (metrics).
 
     Raises:
         KafkaException: the broker failed, or the restore stalled for `RESTORE_STALL_S`.
@@ -76,6 +84,8 @@ def restore_partition(conn: Connection, partition: int, store: PartitionStore) -
                 store.apply_restored(writes, last)
                 writes = {}
             pos = consumer.position([TopicPartition(topic, partition)])[0].offset
+            if progress is not None:
+                progress(partition, max(0, pos - start), lso - start)
             if last >= lso - 1 or (pos >= 0 and pos >= lso):
                 break
             if pos > progress_pos:

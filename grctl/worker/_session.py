@@ -41,6 +41,7 @@ from grctl.worker._clients import consume_available, make_consumer, make_produce
 from grctl.worker._commit import GroupCommitter, KafkaPublisher
 from grctl.worker._errors import SessionRestart
 from grctl.worker._executor import PartitionTasks, StepExecutor
+from grctl.worker._metrics import TimedPublisher, WorkerMetrics
 from grctl.worker._partition import PartitionProcessor, ProcessorServices
 from grctl.worker._queries import QueryAnswerer
 from grctl.worker._rebalance import Partitions
@@ -79,6 +80,7 @@ class WorkerSession:
         on_ready: Callable[[], None],
         limits: RecordLimits,
         quarantine: dict[str, str],
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.conn = connection
         self.worker_id = worker_id
@@ -101,7 +103,7 @@ class WorkerSession:
             lambda: self._group_metadata,
             self._ppool,
         )
-        self.committer = GroupCommitter(self.publisher)
+        self.committer = GroupCommitter(TimedPublisher(self.publisher, metrics) if metrics else self.publisher)
         self.tasks = PartitionTasks()
         self.executor = StepExecutor(
             workflows=workflows,
@@ -109,10 +111,11 @@ class WorkerSession:
             worker_id=worker_id,
             max_concurrent_steps=max_concurrent_steps,
             tasks=self.tasks,
+            metrics=metrics,
         )
         queries = QueryAnswerer(workflows=workflows, codec=codec, tasks=self.tasks)
         processors: dict[int, PartitionProcessor] = {}
-        self.timers = TimerLoop(processors, self.committer)
+        self.timers = TimerLoop(processors, self.committer, metrics)
         services = ProcessorServices(
             outbox=self.committer,
             machine=machine,
@@ -124,6 +127,7 @@ class WorkerSession:
             timer_armed=self.timers.armed,
             limits=limits,
             quarantine=quarantine,
+            metrics=metrics,
         )
         self.partitions = Partitions(
             processors,
@@ -135,6 +139,7 @@ class WorkerSession:
             fail=self.fail,
             on_assigned=on_ready,
             set_group_metadata=self._set_group_metadata,
+            metrics=metrics,
         )
 
     def _set_group_metadata(self, metadata: Any) -> None:
