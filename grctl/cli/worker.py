@@ -16,6 +16,7 @@ import typer
 
 from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors, run_async
 from grctl.kafka.topics import DEFAULT_PARTITIONS
+from grctl.logging_setup import LOG_FORMATS, formatter_for
 from grctl.worker.worker import Worker
 from grctl.workflow.workflow import Workflow
 
@@ -93,10 +94,10 @@ def _unique(workflows: list[Workflow]) -> list[Workflow]:
     return list(seen.values())
 
 
-def setup_worker_logging(level: str) -> None:
-    """Worker logs (partition assigned/revoked/restored, step logs) to stderr with timestamps."""
+def setup_worker_logging(level: str, log_format: str = "text") -> None:
+    """Worker logs (partition assigned/revoked/restored, step logs) to stderr, as text or JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+    handler.setFormatter(formatter_for(log_format, LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -192,6 +193,9 @@ def worker_cmd(
     log_level: Annotated[
         str, typer.Option("--log-level", "-l", help="debug, info, warning or error (grctl's loggers).")
     ] = "info",
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="text, or json: one JSON object per line (wf_id, run_id, step...).")
+    ] = "text",
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -220,8 +224,10 @@ def worker_cmd(
     """
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter(f"{log_level!r}: use debug, info, warning or error", param_hint="--log-level")
+    if log_format not in LOG_FORMATS:
+        raise typer.BadParameter(f"{log_format!r}: use text or json", param_hint="--log-format")
     workflows = handle_errors(lambda: load_workflows(app_spec))
-    setup_worker_logging(log_level)
+    setup_worker_logging(log_level, log_format)
 
     async def main() -> None:
         await serve(

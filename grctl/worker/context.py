@@ -105,7 +105,13 @@ class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic o
     """The replay-aware logger: silent while recorded calls are replayed."""
 
     def __init__(self, logger: logging.Logger, runtime: StepRuntime) -> None:
-        super().__init__(logger, {"wf_id": runtime.wf_id, "run_id": runtime.run_id, "step": runtime.step_name})
+        fields = {
+            "wf_id": runtime.wf_id,
+            "run_id": runtime.run_id,
+            "step": runtime.step_name,
+            "wf_type": runtime.wf_type,
+        }
+        super().__init__(logger, fields)
         self._rt = runtime
 
     def isEnabledFor(self, level: int) -> bool:  # logging's name

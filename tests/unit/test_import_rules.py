@@ -52,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
         "client.handle",
         "_fork",
         "_check",
+        "logging_setup",
     },
     "cli": {"*"},
     "dev": {"errors"},
