@@ -31,6 +31,7 @@ GrctlError
 │   └── LocalKafkaError                the local development broker (grctl.dev.kafka)
 ├── StateError                         the local state store is unusable (locked, corrupt)
 ├── MetricsPortInUseError              a worker's metrics port cannot be bound
+├── TracingNotInstalledError (ImportError)  tracing asked for without OpenTelemetry installed
 ├── ForkedProcessError (RuntimeError)  a Client or Worker used in a process forked after it
 ├── InternalError                      an engine invariant broke: a bug in grctl, never data
 └── CommandFailed                      the CLI's one-line failure (grctl.cli.common)
@@ -378,6 +379,21 @@ class MetricsPortInUseError(GrctlError):
         self.port = port
         self.host = host
         self.reason = reason
+
+
+class TracingNotInstalledError(GrctlError, ImportError):
+    """Tracing was turned on, but OpenTelemetry is not installed.
+
+    Attributes:
+        missing: the import that failed.
+    """
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(
+            f"OpenTelemetry is not installed ({missing}): install grctl with its tracing extra, "
+            f"pip install 'grctl[otel]'"
+        )
+        self.missing = missing
 
 
 class ForkedProcessError(GrctlError, RuntimeError):

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from grctl import tracing
 from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors, run_async
 from grctl.kafka.topics import DEFAULT_PARTITIONS
 from grctl.logging_setup import LOG_FORMATS, formatter_for
@@ -196,6 +197,17 @@ def worker_cmd(
     log_format: Annotated[
         str, typer.Option("--log-format", help="text, or json: one JSON object per line (wf_id, run_id, step...).")
     ] = "text",
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-endpoint",
+            envvar="GRCTL_OTLP_ENDPOINT",
+            metavar="URL",
+            help="Export OpenTelemetry traces of runs by OTLP/HTTP to URL (e.g. http://collector:4318/v1/traces; "
+            "needs pip install 'grctl[otel]').",
+            show_default=False,
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -228,6 +240,7 @@ def worker_cmd(
         raise typer.BadParameter(f"{log_format!r}: use text or json", param_hint="--log-format")
     workflows = handle_errors(lambda: load_workflows(app_spec))
     setup_worker_logging(log_level, log_format)
+    provider = handle_errors(lambda: tracing.enable_otlp(otlp_endpoint)) if otlp_endpoint else None
 
     async def main() -> None:
         await serve(
@@ -239,4 +252,8 @@ def worker_cmd(
             metrics_port=metrics_port,
         )
 
-    run_async(main)
+    try:
+        run_async(main)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports the spans still buffered

@@ -13,7 +13,7 @@ import msgspec
 from confluent_kafka import Consumer, TopicPartition
 from ulid import ULID
 
-from grctl import defaults
+from grctl import defaults, tracing
 from grctl._check import non_empty_str, positive_ms
 from grctl._fork import ForkGuard
 from grctl.client._io import ClientIO
@@ -236,43 +236,46 @@ class Client:
         io = await self._ensure()
         run_id = str(ULID())
         raw_input = self.codec.to_primitive(input)
-        cmd = StartCmd(wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms)
-        data = self._encode(id, cmd, "start input", raw_input)
-        first: asyncio.Future[HistoryRecord] = asyncio.get_running_loop().create_future()
+        with tracing.start_span(type, id, run_id) as traceparent:
+            cmd = StartCmd(
+                wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms, traceparent=traceparent
+            )
+            data = self._encode(id, cmd, "start input", raw_input)
+            first: asyncio.Future[HistoryRecord] = asyncio.get_running_loop().create_future()
 
-        def on_first(rec: HistoryRecord, _p: int, _o: int) -> None:
-            if not first.done() and rec.kind in ("run.started", "run.rejected"):
-                first.set_result(rec)
+            def on_first(rec: HistoryRecord, _p: int, _o: int) -> None:
+                if not first.done() and rec.kind in ("run.started", "run.rejected"):
+                    first.set_result(rec)
 
-        def on_failure(exc: BaseException) -> None:
-            if not first.done():
-                first.set_exception(exc)
+            def on_failure(exc: BaseException) -> None:
+                if not first.done():
+                    first.set_exception(exc)
 
-        unsubscribe = io.listen(run_id, on_first, on_failure)
-        handle = WorkflowHandle.attached(
-            RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending),
-            client=self,
-            listen=io.listen,
-            return_type=return_type,
-        )
-        try:
-            await self._send(id, data)
+            unsubscribe = io.listen(run_id, on_first, on_failure)
+            handle = WorkflowHandle.attached(
+                RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending),
+                client=self,
+                listen=io.listen,
+                return_type=return_type,
+            )
             try:
-                async with asyncio.timeout(START_ACK_TIMEOUT_S):
-                    rec = await first
-            except TimeoutError:
-                handle.discard()
-                raise NoWorkerAnsweredError(
-                    f"no worker of namespace {self.connection.namespace!r} accepted run {run_id} of {type!r} "
-                    f"within {START_ACK_TIMEOUT_S:.0f}s; the start request is queued and runs when a worker "
-                    f"serving {type!r} starts",
-                    namespace=self.connection.namespace,
-                    timeout=START_ACK_TIMEOUT_S,
-                    wf_id=id,
-                    run_id=run_id,
-                ) from None
-        finally:
-            unsubscribe()
+                await self._send(id, data)
+                try:
+                    async with asyncio.timeout(START_ACK_TIMEOUT_S):
+                        rec = await first
+                except TimeoutError:
+                    handle.discard()
+                    raise NoWorkerAnsweredError(
+                        f"no worker of namespace {self.connection.namespace!r} accepted run {run_id} of {type!r} "
+                        f"within {START_ACK_TIMEOUT_S:.0f}s; the start request is queued and runs when a worker "
+                        f"serving {type!r} starts",
+                        namespace=self.connection.namespace,
+                        timeout=START_ACK_TIMEOUT_S,
+                        wf_id=id,
+                        run_id=run_id,
+                    ) from None
+            finally:
+                unsubscribe()
         if rec.kind == "run.rejected":
             handle.discard()
             msg = rec.msg or {}

@@ -350,6 +350,7 @@ class Machine:
             started_ms=now_ms,
             timeout_ms=cmd.timeout_ms,
             parent=cmd.parent,
+            traceparent=cmd.traceparent,
         )
         tr.history.append(
             self._hist(

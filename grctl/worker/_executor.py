@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from grctl import defaults
+from grctl import defaults, tracing
 from grctl.codec import CodecRegistry
 from grctl.engine import keys
 from grctl.engine.machine import StepOutcome
@@ -185,7 +185,13 @@ class StepExecutor:
                 if metrics is not None:
                     metrics.step_started(run.wf_type)
                     t0 = time.perf_counter()
-                outcome = await self._call_handler(proc, runtime, run, rs)
+                if not tracing.enabled():
+                    outcome = await self._call_handler(proc, runtime, run, rs)
+                else:
+                    outcome = await tracing.traced_step(
+                        run.traceparent, run.wf_type, run.wf_id, run.run_id, step_name, run.seq,
+                        self._call_handler(proc, runtime, run, rs),
+                    )  # fmt: skip
                 if metrics is not None:
                     metrics.step_finished(run.wf_type, outcome.next_kind, time.perf_counter() - t0)
             self.steps_done += 1

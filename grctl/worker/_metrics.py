@@ -11,7 +11,7 @@ change no behaviour:
 | hook | where |
 |---|---|
 | `step_started`, `step_finished` | `_executor.StepExecutor._execute` |
-| `transition_staged` (runs by status, too-large values), `dead_lettered` | `_partition.PartitionProcessor` |
+| `transition_staged` (runs by status, too-large values), `dead_lettered` | `_partition` (`observer`) |
 | `TimedPublisher` (commit latency, batch size, failed transactions) | wraps the publisher in `_session` |
 | `assign_started`, `restore_progress`, `partition_restored`, `assign_done`, `revoked` | `_rebalance`, `_restore` |
 | `timer_fired_late` | `_timers.TimerLoop` |
@@ -21,7 +21,7 @@ Readiness (`/ready`): the current session has received its partitions and restor
 them, and no rebalance is under way. Liveness (`/live`): the worker's event loop answers within
 `LOOP_ANSWER_TIMEOUT_S` and `Worker.run` has not ended.
 
-May import: `grctl.errors`, `grctl.engine` (types), `._commit` and `._session` (types),
+May import: `grctl.errors`, `grctl.tracing`, `grctl.engine` (types), `._commit` and `._session` (types),
 prometheus_client, confluent-kafka.
 """
 
@@ -43,6 +43,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from grctl import tracing
 from grctl.errors import MetricsPortInUseError
 
 if TYPE_CHECKING:
@@ -179,6 +180,52 @@ def view_of(session: WorkerSession | None) -> SessionView | None:
             )
         )
     return view
+
+
+class TransitionObserver(Protocol):
+    """What a partition processor tells about what it stages (`ProcessorServices.observer`)."""
+
+    def transition_staged(self, tr: Transition) -> None:
+        """A transition was staged in the open batch."""
+        ...
+
+    def dead_lettered(self, partition: int) -> None:
+        """An input record of `partition` went to dead-letter."""
+        ...
+
+
+class RunSpans:
+    """Emits the `grctl.run` span of each run that ends (`grctl.tracing`)."""
+
+    def transition_staged(self, tr: Transition) -> None:
+        """Emit the run span if `tr` ends its run."""
+        run = tr.run
+        if run is not None and run.ended_ms:
+            tracing.run_ended(run.traceparent, run.wf_type, run.wf_id, run.run_id, run.started_ms, tr.history)
+
+    def dead_lettered(self, partition: int) -> None:
+        """Nothing to trace."""
+
+
+class _Both:
+    def __init__(self, *observers: TransitionObserver) -> None:
+        self._observers = observers
+
+    def transition_staged(self, tr: Transition) -> None:
+        for o in self._observers:
+            o.transition_staged(tr)
+
+    def dead_lettered(self, partition: int) -> None:
+        for o in self._observers:
+            o.dead_lettered(partition)
+
+
+def observer_for(metrics: WorkerMetrics | None) -> TransitionObserver | None:
+    """The processors' observer of a new session: metrics, run spans (tracing on), both or none."""
+    spans = RunSpans() if tracing.enabled() else None
+    if metrics is not None and spans is not None:
+        return _Both(metrics, spans)
+    return metrics if metrics is not None else spans
 
 
 class RunCountSource(Protocol):

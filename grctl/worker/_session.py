@@ -41,7 +41,7 @@ from grctl.worker._clients import consume_available, make_consumer, make_produce
 from grctl.worker._commit import GroupCommitter, KafkaPublisher
 from grctl.worker._errors import SessionRestart
 from grctl.worker._executor import PartitionTasks, StepExecutor
-from grctl.worker._metrics import TimedPublisher, WorkerMetrics
+from grctl.worker._metrics import TimedPublisher, WorkerMetrics, observer_for
 from grctl.worker._partition import PartitionProcessor, ProcessorServices
 from grctl.worker._queries import QueryAnswerer
 from grctl.worker._rebalance import Partitions
@@ -127,7 +127,7 @@ class WorkerSession:
             timer_armed=self.timers.armed,
             limits=limits,
             quarantine=quarantine,
-            metrics=metrics,
+            observer=observer_for(metrics),
         )
         self.partitions = Partitions(
             processors,

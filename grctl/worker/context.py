@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ulid import ULID
 
+from grctl import tracing
 from grctl._check import non_empty_str, positive_ms
 from grctl.codec import CodecRegistry
 from grctl.engine.records import EventCmd, ParentRef, StartCmd
@@ -292,7 +293,7 @@ class Context:
             parent = ParentRef(wf_id=rt.wf_id, run_id=rt.run_id, wf_type=rt.wf_type, callback_step=callback)
             cmd = StartCmd(
                 wf_id=workflow_id, run_id=run_id, wf_type=workflow_type, input=raw_input, timeout_ms=timeout_ms,
-                parent=parent,
+                parent=parent, traceparent=tracing.current_traceparent(),
             )  # fmt: skip
             rt.sink.send_directive(rt, cmd)
             rt.history(

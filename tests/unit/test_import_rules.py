@@ -38,6 +38,7 @@ ALLOWED: dict[str, set[str]] = {
         "_fork",
         "logging_setup",
         "_check",
+        "tracing",
     },
     "worker": {
         *BASE,
@@ -53,12 +54,14 @@ ALLOWED: dict[str, set[str]] = {
         "_fork",
         "_check",
         "logging_setup",
+        "tracing",
     },
     "cli": {"*"},
     "dev": {"errors"},
     "_lazy": set(),
     "_check": {"errors"},
     "logging_setup": set(),
+    "tracing": {"errors"},
     "_fork": {"errors"},
     "__init__": {"*"},
 }
