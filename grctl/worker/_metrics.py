@@ -22,7 +22,7 @@ them, and no rebalance is under way. Liveness (`/live`): the worker's event loop
 `LOOP_ANSWER_TIMEOUT_S` and `Worker.run` has not ended.
 
 May import: `grctl.errors`, `grctl.tracing`, `grctl.engine` (types), `._commit` and `._session` (types),
-prometheus_client, confluent-kafka.
+prometheus_client.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import concurrent.futures
+import json
 import logging
 import threading
 import time
@@ -38,7 +39,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Protocol
 
-from confluent_kafka import KafkaException, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -61,6 +61,8 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 20_000, 50_000)
 #: How late a durable timer fired, seconds.
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: How often librdkafka reports the consumer's partition offsets (the consumer lag's source).
+STATS_INTERVAL_MS = 5_000
 #: A scrape or a liveness probe waits this long for the event loop's answer.
 LOOP_ANSWER_TIMEOUT_S = 2.0
 #: The run history kinds that end a run, and the status each stands for.
@@ -131,7 +133,6 @@ class PartitionView:
     partition: int
     next_offset: int | None
     committed_offset: int | None
-    high_watermark: int | None
     running_steps: int
     timers_pending: int
     next_timer_due_ms: int | None
@@ -147,33 +148,21 @@ class SessionView:
 def view_of(session: WorkerSession | None) -> SessionView | None:
     """What `session` owns now (call on the event loop; None: no session).
 
-    The consumer's high watermarks are librdkafka's cached ones (from its last fetch): no
-    broker round trip.
+    Reads only the session's own objects, never the consumer: a consumer call from the loop
+    while the consumer thread waits for the loop in a rebalance callback could deadlock (as
+    `consumer_group_metadata()` does, docs/engine.md). The partitions' last stable offsets come
+    from librdkafka's statistics instead (`WorkerMetrics.consumer_stats`).
     """
     if session is None:
         return None
     view = SessionView()
-    consumer = session.consumer
-    topic = session.conn.topics.directives
     committer = session.committer
     for p, proc in list(session.partitions.processors.items()):
-        high: int | None = None
-        position = proc.position
-        if consumer is not None:
-            tp = TopicPartition(topic, p)
-            try:
-                high = int(consumer.get_watermark_offsets(tp, cached=True)[1])
-                if position is None:  # nothing read yet this session: where the consumer starts
-                    fetch = int(consumer.position([tp])[0].offset)
-                    position = fetch if fetch >= 0 else None
-            except (KafkaException, RuntimeError):  # not fetched yet, or the consumer is closed
-                high = None
         view.partitions.append(
             PartitionView(
                 partition=p,
-                next_offset=position,
+                next_offset=proc.position,
                 committed_offset=committer.committed_offset(p),
-                high_watermark=high,
                 running_steps=len(proc.running),
                 timers_pending=len(proc.timers),
                 next_timer_due_ms=proc.next_timer_due(),
@@ -272,6 +261,10 @@ class WorkerMetrics:
         self.restoring: dict[int, tuple[int, int]] = {}
         self._assigned = False  # the current session has its partitions
         self._rebalancing = False
+        #: partition of `directives` -> (last stable offset, offset committed when assigned, next
+        #: offset to fetch), from librdkafka's statistics of the session's consumer (`consumer_stats`).
+        self.offsets: dict[int, tuple[int, int, int]] = {}
+        self.directives_topic = ""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.run_counts: RunCountSource | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -331,6 +324,29 @@ class WorkerMetrics:
         self.timer_lateness.observe(max(0.0, seconds))
 
     # ------------------------------------------------------------------ hooks: sessions and partitions
+
+    def consumer_config(self, directives_topic: str) -> dict[str, Any]:
+        """Options for the session's consumer: librdkafka statistics every `STATS_INTERVAL_MS`."""
+        self.directives_topic = directives_topic
+        return {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self.consumer_stats}
+
+    def consumer_stats(self, stats_json: str) -> None:
+        """librdkafka's statistics (called on the consumer thread, in poll): partition offsets."""
+        try:
+            topic = json.loads(stats_json).get("topics", {}).get(self.directives_topic, {})
+            offsets = {}
+            for key, part in topic.get("partitions", {}).items():
+                p = int(key)
+                if p >= 0 and part.get("fetch_state") not in (None, "none", "stopped"):
+                    offsets[p] = (
+                        int(part.get("ls_offset", -1)),
+                        int(part.get("committed_offset", -1)),
+                        int(part.get("next_offset", -1)),
+                    )
+        except (ValueError, TypeError, AttributeError) as exc:
+            logger.debug("unreadable librdkafka statistics: %s", exc)
+            return
+        self.offsets = offsets  # replaced whole: the scraping thread reads one consistent dict
 
     def session_started(self) -> None:
         """A new session begins: not ready until it has its partitions."""
@@ -558,7 +574,7 @@ class _Collector(Collector):
         )
         lag = GaugeMetricFamily(
             "grctl_consumer_lag",
-            "Directive records of an owned partition not yet committed as processed (high watermark - committed).",
+            "Directive records of an owned partition not processed yet (last stable offset - committed offset).",
             labels=["partition"],
         )
         running = GaugeMetricFamily("grctl_steps_running", "Steps executing now, per partition.", labels=["partition"])
@@ -572,11 +588,20 @@ class _Collector(Collector):
         )  # fmt: skip
         if view is not None:
             now_ms = time.time() * 1000
+            offsets = m.offsets
             for pv in view.partitions:
                 label = [str(pv.partition)]
+                lso, committed_at_assign, fetch = offsets.get(pv.partition, (-1, -1, -1))
                 consumed = pv.committed_offset if pv.committed_offset is not None else pv.next_offset
-                if pv.high_watermark is not None and pv.high_watermark >= 0:
-                    lag.add_metric(label, max(0, pv.high_watermark - (consumed or 0)))
+                if consumed is None:  # nothing read yet this session
+                    consumed = committed_at_assign if committed_at_assign >= 0 else (fetch if fetch >= 0 else None)
+                if lso >= 0 and consumed is not None:
+                    # Everything fetched and committed: what is left up to the LSO are transaction
+                    # markers, not records (an idle EOS partition would otherwise show a lag of 1).
+                    caught_up = fetch >= lso and consumed == (
+                        pv.next_offset if pv.next_offset is not None else consumed
+                    )
+                    lag.add_metric(label, 0 if caught_up else max(0, lso - consumed))
                 running.add_metric(label, pv.running_steps)
                 timers.add_metric(label, pv.timers_pending)
                 due = pv.next_timer_due_ms

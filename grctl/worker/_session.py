@@ -86,6 +86,7 @@ class WorkerSession:
         self.worker_id = worker_id
         self.instance_id = instance_id
         self.kafka_config = kafka_config
+        self._metrics = metrics
         self.shutdown_timeout = defaults.SHUTDOWN_TIMEOUT_S
         self._loop = asyncio.get_running_loop()
         self._fatal: BaseException | None = None
@@ -153,9 +154,10 @@ class WorkerSession:
         #    worker and aborts its dangling transaction.
         await self.publisher.open()
         # 2. The consumer joins the group; partitions arrive through the rebalance callbacks.
-        self.consumer = make_consumer(
-            self.conn, instance_id=self.instance_id, worker_id=self.worker_id, extra=self.kafka_config.get("consumer")
-        )
+        extra = self.kafka_config.get("consumer")
+        if self._metrics is not None:  # consumer lag from librdkafka's statistics
+            extra = {**self._metrics.consumer_config(self.conn.topics.directives), **(extra or {})}
+        self.consumer = make_consumer(self.conn, instance_id=self.instance_id, worker_id=self.worker_id, extra=extra)
         self.consumer.subscribe(
             [self.conn.topics.directives],
             on_assign=self.partitions.on_assign,
