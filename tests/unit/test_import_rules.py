@@ -58,6 +58,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "cli": {"*"},
     "dev": {"errors"},
+    # The web UI reads like the CLI (grctl.cli.reader) and acts through a Client.
+    "ui": {*BASE, "settings", "models", "codec", "engine", "kafka", "client", "cli", "logging_setup"},
     "_lazy": set(),
     "_check": {"errors"},
     "logging_setup": set(),
