@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from grctl.cli.common import CommandFailed, connect, globals_of, run_async
+from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors, run_async
 from grctl.client.client import Client
 
 logger = logging.getLogger("grctl.cli.ui")
@@ -66,7 +66,7 @@ def ui_cmd(
 
       grctl -n orders ui --port 9000
     """
-    _check_free(host, port)
+    handle_errors(lambda: _check_free(host, port))
 
     async def main() -> None:
         try:
