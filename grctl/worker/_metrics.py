@@ -439,7 +439,7 @@ class TimedPublisher:
         t0 = time.perf_counter()
         try:
             result = await self._inner.publish(batch, offsets)
-        except BaseException:
+        except Exception:  # as GroupCommitter.commit: the transaction did not commit
             self._metrics.transactions_failed += 1
             raise
         m = self._metrics
