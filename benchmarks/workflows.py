@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import sys
+import threading
 import time
+import urllib.request
 from datetime import timedelta
 from typing import Any
 
@@ -252,9 +255,27 @@ async def serve(argv: list[str]) -> None:
     logging.getLogger("grctl.worker").setLevel(os.environ.get("GRCTL_BENCH_WORKER_LOG", "INFO"))
     conn = await Connection.connect(args.servers, args.namespace)
     kwargs: dict[str, Any] = {"state_dir": args.state_dir, "max_concurrent_steps": args.max_concurrent_steps}
+    # GRCTL_BENCH_METRICS=1: the metrics endpoint on, scraped every second (Prometheus' default
+    # interval is 15 s), to measure what metrics cost (README "Observe").
+    scraping = os.environ.get("GRCTL_BENCH_METRICS") == "1"
+    if scraping:
+        kwargs["metrics_port"] = 0
+        kwargs["metrics_host"] = "127.0.0.1"
     worker = Worker(WORKFLOWS, conn, **kwargs)
     worker.install_signal_handlers()
+    if scraping:
+        threading.Thread(target=_scrape_every_second, args=(worker,), daemon=True).start()
     await worker.run()
+
+
+def _scrape_every_second(worker: Worker) -> None:
+    while True:
+        time.sleep(1.0)
+        address = worker.metrics_address
+        if address is None:
+            continue
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{address[1]}/metrics") as r:
+            r.read()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ GrctlError
 │   ├── TopicMismatchError
 │   └── LocalKafkaError                the local development broker (grctl.dev.kafka)
 ├── StateError                         the local state store is unusable (locked, corrupt)
+├── MetricsPortInUseError              a worker's metrics port cannot be bound
+├── TracingNotInstalledError (ImportError)  tracing asked for without OpenTelemetry installed
 ├── ForkedProcessError (RuntimeError)  a Client or Worker used in a process forked after it
 ├── InternalError                      an engine invariant broke: a bug in grctl, never data
 └── CommandFailed                      the CLI's one-line failure (grctl.cli.common)
@@ -357,6 +359,41 @@ class TopicMismatchError(KafkaSetupError):
 
 class StateError(GrctlError):
     """The local state store is unusable (locked by another process, or corrupt)."""
+
+
+class MetricsPortInUseError(GrctlError):
+    """A worker's metrics endpoint cannot listen on its port (another process has it).
+
+    Attributes:
+        port: the port asked for.
+        host: the interface.
+        reason: what the operating system said.
+    """
+
+    def __init__(self, port: int, *, host: str, reason: str) -> None:
+        super().__init__(
+            f"the worker's metrics endpoint cannot listen on {host}:{port} ({reason}); another process uses "
+            f"the port: give each worker its own (Worker(metrics_port=...), grctl worker --metrics-port), or 0 "
+            f"for any free port"
+        )
+        self.port = port
+        self.host = host
+        self.reason = reason
+
+
+class TracingNotInstalledError(GrctlError, ImportError):
+    """Tracing was turned on, but OpenTelemetry is not installed.
+
+    Attributes:
+        missing: the import that failed.
+    """
+
+    def __init__(self, missing: str) -> None:
+        super().__init__(
+            f"OpenTelemetry is not installed ({missing}): install grctl with its tracing extra, "
+            f"pip install 'grctl[otel]'"
+        )
+        self.missing = missing
 
 
 class ForkedProcessError(GrctlError, RuntimeError):

@@ -40,6 +40,7 @@ from grctl.errors import (
     WorkflowTypeNotRegisteredError,
 )
 from grctl.kafka.connection import Connection, servers_from_env
+from grctl.kafka.logs import LIBRDKAFKA_LOGGER
 from grctl.settings import EngineSettings
 
 T = TypeVar("T")
@@ -88,7 +89,7 @@ class Globals:
         librdkafka prints connection failures to stderr on its own, while the CLI reports one
         line: `quiet` silences it, otherwise (workers) it keeps warnings and errors.
         """
-        cfg: dict[str, Any] = {}
+        cfg: dict[str, Any] = {"logger": LIBRDKAFKA_LOGGER}  # its lines go through Python logging
         if not self.debug:
             cfg["log_level"] = 0 if quiet else 4
         cfg.update(self.kafka_options)

@@ -14,8 +14,10 @@ from typing import Annotated, Any
 
 import typer
 
+from grctl import tracing
 from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors, run_async
 from grctl.kafka.topics import DEFAULT_PARTITIONS
+from grctl.logging_setup import LOG_FORMATS, formatter_for
 from grctl.worker.worker import Worker
 from grctl.workflow.workflow import Workflow
 
@@ -93,10 +95,10 @@ def _unique(workflows: list[Workflow]) -> list[Workflow]:
     return list(seen.values())
 
 
-def setup_worker_logging(level: str) -> None:
-    """Worker logs (partition assigned/revoked/restored, step logs) to stderr with timestamps."""
+def setup_worker_logging(level: str, log_format: str = "text") -> None:
+    """Worker logs (partition assigned/revoked/restored, step logs) to stderr, as text or JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+    handler.setFormatter(formatter_for(log_format, LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -113,11 +115,14 @@ async def serve(
     max_concurrent_steps: int,
     shutdown_timeout: float,
     ready_message: str | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Connect, run a worker until SIGINT/SIGTERM, stop it gracefully (a second signal: at once)."""
     g = globals_of()
     conn = await connect(g, create=True, partitions=partitions, quiet=False)
-    worker = Worker(workflows, conn, state_dir=state_dir, max_concurrent_steps=max_concurrent_steps)
+    worker = Worker(
+        workflows, conn, state_dir=state_dir, max_concurrent_steps=max_concurrent_steps, metrics_port=metrics_port
+    )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 
@@ -189,6 +194,31 @@ def worker_cmd(
     log_level: Annotated[
         str, typer.Option("--log-level", "-l", help="debug, info, warning or error (grctl's loggers).")
     ] = "info",
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="text, or json: one JSON object per line (wf_id, run_id, step...).")
+    ] = "text",
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--otlp-endpoint",
+            envvar="GRCTL_OTLP_ENDPOINT",
+            metavar="URL",
+            help="Export OpenTelemetry traces of runs by OTLP/HTTP to URL (e.g. http://collector:4318/v1/traces; "
+            "needs pip install 'grctl[otel]').",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar="GRCTL_METRICS_PORT",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics, with the probes /ready and /live.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a worker for the workflows of an application until SIGINT or SIGTERM.
 
@@ -201,11 +231,16 @@ def worker_cmd(
       grctl worker --app examples.demo:WORKFLOWS
 
       grctl -n orders worker --app myapp.workflows --state-dir /var/lib/grctl/w1 --shutdown-timeout 30
+
+      grctl worker --app myapp.workflows --metrics-port 9464 --log-format json
     """
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter(f"{log_level!r}: use debug, info, warning or error", param_hint="--log-level")
+    if log_format not in LOG_FORMATS:
+        raise typer.BadParameter(f"{log_format!r}: use text or json", param_hint="--log-format")
     workflows = handle_errors(lambda: load_workflows(app_spec))
-    setup_worker_logging(log_level)
+    setup_worker_logging(log_level, log_format)
+    provider = handle_errors(lambda: tracing.enable_otlp(otlp_endpoint)) if otlp_endpoint else None
 
     async def main() -> None:
         await serve(
@@ -214,6 +249,11 @@ def worker_cmd(
             state_dir=state_dir,
             max_concurrent_steps=max_concurrent_steps,
             shutdown_timeout=shutdown_timeout,
+            metrics_port=metrics_port,
         )
 
-    run_async(main)
+    try:
+        run_async(main)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports the spans still buffered

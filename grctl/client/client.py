@@ -13,7 +13,7 @@ import msgspec
 from confluent_kafka import Consumer, TopicPartition
 from ulid import ULID
 
-from grctl import defaults
+from grctl import defaults, tracing
 from grctl._check import non_empty_str, positive_ms
 from grctl._fork import ForkGuard
 from grctl.client._io import ClientIO
@@ -277,32 +277,34 @@ class Client:
         raw_input = self.codec.to_primitive(input)
         # The handle listens before the start is sent: the worker sends the run's outcome to
         # this client under the start's request id, in the transaction that ends the run.
-        handle = WorkflowHandle.attached(
-            RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending),
-            client=self,
-            listen=io.listen,
-            watch_id=request_id,
-            return_type=return_type,
-        )
-        try:
-            reply = await self._request(
-                id,
-                lambda to: StartCmd(
-                    wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms, reply_to=to
-                ),
-                START_ACK_TIMEOUT_S,
-                "start input",
-                raw_input,
-                request_id=request_id,
-                silence=(
-                    f"no worker of namespace {self.connection.namespace!r} accepted run {run_id} of {type!r} within "
-                    f"{START_ACK_TIMEOUT_S:.0f}s; the start request is queued and runs when a worker serving "
-                    f"{type!r} takes its partition"
-                ),
+        with tracing.start_span(type, id, run_id) as traceparent:
+            handle = WorkflowHandle.attached(
+                RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending),
+                client=self,
+                listen=io.listen,
+                watch_id=request_id,
+                return_type=return_type,
             )
-        except BaseException:
-            handle.discard()
-            raise
+            try:
+                reply = await self._request(
+                    id,
+                    lambda to: StartCmd(
+                        wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms, reply_to=to,
+                        traceparent=traceparent,
+                    ),
+                    START_ACK_TIMEOUT_S,
+                    "start input",
+                    raw_input,
+                    request_id=request_id,
+                    silence=(
+                        f"no worker of namespace {self.connection.namespace!r} accepted run {run_id} of {type!r} "
+                        f"within {START_ACK_TIMEOUT_S:.0f}s; the start request is queued and runs when a worker "
+                        f"serving {type!r} takes its partition"
+                    ),
+                )  # fmt: skip
+            except BaseException:
+                handle.discard()
+                raise
         if not reply.ok:
             handle.discard()
             code, text = reply.code, reply.message or "start rejected"

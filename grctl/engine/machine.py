@@ -381,6 +381,7 @@ class Machine:
             timeout_ms=cmd.timeout_ms,
             parent=cmd.parent,
             watchers=[cmd.reply_to] if cmd.reply_to is not None else [],
+            traceparent=cmd.traceparent,
         )
         if cmd.reply_to is not None:
             to = cmd.reply_to

@@ -51,6 +51,8 @@ class StartCmd(_Cmd, tag="start"):
     timeout_ms: int | None = None
     parent: ParentRef | None = None
     reply_to: ReplyTo | None = None
+    #: W3C trace context of the span that started the run (`grctl.tracing`); None: untraced.
+    traceparent: str | None = None
 
 
 class NextCmd(_Cmd, tag="next"):
@@ -220,6 +222,8 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     suspended_until_ms: int | None = None
     retain_until_ms: int | None = None
     watchers: list[ReplyTo] = msgspec.field(default_factory=list)
+    #: The start directive's trace context, so every step joins the run's trace (`grctl.tracing`).
+    traceparent: str | None = None
     v: int = SCHEMA_VERSION
 
 

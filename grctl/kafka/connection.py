@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # u
 from grctl import defaults
 from grctl.errors import KafkaSetupError
 from grctl.kafka.limits import TOPIC_DEFAULT_MAX_BYTES, RecordLimits, producer_max_bytes, topic_max_bytes
+from grctl.kafka.logs import LIBRDKAFKA_LOGGER
 from grctl.kafka.topics import DEFAULT_PARTITIONS, TopicNames, admin_client, ensure_namespace
 from grctl.settings import EngineSettings
 
@@ -104,6 +105,7 @@ class Connection:
         try:
             admin.list_topics(topic=self.topics.directives, timeout=timeout)
         except KafkaException as exc:
+            admin.poll(0)  # hand librdkafka's lines about it (connection refused, ...) to logging
             raise KafkaSetupError(
                 f"cannot reach Kafka at {self.servers} within {timeout:.0f}s ({exc.args[0] if exc.args else exc}). "
                 f"Is the broker running? Start a local one with `grctl dev kafka start`, or point "
@@ -142,8 +144,12 @@ class Connection:
         )
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka config for a new client: bootstrap servers, pass-through options, overrides."""
-        cfg: dict[str, Any] = {"bootstrap.servers": self.servers}
+        """librdkafka config for a new client: bootstrap servers, pass-through options, overrides.
+
+        librdkafka's log lines go to Python logging (`grctl.kafka.logs`) unless the options
+        name a `logger` of their own.
+        """
+        cfg: dict[str, Any] = {"bootstrap.servers": self.servers, "logger": LIBRDKAFKA_LOGGER}
         cfg.update(self.kafka_config)
         cfg.update(overrides)
         return cfg

@@ -18,7 +18,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from grctl import defaults
+from grctl import defaults, tracing
 from grctl.codec import CodecRegistry
 from grctl.engine import keys
 from grctl.engine.machine import StepOutcome
@@ -35,6 +35,7 @@ from grctl.worker.store import Store
 from grctl.workflow.handlers import bind_arguments
 
 if TYPE_CHECKING:
+    from grctl.worker._metrics import WorkerMetrics
     from grctl.worker._partition import PartitionProcessor, RunningStep
     from grctl.workflow.workflow import Workflow
 
@@ -99,6 +100,7 @@ class StepExecutor:
         worker_id: for error messages.
         max_concurrent_steps: bound on steps executing at once.
         tasks: where the step tasks are tracked.
+        metrics: counts steps and their durations (None: not counted).
     """
 
     def __init__(
@@ -109,8 +111,10 @@ class StepExecutor:
         worker_id: str,
         max_concurrent_steps: int,
         tasks: PartitionTasks,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._workflows = workflows
+        self._metrics = metrics
         self._codec = codec
         self._worker_id = worker_id
         self._sem = asyncio.Semaphore(max_concurrent_steps)
@@ -177,7 +181,19 @@ class StepExecutor:
                 if rs.cancelled:
                     return
                 runtime.history(HistoryKind.step_started, {"step_name": step_name, "seq": run.seq})
-                outcome = await self._call_handler(proc, runtime, run, rs)
+                metrics = self._metrics
+                if metrics is not None:
+                    metrics.step_started(run.wf_type)
+                    t0 = time.perf_counter()
+                if not tracing.enabled():
+                    outcome = await self._call_handler(proc, runtime, run, rs)
+                else:
+                    outcome = await tracing.traced_step(
+                        run.traceparent, run.wf_type, run.wf_id, run.run_id, step_name, run.seq,
+                        self._call_handler(proc, runtime, run, rs),
+                    )  # fmt: skip
+                if metrics is not None:
+                    metrics.step_finished(run.wf_type, outcome.next_kind, time.perf_counter() - t0)
             self.steps_done += 1
             proc.step_finished(rs, outcome)
         finally:

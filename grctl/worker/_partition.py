@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
 
     from grctl.worker._commit import Outbox
+    from grctl.worker._metrics import TransitionObserver
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class ProcessorServices:
         quarantine: workflow ids whose next transition must fail the run instead (a record of
             theirs was refused by Kafka in an earlier session), with the reason; shared with
             the worker, which fills it.
+        observer: sees every staged transition and dead letter (metrics, run spans; None: nobody).
     """
 
     outbox: Outbox
@@ -128,6 +130,7 @@ class ProcessorServices:
     timer_armed: Callable[[int], None]
     limits: RecordLimits
     quarantine: dict[str, str]
+    observer: TransitionObserver | None = None
 
 
 class PartitionProcessor:
@@ -285,6 +288,8 @@ class PartitionProcessor:
             outbox.stage(p, key, value)
         for topic, part, key, value in records:
             outbox.produce(topic, part, key, value, None, wf_id)
+        if s.observer is not None:
+            s.observer.transition_staged(tr)
         # 4. Local bookkeeping that follows the staged transition.
         if run is not None:
             self._remember(wf_id, run)
@@ -434,6 +439,8 @@ class PartitionProcessor:
     def dead_letter(self, msg: Message, reason: str) -> None:
         """Send an input record to `dead-letter` with the reason in its headers."""
         logger.warning("partition %d offset %d -> dead-letter: %s", self.partition, msg.offset(), reason)
+        if self.services.observer is not None:
+            self.services.observer.dead_lettered(self.partition)
         key, value = msg.key() or b"", msg.value() or b""
         headers = [
             ("grctl.reason", reason.encode()[:4000]),

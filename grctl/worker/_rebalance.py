@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -38,6 +39,9 @@ from grctl.worker._errors import SessionRestart
 from grctl.worker._executor import PartitionTasks
 from grctl.worker._partition import PartitionProcessor, ProcessorServices
 from grctl.worker._restore import restore_partition
+
+if TYPE_CHECKING:
+    from grctl.worker._metrics import WorkerMetrics
 
 logger = logging.getLogger("grctl.worker")
 
@@ -58,6 +62,7 @@ class Partitions:
         fail: ends the session (from any thread).
         on_assigned: called on the loop after each assignment (the worker is ready).
         set_group_metadata: receives the consumer's group metadata (read on its thread).
+        metrics: counts rebalances and restores (None: not counted).
     """
 
     def __init__(
@@ -72,8 +77,10 @@ class Partitions:
         fail: Callable[[BaseException], None],
         on_assigned: Callable[[], None],
         set_group_metadata: Callable[[Any], None],
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.processors = processors
+        self._metrics = metrics
         #: Set when the session tears down: callbacks then release without committing.
         self.tearing_down = False
         self._conn = conn
@@ -125,13 +132,19 @@ class Partitions:
 
     async def assign(self, parts: list[int]) -> None:
         """Open the partitions of `parts` not open yet."""
+        m = self._metrics
+        if m is not None:
+            m.assign_started(parts)
         for p in parts:
             if p in self.processors:
                 continue
             t0 = time.monotonic()
             store = PartitionStore(self._state_dir / str(p))
+            progress = m.restore_progress if m is not None else None
             try:
-                restored = await self._loop.run_in_executor(self._rpool, restore_partition, self._conn, p, store)
+                restored = await self._loop.run_in_executor(
+                    self._rpool, functools.partial(restore_partition, self._conn, p, store, progress)
+                )
             except BaseException:
                 store.close()
                 raise
@@ -143,9 +156,15 @@ class Partitions:
                 "partition %d assigned: restored %d changelog records in %.0f ms (%d timers armed)",
                 p, restored, (time.monotonic() - t0) * 1000, len(proc.timers),
             )  # fmt: skip
+            if m is not None:
+                m.partition_restored(p, restored, time.monotonic() - t0)
+        if m is not None:
+            m.assign_done()
 
     async def revoke(self, parts: list[int], lost: bool) -> None:
         """Release the partitions of `parts` (committing what finished unless `lost`)."""
+        if self._metrics is not None:
+            self._metrics.revoked(lost)
         procs = [self.processors[p] for p in parts if p in self.processors]
         if not procs:
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
@@ -68,10 +69,16 @@ def too_old(checkpoint_ms: int | None, now_ms: int, retention_ms: int) -> bool:
     return checkpoint_ms is None or now_ms - checkpoint_ms >= retention_ms // 2
 
 
-def restore_partition(conn: Connection, partition: int, store: PartitionStore) -> int:
+def restore_partition(
+    conn: Connection,
+    partition: int,
+    store: PartitionStore,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> int:
     """Replay the changelog of `partition` into `store`; returns the records read.
 
     A local store too old to trust (`too_old`) is emptied first and rebuilt from the start.
+    `progress(partition, offsets read, offsets to read)` is called after each fetch (metrics).
 
     Raises:
         KafkaException: the broker failed, or the restore stalled for `RESTORE_STALL_S`.
@@ -113,6 +120,8 @@ def restore_partition(conn: Connection, partition: int, store: PartitionStore) -
                 store.apply_restored(writes, last)
                 writes = {}
             pos = consumer.position([TopicPartition(topic, partition)])[0].offset
+            if progress is not None:
+                progress(partition, max(0, pos - start), lso - start)
             if last >= lso - 1 or (pos >= 0 and pos >= lso):
                 break
             if pos > progress_pos:

@@ -41,6 +41,7 @@ from grctl.worker._clients import consume_available, make_consumer, make_produce
 from grctl.worker._commit import GroupCommitter, KafkaPublisher
 from grctl.worker._errors import SessionRestart
 from grctl.worker._executor import PartitionTasks, StepExecutor
+from grctl.worker._metrics import TimedPublisher, WorkerMetrics, observer_for
 from grctl.worker._partition import PartitionProcessor, ProcessorServices
 from grctl.worker._queries import QueryAnswerer
 from grctl.worker._rebalance import Partitions
@@ -79,11 +80,13 @@ class WorkerSession:
         on_ready: Callable[[], None],
         limits: RecordLimits,
         quarantine: dict[str, str],
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.conn = connection
         self.worker_id = worker_id
         self.instance_id = instance_id
         self.kafka_config = kafka_config
+        self._metrics = metrics
         self.shutdown_timeout = defaults.SHUTDOWN_TIMEOUT_S
         self._loop = asyncio.get_running_loop()
         self._fatal: BaseException | None = None
@@ -101,7 +104,7 @@ class WorkerSession:
             lambda: self._group_metadata,
             self._ppool,
         )
-        self.committer = GroupCommitter(self.publisher)
+        self.committer = GroupCommitter(TimedPublisher(self.publisher, metrics) if metrics else self.publisher)
         self.tasks = PartitionTasks()
         self.executor = StepExecutor(
             workflows=workflows,
@@ -109,10 +112,11 @@ class WorkerSession:
             worker_id=worker_id,
             max_concurrent_steps=max_concurrent_steps,
             tasks=self.tasks,
+            metrics=metrics,
         )
         queries = QueryAnswerer(workflows=workflows, codec=codec, tasks=self.tasks)
         processors: dict[int, PartitionProcessor] = {}
-        self.timers = TimerLoop(processors, self.committer)
+        self.timers = TimerLoop(processors, self.committer, metrics)
         services = ProcessorServices(
             outbox=self.committer,
             machine=machine,
@@ -124,6 +128,7 @@ class WorkerSession:
             timer_armed=self.timers.armed,
             limits=limits,
             quarantine=quarantine,
+            observer=observer_for(metrics),
         )
         self.partitions = Partitions(
             processors,
@@ -135,6 +140,7 @@ class WorkerSession:
             fail=self.fail,
             on_assigned=on_ready,
             set_group_metadata=self._set_group_metadata,
+            metrics=metrics,
         )
 
     def _set_group_metadata(self, metadata: Any) -> None:
@@ -148,9 +154,10 @@ class WorkerSession:
         #    worker and aborts its dangling transaction.
         await self.publisher.open()
         # 2. The consumer joins the group; partitions arrive through the rebalance callbacks.
-        self.consumer = make_consumer(
-            self.conn, instance_id=self.instance_id, worker_id=self.worker_id, extra=self.kafka_config.get("consumer")
-        )
+        extra = self.kafka_config.get("consumer")
+        if self._metrics is not None:  # consumer lag from librdkafka's statistics
+            extra = {**self._metrics.consumer_config(self.conn.topics.directives), **(extra or {})}
+        self.consumer = make_consumer(self.conn, instance_id=self.instance_id, worker_id=self.worker_id, extra=extra)
         self.consumer.subscribe(
             [self.conn.topics.directives],
             on_assign=self.partitions.on_assign,

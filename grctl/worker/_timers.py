@@ -18,6 +18,7 @@ from grctl.worker._partition import now_ms
 
 if TYPE_CHECKING:
     from grctl.worker._commit import GroupCommitter
+    from grctl.worker._metrics import WorkerMetrics
     from grctl.worker._partition import PartitionProcessor
 
 #: Timers fired per partition per round.
@@ -32,10 +33,17 @@ class TimerLoop:
     Args:
         processors: the session's processors by partition (read each round).
         committer: for back-pressure.
+        metrics: observes how late timers fire (None: not observed).
     """
 
-    def __init__(self, processors: dict[int, PartitionProcessor], committer: GroupCommitter) -> None:
+    def __init__(
+        self,
+        processors: dict[int, PartitionProcessor],
+        committer: GroupCommitter,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self._processors = processors
+        self._metrics = metrics
         self._committer = committer
         self._wake = asyncio.Event()
 
@@ -51,6 +59,8 @@ class TimerLoop:
             for proc in list(self._processors.values()):
                 if self._committer.full:
                     break  # back-pressure, as for consumed records: let the commit catch up
+                if self._metrics is not None and (due := proc.next_timer_due()) is not None and due <= now:
+                    self._metrics.timer_fired_late((now - due) / 1000)
                 fired += proc.fire_due_timers(now, TIMER_FIRE_LIMIT)
             if fired:
                 await asyncio.sleep(0)  # let inputs in between bursts

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ulid import ULID
 
+from grctl import tracing
 from grctl._check import non_empty_str, positive_ms
 from grctl.codec import CodecRegistry
 from grctl.engine.records import EventCmd, ParentRef, StartCmd
@@ -105,7 +106,13 @@ class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic o
     """The replay-aware logger: silent while recorded calls are replayed."""
 
     def __init__(self, logger: logging.Logger, runtime: StepRuntime) -> None:
-        super().__init__(logger, {"wf_id": runtime.wf_id, "run_id": runtime.run_id, "step": runtime.step_name})
+        fields = {
+            "wf_id": runtime.wf_id,
+            "run_id": runtime.run_id,
+            "step": runtime.step_name,
+            "wf_type": runtime.wf_type,
+        }
+        super().__init__(logger, fields)
         self._rt = runtime
 
     def isEnabledFor(self, level: int) -> bool:  # logging's name
@@ -286,7 +293,7 @@ class Context:
             parent = ParentRef(wf_id=rt.wf_id, run_id=rt.run_id, wf_type=rt.wf_type, callback_step=callback)
             cmd = StartCmd(
                 wf_id=workflow_id, run_id=run_id, wf_type=workflow_type, input=raw_input, timeout_ms=timeout_ms,
-                parent=parent,
+                parent=parent, traceparent=tracing.current_traceparent(),
             )  # fmt: skip
             rt.sink.send_directive(rt, cmd)
             rt.history(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from grctl.errors import NonDeterminismError, OutsideStepError
+from grctl.logging_setup import add_field_provider
 
 __all__ = ["JournalEntry", "JournalSink", "NonDeterminismError", "StepRuntime", "StepSuspended", "get_step_runtime"]
 
@@ -67,6 +68,17 @@ class StepSuspended(BaseException):  # engine control flow, not an error
 
 
 _current: ContextVar[StepRuntime | None] = ContextVar("grctl_step_runtime", default=None)
+
+
+def _log_fields() -> dict[str, Any] | None:
+    """The running step's ids, for JSON log records (`grctl.logging_setup.add_field_provider`)."""
+    rt = _current.get()
+    if rt is None:
+        return None
+    return {"wf_id": rt.wf_id, "run_id": rt.run_id, "step": rt.step_name, "wf_type": rt.wf_type}
+
+
+add_field_provider(_log_fields)
 
 
 def get_step_runtime() -> StepRuntime:

@@ -21,6 +21,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
+from grctl import tracing
 from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.retry import retry_delay_ms, should_retry
 from grctl.errors import (
@@ -174,7 +175,11 @@ class TaskExecutor:
         while True:
             t0 = time.monotonic()
             try:
-                result = await self.fn(*args, **kwargs)
+                if not tracing.enabled():
+                    result = await self.fn(*args, **kwargs)
+                else:
+                    with tracing.task_span(self.name, attempt, rt.wf_id, rt.run_id, rt.step_name):
+                        result = await self.fn(*args, **kwargs)
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():

@@ -24,6 +24,7 @@ from grctl.kafka.connection import Connection
 from grctl.kafka.settings_topic import SETTINGS_REFRESH_S, NamespaceSettings, read_settings
 from grctl.settings import EngineSettings
 from grctl.worker._commit import RecordRefused
+from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
 from grctl.workflow.workflow import Workflow
 
@@ -34,6 +35,8 @@ DEFAULT_MAX_CONCURRENT_STEPS = defaults.MAX_CONCURRENT_STEPS
 RESTARTS_BEFORE_ERROR = 3
 #: Bound of the runs waiting to be failed because Kafka refused one of their records.
 QUARANTINE_MAX = 10_000
+#: The metrics endpoint listens on every interface: probes and scrapes come from outside the pod.
+DEFAULT_METRICS_HOST = "0.0.0.0"
 
 
 class _Catalog:
@@ -101,6 +104,9 @@ class Worker:
             restore from the changelog.
         max_concurrent_steps: bound on steps executing at once in this worker.
         kafka_config: extra librdkafka options: {"producer": {...}, "consumer": {...}}.
+        metrics_port: serve Prometheus metrics and the probes `/ready` and `/live` on this
+            port (0: any free port, see `metrics_address`; None: no metrics, no cost).
+        metrics_host: the interface of the metrics endpoint (default: every interface).
     """
 
     def __init__(
@@ -112,6 +118,8 @@ class Worker:
         state_dir: str | Path | None = None,
         max_concurrent_steps: int = DEFAULT_MAX_CONCURRENT_STEPS,
         kafka_config: dict[str, Any] | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = DEFAULT_METRICS_HOST,
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
@@ -140,6 +148,12 @@ class Worker:
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._max_steps = max_concurrent_steps
         self._kafka_config = kafka_config or {}
+        if metrics_port is not None and not 0 <= metrics_port <= 65535:
+            raise InvalidArgumentError(f"metrics_port must be 0..65535, got {metrics_port}", argument="metrics_port")
+        self._metrics_port = metrics_port
+        self._metrics_host = metrics_host
+        self.metrics: WorkerMetrics | None = None
+        self._metrics_server: MetricsServer | None = None
         digest = hashlib.md5("|".join(sorted(types)).encode(), usedforsecurity=False).hexdigest()
         self.worker_name = digest[:5]
         self.worker_id = f"w_{self.worker_name}.{secrets.token_hex(1)}@{socket.gethostname()}"
@@ -159,6 +173,11 @@ class Worker:
     def workflows(self) -> list[Workflow]:
         """The workflows this worker serves."""
         return list(self._workflows.values())
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """(host, port) of the metrics endpoint while `run` serves it (None: no metrics)."""
+        return self._metrics_server.address if self._metrics_server is not None else None
 
     @property
     def session(self) -> WorkerSession | None:
@@ -201,7 +220,11 @@ class Worker:
             conn = self._connection or await Connection.connect()
             self._connection = conn
             state_dir, instance_id = self._claim_state_dir(conn.namespace)
+            if self._metrics_port is not None:
+                self._serve_metrics(conn.namespace)
         except BaseException as exc:
+            if self._lock is not None:
+                self._lock.release()
             self._startup_error = exc
             self._done.set()
             raise
@@ -238,18 +261,26 @@ class Worker:
                     on_ready=self._ready.set,
                     limits=limits,
                     quarantine=self._quarantine,
+                    metrics=self.metrics,
                 )
                 session.shutdown_timeout = self._shutdown_timeout
                 self._session = session
+                if self.metrics is not None:
+                    self.metrics.session_started()
                 try:
                     await session.run(self._stop)
                 except SessionRestart as exc:
+                    if self.metrics is not None:
+                        self.metrics.session_restarted()
                     failures = 1 if time.monotonic() - started >= SESSION_HEALTHY_S else failures + 1
                     self._quarantine_refused(exc)
                     await self._wait_before_restart(failures, exc)
         finally:
             refresh.cancel()
             self._session = None
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+                self._metrics_server = None
             if self._lock is not None:
                 self._lock.release()
             self._done.set()
@@ -266,6 +297,16 @@ class Worker:
                 logger.warning(
                     "worker %s: cannot read the namespace's settings (kept the last): %s", self.worker_id, exc
                 )
+
+    def _serve_metrics(self, namespace: str) -> None:
+        """Start the metrics endpoint (raises `MetricsPortInUseError` if its port is taken)."""
+        assert self._metrics_port is not None
+        if self.metrics is None:
+            self.metrics = WorkerMetrics(self.worker_id, namespace, lambda: view_of(self._session))
+        self.metrics.loop = asyncio.get_running_loop()
+        server = MetricsServer(self.metrics, self._metrics_port, self._metrics_host, lambda: not self._done.is_set())
+        server.start()
+        self._metrics_server = server
 
     def _quarantine_refused(self, exc: BaseException) -> None:
         """If a record Kafka refused ended the session, its run fails in the next one.

@@ -30,6 +30,7 @@ COMMANDS = [
     ["namespace", "describe"],
     ["namespace", "delete"],
     ["worker"],
+    ["ui"],
     ["dev"],
     ["dev", "kafka"],
 ]
@@ -40,7 +41,7 @@ def test_every_command_has_help(cli: Any, command: list[str]) -> None:
     run = cli(*command, "--help")
     assert run.exit_code == 0, run.stderr
     assert "Usage:" in run.stdout
-    leaf = (len(command) >= 2 and command[0] == "workflow") or command in (["worker"], ["dev"], [])
+    leaf = (len(command) >= 2 and command[0] == "workflow") or command in (["worker"], ["ui"], ["dev"], [])
     if leaf or (command[:1] == ["namespace"] and len(command) == 2):
         assert "Examples" in run.stdout, f"no examples in the help of {command}"
 
@@ -66,6 +67,9 @@ def test_every_command_has_help(cli: Any, command: list[str]) -> None:
         ["worker", "--app", "tests.cli.flows:NOPE"],
         ["worker", "--app", "tests.cli.flows:"],
         ["workflow", "nosuchcommand"],
+        ["worker", "--app", "tests.cli.flows:WORKFLOWS", "--log-format", "xml"],
+        ["worker", "--app", "tests.cli.flows:WORKFLOWS", "--metrics-port", "70000"],
+        ["ui", "--port", "70000"],
     ],
 )
 def test_bad_usage_exits_2_with_one_message(cli: Any, args: list[str]) -> None:
@@ -159,3 +163,16 @@ def test_tui_filter_syntax() -> None:
 def test_bad_cursor() -> None:
     with pytest.raises(ValueError, match="page token"):
         decode_cursor("????")
+
+
+def test_ui_on_a_port_in_use_is_one_clear_error(cli: Any) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = cli("ui", "--port", str(port))
+    assert run.exit_code == 1
+    assert f"cannot serve the UI on 127.0.0.1:{port}" in run.stderr and "--port" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout

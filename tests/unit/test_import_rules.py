@@ -38,6 +38,7 @@ ALLOWED: dict[str, set[str]] = {
         "_fork",
         "logging_setup",
         "_check",
+        "tracing",
     },
     "worker": {
         *BASE,
@@ -52,12 +53,17 @@ ALLOWED: dict[str, set[str]] = {
         "client.handle",
         "_fork",
         "_check",
+        "logging_setup",
+        "tracing",
     },
     "cli": {"*"},
     "dev": {"errors"},
+    # The web UI reads like the CLI (grctl.cli.reader) and acts through a Client.
+    "ui": {*BASE, "settings", "models", "codec", "engine", "kafka", "client", "cli", "logging_setup"},
     "_lazy": set(),
     "_check": {"errors"},
     "logging_setup": set(),
+    "tracing": {"errors"},
     "_fork": {"errors"},
     "__init__": {"*"},
 }

@@ -63,3 +63,12 @@ def test_worker_loads_on_first_access() -> None:
 def test_import_grctl_alone_loads_nothing_of_its_exports() -> None:
     loaded = loaded_after("import grctl")
     assert {m for m in loaded if m.startswith("grctl")} == {"grctl", "grctl._lazy"}
+
+
+def test_tracing_off_loads_no_opentelemetry() -> None:
+    """The `otel` extra costs nothing until `grctl.tracing.enable()` is called."""
+    loaded = loaded_after(
+        "import grctl.worker.worker, grctl.client.client, grctl.tracing, grctl.cli.main\n"
+        "assert not grctl.tracing.enabled() and grctl.tracing.current_traceparent() is None"
+    )
+    assert not {m for m in loaded if m.startswith("opentelemetry")}

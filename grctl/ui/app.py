@@ -1,0 +1,301 @@
+"""The web UI of `grctl ui`: a Starlette app of server-rendered pages (Jinja2), no JavaScript build.
+
+Pages:
+
+| path | what |
+|---|---|
+| `/namespace` | partitions, owners and lag; the workers' group; the latest dead letters and why |
+| `/runs?type=&status=&q=&since=&cursor=` | runs, most recently changed first, filtered, 25 a page |
+| `/run?id=WF_ID` | a run: status, input, result or error, store, pending events, children, history timeline |
+| `/run/confirm?id=WF_ID&action=...` | confirm an action (send an event, cancel, terminate) |
+| `POST /run/action` | do it, then back to the run with what happened |
+
+Every failure is a page with one clear message and the right status: an unknown run (404), a
+bad filter or form (400), an action on an ended run (409), Kafka unreachable (503), anything
+else (500, logged with its traceback on the server, never shown).
+
+May import: `grctl.ui.data`, `grctl.cli.common` (formatting), models, errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from grctl.cli.common import fmt_duration_ms, fmt_ms, json_text
+from grctl.cli.reader import ALL_STATUSES, TERMINAL_STATUSES, encode_cursor
+from grctl.errors import (
+    GrctlError,
+    InvalidArgumentError,
+    KafkaSetupError,
+    NoWorkerAnsweredError,
+    WorkflowError,
+    WorkflowNotFoundError,
+)
+from grctl.models.history import HistoryEvent
+from grctl.ui.data import PAGE_SIZE, RunActions, RunsSource, parse_filter
+
+logger = logging.getLogger("grctl.ui")
+
+TEMPLATES = Path(__file__).parent / "templates"
+ACTIONS = {"event": "Send event", "cancel": "Cancel", "terminate": "Terminate"}
+#: Characters of a value shown inline in the history table (the run page shows it whole).
+DETAIL_CHARS = 160
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(msgspec.to_builtins(value, enc_hook=str, str_keys=True), indent=2, ensure_ascii=False)
+
+
+def _event_detail(e: HistoryEvent) -> str:
+    msg = msgspec.to_builtins(e.msg, enc_hook=str, str_keys=True) if e.msg is not None else None
+    if isinstance(msg, dict):
+        msg = {k: v for k, v in msg.items() if v not in (None, "", [], {}) and k != "step_name"}
+    return json_text(msg, DETAIL_CHARS) if msg else ""
+
+
+def _step_of(e: HistoryEvent) -> str:
+    msg = e.msg
+    name = getattr(msg, "step_name", None) if msg is not None and not isinstance(msg, dict) else None
+    if name is None and isinstance(msg, dict):
+        name = msg.get("step_name")
+    return str(name or "")
+
+
+def timeline(events: list[HistoryEvent]) -> dict[str, Any]:
+    """The history as table rows (offset from the first event, gap to the next) and step bars."""
+    if not events:
+        return {"rows": [], "bars": [], "total_ms": 0}
+    t0 = events[0].timestamp.timestamp() * 1000 if events[0].timestamp else 0.0
+    times = [(e.timestamp.timestamp() * 1000 if e.timestamp else t0) - t0 for e in events]
+    total = max(times[-1], 1.0)
+    rows = []
+    for i, e in enumerate(events):
+        gap = times[i + 1] - times[i] if i + 1 < len(events) else None
+        rows.append(
+            {
+                "offset": f"+{times[i]:.0f} ms",
+                "time": fmt_ms(int(times[i] + t0)),
+                "kind": str(e.kind),
+                "step": _step_of(e),
+                "detail": _event_detail(e),
+                "gap": fmt_duration_ms(gap) if gap is not None else "",
+                "failed": str(e.kind).endswith(("failed", "timeout", "attempt_failed")),
+            }
+        )
+    bars, open_steps = [], {}
+    for i, e in enumerate(events):
+        kind, step = str(e.kind), _step_of(e)
+        if kind == "step.started":
+            open_steps[step] = times[i]
+        elif kind.startswith("step.") and step in open_steps:
+            start = open_steps.pop(step)
+            bars.append(
+                {
+                    "step": step,
+                    "left": 100 * start / total,
+                    "width": max(0.5, 100 * (times[i] - start) / total),
+                    "duration": fmt_duration_ms(times[i] - start),
+                    "outcome": kind.removeprefix("step."),
+                }
+            )
+    return {"rows": rows, "bars": bars, "total_ms": fmt_duration_ms(total)}
+
+
+def create_app(
+    source: RunsSource, actions: RunActions | None, *, on_shutdown: Callable[[], Any] | None = None
+) -> Starlette:
+    """The UI app over `source` (reads) and `actions` (None: read-only, no action buttons).
+
+    Args:
+        source: what the pages read (`TopicsReader`, or its replacement).
+        actions: what the action forms do.
+        on_shutdown: awaited when the server stops (close the client).
+    """
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.globals.update(fmt_ms=fmt_ms, fmt_duration_ms=fmt_duration_ms, namespace=source.conn.namespace)
+    templates.env.filters["pretty"] = _pretty
+
+    def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        return templates.TemplateResponse(request, name, {"actions": ACTIONS if actions else {}, **context}, status)
+
+    def problem(request: Request, status: int, title: str, message: str, **context: Any) -> Response:
+        return page(request, "error.html", status, title=title, message=message, **context)
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/runs", 302)
+
+    async def namespace_page(request: Request) -> Response:
+        info = await run_in_threadpool(source.namespace)
+        dead = await run_in_threadpool(source.dead_letters)
+        return page(request, "namespace.html", info=info, dead=dead)
+
+    async def runs_page(request: Request) -> Response:
+        q = request.query_params
+        form = {k: q.get(k, "") for k in ("type", "status", "q", "since")}
+        try:
+            flt = parse_filter(q.get("type"), q.get("status"), q.get("q"), q.get("cursor"), q.get("since"))
+        except InvalidArgumentError as exc:
+            return problem(request, 400, "Bad filter", str(exc), form=form, statuses=ALL_STATUSES)
+        result = await run_in_threadpool(source.runs, flt, PAGE_SIZE)
+        next_url = None
+        if result.next_cursor is not None and result.rows:
+            params = {k: v for k, v in form.items() if v}
+            params["cursor"] = encode_cursor(result.rows[-1])
+            next_url = "/runs?" + urlencode(params)
+        return page(
+            request, "runs.html", rows=result.rows, form=form, statuses=ALL_STATUSES, next_url=next_url,
+            first_url="/runs?" + urlencode({k: v for k, v in form.items() if v}) if q.get("cursor") else None,
+            scanned=result.scanned, elapsed=result.elapsed_s,
+        )  # fmt: skip
+
+    async def run_page(
+        request: Request, *, notice: str | None = None, error: str | None = None, error_status: int = 409
+    ) -> Response:
+        wf_id = request.query_params.get("id", "").strip()
+        if not wf_id:
+            return problem(request, 400, "No run given", "The address needs ?id=<workflow id>, e.g. /run?id=order-1.")
+        try:
+            row = await run_in_threadpool(source.run, wf_id)
+        except WorkflowNotFoundError:
+            return problem(
+                request, 404, "Run not found",
+                f"No run with workflow id {wf_id!r} in namespace {source.conn.namespace!r}. "
+                f"Check the id, or find the run in the list.",
+            )  # fmt: skip
+        rec = row.record
+        events = await run_in_threadpool(source.history, wf_id, rec.run_id)
+        state = await run_in_threadpool(source.state, wf_id, rec.run_id)
+        started = next((e for e in events if str(e.kind) == "run.started"), None)
+        children = [
+            msgspec.to_builtins(e.msg, enc_hook=str, str_keys=True)
+            for e in events
+            if str(e.kind) == "child.started" and e.msg is not None
+        ]
+        status = error_status if error else 200
+        return page(
+            request, "run.html", status, row=row, rec=rec, info=row.info(), state=state, children=children,
+            input=msgspec.to_builtins(started.msg, enc_hook=str, str_keys=True).get("input") if started else None,
+            has_input=started is not None, timeline=timeline(events), ended=rec.status in TERMINAL_STATUSES,
+            notice=notice or request.query_params.get("notice"), error=error,
+        )  # fmt: skip
+
+    async def confirm_page(request: Request) -> Response:
+        q = request.query_params
+        wf_id, action = q.get("id", "").strip(), q.get("action", "")
+        if action not in ACTIONS or not actions:
+            return problem(request, 400, "Unknown action", f"{action!r} is not an action: use {', '.join(ACTIONS)}.")
+        form = {"id": wf_id, "action": action, "event": q.get("event", ""), "payload": q.get("payload", ""),
+                "reason": q.get("reason", "")}  # fmt: skip
+        if action == "event":
+            try:
+                _event_args(form)
+            except InvalidArgumentError as exc:
+                return await run_page(request, error=str(exc), error_status=400)
+        return page(request, "confirm.html", form=form, label=ACTIONS[action])
+
+    async def action_post(request: Request) -> Response:
+        data = await request.form()
+        form = {k: str(data.get(k, "")) for k in ("id", "action", "event", "payload", "reason")}
+        wf_id, action = form["id"].strip(), form["action"]
+        if not actions or action not in ACTIONS:
+            return problem(request, 400, "Unknown action", f"{action!r} is not an action: use {', '.join(ACTIONS)}.")
+        reason = form["reason"].strip() or None
+        request.scope["query_string"] = urlencode({"id": wf_id}).encode()
+        try:
+            if action == "event":
+                name, payload = _event_args(form)
+                await actions.send_event(wf_id, name, payload)
+                done = f"event {name!r} delivered to {wf_id}"
+            elif action == "cancel":
+                await actions.cancel(wf_id, reason)
+                done = f"cancel of {wf_id} accepted (a running step finishes first)"
+            else:
+                await actions.terminate(wf_id, reason)
+                done = f"{wf_id} terminated"
+        except InvalidArgumentError as exc:
+            return await run_page(request, error=str(exc), error_status=400)
+        except WorkflowNotFoundError:
+            return problem(request, 404, "Run not found", f"No run with workflow id {wf_id!r}: nothing was done.")
+        except NoWorkerAnsweredError as exc:
+            return await run_page(request, error=f"Nothing was done: {exc}")
+        except WorkflowError as exc:
+            return await run_page(request, error=f"{ACTIONS[action]} refused: {exc}")
+        return RedirectResponse("/run?" + urlencode({"id": wf_id, "notice": done}), 303)
+
+    async def on_kafka_error(request: Request, exc: Exception) -> Response:
+        return problem(request, 503, "Kafka is not answering", f"{exc} Try again when the cluster is back.")
+
+    async def on_grctl_error(request: Request, exc: Exception) -> Response:
+        return problem(request, 400, "Cannot do that", str(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return problem(request, 404, "No such page", f"{request.url.path} is not a page of the grctl UI.")
+        return problem(request, exc.status_code, "Bad request", str(exc.detail))
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        logger.error("UI request %s failed", request.url.path, exc_info=exc)
+        return problem(
+            request, 500, "Something went wrong",
+            f"{type(exc).__name__}: {exc}. The details are in the log of the grctl ui process.",
+        )  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            await on_shutdown()
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/namespace", namespace_page),
+            Route("/runs", runs_page),
+            Route("/run", run_page),
+            Route("/run/confirm", confirm_page),
+            Route("/run/action", action_post, methods=["POST"]),
+        ],
+        exception_handlers={
+            KafkaSetupError: on_kafka_error,
+            GrctlError: on_grctl_error,
+            HTTPException: on_http_error,
+            Exception: on_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+def _event_args(form: dict[str, str]) -> tuple[str, Any]:
+    """(event name, payload) of the event form.
+
+    Raises:
+        InvalidArgumentError: no event name, or a payload that is not JSON.
+    """
+    name = form.get("event", "").strip()
+    if not name:
+        raise InvalidArgumentError("give the event's name (the @wf.event handler)", argument="event")
+    text = form.get("payload", "").strip()
+    if not text:
+        return name, None
+    try:
+        return name, json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(
+            f"the payload is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", argument="payload"
+        ) from None

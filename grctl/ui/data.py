@@ -1,0 +1,277 @@
+"""What the web UI reads and does, behind one small class each: `TopicsReader` and `RunActions`.
+
+`TopicsReader` reads the namespace straight from its topics, with the CLI's reader
+(`grctl.cli.reader`): runs from the `state` changelog, history by time seek, a run's store and
+inbox from its `state` partition since the run began, dead letters from the end of the
+`dead-letter` topic, and the workers' group and lag with the admin client. Its methods block
+(Kafka consumers): the app calls them in a thread. Issue 14 replaces the run listing with
+worker-side listing: a class with the same methods (`RunsSource`) swaps in through
+`grctl.ui.app.create_app`.
+
+`RunActions` sends events, cancels and terminates through a `Client`.
+
+May import: every room but `dev` (it reads like the CLI does).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
+from ulid import ULID
+
+from grctl.cli.namespace import _describe
+from grctl.cli.reader import (
+    ALL_STATUSES,
+    Page,
+    RunFilter,
+    RunRow,
+    _consumer,
+    admin_for,
+    decode_cursor,
+    find_run,
+    iter_history,
+    list_offsets,
+    list_runs,
+    offsets_for_time,
+)
+from grctl.client.client import HISTORY_SEEK_SLACK_MS, Client
+from grctl.engine import keys
+from grctl.engine.records import InboxEntry, inbox_decoder
+from grctl.errors import InvalidArgumentError
+from grctl.kafka.connection import Connection
+from grctl.kafka.partitioner import partition_for
+from grctl.models.history import HistoryEvent
+
+#: Records a run page reads at most from the run's `state` partition (store, inbox).
+STATE_READ_LIMIT = 200_000
+#: How long one read of a partition may take.
+STATE_READ_S = 10.0
+#: Dead-letter records shown.
+DEAD_LETTERS_SHOWN = 50
+#: Runs per page.
+PAGE_SIZE = 25
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One record of the dead-letter topic, with why it was put there."""
+
+    partition: int
+    offset: int
+    ts_ms: int
+    key: str
+    reason: str
+    source: str  # "<topic>[<partition>]@<offset>" of the original record
+    size: int
+
+
+@dataclass(slots=True)
+class RunState:
+    """A run's store and the events waiting in its inbox, read from its `state` partition."""
+
+    store: dict[str, Any] = field(default_factory=dict)
+    inbox: list[InboxEntry] = field(default_factory=list)
+    complete: bool = True  # False: the read stopped at STATE_READ_LIMIT or STATE_READ_S
+
+
+class RunsSource(Protocol):
+    """Everything the UI reads (see `TopicsReader`)."""
+
+    conn: Connection
+
+    def namespace(self) -> dict[str, Any]:
+        """Partitions, owners, lag (as `grctl namespace describe --json`)."""
+        ...
+
+    def dead_letters(self, limit: int = DEAD_LETTERS_SHOWN) -> list[DeadLetter]:
+        """The latest dead-letter records, newest first."""
+        ...
+
+    def runs(self, flt: RunFilter, limit: int) -> Page:
+        """One page of runs, most recently changed first."""
+        ...
+
+    def run(self, wf_id: str) -> RunRow:
+        """The latest run of `wf_id` (raises `WorkflowNotFoundError`)."""
+        ...
+
+    def history(self, wf_id: str, run_id: str) -> list[HistoryEvent]:
+        """Every history event of one run, in order."""
+        ...
+
+    def state(self, wf_id: str, run_id: str) -> RunState:
+        """The run's store and inbox."""
+        ...
+
+
+def parse_filter(
+    wf_type: str | None, status: str | None, text: str | None, cursor: str | None, since: str | None = None
+) -> RunFilter:
+    """The runs filter of the list page's query parameters.
+
+    Raises:
+        InvalidArgumentError: an unknown status, a page token that is not one, or a bad `since`.
+    """
+    statuses = {s.strip() for s in (status or "").split(",") if s.strip()}
+    unknown = sorted(statuses - set(ALL_STATUSES))
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown status {', '.join(map(repr, unknown))}: use one of {', '.join(ALL_STATUSES)}", argument="status"
+        )
+    since_ms = None
+    if since:
+        try:
+            hours = float(since)
+        except ValueError:
+            raise InvalidArgumentError(f"since={since!r} is not a number of hours", argument="since") from None
+        if hours <= 0:
+            raise InvalidArgumentError(f"since={since!r} must be a positive number of hours", argument="since")
+        since_ms = int(time.time() * 1000 - hours * 3_600_000)
+    return RunFilter(
+        types={wf_type.strip()} if wf_type and wf_type.strip() else None,
+        statuses=statuses or None,
+        text=text.strip() if text and text.strip() else None,
+        since_ms=since_ms,
+        before=decode_cursor(cursor) if cursor else None,
+    )
+
+
+class TopicsReader:
+    """Reads a namespace from its topics (see the module docstring).
+
+    Args:
+        conn: the connection (namespace included).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def namespace(self) -> dict[str, Any]:
+        """Partitions, owners, lag (as `grctl namespace describe --json`)."""
+        return _describe(admin_for(self.conn), self.conn.topics, self.conn)
+
+    def dead_letters(self, limit: int = DEAD_LETTERS_SHOWN) -> list[DeadLetter]:
+        """The latest dead-letter records (up to `limit`), newest first."""
+        topic = self.conn.topics.dead_letter
+        parts = list(range(self.conn.num_partitions))
+        ends = list_offsets(self.conn, topic, parts, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+        starts = list_offsets(self.conn, topic, parts, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        out: list[DeadLetter] = []
+        for p in parts:
+            if ends[p] <= starts[p]:
+                continue
+            records, _ = self._read(topic, p, max(starts[p], ends[p] - limit), ends[p], limit)
+            for m in records:
+                headers = {k: (v or b"").decode(errors="replace") for k, v in (m.headers() or [])}
+                source = f"{headers.get('grctl.topic', '?')}[{headers.get('grctl.partition', '?')}]"
+                out.append(
+                    DeadLetter(
+                        partition=p,
+                        offset=m.offset() or 0,
+                        ts_ms=m.timestamp()[1],
+                        key=(m.key() or b"").decode(errors="replace"),
+                        reason=headers.get("grctl.reason", "(no reason header)"),
+                        source=f"{source}@{headers.get('grctl.offset', '?')}",
+                        size=len(m.value() or b""),
+                    )
+                )
+        out.sort(key=lambda d: d.ts_ms, reverse=True)
+        return out[:limit]
+
+    def _read(self, topic: str, partition: int, start: int, end: int, limit: int) -> tuple[list[Any], bool]:
+        """Records [start, end) of one partition (at most `limit`, within STATE_READ_S).
+
+        Returns:
+            The records, and whether the read got to `end` (False: it stopped at a bound).
+        """
+        c = _consumer(self.conn, "ui")
+        got: list[Any] = []
+        try:
+            c.assign([TopicPartition(topic, partition, start)])
+            deadline = time.monotonic() + STATE_READ_S
+            while time.monotonic() < deadline and len(got) < limit:
+                m = c.poll(0.2)
+                if m is None:
+                    continue
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return got, True  # at the last stable offset (read_committed)
+                    continue
+                got.append(m)
+                if (m.offset() or 0) >= end - 1:
+                    return got, True
+        finally:
+            c.close()
+        return got, False
+
+    def runs(self, flt: RunFilter, limit: int) -> Page:
+        """One page of runs, most recently changed first."""
+        return list_runs(self.conn, flt, limit)
+
+    def run(self, wf_id: str) -> RunRow:
+        """The latest run of `wf_id` (raises `WorkflowNotFoundError`)."""
+        return find_run(self.conn, wf_id)
+
+    def history(self, wf_id: str, run_id: str) -> list[HistoryEvent]:
+        """Every history event of one run, in order."""
+        return list(iter_history(self.conn, wf_id, run_id, timeout=STATE_READ_S))
+
+    def state(self, wf_id: str, run_id: str) -> RunState:
+        """The run's store and inbox: the latest value of each of its keys since the run began."""
+        topic = self.conn.topics.state
+        p = partition_for(wf_id, self.conn.num_partitions)
+        since = max(0, ULID.from_str(run_id).milliseconds - HISTORY_SEEK_SLACK_MS)
+        start = offsets_for_time(self.conn, topic, [p], since)[p]
+        end = list_offsets(self.conn, topic, [p], OffsetSpec.latest())[p]  # type: ignore[no-untyped-call]
+        state = RunState()
+        if start < 0 or start >= end:
+            return state
+        store_prefix = keys.store_key(wf_id, run_id, "")
+        inbox_prefix = keys.INBOX_PREFIX + wf_id.encode() + keys.SEP
+        latest: dict[bytes, bytes | None] = {}
+        records, state.complete = self._read(topic, p, start, end, STATE_READ_LIMIT)
+        for m in records:
+            key = m.key() or b""
+            if key.startswith((store_prefix, inbox_prefix)):
+                latest[key] = m.value()
+        for key, value in sorted(latest.items()):
+            if value is None:
+                continue  # deleted (an event taken from the inbox)
+            if key.startswith(store_prefix):
+                try:
+                    decoded: Any = msgspec.msgpack.decode(value)
+                except msgspec.DecodeError:
+                    decoded = f"<{len(value)} bytes of a custom codec>"
+                state.store[key[len(store_prefix) :].decode(errors="replace")] = decoded
+            else:
+                state.inbox.append(inbox_decoder.decode(value))
+        return state
+
+
+class RunActions:
+    """Send an event, cancel or terminate a run, through a `Client`.
+
+    Args:
+        client: the client of the namespace.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def send_event(self, wf_id: str, event: str, payload: Any) -> None:
+        """Deliver an event (raises `WorkflowError` if the run ended or has no such handler)."""
+        await self.client.send_event(wf_id, event, payload)
+
+    async def cancel(self, wf_id: str, reason: str | None) -> None:
+        """Cancel the latest run (raises `WorkflowError` if it ended)."""
+        await self.client.cancel_run(wf_id, reason)
+
+    async def terminate(self, wf_id: str, reason: str | None) -> None:
+        """Terminate the latest run (raises `WorkflowError` if it ended)."""
+        await self.client.cancel_run(wf_id, reason, terminate=True)

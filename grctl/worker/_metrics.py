@@ -1,0 +1,699 @@
+"""The worker's Prometheus metrics, and its HTTP endpoint (`/metrics`, `/ready`, `/live`).
+
+Cheap on the hot path: the engine's hooks only add to plain integers and lists of a
+`WorkerMetrics` (no lock, no label lookup in prometheus_client, no allocation per step); the
+`prometheus_client` metric families are built from them when Prometheus scrapes
+(`_Collector.collect`). What only needs reading (partitions owned, consumer lag, running steps,
+timers pending) is read at scrape time, on the worker's event loop, from the current session:
+no hook at all. The hooks live in the worker's private modules, one or two lines each, and
+change no behaviour:
+
+| hook | where |
+|---|---|
+| `step_started`, `step_finished` | `_executor.StepExecutor._execute` |
+| `transition_staged` (runs by status, too-large values), `dead_lettered` | `_partition` (`observer`) |
+| `TimedPublisher` (commit latency, batch size, failed transactions) | wraps the publisher in `_session` |
+| `assign_started`, `restore_progress`, `partition_restored`, `assign_done`, `revoked` | `_rebalance`, `_restore` |
+| `timer_fired_late` | `_timers.TimerLoop` |
+| `session_started`, `session_restarted` | `worker.Worker.run` |
+
+Readiness (`/ready`): the current session has received its partitions and restored all of
+them, and no rebalance is under way. Liveness (`/live`): the worker's event loop answers within
+`LOOP_ANSWER_TIMEOUT_S` and `Worker.run` has not ended.
+
+May import: `grctl.errors`, `grctl.tracing`, `grctl.engine` (types), `._commit` and `._session` (types),
+prometheus_client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import concurrent.futures
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from grctl import tracing
+from grctl.errors import MetricsPortInUseError
+
+if TYPE_CHECKING:
+    from grctl.engine.machine import Transition
+    from grctl.worker._commit import Batch, Publisher
+    from grctl.worker._session import WorkerSession
+
+logger = logging.getLogger("grctl.worker")
+
+#: Step durations, seconds (steps run from well under a millisecond to minutes).
+STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: Kafka transaction latency, seconds (p50 ~4 ms on a local broker, docs/local-kafka.md).
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Records and state writes in one transaction (bounded by MAX_BATCH_RECORDS, 20,000).
+BATCH_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 20_000, 50_000)
+#: How late a durable timer fired, seconds.
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: How often librdkafka reports the consumer's partition offsets (the consumer lag's source).
+STATS_INTERVAL_MS = 5_000
+#: A scrape or a liveness probe waits this long for the event loop's answer.
+LOOP_ANSWER_TIMEOUT_S = 2.0
+#: The run history kinds that end a run, and the status each stands for.
+RUN_END_KINDS = {
+    "run.completed": "completed",
+    "run.failed": "failed",
+    "run.cancelled": "cancelled",
+    "run.timeout": "timed_out",
+    "run.terminated": "terminated",
+}
+PAYLOAD_TOO_LARGE = "PayloadTooLargeError"
+
+
+class _Histogram:
+    """Non-cumulative bucket counts and a sum; cumulated when collected."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> tuple[list[tuple[str, float]], float]:
+        counts = list(self.counts)  # one copy: the +Inf bucket and the count agree
+        out, running = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(running)))
+        return out, self.total
+
+
+class _TypeStats:
+    """What the engine counted for one workflow type."""
+
+    __slots__ = (
+        "duration",
+        "runs_ended",
+        "runs_payload_too_large",
+        "runs_started",
+        "steps_completed",
+        "steps_errors",
+        "steps_started",
+        "steps_suspended",
+        "steps_timeouts",
+    )
+
+    def __init__(self) -> None:
+        self.steps_started = 0
+        self.steps_completed = 0
+        self.steps_errors = 0
+        self.steps_timeouts = 0
+        self.steps_suspended = 0
+        self.duration = _Histogram(STEP_BUCKETS)
+        self.runs_started = 0
+        self.runs_ended: dict[str, int] = {}
+        self.runs_payload_too_large = 0
+
+
+@dataclass(slots=True)
+class PartitionView:
+    """One owned partition as a scrape sees it (read on the event loop)."""
+
+    partition: int
+    next_offset: int | None
+    committed_offset: int | None
+    running_steps: int
+    timers_pending: int
+    next_timer_due_ms: int | None
+
+
+@dataclass(slots=True)
+class SessionView:
+    """What a scrape reads from the current session (on the event loop)."""
+
+    partitions: list[PartitionView] = field(default_factory=list)
+
+
+def view_of(session: WorkerSession | None) -> SessionView | None:
+    """What `session` owns now (call on the event loop; None: no session).
+
+    Reads only the session's own objects, never the consumer: a consumer call from the loop
+    while the consumer thread waits for the loop in a rebalance callback could deadlock (as
+    `consumer_group_metadata()` does, docs/engine.md). The partitions' last stable offsets come
+    from librdkafka's statistics instead (`WorkerMetrics.consumer_stats`).
+    """
+    if session is None:
+        return None
+    view = SessionView()
+    committer = session.committer
+    for p, proc in list(session.partitions.processors.items()):
+        view.partitions.append(
+            PartitionView(
+                partition=p,
+                next_offset=proc.position,
+                committed_offset=committer.committed_offset(p),
+                running_steps=len(proc.running),
+                timers_pending=len(proc.timers),
+                next_timer_due_ms=proc.next_timer_due(),
+            )
+        )
+    return view
+
+
+class TransitionObserver(Protocol):
+    """What a partition processor tells about what it stages (`ProcessorServices.observer`)."""
+
+    def transition_staged(self, tr: Transition) -> None:
+        """A transition was staged in the open batch."""
+        ...
+
+    def dead_lettered(self, partition: int) -> None:
+        """An input record of `partition` went to dead-letter."""
+        ...
+
+
+class RunSpans:
+    """Emits the `grctl.run` span of each run that ends (`grctl.tracing`)."""
+
+    def transition_staged(self, tr: Transition) -> None:
+        """Emit the run span if `tr` ends its run."""
+        run = tr.run
+        if run is not None and run.ended_ms:
+            tracing.run_ended(run.traceparent, run.wf_type, run.wf_id, run.run_id, run.started_ms, tr.history)
+
+    def dead_lettered(self, partition: int) -> None:
+        """Nothing to trace."""
+
+
+class _Both:
+    def __init__(self, *observers: TransitionObserver) -> None:
+        self._observers = observers
+
+    def transition_staged(self, tr: Transition) -> None:
+        for o in self._observers:
+            o.transition_staged(tr)
+
+    def dead_lettered(self, partition: int) -> None:
+        for o in self._observers:
+            o.dead_lettered(partition)
+
+
+def observer_for(metrics: WorkerMetrics | None) -> TransitionObserver | None:
+    """The processors' observer of a new session: metrics, run spans (tracing on), both or none."""
+    spans = RunSpans() if tracing.enabled() else None
+    if metrics is not None and spans is not None:
+        return _Both(metrics, spans)
+    return metrics if metrics is not None else spans
+
+
+class RunCountSource(Protocol):
+    """Counts of the runs a worker's partitions hold, by (workflow type, status).
+
+    TODO(issue 14): the per-partition run indexes will be the cheap source of these; when a
+    session offers `run_counts()`, `WorkerMetrics` exports `grctl_runs{workflow_type,status}`
+    from it. Until then only `grctl_runs_started_total`/`grctl_runs_ended_total` exist.
+    """
+
+    def run_counts(self) -> dict[tuple[str, str], int]:
+        """Runs by (workflow type, status) on this worker's partitions."""
+        ...
+
+
+class WorkerMetrics:
+    """The counters a worker's hooks add to, and the collector that exports them.
+
+    One per `Worker` (it outlives sessions). Every hook runs on the event loop, but
+    `restore_progress`, which runs in the restore thread and only replaces a tuple.
+
+    Args:
+        worker_id: the worker's id (label of `grctl_worker_info`).
+        namespace: the grctl namespace (label of `grctl_worker_info`).
+        read_session: called on the event loop at scrape time; what the current session owns
+            (None between sessions).
+    """
+
+    def __init__(self, worker_id: str, namespace: str, read_session: Callable[[], SessionView | None]) -> None:
+        self.worker_id = worker_id
+        self.namespace = namespace
+        self._read_session = read_session
+        self._types: dict[str, _TypeStats] = {}
+        self.commit_latency = _Histogram(COMMIT_BUCKETS)
+        self.batch_size = _Histogram(BATCH_BUCKETS)
+        self.transactions_failed = 0
+        self.session_restarts = 0
+        self.rebalances: dict[str, int] = {"assign": 0, "revoke": 0, "lost": 0}
+        self.dead_letters: dict[int, int] = {}
+        self.timer_lateness = _Histogram(LATENESS_BUCKETS)
+        self.restore_records = 0
+        self.restore_seconds = 0.0
+        #: partition -> (records read so far, records to read) while it restores.
+        self.restoring: dict[int, tuple[int, int]] = {}
+        self._assigned = False  # the current session has its partitions
+        self._rebalancing = False
+        #: partition of `directives` -> (last stable offset, offset committed when assigned, next
+        #: offset to fetch), from librdkafka's statistics of the session's consumer (`consumer_stats`).
+        self.offsets: dict[int, tuple[int, int, int]] = {}
+        self.directives_topic = ""
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.run_counts: RunCountSource | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+
+    def _stats(self, wf_type: str) -> _TypeStats:
+        st = self._types.get(wf_type)
+        if st is None:
+            st = self._types[wf_type] = _TypeStats()
+        return st
+
+    # ------------------------------------------------------------------ hooks: steps and runs
+
+    def step_started(self, wf_type: str) -> None:
+        """A step began executing (its `step.started` is staged)."""
+        self._stats(wf_type).steps_started += 1
+
+    def step_finished(self, wf_type: str, next_kind: str, seconds: float) -> None:
+        """A step's execution ended with `next_kind` (a `StepOutcome.next_kind`) after `seconds`."""
+        st = self._stats(wf_type)
+        if next_kind == "error":
+            st.steps_errors += 1
+        elif next_kind == "timeout":
+            st.steps_timeouts += 1
+        elif next_kind == "suspend":
+            st.steps_suspended += 1
+        else:
+            st.steps_completed += 1
+        st.duration.observe(seconds)
+
+    def transition_staged(self, tr: Transition) -> None:
+        """A transition was staged: count the runs it starts and ends."""
+        run = tr.run
+        if run is None:
+            return
+        for h in tr.history:
+            kind = h.kind
+            if kind == "run.started":
+                self._stats(run.wf_type).runs_started += 1
+                continue
+            status = RUN_END_KINDS.get(kind)
+            if status is None:
+                continue
+            st = self._stats(run.wf_type)
+            st.runs_ended[status] = st.runs_ended.get(status, 0) + 1
+            if status == "failed":
+                error = (h.msg or {}).get("error") or {}
+                if isinstance(error, dict) and error.get("type") == PAYLOAD_TOO_LARGE:
+                    st.runs_payload_too_large += 1
+
+    def dead_lettered(self, partition: int) -> None:
+        """An input record of `partition` went to dead-letter."""
+        self.dead_letters[partition] = self.dead_letters.get(partition, 0) + 1
+
+    def timer_fired_late(self, seconds: float) -> None:
+        """A due timer fired `seconds` after its due time."""
+        self.timer_lateness.observe(max(0.0, seconds))
+
+    # ------------------------------------------------------------------ hooks: sessions and partitions
+
+    def consumer_config(self, directives_topic: str) -> dict[str, Any]:
+        """Options for the session's consumer: librdkafka statistics every `STATS_INTERVAL_MS`."""
+        self.directives_topic = directives_topic
+        return {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self.consumer_stats}
+
+    def consumer_stats(self, stats_json: str) -> None:
+        """librdkafka's statistics (called on the consumer thread, in poll): partition offsets."""
+        try:
+            topic = json.loads(stats_json).get("topics", {}).get(self.directives_topic, {})
+            offsets = {}
+            for key, part in topic.get("partitions", {}).items():
+                p = int(key)
+                if p >= 0 and part.get("fetch_state") not in (None, "none", "stopped"):
+                    offsets[p] = (
+                        int(part.get("ls_offset", -1)),
+                        int(part.get("committed_offset", -1)),
+                        int(part.get("next_offset", -1)),
+                    )
+        except (ValueError, TypeError, AttributeError) as exc:
+            logger.debug("unreadable librdkafka statistics: %s", exc)
+            return
+        self.offsets = offsets  # replaced whole: the scraping thread reads one consistent dict
+
+    def session_started(self) -> None:
+        """A new session begins: not ready until it has its partitions."""
+        self._assigned = False
+        self._rebalancing = False
+        self.restoring.clear()
+
+    def session_restarted(self) -> None:
+        """A session failed and will be replaced."""
+        self.session_restarts += 1
+        self._assigned = False
+
+    def assign_started(self, partitions: Iterable[int]) -> None:
+        """An assignment arrived: its partitions restore now."""
+        self.rebalances["assign"] += 1
+        self._rebalancing = True
+
+    def restore_progress(self, partition: int, done: int, total: int) -> None:
+        """Restore of `partition`: `done` of `total` changelog records read (restore thread)."""
+        self.restoring[partition] = (done, total)
+
+    def partition_restored(self, partition: int, records: int, seconds: float) -> None:
+        """`partition` is restored and open."""
+        self.restoring.pop(partition, None)
+        self.restore_records += records
+        self.restore_seconds += seconds
+
+    def assign_done(self) -> None:
+        """Every partition of the assignment is open: the session is ready."""
+        self._assigned = True
+        self._rebalancing = False
+
+    def revoked(self, lost: bool) -> None:
+        """Partitions were revoked (or lost): a rebalance is under way."""
+        self.rebalances["lost" if lost else "revoke"] += 1
+        self._rebalancing = True
+
+    @property
+    def ready(self) -> bool:
+        """The session has its partitions, all restored, and no rebalance is under way."""
+        return self._assigned and not self._rebalancing and not self.restoring
+
+    # ------------------------------------------------------------------ reading
+
+    def read_session(self, timeout: float = LOOP_ANSWER_TIMEOUT_S) -> SessionView | None:
+        """Read the session on the event loop, from another thread.
+
+        Raises:
+            TimeoutError: the loop did not answer within `timeout` (it is stuck or gone).
+        """
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            raise TimeoutError("the worker's event loop is not running")
+        fut: concurrent.futures.Future[SessionView | None] = concurrent.futures.Future()
+
+        def read() -> None:
+            try:
+                fut.set_result(self._read_session())
+            except BaseException as exc:  # noqa: BLE001  # handed to the scraping thread, which raises it
+                fut.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(read)
+        except RuntimeError:  # loop closed meanwhile
+            raise TimeoutError("the worker's event loop is not running") from None
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the worker's event loop did not answer within {timeout:g}s") from None
+
+    def type_stats(self) -> list[tuple[str, _TypeStats]]:
+        """Per workflow type, what was counted (a copy of the list, not of the stats)."""
+        return list(self._types.items())
+
+
+class TimedPublisher:
+    """A `Publisher` that times each transaction and counts its size and its failures.
+
+    Args:
+        inner: the real publisher (`KafkaPublisher`).
+        metrics: where to count.
+    """
+
+    def __init__(self, inner: Publisher, metrics: WorkerMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def publish(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
+        """Publish through the real publisher; see `Publisher.publish`."""
+        t0 = time.perf_counter()
+        try:
+            result = await self._inner.publish(batch, offsets)
+        except Exception:  # as GroupCommitter.commit: the transaction did not commit
+            self._metrics.transactions_failed += 1
+            raise
+        m = self._metrics
+        m.commit_latency.observe(time.perf_counter() - t0)
+        m.batch_size.observe(len(batch))
+        return result
+
+
+class _Collector(Collector):
+    """Builds the metric families from a `WorkerMetrics` when Prometheus scrapes."""
+
+    def __init__(self, m: WorkerMetrics) -> None:
+        self._m = m
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        info = GaugeMetricFamily("grctl_worker_info", "The worker (always 1).", labels=["worker_id", "namespace"])
+        info.add_metric([m.worker_id, m.namespace], 1)
+        yield info
+        try:
+            view = m.read_session()
+            responsive = 1.0
+        except TimeoutError as exc:
+            logger.warning("metrics scrape: %s", exc)
+            view, responsive = None, 0.0
+        yield GaugeMetricFamily(
+            "grctl_worker_loop_responsive", "1 if the worker's event loop answered the scrape in time.", responsive
+        )
+        yield GaugeMetricFamily("grctl_worker_ready", "1 if the worker owns its partitions, all restored.", m.ready)
+
+        started = CounterMetricFamily("grctl_steps_started", "Step executions begun.", labels=["workflow_type"])
+        completed = CounterMetricFamily(
+            "grctl_steps_completed", "Step executions that returned a directive.", labels=["workflow_type"]
+        )
+        failed = CounterMetricFamily(
+            "grctl_steps_failed",
+            "Step executions that failed: reason=error (raised) or timeout (step timeout).",
+            labels=["workflow_type", "reason"],
+        )
+        suspended = CounterMetricFamily(
+            "grctl_steps_suspended", "Step executions suspended for a long retry back-off.", labels=["workflow_type"]
+        )
+        duration = HistogramMetricFamily(
+            "grctl_step_duration_seconds", "Duration of step executions.", labels=["workflow_type"]
+        )
+        runs_started = CounterMetricFamily(
+            "grctl_runs_started", "Runs started on this worker's partitions.", labels=["workflow_type"]
+        )
+        runs_ended = CounterMetricFamily(
+            "grctl_runs_ended", "Runs ended on this worker's partitions, by status.", labels=["workflow_type", "status"]
+        )
+        too_large = CounterMetricFamily(
+            "grctl_runs_failed_payload_too_large",
+            "Runs failed because a value was over the size limit (PayloadTooLargeError).",
+            labels=["workflow_type"],
+        )
+        for wf_type, st in m.type_stats():
+            started.add_metric([wf_type], st.steps_started)
+            completed.add_metric([wf_type], st.steps_completed)
+            failed.add_metric([wf_type, "error"], st.steps_errors)
+            failed.add_metric([wf_type, "timeout"], st.steps_timeouts)
+            suspended.add_metric([wf_type], st.steps_suspended)
+            buckets, total = st.duration.buckets()
+            duration.add_metric([wf_type], buckets, total)
+            runs_started.add_metric([wf_type], st.runs_started)
+            for status, n in list(st.runs_ended.items()):
+                runs_ended.add_metric([wf_type, status], n)
+            too_large.add_metric([wf_type], st.runs_payload_too_large)
+        yield from (started, completed, failed, suspended, duration, runs_started, runs_ended, too_large)
+
+        if m.run_counts is not None:
+            runs = GaugeMetricFamily(
+                "grctl_runs", "Runs held by this worker's partitions.", labels=["workflow_type", "status"]
+            )
+            for (wf_type, status), n in m.run_counts.run_counts().items():
+                runs.add_metric([wf_type, status], n)
+            yield runs
+
+        commit = HistogramMetricFamily(
+            "grctl_commit_duration_seconds", "Kafka transaction latency (begin to commit) of each group commit."
+        )
+        buckets, total = m.commit_latency.buckets()
+        commit.add_metric([], buckets, total)
+        yield commit
+        batch = HistogramMetricFamily(
+            "grctl_commit_batch_size", "Records and state writes in each committed transaction."
+        )
+        buckets, total = m.batch_size.buckets()
+        batch.add_metric([], buckets, total)
+        yield batch
+        yield CounterMetricFamily(
+            "grctl_transactions_failed",
+            "Transactions that did not commit (aborted; the session restarts).",
+            m.transactions_failed,
+        )
+        yield CounterMetricFamily("grctl_session_restarts", "Sessions failed and restarted.", m.session_restarts)
+        rebalances = CounterMetricFamily(
+            "grctl_rebalances", "Rebalance callbacks, by kind (assign, revoke, lost).", labels=["kind"]
+        )
+        for kind, n in list(m.rebalances.items()):
+            rebalances.add_metric([kind], n)
+        yield rebalances
+        dead = CounterMetricFamily(
+            "grctl_dead_letter_records", "Input records sent to the dead-letter topic.", labels=["partition"]
+        )
+        for p, n in sorted(m.dead_letters.items()):
+            dead.add_metric([str(p)], n)
+        yield dead
+        lateness = HistogramMetricFamily(
+            "grctl_timer_lateness_seconds", "How late the earliest due timer of a partition fired, per firing round."
+        )
+        buckets, total = m.timer_lateness.buckets()
+        lateness.add_metric([], buckets, total)
+        yield lateness
+        yield CounterMetricFamily(
+            "grctl_restore_records", "Changelog records replayed by partition restores.", m.restore_records
+        )
+        yield CounterMetricFamily("grctl_restore_seconds", "Time spent restoring partitions.", m.restore_seconds)
+        remaining = GaugeMetricFamily(
+            "grctl_restore_remaining_records", "Changelog records left to replay, per restoring partition.",
+            labels=["partition"],
+        )  # fmt: skip
+        for p, (done, todo) in sorted(m.restoring.copy().items()):
+            remaining.add_metric([str(p)], max(0, todo - done))
+        yield remaining
+
+        owned = GaugeMetricFamily(
+            "grctl_partitions_owned", "Partitions this worker owns.", len(view.partitions) if view is not None else 0
+        )
+        lag = GaugeMetricFamily(
+            "grctl_consumer_lag",
+            "Directive records of an owned partition not processed yet (last stable offset - committed offset).",
+            labels=["partition"],
+        )
+        running = GaugeMetricFamily("grctl_steps_running", "Steps executing now, per partition.", labels=["partition"])
+        timers = GaugeMetricFamily(
+            "grctl_timers_pending", "Durable timers armed, per partition (disarmed ones until they are due).",
+            labels=["partition"],
+        )  # fmt: skip
+        overdue = GaugeMetricFamily(
+            "grctl_timers_overdue_seconds", "How far past due the earliest armed timer is, per partition.",
+            labels=["partition"],
+        )  # fmt: skip
+        if view is not None:
+            now_ms = time.time() * 1000
+            offsets = m.offsets
+            for pv in view.partitions:
+                label = [str(pv.partition)]
+                lso, committed_at_assign, fetch = offsets.get(pv.partition, (-1, -1, -1))
+                consumed = pv.committed_offset if pv.committed_offset is not None else pv.next_offset
+                if consumed is None:  # nothing read yet this session
+                    consumed = committed_at_assign if committed_at_assign >= 0 else (fetch if fetch >= 0 else None)
+                if lso >= 0 and consumed is not None:
+                    # Everything fetched and committed: what is left up to the LSO are transaction
+                    # markers, not records (an idle EOS partition would otherwise show a lag of 1).
+                    caught_up = fetch >= lso and consumed == (
+                        pv.next_offset if pv.next_offset is not None else consumed
+                    )
+                    lag.add_metric(label, 0 if caught_up else max(0, lso - consumed))
+                running.add_metric(label, pv.running_steps)
+                timers.add_metric(label, pv.timers_pending)
+                due = pv.next_timer_due_ms
+                overdue.add_metric(label, max(0.0, (now_ms - due) / 1000) if due is not None else 0.0)
+        yield from (owned, lag, running, timers, overdue)
+
+
+class MetricsServer:
+    """`/metrics`, `/ready` and `/live` over HTTP, in a daemon thread.
+
+    Args:
+        metrics: what to serve.
+        port: the port (0: any free port; see `address`).
+        host: the interface ("0.0.0.0": every interface, as probes from outside the pod need).
+        is_running: whether `Worker.run` is still running (for `/live`).
+    """
+
+    def __init__(self, metrics: WorkerMetrics, port: int, host: str, is_running: Callable[[], bool]) -> None:
+        self._metrics = metrics
+        self._port = port
+        self._host = host
+        self._is_running = is_running
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) the server listens on."""
+        if self._server is None:
+            return self._host, self._port
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Bind and serve.
+
+        Raises:
+            MetricsPortInUseError: the port is taken (or cannot be bound).
+        """
+        handler = _handler_for(self._metrics, self._is_running)
+        try:
+            self._server = ThreadingHTTPServer((self._host, self._port), handler)
+        except OSError as exc:
+            raise MetricsPortInUseError(self._port, host=self._host, reason=exc.strerror or str(exc)) from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="grctl-metrics", daemon=True)
+        self._thread.start()
+        logger.info("metrics on http://%s:%d/metrics (probes: /ready, /live)", *self.address)
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _handler_for(metrics: WorkerMetrics, is_running: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif path == "/ready":
+                if metrics.ready and is_running():
+                    self._send(200, b"ready\n")
+                else:
+                    restoring = sorted(metrics.restoring)
+                    why = f"restoring partitions {restoring}" if restoring else "waiting for its partitions"
+                    self._send(503, f"not ready: {why}\n".encode())
+            elif path == "/live":
+                try:
+                    metrics.read_session()
+                    alive = is_running()
+                    why = "the worker stopped"
+                except TimeoutError as exc:
+                    alive, why = False, str(exc)
+                if alive:
+                    self._send(200, b"live\n")
+                else:
+                    self._send(503, f"not live: {why}\n".encode())
+            else:
+                self._send(404, b"not found: try /metrics, /ready or /live\n")
+
+        def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.debug("metrics http: %s", format % args)
+
+    return Handler
