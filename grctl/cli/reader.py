@@ -1,13 +1,14 @@
-"""Read runs and history straight from the namespace's topics (no worker needed).
+"""Runs and history for the CLI, the TUI and the web UI.
 
-Runs: the ``state`` topic is the compacted changelog of the workers' tables; a run record has
-the key ``r/<wf_id>`` and sits on the partition of its workflow id. The latest committed value
-of a key is the run's current state (a tombstone deletes it). `StateScanner` reads the topic
-*backwards*, one chunk per partition at a time (`read_committed`): reading a chunk forward and
-then going to the chunk before it, the first value met for a key is its latest, so the runs come
-out most recently changed first and ``list`` can stop as soon as it has a page. It never reads
-more than it needs for that page (and never below ``--since``), so the first page costs the
-same on a namespace with 100 runs or 100,000.
+Listing: `RunLister` asks the workers (`Client.list_workflows`: every partition's owner answers
+from its run index), so a page costs the same on a namespace with 100 runs or 100 million, and
+nothing reads the state topic. It needs running workers.
+
+One run without a worker: the ``state`` topic is the compacted changelog of the workers'
+tables; a run record has the key ``r/<wf_id>`` and sits on the partition of its workflow id.
+`find_run` reads that one partition *backwards*, one chunk at a time (`read_committed`):
+reading a chunk forward and then going to the chunk before it, the first value met for the key
+is its latest, so it stops as soon as it meets the run (and retention bounds the partition).
 
 History: `iter_history` seeks the run's ``history`` partition by time (the run id is a ULID, so
 it carries the run's start time) and reads from there, optionally tailing until the run ends.
@@ -15,11 +16,14 @@ it carries the run's start time) and reads from there, optionally tailing until 
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import contextlib
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
@@ -29,15 +33,16 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # untyped re-
 )
 from ulid import ULID
 
-from grctl.client.client import HISTORY_SEEK_SLACK_MS, run_info_from_reply, to_history_event
+from grctl.client.client import HISTORY_SEEK_SLACK_MS, Client, run_info_from_reply, to_history_event
+from grctl.client.listing import ListFilter, decode_page_token
 from grctl.engine.keys import RUN_PREFIX, run_key
 from grctl.engine.machine import Machine
 from grctl.engine.records import ReplyTo, RunRecord, history_decoder, run_decoder
-from grctl.errors import InvalidArgumentError, KafkaSetupError, WorkflowNotFoundError
+from grctl.errors import KafkaSetupError, WorkflowNotFoundError
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 from grctl.models.history import TERMINAL_KINDS, HistoryEvent
-from grctl.models.run_info import RunInfo
+from grctl.models.run_info import RunInfo, RunStateKind
 
 TERMINAL_STATUSES = {"completed", "failed", "cancelled", "timed_out", "terminated"}
 ALL_STATUSES = ("pending", "scheduled", "running", "completed", "failed", "cancelled", "timed_out", "terminated")
@@ -48,6 +53,8 @@ MAX_CHUNK = 200_000
 #: One chunk read gives up after this long without progress.
 READ_STALL_S = 30.0
 OFFSETS_TIMEOUT_S = 15.0
+#: How long a listing waits for the partitions' answers.
+LIST_TIMEOUT_S = 10.0
 
 
 def _consumer(conn: Connection, purpose: str, **extra: Any) -> Consumer:
@@ -130,6 +137,21 @@ class RunRow:
         """The run as `describe` reports it."""
         return run_info_from_record(self.record)
 
+    @classmethod
+    def from_listing(cls, info: RunInfo) -> RunRow:
+        """A row from a run as the workers' listing reports it."""
+
+        def ms(value: datetime | None) -> int:
+            return int(value.timestamp() * 1000) if value is not None else 0
+
+        record = RunRecord(
+            run_id=info.id, wf_id=info.wf_id, wf_type=info.wf_type, status=info.status,
+            state=info.state or RunStateKind.start, seq=info.step_seq, step=info.current_step,
+            created_ms=ms(info.created_at), started_ms=ms(info.started_at), ended_ms=ms(info.ended_at),
+            timeout_ms=int(info.timeout * 1000) if info.timeout else None, error=info.error,
+        )  # fmt: skip
+        return cls(record, record.ended_ms or record.started_ms, -1, -1)
+
     def to_dict(self) -> dict[str, Any]:
         """The row as ``list --json`` prints it."""
         r = self.record
@@ -161,7 +183,7 @@ class RunFilter:
     statuses: set[str] | None = None
     since_ms: int | None = None
     text: str | None = None
-    before: tuple[int, str] | None = None  # the page cursor: rows strictly after it (sort order)
+    page_token: str | None = None  # the next page of an earlier listing with the same filters
 
     def matches(self, row: RunRow) -> bool:
         r = row.record
@@ -175,30 +197,13 @@ class RunFilter:
             t = self.text.lower()
             if t not in r.wf_id.lower() and t not in r.wf_type.lower() and t not in r.run_id.lower():
                 return False
-        return self.before is None or row.sort_key < self.before
-
-
-def encode_cursor(row: RunRow) -> str:
-    """An opaque page token: the sort key of the last row shown."""
-    raw = f"{row.updated_ms}:{row.record.wf_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(token: str) -> tuple[int, str]:
-    """The sort key in a page token; InvalidArgumentError (a ValueError) if it is not one."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        ms, _, wf_id = raw.partition(":")
-        return int(ms), wf_id
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgumentError(f"{token!r} is not a page token printed by `grctl workflow list`") from None
+        return True
 
 
 @dataclass
 class _Part:
     low: int  # do not read below (earliest offset, or the --since offset)
     upper: int  # the next backward chunk ends here (exclusive)
-    frontier_ms: int = 2**62  # timestamp of the oldest record read so far
     chunk: int = FIRST_CHUNK
 
     @property
@@ -212,43 +217,92 @@ class Page:
 
     rows: list[RunRow]
     next_cursor: str | None
-    scanned: int = 0  # records read
     elapsed_s: float = 0.0
+    unavailable_partitions: list[int] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] | None = None
+
+
+class RunLister:
+    """Lists runs through the workers (`Client.list_workflows`) from code that is not async.
+
+    Owns a `Client` on an event loop of its own thread, so a TUI or a web UI reuses one client
+    for every page. Close it when done (or use it as a context manager).
+
+    Args:
+        conn: the namespace.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grctl-lister", daemon=True)
+        self._thread.start()
+        self._client = Client(conn)
+        self._closed = False
+        self._lock = threading.Lock()  # no page is scheduled once close() began
+
+    def page(self, flt: RunFilter, limit: int, *, counts: bool = False, timeout: float = LIST_TIMEOUT_S) -> Page:
+        """One page of runs matching `flt`, newest first.
+
+        Raises:
+            InvalidArgumentError: a bad filter or page token.
+            NoWorkerAnsweredError: the namespace has no running worker.
+        """
+        call = self._client.list_workflows(
+            status=sorted(flt.statuses) if flt.statuses else None,
+            workflow_type=sorted(flt.types) if flt.types else None,
+            started_after=_started_after(flt), limit=limit, page_token=flt.page_token, text=flt.text,
+            counts=counts, timeout=timeout,
+        )  # fmt: skip
+        t0 = time.monotonic()
+        with self._lock:
+            if self._closed:  # a view shutting down
+                call.close()
+                raise KafkaSetupError("this run lister is closed")
+            future = asyncio.run_coroutine_threadsafe(call, self._loop)
+        result = future.result(timeout + OFFSETS_TIMEOUT_S)
+        return Page(
+            [RunRow.from_listing(info) for info in result.runs],
+            result.next_page_token,
+            time.monotonic() - t0,
+            result.unavailable_partitions,
+            result.counts,
+        )
+
+    def close(self) -> None:
+        """Close the client and stop the loop."""
+        with self._lock:
+            self._closed = True
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(OFFSETS_TIMEOUT_S)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(OFFSETS_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> RunLister:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
 class StateScanner:
-    """Reads the run records of a namespace's ``state`` topic from its end backwards.
-
-    Keep one scanner to page further back (the TUI's "load more"): it remembers which keys it
-    has met, so an older value of a run already returned is never returned again.
-    """
+    """Reads run records of a namespace's ``state`` topic from its end backwards (`find`)."""
 
     conn: Connection
-    since_ms: int | None = None
     partitions: list[int] | None = None
     _parts: dict[int, _Part] = field(default_factory=dict)
-    _seen: set[bytes] = field(default_factory=set)
     _consumer: Consumer | None = None
-    _buffer: list[RunRow] = field(default_factory=list)  # read and matching, not returned yet
     end_offsets: dict[int, int] = field(default_factory=dict)
-    scanned: int = 0
 
     def __post_init__(self) -> None:
         topic = self.conn.topics.state
         parts = self.partitions if self.partitions is not None else list(range(self.conn.num_partitions))
         self.end_offsets = list_offsets(self.conn, topic, parts, OffsetSpec.latest())  # type: ignore[no-untyped-call]
         lows = list_offsets(self.conn, topic, parts, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
-        if self.since_ms is not None:
-            for p, off in offsets_for_time(self.conn, topic, parts, self.since_ms).items():
-                # -1: nothing written since then in this partition.
-                lows[p] = max(lows[p], off if off >= 0 else self.end_offsets[p])
         self._parts = {p: _Part(low=max(0, lows[p]), upper=self.end_offsets[p]) for p in parts}
-
-    @property
-    def exhausted(self) -> bool:
-        """True when every partition has been read back to its start (or to --since)."""
-        return all(p.exhausted for p in self._parts.values())
 
     def close(self) -> None:
         """Close the Kafka consumer."""
@@ -275,7 +329,6 @@ class StateScanner:
         c = self._consumer
         topic = self.conn.topics.state
         out: dict[int, list[tuple[bytes, bytes | None, int, int]]] = {p: [] for p in ranges}
-        first_ts: dict[int, int] = {}
         pending = set(ranges)
         assigned = [TopicPartition(topic, p, start) for p, (start, _end) in ranges.items()]
         c.assign(assigned)
@@ -308,9 +361,6 @@ class StateScanner:
                         pending.discard(p)
                         done.append(p)
                         continue
-                    if p not in first_ts:
-                        first_ts[p] = m.timestamp()[1]
-                    self.scanned += 1
                     key = m.key() or b""
                     if key.startswith(RUN_PREFIX):
                         out[p].append((key, m.value(), m.timestamp()[1], off))
@@ -321,60 +371,7 @@ class StateScanner:
                     c.pause([TopicPartition(topic, p) for p in done])
         finally:
             c.unassign()
-        for p, ts in first_ts.items():
-            self._parts[p].frontier_ms = min(self._parts[p].frontier_ms, ts)
         return out
-
-    def _step(self, which: list[int]) -> list[RunRow]:
-        """Read one more chunk backwards in each partition of `which`; the new latest rows."""
-        ranges = {}
-        for p in which:
-            part = self._parts[p]
-            start = max(part.low, part.upper - part.chunk)
-            ranges[p] = (start, part.upper)
-        got = self._read(ranges)
-        rows: list[RunRow] = []
-        for p, (start, _end) in ranges.items():
-            part = self._parts[p]
-            part.upper = start
-            if part.upper <= part.low:
-                part.frontier_ms = -1  # nothing older
-            part.chunk = min(MAX_CHUNK, part.chunk * 2)
-            latest: dict[bytes, tuple[bytes | None, int, int]] = {}
-            for key, value, ts, off in got[p]:
-                latest[key] = (value, ts, off)
-            for key, (value, ts, off) in latest.items():
-                if key in self._seen:
-                    continue
-                self._seen.add(key)
-                if value is None:
-                    continue  # deleted run
-                rows.append(RunRow(run_decoder.decode(value), ts, p, off))
-        return rows
-
-    def next_rows(self, flt: RunFilter, limit: int) -> tuple[list[RunRow], bool]:
-        """The next `limit` matching rows (most recently changed first) and whether more may exist.
-
-        Reads backwards until no unread record can be newer than the `limit`-th match.
-        """
-        matches = [r for r in self._buffer if flt.matches(r)]
-        first = True
-        while True:
-            threshold = -(2**62)
-            if len(matches) >= limit:
-                matches.sort(key=lambda r: r.sort_key, reverse=True)
-                threshold = matches[limit - 1].updated_ms
-            which = [
-                p for p, part in self._parts.items() if not part.exhausted and (first or part.frontier_ms >= threshold)
-            ]
-            if not which:
-                break
-            first = False
-            matches.extend(r for r in self._step(which) if flt.matches(r))
-        matches.sort(key=lambda r: r.sort_key, reverse=True)
-        self._buffer = matches[limit:]
-        more = len(matches) > limit or not self.exhausted
-        return matches[:limit], more
 
     def find(self, wf_id: str) -> RunRow | None:
         """The latest committed record of `wf_id` (None: no such run). Reads only its partition."""
@@ -396,13 +393,34 @@ class StateScanner:
         return None
 
 
+def list_filter(flt: RunFilter) -> ListFilter:
+    """The client's listing filter for a `RunFilter`."""
+    return ListFilter.of(
+        sorted(flt.statuses) if flt.statuses else None,
+        sorted(flt.types) if flt.types else None,
+        _started_after(flt),
+        flt.text,
+    )
+
+
+def _started_after(flt: RunFilter) -> datetime | None:
+    return datetime.fromtimestamp(flt.since_ms / 1000, UTC) if flt.since_ms is not None else None
+
+
+def check_page_token(flt: RunFilter, namespace: str) -> None:
+    """Check `flt.page_token` before asking anyone.
+
+    Raises:
+        InvalidArgumentError: not a page token, or one of another namespace or other filters.
+    """
+    if flt.page_token is not None:
+        decode_page_token(flt.page_token, namespace, list_filter(flt))
+
+
 def list_runs(conn: Connection, flt: RunFilter, limit: int) -> Page:
-    """One page of runs, most recently changed first."""
-    t0 = time.monotonic()
-    with StateScanner(conn, since_ms=flt.since_ms) as scanner:
-        rows, more = scanner.next_rows(flt, limit)
-        cursor = encode_cursor(rows[-1]) if rows and more else None
-        return Page(rows, cursor, scanner.scanned, time.monotonic() - t0)
+    """One page of runs, newest first (one `RunLister` call)."""
+    with RunLister(conn) as lister:
+        return lister.page(flt, limit)
 
 
 def find_run(conn: Connection, wf_id: str) -> RunRow:
@@ -417,34 +435,6 @@ def find_run(conn: Connection, wf_id: str) -> RunRow:
     if row is None:
         raise WorkflowNotFoundError(f"workflow id {wf_id!r} not found", wf_id=wf_id)
     return row
-
-
-class StateTail:
-    """Follows the run records written after given offsets (the TUI's live updates)."""
-
-    def __init__(self, conn: Connection, start: dict[int, int]) -> None:
-        self.conn = conn
-        self._consumer = _consumer(conn, "tail", **{"enable.partition.eof": False})
-        self._consumer.assign([TopicPartition(conn.topics.state, p, off) for p, off in start.items()])
-
-    def poll(self, timeout: float = 0.5) -> list[RunRow]:
-        """The run records committed since the last call (latest per workflow id)."""
-        latest: dict[bytes, RunRow | None] = {}
-        for m in _batch(self._consumer, timeout):
-            if m.error() is not None:
-                continue
-            key = m.key() or b""
-            if not key.startswith(RUN_PREFIX):
-                continue
-            value = m.value()
-            latest[key] = (
-                None if value is None else RunRow(run_decoder.decode(value), m.timestamp()[1], m.partition() or 0, 0)
-            )
-        return [r for r in latest.values() if r is not None]
-
-    def close(self) -> None:
-        """Close the consumer."""
-        self._consumer.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """The interactive view of ``grctl workflow list`` and ``history`` (Textual).
 
-`RunsApp` shows the runs of a namespace, most recently changed first, and keeps them live: a
-background thread reads the first page backwards from the state topic (see `grctl.cli.reader`),
-then tails the topic and merges every committed change. The filter box narrows the loaded runs
+`RunsApp` shows the runs of a namespace, newest first, and keeps them live: a background
+thread asks the workers for the first page (their run indexes, see `grctl.cli.reader.RunLister`)
+and asks again every `FOLLOW_S`, merging what changed. The filter box narrows the loaded runs
 (``status:running type:Order text``); ``m`` loads an older page; Enter opens the run's history,
 which follows the run until it ends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, ClassVar
 
@@ -21,12 +22,14 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
 from grctl.cli.common import STATUS_STYLES, fmt_duration_ms, fmt_ms
-from grctl.cli.reader import RunFilter, RunRow, StateScanner, StateTail, iter_history
+from grctl.cli.reader import RunFilter, RunLister, RunRow, iter_history
 from grctl.cli.render import KIND_STYLES, event_details, event_step
 from grctl.kafka.connection import Connection
 from grctl.models.history import HistoryEvent
 
 REFRESH_S = 0.3
+#: The list view asks the workers for the newest page again this often (live updates).
+FOLLOW_S = 2.0
 
 
 def parse_filter(text: str) -> RunFilter:
@@ -151,7 +154,8 @@ class RunsApp(App[None]):
         self.more = True
         self.live_updates = 0
         self._dirty = False
-        self._scanner: StateScanner | None = None
+        self._lister: RunLister | None = None
+        self._older: str | None = None  # the page token of the next older page
         self.sub_title = f"namespace {conn.namespace}"
 
     def compose(self) -> ComposeResult:
@@ -177,30 +181,36 @@ class RunsApp(App[None]):
 
     # ------------------------------------------------------------------ data
 
+    def _lister_of(self) -> RunLister:
+        if self._lister is None:
+            self._lister = RunLister(self.conn)
+        return self._lister
+
     @work(thread=True, exclusive=True, group="load")
     def _load(self, first: bool = False) -> None:
         try:
-            if self._scanner is None:
-                self._scanner = StateScanner(self.conn, since_ms=self.base.since_ms)
             t0 = time.monotonic()
-            rows, more = self._scanner.next_rows(self.base, self.page_size)
-            self.call_from_thread(self._loaded, rows, more, time.monotonic() - t0)
+            flt = dataclasses.replace(self.base, page_token=None if first else self._older)
+            page = self._lister_of().page(flt, self.page_size)
+            self._older = page.next_cursor
+            self.call_from_thread(self._loaded, page.rows, page.next_cursor is not None, time.monotonic() - t0)
             if first:
-                self.call_from_thread(self._tail, dict(self._scanner.end_offsets))
+                self.call_from_thread(self._follow)
         except Exception as exc:  # noqa: BLE001  # shown in the status line
             self.call_from_thread(self._status, f"error: {exc}")
 
-    @work(thread=True, exclusive=True, group="tail")
-    def _tail(self, start: dict[int, int]) -> None:
+    @work(thread=True, exclusive=True, group="follow")
+    def _follow(self) -> None:
+        """Live updates: the newest page again every FOLLOW_S (the workers answer from their indexes)."""
         worker = get_current_worker()
-        tail = StateTail(self.conn, start)
-        try:
-            while not worker.is_cancelled:
-                rows = tail.poll(0.5)
-                if rows:
-                    self.call_from_thread(self._merge_live, rows)
-        finally:
-            tail.close()
+        while not worker.is_cancelled:
+            time.sleep(FOLLOW_S)  # the refresh period of the view, not a wait for a state
+            try:
+                page = self._lister_of().page(self.base, self.page_size)
+            except Exception as exc:  # noqa: BLE001  # shown in the status line; the next refresh retries
+                self.call_from_thread(self._status, f"live updates paused: {exc}")
+                continue
+            self.call_from_thread(self._merge_live, page.rows)
 
     def _loaded(self, rows: list[RunRow], more: bool, elapsed: float) -> None:
         for r in rows:
@@ -301,8 +311,8 @@ class RunsApp(App[None]):
             self._load()
 
     def on_unmount(self) -> None:
-        if self._scanner is not None:
-            self._scanner.close()
+        if self._lister is not None:
+            self._lister.close()
 
 
 class HistoryApp(App[None]):

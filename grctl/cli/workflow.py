@@ -24,6 +24,7 @@ from grctl.cli.common import (
     connect_sync,
     err,
     fmt_duration_ms,
+    globals_of,
     handle_errors,
     json_text,
     out,
@@ -37,6 +38,7 @@ from grctl.cli.common import (
 )
 from grctl.cli.render import event_dict, event_line, info_dict, info_table, runs_table
 from grctl.client.client import Client
+from grctl.errors import InvalidArgumentError
 from grctl.models.history import HistoryEvent
 from grctl.models.run_info import RunInfo, RunStatus
 
@@ -375,12 +377,12 @@ def list_cmd(
         bool, typer.Option("--plain", help="Print a table even on a terminal (no interactive view).")
     ] = False,
 ) -> None:
-    """List runs, most recently changed first: the latest run of each workflow id.
+    """List runs, newest first: the latest run of each workflow id.
 
     On a terminal this opens the interactive view (filter, Enter for a run's history, live
-    updates); otherwise, or with --plain or --json, it prints one page. Reads the namespace's
-    compacted state topic (read_committed) from its end backwards, only as far as the page
-    needs, so the first page is quick on any number of runs.
+    updates); otherwise, or with --plain or --json, it prints one page. The workers answer from
+    their run indexes (every partition's owner, merged here), so a page is quick on any number
+    of runs; it needs running workers.
 
     **Examples**
 
@@ -398,19 +400,18 @@ def list_cmd(
             f"unknown status {bad[0]!r}; use one of {', '.join(reader.ALL_STATUSES)}", param_hint="--status"
         )
     since_ms = int((time.time() - parse_duration(since, "--since").total_seconds()) * 1000) if since else None
-    before = None
-    if page is not None:
-        try:
-            before = reader.decode_cursor(page)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--page") from None
     flt = reader.RunFilter(
         types=set(wf_types) if wf_types else None,
         statuses=set(statuses) if statuses else None,
         since_ms=since_ms,
         text=search,
-        before=before,
+        page_token=page,
     )
+    if page is not None:
+        try:
+            reader.check_page_token(flt, globals_of().resolved_namespace)
+        except InvalidArgumentError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--page") from None
     interactive = not (as_json or plain) and sys.stdout.isatty() and sys.stdin.isatty()
 
     def main() -> None:
@@ -420,18 +421,29 @@ def list_cmd(
 
             run_list_app(conn, flt, page_size=max(limit, 200))
             return
-        with progress("reading runs"):
+        with progress("listing runs"):
             result = reader.list_runs(conn, flt, limit)
         if as_json:
-            print_json({"runs": [r.to_dict() for r in result.rows], "next_page": result.next_cursor})
+            print_json(
+                {
+                    "runs": [r.to_dict() for r in result.rows],
+                    "next_page": result.next_cursor,
+                    "unavailable_partitions": result.unavailable_partitions,
+                }
+            )
             return
+        if result.unavailable_partitions:
+            err.print(
+                f"partitions {', '.join(map(str, result.unavailable_partitions))} did not answer (moving between "
+                f"workers?): their runs are missing from this page",
+                highlight=False,
+            )
         if not result.rows:
             err.print(f"no runs match in namespace {conn.namespace!r}")
             return
         out.print(runs_table(result.rows))
         err.print(
-            f"{len(result.rows)} run(s), most recently changed first; read {result.scanned} records in "
-            f"{result.elapsed_s * 1000:.0f} ms",
+            f"{len(result.rows)} run(s), newest first; listed by the workers in {result.elapsed_s * 1000:.0f} ms",
             highlight=False,
         )
         if result.next_cursor:

@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import socket
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +19,22 @@ from grctl._check import non_empty_str, positive_ms
 from grctl._fork import ForkGuard
 from grctl.client._io import ClientIO
 from grctl.client.handle import WorkflowHandle
+from grctl.client.listing import (
+    LIST_LIMIT_MAX,
+    ListFilter,
+    RunPage,
+    decode_page_token,
+    encode_page_token,
+    merge_counts,
+    merge_pages,
+)
 from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.records import (
     CancelCmd,
     DescribeCmd,
     EventCmd,
     HistoryRecord,
+    ListCmd,
     QueryCmd,
     Reply,
     ReplyCode,
@@ -34,6 +45,7 @@ from grctl.engine.records import (
     history_decoder,
 )
 from grctl.errors import (
+    InvalidArgumentError,
     NoWorkerAnsweredError,
     PayloadTooLargeError,
     WorkflowAlreadyRunningError,
@@ -361,6 +373,79 @@ class Client:
             raise WorkflowError(f"get_workflow_handle failed ({reply.code}): {reply.message}", wf_id=wfid)
         info = run_info_from_reply(reply.payload)
         return WorkflowHandle.attached(info, client=self, listen=io.listen, watch_id=watch_id, return_type=return_type)
+
+    async def list_workflows(
+        self,
+        status: str | RunStatus | Iterable[str | RunStatus] | None = None,
+        workflow_type: str | Iterable[str] | None = None,
+        started_after: datetime | None = None,
+        limit: int = 50,
+        page_token: str | None = None,
+        *,
+        text: str | None = None,
+        counts: bool = False,
+        timeout: float | None = None,
+    ) -> RunPage:
+        """A page of the namespace's runs (the latest run of each workflow id), newest first.
+
+        Every partition's owner answers from its run index (no scan of the changelog); the
+        pages are merged here. A partition that does not answer within `timeout` (moving in a
+        rebalance) is listed in `RunPage.unavailable_partitions`.
+
+        Args:
+            status: only runs with this status (or any of these).
+            workflow_type: only runs of this type (or any of these).
+            started_after: only runs started after this (aware) time.
+            limit: runs per page, 1 to 1000.
+            page_token: `next_page_token` of the previous page (same filters).
+            text: only runs whose workflow id, type or run id contains this text.
+            counts: also count the runs of the namespace by status and type.
+            timeout: seconds to wait for the partitions (default `request_timeout`).
+
+        Raises:
+            InvalidArgumentError: a bad filter, limit or page token (one of another namespace
+                or of other filters).
+            NoWorkerAnsweredError: the namespace has no running worker.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT_MAX:
+            raise InvalidArgumentError(
+                f"limit must be an int from 1 to {LIST_LIMIT_MAX}, got {limit!r}", argument="limit"
+            )
+        flt = ListFilter.of(status, workflow_type, started_after, text)
+        namespace = self.connection.namespace
+        after = None
+        if page_token is not None:
+            after, flt = decode_page_token(page_token, namespace, flt)
+        io = await self._ensure()
+        await io.require_workers()
+        wait_s = self.request_timeout if timeout is None else timeout
+        base = str(ULID())
+        waiting: dict[int, asyncio.Future[Reply]] = {}
+        sends = []
+        for p in range(self.connection.num_partitions):
+            to = ReplyTo(client_id=self.id, request_id=f"{base}.{p}", partition=io.reply_partition)
+            cmd = ListCmd(
+                wf_id="", partition=p, reply_to=to, limit=limit, after=after, counts=counts,
+                statuses=list(flt.statuses) if flt.statuses else None,
+                wf_types=list(flt.wf_types) if flt.wf_types else None,
+                started_after_ms=flt.started_after_ms, text=flt.text,
+            )  # fmt: skip
+            waiting[p] = io.expect_reply(to.request_id)
+            sends.append(io.send(self.connection.topics.directives, p, b"", encoder.encode(cmd)))
+        try:
+            await asyncio.gather(*sends)
+            await asyncio.wait(waiting.values(), timeout=wait_s)
+        finally:
+            for p in waiting:
+                io.forget_reply(f"{base}.{p}")
+        answers = {p: fut.result().payload for p, fut in waiting.items() if fut.done() and not fut.exception()}
+        page, cursor, more = merge_pages(answers, limit)
+        return RunPage(
+            runs=[run_info_from_reply(info) for _pos, info in page],
+            next_page_token=encode_page_token(namespace, flt, cursor) if more and cursor is not None else None,
+            counts=merge_counts(answers.values()) if counts else None,
+            unavailable_partitions=sorted(set(waiting) - set(answers)),
+        )
 
     async def get_history(self, wf_id: str, run_id: str | None = None) -> list[HistoryEvent]:
         """Every history event of one run (the latest if `run_id` is None), in order.

@@ -13,6 +13,8 @@ every printable character, so all keys of one workflow id (or one run) are conti
 | timers | `t/<due_ms:016d>\\0<wf_id>\\0<kind>` | `TimerEntry`, in due order |
 | journal | `j/<wf_id>\\0<run_id>\\0<step seq:08d>\\0<position:06d>` | `[kind, name, value]` |
 | children | `c/<wf_id>\\0<run_id>\\0<child wf_id>` | a child's outcome dict |
+| run index | `x/<status>\0<newest first:016d>\0<wf_id>` | the run id: every latest run, by status, newest first |
+| run counts | `n/<status>\0<wf_type>` | how many latest runs have that status and type |
 | partition | `p/<name>` | per-partition facts kept in the changelog (`p/retention`: every ended run has a timer) |
 | meta | `m/checkpoint` | the changelog offset RocksDB has reached, and when (RocksDB only, never produced) |
 """
@@ -29,11 +31,18 @@ JOURNAL_PREFIX: Final = b"j/"
 CHILD_PREFIX: Final = b"c/"
 META_PREFIX: Final = b"m/"
 PARTITION_PREFIX: Final = b"p/"
+INDEX_PREFIX: Final = b"x/"
+COUNT_PREFIX: Final = b"n/"
 SEP: Final = b"\x00"
 
 #: Set once every ended run of the partition has a retention timer (runs ended before
 #: retention existed get one when their partition is first assigned).
 RETENTION_MARKER: Final = PARTITION_PREFIX + b"retention"
+#: Set once the run index and counts of the partition hold every run (runs of older workers
+#: are indexed when their partition is first assigned).
+INDEX_MARKER: Final = PARTITION_PREFIX + b"index"
+#: Started times are stored as this minus the time, so that the index sorts newest first.
+_NEWEST_FIRST: Final = 10**16 - 1
 
 #: The restore checkpoint: the last changelog offset whose writes RocksDB holds.
 CHECKPOINT_KEY: Final = META_PREFIX + b"checkpoint"
@@ -99,6 +108,37 @@ def child_key(wf_id: str, run_id: str, child_wf_id: str) -> bytes:
     return CHILD_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + child_wf_id.encode()
 
 
+def index_prefix(status: str) -> bytes:
+    """Key prefix of the index entries of one status."""
+    return INDEX_PREFIX + status.encode() + SEP
+
+
+def index_key(status: str, started_ms: int, wf_id: str) -> bytes:
+    """Key of a run in the index: under its status, newest first, then by workflow id."""
+    return index_prefix(status) + b"%016d" % (_NEWEST_FIRST - started_ms) + SEP + wf_id.encode()
+
+
+def index_position(key: bytes) -> bytes:
+    """The status-free part of an index key (newest-first time and workflow id): a page cursor."""
+    return key[key.index(SEP) + 1 :]
+
+
+def index_wf_id(key: bytes) -> str:
+    """The workflow id of an index key."""
+    return key[key.rindex(SEP) + 1 :].decode()
+
+
+def count_key(status: str, wf_type: str) -> bytes:
+    """Key of the count of latest runs of one status and type."""
+    return COUNT_PREFIX + status.encode() + SEP + wf_type.encode()
+
+
+def count_of_key(key: bytes) -> tuple[str, str]:
+    """(status, workflow type) of a count key."""
+    status, _, wf_type = key[len(COUNT_PREFIX) :].partition(SEP)
+    return status.decode(), wf_type.decode()
+
+
 def wf_id_of(key: bytes) -> str | None:
     """The workflow id a state key belongs to (None for metadata keys and unknown tables)."""
     prefix, rest = key[:2], key[2:]
@@ -109,4 +149,6 @@ def wf_id_of(key: bytes) -> str | None:
     if prefix == TIMER_PREFIX:
         parts = rest.split(SEP)
         return parts[1].decode() if len(parts) == 3 else None
+    if prefix == INDEX_PREFIX:
+        return index_wf_id(key)
     return None

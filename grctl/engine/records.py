@@ -98,6 +98,25 @@ class WatchCmd(_Cmd, tag="watch"):
     reply_to: ReplyTo
 
 
+class ListCmd(_Cmd, tag="list"):
+    """Answer with one partition's page of the run index (`Client.list_workflows`, scatter-gather).
+
+    Sent to every partition; `wf_id` is empty and `partition` names the one that answers.
+    `after` is the page cursor (`grctl.engine.keys.index_position` of the last run already
+    shown); a partition answers runs after it, newest first, up to `limit`.
+    """
+
+    partition: int
+    reply_to: ReplyTo
+    statuses: list[str] | None = None
+    wf_types: list[str] | None = None
+    started_after_ms: int | None = None
+    text: str | None = None
+    limit: int = 50
+    after: bytes | None = None
+    counts: bool = False
+
+
 class DescribeCmd(_Cmd, tag="describe"):
     """Answer with the latest run's info on `replies`."""
 
@@ -112,7 +131,7 @@ class QueryCmd(_Cmd, tag="query"):
     payload: Any = None
 
 
-DirectiveRecord = StartCmd | NextCmd | EventCmd | CancelCmd | ChildDoneCmd | DescribeCmd | QueryCmd | WatchCmd
+DirectiveRecord = StartCmd | NextCmd | EventCmd | CancelCmd | ChildDoneCmd | DescribeCmd | QueryCmd | WatchCmd | ListCmd
 
 directive_decoder = msgspec.msgpack.Decoder(DirectiveRecord)  # type: ignore[arg-type]
 

@@ -128,29 +128,49 @@ class PartitionStore:
         stored: bytes | None = self._db.get(key)
         return stored
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, prefix: bytes, after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Entries whose key starts with `prefix`, in key order, including uncommitted writes.
 
-        Walks the in-memory layers whole: scans are for restores, timers at assignment and the
-        journal of a re-executed step, not for every step.
+        Args:
+            prefix: the keys wanted start with it.
+            after: only keys greater than this one (a cursor).
+
+        Walks the in-memory layers whole: scans are for restores, timers and indexes at
+        assignment, the journal of a re-executed step and listing pages, not for every step.
         """
-        pending: Writes = {k: v for k, v in self._unflushed.items() if k.startswith(prefix)}
+        low = prefix if after is None or after < prefix else after
+
+        def wanted(k: bytes) -> bool:
+            return k.startswith(prefix) and (after is None or k > after)
+
+        pending: Writes = {k: v for k, v in self._unflushed.items() if wanted(k)}
         for _, writes in self._layers:
-            pending.update((k, v) for k, v in writes.items() if k.startswith(prefix))
+            pending.update((k, v) for k, v in writes.items() if wanted(k))
+        staged = sorted(pending)
+        i = 0
         it = self._db.iter()
-        it.seek(prefix)
+        it.seek(low)
         while it.valid():
             key: bytes = it.key()
             if not key.startswith(prefix):
                 break
-            if key in pending:
-                value = pending.pop(key)
+            if after is not None and key <= after:
+                it.next()
+                continue
+            while i < len(staged) and staged[i] < key:  # staged keys RocksDB does not have, in order
+                value = pending[staged[i]]
+                if value is not None:
+                    yield staged[i], value
+                i += 1
+            if i < len(staged) and staged[i] == key:
+                value = pending[key]
+                i += 1
                 if value is not None:
                     yield key, value
             else:
                 yield key, it.value()
             it.next()
-        for key in sorted(pending):
+        for key in staged[i:]:
             value = pending[key]
             if value is not None:
                 yield key, value

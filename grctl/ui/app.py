@@ -5,7 +5,7 @@ Pages:
 | path | what |
 |---|---|
 | `/namespace` | partitions, owners and lag; the workers' group; the latest dead letters and why |
-| `/runs?type=&status=&q=&since=&cursor=` | runs, most recently changed first, filtered, 25 a page |
+| `/runs?type=&status=&q=&since=&cursor=` | runs, newest first, filtered, 25 a page (the workers' run indexes) |
 | `/run?id=WF_ID` | a run: status, input, result or error, store, pending events, children, history timeline |
 | `/run/confirm?id=WF_ID&action=...` | confirm an action (send an event, cancel, terminate) |
 | `POST /run/action` | do it, then back to the run with what happened |
@@ -37,7 +37,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from grctl.cli.common import fmt_duration_ms, fmt_ms, json_text
-from grctl.cli.reader import ALL_STATUSES, TERMINAL_STATUSES, encode_cursor
+from grctl.cli.reader import ALL_STATUSES, TERMINAL_STATUSES
 from grctl.errors import (
     GrctlError,
     InvalidArgumentError,
@@ -153,14 +153,14 @@ def create_app(
             return problem(request, 400, "Bad filter", str(exc), form=form, statuses=ALL_STATUSES)
         result = await run_in_threadpool(source.runs, flt, PAGE_SIZE)
         next_url = None
-        if result.next_cursor is not None and result.rows:
+        if result.next_cursor is not None:
             params = {k: v for k, v in form.items() if v}
-            params["cursor"] = encode_cursor(result.rows[-1])
+            params["cursor"] = result.next_cursor
             next_url = "/runs?" + urlencode(params)
         return page(
             request, "runs.html", rows=result.rows, form=form, statuses=ALL_STATUSES, next_url=next_url,
             first_url="/runs?" + urlencode({k: v for k, v in form.items() if v}) if q.get("cursor") else None,
-            scanned=result.scanned, elapsed=result.elapsed_s,
+            unavailable=result.unavailable_partitions, elapsed=result.elapsed_s,
         )  # fmt: skip
 
     async def run_page(

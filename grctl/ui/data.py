@@ -29,14 +29,13 @@ from grctl.cli.reader import (
     ALL_STATUSES,
     Page,
     RunFilter,
+    RunLister,
     RunRow,
     _consumer,
     admin_for,
-    decode_cursor,
     find_run,
     iter_history,
     list_offsets,
-    list_runs,
     offsets_for_time,
 )
 from grctl.client.client import HISTORY_SEEK_SLACK_MS, Client
@@ -137,7 +136,7 @@ def parse_filter(
         statuses=statuses or None,
         text=text.strip() if text and text.strip() else None,
         since_ms=since_ms,
-        before=decode_cursor(cursor) if cursor else None,
+        page_token=cursor or None,
     )
 
 
@@ -150,6 +149,7 @@ class TopicsReader:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._lister: RunLister | None = None
 
     def namespace(self) -> dict[str, Any]:
         """Partitions, owners, lag (as `grctl namespace describe --json`)."""
@@ -211,8 +211,10 @@ class TopicsReader:
         return got, False
 
     def runs(self, flt: RunFilter, limit: int) -> Page:
-        """One page of runs, most recently changed first."""
-        return list_runs(self.conn, flt, limit)
+        """One page of runs, newest first, from the workers' run indexes."""
+        if self._lister is None:
+            self._lister = RunLister(self.conn)
+        return self._lister.page(flt, limit)
 
     def run(self, wf_id: str) -> RunRow:
         """The latest run of `wf_id` (raises `WorkflowNotFoundError`)."""

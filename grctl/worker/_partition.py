@@ -38,8 +38,10 @@ from grctl.engine.records import (
     EventCmd,
     HistoryRecord,
     InboxEntry,
+    ListCmd,
     NextCmd,
     QueryCmd,
+    Reply,
     ReplyCode,
     RunRecord,
     StartCmd,
@@ -57,6 +59,7 @@ from grctl.kafka.topics import TopicNames
 from grctl.models.history import HistoryKind
 from grctl.models.run_info import RunStateKind
 from grctl.state.partition_store import PartitionStore
+from grctl.worker._listing import list_page
 from grctl.worker.runtime import JournalEntry, StepRuntime
 
 if TYPE_CHECKING:
@@ -76,6 +79,7 @@ DESCRIBED_FIELDS: dict[str, str] = {
     HistoryKind.parent_event_sent: "payload",
 }
 
+count_decoder = msgspec.msgpack.Decoder(int)
 journal_entry_encoder = msgspec.msgpack.Encoder()
 journal_entry_decoder = msgspec.msgpack.Decoder(list[Any])
 
@@ -239,6 +243,17 @@ class PartitionProcessor:
         # 1. Encode every write and record (the branches keep the common transition, a step
         #    dispatch, free of empty loops: this runs once per step).
         writes: list[tuple[bytes, bytes | None]] = []
+        if run is not None or tr.purge is not None:
+            before = self.get_run(wf_id)  # not remembered yet: the run before this transition
+            after = None if tr.purge is not None and tr.purge[1] else (run or before)
+            if before is not after and (
+                before is None
+                or after is None
+                or before.status != after.status
+                or before.run_id != after.run_id
+                or before.started_ms != after.started_ms
+            ):
+                writes.extend(self._index_writes(wf_id, before, after))
         if run is not None:
             writes.append((keys.run_key(wf_id), encoder.encode(run)))
             if tr.store:
@@ -324,25 +339,65 @@ class PartitionProcessor:
             out.append((keys.run_key(wf_id), None))
         return out
 
+    def _index_writes(
+        self, wf_id: str, before: RunRecord | None, after: RunRecord | None
+    ) -> list[tuple[bytes, bytes | None]]:
+        """The run index and count changes of a run record going from `before` to `after`."""
+        out: list[tuple[bytes, bytes | None]] = []
+        deltas: dict[bytes, int] = {}
+        if before is not None:
+            out.append((keys.index_key(before.status, before.started_ms, wf_id), None))
+            key = keys.count_key(before.status, before.wf_type)
+            deltas[key] = deltas.get(key, 0) - 1
+        if after is not None:
+            out.append((keys.index_key(after.status, after.started_ms, wf_id), after.run_id.encode()))
+            key = keys.count_key(after.status, after.wf_type)
+            deltas[key] = deltas.get(key, 0) + 1
+        for key, delta in deltas.items():
+            if delta:
+                raw = self.store.get(key)
+                n = (count_decoder.decode(raw) if raw is not None else 0) + delta
+                out.append((key, encoder.encode(n) if n > 0 else None))
+        return out
+
     def start(self) -> None:
         """Work due once the partition is owned (its store attached to the group committer).
 
-        Ended runs without a retention timer (they ended before retention existed) get one,
-        once per partition: the marker `keys.RETENTION_MARKER` travels with the changelog.
+        Once per partition (the markers travel with the changelog), for runs written by workers
+        that predate them: ended runs without a retention timer get one
+        (`keys.RETENTION_MARKER`), and every run gets its entry in the run index and counts
+        (`keys.INDEX_MARKER`).
         """
-        if self.store.get(keys.RETENTION_MARKER) is not None:
+        retention = self.store.get(keys.RETENTION_MARKER) is None
+        index = self.store.get(keys.INDEX_MARKER) is None
+        if not (retention or index):
             return
         now = now_ms()
         armed = 0
+        counts: dict[bytes, int] = {}
         for key, raw in self.store.scan(keys.RUN_PREFIX):
             run = run_decoder.decode(raw)
-            tr = self.services.machine.arm_retention(run, now)
-            if not tr.skipped:
-                self.apply(tr, keys.wf_id_of_run_key(key))
-                armed += 1
-        self.stage(keys.RETENTION_MARKER, b"1")
-        if armed:
-            logger.info("partition %d: armed retention for %d runs that ended before it existed", self.partition, armed)
+            wf_id = keys.wf_id_of_run_key(key)
+            if index:
+                self.stage(keys.index_key(run.status, run.started_ms, wf_id), run.run_id.encode())
+                count = keys.count_key(run.status, run.wf_type)
+                counts[count] = counts.get(count, 0) + 1
+            if retention:
+                tr = self.services.machine.arm_retention(run, now)
+                if not tr.skipped:
+                    self.apply(tr, wf_id)
+                    armed += 1
+        if index:
+            for count, n in counts.items():
+                self.stage(count, encoder.encode(n))
+            self.stage(keys.INDEX_MARKER, b"1")
+        if retention:
+            self.stage(keys.RETENTION_MARKER, b"1")
+        if armed or counts:
+            logger.info(
+                "partition %d: indexed %d runs, armed retention for %d that ended before it existed",
+                self.partition, sum(counts.values()), armed,
+            )  # fmt: skip
 
     def _too_large(
         self, writes: list[tuple[bytes, bytes | None]], records: list[tuple[str, int, bytes, bytes]]
@@ -394,6 +449,9 @@ class PartitionProcessor:
             rec = directive_decoder.decode(msg.value() or b"")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise InvalidRecordError(f"undecodable directive record: {exc}") from None
+        if isinstance(rec, ListCmd):
+            self._answer_list(rec)
+            return
         if partition_for(rec.wf_id, self.services.num_partitions) != self.partition:
             raise InvalidRecordError(f"record for wf_id {rec.wf_id!r} is on the wrong partition {self.partition}")
         if isinstance(rec, NextCmd):
@@ -416,6 +474,21 @@ class PartitionProcessor:
             run = self.get_run(rec.wf_id)
             tr = self.services.machine.apply(run, rec, offset, now_ms(), self._inbox_reader(rec.wf_id))
             self.apply(tr, rec.wf_id)
+
+    def _answer_list(self, cmd: ListCmd) -> None:
+        """Answer one partition's page of a listing (`grctl.worker._listing`)."""
+        if cmd.partition != self.partition:
+            raise InvalidRecordError(f"a listing for partition {cmd.partition} is on partition {self.partition}")
+        to = cmd.reply_to
+        page = list_page(self.store, cmd)
+        limit = self._record_limits[self.services.topics.replies]
+        while True:
+            value = encoder.encode(Reply(request_id=to.request_id, client_id=to.client_id, payload=page))
+            if len(value) <= limit or len(page["runs"]) <= 1:
+                break
+            page["runs"] = page["runs"][: len(page["runs"]) // 2]  # a shorter page, marked as such
+            page["full"] = True
+        self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), value)
 
     def _refuse_oversized(self, rec: Any) -> bool:
         """Refuse a start or an event whose value is over the value limit (True if refused).

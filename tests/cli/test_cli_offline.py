@@ -9,7 +9,6 @@ import pytest
 import typer
 
 from grctl.cli.common import parse_duration, read_kafka_config_file
-from grctl.cli.reader import decode_cursor
 from grctl.cli.tui import parse_filter
 from grctl.cli.worker import load_workflows
 
@@ -158,11 +157,6 @@ def test_tui_filter_syntax() -> None:
     assert flt.types == {"Order"}
     assert flt.text == "abc"
     assert parse_filter("").text is None
-
-
-def test_bad_cursor() -> None:
-    with pytest.raises(ValueError, match="page token"):
-        decode_cursor("????")
 
 
 def test_ui_on_a_port_in_use_is_one_clear_error(cli: Any) -> None:

@@ -261,8 +261,8 @@ def test_list_filters_paging_and_json(cli: Any, served: ServedNamespace) -> None
     everything = cli("workflow", "list", "--search", tag, "--limit", "1000", "--json").json()
     assert {r["wf_id"] for r in everything["runs"]} == {*ids, failed}
     assert everything["next_page"] is None
-    stamps = [(r["updated_ms"], r["wf_id"]) for r in everything["runs"]]
-    assert stamps == sorted(stamps, reverse=True)
+    stamps = [(-r["started_ms"], r["wf_id"]) for r in everything["runs"]]
+    assert stamps == sorted(stamps)  # newest first (by start), then by workflow id
 
     # pages of 10: no overlap, nothing missed, same order
     seen: list[str] = []
