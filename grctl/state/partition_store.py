@@ -241,6 +241,13 @@ class PartitionStore:
         """Forget every write not committed yet (the group committer, after a failed transaction)."""
         self._layers.clear()
 
+    def size(self) -> tuple[int, int]:
+        """(keys, bytes) this store holds, as RocksDB estimates them (plus writes not flushed yet)."""
+        keys = self._db.property_int_value("rocksdb.estimate-num-keys") or 0
+        files = self._db.property_int_value("rocksdb.total-sst-files-size") or 0
+        memory = self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        return keys + len(self._unflushed), files + memory
+
     @property
     def overlay_size(self) -> int:
         """Number of writes staged and not yet committed."""

@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from grctl import tracing
 from grctl.errors import MetricsPortInUseError
+from grctl.worker._listing import counts as run_counts
 
 if TYPE_CHECKING:
     from grctl.engine.machine import Transition
@@ -136,6 +137,9 @@ class PartitionView:
     running_steps: int
     timers_pending: int
     next_timer_due_ms: int | None
+    runs: dict[str, dict[str, int]] = field(default_factory=dict)  # status -> type -> latest runs
+    state_keys: int = 0
+    state_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -158,6 +162,7 @@ def view_of(session: WorkerSession | None) -> SessionView | None:
     view = SessionView()
     committer = session.committer
     for p, proc in list(session.partitions.processors.items()):
+        state_keys, state_bytes = proc.store.size()
         view.partitions.append(
             PartitionView(
                 partition=p,
@@ -166,6 +171,9 @@ def view_of(session: WorkerSession | None) -> SessionView | None:
                 running_steps=len(proc.running),
                 timers_pending=len(proc.timers),
                 next_timer_due_ms=proc.next_timer_due(),
+                runs=run_counts(proc.store),
+                state_keys=state_keys,
+                state_bytes=state_bytes,
             )
         )
     return view
@@ -217,19 +225,6 @@ def observer_for(metrics: WorkerMetrics | None) -> TransitionObserver | None:
     return metrics if metrics is not None else spans
 
 
-class RunCountSource(Protocol):
-    """Counts of the runs a worker's partitions hold, by (workflow type, status).
-
-    TODO(issue 14): the per-partition run indexes will be the cheap source of these; when a
-    session offers `run_counts()`, `WorkerMetrics` exports `grctl_runs{workflow_type,status}`
-    from it. Until then only `grctl_runs_started_total`/`grctl_runs_ended_total` exist.
-    """
-
-    def run_counts(self) -> dict[tuple[str, str], int]:
-        """Runs by (workflow type, status) on this worker's partitions."""
-        ...
-
-
 class WorkerMetrics:
     """The counters a worker's hooks add to, and the collector that exports them.
 
@@ -266,7 +261,6 @@ class WorkerMetrics:
         self.offsets: dict[int, tuple[int, int, int]] = {}
         self.directives_topic = ""
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.run_counts: RunCountSource | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -513,14 +507,6 @@ class _Collector(Collector):
             too_large.add_metric([wf_type], st.runs_payload_too_large)
         yield from (started, completed, failed, suspended, duration, runs_started, runs_ended, too_large)
 
-        if m.run_counts is not None:
-            runs = GaugeMetricFamily(
-                "grctl_runs", "Runs held by this worker's partitions.", labels=["workflow_type", "status"]
-            )
-            for (wf_type, status), n in m.run_counts.run_counts().items():
-                runs.add_metric([wf_type, status], n)
-            yield runs
-
         commit = HistogramMetricFamily(
             "grctl_commit_duration_seconds", "Kafka transaction latency (begin to commit) of each group commit."
         )
@@ -586,6 +572,18 @@ class _Collector(Collector):
             "grctl_timers_overdue_seconds", "How far past due the earliest armed timer is, per partition.",
             labels=["partition"],
         )  # fmt: skip
+        state_keys = GaugeMetricFamily(
+            "grctl_state_keys", "Keys in an owned partition's local state (RocksDB's estimate).", labels=["partition"]
+        )
+        state_bytes = GaugeMetricFamily(
+            "grctl_state_bytes", "Bytes of an owned partition's local state (RocksDB files and memtables).",
+            labels=["partition"],
+        )  # fmt: skip
+        runs = GaugeMetricFamily(
+            "grctl_runs", "Latest runs held by this worker's partitions (their run indexes).",
+            labels=["workflow_type", "status"],
+        )  # fmt: skip
+        totals: dict[tuple[str, str], int] = {}
         if view is not None:
             now_ms = time.time() * 1000
             offsets = m.offsets
@@ -606,7 +604,14 @@ class _Collector(Collector):
                 timers.add_metric(label, pv.timers_pending)
                 due = pv.next_timer_due_ms
                 overdue.add_metric(label, max(0.0, (now_ms - due) / 1000) if due is not None else 0.0)
-        yield from (owned, lag, running, timers, overdue)
+                state_keys.add_metric(label, pv.state_keys)
+                state_bytes.add_metric(label, pv.state_bytes)
+                for status, by_type in pv.runs.items():
+                    for wf_type, n in by_type.items():
+                        totals[(wf_type, status)] = totals.get((wf_type, status), 0) + n
+        for (wf_type, status), n in sorted(totals.items()):
+            runs.add_metric([wf_type, status], n)
+        yield from (owned, lag, running, timers, overdue, state_keys, state_bytes, runs)
 
 
 class MetricsServer:

@@ -160,3 +160,29 @@ async def test_a_scrape_reads_the_session_on_the_event_loop() -> None:
     assert got[("grctl_steps_running", (("partition", "3"),))] == 2
     assert got[("grctl_timers_pending", (("partition", "3"),))] == 5
     assert got[("grctl_worker_loop_responsive", ())] == 1
+
+
+async def test_run_gauges_sum_the_partitions_index_counts_and_state_sizes_are_per_partition() -> None:
+    from grctl.worker._metrics import PartitionView, SessionView
+
+    def part(p: int, runs: dict[str, dict[str, int]], keys: int, size: int) -> PartitionView:
+        return PartitionView(
+            p, 0, 0, running_steps=0, timers_pending=0, next_timer_due_ms=None,
+            runs=runs, state_keys=keys, state_bytes=size,
+        )  # fmt: skip
+
+    view = SessionView(
+        [
+            part(0, {"running": {"Order": 2}, "completed": {"Order": 5, "Refund": 1}}, 40, 4096),
+            part(1, {"running": {"Order": 1}}, 7, 512),
+        ]
+    )
+    m = WorkerMetrics("w1", "ns", lambda: view)
+    m.loop = asyncio.get_running_loop()
+    got = await m.loop.run_in_executor(None, samples, m)
+    assert got[("grctl_runs", (("status", "running"), ("workflow_type", "Order")))] == 3
+    assert got[("grctl_runs", (("status", "completed"), ("workflow_type", "Order")))] == 5
+    assert got[("grctl_runs", (("status", "completed"), ("workflow_type", "Refund")))] == 1
+    assert ("grctl_runs", (("status", "running"), ("workflow_type", "Refund"))) not in got
+    assert got[("grctl_state_keys", (("partition", "0"),))] == 40
+    assert got[("grctl_state_bytes", (("partition", "1"),))] == 512

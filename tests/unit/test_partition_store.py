@@ -153,3 +153,17 @@ def test_a_folder_has_one_owner(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="Another worker process may be using the same state directory"):
         PartitionStore(tmp_path / "p0")
     first.close()
+
+
+def test_size_counts_committed_keys_and_grows_with_what_is_written(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0")
+    empty_keys, empty_bytes = store.size()
+    for i in range(200):
+        store.put(f"r/{i:04}".encode(), b"x" * 100, batch_id=1)
+    store.commit(1, checkpoint=1)
+    unflushed_keys, _ = store.size()
+    store.flush()
+    keys, size = store.size()
+    assert unflushed_keys >= empty_keys + 200 and keys >= empty_keys + 200
+    assert size >= empty_bytes + 200 * 100
+    store.close()
