@@ -78,6 +78,11 @@ def timer_key(due_ms: int, wf_id: str, kind: str) -> bytes:
     return TIMER_PREFIX + b"%016d" % due_ms + SEP + wf_id.encode() + SEP + kind.encode()
 
 
+def timer_bound(due_ms: int) -> bytes:
+    """A key above every timer due before `due_ms` and below every other (itself no timer's key)."""
+    return TIMER_PREFIX + b"%016d" % due_ms
+
+
 def journal_prefix(wf_id: str, run_id: str, seq: int) -> bytes:
     """Key prefix of the journal of one step (step number `seq` of one run)."""
     return JOURNAL_PREFIX + wf_id.encode() + SEP + run_id.encode() + SEP + b"%08d" % seq + SEP

@@ -565,7 +565,7 @@ class _Collector(Collector):
         )
         running = GaugeMetricFamily("grctl_steps_running", "Steps executing now, per partition.", labels=["partition"])
         timers = GaugeMetricFamily(
-            "grctl_timers_pending", "Durable timers armed, per partition (disarmed ones until they are due).",
+            "grctl_timers_pending", "Durable timers due within the next minute (loaded in memory), per partition.",
             labels=["partition"],
         )  # fmt: skip
         overdue = GaugeMetricFamily(

@@ -72,6 +72,10 @@ logger = logging.getLogger(__name__)
 
 #: Decoded run records kept per partition (the machine never mutates a record it was given).
 RUN_CACHE_SIZE = 4_096
+#: Timers due within this much of now are in memory; later ones wait in the `t/` table.
+TIMER_HORIZON_MS = 60_000
+#: At most this many timers are loaded at a time (a burst due at once is loaded in slices).
+TIMER_LOAD_LIMIT = 20_000
 #: The field of a step's history event that only describes a value kept elsewhere in full.
 DESCRIBED_FIELDS: dict[str, str] = {
     HistoryKind.task_started: "args",
@@ -154,7 +158,12 @@ class PartitionProcessor:
         self.position: int | None = None  # next offset to read; None until the first record
         self.held: dict[int, str] = {}  # offset of a running step's NextCmd -> wf_id
         self.running: dict[str, RunningStep] = {}
-        self.timers: list[tuple[int, bytes]] = []  # heap of (due_ms, timer key)
+        # Heap of (due_ms, timer key) of the timers due soon: every timer of the `t/` table
+        # whose key is at most `_timers_loaded` (see `_load_timers`). The others stay on disk
+        # until the horizon reaches them, so memory does not grow with the retention window.
+        self.timers: list[tuple[int, bytes]] = []
+        self._timers_loaded: bytes = keys.TIMER_PREFIX
+        self._timers_horizon_ms = 0  # when the loaded window is complete: its end; else 0
         self.closing = False
         self.child_waiters: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
         # Decoded run records, committed or staged: a step reads its run 3-4 times (record,
@@ -314,8 +323,9 @@ class PartitionProcessor:
                 self._runs.pop(wf_id, None)
             self._journals = {j for j in self._journals if not j.startswith(keys.journal_run_prefix(wf_id, run_id))}
         for due_ms, key in armed:
-            heapq.heappush(self.timers, (due_ms, key))
-            s.timer_armed(due_ms)
+            if key <= self._timers_loaded:  # later ones are loaded when the horizon gets there
+                heapq.heappush(self.timers, (due_ms, key))
+                s.timer_armed(due_ms)
         if tr.child_done is not None and run is not None:
             child_wf_id, _child_run_id, outcome = tr.child_done
             for fut in self.child_waiters.pop((run.run_id, child_wf_id), []):
@@ -683,11 +693,30 @@ class PartitionProcessor:
 
     # ------------------------------------------------------------------ timers
 
-    def _load_timers(self) -> None:
-        for key, raw in self.store.scan(keys.TIMER_PREFIX):
-            entry = timer_decoder.decode(raw)
-            self.timers.append((entry.due_ms, key))
-        heapq.heapify(self.timers)
+    def _load_timers(self, now: int | None = None) -> None:
+        """Load the timers due before `now` + TIMER_HORIZON_MS not loaded yet, at most TIMER_LOAD_LIMIT.
+
+        The heap then holds every timer whose key is at most `_timers_loaded`: up to the
+        horizon's bound (`_timers_horizon_ms` set: the window is complete), or up to the last
+        timer loaded when the limit cut the window short (`_timers_horizon_ms` 0: load on).
+        """
+        horizon = (now_ms() if now is None else now) + TIMER_HORIZON_MS
+        bound = keys.timer_bound(horizon)
+        loaded, last = 0, None
+        for key, raw in self.store.scan(keys.TIMER_PREFIX, after=self._timers_loaded):
+            if key >= bound:
+                break
+            if loaded >= TIMER_LOAD_LIMIT:
+                self._timers_loaded, self._timers_horizon_ms = last, 0  # type: ignore[assignment]
+                return
+            heapq.heappush(self.timers, (timer_decoder.decode(raw).due_ms, key))
+            loaded, last = loaded + 1, key
+        self._timers_loaded, self._timers_horizon_ms = bound, horizon
+
+    def _timers_to_load(self, now: int) -> bool:
+        if self._timers_horizon_ms:
+            return now + TIMER_HORIZON_MS // 2 >= self._timers_horizon_ms
+        return len(self.timers) < TIMER_LOAD_LIMIT // 2
 
     def next_timer_due(self) -> int | None:
         """Due time of the earliest armed timer."""
@@ -695,6 +724,8 @@ class PartitionProcessor:
 
     def fire_due_timers(self, now: int, limit: int) -> int:
         """Fire up to `limit` due timers as transitions; returns how many fired."""
+        if self._timers_to_load(now):
+            self._load_timers(now)
         fired = 0
         while self.timers and self.timers[0][0] <= now and fired < limit and not self.closing:
             _, key = heapq.heappop(self.timers)

@@ -153,7 +153,7 @@ class Partitions:
             self._committer.attach(p, store, proc.low_watermark)
             proc.start()
             logger.info(
-                "partition %d assigned: restored %d changelog records in %.0f ms (%d timers armed)",
+                "partition %d assigned: restored %d changelog records in %.0f ms (%d timers due soon loaded)",
                 p, restored, (time.monotonic() - t0) * 1000, len(proc.timers),
             )  # fmt: skip
             if m is not None:

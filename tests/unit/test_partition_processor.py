@@ -24,6 +24,8 @@ from grctl.engine.records import (
     ReplyTo,
     RunRecord,
     StartCmd,
+    TimerEntry,
+    TimerKind,
     encoder,
     history_decoder,
     run_decoder,
@@ -34,8 +36,9 @@ from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
 from grctl.models.run_info import RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
+from grctl.worker import _partition as partition_module
 from grctl.worker._commit import GroupCommitter
-from grctl.worker._partition import PartitionProcessor, ProcessorServices, RunningStep
+from grctl.worker._partition import PartitionProcessor, ProcessorServices, RunningStep, now_ms
 from grctl.worker.runtime import StepRuntime
 from tests.unit.publisher import InMemoryPublisher
 
@@ -305,3 +308,45 @@ def test_history_only_describes_large_task_arguments(tmp_path: Path) -> None:
     assert big is not None and big["args"]["truncated"] is True and big["args"]["size"] > 100_000
     assert small == {"task_name": "t", "args": {"small": 1}}
     h.store.close()
+
+
+def _timer(wf_id: str, due_ms: int) -> TimerEntry:
+    return TimerEntry(wf_id=wf_id, run_id="gone", kind=TimerKind.workflow, seq=1, due_ms=due_ms)
+
+
+def test_only_timers_due_within_the_horizon_are_in_memory_and_later_ones_load_when_it_moves(
+    harness: Harness,
+) -> None:
+    now = now_ms()
+    soon = [_timer(f"soon-{i}", now - 1000 + i) for i in range(10)]
+    later = [_timer(f"later-{i}", now + 2 * 3600 * 1000 + i) for i in range(10)]
+    for t in soon + later:
+        harness.store.put(keys.timer_key(t.due_ms, t.wf_id, t.kind), encoder.encode(t), batch_id=1)
+    harness.store.commit(1, checkpoint=0)
+    proc = PartitionProcessor(0, harness.store, harness.proc.services)
+    assert sorted(due for due, _ in proc.timers) == [t.due_ms for t in soon]
+    # One armed now beyond the horizon stays on disk too.
+    far = _timer("armed-later", now + 3600 * 1000)
+    proc.apply(Transition(timers_set=[far]), far.wf_id)
+    assert len(proc.timers) == 10 and proc.next_timer_due() == soon[0].due_ms
+    assert proc.fire_due_timers(now, limit=100) == 10
+    assert proc.timers == [] and proc.fire_due_timers(now, limit=100) == 0
+    # Two hours on, the horizon has moved past every other timer: all eleven fire, once.
+    assert proc.fire_due_timers(now + 2 * 3600 * 1000 + 100, limit=100) == 11
+    assert [k for k, _ in harness.store.scan(keys.TIMER_PREFIX)] == []
+
+
+def test_a_burst_of_due_timers_is_loaded_in_slices_and_each_fires_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(partition_module, "TIMER_LOAD_LIMIT", 4)
+    now = now_ms()
+    burst = [_timer(f"b-{i}", now - 5000) for i in range(11)]
+    for t in burst:
+        harness.store.put(keys.timer_key(t.due_ms, t.wf_id, t.kind), encoder.encode(t), batch_id=1)
+    harness.store.commit(1, checkpoint=0)
+    proc = PartitionProcessor(0, harness.store, harness.proc.services)
+    assert len(proc.timers) == 4
+    fired = [proc.fire_due_timers(now, limit=3) for _ in range(8)]
+    assert sum(fired) == 11 and proc.timers == []
+    assert [k for k, _ in harness.store.scan(keys.TIMER_PREFIX)] == []
