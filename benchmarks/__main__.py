@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.harness import Bench, ScenarioResult, console, make_progress, servers_from_env, temp_root
 from benchmarks.report import environment, write_all
-from benchmarks.scenarios import ALIASES, NEEDS_BASELINE, SCENARIOS
+from benchmarks.scenarios import ALIASES, NEEDS_BASELINE, ON_REQUEST, SCENARIOS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -20,7 +20,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def selected(names: list[str] | None, with_baseline: bool) -> list[str]:
     """The scenarios to run, in the canonical order (the baseline first when a ratio needs it)."""
     if not names:
-        return list(SCENARIOS)
+        return [n for n in SCENARIOS if n not in ON_REQUEST]
     wanted = set()
     for n in names:
         n = ALIASES.get(n, n)
@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run scenarios and write results")
     names = ", ".join([*SCENARIOS, *ALIASES])
-    r.add_argument("--scenario", "-s", action="append", help=f"one of {names} (repeatable; default: all)")
+    r.add_argument(
+        "--scenario", "-s", action="append",
+        help=f"one of {names} (repeatable; default: all but {', '.join(ON_REQUEST)})",
+    )  # fmt: skip
     r.add_argument("--quick", action="store_true", help="small sizes: a few minutes in all")
     r.add_argument("--servers", default=servers_from_env(), help="default: GRCTL_KAFKA_SERVERS or 127.0.0.1:9092")
     r.add_argument("--out", type=Path, help="results folder (default: benchmarks/results; results/quick with --quick)")
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for name, fn in SCENARIOS.items():
             doc = (fn.__doc__ or "").strip().splitlines()
-            print(f"{name:12} {doc[0] if doc else ''}")
+            print(f"{name:12} {doc[0] if doc else ''}{' (only with -s)' if name in ON_REQUEST else ''}")
         return 0
     return asyncio.run(run(args))
 

@@ -299,8 +299,16 @@ _TXN = re.compile(
 class WorkerProc:
     """A worker process (`python -m benchmarks.workflows`) serving the benchmark workflows."""
 
-    def __init__(self, bench: Bench, conn: Connection, name: str, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        conn: Connection,
+        name: str,
+        state_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.bench = bench
+        self.env = dict(env or {})
         self.conn = conn
         self.name = name
         self.state_dir = state_dir or bench.tmp / conn.namespace / name
@@ -313,7 +321,7 @@ class WorkerProc:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115  # handed to the child process
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         if self.bench.profile is not None:
             env["GRCTL_BENCH_WORKER_LOG"] = "DEBUG"
         self.started_at = time.monotonic()
@@ -413,13 +421,13 @@ async def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval
 
 
 async def start_workers(
-    bench: Bench, conn: Connection, count: int = 1, timeout: float = 120.0
+    bench: Bench, conn: Connection, count: int = 1, timeout: float = 120.0, env: dict[str, str] | None = None
 ) -> tuple[list[WorkerProc], float]:
     """Start `count` worker processes; return once they own every partition between them.
 
     Returns the workers and the seconds from the first start until every partition was owned.
     """
-    workers = [WorkerProc(bench, conn, f"w{i}").start() for i in range(count)]
+    workers = [WorkerProc(bench, conn, f"w{i}", env=env).start() for i in range(count)]
     t0 = time.monotonic()
 
     def ready() -> bool:

@@ -184,4 +184,10 @@ def plots(out: Path, results: list[ScenarioResult]) -> dict[str, Path]:
         paths["timers"] = out / "timers.png"
         fig.savefig(paths["timers"], dpi=110)
         plt.close(fig)
+
+    if (r := by.get("soak")) is not None and r.metrics.get("samples"):
+        from benchmarks.soak import plot
+
+        if (path := plot(r.metrics["samples"], out / "soak.png")) is not None:
+            paths["soak"] = path
     return paths

@@ -30,6 +30,8 @@ from benchmarks.harness import (
     wait_for,
     warm_up,
 )
+from benchmarks.light_client import client_cpu
+from benchmarks.soak import listing, soak
 from grctl import Client, Connection, WorkflowHandle
 from grctl.kafka.partitioner import partition_for
 
@@ -57,7 +59,14 @@ class Engine:
 
 
 @contextlib.asynccontextmanager
-async def engine(bench: Bench, label: str, partitions: int = 12, workers: int = 1) -> AsyncIterator[Engine]:
+async def engine(
+    bench: Bench,
+    label: str,
+    partitions: int = 12,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    prepare: Callable[[Connection], None] | None = None,
+) -> AsyncIterator[Engine]:
     """A namespace, `workers` worker processes owning all its partitions, a warm client.
 
     A worker that dies while the scenario runs cancels the scenario (it fails with the
@@ -65,7 +74,9 @@ async def engine(bench: Bench, label: str, partitions: int = 12, workers: int = 
     """
     loop = asyncio.get_running_loop()
     async with namespace(bench, label, partitions) as conn:
-        procs, ready_s = await start_workers(bench, conn, workers)
+        if prepare is not None:  # settings and topic configs the workers must find at their start
+            await loop.run_in_executor(None, prepare, conn)
+        procs, ready_s = await start_workers(bench, conn, workers, env=env)
         client = Client(conn)
         main = asyncio.current_task()
         dead: list[WorkerProc] = []
@@ -790,8 +801,13 @@ SCENARIOS: dict[str, Scenario] = {
     "workers": workers,
     "restore": restore,
     "children": children,
+    "soak": soak,
+    "listing": listing,
+    "client_cpu": client_cpu,
 }
 #: `rss` is measured by the timers scenario (the worker with every timer run waiting).
 ALIASES = {"rss": "timers"}
+#: Long scenarios (tens of minutes in full) that run only when selected with -s.
+ON_REQUEST = ("soak", "listing")
 #: Scenarios whose headline is a ratio to the baseline: selecting one runs the baseline first.
 NEEDS_BASELINE = ("chain", "partitions", "workers")

@@ -15,6 +15,7 @@ ended with the right output (a fast wrong answer is a failure):
   `on_timeout` -> complete("expired").
 - `Restore`: writes `keys` values of `size` bytes, waits; event `finish` reads them back ->
   complete(checksum).
+- `Soak3`: three steps through the store (a 200-byte value, a number doubled) -> complete(3n + 200).
 - `FanOut`: starts `children` `Child` runs (`ctx.start_child`) and awaits them all in the same
   step -> complete(sum of 2 * i); `Child(n)` -> complete(2 * n).
 
@@ -239,7 +240,42 @@ async def child_start(ctx: Context, n: int) -> Directive:
     return ctx.next.complete(2 * n)
 
 
-WORKFLOWS = [one, chain, store_heavy, task_retry, fan_in, timer_wait, restore, fan_out, child]
+# --------------------------------------------------------------------------- Soak3
+
+SOAK_BLOB = "s" * 200
+
+soak3 = Workflow(workflow_type="Soak3")
+
+
+@soak3.start()
+async def soak3_start(ctx: Context, n: int) -> Directive:
+    ctx.store.put("n", n)
+    ctx.store.put("blob", SOAK_BLOB)
+    return ctx.next.step(soak3_double)
+
+
+@soak3.step()
+async def soak3_double(ctx: Context) -> Directive:
+    n = await ctx.store.get("n", int)
+    ctx.store.put("n", 2 * n)
+    ctx.store.put("was", n)
+    return ctx.next.step(soak3_finish)
+
+
+@soak3.step()
+async def soak3_finish(ctx: Context) -> Directive:
+    n = await ctx.store.get("n", int)
+    was = await ctx.store.get("was", int)
+    blob = await ctx.store.get("blob", str)
+    return ctx.next.complete(n + was + len(blob))
+
+
+def soak3_result(n: int) -> int:
+    """What a `Soak3` run with input `n` completes with."""
+    return 3 * n + len(SOAK_BLOB)
+
+
+WORKFLOWS = [one, chain, store_heavy, task_retry, fan_in, timer_wait, restore, fan_out, child, soak3]
 
 
 async def serve(argv: list[str]) -> None:
@@ -260,6 +296,10 @@ async def serve(argv: list[str]) -> None:
     scraping = os.environ.get("GRCTL_BENCH_METRICS") == "1"
     if scraping:
         kwargs["metrics_port"] = 0
+        kwargs["metrics_host"] = "127.0.0.1"
+    # GRCTL_BENCH_METRICS_PORT=N: the metrics endpoint on that port, scraped by the scenario (soak).
+    if port := os.environ.get("GRCTL_BENCH_METRICS_PORT"):
+        kwargs["metrics_port"] = int(port)
         kwargs["metrics_host"] = "127.0.0.1"
     worker = Worker(WORKFLOWS, conn, **kwargs)
     worker.install_signal_handlers()

@@ -18,6 +18,7 @@ from grctl import tracing
 from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors, run_async
 from grctl.kafka.topics import DEFAULT_PARTITIONS
 from grctl.logging_setup import LOG_FORMATS, formatter_for
+from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB
 from grctl.worker.worker import Worker
 from grctl.workflow.workflow import Workflow
 
@@ -116,13 +117,15 @@ async def serve(
     shutdown_timeout: float,
     ready_message: str | None = None,
     metrics_port: int | None = None,
+    state_memory_mb: int = DEFAULT_STATE_MEMORY_MB,
 ) -> None:
     """Connect, run a worker until SIGINT/SIGTERM, stop it gracefully (a second signal: at once)."""
     g = globals_of()
     conn = await connect(g, create=True, partitions=partitions, quiet=False)
     worker = Worker(
-        workflows, conn, state_dir=state_dir, max_concurrent_steps=max_concurrent_steps, metrics_port=metrics_port
-    )
+        workflows, conn, state_dir=state_dir, max_concurrent_steps=max_concurrent_steps, metrics_port=metrics_port,
+        state_memory_mb=state_memory_mb,
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 
@@ -188,6 +191,12 @@ def worker_cmd(
     max_concurrent_steps: Annotated[
         int, typer.Option("--max-concurrent-steps", min=1, help="Steps executing at once in this worker.")
     ] = 1000,
+    state_memory_mb: Annotated[
+        int,
+        typer.Option(
+            "--state-memory-mb", min=16, help="RocksDB memory of this worker, all its partitions together (MiB)."
+        ),
+    ] = DEFAULT_STATE_MEMORY_MB,
     shutdown_timeout: Annotated[
         float, typer.Option("--shutdown-timeout", min=0, help="Seconds running steps get to finish on SIGTERM.")
     ] = 20.0,
@@ -250,6 +259,7 @@ def worker_cmd(
             max_concurrent_steps=max_concurrent_steps,
             shutdown_timeout=shutdown_timeout,
             metrics_port=metrics_port,
+            state_memory_mb=state_memory_mb,
         )
 
     try:

@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager, WriteOptions
 
 from grctl.engine.keys import CHECKPOINT_KEY
-from grctl.errors import InternalError, StateError
+from grctl.errors import InternalError, InvalidArgumentError, StateError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,49 @@ _CHECKPOINT = struct.Struct(">qq")
 Writes = dict[bytes, bytes | None]
 
 
+#: RocksDB memory of one worker process, all its partitions together (block cache, memtables included).
+DEFAULT_STATE_MEMORY_MB = 256
+#: Memtable size of one partition's RocksDB before it is flushed to a file.
+WRITE_BUFFER_BYTES = 8 * 2**20
+
+
+class StoreMemory:
+    """The memory budget every partition store of a worker shares.
+
+    One LRU block cache of `total_bytes`; the memtables of every store are charged to it
+    through one write buffer manager (half of it at most), so a worker's RocksDB memory is
+    bounded by the budget whatever the number of partitions it owns. RocksDB's defaults
+    (a 64 MiB memtable, two of them, and a block cache per database) would let a worker
+    with 12 partitions hold over 1.5 GiB before its first flush.
+
+    Args:
+        total_bytes: the budget.
+    """
+
+    _shared: StoreMemory | None = None
+
+    def __init__(self, total_bytes: int = DEFAULT_STATE_MEMORY_MB * 2**20) -> None:
+        if total_bytes < 16 * 2**20:
+            raise InvalidArgumentError(
+                f"the state memory budget must be at least 16 MiB, got {total_bytes / 2**20:g} MiB",
+                argument="state_memory_mb",
+            )
+        self.total_bytes = total_bytes
+        self.cache = Cache(total_bytes)
+        self.write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(total_bytes // 2, False, self.cache)
+
+    @classmethod
+    def shared(cls) -> StoreMemory:
+        """The process's default budget (for stores opened without one)."""
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    def usage(self) -> int:
+        """Bytes in use: blocks cached and memtables."""
+        return int(self.cache.get_usage())
+
+
 class PartitionStore:
     """The state tables of one partition.
 
@@ -52,6 +95,8 @@ class PartitionStore:
         clock: monotonic seconds, for the flush interval (a test passes a clock it advances).
         flush_interval_s: committed writes wait at most this long before a flush.
         flush_keys: ...or until this many keys wait.
+        memory: the RocksDB memory budget it shares with the worker's other stores (default:
+            the process's, `StoreMemory.shared()`).
     """
 
     def __init__(
@@ -61,8 +106,10 @@ class PartitionStore:
         clock: Callable[[], float] = time.monotonic,
         flush_interval_s: float = FLUSH_INTERVAL_S,
         flush_keys: int = FLUSH_KEYS,
+        memory: StoreMemory | None = None,
     ) -> None:
         self.path = path
+        self._memory = memory or StoreMemory.shared()
         self._clock = clock
         self._flush_interval_s = flush_interval_s
         self._flush_keys = flush_keys
@@ -79,6 +126,11 @@ class PartitionStore:
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         opts.set_max_background_jobs(2)
+        opts.set_write_buffer_size(WRITE_BUFFER_BYTES)
+        opts.set_write_buffer_manager(self._memory.write_buffers)
+        table = BlockBasedOptions()
+        table.set_block_cache(self._memory.cache)
+        opts.set_block_based_table_factory(table)
         try:
             self._db = Rdict(str(path), opts)
         except Exception as exc:  # rocksdict raises plain Exception for lock and corruption errors

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from grctl.kafka.connection import Connection
-from grctl.state.partition_store import PartitionStore
+from grctl.state.partition_store import PartitionStore, StoreMemory
 from grctl.worker._commit import GroupCommitter
 from grctl.worker._errors import SessionRestart
 from grctl.worker._executor import PartitionTasks
@@ -56,6 +56,7 @@ class Partitions:
         processors: where the open partitions' processors are kept (shared with the timers).
         conn: the Kafka connection (for restores).
         state_dir: the worker's state folder (one RocksDB per partition under it).
+        memory: the RocksDB memory budget the partitions' stores share.
         committer: the group committer.
         tasks: the session's step and query tasks.
         services: what every processor shares.
@@ -71,6 +72,7 @@ class Partitions:
         *,
         conn: Connection,
         state_dir: Path,
+        memory: StoreMemory | None = None,
         committer: GroupCommitter,
         tasks: PartitionTasks,
         services: ProcessorServices,
@@ -85,6 +87,7 @@ class Partitions:
         self.tearing_down = False
         self._conn = conn
         self._state_dir = state_dir
+        self._memory = memory
         self._committer = committer
         self._tasks = tasks
         self._services = services
@@ -139,7 +142,7 @@ class Partitions:
             if p in self.processors:
                 continue
             t0 = time.monotonic()
-            store = PartitionStore(self._state_dir / str(p))
+            store = PartitionStore(self._state_dir / str(p), memory=self._memory)
             progress = m.restore_progress if m is not None else None
             try:
                 restored = await self._loop.run_in_executor(

@@ -17,7 +17,7 @@ worker drops everything uncommitted and starts a new session, which rebuilds fro
 (committed state only) and the changelog and resumes from the committed offsets. That is the
 only recovery path, so it is the one the crash tests exercise.
 
-May import: every `._*` module of the worker, `grctl.engine`, `grctl.kafka`.
+May import: every `._*` module of the worker, `grctl.engine`, `grctl.kafka`, `grctl.state`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from grctl.codec import CodecRegistry
 from grctl.engine.machine import Machine
 from grctl.kafka.connection import Connection
 from grctl.kafka.limits import RecordLimits
+from grctl.state.partition_store import StoreMemory
 from grctl.worker._clients import consume_available, make_consumer, make_producer
 from grctl.worker._commit import GroupCommitter, KafkaPublisher
 from grctl.worker._errors import SessionRestart
@@ -76,6 +77,7 @@ class WorkerSession:
         instance_id: str,
         state_dir: Path,
         max_concurrent_steps: int,
+        memory: StoreMemory | None = None,
         kafka_config: dict[str, Any],
         on_ready: Callable[[], None],
         limits: RecordLimits,
@@ -134,6 +136,7 @@ class WorkerSession:
             processors,
             conn=connection,
             state_dir=state_dir,
+            memory=memory,
             committer=self.committer,
             tasks=self.tasks,
             services=services,

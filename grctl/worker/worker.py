@@ -23,6 +23,7 @@ from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationErro
 from grctl.kafka.connection import Connection
 from grctl.kafka.settings_topic import SETTINGS_REFRESH_S, NamespaceSettings, read_settings
 from grctl.settings import EngineSettings
+from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB, StoreMemory
 from grctl.worker._commit import RecordRefused
 from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
@@ -107,6 +108,8 @@ class Worker:
         metrics_port: serve Prometheus metrics and the probes `/ready` and `/live` on this
             port (0: any free port, see `metrics_address`; None: no metrics, no cost).
         metrics_host: the interface of the metrics endpoint (default: every interface).
+        state_memory_mb: RocksDB memory of this worker, all its partitions together (block
+            cache and memtables; Python objects come on top).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class Worker:
         kafka_config: dict[str, Any] | None = None,
         metrics_port: int | None = None,
         metrics_host: str = DEFAULT_METRICS_HOST,
+        state_memory_mb: int = DEFAULT_STATE_MEMORY_MB,
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
@@ -151,6 +155,7 @@ class Worker:
         if metrics_port is not None and not 0 <= metrics_port <= 65535:
             raise InvalidArgumentError(f"metrics_port must be 0..65535, got {metrics_port}", argument="metrics_port")
         self._metrics_port = metrics_port
+        self._memory = StoreMemory(state_memory_mb * 2**20)
         self._metrics_host = metrics_host
         self.metrics: WorkerMetrics | None = None
         self._metrics_server: MetricsServer | None = None
@@ -257,6 +262,7 @@ class Worker:
                     instance_id=instance_id,
                     state_dir=state_dir,
                     max_concurrent_steps=self._max_steps,
+                    memory=self._memory,
                     kafka_config=self._kafka_config,
                     on_ready=self._ready.set,
                     limits=limits,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from grctl.errors import InternalError, StateError
-from grctl.state.partition_store import PartitionStore
+from grctl.errors import InternalError, InvalidArgumentError, StateError
+from grctl.state.partition_store import PartitionStore, StoreMemory
 
 
 class FakeClock:
@@ -167,3 +167,28 @@ def test_size_counts_committed_keys_and_grows_with_what_is_written(tmp_path: Pat
     assert unflushed_keys >= empty_keys + 200 and keys >= empty_keys + 200
     assert size >= empty_bytes + 200 * 100
     store.close()
+
+
+def test_stores_share_one_memory_budget_that_bounds_their_memtables(tmp_path: Path) -> None:
+    memory = StoreMemory(16 * 2**20)
+    stores = [PartitionStore(tmp_path / f"p{i}", memory=memory) for i in range(3)]
+    value = b"v" * 1000
+    for batch in range(1, 31):  # 30 MB over three stores, twice the budget
+        for store in stores:
+            for k in range(333):
+                store.put(b"r/%d/%d" % (batch, k), value, batch_id=batch)
+            store.commit(batch, checkpoint=batch)
+            store.flush()
+    memtables = sum(s._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0 for s in stores)
+    # RocksDB's defaults (64 MiB memtables) would hold all 30 MB in memory; the budget's write
+    # buffer manager flushes at half of it (a soft limit: flushes run in the background).
+    assert memtables < memory.total_bytes
+    assert 0 < memory.usage() <= memory.total_bytes + 2**20
+    assert all(s.get(b"r/1/0") == value for s in stores)  # flushed to files, nothing lost
+    for s in stores:
+        s.close()
+
+
+def test_a_memory_budget_under_16_mib_is_refused_with_its_size() -> None:
+    with pytest.raises(InvalidArgumentError, match="at least 16 MiB, got 4 MiB"):
+        StoreMemory(4 * 2**20)
