@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -328,7 +329,7 @@ async def soak(bench: Bench) -> ScenarioResult:
 
     res = ScenarioResult("soak")
     retention = 60.0 if not bench.quick else 15.0
-    seconds = 1200.0 if not bench.quick else 60.0
+    seconds = float(os.environ.get("GRCTL_BENCH_SOAK_SECONDS") or (1200.0 if not bench.quick else 60.0))
     sample_s = 10.0 if not bench.quick else 5.0
     port = free_port()
     topic_cfg: dict[str, Any] = {}
@@ -336,8 +337,12 @@ async def soak(bench: Bench) -> ScenarioResult:
     env = {"GRCTL_BENCH_METRICS_PORT": str(port)}
     async with engine(bench, "soak", env=env, prepare=prepare_soak(retention, topic_cfg)) as eng:
         client, w = eng.client, eng.workers[0]
-        sustainable = await calibrate(bench, client, retention)
-        rate = round(sustainable * OFFERED_FRACTION)
+        if fixed := os.environ.get("GRCTL_BENCH_SOAK_RATE"):  # a fixed offered rate, no calibration
+            rate = int(fixed)
+            sustainable = rate / OFFERED_FRACTION
+        else:
+            sustainable = await calibrate(bench, client, retention)
+            rate = round(sustainable * OFFERED_FRACTION)
         res.params = {"retention_s": retention, "seconds": seconds, "sample_s": sample_s,
                       "max_runs": SOAK_MAX_RUNS, "mix": "half OneStep (1 step), half Soak3 (3 steps, 3 store writes)",
                       "sustainable_runs_per_s": round(sustainable), "offered_runs_per_s": rate,
