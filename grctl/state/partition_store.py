@@ -47,7 +47,7 @@ Writes = dict[bytes, bytes | None]
 #: RocksDB memory of one worker process, all its partitions together (block cache, memtables included).
 DEFAULT_STATE_MEMORY_MB = 256
 #: Memtable size of one partition's RocksDB before it is flushed to a file.
-WRITE_BUFFER_BYTES = 8 * 2**20
+WRITE_BUFFER_BYTES = 2 * 2**20
 
 
 class StoreMemory:
