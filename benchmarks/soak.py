@@ -70,6 +70,11 @@ LIST_TARGET_MS = 200.0
 #: The runs offered are abandoned (the soak fails) when this many seconds of them are in flight.
 BACKLOG_LIMIT_S = 30.0
 SOAK_MAX_RUNS = 3_000_000
+#: The soak worker's RocksDB memory budget (`--state-memory-mb`). Its block cache keeps the
+#: blocks it read until the budget is full (blocks of files compacted away age out of the
+#: LRU, they are not dropped), so RSS grows until then: 64 MiB fills within the soak's first
+#: minutes, the default 256 MiB would take longer than the soak at this rate.
+SOAK_STATE_MEMORY_MB = 64
 
 
 @dataclass
@@ -81,6 +86,7 @@ class Sample:
     timers_loaded: float | None = None
     topic_bytes: float | None = None
     rss_mb: float | None = None
+    state_memory_mb: float | None = None
     client_cores: float | None = None
     runs_per_s: float = 0.0
     steps_per_s: float = 0.0
@@ -105,7 +111,8 @@ def scrape(port: int) -> dict[str, float] | None:
             text = r.read().decode()
     except OSError:
         return None
-    out = {"grctl_state_keys": 0.0, "grctl_state_bytes": 0.0, "grctl_runs": 0.0, "grctl_timers_pending": 0.0}
+    out = {"grctl_state_keys": 0.0, "grctl_state_bytes": 0.0, "grctl_runs": 0.0, "grctl_timers_pending": 0.0,
+           "grctl_state_memory_bytes": 0.0}  # fmt: skip
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name in out:
@@ -334,7 +341,7 @@ async def soak(bench: Bench) -> ScenarioResult:
     port = free_port()
     topic_cfg: dict[str, Any] = {}
     log_dirs = broker_log_dirs(bench)
-    env = {"GRCTL_BENCH_METRICS_PORT": str(port)}
+    env = {"GRCTL_BENCH_METRICS_PORT": str(port), "GRCTL_BENCH_STATE_MEMORY_MB": str(SOAK_STATE_MEMORY_MB)}
     async with engine(bench, "soak", env=env, prepare=prepare_soak(retention, topic_cfg)) as eng:
         client, w = eng.client, eng.workers[0]
         if fixed := os.environ.get("GRCTL_BENCH_SOAK_RATE"):  # a fixed offered rate, no calibration
@@ -346,6 +353,7 @@ async def soak(bench: Bench) -> ScenarioResult:
         res.params = {"retention_s": retention, "seconds": seconds, "sample_s": sample_s,
                       "max_runs": SOAK_MAX_RUNS, "mix": "half OneStep (1 step), half Soak3 (3 steps, 3 store writes)",
                       "sustainable_runs_per_s": round(sustainable), "offered_runs_per_s": rate,
+                      "state_memory_mb": SOAK_STATE_MEMORY_MB,
                       "state_topic_configs": topic_cfg, "partitions": eng.conn.num_partitions}  # fmt: skip
         offer = Offer(client, rate)
         samples: list[Sample] = []
@@ -363,6 +371,7 @@ async def soak(bench: Bench) -> ScenarioResult:
             if m is not None:
                 s.state_keys, s.state_bytes = m["grctl_state_keys"], m["grctl_state_bytes"]
                 s.runs_held, s.timers_loaded = m["grctl_runs"], m["grctl_timers_pending"]
+                s.state_memory_mb = round(m["grctl_state_memory_bytes"] / 2**20, 1)
             if w.alive():
                 s.rss_mb = round(w.rss_mb(), 1)
             if last:
@@ -421,7 +430,8 @@ async def soak(bench: Bench) -> ScenarioResult:
     res.check("every run completed with the right result", not offer.wrong and offer.completed == offer.issued,
               f"{len(offer.wrong)} wrong of {offer.completed}/{offer.issued}: {offer.wrong[:3]}")  # fmt: skip
     res.check("a run completes after the restarts", after == "ok", repr(after))
-    series = {a: plateau(samples, a, retention, end) for a in ("state_keys", "state_bytes", "rss_mb", "topic_bytes")}
+    series = {a: plateau(samples, a, retention, end)
+              for a in ("state_keys", "state_bytes", "rss_mb", "state_memory_mb", "topic_bytes")}  # fmt: skip
     ratio_restore = (probes["after_soak"]["seconds"] / probes["after_one_window"]["seconds"]
                      if probes.get("after_one_window", {}).get("seconds") else None)  # fmt: skip
     one = percentiles(v for s in samples for v in ([s.one_ms["p50"]] if s.one_ms.get("n") else []))
@@ -446,6 +456,8 @@ async def soak(bench: Bench) -> ScenarioResult:
             f"{offer.issued:,} / {offer.completed:,}", "runs"),
         Row("state topic on disk: growth over the last half / over the first window",
             None if tp is None else round(tp["ratio"], 3), "x"),
+        Row(f"RocksDB memory in use (budget {SOAK_STATE_MEMORY_MB} MiB): growth over the last half / first window",
+            None if series["state_memory_mb"] is None else round(series["state_memory_mb"]["ratio"], 3), "x"),
         Row("restore from scratch after the soak / after one window",
             None if ratio_restore is None else round(ratio_restore, 2), "x", f"≤ {RESTORE_RATIO_TARGET:g}",
             None if ratio_restore is None else ratio_restore <= RESTORE_RATIO_TARGET),
@@ -477,7 +489,8 @@ def plot(samples: list[dict[str, Any]], path: Path) -> Path | None:
                                ("runs held", [s["runs_held"] for s in samples])]),
         ("bytes (MiB)", [("RocksDB", [_mib(s["state_bytes"]) for s in samples]),
                          ("state topic on disk", [_mib(s["topic_bytes"]) for s in samples])]),
-        ("worker RSS (MiB)", [("RSS", [s["rss_mb"] for s in samples])]),
+        ("worker memory (MiB)", [("RSS", [s["rss_mb"] for s in samples]),
+                                 ("RocksDB budget in use", [s.get("state_memory_mb") for s in samples])]),
         ("client CPU (cores)", [("load generator", [s["client_cores"] for s in samples])]),
         ("run latency (ms)", [("1-step p50", [s["one_ms"].get("p50") for s in samples]),
                               ("1-step p99", [s["one_ms"].get("p99") for s in samples]),

@@ -301,6 +301,9 @@ async def serve(argv: list[str]) -> None:
     if port := os.environ.get("GRCTL_BENCH_METRICS_PORT"):
         kwargs["metrics_port"] = int(port)
         kwargs["metrics_host"] = "127.0.0.1"
+    # GRCTL_BENCH_STATE_MEMORY_MB=N: the worker's RocksDB memory budget (soak).
+    if mb := os.environ.get("GRCTL_BENCH_STATE_MEMORY_MB"):
+        kwargs["state_memory_mb"] = int(mb)
     worker = Worker(WORKFLOWS, conn, **kwargs)
     worker.install_signal_handlers()
     if scraping:

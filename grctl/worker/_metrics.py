@@ -147,6 +147,8 @@ class SessionView:
     """What a scrape reads from the current session (on the event loop)."""
 
     partitions: list[PartitionView] = field(default_factory=list)
+    #: Bytes of the RocksDB memory budget in use (block cache and memtables), and the budget.
+    state_memory: tuple[int, int] | None = None
 
 
 def view_of(session: WorkerSession | None) -> SessionView | None:
@@ -161,6 +163,9 @@ def view_of(session: WorkerSession | None) -> SessionView | None:
         return None
     view = SessionView()
     committer = session.committer
+    budget = session.partitions.memory
+    if budget is not None:
+        view.state_memory = (budget.usage(), budget.total_bytes)
     for p, proc in list(session.partitions.processors.items()):
         state_keys, state_bytes = proc.store.size()
         view.partitions.append(
@@ -583,7 +588,17 @@ class _Collector(Collector):
             "grctl_runs", "Latest runs held by this worker's partitions (their run indexes).",
             labels=["workflow_type", "status"],
         )  # fmt: skip
+        memory = GaugeMetricFamily(
+            "grctl_state_memory_bytes",
+            "RocksDB memory of this worker in use (block cache and memtables of all its partitions).",
+        )
+        memory_limit = GaugeMetricFamily(
+            "grctl_state_memory_limit_bytes", "The RocksDB memory budget of this worker (--state-memory-mb)."
+        )
         totals: dict[tuple[str, str], int] = {}
+        if view is not None and view.state_memory is not None:
+            memory.add_metric([], view.state_memory[0])
+            memory_limit.add_metric([], view.state_memory[1])
         if view is not None:
             now_ms = time.time() * 1000
             offsets = m.offsets
@@ -611,7 +626,7 @@ class _Collector(Collector):
                         totals[(wf_type, status)] = totals.get((wf_type, status), 0) + n
         for (wf_type, status), n in sorted(totals.items()):
             runs.add_metric([wf_type, status], n)
-        yield from (owned, lag, running, timers, overdue, state_keys, state_bytes, runs)
+        yield from (owned, lag, running, timers, overdue, state_keys, state_bytes, runs, memory, memory_limit)
 
 
 class MetricsServer:

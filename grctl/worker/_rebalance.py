@@ -99,6 +99,11 @@ class Partitions:
 
     # ------------------------------------------------------------------ consumer-thread callbacks
 
+    @property
+    def memory(self) -> StoreMemory | None:
+        """The RocksDB memory budget the stores share (None: the process's default)."""
+        return self._memory
+
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rebalance callback: restore and open the assigned partitions, then start reading them."""
         logger.debug("assign callback: %s", [tp.partition for tp in partitions])

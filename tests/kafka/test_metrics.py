@@ -107,6 +107,11 @@ async def test_metrics_after_runs_match_what_ran(workers, client: Client) -> Non
     assert value(samples, "grctl_rebalances_total", kind="assign") >= 1
     assert value(samples, "grctl_worker_ready") == 1
     assert value(samples, "grctl_worker_loop_responsive") == 1
+    # Runs by status come from the partitions' run indexes, RocksDB's memory from the budget.
+    assert value(samples, "grctl_runs", workflow_type=t, status="completed") == 5
+    assert value(samples, "grctl_runs", workflow_type=t, status="failed") == 2
+    assert value(samples, "grctl_state_memory_limit_bytes") == 256 * 2**20
+    assert 0 < value(samples, "grctl_state_memory_bytes") <= 256 * 2**20
 
     async def caught_up() -> Samples | None:
         # Lag comes from librdkafka's statistics (every 5 s): every partition, all processed.

@@ -175,7 +175,8 @@ async def test_run_gauges_sum_the_partitions_index_counts_and_state_sizes_are_pe
         [
             part(0, {"running": {"Order": 2}, "completed": {"Order": 5, "Refund": 1}}, 40, 4096),
             part(1, {"running": {"Order": 1}}, 7, 512),
-        ]
+        ],
+        state_memory=(3 * 2**20, 256 * 2**20),
     )
     m = WorkerMetrics("w1", "ns", lambda: view)
     m.loop = asyncio.get_running_loop()
@@ -186,3 +187,5 @@ async def test_run_gauges_sum_the_partitions_index_counts_and_state_sizes_are_pe
     assert ("grctl_runs", (("status", "running"), ("workflow_type", "Refund"))) not in got
     assert got[("grctl_state_keys", (("partition", "0"),))] == 40
     assert got[("grctl_state_bytes", (("partition", "1"),))] == 512
+    assert got[("grctl_state_memory_bytes", ())] == 3 * 2**20
+    assert got[("grctl_state_memory_limit_bytes", ())] == 256 * 2**20
