@@ -35,6 +35,7 @@ import threading
 import time
 import urllib.request
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from grctl import Connection, Context, Directive, RetryPolicy, Worker, Workflow
@@ -306,9 +307,28 @@ async def serve(argv: list[str]) -> None:
         kwargs["state_memory_mb"] = int(mb)
     worker = Worker(WORKFLOWS, conn, **kwargs)
     worker.install_signal_handlers()
+    if path := os.environ.get("GRCTL_BENCH_TRACEMALLOC"):  # where the heap grows (a soak investigation)
+        threading.Thread(target=_trace_heap, args=(Path(path),), daemon=True).start()
     if scraping:
         threading.Thread(target=_scrape_every_second, args=(worker,), daemon=True).start()
     await worker.run()
+
+
+def _trace_heap(path: Path, first_s: float = 40.0, every_s: float = 40.0) -> None:
+    """Every `every_s`, write the allocations grown since `first_s` into the run (top 25 lines)."""
+    import tracemalloc
+
+    tracemalloc.start(1)
+    time.sleep(first_s)  # a pace, not a synchronisation: a diagnostic's sampling interval
+    base = tracemalloc.take_snapshot()
+    n = 0
+    while True:
+        time.sleep(every_s)  # the sampling interval
+        n += 1
+        top = tracemalloc.take_snapshot().compare_to(base, "lineno")[:25]
+        with path.open("a") as f:
+            f.write(f"--- {first_s + n * every_s:.0f}s, traced {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB\n")
+            f.writelines(f"{stat}\n" for stat in top)
 
 
 def _scrape_every_second(worker: Worker) -> None:
