@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
 from benchmarks.harness import ROOT, Bench, Row, ScenarioResult, make_progress, servers_from_env, temp_root
@@ -35,6 +36,8 @@ LIGHT_CPU_TARGET = 0.02
 #: The namespace's load while it is measured, in steps per second.
 BUSY_STEPS_TARGET = 5_000
 CHAIN_STEPS = 10
+#: The workflow timeout of each light run (bounds its wait too).
+RUN_TIMEOUT = timedelta(seconds=60)
 
 
 async def light_client(servers: str, ns: str, seconds: float, rate: float) -> dict[str, Any]:
@@ -42,7 +45,7 @@ async def light_client(servers: str, ns: str, seconds: float, rate: float) -> di
     conn = await Connection.connect(servers, ns, create_namespace=False)
     client = Client(conn)
     try:
-        await client.run_workflow("OneStep", f"light-warm-{os.getpid()}", None, timeout=60)
+        await client.run_workflow("OneStep", f"light-warm-{os.getpid()}", None, timeout=RUN_TIMEOUT)
         wall0, cpu0, t_start = time.perf_counter(), time.process_time(), time.time()
         done = wrong = 0
         latencies: list[float] = []
@@ -50,7 +53,7 @@ async def light_client(servers: str, ns: str, seconds: float, rate: float) -> di
         while (elapsed := time.perf_counter() - wall0) < seconds:
             if i < elapsed * rate:
                 t = time.perf_counter()
-                out = await client.run_workflow("OneStep", f"light-{os.getpid()}-{i}", None, timeout=60)
+                out = await client.run_workflow("OneStep", f"light-{os.getpid()}-{i}", None, timeout=RUN_TIMEOUT)
                 latencies.append((time.perf_counter() - t) * 1000)
                 done += 1
                 wrong += out != "ok"
