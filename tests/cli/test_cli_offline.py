@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -170,3 +172,11 @@ def test_ui_on_a_port_in_use_is_one_clear_error(cli: Any) -> None:
     assert run.exit_code == 1
     assert f"cannot serve the UI on 127.0.0.1:{port}" in run.stderr and "--port" in run.stderr
     assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_python_dash_m_grctl_is_the_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "grctl", "workflow", "list", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage: python -m grctl workflow list" in done.stdout and "--status" in done.stdout

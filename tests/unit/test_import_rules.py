@@ -66,6 +66,7 @@ ALLOWED: dict[str, set[str]] = {
     "tracing": {"errors"},
     "_fork": {"errors"},
     "__init__": {"*"},
+    "__main__": {"cli"},
 }
 
 
