@@ -1,0 +1,266 @@
+"""The exactly-once checker behind `grctl verify`: lost and duplicated transitions in a namespace.
+
+Pure: the caller feeds it every history record it read (`add_history`) and the latest value of
+every state key (`add_state`; None for a key whose last record is a tombstone), then asks for the
+`VerifyReport`. Reading Kafka is `grctl.client.verify`'s job.
+
+What counts as what, per run (a run id seen with `run.started` in the history read):
+
+- **duplicated**: two `run.started`; two terminal events (`run.completed`, `run.failed`,
+  `run.cancelled`, `run.terminated`, `run.timeout`); two `step.completed` for one step number
+  (the number of the `step.started` before it); two `task.completed` for one task id.
+- **lost**: a run with no terminal event whose state is gone, belongs to another run, or says it
+  ended; a run whose state says it ended without its terminal event in the history; a settled
+  run (no event for `settle_ms`) whose state has a step due and whose last event is a
+  `step.completed` (nothing started the next step); a waiting run with accepted events left
+  in its inbox (accepted, never handled).
+- **orphaned state**: store values, journal entries and child outcomes of a run that has
+  neither the workflow id's run record nor a timer (an ended run keeps its keys until its
+  retention timer deletes them); inbox entries and timers of a workflow id without a run record.
+
+Runs whose `run.started` lies before the history read (`--since`) are not judged, and
+`run.rejected` starts never began a run, so they have nothing to lose.
+
+May import: `grctl.engine`, `grctl.models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import msgspec
+
+from grctl.engine import keys
+from grctl.engine.records import HistoryRecord, RunRecord, run_decoder, timer_decoder
+from grctl.models.history import TERMINAL_KINDS, HistoryKind
+from grctl.models.run_info import TERMINAL_STATUSES, RunStateKind
+
+__all__ = ["DEFAULT_SETTLE_MS", "Checker", "Finding", "VerifyReport"]
+
+#: A run without an event for this long is settled: nothing is about to happen to it.
+DEFAULT_SETTLE_MS: Final = 30_000
+#: Findings kept in a report (the counts cover all of them).
+MAX_FINDINGS: Final = 1000
+
+FindingKind = Literal["lost", "duplicated", "orphaned"]
+_TERMINAL = {k.value for k in TERMINAL_KINDS}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing wrong: its kind, the run (or workflow id) it belongs to, and what was seen."""
+
+    kind: FindingKind
+    wf_id: str
+    run_id: str
+    what: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "wf_id": self.wf_id, "run_id": self.run_id, "what": self.what}
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What `verify` found.
+
+    Attributes:
+        runs: runs judged (started within the history read).
+        history_records: history records read.
+        state_keys: live state keys read.
+        undecodable: records that could not be decoded (history or state), skipped.
+        counts: findings by kind (all of them, also those past `MAX_FINDINGS`).
+        findings: the first findings, lost first, then duplicated, then orphaned.
+    """
+
+    runs: int = 0
+    history_records: int = 0
+    state_keys: int = 0
+    undecodable: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {"lost": 0, "duplicated": 0, "orphaned": 0})
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing was lost, duplicated or orphaned."""
+        return not any(self.counts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "clean": self.clean,
+            "runs": self.runs,
+            "history_records": self.history_records,
+            "state_keys": self.state_keys,
+            "undecodable": self.undecodable,
+            "counts": dict(self.counts),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What the history says of one run."""
+
+    wf_id: str
+    started: int = 0
+    terminal: list[str] = field(default_factory=list)
+    seq: int = 0  # the step number of the latest step.started
+    steps_completed: dict[int, int] = field(default_factory=dict)
+    tasks_completed: dict[str, int] = field(default_factory=dict)
+    last_kind: str = ""
+    last_ms: int = 0
+
+
+class Checker:
+    """Feed it a namespace's history and state, then ask for the `report`.
+
+    Args:
+        now_ms: the time of the check (runs quiet since `now_ms - settle_ms` are settled).
+        settle_ms: how long a run must be quiet before a due step that never started is lost.
+    """
+
+    def __init__(self, now_ms: int, settle_ms: int = DEFAULT_SETTLE_MS) -> None:
+        self._now_ms = now_ms
+        self._settle_ms = settle_ms
+        self._traces: dict[str, _Trace] = {}
+        self._seen_runs: set[str] = set()  # every run id in the history read, started or not
+        self._runs: dict[str, RunRecord] = {}  # wf_id -> the latest run's record
+        self._timer_runs: set[tuple[str, str]] = set()  # (wf_id, run_id) with a timer
+        self._timers: list[tuple[str, str, str]] = []  # (wf_id, run_id, kind) of every timer
+        self._keys: list[bytes] = []  # store, journal, child and inbox keys, judged at the end
+        self._report = VerifyReport()
+
+    # ------------------------------------------------------------------ input
+
+    def add_history(self, rec: HistoryRecord) -> None:
+        """One history record, in partition order."""
+        self._report.history_records += 1
+        self._seen_runs.add(rec.run_id)
+        kind = rec.kind
+        trace = self._traces.get(rec.run_id)
+        if kind == HistoryKind.run_started:
+            if trace is None:
+                trace = self._traces[rec.run_id] = _Trace(wf_id=rec.wf_id)
+            trace.started += 1
+        if trace is None:
+            return  # a run started before the read, or a rejected start: not judged
+        msg = rec.msg or {}
+        if kind in _TERMINAL:
+            trace.terminal.append(kind)
+        elif kind == HistoryKind.step_started:
+            trace.seq = int(msg.get("seq", 0))
+        elif kind == HistoryKind.step_completed:
+            trace.steps_completed[trace.seq] = trace.steps_completed.get(trace.seq, 0) + 1
+        elif kind == HistoryKind.task_completed:
+            task_id = str(msg.get("task_id", ""))
+            trace.tasks_completed[task_id] = trace.tasks_completed.get(task_id, 0) + 1
+        trace.last_kind = kind
+        trace.last_ms = max(trace.last_ms, rec.ts_ms)
+
+    def add_undecodable(self) -> None:
+        """A record that could not be decoded (counted, not judged)."""
+        self._report.undecodable += 1
+
+    def add_state(self, key: bytes, value: bytes | None) -> None:
+        """The latest value of one state key (None: deleted)."""
+        if value is None:
+            return
+        self._report.state_keys += 1
+        table = key[:2]
+        try:
+            if table == keys.RUN_PREFIX:
+                self._runs[keys.wf_id_of_run_key(key)] = run_decoder.decode(value)
+            elif table == keys.TIMER_PREFIX:
+                timer = timer_decoder.decode(value)
+                self._timer_runs.add((timer.wf_id, timer.run_id))
+                self._timers.append((timer.wf_id, timer.run_id, str(timer.kind)))
+            elif table in (keys.STORE_PREFIX, keys.JOURNAL_PREFIX, keys.CHILD_PREFIX, keys.INBOX_PREFIX):
+                self._keys.append(key)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            self._report.undecodable += 1
+
+    # ------------------------------------------------------------------ judgement
+
+    def report(self) -> VerifyReport:
+        """Judge what was fed; call once."""
+        found: list[Finding] = []
+        for run_id, trace in self._traces.items():
+            found.extend(self._judge(run_id, trace))
+        found.extend(self._orphans())
+        order = {"lost": 0, "duplicated": 1, "orphaned": 2}
+        found.sort(key=lambda f: order[f.kind])
+        report = self._report
+        report.runs = len(self._traces)
+        for f in found:
+            report.counts[f.kind] += 1
+        report.findings = found[:MAX_FINDINGS]
+        return report
+
+    def _judge(self, run_id: str, t: _Trace) -> Iterable[Finding]:
+        wf_id = t.wf_id
+        if t.started > 1:
+            yield Finding("duplicated", wf_id, run_id, f"run.started written {t.started} times")
+        if len(t.terminal) > 1:
+            yield Finding("duplicated", wf_id, run_id, f"{len(t.terminal)} terminal events: {', '.join(t.terminal)}")
+        for seq, n in sorted(t.steps_completed.items()):
+            if n > 1:
+                yield Finding("duplicated", wf_id, run_id, f"step.completed written {n} times for step number {seq}")
+        for task_id, n in sorted(t.tasks_completed.items()):
+            if n > 1:
+                yield Finding("duplicated", wf_id, run_id, f"task.completed written {n} times for task {task_id!r}")
+        rec = self._runs.get(wf_id)
+        mine = rec is not None and rec.run_id == run_id
+        if not t.terminal:
+            if not mine:
+                held = "no run record" if rec is None else f"the run record is of run {rec.run_id}"
+                yield Finding("lost", wf_id, run_id, f"started, never ended, and {held}")
+                return
+            assert rec is not None
+            if rec.status in TERMINAL_STATUSES:
+                yield Finding("lost", wf_id, run_id, f"its state says {rec.status}, its history has no terminal event")
+                return
+            settled = self._now_ms - t.last_ms >= self._settle_ms
+            if (
+                settled
+                and rec.state == RunStateKind.step
+                and t.last_kind == HistoryKind.step_completed
+                and rec.suspended_until_ms is None
+            ):
+                quiet = (self._now_ms - t.last_ms) / 1000
+                yield Finding(
+                    "lost",
+                    wf_id,
+                    run_id,
+                    f"step {rec.step!r} (number {rec.seq}) is due and nothing started it in {quiet:.0f}s",
+                )
+            if settled and rec.state == RunStateKind.wait and rec.inbox_head < rec.inbox_next:
+                n = rec.inbox_next - rec.inbox_head
+                yield Finding("lost", wf_id, run_id, f"waiting with {n} accepted event(s) never handled")
+        elif mine:
+            assert rec is not None
+            if rec.status not in TERMINAL_STATUSES:
+                yield Finding(
+                    "lost", wf_id, run_id, f"its history ended it ({t.terminal[0]}), its state says {rec.status}"
+                )
+
+    def _orphans(self) -> Iterable[Finding]:
+        for wf_id, run_id, kind in self._timers:
+            if wf_id not in self._runs:
+                yield Finding("orphaned", wf_id, run_id, f"a {kind} timer of a workflow id without a run record")
+        for key in self._keys:
+            table = key[:2]
+            parts = key[2:].split(keys.SEP)
+            wf_id = parts[0].decode(errors="replace")
+            rec = self._runs.get(wf_id)
+            if table == keys.INBOX_PREFIX:
+                if rec is None:
+                    yield Finding("orphaned", wf_id, "", "an inbox entry of a workflow id without a run record")
+                continue
+            run_id = parts[1].decode(errors="replace") if len(parts) > 1 else ""
+            if (rec is not None and rec.run_id == run_id) or (wf_id, run_id) in self._timer_runs:
+                continue
+            what = {keys.STORE_PREFIX: "a store value", keys.JOURNAL_PREFIX: "a journal entry"}.get(
+                table, "a child's outcome"
+            )
+            yield Finding("orphaned", wf_id, run_id, f"{what} of a run that has no run record and no timer")

@@ -1,0 +1,178 @@
+"""The exactly-once checker (`grctl.engine.verify`) on histories and states built by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from grctl.engine import keys
+from grctl.engine.records import HistoryRecord, RunRecord, TimerEntry, TimerKind
+from grctl.engine.verify import Checker, VerifyReport
+from grctl.models.run_info import RunStateKind, RunStatus
+
+NOW = 1_800_000_000_000
+OLD = NOW - 120_000  # quiet for two minutes: settled
+RECENT = NOW - 1_000
+
+
+def ev(kind: str, run_id: str = "R1", wf_id: str = "wf-1", ts: int = OLD, **msg: Any) -> HistoryRecord:
+    return HistoryRecord(kind=kind, wf_id=wf_id, run_id=run_id, ts_ms=ts, msg=msg or None)
+
+
+def record(status: RunStatus, state: RunStateKind, run_id: str = "R1", wf_id: str = "wf-1", **kw: Any) -> bytes:
+    rec = RunRecord(run_id=run_id, wf_id=wf_id, wf_type="T", status=status, state=state, **kw)
+    return msgspec.msgpack.encode(rec)
+
+
+def check(history: list[HistoryRecord], state: dict[bytes, bytes | None]) -> VerifyReport:
+    checker = Checker(NOW, settle_ms=30_000)
+    for rec in history:
+        checker.add_history(rec)
+    for key, value in state.items():
+        checker.add_state(key, value)
+    return checker.report()
+
+
+def whats(report: VerifyReport) -> list[tuple[str, str]]:
+    return [(f.kind, f.what) for f in report.findings]
+
+
+def a_completed_run(run_id: str = "R1", wf_id: str = "wf-1") -> list[HistoryRecord]:
+    return [
+        ev("run.started", run_id, wf_id),
+        ev("step.started", run_id, wf_id, step_name="start", seq=1),
+        ev("task.started", run_id, wf_id, task_id="quote:0"),
+        ev("task.completed", run_id, wf_id, task_id="quote:0"),
+        ev("step.completed", run_id, wf_id, step_name="start"),
+        ev("step.started", run_id, wf_id, step_name="ship", seq=2),
+        ev("step.completed", run_id, wf_id, step_name="ship"),
+        ev("run.completed", run_id, wf_id),
+    ]
+
+
+def test_a_completed_run_with_its_record_is_clean() -> None:
+    report = check(a_completed_run(), {keys.run_key("wf-1"): record(RunStatus.completed, RunStateKind.complete)})
+    assert report.clean and report.runs == 1 and report.history_records == 8 and report.state_keys == 1
+    assert report.findings == []
+
+
+def test_a_completed_run_deleted_by_its_retention_is_clean() -> None:
+    state: dict[bytes, bytes | None] = {keys.run_key("wf-1"): None, keys.store_key("wf-1", "R1", "k"): None}
+    assert check(a_completed_run(), state).clean
+
+
+@pytest.mark.parametrize(
+    ("extra", "what"),
+    [
+        ([ev("run.started")], "run.started written 2 times"),
+        ([ev("run.failed")], "2 terminal events: run.failed, run.completed"),
+        ([ev("step.completed", step_name="ship")], "step.completed written 2 times for step number 2"),
+        ([ev("task.completed", task_id="quote:0")], "task.completed written 2 times for task 'quote:0'"),
+    ],
+)
+def test_a_transition_written_twice_is_duplicated(extra: list[HistoryRecord], what: str) -> None:
+    history = a_completed_run()
+    history[-1:-1] = extra  # before run.completed
+    report = check(history, {keys.run_key("wf-1"): record(RunStatus.completed, RunStateKind.complete)})
+    assert whats(report) == [("duplicated", what)]
+    assert report.counts == {"lost": 0, "duplicated": 1, "orphaned": 0} and not report.clean
+
+
+def test_a_step_re_executed_after_a_crash_is_not_a_duplicate() -> None:
+    history = a_completed_run()
+    history.insert(5, ev("step.started", step_name="ship", seq=2))  # started twice, completed once
+    assert check(history, {keys.run_key("wf-1"): record(RunStatus.completed, RunStateKind.complete)}).clean
+
+
+def test_a_run_that_started_and_vanished_is_lost() -> None:
+    report = check(a_completed_run()[:-1], {})
+    assert whats(report) == [("lost", "started, never ended, and no run record")]
+
+
+def test_a_run_whose_record_belongs_to_a_newer_run_without_ending_is_lost() -> None:
+    report = check(a_completed_run()[:-1], {keys.run_key("wf-1"): record(RunStatus.running, RunStateKind.wait, "R2")})
+    assert whats(report) == [("lost", "started, never ended, and the run record is of run R2")]
+
+
+def test_state_and_history_disagreeing_on_the_end_is_lost() -> None:
+    ended_in_state = check(a_completed_run()[:-1], {keys.run_key("wf-1"): record(RunStatus.failed, RunStateKind.fail)})
+    assert whats(ended_in_state) == [("lost", "its state says failed, its history has no terminal event")]
+    ended_in_history = check(a_completed_run(), {keys.run_key("wf-1"): record(RunStatus.running, RunStateKind.wait)})
+    assert whats(ended_in_history) == [("lost", "its history ended it (run.completed), its state says running")]
+
+
+def test_a_due_step_nobody_started_is_lost_once_the_run_is_settled() -> None:
+    history = a_completed_run()[:5]  # ... step.completed of step 1, then nothing
+    state = {keys.run_key("wf-1"): record(RunStatus.running, RunStateKind.step, seq=2, step="ship")}
+    report = check(history, state)
+    assert whats(report) == [("lost", "step 'ship' (number 2) is due and nothing started it in 120s")]
+    history[-1] = ev("step.completed", step_name="start", ts=RECENT)  # just now: the worker is about to start it
+    assert check(history, state).clean
+
+
+def test_a_running_step_and_a_waiting_run_are_not_lost() -> None:
+    running = a_completed_run()[:6]  # step 2 started, not completed: it may be a long step
+    state = {keys.run_key("wf-1"): record(RunStatus.running, RunStateKind.step, seq=2, step="ship")}
+    assert check(running, state).clean
+    waiting = [*a_completed_run()[:5], ev("wait.started")]
+    assert check(waiting, {keys.run_key("wf-1"): record(RunStatus.running, RunStateKind.wait)}).clean
+
+
+def test_a_waiting_run_with_accepted_events_left_in_its_inbox_is_lost() -> None:
+    history = [*a_completed_run()[:5], ev("wait.started"), ev("event.received", event_name="approve")]
+    state = {
+        keys.run_key("wf-1"): record(RunStatus.running, RunStateKind.wait, inbox_head=0, inbox_next=1),
+        keys.inbox_key("wf-1", 0): b"entry",
+    }
+    assert whats(check(history, state)) == [("lost", "waiting with 1 accepted event(s) never handled")]
+
+
+def test_state_of_no_run_is_orphaned_and_an_ended_runs_state_under_retention_is_not() -> None:
+    retention = TimerEntry(wf_id="wf-1", run_id="R1", kind=TimerKind.retention, seq=3, due_ms=NOW + 60_000)
+    state: dict[bytes, bytes | None] = {
+        # wf-1: run R1 ended and was followed by R2; R1's store waits for R1's retention timer.
+        keys.run_key("wf-1"): record(RunStatus.running, RunStateKind.wait, "R2"),
+        keys.store_key("wf-1", "R1", "kept"): b"1",
+        keys.timer_key(NOW + 60_000, "wf-1", "retention"): msgspec.msgpack.encode(retention),
+        keys.store_key("wf-1", "R2", "mine"): b"1",
+        # Left behind: a store value and a journal entry of R0 (no timer), an inbox entry and a
+        # timer of a workflow id that has no run record.
+        keys.store_key("wf-1", "R0", "lost"): b"1",
+        keys.journal_key(keys.journal_prefix("wf-1", "R0", 1), 0): b"1",
+        keys.inbox_key("ghost", 0): b"1",
+        keys.timer_key(NOW, "ghost", "wait"): msgspec.msgpack.encode(
+            TimerEntry(wf_id="ghost", run_id="G1", kind=TimerKind.wait, seq=1, due_ms=NOW)
+        ),
+    }
+    report = check([], state)
+    assert sorted(whats(report)) == [
+        ("orphaned", "a journal entry of a run that has no run record and no timer"),
+        ("orphaned", "a store value of a run that has no run record and no timer"),
+        ("orphaned", "a wait timer of a workflow id without a run record"),
+        ("orphaned", "an inbox entry of a workflow id without a run record"),
+    ]
+    assert {(f.wf_id, f.run_id) for f in report.findings} == {("wf-1", "R0"), ("ghost", ""), ("ghost", "G1")}
+
+
+def test_runs_started_before_the_read_and_rejected_starts_are_not_judged() -> None:
+    history = [ev("step.completed", "OLD"), ev("run.completed", "OLD"), ev("run.rejected", "REJ", code="x")]
+    report = check(history, {})
+    assert report.clean and report.runs == 0 and report.history_records == 3
+
+
+def test_undecodable_state_is_counted_not_judged() -> None:
+    report = check([], {keys.run_key("wf-1"): b"\xc1 not msgpack"})
+    assert report.clean and report.undecodable == 1
+
+
+def test_findings_come_lost_first_and_the_report_is_json_ready() -> None:
+    history = [*a_completed_run("R1", "a"), ev("run.completed", "R1", "a"), *a_completed_run("R2", "b")[:-1]]
+    state = {keys.run_key("a"): record(RunStatus.completed, RunStateKind.complete, "R1", "a")}
+    report = check(history, state)
+    assert [f.kind for f in report.findings] == ["lost", "duplicated"]
+    body = report.to_dict()
+    assert body["clean"] is False and body["counts"] == {"lost": 1, "duplicated": 1, "orphaned": 0}
+    assert body["findings"][0] == {"kind": "lost", "wf_id": "b", "run_id": "R2",
+                                   "what": "started, never ended, and no run record"}  # fmt: skip
