@@ -32,6 +32,7 @@ COMMANDS = [
     ["namespace", "delete"],
     ["worker"],
     ["ui"],
+    ["verify"],
     ["dev"],
     ["dev", "kafka"],
 ]
@@ -71,6 +72,8 @@ def test_every_command_has_help(cli: Any, command: list[str]) -> None:
         ["worker", "--app", "tests.cli.flows:WORKFLOWS", "--log-format", "xml"],
         ["worker", "--app", "tests.cli.flows:WORKFLOWS", "--metrics-port", "70000"],
         ["ui", "--port", "70000"],
+        ["verify", "--since", "soon"],
+        ["verify", "--settle", "0s"],
     ],
 )
 def test_bad_usage_exits_2_with_one_message(cli: Any, args: list[str]) -> None:
@@ -94,6 +97,7 @@ def test_input_file_with_invalid_json_is_bad_usage(cli: Any, tmp_path: Any) -> N
         ["workflow", "list", "--plain"],
         ["workflow", "start", "-t", "X"],
         ["namespace", "describe"],
+        ["verify"],
     ],
 )
 def test_unreachable_broker_is_one_line_and_exit_1(cli: Any, args: list[str]) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from grctl import Client, Connection
+from grctl.client.verify import verify_namespace
 from grctl.engine.records import history_decoder
 from tests.crash.worker_proc import STEPS
 from tests.support.topics import read_committed
@@ -152,6 +153,9 @@ async def run_chaos(
         completed = [r.msg["step_name"] for r in recs if r.kind == "step.completed"]
         assert completed == STEPS, (wf_id, completed)
         assert len({r.run_id for r in recs}) == 1
+    # And the checker users run after an incident agrees: nothing lost, duplicated or orphaned.
+    report = await asyncio.get_running_loop().run_in_executor(None, lambda: verify_namespace(conn))
+    assert report.clean and report.runs == runs, report.to_dict()
     return workers
 
 
@@ -230,3 +234,5 @@ async def test_fan_out_children_under_crashes(kafka_bootstrap: str, unique_name:
             assert kinds["child.started"] == 10, (wf_id, kinds)
             assert kinds["event.received"] == 10, (wf_id, kinds)
             assert kinds["step.completed"] == 11, (wf_id, kinds)
+    report = await asyncio.get_running_loop().run_in_executor(None, lambda: verify_namespace(conn))
+    assert report.clean and report.runs == parents * 11, report.to_dict()
