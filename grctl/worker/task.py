@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import importlib
 import inspect
 import random
+import sys
 import time
 import typing
 from collections.abc import Awaitable, Callable
@@ -48,18 +48,24 @@ JOURNAL_ATTEMPT = "task_attempt"
 
 
 def _rebuild_error(err: dict[str, Any]) -> BaseException:
-    """Re-create a recorded exception from its importable class, else a RuntimeError."""
+    """Re-create a recorded exception from its class, else a RuntimeError.
+
+    The class is looked up only in modules this process has already imported: the journal is
+    data, and data must never make the worker import a module (an import runs its code). An
+    exception class of a module not loaded yet becomes the RuntimeError fallback.
+    """
     qualified = err.get("qualified_type") or ""
     message = err.get("message") or ""
     module_name, _, qualname = qualified.rpartition(".")
-    try:
-        obj: Any = importlib.import_module(module_name)
+    obj: Any = sys.modules.get(module_name)
+    if obj is not None:
         for part in qualname.split("."):
-            obj = getattr(obj, part)
+            obj = getattr(obj, part, None)
         if isinstance(obj, type) and issubclass(obj, BaseException):
-            return obj(message)
-    except Exception:  # noqa: BLE001  # any failure to rebuild falls back to RuntimeError, as the original did
-        pass
+            try:
+                return obj(message)
+            except Exception:  # noqa: BLE001  # a constructor wanting other arguments: the fallback
+                pass
     return RuntimeError(f"{err.get('type') or 'Error'}: {message}")
 
 
