@@ -417,6 +417,10 @@ class CodecRegistry:
                 f"cannot decode {len(data)} bytes as msgpack: {exc}. The data is corrupt or was "
                 "not written by grctl's codec."
             ) from exc
+        except RecursionError:
+            raise CodecError(
+                f"cannot decode {len(data)} bytes as msgpack: nested deeper than this interpreter's recursion limit"
+            ) from None
 
     def _typed_decoder(self, tp: Any) -> _msgpack.Decoder[Any]:
         try:

@@ -37,7 +37,7 @@ from grctl.client.client import HISTORY_SEEK_SLACK_MS, Client, run_info_from_rep
 from grctl.client.listing import ListFilter, decode_page_token
 from grctl.engine.keys import RUN_PREFIX, run_key
 from grctl.engine.machine import Machine
-from grctl.engine.records import ReplyTo, RunRecord, history_decoder, run_decoder
+from grctl.engine.records import DECODE_ERRORS, ReplyTo, RunRecord, history_decoder, run_decoder
 from grctl.errors import KafkaSetupError, WorkflowNotFoundError
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
@@ -491,8 +491,11 @@ def iter_history(
                     raise KafkaSetupError(f"reading {topic}[{p}] failed: {e}")
                 off = m.offset() or 0
                 if m.key() == key:
-                    rec = history_decoder.decode(m.value() or b"")
-                    if rec.run_id == run_id and rec.wf_id == wf_id:
+                    try:
+                        rec = history_decoder.decode(m.value() or b"")
+                    except DECODE_ERRORS:
+                        rec = None  # not a record grctl wrote: not part of this run's history
+                    if rec is not None and rec.run_id == run_id and rec.wf_id == wf_id:
                         event = to_history_event(rec, p, off)
                         yield event
                         if event.kind in TERMINAL_KINDS:

@@ -29,11 +29,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Final
 
-import msgspec
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
-from grctl.engine.records import OUTCOME, Reply, reply_decoder
+from grctl.engine.records import DECODE_ERRORS, OUTCOME, Reply, reply_decoder
 from grctl.errors import InternalError, KafkaSetupError, NoWorkerAnsweredError
 from grctl.kafka.connection import Connection
 
@@ -198,7 +197,7 @@ class ClientIO:
         for topic, part, offset, value in batch:
             try:
                 reply = reply_decoder.decode(value)
-            except msgspec.DecodeError as exc:  # ValidationError included
+            except DECODE_ERRORS as exc:  # ValidationError included
                 self._skip(topic, part, offset, exc)
                 continue
             if reply.client_id != self.client_id:

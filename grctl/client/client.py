@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import socket
 import time
@@ -30,6 +31,7 @@ from grctl.client.listing import (
 )
 from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.records import (
+    DECODE_ERRORS,
     CancelCmd,
     DescribeCmd,
     EventCmd,
@@ -63,6 +65,8 @@ START_ACK_TIMEOUT_S = defaults.START_ACK_TIMEOUT_S
 REQUEST_TIMEOUT_S = defaults.REQUEST_TIMEOUT_S
 #: History seeks start this long before a run's id timestamp (clock skew between hosts).
 HISTORY_SEEK_SLACK_MS = 60_000
+
+logger = logging.getLogger("grctl.client")
 
 
 def to_history_event(rec: HistoryRecord, partition: int = -1, offset: int = -1) -> HistoryEvent:
@@ -489,7 +493,11 @@ class Client:
                     if m.error() is not None:
                         continue
                     offset = m.offset() or 0
-                    rec = history_decoder.decode(m.value() or b"")
+                    try:
+                        rec = history_decoder.decode(m.value() or b"")
+                    except DECODE_ERRORS:
+                        logger.warning("%s[%d] offset %d: undecodable history record skipped", topic, part, offset)
+                        continue
                     if rec.run_id == run_id and rec.wf_id == wf_id:
                         out.append(to_history_event(rec, part, offset))
                 pos = consumer.position([TopicPartition(topic, part)])[0].offset

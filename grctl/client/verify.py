@@ -15,11 +15,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final
 
-import msgspec
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # untyped re-exports
 
-from grctl.engine.records import history_decoder
+from grctl.engine.records import DECODE_ERRORS, history_decoder
 from grctl.engine.verify import DEFAULT_SETTLE_MS, Checker, VerifyReport
 from grctl.errors import InvalidArgumentError, KafkaSetupError
 from grctl.kafka.connection import Connection
@@ -67,7 +66,7 @@ def verify_namespace(
     def on_history(msg: Message) -> None:
         try:
             checker.add_history(history_decoder.decode(msg.value() or b""))
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             checker.add_undecodable()
 
     _read(conn, admin, history, starts, on_history, timeout)

@@ -8,13 +8,18 @@ workflow id (plus sub-key) for `state` (every layout in `grctl.engine.keys`).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from grctl.models.run_info import RunStateKind, RunStatus
 
 SCHEMA_VERSION = 1
+#: What decoding bytes read from a topic may raise: not msgpack, not the record's shape
+#: (`msgspec.ValidationError` is a `DecodeError`), or nested deeper than the interpreter's
+#: recursion limit (an `Any` field, e.g. a start input, holding a list inside a list ... 5,000
+#: deep). Every reader of records catches exactly these and treats the record as undecodable.
+DECODE_ERRORS: Final = (msgspec.DecodeError, RecursionError)
 
 
 class ParentRef(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -30,10 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-import msgspec
-
 from grctl.engine import keys
-from grctl.engine.records import HistoryRecord, RunRecord, run_decoder, timer_decoder
+from grctl.engine.records import DECODE_ERRORS, HistoryRecord, RunRecord, run_decoder, timer_decoder
 from grctl.models.history import TERMINAL_KINDS, HistoryKind
 from grctl.models.run_info import TERMINAL_STATUSES, RunStateKind
 
@@ -177,7 +175,7 @@ class Checker:
                 self._timers.append((timer.wf_id, timer.run_id, str(timer.kind)))
             elif table in (keys.STORE_PREFIX, keys.JOURNAL_PREFIX, keys.CHILD_PREFIX, keys.INBOX_PREFIX):
                 self._keys.append(key)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        except (*DECODE_ERRORS, UnicodeDecodeError):
             self._report.undecodable += 1
 
     # ------------------------------------------------------------------ judgement

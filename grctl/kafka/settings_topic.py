@@ -122,7 +122,7 @@ def read_settings(conn: Connection, timeout: float = 10.0) -> NamespaceSettings:
             if msg.key() == SETTINGS_KEY and msg.value():
                 try:
                     settings = _decoder.decode(msg.value() or b"")
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, RecursionError):
                     pass  # a record of a newer version we cannot read: keep the last we can
             if (msg.offset() or 0) >= high - 1:
                 return settings

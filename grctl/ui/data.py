@@ -40,7 +40,7 @@ from grctl.cli.reader import (
 )
 from grctl.client.client import HISTORY_SEEK_SLACK_MS, Client
 from grctl.engine import keys
-from grctl.engine.records import InboxEntry, inbox_decoder
+from grctl.engine.records import DECODE_ERRORS, InboxEntry, inbox_decoder
 from grctl.errors import InvalidArgumentError
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
@@ -248,7 +248,7 @@ class TopicsReader:
             if key.startswith(store_prefix):
                 try:
                     decoded: Any = msgspec.msgpack.decode(value)
-                except msgspec.DecodeError:
+                except DECODE_ERRORS:
                     decoded = f"<{len(value)} bytes of a custom codec>"
                 state.store[key[len(store_prefix) :].decode(errors="replace")] = decoded
             else:

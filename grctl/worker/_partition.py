@@ -34,6 +34,7 @@ import msgspec
 from grctl.engine import keys
 from grctl.engine.machine import Machine, StepOutcome, Transition
 from grctl.engine.records import (
+    DECODE_ERRORS,
     DescribeCmd,
     EventCmd,
     HistoryRecord,
@@ -457,7 +458,7 @@ class PartitionProcessor:
     def _apply_record(self, msg: Message, offset: int) -> None:
         try:
             rec = directive_decoder.decode(msg.value() or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise InvalidRecordError(f"undecodable directive record: {exc}") from None
         if isinstance(rec, ListCmd):
             self._answer_list(rec)
