@@ -160,6 +160,18 @@ class LocalCluster:
 
         local_kafka.restart_node(self.name, node_id)
 
+    def pause_node(self, node_id: int) -> None:
+        """SIGSTOP one node (a hung broker)."""
+        from grctl.dev import kafka as local_kafka
+
+        local_kafka.pause_node(self.name, node_id)
+
+    def resume_node(self, node_id: int) -> None:
+        """SIGCONT a paused node."""
+        from grctl.dev import kafka as local_kafka
+
+        local_kafka.resume_node(self.name, node_id)
+
     def node_port(self, node_id: int) -> int:
         """Client port of a node."""
         return int(self.bootstrap.split(",")[node_id - 1].rsplit(":", 1)[1])

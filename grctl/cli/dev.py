@@ -248,6 +248,30 @@ def kill_cmd(
         typer.echo(f"node {node} was not running", err=True)
 
 
+@kafka_app.command("pause")
+def pause_cmd(
+    node: Annotated[int, typer.Option("--node", min=1, help="Node id to SIGSTOP.")],
+    name: NameOption = None,
+    home: HomeOption = None,
+) -> None:
+    """SIGSTOP one node (simulates a hung broker: a long GC pause or a network partition)."""
+    _setup_logging()
+    with _errors():
+        kafka.pause_node(name or kafka.DEFAULT_NAME, node, home=home)
+
+
+@kafka_app.command("resume")
+def resume_cmd(
+    node: Annotated[int, typer.Option("--node", min=1, help="Node id to SIGCONT.")],
+    name: NameOption = None,
+    home: HomeOption = None,
+) -> None:
+    """SIGCONT a node stopped by `grctl dev kafka pause`."""
+    _setup_logging()
+    with _errors():
+        kafka.resume_node(name or kafka.DEFAULT_NAME, node, home=home)
+
+
 @kafka_app.command("restart")
 def restart_cmd(
     node: Annotated[int, typer.Option("--node", min=1, help="Node id to start again.")],

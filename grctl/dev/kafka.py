@@ -72,9 +72,11 @@ __all__ = [
     "list_clusters",
     "log4j2_properties",
     "new_cluster_id",
+    "pause_node",
     "render_properties",
     "resolve_home",
     "restart_node",
+    "resume_node",
     "server_properties",
     "start",
     "status",
@@ -1402,6 +1404,47 @@ def kill_node(name: str, node_id: int, *, home: str | os.PathLike[str] | None = 
         _children.pop(pid, None)
         logger.info("killed cluster %r node %d (pid %d)", name, node_id, pid)
         return pid
+
+
+def pause_node(name: str, node_id: int, *, home: str | os.PathLike[str] | None = None) -> int:
+    """SIGSTOP one node's JVM: a hung broker (a long GC pause, a network partition) for fault tests.
+
+    Its sockets stay open and nothing answers on them until `resume_node`.
+
+    Returns:
+        The pid that was stopped.
+
+    Raises:
+        LocalKafkaError: No such cluster or node, or the node is not running.
+    """
+    return _signal_node(name, node_id, signal.SIGSTOP, "paused", home)
+
+
+def resume_node(name: str, node_id: int, *, home: str | os.PathLike[str] | None = None) -> int:
+    """SIGCONT a node stopped by `pause_node`.
+
+    Returns:
+        The pid that was resumed.
+
+    Raises:
+        LocalKafkaError: No such cluster or node, or the node is not running.
+    """
+    return _signal_node(name, node_id, signal.SIGCONT, "resumed", home)
+
+
+def _signal_node(name: str, node_id: int, sig: signal.Signals, what: str, home: str | os.PathLike[str] | None) -> int:
+    paths = _Paths(resolve_home(home), name)
+    spec = _require_spec(paths)
+    spec.node(node_id)
+    pid = _node_pid_if_alive(paths, node_id)
+    if pid is None:
+        raise LocalKafkaError(
+            f"node {node_id} of cluster {name!r} is not running: "
+            f"start it with `grctl dev kafka restart --node {node_id}`"
+        )
+    os.kill(pid, sig)
+    logger.info("%s cluster %r node %d (pid %d)", what, name, node_id, pid)
+    return pid
 
 
 def restart_node(
