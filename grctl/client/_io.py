@@ -45,6 +45,10 @@ FailureListener = Callable[[BaseException], None]
 
 #: While the namespace's worker group has members, it is asked again at most this often.
 WORKERS_CHECK_S: Final = 2.0
+#: A group that had members this recently is between sessions (a worker restarting in place, a
+#: session restarting after a broker failure): requests are sent and wait for their answer
+#: instead of failing at once (the broker-fault tests saw the group empty for ~4 s).
+WORKERS_GRACE_S: Final = 30.0
 #: How often `wait_for_workers` asks.
 WORKERS_POLL_S: Final = 0.2
 #: First pause after a consumer error; doubled after each further one, up to the maximum.
@@ -101,6 +105,8 @@ class ClientIO:
         self._reply_waiters: dict[str, asyncio.Future[Reply]] = {}
         self._admin = AdminClient(conn.client_config())
         self._workers_seen_at = -WORKERS_CHECK_S
+        self._members_query: asyncio.Future[int | None] | None = None
+        self._members_seen_at: float | None = None  # last time the group was seen with members
         # Watches being set up (`expect_outcome`): an outcome that comes before `listen` waits here.
         self._early: dict[str, Reply | None] = {}
         self._failure: KafkaSetupError | None = None
@@ -302,19 +308,22 @@ class ClientIO:
 
         Asks the broker for the members of the namespace's worker group (at most every
         `WORKERS_CHECK_S` while workers are seen). If the question cannot be answered (no
-        permission to describe groups), nothing is assumed.
+        permission to describe groups), nothing is assumed; nor when the group had members
+        within the last `WORKERS_GRACE_S` (workers between sessions).
 
         Raises:
-            NoWorkerAnsweredError: the group has no member.
+            NoWorkerAnsweredError: the group has no member, and had none recently.
             KafkaSetupError: the reader failed.
         """
         self._check()
         now = time.monotonic()
         if now - self._workers_seen_at < WORKERS_CHECK_S:
             return
-        members = await self._loop.run_in_executor(None, self._worker_members)
+        members = await self._members_once()
         if members is None or members > 0:
             self._workers_seen_at = now
+            return
+        if self._members_seen_at is not None and now - self._members_seen_at < WORKERS_GRACE_S:
             return
         group = f"grctl.{self.conn.namespace}.workers"
         raise NoWorkerAnsweredError(
@@ -332,7 +341,7 @@ class ClientIO:
         """
         deadline = time.monotonic() + timeout
         while True:
-            members = await self._loop.run_in_executor(None, self._worker_members)
+            members = await self._members_once()
             if members is None or members > 0:
                 self._workers_seen_at = time.monotonic()
                 return
@@ -344,15 +353,39 @@ class ClientIO:
                 )
             await asyncio.sleep(WORKERS_POLL_S)
 
+    def _members_once(self) -> asyncio.Future[int | None]:
+        """The worker group's member count, asked by one request at a time for all callers.
+
+        Many requests that time out together (a broker failing) each asked the broker at once;
+        concurrent DescribeGroups of one group on one AdminClient while its coordinator moved
+        aborted the process in librdkafka 2.16 ("rd_kafka_enq_once_del_source_return:
+        Assertion `eonce->refcnt > 0' failed", seen in the broker-fault tests). Callers now
+        share the answer of the one request in flight.
+        """
+        if self._members_query is None or self._members_query.done():
+            self._members_query = query = self._loop.run_in_executor(None, self._worker_members)
+
+            def seen(done: asyncio.Future[int | None]) -> None:
+                if not done.cancelled() and done.exception() is None and (done.result() or 0) > 0:
+                    self._members_seen_at = time.monotonic()
+
+            query.add_done_callback(seen)
+        return asyncio.shield(self._members_query)
+
     def _worker_members(self) -> int | None:
         group = f"grctl.{self.conn.namespace}.workers"
         try:
-            desc = self._admin.describe_consumer_groups([group], request_timeout=5.0)[group].result(5.0)
+            # The Python-side wait outlasts the request's own timeout, so the request always
+            # finishes inside librdkafka before this thread stops waiting for it.
+            desc = self._admin.describe_consumer_groups([group], request_timeout=5.0)[group].result(10.0)
         except KafkaException as exc:
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             if err is not None and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
                 return 0
             logger.debug("client %s: cannot describe group %s: %s", self.client_id, group, exc)
+            return None
+        except TimeoutError:
+            logger.debug("client %s: describing group %s timed out", self.client_id, group)
             return None
         return len(desc.members)
 

@@ -686,6 +686,8 @@ def _file_lock(path: Path, purpose: str, timeout: float = LOCK_TIMEOUT_S) -> Ite
 # JVMs started by this process, kept so that they can be reaped (no zombies) and their exit
 # codes read. Processes started by other processes are checked through /proc or ps.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+# Readiness clients whose last request may still be in flight: kept alive for the process.
+_unfinished_clients: list[object] = []
 
 
 def _cmdline(pid: int) -> str | None:
@@ -1254,9 +1256,17 @@ def _wait_ready(spec: ClusterSpec, paths: _Paths, timeout: float, *, must_answer
     )
 
     def answers_itself(node: NodeSpec) -> Callable[[], bool]:
-        # Bootstrapped on this node alone, the first metadata answer must come from it.
-        direct = AdminClient({"bootstrap.servers": f"127.0.0.1:{node.port}", **quiet})
-        return lambda: bool(direct.list_topics(timeout=remaining(3.0)).orig_broker_id == node.node_id)
+        # A new client per try, bootstrapped on this node alone, so the request goes to it: a
+        # client kept across tries learns the other brokers from its first answer and asks
+        # them next (a restarted node's first answers come while it is still fenced, from a
+        # bootstrap connection without its id), so it never saw the node answer as itself and
+        # the wait ran out with the node up. Ready: the node answers and lists itself unfenced.
+        def check() -> bool:
+            direct = AdminClient({"bootstrap.servers": f"127.0.0.1:{node.port}", **quiet})
+            meta = direct.list_topics(timeout=remaining(3.0))
+            return meta.orig_broker_id in (node.node_id, -1) and node.node_id in meta.brokers
+
+        return check
 
     for node in must_answer:
         poll(f"node {node.node_id} does not answer metadata requests", answers_itself(node))
@@ -1282,20 +1292,32 @@ def _wait_ready(spec: ClusterSpec, paths: _Paths, timeout: float, *, must_answer
     # Creates __consumer_offsets now, while every broker is up (its RF may be 3).
     poll("the group coordinator does not answer", group_coordinator)
 
+    # One producer for every try: init_transactions() may be called again after a timeout, and
+    # destroying a producer whose InitProducerId is still in flight aborted the process
+    # (librdkafka: "rd_kafka_enq_once_del_source_return: Assertion `eonce->refcnt > 0'"), seen
+    # while a restarted node of a 3-node cluster was still taking its partitions back.
+    producer = Producer(
+        {
+            "bootstrap.servers": spec.bootstrap,
+            "transactional.id": READINESS_TXN_ID,
+            "transaction.timeout.ms": 10000,
+            **quiet,
+        }
+    )
+    initialised = False
+
     def transactions() -> bool:
-        producer = Producer(
-            {
-                "bootstrap.servers": spec.bootstrap,
-                "transactional.id": READINESS_TXN_ID,
-                "transaction.timeout.ms": 10000,
-                **quiet,
-            }
-        )
+        nonlocal initialised
         producer.init_transactions(remaining(10.0))
+        initialised = True
         return True
 
     # Creates __transaction_state and proves a transaction coordinator answers.
-    poll("init_transactions() does not succeed", transactions)
+    try:
+        poll("init_transactions() does not succeed", transactions)
+    finally:
+        if not initialised:
+            _unfinished_clients.append(producer)  # never destroyed mid-request (see above)
 
 
 def _exited_error(spec: ClusterSpec, paths: _Paths, node_id: int) -> LocalKafkaError:

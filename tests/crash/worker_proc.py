@@ -9,8 +9,9 @@ import argparse
 import asyncio
 import logging
 import sys
+from datetime import timedelta
 
-from grctl import Connection, Context, Directive, Worker, Workflow
+from grctl import Connection, Context, Directive, RetryPolicy, Worker, Workflow, task
 from grctl.worker import ChildOutcome
 
 STEPS = ["start", "s1", "s2", "s3", "s4"]
@@ -104,6 +105,38 @@ async def release(ctx: Context, value: int) -> Directive:
     return ctx.next.complete(value)
 
 
+# Mixed: a task that fails twice in each process before it succeeds (retries, journaled
+# attempts), a durable timer, then a child awaited by the parent. Result: 2 * n + 7.
+mixed = Workflow(workflow_type="Mixed")
+_flaky_calls: dict[str, int] = {}
+
+
+@task(retry_policy=RetryPolicy(max_attempts=8, initial_delay_ms=20, backoff_multiplier=1.0))
+async def flaky_double(key: str, n: int) -> int:
+    _flaky_calls[key] = _flaky_calls.get(key, 0) + 1
+    if _flaky_calls[key] % 3 != 0:
+        raise RuntimeError(f"flaky attempt {_flaky_calls[key]} of {key}")
+    return n * 2
+
+
+@mixed.start()
+async def mixed_start(ctx: Context, n: int) -> Directive:
+    ctx.store.put("doubled", await flaky_double(ctx.run.wf_id, n))
+    return ctx.next.wait(timeout=timedelta(milliseconds=300), on_timeout=mixed_after_timer)
+
+
+@mixed.step()
+async def mixed_after_timer(ctx: Context) -> Directive:
+    await ctx.start_child("FanChild", f"{ctx.run.wf_id}-7", {"i": 7}, on_completed_step=mixed_child_done)
+    return ctx.next.wait()
+
+
+@mixed.step()
+async def mixed_child_done(ctx: Context, outcome: ChildOutcome[int]) -> Directive:
+    assert outcome.ok and outcome.result == 7, outcome
+    return ctx.next.complete(await ctx.store.get("doubled") + outcome.result)
+
+
 async def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", required=True)
@@ -113,7 +146,7 @@ async def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
     logging.getLogger("grctl.worker").setLevel(logging.DEBUG)  # rebalance and restore detail in the test logs
     conn = await Connection.connect(args.servers, args.namespace)
-    worker = Worker([counter, fan_out, fan_child, waiter], conn, state_dir=args.state_dir)
+    worker = Worker([counter, fan_out, fan_child, waiter, mixed], conn, state_dir=args.state_dir)
     worker.install_signal_handlers()
     await worker.run()
 

@@ -7,7 +7,11 @@ transitions themselves.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from grctl import Client, Context, Directive, Workflow
 from grctl.errors import NoWorkerAnsweredError
@@ -71,3 +75,28 @@ async def test_without_a_worker_calls_fail_at_once_saying_so(connection: Connect
         await client.describe("nobody")
     with pytest.raises(NoWorkerAnsweredError, match=r"joined its group within 0\.5s"):
         await client.wait_for_workers(0.5)
+
+
+async def test_a_group_that_just_emptied_is_between_sessions_and_requests_wait_for_it(
+    connection: Connection, client: Client, workers: WorkerRunner
+) -> None:
+    # A worker restarting (or a session restarting after a broker failure) leaves the group
+    # empty for a few seconds: a client that saw workers moments ago sends its requests and
+    # waits for them, instead of failing at once with "no running worker" (the broker-fault
+    # tests met this: starts refused while the one worker's session restarted).
+    await workers.start([gate])
+    first = await client.start_workflow("Gate", "before-restart")
+    await workers.stop_all()
+    admin = AdminClient(connection.client_config())
+    group = f"grctl.{connection.namespace}.workers"
+    deadline = time.monotonic() + 60
+    while admin.describe_consumer_groups([group])[group].result(10).members:  # static member expires
+        assert time.monotonic() < deadline, "the stopped worker never left the group"
+        await asyncio.sleep(0.2)
+    client.request_timeout = 1.0
+    with pytest.raises(NoWorkerAnsweredError, match="accepted run") as raised:
+        await client.start_workflow("Gate", "during-restart")
+    assert raised.value.timeout > 0  # sent and waited for, not refused before sending
+    await workers.start([gate])
+    late = await client.get_workflow_handle("during-restart")  # the queued start was served
+    assert late.run_info.status == "running" and late.run_info.id != first.run_info.id

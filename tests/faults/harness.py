@@ -1,0 +1,240 @@
+"""A mixed load against worker processes while a fault is injected, and what it measured.
+
+The load (paced, open loop) starts, per tick, a 5-step `Counter` chain and, in turn, a `Mixed`
+run (a task that fails twice before it succeeds, a durable timer, a child), a `FanOut` of 10
+children, or a `Waiter` that the load releases with an event a moment later (all defined in
+tests/crash/worker_proc.py). Every run's result is checked, the history is checked step by step
+and `verify_namespace` must find the namespace clean.
+
+Measured from the completion times of the runs: the rate before the fault, the recovery time
+(from the fault until the completions of a 1 s window are back to 80 % of that rate) and the
+longest gap without any completion. Starts and events that no worker acknowledges in time are
+queued in `directives`, not lost: the load awaits such a run through `get_workflow_handle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import shutil
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grctl import Client, Connection
+from grctl.client.verify import verify_namespace
+from grctl.errors import NoWorkerAnsweredError
+from tests.crash.test_crash_exactly_once import WorkerProcess, read_history
+from tests.crash.worker_proc import FAN, STEPS
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "build" / "test-output" / "faults"
+
+#: Completion-rate window for the recovery time.
+WINDOW_S = 1.0
+RECOVERED_FRACTION = 0.8
+
+
+@dataclass
+class Run:
+    wf_type: str
+    wf_id: str
+    expected: Any
+    started_at: float
+    input: Any = None
+    done_at: float | None = None
+    unanswered: int = 0  # requests no worker acknowledged in time (queued, not lost)
+
+
+@dataclass
+class FaultReport:
+    """What one fault test measured (written to build/test-output/faults/<name>.json)."""
+
+    name: str
+    runs: int = 0
+    faults: int = 0
+    worker_kills: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    rate_before: float = 0.0
+    recovery_s: list[float] = field(default_factory=list)
+    longest_gap_s: float = 0.0
+    unanswered_requests: int = 0
+    elapsed_s: float = 0.0
+
+    def save(self) -> Path:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{self.name}.json"
+        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        print(f"fault report {self.name}: {json.dumps(self.__dict__)}")
+        return path
+
+
+Fault = Callable[["FaultContext"], Awaitable[None]]
+
+
+@dataclass
+class FaultContext:
+    """What a fault function may use: the workers, a seeded rng, and a way to mark fault times."""
+
+    workers: list[WorkerProcess]
+    rng: random.Random
+    fault_times: list[float] = field(default_factory=list)
+
+    def mark(self) -> None:
+        self.fault_times.append(time.monotonic())
+
+
+def plan(i: int, rng: random.Random) -> Run:
+    now = time.monotonic()
+    if i % 7 == 3:
+        return Run("Mixed", f"mixed-{i}", 2 * i + 7, now, {"n": i})
+    if i % 11 == 5:
+        return Run("FanOut", f"fan-{i}", list(range(FAN)), now)
+    if i % 5 == 1:
+        return Run("Waiter", f"wait-{i}", i, now)
+    return Run("Counter", f"run-{i}", {"count": 5, "steps": STEPS}, now)
+
+
+async def drive(client: Client, run: Run, release_after: float) -> Any:
+    """Start one run, release it if it waits for an event, and return its result."""
+    handle = None
+    try:
+        handle = await client.start_workflow(run.wf_type, run.wf_id, run.input)
+    except NoWorkerAnsweredError as exc:
+        if exc.timeout == 0:
+            raise  # failed fast, nothing sent: "no worker at all" must not happen during a fault
+        run.unanswered += 1  # the start is in `directives` and runs when a worker reads it
+    if run.wf_type == "Waiter":
+        await asyncio.sleep(release_after)
+        try:
+            await client.send_event(run.wf_id, "release", {"value": run.expected})
+        except NoWorkerAnsweredError as exc:
+            if exc.timeout == 0:
+                raise
+            run.unanswered += 1  # likewise queued: sending it again would deliver it twice
+    while handle is None:
+        try:
+            handle = await client.get_workflow_handle(run.wf_id)
+        except NoWorkerAnsweredError:
+            run.unanswered += 1  # the owner is busy recovering: ask again (a watch is idempotent)
+    result = await handle.result(timeout=300)
+    run.done_at = time.monotonic()
+    return result
+
+
+def recovery_times(done: list[float], faults: list[float], rate_before: float) -> list[float]:
+    """For each fault: seconds until a WINDOW_S window after it completes >= 80 % of rate_before."""
+    out = []
+    need = RECOVERED_FRACTION * rate_before * WINDOW_S
+    for t0 in faults:
+        after = sorted(t for t in done if t >= t0)
+        recovered = None
+        j = 0
+        for i, t in enumerate(after):
+            while after[j] < t - WINDOW_S:
+                j += 1
+            if i - j + 1 >= need:
+                recovered = t - t0
+                break
+        out.append(recovered if recovered is not None else float("inf"))
+    return out
+
+
+async def run_with_fault(
+    servers: str,
+    namespace: str,
+    tmp_path: Path,
+    fault: Fault,
+    *,
+    name: str,
+    rate: float = 40.0,
+    duration_s: float = 30.0,
+    workers_total: int = 1,
+    partitions: int = 8,
+    seed: int = 15,
+) -> FaultReport:
+    """Drive the load for `duration_s` while `fault` runs, then check every run and the namespace."""
+    conn = await Connection.connect(servers, namespace, partitions=partitions)
+    workers = [
+        WorkerProcess(servers, namespace, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log")
+        for i in range(workers_total)
+    ]
+    for w in workers:
+        w.start()
+    report = FaultReport(name)
+    client = Client(conn)
+    rng = random.Random(seed)
+    ctx = FaultContext(workers, rng)
+    runs: list[Run] = []
+    try:
+        await client.wait_for_workers(60)
+        t_start = time.monotonic()
+        fault_task = asyncio.create_task(fault(ctx))
+        tasks = []
+        total = int(rate * duration_s)
+        for i in range(total):
+            delay = t_start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            run = plan(i, rng)
+            runs.append(run)
+            tasks.append(asyncio.create_task(drive(client, run, rng.uniform(0.2, 1.0))))
+        await fault_task
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 420)
+        report.elapsed_s = time.monotonic() - t_start
+        for run, result in zip(runs, results, strict=True):
+            assert result == run.expected, (run, result)
+    finally:
+        await client.close()
+        for w in workers:
+            w.stop()
+    report.runs = len(runs)
+    report.faults = len(ctx.fault_times)
+    report.worker_kills = sum(w.kills for w in workers)
+    report.unanswered_requests = sum(r.unanswered for r in runs)
+    done = sorted(r.done_at for r in runs if r.done_at is not None)
+    first_fault = min(ctx.fault_times, default=done[-1])
+    before = [t for t in done if t_start + 3.0 <= t < first_fault]
+    span = max(first_fault - (t_start + 3.0), WINDOW_S)
+    report.rate_before = len(before) / span
+    report.recovery_s = recovery_times(done, ctx.fault_times, report.rate_before)
+    gaps = [b - a for a, b in itertools.pairwise(done)]
+    report.longest_gap_s = max(gaps, default=0.0)
+
+    check_history(servers, conn, runs, report)
+    verdict = await asyncio.to_thread(verify_namespace, conn)
+    report.lost = verdict.counts["lost"]
+    report.duplicated = verdict.counts["duplicated"]
+    report.save()
+    for w in workers:  # kept beside the report for a look at what the worker did during the fault
+        shutil.copyfile(w.log, RESULTS / f"{name}-{w.log.name}")
+    assert verdict.clean, verdict.to_dict()
+    assert report.lost == report.duplicated == 0
+    return report
+
+
+def check_history(servers: str, conn: Connection, runs: list[Run], report: FaultReport) -> None:
+    """Each run started once, ended once, each Counter step completed once and in order."""
+    by_run: dict[str, list[Any]] = defaultdict(list)
+    for rec in read_history(servers, conn.topics.history, conn.num_partitions):
+        by_run[rec.wf_id].append(rec)
+    for run in runs:
+        recs = by_run[run.wf_id]
+        kinds = Counter(r.kind for r in recs)
+        assert kinds["run.started"] == 1 and kinds["run.completed"] == 1, (run.wf_id, kinds)
+        assert kinds["run.failed"] == 0, (run.wf_id, kinds)
+        if run.wf_type == "Counter":
+            completed = [r.msg["step_name"] for r in recs if r.kind == "step.completed"]
+            assert completed == STEPS, (run.wf_id, completed)
+
+
+def env_scale() -> float:
+    """GRCTL_FAULT_SCALE multiplies the load's duration (default 1; the CI runs 1)."""
+    return float(os.environ.get("GRCTL_FAULT_SCALE", "1"))
