@@ -29,7 +29,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Final
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl.engine.records import DECODE_ERRORS, OUTCOME, Reply, reply_decoder
@@ -354,14 +362,7 @@ class ClientIO:
             await asyncio.sleep(WORKERS_POLL_S)
 
     def _members_once(self) -> asyncio.Future[int | None]:
-        """The worker group's member count, asked by one request at a time for all callers.
-
-        Many requests that time out together (a broker failing) each asked the broker at once;
-        concurrent DescribeGroups of one group on one AdminClient while its coordinator moved
-        aborted the process in librdkafka 2.16 ("rd_kafka_enq_once_del_source_return:
-        Assertion `eonce->refcnt > 0' failed", seen in the broker-fault tests). Callers now
-        share the answer of the one request in flight.
-        """
+        """Whether the worker group has members, asked by one request at a time for all callers."""
         if self._members_query is None or self._members_query.done():
             self._members_query = query = self._loop.run_in_executor(None, self._worker_members)
 
@@ -373,21 +374,36 @@ class ClientIO:
         return asyncio.shield(self._members_query)
 
     def _worker_members(self) -> int | None:
+        """1 if the namespace's worker group has members, 0 if not, None if it cannot be told.
+
+        Asked with ListGroups (sent to every broker), not DescribeGroups: librdkafka 2.16's
+        coordinator-targeted admin requests (DescribeConsumerGroups, ListConsumerGroupOffsets)
+        abort the process when their coordinator connection drops mid-request ("Assertion
+        `eonce->refcnt > 0' failed", librdkafka issue 4605; the broker-fault tests hit it in
+        the client while a broker died), and a client lives as long as the application.
+        """
         group = f"grctl.{self.conn.namespace}.workers"
+        active = {
+            ConsumerGroupState.STABLE,
+            ConsumerGroupState.PREPARING_REBALANCING,
+            ConsumerGroupState.COMPLETING_REBALANCING,
+        }
         try:
             # The Python-side wait outlasts the request's own timeout, so the request always
             # finishes inside librdkafka before this thread stops waiting for it.
-            desc = self._admin.describe_consumer_groups([group], request_timeout=5.0)[group].result(10.0)
+            listed = self._admin.list_consumer_groups(request_timeout=5.0, states=active).result(10.0)
         except KafkaException as exc:
-            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if err is not None and err.code() == KafkaError.GROUP_ID_NOT_FOUND:
-                return 0
-            logger.debug("client %s: cannot describe group %s: %s", self.client_id, group, exc)
+            logger.debug("client %s: cannot list consumer groups: %s", self.client_id, exc)
             return None
         except TimeoutError:
-            logger.debug("client %s: describing group %s timed out", self.client_id, group)
+            logger.debug("client %s: listing consumer groups timed out", self.client_id)
             return None
-        return len(desc.members)
+        if any(g.group_id == group for g in listed.valid):
+            return 1
+        if listed.errors:  # a broker did not answer: the group may be on it
+            logger.debug("client %s: consumer group listing incomplete: %s", self.client_id, listed.errors)
+            return None
+        return 0
 
     def expect_outcome(self, watch_id: str) -> None:
         """Keep an outcome that arrives for `watch_id` before anyone `listen`s to it."""

@@ -328,6 +328,8 @@ class KafkaPublisher:
         self._group_metadata = group_metadata
         self._pool = pool
         self._producer: Producer | None = None
+        #: A transaction is running in the producer thread (set and cleared there).
+        self._in_flight = False
 
     async def open(self) -> None:
         """Create the producer and initialise its transactions.
@@ -342,7 +344,19 @@ class KafkaPublisher:
             raise SessionRestart(f"init_transactions failed: {exc}") from exc
 
     async def abort(self) -> None:
-        """Abort the open transaction, if any (a failed session's teardown); errors are ignored."""
+        """Abort the open transaction, if any (a failed session's teardown); errors are ignored.
+
+        If a transaction is still running in the producer thread (blocked on a broker that
+        failed: send_offsets_to_transaction was seen blocking for its whole 30 s timeout after
+        the group coordinator moved, and the commit retries after it), the abort would queue
+        behind it and the worker would stall for minutes. It is left to the next session
+        instead: that session's init_transactions() with the same transactional id fences this
+        producer and the coordinator aborts its open transaction (or completes one that was
+        already committing) before any partition is restored.
+        """
+        if self._in_flight:
+            logger.warning("a transaction is still in flight; the next session fences and aborts it")
+            return
         if self._producer is not None:
             with contextlib.suppress(KafkaException):
                 await asyncio.get_running_loop().run_in_executor(self._pool, self._producer.abort_transaction, 5.0)
@@ -354,6 +368,16 @@ class KafkaPublisher:
     def _transaction(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
         producer = self._producer
         assert producer is not None, "publish() before open()"
+        t0 = time.monotonic()
+        self._in_flight = True
+        try:
+            return self._transaction_steps(producer, batch, offsets, t0)
+        finally:
+            self._in_flight = False
+
+    def _transaction_steps(
+        self, producer: Producer, batch: Batch, offsets: list[tuple[int, int]], t0: float
+    ) -> dict[int, int]:
         state_topic = self._topics.state
         checkpoints: dict[int, int] = {}
 
@@ -362,7 +386,6 @@ class KafkaPublisher:
                 p = msg.partition()
                 checkpoints[p] = max(checkpoints.get(p, -1), msg.offset())
 
-        t0 = time.monotonic()
         # a. Begin.
         producer.begin_transaction()
         try:

@@ -30,6 +30,7 @@ from typing import Any
 from grctl import Client, Connection
 from grctl.client.verify import verify_namespace
 from grctl.errors import NoWorkerAnsweredError
+from grctl.kafka.partitioner import partition_for
 from tests.crash.test_crash_exactly_once import WorkerProcess, read_history
 from tests.crash.worker_proc import FAN, STEPS
 
@@ -65,6 +66,7 @@ class FaultReport:
     rate_before: float = 0.0
     recovery_s: list[float] = field(default_factory=list)
     longest_gap_s: float = 0.0
+    longest_partition_gap_s: float = 0.0
     unanswered_requests: int = 0
     elapsed_s: float = 0.0
 
@@ -207,6 +209,13 @@ async def run_with_fault(
     report.recovery_s = recovery_times(done, ctx.fault_times, report.rate_before)
     gaps = [b - a for a, b in itertools.pairwise(done)]
     report.longest_gap_s = max(gaps, default=0.0)
+    by_partition: dict[int, list[float]] = defaultdict(list)
+    for r in runs:
+        if r.done_at is not None:
+            by_partition[partition_for(r.wf_id, partitions)].append(r.done_at)
+    report.longest_partition_gap_s = max(
+        (b - a for times in by_partition.values() for a, b in itertools.pairwise(sorted(times))), default=0.0
+    )
 
     check_history(servers, conn, runs, report)
     verdict = await asyncio.to_thread(verify_namespace, conn)
