@@ -177,12 +177,13 @@ class LocalCluster:
         return int(self.bootstrap.split(",")[node_id - 1].rsplit(":", 1)[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster3() -> Iterator[LocalCluster]:
     """A local 3-node KRaft cluster (RF 3, min ISR 2) for tests marked ``cluster``.
 
     Started from the jars as cluster ``test-cluster3`` on ports 29192..29197 and stopped at the
-    end if this session started it. A test that kills a node must restart it before it ends.
+    end of the module if it started it (three idle JVMs would slow the rest of the suite on
+    two cores). A test that kills a node must restart it before it ends.
     """
     from grctl.dev import kafka as local_kafka
 

@@ -53,6 +53,8 @@ FailureListener = Callable[[BaseException], None]
 
 #: While the namespace's worker group has members, it is asked again at most this often.
 WORKERS_CHECK_S: Final = 2.0
+#: How long librdkafka keeps trying to write a request (message.timeout.ms of the client's producer).
+SEND_TIMEOUT_S: Final = 30.0
 #: A group that had members this recently is between sessions (a worker restarting in place, a
 #: session restarting after a broker failure): requests are sent and wait for their answer
 #: instead of failing at once (the broker-fault tests saw the group empty for ~4 s).
@@ -94,6 +96,14 @@ class ClientIO:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 1,
+                    # A produce request to a hung leader (a paused broker keeps its sockets
+                    # open) is given up after 5 s and sent again to the new leader (safe: the
+                    # producer is idempotent); the default 30 s outlasted the whole send wait
+                    # in the broker-pause test. librdkafka stops trying a record after
+                    # message.timeout.ms, which `send` waits out: "not acknowledged" then means
+                    # librdkafka gave up too, not that the record may still land minutes later.
+                    "request.timeout.ms": 5_000,
+                    "message.timeout.ms": int(SEND_TIMEOUT_S * 1000),
                     "client.id": f"{client_id}-producer",
                 }
             )
@@ -430,7 +440,9 @@ class ClientIO:
 
     # ------------------------------------------------------------------ produce
 
-    async def send(self, topic: str, partition: int, key: bytes, value: bytes, timeout: float = 15.0) -> None:
+    async def send(
+        self, topic: str, partition: int, key: bytes, value: bytes, timeout: float = SEND_TIMEOUT_S + 5.0
+    ) -> None:
         """Produce one record and wait until the broker acknowledged it.
 
         Raises:

@@ -31,6 +31,10 @@ def make_producer(
             # (100 ms) made back-to-back transactions cost ~100 ms each (benchmarks/txn_latency.py).
             "retry.backoff.ms": 5,
             "retry.backoff.max.ms": 50,
+            # A produce request to a hung leader (a paused broker keeps its sockets open) is
+            # given up after 5 s and retried on the new leader, inside the transaction's 10 s
+            # (librdkafka's default, 30 s, failed the transaction first: broker-pause test).
+            "request.timeout.ms": 5_000,
             "queue.buffering.max.messages": 500_000,
             "client.id": f"{worker_id}-producer",
         }
