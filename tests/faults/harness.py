@@ -64,7 +64,7 @@ class FaultReport:
     lost: int = 0
     duplicated: int = 0
     rate_before: float = 0.0
-    recovery_s: list[float] = field(default_factory=list)
+    recovery_s: list[float | None] = field(default_factory=list)
     longest_gap_s: float = 0.0
     longest_partition_gap_s: float = 0.0
     unanswered_requests: int = 0
@@ -131,7 +131,7 @@ async def drive(client: Client, run: Run, release_after: float) -> Any:
     return result
 
 
-def recovery_times(done: list[float], faults: list[float], rate_before: float) -> list[float]:
+def recovery_times(done: list[float], faults: list[float], rate_before: float) -> list[float | None]:
     """For each fault: seconds until a WINDOW_S window after it completes >= 80 % of `rate_before` (per second)."""
     out = []
     need = RECOVERED_FRACTION * rate_before * WINDOW_S
@@ -145,7 +145,7 @@ def recovery_times(done: list[float], faults: list[float], rate_before: float) -
             if i - j + 1 >= need:
                 recovered = t - t0
                 break
-        out.append(recovered if recovered is not None else float("inf"))
+        out.append(recovered)  # None: not back to that rate before the load ended
     return out
 
 

@@ -1,0 +1,29 @@
+"""The recovery time of the fault suites (tests/faults/harness.py), on made-up completion times."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.harness import recovery_times
+
+
+def steady(start: float, end: float, per_s: int) -> list[float]:
+    return [start + i / per_s for i in range(int((end - start) * per_s))]
+
+
+def test_recovery_is_the_first_full_window_after_the_fault() -> None:
+    done = steady(0.0, 5.0, 10) + steady(8.0, 12.0, 10)  # nothing completes from 5 s to 8 s
+    (recovered,) = recovery_times(done, [5.0], 10.0)
+    # 80 % of 10/s in a 1 s window = 8 completions: the 8th after the restart is at 8.7 s.
+    assert recovered == pytest.approx(3.7)
+
+
+def test_a_rate_that_never_comes_back_is_none_not_infinity() -> None:
+    done = steady(0.0, 5.0, 10) + steady(6.0, 9.0, 5)  # back at half the rate only
+    assert recovery_times(done, [5.0], 10.0) == [None]
+
+
+def test_each_fault_is_measured_from_its_own_time() -> None:
+    done = steady(0.0, 3.0, 10) + steady(4.0, 6.0, 10) + steady(8.0, 10.0, 10)
+    first, second = recovery_times(done, [3.0, 6.0], 10.0)
+    assert first == pytest.approx(1.7) and second == pytest.approx(2.7)
