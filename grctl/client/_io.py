@@ -371,17 +371,14 @@ class ClientIO:
                 )
             await asyncio.sleep(WORKERS_POLL_S)
 
-    def _members_once(self) -> asyncio.Future[int | None]:
+    async def _members_once(self) -> int | None:
         """Whether the worker group has members, asked by one request at a time for all callers."""
         if self._members_query is None or self._members_query.done():
-            self._members_query = query = self._loop.run_in_executor(None, self._worker_members)
-
-            def seen(done: asyncio.Future[int | None]) -> None:
-                if not done.cancelled() and done.exception() is None and (done.result() or 0) > 0:
-                    self._members_seen_at = time.monotonic()
-
-            query.add_done_callback(seen)
-        return asyncio.shield(self._members_query)
+            self._members_query = self._loop.run_in_executor(None, self._worker_members)
+        members = await asyncio.shield(self._members_query)
+        if members:
+            self._members_seen_at = time.monotonic()
+        return members
 
     def _worker_members(self) -> int | None:
         """1 if the namespace's worker group has members, 0 if not, None if it cannot be told.
