@@ -73,6 +73,26 @@ def read_history(servers: str, topic: str, partitions: int) -> list[Any]:
     return [history_decoder.decode(m.value()) for m in read_committed(servers, topic, range(partitions), timeout=120)]
 
 
+def history_by_run(servers: str, conn: Connection) -> dict[str, list[Any]]:
+    """The namespace's committed history records, by workflow id."""
+    by_run: dict[str, list[Any]] = defaultdict(list)
+    for rec in read_history(servers, conn.topics.history, conn.num_partitions):
+        by_run[rec.wf_id].append(rec)
+    return by_run
+
+
+def assert_ran_once(wf_id: str, recs: list[Any], steps: list[str] | None = None) -> None:
+    """One run, started once and completed once (not failed); `steps` each completed once, in order."""
+    kinds = Counter(r.kind for r in recs)
+    assert kinds["run.started"] == 1, (wf_id, kinds)
+    assert kinds["run.completed"] == 1, (wf_id, kinds)
+    assert kinds["run.failed"] == 0, (wf_id, kinds)
+    assert len({r.run_id for r in recs}) == 1, (wf_id, {r.run_id for r in recs})
+    if steps is not None:
+        completed = [r.msg["step_name"] for r in recs if r.kind == "step.completed"]
+        assert completed == steps, (wf_id, completed)
+
+
 Chaos = Callable[[list[WorkerProcess], random.Random], Awaitable[None]]
 
 
@@ -140,19 +160,10 @@ async def run_chaos(
             w.stop()
 
     # The history topic: each run started once, completed once, each step completed once.
-    records = read_history(kafka_bootstrap, conn.topics.history, conn.num_partitions)
-    by_run: dict[str, list[Any]] = defaultdict(list)
-    for r in records:
-        by_run[r.wf_id].append(r)
+    by_run = history_by_run(kafka_bootstrap, conn)
     assert len(by_run) == runs
     for wf_id, recs in by_run.items():
-        kinds = Counter(r.kind for r in recs)
-        assert kinds["run.started"] == 1, (wf_id, kinds)
-        assert kinds["run.completed"] == 1, (wf_id, kinds)
-        assert kinds["run.failed"] == 0, (wf_id, kinds)
-        completed = [r.msg["step_name"] for r in recs if r.kind == "step.completed"]
-        assert completed == STEPS, (wf_id, completed)
-        assert len({r.run_id for r in recs}) == 1
+        assert_ran_once(wf_id, recs, STEPS)
     # And the checker users run after an incident agrees: nothing lost, duplicated or orphaned.
     report = await asyncio.get_running_loop().run_in_executor(None, lambda: verify_namespace(conn))
     assert report.clean and report.runs == runs, report.to_dict()

@@ -21,7 +21,7 @@ import os
 import random
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from grctl import Client, Connection
 from grctl.client.verify import verify_namespace
 from grctl.errors import NoWorkerAnsweredError
 from grctl.kafka.partitioner import partition_for
-from tests.crash.test_crash_exactly_once import WorkerProcess, read_history
+from tests.crash.test_crash_exactly_once import WorkerProcess, assert_ran_once, history_by_run
 from tests.crash.worker_proc import FAN, STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,7 +219,7 @@ async def run_with_fault(
         (b - a for times in by_partition.values() for a, b in itertools.pairwise(sorted(times))), default=0.0
     )
 
-    check_history(servers, conn, runs, report)
+    check_history(servers, conn, runs)
     verdict = await asyncio.to_thread(verify_namespace, conn)
     report.lost = verdict.counts["lost"]
     report.duplicated = verdict.counts["duplicated"]
@@ -231,19 +231,11 @@ async def run_with_fault(
     return report
 
 
-def check_history(servers: str, conn: Connection, runs: list[Run], report: FaultReport) -> None:
+def check_history(servers: str, conn: Connection, runs: list[Run]) -> None:
     """Each run started once, ended once, each Counter step completed once and in order."""
-    by_run: dict[str, list[Any]] = defaultdict(list)
-    for rec in read_history(servers, conn.topics.history, conn.num_partitions):
-        by_run[rec.wf_id].append(rec)
+    by_run = history_by_run(servers, conn)
     for run in runs:
-        recs = by_run[run.wf_id]
-        kinds = Counter(r.kind for r in recs)
-        assert kinds["run.started"] == 1 and kinds["run.completed"] == 1, (run.wf_id, kinds)
-        assert kinds["run.failed"] == 0, (run.wf_id, kinds)
-        if run.wf_type == "Counter":
-            completed = [r.msg["step_name"] for r in recs if r.kind == "step.completed"]
-            assert completed == STEPS, (run.wf_id, completed)
+        assert_ran_once(run.wf_id, by_run[run.wf_id], STEPS if run.wf_type == "Counter" else None)
 
 
 def env_scale() -> float:

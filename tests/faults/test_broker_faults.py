@@ -26,7 +26,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from tests.conftest import LocalCluster
-from tests.faults.harness import Fault, FaultContext, env_scale, run_with_fault
+from tests.faults.harness import FaultContext, env_scale, run_with_fault
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.crash]
 
@@ -79,7 +79,11 @@ async def wait_for_first_completions(seconds: float = 6.0) -> None:
     await asyncio.sleep(seconds)  # the load's pace, not a synchronisation: the fault lands mid-load
 
 
-def kill_then_restart(cluster: LocalCluster, pick: Callable[[FaultContext], int]) -> Fault:
+async def kill_one_broker_under_load(
+    cluster: LocalCluster, tmp_path: Path, ns: str, name: str, pick: Callable[[FaultContext], int]
+) -> None:
+    """SIGKILL the broker `pick` names mid-load, restart it DOWN_S later, check runs and stalls."""
+
     async def fault(ctx: FaultContext) -> None:
         await wait_for_first_completions()
         victim = await asyncio.to_thread(pick, ctx)
@@ -88,7 +92,8 @@ def kill_then_restart(cluster: LocalCluster, pick: Callable[[FaultContext], int]
         await asyncio.sleep(DOWN_S)
         await asyncio.to_thread(cluster.restart_node, victim)
 
-    return fault
+    report = await run_with_fault(cluster.bootstrap, ns, tmp_path, fault, name=name, duration_s=30 * env_scale())
+    assert_no_long_stall(report.longest_gap_s, DOWN_S)
 
 
 def assert_no_long_stall(report_gap: float, outage_s: float) -> None:
@@ -98,10 +103,7 @@ def assert_no_long_stall(report_gap: float, outage_s: float) -> None:
 async def test_sigkill_the_leader_of_the_busiest_partitions(cluster3: LocalCluster, tmp_path: Path) -> None:
     ns = namespace(tmp_path)
     admin = AdminClient({"bootstrap.servers": cluster3.bootstrap})
-    fault = kill_then_restart(cluster3, lambda ctx: busiest_leader(admin, ns))
-    report = await run_with_fault(cluster3.bootstrap, ns, tmp_path, fault, name="leader-kill",
-                                  duration_s=30 * env_scale())  # fmt: skip
-    assert_no_long_stall(report.longest_gap_s, DOWN_S)
+    await kill_one_broker_under_load(cluster3, tmp_path, ns, "leader-kill", lambda ctx: busiest_leader(admin, ns))
 
 
 async def test_sigkill_the_transaction_coordinator_of_the_worker(cluster3: LocalCluster, tmp_path: Path) -> None:
@@ -112,10 +114,7 @@ async def test_sigkill_the_transaction_coordinator_of_the_worker(cluster3: Local
         part = coordinator_partition(transactional_id(ctx, ns), 4)  # transaction.state.log.num.partitions
         return leader_of(admin, "__transaction_state", part)
 
-    fault = kill_then_restart(cluster3, coordinator)
-    report = await run_with_fault(cluster3.bootstrap, ns, tmp_path, fault, name="txn-coordinator-kill",
-                                  duration_s=30 * env_scale())  # fmt: skip
-    assert_no_long_stall(report.longest_gap_s, DOWN_S)
+    await kill_one_broker_under_load(cluster3, tmp_path, ns, "txn-coordinator-kill", coordinator)
 
 
 async def test_sigkill_the_group_coordinator(cluster3: LocalCluster, tmp_path: Path) -> None:
@@ -129,10 +128,7 @@ async def test_sigkill_the_group_coordinator(cluster3: LocalCluster, tmp_path: P
         assert described.coordinator.id == computed, "Kafka's coordinator hashing as this test computes it"
         return int(described.coordinator.id)
 
-    fault = kill_then_restart(cluster3, coordinator)
-    report = await run_with_fault(cluster3.bootstrap, ns, tmp_path, fault, name="group-coordinator-kill",
-                                  duration_s=30 * env_scale())  # fmt: skip
-    assert_no_long_stall(report.longest_gap_s, DOWN_S)
+    await kill_one_broker_under_load(cluster3, tmp_path, ns, "group-coordinator-kill", coordinator)
 
 
 async def test_sigstop_a_broker_for_20_s(cluster3: LocalCluster, tmp_path: Path) -> None:
