@@ -172,13 +172,29 @@ def start_cmd(
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for readiness.")] = (
         kafka.READY_TIMEOUT_S
     ),
+    secure: Annotated[
+        bool | None,
+        typer.Option(
+            "--secure/--no-secure",
+            help="One node with SASL_SSL (SCRAM-SHA-512) on --port, mTLS on port+2, a CA of its own and the "
+            "standard authorizer; prints its admin client config [default: recorded, else not].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start a local Kafka (or reuse the running one) and print its bootstrap address."""
     _setup_logging()
     with _errors():
-        result = kafka.ensure_running(brokers, port, name=name, home=home, timeout=timeout)
+        result = kafka.ensure_running(brokers, port, name=name, home=home, timeout=timeout, secure=secure)
     if not result.started:
         typer.echo(f"Kafka cluster {result.name!r} is already running", err=True)
+    if result.admin_config is not None:
+        typer.echo(
+            f"secured: SASL_SSL with SCRAM-SHA-512 and mTLS on port+2; admin client config (a super user): "
+            f"grctl --kafka-config {result.admin_config} ...; grant a namespace to a principal with "
+            "`grctl namespace acls NAMESPACE --principal User:NAME --apply` (docs/security.md)",
+            err=True,
+        )
     typer.echo(result.bootstrap)
 
 

@@ -48,7 +48,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from grctl.errors import KafkaSetupError
+from grctl.dev import secure as _secure
+from grctl.dev._errors import LocalKafkaError
+from grctl.dev.secure import SecureFiles
 
 __all__ = [
     "DEFAULT_CLUSTER_PORT",
@@ -62,6 +64,7 @@ __all__ = [
     "NodeStatus",
     "StartResult",
     "check_ports_free",
+    "cluster_secure_files",
     "default_name",
     "ensure_jars",
     "ensure_running",
@@ -77,6 +80,7 @@ __all__ = [
     "resolve_home",
     "restart_node",
     "resume_node",
+    "secure_files",
     "server_properties",
     "start",
     "status",
@@ -136,26 +140,6 @@ def _check_name(name: str) -> None:
 _JAVA_VERSION_RE = re.compile(r'version "(\d+)(?:\.(\d+))?[^"]*"')
 
 
-class LocalKafkaError(KafkaSetupError):
-    """The local Kafka could not be set up, started or reached; the message says what to do.
-
-    Attributes:
-        summary: The first line of the message, fit for a one-line CLI error.
-        details: Further lines (paths, log tails), possibly empty.
-    """
-
-    def __init__(self, summary: str, details: str = "") -> None:
-        """Create the error.
-
-        Args:
-            summary: One line: what failed and what to do.
-            details: Optional further lines (paths of logs, their last lines).
-        """
-        self.summary = summary
-        self.details = details
-        super().__init__(f"{summary}\n{details}" if details else summary)
-
-
 # --------------------------------------------------------------------------------------------
 # Specs and paths
 
@@ -168,11 +152,13 @@ class NodeSpec:
         node_id: The KRaft ``node.id`` (1-based).
         port: Client (PLAINTEXT) port on 127.0.0.1.
         controller_port: Controller quorum port on 127.0.0.1.
+        mtls_port: The mTLS (client certificate) listener's port of a secured node, else None.
     """
 
     node_id: int
     port: int
     controller_port: int
+    mtls_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +174,8 @@ class ClusterSpec:
         port: Client port of node 1.
         cluster_id: KRaft cluster id (16 random bytes, base64url without padding).
         kafka_version: Kafka version the storage was formatted with.
+        secure: SASL_SSL (SCRAM-SHA-512) on ``port``, mTLS on ``port + 2``, an authorizer
+            (see `grctl.dev.secure`); one node only.
     """
 
     name: str
@@ -195,6 +183,7 @@ class ClusterSpec:
     port: int
     cluster_id: str
     kafka_version: str
+    secure: bool = False
 
     def __post_init__(self) -> None:
         """Validate the fields.
@@ -205,7 +194,9 @@ class ClusterSpec:
         _check_name(self.name)
         if not 1 <= self.brokers <= 9:
             raise LocalKafkaError(f"invalid number of brokers {self.brokers}: use 1 to 9 (1 or 3 usually)")
-        last = self.port + 2 * self.brokers - 1
+        if self.secure and self.brokers != 1:
+            raise LocalKafkaError(f"a secured local cluster has one node, not {self.brokers}: drop --brokers")
+        last = self.port + 2 * self.brokers - 1 + (1 if self.secure else 0)
         if self.port < 1024 or last > 65535:
             raise LocalKafkaError(
                 f"invalid port {self.port}: {self.brokers} node(s) need ports {self.port}..{last} inside 1024..65535"
@@ -215,7 +206,12 @@ class ClusterSpec:
     def nodes(self) -> tuple[NodeSpec, ...]:
         """The cluster's nodes, node ids 1..brokers."""
         return tuple(
-            NodeSpec(node_id=i, port=self.port + 2 * (i - 1), controller_port=self.port + 2 * (i - 1) + 1)
+            NodeSpec(
+                node_id=i,
+                port=self.port + 2 * (i - 1),
+                controller_port=self.port + 2 * (i - 1) + 1,
+                mtls_port=self.port + 2 if self.secure else None,
+            )
             for i in range(1, self.brokers + 1)
         )
 
@@ -402,6 +398,11 @@ def server_properties(spec: ClusterSpec, node: NodeSpec, node_dir: Path) -> dict
         # The cleaner sleeps this long when it finds nothing to compact (default 15 s).
         "log.cleaner.backoff.ms": "1000",
     }
+    if spec.secure:
+        assert node.mtls_port is not None
+        props.update(
+            _secure.broker_properties(secure_files(node_dir.parent), node.port, node.controller_port, node.mtls_port)
+        )
     if spec.brokers > 1:
         props.update(
             {
@@ -852,6 +853,7 @@ def _load_spec(paths: _Paths) -> ClusterSpec | None:
             port=int(raw["port"]),
             cluster_id=str(raw["cluster_id"]),
             kafka_version=str(raw["kafka_version"]),
+            secure=bool(raw.get("secure", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise LocalKafkaError(
@@ -994,12 +996,14 @@ class StartResult:
         name: Cluster name.
         started_nodes: Node ids this call started (empty when all were already running).
         elapsed_s: Seconds the call took.
+        admin_config: A secured cluster's admin client config file (``grctl --kafka-config``).
     """
 
     bootstrap: str
     name: str
     started_nodes: tuple[int, ...]
     elapsed_s: float
+    admin_config: Path | None = None
 
     @property
     def started(self) -> bool:
@@ -1035,6 +1039,7 @@ def ensure_running(
     name: str | None = None,
     home: str | os.PathLike[str] | None = None,
     timeout: float = READY_TIMEOUT_S,
+    secure: bool | None = None,
 ) -> StartResult:
     """Start a local Kafka cluster and wait until it is ready; start only what is not running.
 
@@ -1054,9 +1059,11 @@ def ensure_running(
         name: Cluster name; ``None`` means ``dev`` for one node, ``cluster<N>`` otherwise.
         home: The dev home folder (see `resolve_home`).
         timeout: Seconds to wait for readiness once the JVMs are started.
+        secure: A secured cluster (SASL_SSL + mTLS + authorizer, see `grctl.dev.secure`);
+            ``None`` means as recorded, else not. A recorded cluster keeps what it was.
 
     Returns:
-        The bootstrap string and which nodes were started.
+        The bootstrap string, which nodes were started, and a secured cluster's admin config.
 
     Raises:
         LocalKafkaError: Java or Maven missing, jars not fetchable, a port in use, settings
@@ -1072,7 +1079,7 @@ def ensure_running(
         alive: set[int] = set()
         if spec is not None:
             alive = {n.node_id for n in spec.nodes if _node_pid_if_alive(paths, n.node_id)}
-            spec = _reconcile(spec, brokers, port, running=bool(alive))
+            spec = _reconcile(spec, brokers, port, secure, running=bool(alive))
         else:
             n = brokers or 1
             spec = ClusterSpec(
@@ -1081,19 +1088,25 @@ def ensure_running(
                 port=port or (DEFAULT_PORT if n == 1 else DEFAULT_CLUSTER_PORT),
                 cluster_id=new_cluster_id(),
                 kafka_version=kafka_version(),
+                secure=bool(secure),
             )
+        admin_file = secure_files(paths.cluster_dir).admin_properties if spec.secure else None
         missing = [n for n in spec.nodes if n.node_id not in alive]
         if not missing:
             _wait_ready(spec, paths, timeout)
-            return StartResult(spec.bootstrap, name, (), time.monotonic() - t0)
+            return StartResult(spec.bootstrap, name, (), time.monotonic() - t0, admin_file)
 
         java = find_java()
         ports: dict[int, str] = {}
         for node in missing:
             ports[node.port] = f"node {node.node_id} client port"
             ports[node.controller_port] = f"node {node.node_id} controller port"
+            if node.mtls_port is not None:
+                ports[node.mtls_port] = f"node {node.node_id} mTLS port"
         check_ports_free(ports, home_dir)
         libs = ensure_jars(home_dir)
+        if spec.secure:
+            _secure.ensure_material(paths.cluster_dir, java.path)
         _write_cluster_files(paths, spec)
         for node in missing:
             _format_node(java, libs, paths, spec, node)
@@ -1116,10 +1129,36 @@ def ensure_running(
             raise
         elapsed = time.monotonic() - t0
         logger.info("Kafka cluster %r ready in %.1f s: %s", name, elapsed, spec.bootstrap)
-        return StartResult(spec.bootstrap, name, tuple(started), elapsed)
+        return StartResult(spec.bootstrap, name, tuple(started), elapsed, admin_file)
 
 
-def _reconcile(spec: ClusterSpec, brokers: int | None, port: int | None, *, running: bool) -> ClusterSpec:
+def secure_files(cluster_dir: Path) -> SecureFiles:
+    """The certificates and credentials of the secured cluster in `cluster_dir`."""
+    return SecureFiles(cluster_dir / "secure")
+
+
+def cluster_secure_files(name: str, *, home: str | os.PathLike[str] | None = None) -> SecureFiles:
+    """The certificates and credentials of the secured local cluster `name`.
+
+    Raises:
+        LocalKafkaError: no such cluster, or it is not secured.
+    """
+    paths = _Paths(resolve_home(home), name)
+    spec = _require_spec(paths)
+    if not spec.secure:
+        raise LocalKafkaError(f"cluster {name!r} is not secured: start a new one with --secure (and another --name)")
+    return secure_files(paths.cluster_dir)
+
+
+def _reconcile(
+    spec: ClusterSpec, brokers: int | None, port: int | None, secure_wanted: bool | None, *, running: bool
+) -> ClusterSpec:
+    if secure_wanted is not None and secure_wanted != spec.secure:
+        was = "secured" if spec.secure else "not secured"
+        raise LocalKafkaError(
+            f"cluster {spec.name!r} was created {was}: wipe it first (grctl dev kafka wipe --name {spec.name}), "
+            "or use another --name"
+        )
     if brokers is not None and brokers != spec.brokers:
         fix = (
             f"stop and wipe it first (grctl dev kafka wipe --name {spec.name})"
@@ -1159,6 +1198,7 @@ def _format_node(java: JavaInfo, libs: Path, paths: _Paths, spec: ClusterSpec, n
         "-c",
         str(paths.props_file(node.node_id)),
         "--ignore-formatted",
+        *(_secure.scram_format_args(secure_files(paths.cluster_dir)) if spec.secure else []),
     ]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
@@ -1169,8 +1209,13 @@ def _format_node(java: JavaInfo, libs: Path, paths: _Paths, spec: ClusterSpec, n
             f"formatting the storage of cluster {spec.name!r} node {node.node_id} failed "
             f"(exit {out.returncode}); if its data is from another cluster, wipe it "
             f"(grctl dev kafka wipe --name {spec.name})",
-            f"command: {shlex.join(cmd)}\n{_tail_text(out.stdout + out.stderr, LOG_TAIL_LINES)}",
+            f"command: {_redacted(cmd)}\n{_tail_text(out.stdout + out.stderr, LOG_TAIL_LINES)}",
         )
+
+
+def _redacted(cmd: Sequence[str]) -> str:
+    """The command line with the SCRAM password hidden."""
+    return re.sub(r"password=[^\],]*", "password=***", shlex.join(cmd))
 
 
 def _log_opts(paths: _Paths, node_id: int) -> list[str]:
@@ -1222,7 +1267,9 @@ def _wait_ready(spec: ClusterSpec, paths: _Paths, timeout: float, *, must_answer
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + max(timeout, 1.0)
-    quiet = {"log_level": 0, "socket.connection.setup.timeout.ms": 2000}
+    quiet: dict[str, str | int | float] = {"log_level": 0, "socket.connection.setup.timeout.ms": 2000}
+    if spec.secure:
+        quiet.update(_secure.admin_config(secure_files(paths.cluster_dir)))
 
     def poll(what: str, check: Callable[[], bool]) -> None:
         last_error = ""

@@ -21,7 +21,7 @@ import os
 import random
 import shutil
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +189,7 @@ async def run_with_fault(
             runs.append(run)
             tasks.append(asyncio.create_task(drive(client, run, rng.uniform(0.2, 1.0))))
         await fault_task
-        results = await asyncio.wait_for(asyncio.gather(*tasks), 420)
+        results = await settle(runs, tasks, workers, partitions)
         report.elapsed_s = time.monotonic() - t_start
         for run, result in zip(runs, results, strict=True):
             assert result == run.expected, (run, result)
@@ -197,6 +197,10 @@ async def run_with_fault(
         await client.close()
         for w in workers:
             w.stop()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for w in workers:  # kept beside the report for a look at what the worker did during the fault
+            if w.log.exists():
+                shutil.copyfile(w.log, RESULTS / f"{name}-{w.log.name}")
     report.runs = len(runs)
     report.faults = len(ctx.fault_times)
     report.worker_kills = sum(w.kills for w in workers)
@@ -224,11 +228,32 @@ async def run_with_fault(
     report.lost = verdict.counts["lost"]
     report.duplicated = verdict.counts["duplicated"]
     report.save()
-    for w in workers:  # kept beside the report for a look at what the worker did during the fault
-        shutil.copyfile(w.log, RESULTS / f"{name}-{w.log.name}")
     assert verdict.clean, verdict.to_dict()
     assert report.lost == report.duplicated == 0
     return report
+
+
+#: How long the runs may take to finish after the load and the fault have ended. Below the test's
+#: pytest timeout, so that a hang fails with the runs that did not finish instead of a stack dump.
+SETTLE_S = 150.0
+
+
+async def settle(
+    runs: list[Run], tasks: list[asyncio.Task[Any]], workers: list[WorkerProcess], partitions: int
+) -> list[Any]:
+    """The runs' results, or an AssertionError naming the unfinished runs and the workers' last lines."""
+    _done, pending = await asyncio.wait(tasks, timeout=SETTLE_S)
+    if not pending:
+        return [t.result() for t in tasks]
+    for t in pending:
+        t.cancel()
+    unfinished = [r for r, t in zip(runs, tasks, strict=True) if t in pending]
+    by_partition = Counter(partition_for(r.wf_id, partitions) for r in unfinished)
+    tails = "\n".join(f"--- {w.log.name} (exit {w.returncode()}):\n{w.tail(40)}" for w in workers)
+    raise AssertionError(
+        f"{len(unfinished)} of {len(runs)} runs unfinished {SETTLE_S:.0f} s after the load, by partition "
+        f"{dict(sorted(by_partition.items()))}; first: {[r.wf_id for r in unfinished[:10]]}\n{tails}"
+    )
 
 
 def check_history(servers: str, conn: Connection, runs: list[Run]) -> None:

@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 from tests.conftest import LocalCluster
 from tests.faults.harness import FaultContext, env_scale, run_with_fault
 
-pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.crash]
+pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.crash, pytest.mark.timeout(480)]
 
 DOWN_S = 15.0  # how long a killed broker stays down
 PAUSE_S = 20.0  # how long a paused broker stays stopped
