@@ -343,6 +343,21 @@ class KafkaSetupError(GrctlError):
     """Kafka is unreachable, or the namespace's topics are missing or inconsistent."""
 
 
+class KafkaAuthorizationError(KafkaSetupError):
+    """Kafka refused this principal an operation (a missing ACL) or could not authenticate it.
+
+    Attributes:
+        resource: what was refused ("topics", "groups", "transactional ids", "cluster"), or
+            "authentication".
+        namespace: the grctl namespace it was refused in.
+    """
+
+    def __init__(self, message: str, *, resource: str, namespace: str | None = None) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.namespace = namespace
+
+
 class TopicMismatchError(KafkaSetupError):
     """A namespace topic exists with a different partition count than its siblings."""
 

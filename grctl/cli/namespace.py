@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from grctl.cli.common import CommandFailed, Globals, err, globals_of, handle_errors, out, print_json, progress
-from grctl.errors import InvalidArgumentError, KafkaSetupError
+from grctl.errors import GrctlError, InvalidArgumentError, KafkaSetupError
+from grctl.kafka import acls
 from grctl.kafka.connection import Connection
 from grctl.kafka.settings_topic import (
     NamespaceSettings,
@@ -489,5 +490,83 @@ def delete_cmd(
             print_json({"namespace": names.namespace, "deleted": existing, "group_deleted": group_deleted})
         else:
             out.print(f"namespace {escape(names.namespace)!r} deleted ({len(existing)} topics)")
+
+    handle_errors(main)
+
+
+# --------------------------------------------------------------------------------------------
+# acls
+
+
+@namespace_app.command("acls")
+def acls_cmd(
+    principal: Annotated[
+        str, typer.Option("--principal", metavar="User:NAME", help="The Kafka principal to grant (User:NAME).")
+    ],
+    namespace: NamespaceArg = None,
+    roles: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--role",
+            metavar="ROLE",
+            help="worker, client or admin (repeatable) [default: worker and client].",
+            show_default=False,
+        ),
+    ] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Create the ACLs on the cluster (needs an admin's credentials).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Print (or create, with --apply) the Kafka ACLs a principal needs for a namespace.
+
+    Three prefixed patterns cover a namespace: its topics, its consumer groups and its workers'
+    transactional ids all start with 'grctl.NAMESPACE.' (see docs/security.md).
+
+    **Examples**
+
+      grctl namespace acls orders --principal User:orders-worker --role worker
+
+      grctl --kafka-config admin.properties namespace acls orders --principal User:api --role client --apply
+    """
+    g = globals_of()
+    names = _names(g, namespace)
+    wanted = roles or ["worker", "client"]
+    for role in wanted:
+        if role not in acls.ROLES:
+            raise typer.BadParameter(f"unknown role {role!r}: use one of {', '.join(acls.ROLES)}", param_hint="--role")
+    typed_roles = cast("list[acls.Role]", wanted)
+
+    def main() -> None:
+        try:
+            bindings = acls.namespace_acls(names.namespace, principal, typed_roles)
+        except GrctlError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--principal") from None
+        lines = acls.acl_lines(names.namespace, principal, typed_roles)
+        commands = acls.kafka_acls_commands(names.namespace, principal, typed_roles)
+        if apply:
+            admin = _admin(g, names)
+            with progress(f"creating {len(bindings)} ACLs for {principal}"):
+                for fut in admin.create_acls(bindings, request_timeout=REQUEST_TIMEOUT_S).values():
+                    try:
+                        fut.result()
+                    except KafkaException as exc:
+                        raise CommandFailed(
+                            f"Kafka refused to create the ACLs ({exc.args[0] if exc.args else exc}): --apply needs a "
+                            "principal allowed to Alter the cluster (a super user, e.g. the local secured "
+                            "cluster's admin.properties)"
+                        ) from None
+        if as_json:
+            print_json({"namespace": names.namespace, "principal": principal, "roles": wanted, "acls": lines,
+                        "kafka_acls": commands, "applied": apply})  # fmt: skip
+            return
+        for line in lines:
+            out.print(escape(line))
+        if apply:
+            err.print(f"created {len(bindings)} ACLs")
+        else:
+            err.print("with kafka-acls.sh:")
+            for cmd in commands:
+                err.print(escape(cmd), soft_wrap=True)
 
     handle_errors(main)

@@ -42,6 +42,7 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # u
 
 from grctl.engine.records import DECODE_ERRORS, OUTCOME, Reply, reply_decoder
 from grctl.errors import InternalError, KafkaSetupError, NoWorkerAnsweredError
+from grctl.kafka.acls import authorization_error
 from grctl.kafka.connection import Connection
 
 logger = logging.getLogger("grctl.client")
@@ -67,7 +68,13 @@ READ_BACKOFF_INITIAL_S: Final = 0.1
 READ_BACKOFF_MAX_S: Final = 5.0
 #: Consumer errors that no retry will fix, though librdkafka does not flag them fatal (ACLs;
 #: authentication failures are retried: credentials may be rotating).
-_PERMANENT_ERRORS: Final = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED})
+_PERMANENT_ERRORS: Final = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+    }
+)
 
 
 def _is_fatal(err: KafkaError) -> bool:
@@ -169,7 +176,7 @@ class ClientIO:
             except KafkaException as exc:
                 err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
                 if err is None or _is_fatal(err):
-                    self._fail_from_reader(str(exc))
+                    self._fail_from_reader(str(exc), err)
                     return
                 backoff = self._back_off(backoff, "its replies", err)
                 continue
@@ -185,7 +192,7 @@ class ClientIO:
                 if err is None:
                     batch.append((m.topic() or "", m.partition() or 0, m.offset() or 0, m.value() or b""))
                 elif _is_fatal(err):
-                    self._fail_from_reader(f"{m.topic() or 'the consumer'}: {err}")
+                    self._fail_from_reader(f"{m.topic() or 'the consumer'}: {err}", err)
                     return
                 elif err.code() != KafkaError._PARTITION_EOF:
                     error = err
@@ -208,8 +215,9 @@ class ClientIO:
         self._stop.wait(delay)
         return min(delay * 2, READ_BACKOFF_MAX_S)
 
-    def _fail_from_reader(self, detail: str) -> None:
-        cause = KafkaSetupError(
+    def _fail_from_reader(self, detail: str, err: KafkaError | None = None) -> None:
+        refused = authorization_error(err, self.conn.namespace, "client", f"reading {self.conn.topics.replies}")
+        cause = refused or KafkaSetupError(
             f"client {self.client_id} cannot read its replies from Kafka at {self.conn.servers} "
             f"any more ({detail}); its pending and later calls fail: close it and create a new Client"
         )
@@ -346,9 +354,19 @@ class ClientIO:
         group = f"grctl.{self.conn.namespace}.workers"
         raise NoWorkerAnsweredError(
             f"namespace {self.conn.namespace!r} has no running worker (its consumer group {group} has no "
-            f"member): start one, e.g. `grctl worker --app module:WORKFLOWS`",
+            f"member): start one, e.g. `grctl worker --app module:WORKFLOWS`{self._acl_note(group)}",
             namespace=self.conn.namespace,
             timeout=0.0,
+        )
+
+    def _acl_note(self, group: str) -> str:
+        """On a secured cluster an invisible group may be a missing ACL: say so."""
+        if str(self.conn.kafka_config.get("security.protocol", "plaintext")).lower() == "plaintext":
+            return ""
+        return (
+            f"; on a secured cluster, a group that this principal may not describe looks empty too: grant it Read on "
+            f"groups prefixed 'grctl.{self.conn.namespace}.' (`grctl namespace acls {self.conn.namespace} "
+            "--principal User:NAME --role client --apply`)"
         )
 
     async def wait_for_workers(self, timeout: float) -> None:
@@ -455,7 +473,8 @@ class ClientIO:
                 if err is None:
                     fut.set_result(None)
                 else:
-                    fut.set_exception(KafkaSetupError(f"cannot write to {topic}: {err}"))
+                    refused = authorization_error(err, self.conn.namespace, "client", f"a write to {topic}")
+                    fut.set_exception(refused or KafkaSetupError(f"cannot write to {topic}: {err}"))
 
             self._loop.call_soon_threadsafe(settle)
 

@@ -8,19 +8,18 @@ three PREFIXED resource patterns cover a namespace, and no ACL of one namespace 
 (a namespace whose name starts with another's, ``ns`` and ``ns2``, does not: the prefix ends with
 the dot).
 
-Roles (what each operation is for):
+Roles (what each operation is for; Kafka implies Describe from Read, Write and Delete, and
+DescribeConfigs from AlterConfigs):
 
 - ``worker``: topics Read (directives, state restore, config), Write (every record it produces),
-  Describe (metadata, offsets), DescribeConfigs (record size limits, retention), Create (the
-  namespace's topics on first start, unless an admin made them); groups Read (the workers' group
-  and its transactional offset commits) and Describe; transactional ids Write and Describe (its
-  transactions).
+  DescribeConfigs (record size limits, retention), Create (the namespace's topics on its first
+  start; not needed when an admin made them); groups Read (the workers' group, its transactional
+  offset commits); transactional ids Write (its transactions).
 - ``client`` (a `Client`, the CLI's run commands, `grctl verify`, `grctl ui`): topics Read
-  (replies, history for listing and checks, config), Write (directives), Describe,
-  DescribeConfigs; groups Read (its own reader's group) and Describe (it looks for the workers'
-  group to fail fast when no worker runs).
-- ``admin`` (``grctl namespace create/set/delete``): topics Create, AlterConfigs, DescribeConfigs,
-  Describe, Delete; groups Describe, Delete.
+  (replies, history, config), Write (directives), DescribeConfigs (size limits); groups Read (its
+  reader's group, and seeing the workers' group to fail fast when no worker runs).
+- ``admin`` (``grctl namespace create/set/delete/describe``): topics Create, AlterConfigs,
+  Delete, Read and Write (the settings record); groups Delete.
 
 No cluster-level ACL is needed (Kafka 3+ lets a producer with Write on a topic be idempotent).
 """
@@ -30,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final, Literal
 
-from confluent_kafka.admin import (
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # untyped re-export
     AclBinding,
     AclOperation,
     AclPermissionType,
@@ -38,39 +38,34 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from grctl.errors import GrctlError
+from grctl.errors import GrctlError, KafkaAuthorizationError
 
 Role = Literal["worker", "client", "admin"]
 ROLES: Final[tuple[Role, ...]] = ("worker", "client", "admin")
 
 _T, _G, _X = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID
 _OPS: Final[dict[Role, tuple[tuple[ResourceType, AclOperation], ...]]] = {
+    # Kafka implies Describe from Read, Write or Delete, and DescribeConfigs from AlterConfigs.
     "worker": (
         (_T, AclOperation.READ),
         (_T, AclOperation.WRITE),
-        (_T, AclOperation.DESCRIBE),
         (_T, AclOperation.DESCRIBE_CONFIGS),
         (_T, AclOperation.CREATE),
         (_G, AclOperation.READ),
-        (_G, AclOperation.DESCRIBE),
         (_X, AclOperation.WRITE),
-        (_X, AclOperation.DESCRIBE),
     ),
     "client": (
         (_T, AclOperation.READ),
         (_T, AclOperation.WRITE),
-        (_T, AclOperation.DESCRIBE),
         (_T, AclOperation.DESCRIBE_CONFIGS),
         (_G, AclOperation.READ),
-        (_G, AclOperation.DESCRIBE),
     ),
     "admin": (
         (_T, AclOperation.CREATE),
         (_T, AclOperation.ALTER_CONFIGS),
-        (_T, AclOperation.DESCRIBE_CONFIGS),
-        (_T, AclOperation.DESCRIBE),
         (_T, AclOperation.DELETE),
-        (_G, AclOperation.DESCRIBE),
+        (_T, AclOperation.READ),
+        (_T, AclOperation.WRITE),
         (_G, AclOperation.DELETE),
     ),
 }
@@ -79,6 +74,15 @@ _OPS: Final[dict[Role, tuple[tuple[ResourceType, AclOperation], ...]]] = {
 def namespace_prefix(namespace: str) -> str:
     """The prefix of every topic, group and transactional id of `namespace`."""
     return f"grctl.{namespace}."
+
+
+def _grants(roles: Iterable[Role]) -> list[tuple[ResourceType, AclOperation]]:
+    seen: list[tuple[ResourceType, AclOperation]] = []
+    for role in roles:
+        if role not in _OPS:
+            raise GrctlError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        seen.extend(g for g in _OPS[role] if g not in seen)
+    return seen
 
 
 def namespace_acls(
@@ -98,51 +102,140 @@ def namespace_acls(
     if ":" not in principal:
         raise GrctlError(f"principal {principal!r} has no type: write it as User:{principal}")
     prefix = namespace_prefix(namespace)
-    seen: set[tuple[ResourceType, AclOperation]] = set()
-    out: list[AclBinding] = []
-    for role in roles:
-        if role not in _OPS:
-            raise GrctlError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
-        for rtype, op in _OPS[role]:
-            if (rtype, op) in seen:
-                continue
-            seen.add((rtype, op))
-            out.append(
-                AclBinding(rtype, prefix, ResourcePatternType.PREFIXED, principal, host, op, AclPermissionType.ALLOW)
-            )
-    return out
-
-
-def acl_lines(bindings: Iterable[AclBinding]) -> list[str]:
-    """One readable line per binding: ``ALLOW User:a READ on TOPIC prefixed 'grctl.ns.' from *``."""
     return [
-        f"{b.permission_type.name} {b.principal} {b.operation.name} on {b.restype.name} "
-        f"{b.resource_pattern_type.name.lower()} {b.name!r} from {b.host}"
-        for b in bindings
+        AclBinding(rtype, prefix, ResourcePatternType.PREFIXED, principal, host, op, AclPermissionType.ALLOW)
+        for rtype, op in _grants(roles)
     ]
+
+
+#: kafka-acls.sh's names of the operations and resource options.
+_CLI_OP: Final = {
+    AclOperation.READ: "Read", AclOperation.WRITE: "Write", AclOperation.DESCRIBE: "Describe",
+    AclOperation.DESCRIBE_CONFIGS: "DescribeConfigs", AclOperation.ALTER_CONFIGS: "AlterConfigs",
+    AclOperation.CREATE: "Create", AclOperation.DELETE: "Delete",
+}  # fmt: skip
+_CLI_RESOURCE: Final = {_T: "--topic", _G: "--group", _X: "--transactional-id"}
+_NAME: Final = {_T: "topics", _G: "groups", _X: "transactional ids"}
+
+
+def acl_lines(namespace: str, principal: str, roles: Iterable[Role] = ("worker",)) -> list[str]:
+    """One readable line per resource type: ``User:a on topics prefixed 'grctl.ns.': Read, Write``."""
+    by_type: dict[ResourceType, list[str]] = {}
+    for rtype, op in _grants(roles):
+        by_type.setdefault(rtype, []).append(_CLI_OP[op])
+    prefix = namespace_prefix(namespace)
+    return [f"ALLOW {principal} on {_NAME[t]} prefixed {prefix!r}: {', '.join(ops)}" for t, ops in by_type.items()]
 
 
 def kafka_acls_commands(namespace: str, principal: str, roles: Iterable[Role] = ("worker",)) -> list[str]:
     """The same bindings as ``kafka-acls.sh`` commands, one per resource type."""
-    prefix = namespace_prefix(namespace)
-    flag = {_T: "--topic", _G: "--group", _X: "--transactional-id"}
     by_type: dict[ResourceType, list[str]] = {}
-    for b in namespace_acls(namespace, principal, roles):
-        by_type.setdefault(b.restype, []).append(
-            b.operation.name.replace("_", "").title().replace("configs", "Configs")
-        )
+    for rtype, op in _grants(roles):
+        by_type.setdefault(rtype, []).append(_CLI_OP[op])
+    prefix = namespace_prefix(namespace)
     return [
         f"kafka-acls.sh --bootstrap-server $SERVERS --command-config admin.properties --add "
         f"--allow-principal {principal} {' '.join('--operation ' + op for op in ops)} "
-        f"{flag[rtype]} {prefix} --resource-pattern-type prefixed"
+        f"{_CLI_RESOURCE[rtype]} {prefix} --resource-pattern-type prefixed"
         for rtype, ops in by_type.items()
     ]
 
 
-def authorization_hint(namespace: str, role: Role) -> str:
-    """What to tell a principal that was refused: the command that grants its role."""
-    return (
-        f"the principal this process authenticates as lacks ACLs for namespace {namespace!r}: an admin grants "
-        f"them with `grctl namespace acls {namespace} --principal User:NAME --role {role} --apply` "
-        "(docs/security.md lists them)"
+#: Kafka's refusals, by error code: what was refused, and which ACL of the role grants it.
+_REFUSALS: Final = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: ("topics", _T),
+    KafkaError.GROUP_AUTHORIZATION_FAILED: ("groups", _G),
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ("transactional ids", _X),
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: ("cluster", None),
+}
+#: Authentication failures (wrong SCRAM password, unknown user, refused certificate).
+_AUTHENTICATION: Final = frozenset({KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION})
+
+
+def kafka_error_of(exc: BaseException | KafkaError | None) -> KafkaError | None:
+    """The librdkafka error inside `exc` or any exception it was raised from."""
+    seen = 0
+    cur: BaseException | KafkaError | None = exc
+    while cur is not None and seen < 20:
+        if isinstance(cur, KafkaError):
+            return cur
+        if isinstance(cur, KafkaException) and cur.args and isinstance(cur.args[0], KafkaError):
+            return cur.args[0]
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return None
+
+
+def is_refusal(err: KafkaError | None) -> bool:
+    """Whether `err` is an authorization or authentication refusal (no retry fixes it)."""
+    return err is not None and (err.code() in _REFUSALS or err.code() in _AUTHENTICATION)
+
+
+_DOING: Final = {
+    "topics": "a request on the namespace's topics",
+    "groups": "a request on the namespace's consumer groups",
+    "transactional ids": "the worker's transactions (InitProducerId)",
+    "cluster": "a cluster request",
+}
+
+
+def authorization_error(
+    cause: BaseException | KafkaError | None, namespace: str, role: Role, doing: str | None = None
+) -> KafkaAuthorizationError | None:
+    """A `KafkaAuthorizationError` naming the missing ACLs if `cause` is Kafka refusing this principal.
+
+    Args:
+        cause: an exception (its chain is searched) or a KafkaError.
+        namespace: the grctl namespace.
+        role: the role the process acts in ("worker", "client", "admin").
+        doing: what was refused, for the message (default: by the refused resource).
+
+    Returns:
+        The error to raise, or None if `cause` is no refusal.
+    """
+    if isinstance(cause, KafkaAuthorizationError):
+        return cause
+    err = kafka_error_of(cause)
+    if err is None or not is_refusal(err):
+        return None
+    if err.code() in _AUTHENTICATION:
+        return KafkaAuthorizationError(
+            f"Kafka did not authenticate this process while {doing or 'connecting'} ({err.str()}): "
+            "check sasl.username and "
+            "sasl.password (SCRAM), or the client certificate and ssl.ca.location (mTLS)",
+            resource="authentication",
+            namespace=namespace,
+        )
+    resource, rtype = _REFUSALS[err.code()]
+    doing = doing or _DOING[resource]
+    prefix = namespace_prefix(namespace)
+    if rtype is None:
+        needed = "a cluster-level ACL (grctl needs none on Kafka 3+: is the broker older?)"
+    else:
+        ops = [_CLI_OP[op] for t, op in _OPS[role] if t == rtype]
+        needed = f"{', '.join(ops)} on {resource} prefixed {prefix!r}"
+    return KafkaAuthorizationError(
+        f"Kafka refused {doing} ({err.name()}): the principal this process authenticates as lacks the {role} "
+        f"ACLs of namespace {namespace!r}: {needed}. An admin grants them with `grctl namespace acls {namespace} "
+        f"--principal User:NAME --role {role} --apply` (docs/security.md lists every ACL)",
+        resource=resource,
+        namespace=namespace,
+    )
+
+
+def topic_refusal(namespace: str, topic: str) -> KafkaAuthorizationError:
+    """Kafka hid `topic` from this principal (it answers so whether the topic exists or not)."""
+    prefix = namespace_prefix(namespace)
+
+    def ops(role: Role) -> str:
+        return ", ".join(_CLI_OP[op] for t, op in _OPS[role] if t == _T)
+
+    return KafkaAuthorizationError(
+        f"Kafka refused to describe topic {topic!r} (TOPIC_AUTHORIZATION_FAILED): the principal this process "
+        f"authenticates as lacks the ACLs of namespace {namespace!r} on topics prefixed {prefix!r}: a worker needs "
+        f"{ops('worker')}, a client {ops('client')} (and groups and transactional ids too). An admin grants them "
+        f"with `grctl namespace acls {namespace} --principal User:NAME --role worker|client --apply` "
+        "(docs/security.md lists every ACL)",
+        resource="topics",
+        namespace=namespace,
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl import defaults
 from grctl.errors import KafkaSetupError
+from grctl.kafka.acls import authorization_error
 from grctl.kafka.limits import TOPIC_DEFAULT_MAX_BYTES, RecordLimits, producer_max_bytes, topic_max_bytes
 from grctl.kafka.logs import LIBRDKAFKA_LOGGER
 from grctl.kafka.topics import DEFAULT_PARTITIONS, TopicNames, admin_client, ensure_namespace
@@ -101,20 +102,31 @@ class Connection:
         return conn
 
     def _setup(self, create: bool, timeout: float) -> None:
-        admin = admin_client(self.client_config())
+        seen: list[KafkaError] = []  # librdkafka's connection-level errors (authentication, ...)
+        admin = admin_client({**self.client_config(), "error_cb": seen.append})
         try:
             admin.list_topics(topic=self.topics.directives, timeout=timeout)
         except KafkaException as exc:
             admin.poll(0)  # hand librdkafka's lines about it (connection refused, ...) to logging
+            for err in seen:
+                refused = authorization_error(err, self.namespace, "client", f"connecting to {self.servers}")
+                if refused is not None:
+                    raise refused from None
             raise KafkaSetupError(
                 f"cannot reach Kafka at {self.servers} within {timeout:.0f}s ({exc.args[0] if exc.args else exc}). "
                 f"Is the broker running? Start a local one with `grctl dev kafka start`, or point "
                 f"GRCTL_KAFKA_SERVERS at your cluster."
             ) from None
-        self.num_partitions = ensure_namespace(
-            admin, self.topics, partitions=self.partitions, create=create, timeout=timeout
-        )
-        self.limits = self.learn_limits(admin=admin, timeout=timeout)
+        try:
+            self.num_partitions = ensure_namespace(
+                admin, self.topics, partitions=self.partitions, create=create, timeout=timeout
+            )
+            self.limits = self.learn_limits(admin=admin, timeout=timeout)
+        except KafkaSetupError as exc:
+            refused = authorization_error(exc, self.namespace, "client")
+            if refused is not None and refused is not exc:
+                raise refused from exc
+            raise
 
     def learn_limits(
         self, producer_config: dict[str, Any] | None = None, *, admin: AdminClient | None = None, timeout: float = 10.0

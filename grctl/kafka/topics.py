@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl import defaults
-from grctl.errors import InvalidArgumentError, KafkaSetupError, TopicMismatchError
+from grctl.errors import InvalidArgumentError, KafkaAuthorizationError, KafkaSetupError, TopicMismatchError
+from grctl.kafka.acls import is_refusal, kafka_error_of, namespace_prefix, topic_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ def partition_counts(admin: AdminClient, names: TopicNames, timeout: float = 10.
         except KafkaException as exc:
             raise KafkaSetupError(f"cannot read metadata of topic {t!r}: {exc}") from exc
         tm = md.topics.get(t)
+        if tm is not None and tm.error is not None and tm.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise topic_refusal(names.namespace, t)
         if tm is not None and tm.error is None:
             out[t] = len(tm.partitions)
     return out
@@ -175,6 +178,16 @@ def ensure_namespace(
                 err = exc.args[0] if exc.args else None
                 if getattr(err, "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
                     continue
+                if is_refusal(kafka_error_of(exc)):
+                    prefix = namespace_prefix(names.namespace)
+                    raise KafkaAuthorizationError(
+                        f"Kafka refused to create topic {topic!r} ({exc}): the principal this process authenticates "
+                        f"as lacks Create on topics prefixed {prefix!r}. An admin creates the namespace "
+                        f"(`grctl namespace create {names.namespace}`) or grants the worker role (`grctl namespace "
+                        f"acls {names.namespace} --principal User:NAME --role worker --apply`); docs/security.md",
+                        resource="topics",
+                        namespace=names.namespace,
+                    ) from exc
                 raise KafkaSetupError(f"cannot create topic {topic!r}: {exc}") from exc
         logger.info("namespace %s: created topics %s (%d partitions)", names.namespace, missing, partitions)
         # A concurrent creator may have used another count: check again.

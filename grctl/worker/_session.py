@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from grctl import defaults
 from grctl.codec import CodecRegistry
 from grctl.engine.machine import Machine
+from grctl.kafka.acls import is_refusal
 from grctl.kafka.connection import Connection
 from grctl.kafka.limits import RecordLimits
 from grctl.state.partition_store import StoreMemory
@@ -216,7 +217,7 @@ class WorkerSession:
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
                         logger.warning("consumer error: %s", err)
-                        if err.fatal():
+                        if err.fatal() or is_refusal(err):  # a missing ACL: no retry fixes it
                             raise KafkaException(err)
                     continue
                 proc = processors.get(msg.partition())

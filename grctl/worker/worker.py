@@ -20,6 +20,7 @@ from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.machine import Machine
 from grctl.engine.retry import SESSION_HEALTHY_S, session_restart_delay
 from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError, StateError
+from grctl.kafka.acls import authorization_error
 from grctl.kafka.connection import Connection
 from grctl.kafka.settings_topic import SETTINGS_REFRESH_S, NamespaceSettings, read_settings
 from grctl.settings import EngineSettings
@@ -215,6 +216,8 @@ class Worker:
 
         Raises:
             KafkaSetupError: the broker is unreachable or the namespace is unusable.
+            KafkaAuthorizationError: Kafka refused this principal (a missing ACL, failed
+                authentication); the message names the ACLs (docs/security.md).
             StateError: the state folder is locked by another worker.
             ForkedProcessError: the worker was made before this process was forked.
         """
@@ -250,6 +253,7 @@ class Worker:
                     limits = await loop.run_in_executor(None, conn.learn_limits, self._kafka_config.get("producer"))
                     catalog.settings = await loop.run_in_executor(None, read_settings, conn)
                 except KafkaSetupError as exc:
+                    self._stop_if_refused(exc, conn.namespace)
                     failures += 1
                     await self._wait_before_restart(failures, SessionRestart(str(exc)))
                     continue
@@ -276,6 +280,7 @@ class Worker:
                 try:
                     await session.run(self._stop)
                 except SessionRestart as exc:
+                    self._stop_if_refused(exc, conn.namespace)
                     if self.metrics is not None:
                         self.metrics.session_restarted()
                     failures = 1 if time.monotonic() - started >= SESSION_HEALTHY_S else failures + 1
@@ -313,6 +318,14 @@ class Worker:
         server = MetricsServer(self.metrics, self._metrics_port, self._metrics_host, lambda: not self._done.is_set())
         server.start()
         self._metrics_server = server
+
+    def _stop_if_refused(self, exc: BaseException, namespace: str) -> None:
+        """Raise `KafkaAuthorizationError` if Kafka refused this principal (no restart fixes a missing ACL)."""
+        refused = authorization_error(exc, namespace, "worker")
+        if refused is not None:
+            logger.error("worker %s stops: %s", self.worker_id, refused)
+            self._startup_error = refused  # what `wait_until_ready` raises
+            raise refused from None
 
     def _quarantine_refused(self, exc: BaseException) -> None:
         """If a record Kafka refused ended the session, its run fails in the next one.

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,11 +78,13 @@ class WorkerProcess:
         return code
 
 
-def start_worker(namespace: str, state_dir: Path, app_spec: str = "tests.cli.flows:WORKFLOWS") -> WorkerProcess:
-    """Start ``grctl -n NAMESPACE worker --app APP`` and wait until it has joined its group."""
+def start_worker(
+    namespace: str, state_dir: Path, app_spec: str = "tests.cli.flows:WORKFLOWS", global_args: Sequence[str] = ()
+) -> WorkerProcess:
+    """Start ``grctl [GLOBAL_ARGS] -n NAMESPACE worker --app APP`` and wait until it has joined its group."""
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "grctl.cli.main", "-n", namespace, "worker", "--app", app_spec),
+            *(sys.executable, "-m", "grctl.cli.main", *global_args, "-n", namespace, "worker", "--app", app_spec),
             *("--partitions", "4", "--state-dir", str(state_dir), "--shutdown-timeout", "2"),
         ],
         cwd=REPO,
