@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,6 +63,17 @@ CONSUME_BATCH = 1000
 CONSUME_WAIT_S = 0.1
 #: On a failed session: how long the cancelled steps get to unwind.
 ABORT_DRAIN_S = 2.0
+#: Longest wait for the consumer's close (see `WorkerSession._close_consumer`).
+CONSUMER_CLOSE_TIMEOUT_S = 30.0
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
 
 
 class WorkerSession:
@@ -224,6 +236,41 @@ class WorkerSession:
                 if proc is not None and not proc.closing:
                     proc.on_record(msg)
 
+    async def _close_consumer(self, consumer: Consumer) -> None:
+        """Close the consumer, but give up after `CONSUMER_CLOSE_TIMEOUT_S`.
+
+        librdkafka's close can block for good while the group coordinator does not answer
+        (it keeps querying for one: librdkafka#3740, open), and a session that waits for it
+        never restarts: every partition of the worker would stall. The consumer is left in its
+        thread instead; the next session's consumer joins with the same group.instance.id,
+        which replaces it in the group, and a revoke callback it may still run finds the
+        partitions torn down and commits nothing.
+        """
+        done: asyncio.Future[None] = self._loop.create_future()
+
+        def close() -> None:  # a daemon thread: one left blocked does not hold up the exit
+            try:
+                consumer.close()
+                result: BaseException | None = None
+            except (KafkaException, RuntimeError) as exc:  # a consumer closed under a failed session
+                result = exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                self._loop.call_soon_threadsafe(_settle, done, result)
+
+        # After the consume loop's last poll (the consumer is not thread-safe for close).
+        await self._loop.run_in_executor(self._cpool, lambda: None)
+        threading.Thread(target=close, name="grctl-consumer-close", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), CONSUMER_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            self.partitions.tearing_down = True
+            logger.warning(
+                "the consumer did not close within %.0f s (group coordinator unreachable?); left behind, "
+                "the next session's consumer replaces it in the group", CONSUMER_CLOSE_TIMEOUT_S,
+            )  # fmt: skip
+        except (KafkaException, RuntimeError) as exc:
+            logger.debug("consumer close failed: %s", exc)
+
     async def _teardown(self, tasks: list[asyncio.Task[None]], graceful: bool) -> None:
         """Stop the loops, release partitions and clients.
 
@@ -251,8 +298,7 @@ class WorkerSession:
         commit.cancel()
         await asyncio.gather(commit, return_exceptions=True)
         if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._loop.run_in_executor(self._cpool, self.consumer.close)
+            await self._close_consumer(self.consumer)
         partitions.tearing_down = True
         partitions.close_all()
         await self.tasks.drain(None, ABORT_DRAIN_S, cancel=True)
