@@ -343,6 +343,24 @@ class KafkaSetupError(GrctlError):
     """Kafka is unreachable, or the namespace's topics are missing or inconsistent."""
 
 
+class EmitTopicNotFoundError(GrctlError):
+    """A step emitted to a topic that does not exist (or that this principal may not see).
+
+    Raised in the step when its handler returns (the step fails like any exception; nothing of
+    it is published). Create the topic, or grant Describe and Write on it.
+
+    Attributes:
+        topic: the topic.
+    """
+
+    def __init__(self, topic: str, detail: str) -> None:
+        super().__init__(
+            f"cannot emit to topic {topic!r}: it does not exist or this worker's principal may not see it "
+            f"({detail}); create it (kafka-topics.sh --create --topic {topic}) or grant Describe and Write on it"
+        )
+        self.topic = topic
+
+
 class KafkaAuthorizationError(KafkaSetupError):
     """Kafka refused this principal an operation (a missing ACL) or could not authenticate it.
 

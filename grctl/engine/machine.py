@@ -76,6 +76,10 @@ class Catalog(Protocol):
         """How long the state of an ended run of `wf_type` is kept."""
         ...
 
+    def results_topic(self, wf_type: str) -> str | None:
+        """The topic each ended run of `wf_type` publishes its outcome to (None: none)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
@@ -98,6 +102,54 @@ class StepOutcome:
     error: dict[str, Any] | None = None
     store: dict[str, bytes] = field(default_factory=dict)
     resume_at_ms: int | None = None
+    emits: list[Emit] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """A record for a topic outside the namespace (`ctx.emit`, a results topic), in its transition."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+    @property
+    def size(self) -> int:
+        """Key, value and headers plus a record's overhead, for the size checks."""
+        head = sum(len(k) + len(v) for k, v in self.headers) if self.headers else 0
+        return len(self.key or b"") + len(self.value) + head + EMIT_RECORD_OVERHEAD
+
+
+#: Bytes a record takes besides key, value and headers (batch and record headers), for size checks.
+EMIT_RECORD_OVERHEAD: Final = 512
+_json_encoder = msgspec.json.Encoder()
+
+
+def outcome_record(
+    topic: str,
+    run: RunRecord,
+    status: RunStatus,
+    now_ms: int,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> Emit:
+    """The results-topic record of an ended run: JSON, keyed by workflow id, status in a header."""
+    value = {
+        "wf_id": run.wf_id,
+        "run_id": run.run_id,
+        "wf_type": run.wf_type,
+        "status": status.value,
+        "result": result,
+        "error": error,
+        "reason": reason,
+        "started_ms": run.started_ms,
+        "ended_ms": now_ms,
+        "duration_ms": max(0, now_ms - run.started_ms),
+        "parent_wf_id": run.parent.wf_id if run.parent is not None else None,
+    }
+    return Emit(topic, run.wf_id.encode(), _json_encoder.encode(value), [("grctl.status", status.value.encode())])
 
 
 @dataclass(slots=True)
@@ -120,6 +172,7 @@ class Transition:
         child_done: (child wf_id, child run_id, outcome) of a child the parent may be awaiting.
         purge: (run id, whether the run record goes too): the retention of an ended run is
             over; every key it holds is deleted.
+        emits: records for topics outside the namespace (a step's `ctx.emit`, a results topic).
     """
 
     run: RunRecord | None = None
@@ -136,6 +189,7 @@ class Transition:
     skipped: bool = False
     child_done: tuple[str, str, dict[str, Any]] | None = None
     purge: tuple[str, bool] | None = None
+    emits: list[Emit] = field(default_factory=list)
 
 
 SKIP = Transition(skipped=True)
@@ -242,6 +296,9 @@ class Machine:
             )
         # Events nobody will handle any more.
         tr.inbox_delete.extend(range(run.inbox_head, run.inbox_next))
+        results = self.catalog.results_topic(run.wf_type)
+        if results is not None:
+            tr.emits.append(outcome_record(results, run, status, now_ms, result, error, reason))
         retain_until = now_ms + self.catalog.retention_ms(run.wf_type)
         tr.timers_set.append(
             TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=TimerKind.retention, seq=run.seq, due_ms=retain_until)
@@ -615,6 +672,7 @@ class Machine:
             tr.run = self._finish(tr, run, RunStatus.failed, now_ms, error=err)
             return tr
         tr.store = out.store
+        tr.emits = out.emits
         tr.history.append(
             self._hist(run, HistoryKind.step_completed, now_ms, {"step_name": step, "duration_ms": out.duration_ms})
         )

@@ -45,7 +45,7 @@ OFFSET_COMMIT_DELAY_S = 0.2
 #: Bound of each blocking librdkafka transaction call.
 TXN_CALL_TIMEOUT_S = 30.0
 
-Record = tuple[str, int, bytes, bytes, list[tuple[str, bytes]] | None, str | None]
+Record = tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]] | None, str | None]
 """(topic, partition, key, value, headers, origin) to produce; origin is the workflow id whose
 transition made the record (None for dead letters), so a refused record names its run."""
 
@@ -100,7 +100,7 @@ class Outbox(Protocol):
         self,
         topic: str,
         partition: int,
-        key: bytes,
+        key: bytes | None,
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
         origin: str | None = None,
@@ -189,7 +189,7 @@ class GroupCommitter:
         self,
         topic: str,
         partition: int,
-        key: bytes,
+        key: bytes | None,
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
         origin: str | None = None,
@@ -391,14 +391,23 @@ class KafkaPublisher:
         try:
             # b. Produce the records, then each partition's changelog writes; the delivery
             #    report of a partition's last write gives its checkpoint.
+            emit_errors: list[tuple[str | None, str, int, KafkaError]] = []
             for topic, part, key, value, headers, origin in batch.records:
-                _produce(producer, topic, part, key, value, headers, None, origin)
+                # partition -1: a record for a user topic (`ctx.emit`), placed by the partitioner;
+                # its delivery report names the run if the broker refuses it.
+                cb = _emit_report(emit_errors, origin, topic, len(key or b"") + len(value or b"")) if part < 0 else None
+                _produce(producer, topic, part, key, value, headers, cb, origin)
             for part, writes in batch.state.items():
                 last = len(writes) - 1
                 for i, (key, change) in enumerate(writes.items()):
                     _produce(producer, state_topic, part, key, change, None, checkpoint_cb if i == last else None, None)
             # c. Wait for every delivery report.
             producer.flush(TXN_CALL_TIMEOUT_S)
+            for origin, topic, size, refusal in emit_errors:
+                if not refusal.retriable() and not refusal.fatal():
+                    # The topic went away, or this principal may not write it: that run fails
+                    # in the next session, the others go on (see Worker._quarantine_refused).
+                    raise RecordRefused(origin, topic, size, f"{refusal.name()}: {refusal.str()}")
             t1 = time.monotonic()
             # d. The consumed offsets, in the transaction.
             if offsets:
@@ -429,7 +438,7 @@ def _produce(
     producer: Producer,
     topic: str,
     part: int,
-    key: bytes,
+    key: bytes | None,
     value: bytes | None,
     headers: list[tuple[str, bytes]] | None,
     cb: Callable[[KafkaError | None, Any], None] | None,
@@ -451,9 +460,19 @@ def _produce(
             # come back after every session restart, so it names the run that made the record.
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and not err.retriable() and not err.fatal():
-                run = origin if origin is not None else keys.wf_id_of(key)  # state keys name their run
-                raise RecordRefused(run, topic, len(key) + len(value or b""), err.str()) from exc
+                run = origin if origin is not None else keys.wf_id_of(key or b"")  # state keys name their run
+                raise RecordRefused(run, topic, len(key or b"") + len(value or b""), err.str()) from exc
             raise
+
+
+def _emit_report(
+    errors: list[tuple[str | None, str, int, KafkaError]], origin: str | None, topic: str, size: int
+) -> Callable[[KafkaError | None, Any], None]:
+    def report(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            errors.append((origin, topic, size, err))
+
+    return report
 
 
 def _commit_with_retry(producer: Producer) -> None:

@@ -21,15 +21,21 @@ from typing import TYPE_CHECKING, Any
 from grctl import defaults, tracing
 from grctl.codec import CodecRegistry
 from grctl.engine import keys
-from grctl.engine.machine import StepOutcome
+from grctl.engine.machine import Emit, StepOutcome
 from grctl.engine.records import RunRecord
-from grctl.errors import NextDirectiveMissingError, WorkflowNotRegisteredError, WorkflowRunnerNotFoundError
+from grctl.errors import (
+    InternalError,
+    NextDirectiveMissingError,
+    WorkflowNotRegisteredError,
+    WorkflowRunnerNotFoundError,
+)
 from grctl.kafka.limits import MAX_ERROR_TEXT_BYTES
 from grctl.models.directive import Directive, DirectiveKind
 from grctl.models.errors import ErrorDetails
 from grctl.models.history import HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.worker.context import Context
+from grctl.worker.emit import EmitBuffer, TopicDirectory
 from grctl.worker.runtime import StepRuntime, StepSuspended
 from grctl.worker.store import Store
 from grctl.workflow.handlers import bind_arguments
@@ -112,9 +118,11 @@ class StepExecutor:
         max_concurrent_steps: int,
         tasks: PartitionTasks,
         metrics: WorkerMetrics | None = None,
+        emit_topics: TopicDirectory | None = None,
     ) -> None:
         self._workflows = workflows
         self._metrics = metrics
+        self._emit_topics = emit_topics
         self._codec = codec
         self._worker_id = worker_id
         self._sem = asyncio.Semaphore(max_concurrent_steps)
@@ -224,6 +232,7 @@ class StepExecutor:
 
             limit = proc.services.limits.value_bytes
             store = Store(read, self._codec, max_value_bytes=limit)
+            emits = EmitBuffer(self._codec)
             ctx = Context(
                 run=run_info_of(run),
                 workflow=wf,
@@ -231,6 +240,7 @@ class StepExecutor:
                 runtime=runtime,
                 codec=self._codec,
                 max_value_bytes=limit,
+                emits=emits,
             )
             self._arm_deadline(rs, (run.step_timeout_ms or defaults.STEP_TIMEOUT_MS) / 1000)
             try:
@@ -243,7 +253,13 @@ class StepExecutor:
                     f"Directive: return ctx.next.step(...), ctx.next.wait(...), ctx.next.complete(...) or "
                     f"ctx.next.fail(...)"
                 )
-            return _outcome(run, result, store.pending_writes(), t0)
+            if emits.records:
+                if self._emit_topics is None:
+                    raise InternalError("a step emitted records but the session has no topic directory")
+                # Checked before anything is staged: a missing topic or an oversized record fails
+                # this step, instead of the transaction of every run in the batch.
+                await asyncio.get_running_loop().run_in_executor(None, self._emit_topics.check, emits.records, wf_id)
+            return _outcome(run, result, store.pending_writes(), emits.records, t0)
         except StepSuspended as suspended:
             return StepOutcome(
                 run_id=run.run_id, seq=run.seq, next_kind="suspend", resume_at_ms=suspended.resume_at_ms,
@@ -270,8 +286,10 @@ class StepExecutor:
             StepRuntime.deactivate(token)
 
 
-def _outcome(run: RunRecord, d: Directive, writes: dict[str, bytes], t0: float) -> StepOutcome:
-    base: dict[str, Any] = {"run_id": run.run_id, "seq": run.seq, "duration_ms": _ms_since(t0), "store": writes}
+def _outcome(run: RunRecord, d: Directive, writes: dict[str, bytes], emits: list[Emit], t0: float) -> StepOutcome:
+    base: dict[str, Any] = {
+        "run_id": run.run_id, "seq": run.seq, "duration_ms": _ms_since(t0), "store": writes, "emits": emits,
+    }  # fmt: skip
     if d.kind == DirectiveKind.step and d.step is not None:
         return StepOutcome(next_kind="step", next_step=d.step.step_name, next_step_timeout_ms=d.step.timeout_ms, **base)
     if d.kind == DirectiveKind.wait and d.wait is not None:
@@ -287,6 +305,7 @@ def _outcome(run: RunRecord, d: Directive, writes: dict[str, bytes], t0: float) 
         return StepOutcome(next_kind="fail", error=_err(d.fail.error), **base)
     if d.kind == DirectiveKind.fail_step and d.fail_step is not None:
         base["store"] = {}
+        base["emits"] = []  # a failed step publishes nothing
         return StepOutcome(next_kind="error", error=_err(d.fail_step.error), **base)
     raise NextDirectiveMissingError(f"malformed directive {d!r}")
 

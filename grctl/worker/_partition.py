@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -313,6 +314,9 @@ class PartitionProcessor:
             outbox.stage(p, key, value)
         for topic, part, key, value in records:
             outbox.produce(topic, part, key, value, None, wf_id)
+        if tr.emits:
+            for e in tr.emits:  # partition -1: the producer's partitioner places it by key
+                outbox.produce(e.topic, -1, e.key, e.value, e.headers, wf_id)
         if s.observer is not None:
             s.observer.transition_staged(tr)
         # 4. Local bookkeeping that follows the staged transition.
@@ -427,8 +431,10 @@ class PartitionProcessor:
     def _fail_instead(self, tr: Transition, wf_id: str, why: str) -> Transition:
         """The transition that fails the run, in place of `tr`, which cannot be published."""
         before = self.get_run(wf_id)  # nothing of `tr` is staged: this is the run before it
-        error = {"type": "PayloadTooLargeError", "message": f"the run's next transition cannot be published: {why}"}
+        kind = "EmitRefusedError" if _EMIT_REFUSALS.search(why) else "PayloadTooLargeError"
+        error = {"type": kind, "message": f"the run's next transition cannot be published: {why}"}
         failed = self.services.machine.fail_run(before, error, now_ms())
+        failed.emits = []  # not even a results-topic record: that topic may be the one refused
         if failed.skipped or (failed.run is not None and tr.run is not None and failed.run.run_id != tr.run.run_id):
             raise InternalError(
                 f"partition {self.partition}: a transition of wf_id {wf_id!r} cannot be published ({why}) and "
@@ -748,6 +754,10 @@ class PartitionProcessor:
         self.closing = True
         for wf_id in list(self.running):
             self.cancel_step(wf_id, "partition revoked", release=False)
+
+
+#: Why Kafka refused an emitted record (the topic went away, or it may not be written).
+_EMIT_REFUSALS = re.compile(r"AUTHORIZATION_FAILED|UNKNOWN_TOPIC")
 
 
 def _forget(quarantine: dict[str, str], wf_id: str) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl import defaults
 from grctl.codec import CodecRegistry
@@ -49,6 +50,7 @@ from grctl.worker._partition import PartitionProcessor, ProcessorServices
 from grctl.worker._queries import QueryAnswerer
 from grctl.worker._rebalance import Partitions
 from grctl.worker._timers import TimerLoop
+from grctl.worker.emit import TopicDirectory
 
 if TYPE_CHECKING:
     from grctl.workflow.workflow import Workflow
@@ -128,6 +130,7 @@ class WorkerSession:
             max_concurrent_steps=max_concurrent_steps,
             tasks=self.tasks,
             metrics=metrics,
+            emit_topics=TopicDirectory(AdminClient(connection.client_config()), limits.producer_max_bytes),
         )
         queries = QueryAnswerer(workflows=workflows, codec=codec, tasks=self.tasks)
         processors: dict[int, PartitionProcessor] = {}

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from grctl.models.directive import START_STEP_NAME, Complete, Directive, Directi
 from grctl.models.errors import ErrorDetails
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.worker.child import ChildHandle
+from grctl.worker.emit import EmitBuffer, EmitFormat
 from grctl.worker.runtime import StepRuntime
 from grctl.worker.store import Store
 
@@ -155,6 +156,7 @@ class Context:
         runtime: StepRuntime,
         codec: CodecRegistry,
         max_value_bytes: int | None = None,
+        emits: EmitBuffer | None = None,
     ) -> None:
         self.run = run
         self._wf = workflow
@@ -163,6 +165,45 @@ class Context:
         self._codec = codec
         self._next = NextBuilder(workflow, codec, max_value_bytes)
         self._logger: _StepLogger | None = None  # built on first use: most steps never log
+        self._emits = emits
+
+    def emit(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]] | None = None,
+        format: EmitFormat = "json",
+        serializer: Callable[[Any], bytes] | None = None,
+    ) -> None:
+        """Publish a record to `topic` exactly once, with this step's outcome.
+
+        The record is produced in the Kafka transaction that commits the step: a
+        `read_committed` consumer sees it once if the step completes (its directive commits),
+        and never if the step raises, times out or is re-executed after a crash (the
+        re-execution emits afresh). The producer's partitioner places it by `key`.
+
+        Args:
+            topic: an existing topic outside the engine's own (``grctl.*``).
+            value: the value, encoded by `format` or `serializer`.
+            key: the record key (str is UTF-8 encoded).
+            headers: record headers (str values are UTF-8 encoded).
+            format: "json" (default: the codec's primitives as JSON), "msgpack", or "raw"
+                (bytes as they are, str as UTF-8).
+            serializer: encodes the value to bytes instead of `format` (e.g. a schema-registry
+                serializer).
+
+        Raises:
+            InvalidArgumentError: a bad topic name, an engine topic, a bad key or header.
+            CodecError: the value cannot be encoded.
+
+        When the handler returns, the step fails with `EmitTopicNotFoundError` if a topic does
+        not exist, or `PayloadTooLargeError` if a record is larger than its topic takes.
+        """
+        if self._emits is None:
+            raise InvalidArgumentError("ctx.emit is only available in a step handler", argument="topic")
+        self._emits.add(topic, value, key=key, headers=headers, format=format, serializer=serializer)
 
     @property
     def store(self) -> Store:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
+
 from grctl import defaults
 from grctl._fork import ForkGuard
 from grctl.codec import CodecRegistry, default_codec
@@ -28,6 +30,7 @@ from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB, StoreMemory
 from grctl.worker._commit import RecordRefused
 from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
+from grctl.worker.emit import require_topics
 from grctl.workflow.workflow import Workflow
 
 logger = logging.getLogger("grctl.worker")
@@ -60,6 +63,10 @@ class _Catalog:
     def has_event(self, wf_type: str, name: str) -> bool:
         wf = self._wfs.get(wf_type)
         return wf is not None and wf.has_event(name)
+
+    def results_topic(self, wf_type: str) -> str | None:
+        wf = self._wfs.get(wf_type)
+        return wf.results_topic if wf is not None else None
 
 
 class _StateDirLock:
@@ -227,6 +234,12 @@ class Worker:
         try:
             conn = self._connection or await Connection.connect()
             self._connection = conn
+            results = {
+                wf.results_topic: f"the results topic of {t!r}" for t, wf in self._workflows.items() if wf.results_topic
+            }
+            if results:  # fail at start, not at the first run that ends
+                admin = AdminClient(conn.client_config())
+                await asyncio.get_running_loop().run_in_executor(None, require_topics, admin, results)
             state_dir, instance_id = self._claim_state_dir(conn.namespace)
             if self._metrics_port is not None:
                 self._serve_metrics(conn.namespace)
@@ -321,6 +334,11 @@ class Worker:
 
     def _stop_if_refused(self, exc: BaseException, namespace: str) -> None:
         """Raise `KafkaAuthorizationError` if Kafka refused this principal (no restart fixes a missing ACL)."""
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, RecordRefused):
+                return  # one run's record (an emit to a topic it may not write): that run fails
+            cause = cause.__cause__
         refused = authorization_error(exc, namespace, "worker")
         if refused is not None:
             logger.error("worker %s stops: %s", self.worker_id, refused)

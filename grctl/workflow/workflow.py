@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -11,6 +12,8 @@ from grctl import defaults
 from grctl.errors import DuplicateHandlerError, InvalidArgumentError, RegistrationError
 from grctl.models.directive import START_STEP_NAME
 from grctl.workflow.handlers import HandlerSpec, inspect_handler
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,15 +74,36 @@ class Workflow:
         workflow_type: the type name clients start runs with (no dots, not empty).
     """
 
-    def __init__(self, workflow_type: str) -> None:
+    def __init__(self, workflow_type: str, *, results_topic: str | None = None) -> None:
+        """A workflow type.
+
+        Args:
+            workflow_type: its name (no dots or whitespace).
+            results_topic: a topic every ended run publishes its outcome to, as JSON keyed by
+                workflow id (wf_id, run_id, wf_type, status, result, error, reason, started_ms,
+                ended_ms, duration_ms, parent_wf_id; a ``grctl.status`` header), in the
+                transaction that ends the run: exactly one record per ended run for
+                `read_committed` readers. The topic must exist when the worker starts.
+        """
         if not isinstance(workflow_type, str) or not workflow_type.strip():
             raise InvalidArgumentError(f"workflow_type must be a non-empty string, got {workflow_type!r}")
         if "." in workflow_type or any(c.isspace() for c in workflow_type):
             raise InvalidArgumentError(
                 f"workflow_type {workflow_type!r} must not contain dots or whitespace", argument="workflow_type"
             )
+        if results_topic is not None and (
+            not isinstance(results_topic, str)
+            or not _TOPIC_NAME.match(results_topic)
+            or results_topic.startswith("grctl.")
+        ):
+            raise InvalidArgumentError(
+                f"results_topic {results_topic!r} must be a topic name (letters, digits, '.', '_', '-') outside "
+                "the engine's grctl.* topics",
+                argument="results_topic",
+            )
         self._type = workflow_type
         self._h = _Handlers()
+        self.results_topic = results_topic
 
     @property
     def workflow_type(self) -> str:

@@ -9,6 +9,7 @@ the steps in order, and the history topic must hold each step's `step.completed`
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -27,7 +28,7 @@ from grctl import Client, Connection
 from grctl.client.verify import verify_namespace
 from grctl.engine.records import history_decoder
 from tests.crash.worker_proc import STEPS
-from tests.support.topics import read_committed
+from tests.support.topics import create_topic, read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.crash]
 
@@ -37,19 +38,22 @@ ROOT = Path(__file__).resolve().parents[2]
 class WorkerProcess:
     """A worker in a subprocess that the test can SIGKILL and restart with the same state dir."""
 
-    def __init__(self, servers: str, namespace: str, state_dir: Path, log: Path) -> None:
+    def __init__(
+        self, servers: str, namespace: str, state_dir: Path, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.args = [
             sys.executable, "-m", "tests.crash.worker_proc",
             "--servers", servers, "--namespace", namespace, "--state-dir", str(state_dir),
         ]  # fmt: skip
         self.state_dir = state_dir
         self.log = log
+        self.env = {**os.environ, **env} if env else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
 
     def start(self) -> None:
         fh = open(self.log, "ab")  # noqa: SIM115  # handed to the child
-        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=self.env)
         fh.close()
 
     def kill(self) -> None:
@@ -134,11 +138,17 @@ async def run_chaos(
     workers_total: int = 2,
     workers_at_start: int = 2,
     pace_s: float = 0.0,
+    emits: bool = False,
 ) -> list[WorkerProcess]:
     ns = "crash" + unique_name[-12:].lower()
     conn = await Connection.connect(kafka_bootstrap, ns, partitions=8)
+    env = None
+    if emits:  # every Counter step emits one record to a topic of its own (ctx.emit)
+        emit_topic = f"emits-{ns}"
+        create_topic(kafka_bootstrap, emit_topic, partitions=3)
+        env = {"GRCTL_CRASH_EMIT_TOPIC": emit_topic}
     workers = [
-        WorkerProcess(kafka_bootstrap, ns, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log")
+        WorkerProcess(kafka_bootstrap, ns, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log", env)
         for i in range(workers_total)
     ]
     for w in workers[:workers_at_start]:
@@ -176,13 +186,24 @@ async def run_chaos(
     # And the checker users run after an incident agrees: nothing lost, duplicated or orphaned.
     report = await asyncio.get_running_loop().run_in_executor(None, lambda: verify_namespace(conn))
     assert report.clean and report.runs == runs, report.to_dict()
+    if emits:  # each committed step emitted exactly once, whatever was killed and re-executed
+        emitted = Counter(
+            (v["wf_id"], v["step"])
+            for v in (json.loads(m.value()) for m in read_committed(kafka_bootstrap, emit_topic, range(3), timeout=120))
+        )
+        assert set(emitted) == {(f"run-{i}", step) for i in range(runs) for step in STEPS}
+        assert set(emitted.values()) == {1}, [k for k, n in emitted.items() if n != 1][:10]
     return workers
 
 
 async def test_crash_sigkill_workers_exactly_once(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
-    """2,000 runs over 2 worker processes, one of them SIGKILLed and restarted 5 times."""
+    """2,000 runs over 2 worker processes, one of them SIGKILLed and restarted 5 times.
+
+    Every step also emits a record to a topic of its own (`ctx.emit`): exactly one per step
+    and run ends up committed there.
+    """
     workers = await run_chaos(kafka_bootstrap, unique_name, tmp_path, runs=int(os.environ.get("GRCTL_CRASH_RUNS", "2000")),
-                              chaos=kill_and_restart(5, wipe_state=False), pace_s=5.0)  # fmt: skip
+                              chaos=kill_and_restart(5, wipe_state=False), pace_s=5.0, emits=True)  # fmt: skip
     assert sum(w.kills for w in workers) == 5
 
 

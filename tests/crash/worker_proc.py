@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from datetime import timedelta
 
@@ -19,11 +20,17 @@ STEPS = ["start", "s1", "s2", "s3", "s4"]
 counter = Workflow(workflow_type="Counter")
 
 
+#: If set, every Counter step also emits {"wf_id", "step"} to this topic (`ctx.emit`), keyed by wf_id.
+EMIT_TOPIC = os.environ.get("GRCTL_CRASH_EMIT_TOPIC")
+
+
 async def bump(ctx: Context, name: str) -> None:
     count = await ctx.store.get("count") or 0
     ctx.store.put("count", count + 1)
     seen = await ctx.store.get("steps") or []
     ctx.store.put("steps", [*seen, name])
+    if EMIT_TOPIC:
+        ctx.emit(EMIT_TOPIC, {"wf_id": ctx.run.wf_id, "step": name}, key=ctx.run.wf_id)
 
 
 @counter.start()

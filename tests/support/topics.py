@@ -20,7 +20,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 T = TypeVar("T")
 
@@ -154,3 +154,19 @@ def wait_for_record(
     raise AssertionError(
         f"timed out after {timeout:g} s waiting until {what} ({topic}[{partition}], {read} records read)"
     )
+
+
+def create_topic(servers: str, topic: str, partitions: int = 1, config: Mapping[str, str] | None = None) -> None:
+    """Create `topic` (replication factor 1, or 3 on a cluster of three) and wait until it has leaders."""
+    admin = AdminClient({"bootstrap.servers": servers})
+    rf = min(3, len(admin.list_topics(timeout=TIMEOUT_S).brokers))
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=rf, config=dict(config or {}))
+    admin.create_topics([new])[topic].result(TIMEOUT_S)
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        meta = admin.list_topics(topic=topic, timeout=TIMEOUT_S).topics.get(topic)
+        if meta is not None and meta.error is None and all(p.leader >= 0 for p in meta.partitions.values()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"topic {topic} has no leaders after {TIMEOUT_S} s")
+        time.sleep(0.1)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 
 from grctl import defaults
-from grctl.engine.machine import Machine, StepOutcome, Transition
+from grctl.engine.machine import Emit, Machine, StepOutcome, Transition
 from grctl.engine.records import (
     CancelCmd,
     ChildDoneCmd,
@@ -27,6 +28,8 @@ RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
 class Cat:
+    results: dict[str, str] = {}  # set per test
+
     def has_type(self, wf_type: str) -> bool:
         return wf_type in ("Order", "Child")
 
@@ -38,6 +41,9 @@ class Cat:
 
     def retention_ms(self, wf_type: str) -> int:
         return RETENTION_MS
+
+    def results_topic(self, wf_type: str) -> str | None:
+        return self.results.get(wf_type)
 
 
 M = Machine(Cat(), "w_test")
@@ -350,3 +356,42 @@ def test_machine_never_mutates_the_run_it_is_given() -> None:
         assert not tr.skipped and tr.run is not None
         assert encoder.encode(run) == before, f"the machine changed its input run: {tr!r}"
         assert tr.run is not run
+
+
+# --------------------------------------------------------------------------------------------
+# Emits (ctx.emit) and the results topic (issue 17)
+
+
+def test_a_completed_step_carries_its_emits_and_a_failed_one_none() -> None:
+    emit = Emit("shipments", b"o-1", b'{"id":"o-1"}', [("h", b"v")])
+    run = running_run()
+    out = StepOutcome(run_id="run-1", seq=1, next_kind="step", next_step="finish", emits=[emit])
+    assert M.on_step_outcome(run, out, T0, no_inbox).emits == [emit]
+    done = StepOutcome(run_id="run-1", seq=1, next_kind="complete", result=1, emits=[emit])
+    assert M.on_step_outcome(run, done, T0, no_inbox).emits == [emit]
+    err = {"type": "ValueError", "message": "x"}
+    failed = StepOutcome(run_id="run-1", seq=1, next_kind="error", error=err, emits=[emit])
+    assert M.on_step_outcome(run, failed, T0, no_inbox).emits == []
+
+
+def test_an_ended_run_publishes_its_outcome_to_the_results_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Cat, "results", {"Order": "order-results"})
+    run = running_run()
+    tr = M.on_step_outcome(run, StepOutcome(run_id="run-1", seq=1, next_kind="complete", result={"n": 2}), T0, no_inbox)
+    (rec,) = tr.emits
+    assert (rec.topic, rec.key, rec.headers) == ("order-results", b"wf-1", [("grctl.status", b"completed")])
+    value = msgspec.json.decode(rec.value)
+    assert value["status"] == "completed" and value["result"] == {"n": 2} and value["run_id"] == "run-1"
+    assert value["ended_ms"] == T0 and value["duration_ms"] == T0 - run.started_ms
+    err = {"type": "ValueError", "message": "x"}
+    tr = M.on_step_outcome(
+        running_run(), StepOutcome(run_id="run-1", seq=1, next_kind="error", error=err), T0, no_inbox
+    )
+    (rec,) = tr.emits
+    assert msgspec.json.decode(rec.value)["error"] == err
+    assert rec.headers == [("grctl.status", b"failed")]
+
+
+def test_no_results_topic_no_record() -> None:
+    tr = M.on_step_outcome(running_run(), StepOutcome(run_id="run-1", seq=1, next_kind="complete"), T0, no_inbox)
+    assert tr.emits == []

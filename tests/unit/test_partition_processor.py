@@ -50,6 +50,8 @@ RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
 class Catalog:
+    results: dict[str, str] = {}  # set per test
+
     def has_type(self, wf_type: str) -> bool:
         return wf_type == "Order"
 
@@ -61,6 +63,9 @@ class Catalog:
 
     def retention_ms(self, wf_type: str) -> int:
         return RETENTION_MS
+
+    def results_topic(self, wf_type: str) -> str | None:
+        return self.results.get(wf_type)
 
 
 class BuggyMachine(Machine):

@@ -1,0 +1,174 @@
+"""Records a step publishes to any topic (`ctx.emit`), exactly once with the step's outcome.
+
+`ctx.emit(topic, value, key=..., headers=...)` only buffers the record. When the step's handler
+returns its directive, the executor checks every buffered record (the topic exists, the record
+fits the topic's `max.message.bytes` and the producer's `message.max.bytes`) and hands them to the
+state machine with the step's outcome; the partition processor produces them in the transaction
+that commits that outcome. A consumer reading with `isolation.level=read_committed` therefore
+sees each committed step's records once; a step that raises, fails its step, times out, or whose
+transaction aborts (a crash) published nothing, and its re-execution publishes afresh. The
+record's partition is chosen by the producer's partitioner from its key.
+
+Values are encoded by `format`: "json" (the workflow codec's primitives as JSON, the default),
+"msgpack", or "raw" (bytes as they are, str as UTF-8); or by a `serializer` callable to bytes
+(e.g. a schema-registry serializer). Topics named ``grctl.*`` belong to the engine and are refused.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, Literal
+
+import msgspec
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]  # untyped re-export
+
+from grctl.codec import CodecRegistry
+from grctl.engine.machine import Emit
+from grctl.errors import EmitTopicNotFoundError, InvalidArgumentError, PayloadTooLargeError
+
+__all__ = ["Emit", "EmitBuffer", "EmitFormat", "TopicDirectory"]
+
+EmitFormat = Literal["json", "msgpack", "raw"]
+#: Records one step may emit (they all go into one transaction).
+MAX_EMITS_PER_STEP: Final = 10_000
+_TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+
+
+def _bytes(value: str | bytes, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise InvalidArgumentError(f"{what} must be str or bytes, got {type(value).__name__}", argument=what)
+
+
+class EmitBuffer:
+    """The records of one step execution, encoded and checked as they are emitted."""
+
+    def __init__(self, codec: CodecRegistry) -> None:
+        self._codec = codec
+        self.records: list[Emit] = []
+
+    def add(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]] | None = None,
+        format: EmitFormat = "json",  # the natural name of the option
+        serializer: Callable[[Any], bytes] | None = None,
+    ) -> None:
+        """Encode and buffer one record (see the module docstring).
+
+        Raises:
+            InvalidArgumentError: a bad topic name, an engine topic, a bad key, header or format.
+            CodecError: the value cannot be encoded.
+        """
+        if not isinstance(topic, str) or not _TOPIC_RE.match(topic) or topic in (".", ".."):
+            raise InvalidArgumentError(
+                f"invalid topic name {topic!r}: 1-249 characters of letters, digits, '.', '_' and '-'", argument="topic"
+            )
+        if topic.startswith("grctl."):
+            raise InvalidArgumentError(
+                f"topic {topic!r} belongs to the engine (grctl.*): emit to your own topics", argument="topic"
+            )
+        if len(self.records) >= MAX_EMITS_PER_STEP:
+            raise InvalidArgumentError(f"a step may emit at most {MAX_EMITS_PER_STEP:,} records", argument="topic")
+        if serializer is not None:
+            data = serializer(value)
+            if not isinstance(data, bytes):
+                raise InvalidArgumentError(
+                    f"the serializer returned {type(data).__name__}, not bytes", argument="serializer"
+                )
+        elif format == "json":
+            data = _json.encode(self._codec.to_primitive(value))
+        elif format == "msgpack":
+            data = _msgpack.encode(self._codec.to_primitive(value))
+        elif format == "raw":
+            data = _bytes(value, "value")
+        else:
+            raise InvalidArgumentError(f"unknown format {format!r}: use json, msgpack or raw", argument="format")
+        items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        encoded_headers = [(str(k), _bytes(v, f"header {k!r}")) for k, v in items] or None
+        self.records.append(Emit(topic, None if key is None else _bytes(key, "key"), data, encoded_headers))
+
+
+class TopicDirectory:
+    """What the worker knows of the topics steps emit to: whether they exist, and their record limit.
+
+    Looked up once per topic (blocking: the executor calls `check` in a thread) and kept for
+    `ttl_s`; a missing topic is asked again at its next emit, so creating it fixes later steps.
+
+    Args:
+        admin: an admin client of the worker's cluster.
+        producer_max_bytes: the producer's message.max.bytes.
+    """
+
+    def __init__(
+        self, admin: AdminClient, producer_max_bytes: int, *, ttl_s: float = 60.0, timeout: float = 10.0
+    ) -> None:
+        self._admin = admin
+        self._producer_max = producer_max_bytes
+        self._ttl = ttl_s
+        self._timeout = timeout
+        self._known: dict[str, tuple[float, int]] = {}  # topic -> (checked at, max.message.bytes)
+        self._lock = threading.Lock()
+
+    def limit_of(self, topic: str) -> int:
+        """The largest record `topic` takes.
+
+        Raises:
+            EmitTopicNotFoundError: the topic does not exist (or this principal may not see it).
+        """
+        now = time.monotonic()
+        with self._lock:
+            hit = self._known.get(topic)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            meta = self._admin.list_topics(topic=topic, timeout=self._timeout).topics.get(topic)
+        except KafkaException as exc:
+            raise EmitTopicNotFoundError(topic, f"cannot read its metadata: {exc}") from exc
+        if meta is None or meta.error is not None:
+            raise EmitTopicNotFoundError(topic, str(meta.error) if meta is not None else "no metadata")
+        limit = self._producer_max
+        try:
+            res = ConfigResource("topic", topic)
+            entry = (
+                self._admin.describe_configs([res], request_timeout=self._timeout)[res]
+                .result()
+                .get("max.message.bytes")
+            )
+            if entry is not None and entry.value:
+                limit = min(limit, int(entry.value))
+        except KafkaException:
+            pass  # no DescribeConfigs on it: the producer's limit applies, the broker has the last word
+        with self._lock:
+            self._known[topic] = (now, limit)
+        return limit
+
+    def check(self, records: Sequence[Emit], wf_id: str) -> None:
+        """Raise the error the step fails with if a record cannot be published (blocking)."""
+        for rec in records:
+            limit = self.limit_of(rec.topic)
+            if rec.size > limit:
+                raise PayloadTooLargeError(
+                    f"a record emitted to {rec.topic!r}", size=rec.size, limit=limit, wf_id=wf_id
+                )
+
+
+def require_topics(admin: AdminClient, topics: Mapping[str, str], timeout: float = 10.0) -> None:
+    """Raise `EmitTopicNotFoundError` for the first of `topics` (topic -> what needs it) that is missing."""
+    directory = TopicDirectory(admin, producer_max_bytes=2**31 - 1, timeout=timeout)
+    for topic, what in topics.items():
+        try:
+            directory.limit_of(topic)
+        except EmitTopicNotFoundError as exc:
+            raise EmitTopicNotFoundError(topic, f"{what}; {exc.args[0].split('(', 1)[-1].rstrip(')')}") from None
