@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from grctl.models.run_info import RunInfo, RunStatus
     from grctl.worker.child import ChildOutcome
     from grctl.worker.context import Context
+    from grctl.worker.sources import SendEvent, Source, SourceRecord, StartRun
     from grctl.worker.task import task
     from grctl.worker.worker import Worker
     from grctl.workflow.workflow import Workflow
@@ -65,6 +66,10 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "grctl.models.directive",
     "RunInfo": "grctl.models.run_info",
     "RunStatus": "grctl.models.run_info",
+    "SendEvent": "grctl.worker.sources",
+    "Source": "grctl.worker.sources",
+    "SourceRecord": "grctl.worker.sources",
+    "StartRun": "grctl.worker.sources",
     "StoreKeyNotFoundError": _ERRORS,
     "Worker": "grctl.worker.worker",
     "Workflow": "grctl.workflow.workflow",
@@ -106,6 +111,10 @@ __all__ = [
     "RetryPolicy",
     "RunInfo",
     "RunStatus",
+    "SendEvent",
+    "Source",
+    "SourceRecord",
+    "StartRun",
     "StoreKeyNotFoundError",
     "Worker",
     "Workflow",

@@ -359,6 +359,7 @@ class EmitTopicNotFoundError(GrctlError):
             f"({detail}); create it (kafka-topics.sh --create --topic {topic}) or grant Describe and Write on it"
         )
         self.topic = topic
+        self.detail = detail
 
 
 class KafkaAuthorizationError(KafkaSetupError):

@@ -3,7 +3,18 @@
 from grctl.errors import StoreKeyNotFoundError
 from grctl.worker.child import ChildOutcome
 from grctl.worker.context import Context
+from grctl.worker.sources import SendEvent, Source, SourceRecord, StartRun
 from grctl.worker.task import task
 from grctl.worker.worker import Worker
 
-__all__ = ["ChildOutcome", "Context", "StoreKeyNotFoundError", "Worker", "task"]
+__all__ = [
+    "ChildOutcome",
+    "Context",
+    "SendEvent",
+    "Source",
+    "SourceRecord",
+    "StartRun",
+    "StoreKeyNotFoundError",
+    "Worker",
+    "task",
+]

@@ -78,12 +78,15 @@ class Batch:
         state: per partition, changelog writes (key -> value, None deletes); the last write
             of a key wins. Each dict is that partition store's layer for this batch.
         after_commit: callbacks run once the transaction has committed (start steps, ...).
+        source_offsets: (topic, partition, next offset) of source topics, set when the batch
+            is sealed: committed in its transaction with the directives they produced.
     """
 
     id: int
     records: list[Record] = field(default_factory=list)
     state: dict[int, Writes] = field(default_factory=dict)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    source_offsets: list[tuple[str, int, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records) + sum(len(w) for w in self.state.values())
@@ -133,6 +136,12 @@ class Publisher(Protocol):
 
 
 @dataclass(slots=True)
+class _SourceOwned:
+    watermark: Callable[[], int | None]  # the next source offset to read
+    committed: int | None = None
+
+
+@dataclass(slots=True)
 class _Owned:
     store: PartitionStore
     watermark: Callable[[], int | None]  # the offset to commit: lowest unfinished, or next to read
@@ -150,6 +159,8 @@ class GroupCommitter:
         self._publisher = publisher
         self._batch = Batch(1)
         self._owned: dict[int, _Owned] = {}
+        #: Source partitions (topic, partition) -> [position, committed] (`grctl.worker.sources`).
+        self._sources: dict[tuple[str, int], _SourceOwned] = {}
         self._dirty = asyncio.Event()
         self._offsets_dirty = False
         self._committed = asyncio.Event()
@@ -168,6 +179,14 @@ class GroupCommitter:
         """Forget `partition` (revoked): its writes not committed yet are dropped with their batch."""
         self._owned.pop(partition, None)
         self._batch.state.pop(partition, None)
+
+    def attach_source(self, topic: str, partition: int, watermark: Callable[[], int | None]) -> None:
+        """Take a source partition in: its consumed offset commits with every batch."""
+        self._sources[(topic, partition)] = _SourceOwned(watermark)
+
+    def detach_source(self, topic: str, partition: int) -> None:
+        """Forget a source partition (revoked or lost)."""
+        self._sources.pop((topic, partition), None)
 
     def committed_offset(self, partition: int) -> int | None:
         """The `directives` offset last committed for `partition` (None: none yet)."""
@@ -259,16 +278,22 @@ class GroupCommitter:
             for p, owned in self._owned.items()
             if (lw := owned.watermark()) is not None and lw != owned.committed
         ]
+        source_offsets = [
+            (t, p, w)
+            for (t, p), owned in self._sources.items()
+            if (w := owned.watermark()) is not None and w != owned.committed
+        ]
         batch = self._batch
-        if not batch.records and not batch.state and not offsets and not batch.after_commit:
+        if not batch.records and not batch.state and not offsets and not source_offsets and not batch.after_commit:
             return
+        batch.source_offsets = source_offsets
         # 2. Seal the batch: a new one accumulates while this one commits; nothing writes to
         #    the sealed one again (its state dicts stay the stores' layers until step 4).
         self._batch = Batch(batch.id + 1)
         # 3. The transaction: produce records and changelog writes, send the offsets with the
         #    consumer group metadata, commit (`KafkaPublisher.publish`).
         checkpoints: dict[int, int] = {}
-        if batch.records or batch.state or offsets:
+        if batch.records or batch.state or offsets or source_offsets:
             try:
                 checkpoints = await self._publisher.publish(batch, offsets)
             except Exception as exc:
@@ -288,6 +313,10 @@ class GroupCommitter:
             owned = self._owned.get(p)
             if owned is not None:
                 owned.committed = offset
+        for t, p, offset in source_offsets:
+            source = self._sources.get((t, p))
+            if source is not None:
+                source.committed = offset
         # 6. What waited for the commit: start the steps the batch dispatched, ...
         for callback in batch.after_commit:
             callback()
@@ -410,8 +439,9 @@ class KafkaPublisher:
                     raise RecordRefused(origin, topic, size, f"{refusal.name()}: {refusal.str()}")
             t1 = time.monotonic()
             # d. The consumed offsets, in the transaction.
-            if offsets:
+            if offsets or batch.source_offsets:
                 tps = [TopicPartition(self._topics.directives, p, off) for p, off in offsets]
+                tps += [TopicPartition(t, p, off) for t, p, off in batch.source_offsets]
                 producer.send_offsets_to_transaction(tps, self._group_metadata(), TXN_CALL_TIMEOUT_S)
             t2 = time.monotonic()
             # e. Commit.

@@ -25,7 +25,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from grctl.worker._restore import restore_partition
 
 if TYPE_CHECKING:
     from grctl.worker._metrics import WorkerMetrics
+    from grctl.worker.sources import SourcePartition
 
 logger = logging.getLogger("grctl.worker")
 
@@ -80,8 +81,12 @@ class Partitions:
         on_assigned: Callable[[], None],
         set_group_metadata: Callable[[Any], None],
         metrics: WorkerMetrics | None = None,
+        make_source: Callable[[str, int], SourcePartition] | None = None,
     ) -> None:
         self.processors = processors
+        #: The assigned partitions of source topics (`grctl.worker.sources`).
+        self.sources: dict[tuple[str, int], SourcePartition] = {}
+        self._make_source = make_source
         self._metrics = metrics
         #: Set when the session tears down: callbacks then release without committing.
         self.tearing_down = False
@@ -106,27 +111,37 @@ class Partitions:
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rebalance callback: restore and open the assigned partitions, then start reading them."""
-        logger.debug("assign callback: %s", [tp.partition for tp in partitions])
+        logger.debug("assign callback: %s", [(tp.topic, tp.partition) for tp in partitions])
+        own, sources = self._split(partitions)
         if not self.tearing_down:
-            self._run_in_loop(self.assign([tp.partition for tp in partitions]))
+            self._run_in_loop(self.assign(own))
+            self._run_in_loop(self.assign_sources(sources))
         consumer.assign(partitions)
         self._set_group_metadata(consumer.consumer_group_metadata())
         self._loop.call_soon_threadsafe(self._on_assigned)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rebalance callback: commit what finished and release the revoked partitions."""
-        logger.debug("revoke callback: %s", [tp.partition for tp in partitions])
+        logger.debug("revoke callback: %s", [(tp.topic, tp.partition) for tp in partitions])
         self._set_group_metadata(consumer.consumer_group_metadata())
-        self._run_in_loop(self.revoke([tp.partition for tp in partitions], lost=False))
+        own, sources = self._split(partitions)
+        self._run_in_loop(self.revoke(own, lost=False, sources=sources))
         with contextlib.suppress(KafkaException):
             consumer.unassign()
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rebalance callback: drop the lost partitions uncommitted; the session restarts."""
-        self._run_in_loop(self.revoke([tp.partition for tp in partitions], lost=True))
+        own, sources = self._split(partitions)
+        self._run_in_loop(self.revoke(own, lost=True, sources=sources))
         with contextlib.suppress(KafkaException):
             consumer.unassign()
         self._fail(SessionRestart(f"partitions {[tp.partition for tp in partitions]} were lost"))
+
+    def _split(self, partitions: list[TopicPartition]) -> tuple[list[int], list[tuple[str, int]]]:
+        """The namespace's `directives` partitions, and the source topics' (topic, partition)."""
+        directives = self._conn.topics.directives
+        own = [tp.partition for tp in partitions if tp.topic == directives]
+        return own, [(tp.topic, tp.partition) for tp in partitions if tp.topic != directives]
 
     def _run_in_loop(self, coro: Coroutine[Any, Any, None]) -> None:
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -169,12 +184,30 @@ class Partitions:
         if m is not None:
             m.assign_done()
 
-    async def revoke(self, parts: list[int], lost: bool) -> None:
-        """Release the partitions of `parts` (committing what finished unless `lost`)."""
+    async def assign_sources(self, parts: list[tuple[str, int]]) -> None:
+        """Start routing the assigned source partitions (nothing to restore: the group has their offsets)."""
+        for topic, p in parts:
+            if (topic, p) in self.sources:
+                continue
+            if self._make_source is None:
+                raise SessionRestart(f"partition {topic}[{p}] of a topic this session has no source for")
+            src = self._make_source(topic, p)
+            self.sources[(topic, p)] = src
+            self._committer.attach_source(topic, p, src.watermark)
+            logger.info("source partition %s[%d] assigned", topic, p)
+
+    async def revoke(self, parts: list[int], lost: bool, sources: Sequence[tuple[str, int]] = ()) -> None:
+        """Release the partitions of `parts` and `sources` (committing what finished unless `lost`)."""
         if self._metrics is not None:
             self._metrics.revoked(lost)
         procs = [self.processors[p] for p in parts if p in self.processors]
+        owned_sources = [key for key in sources if key in self.sources]
         if not procs:
+            if owned_sources:
+                if not lost and not self.tearing_down:
+                    with contextlib.suppress(SessionRestart):
+                        await self._committer.flush()  # the routed records and their offsets
+                self._release_sources(owned_sources)
             return
         for proc in procs:
             proc.close()
@@ -187,12 +220,19 @@ class Partitions:
         for proc in procs:
             self._release(proc)
             logger.info("partition %d %s", proc.partition, "lost" if lost else "revoked")
+        self._release_sources(owned_sources)
+
+    def _release_sources(self, keys: list[tuple[str, int]]) -> None:
+        for key in keys:
+            self.sources.pop(key, None)
+            self._committer.detach_source(*key)
 
     def close_all(self) -> None:
         """Close every processor and store (teardown, after the final commit or abort)."""
         for proc in list(self.processors.values()):
             proc.close()
             self._release(proc)
+        self._release_sources(list(self.sources))
         self._rpool.shutdown(wait=False, cancel_futures=True)
 
     def _release(self, proc: PartitionProcessor) -> None:

@@ -17,7 +17,8 @@ worker drops everything uncommitted and starts a new session, which rebuilds fro
 (committed state only) and the changelog and resumes from the committed offsets. That is the
 only recovery path, so it is the one the crash tests exercise.
 
-May import: every `._*` module of the worker, `grctl.engine`, `grctl.kafka`, `grctl.state`.
+May import: every `._*` module of the worker, `grctl.worker.emit` and `.sources`, `grctl.engine`,
+`grctl.kafka`, `grctl.models`, `grctl.state`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl import defaults
@@ -40,17 +42,20 @@ from grctl.engine.machine import Machine
 from grctl.kafka.acls import is_refusal
 from grctl.kafka.connection import Connection
 from grctl.kafka.limits import RecordLimits
+from grctl.models.run_info import RunStatus
 from grctl.state.partition_store import StoreMemory
 from grctl.worker._clients import consume_available, make_consumer, make_producer
 from grctl.worker._commit import GroupCommitter, KafkaPublisher
 from grctl.worker._errors import SessionRestart
 from grctl.worker._executor import PartitionTasks, StepExecutor
+from grctl.worker._listing import counts as run_counts
 from grctl.worker._metrics import TimedPublisher, WorkerMetrics, observer_for
 from grctl.worker._partition import PartitionProcessor, ProcessorServices
 from grctl.worker._queries import QueryAnswerer
 from grctl.worker._rebalance import Partitions
 from grctl.worker._timers import TimerLoop
 from grctl.worker.emit import TopicDirectory
+from grctl.worker.sources import Source, SourcePartition
 
 if TYPE_CHECKING:
     from grctl.workflow.workflow import Workflow
@@ -65,6 +70,8 @@ CONSUME_BATCH = 1000
 CONSUME_WAIT_S = 0.1
 #: On a failed session: how long the cancelled steps get to unwind.
 ABORT_DRAIN_S = 2.0
+#: How often the consume loop counts the runs in flight for the sources' back-pressure.
+BACK_PRESSURE_CHECK_S = 1.0
 #: Longest wait for the consumer's close (see `WorkerSession._close_consumer`).
 CONSUMER_CLOSE_TIMEOUT_S = 30.0
 
@@ -98,8 +105,12 @@ class WorkerSession:
         limits: RecordLimits,
         quarantine: dict[str, str],
         metrics: WorkerMetrics | None = None,
+        sources: Sequence[Source] = (),
     ) -> None:
         self.conn = connection
+        self._sources = {src.topic: src for src in sources}
+        self._codec = codec
+        self._limits = limits
         self.worker_id = worker_id
         self.instance_id = instance_id
         self.kafka_config = kafka_config
@@ -160,7 +171,14 @@ class WorkerSession:
             on_assigned=on_ready,
             set_group_metadata=self._set_group_metadata,
             metrics=metrics,
+            make_source=self._make_source,
         )
+
+    def _make_source(self, topic: str, partition: int) -> SourcePartition:
+        return SourcePartition(
+            self._sources[topic], partition, outbox=self.committer, topics=self.conn.topics,
+            num_partitions=self.conn.num_partitions, codec=self._codec, limits=self._limits,
+        )  # fmt: skip
 
     def _set_group_metadata(self, metadata: Any) -> None:
         self._group_metadata = metadata
@@ -178,7 +196,7 @@ class WorkerSession:
             extra = {**self._metrics.consumer_config(self.conn.topics.directives), **(extra or {})}
         self.consumer = make_consumer(self.conn, instance_id=self.instance_id, worker_id=self.worker_id, extra=extra)
         self.consumer.subscribe(
-            [self.conn.topics.directives],
+            [self.conn.topics.directives, *self._sources],
             on_assign=self.partitions.on_assign,
             on_revoke=self.partitions.on_revoke,
             on_lost=self.partitions.on_lost,
@@ -220,10 +238,15 @@ class WorkerSession:
         consumer = self.consumer
         assert consumer is not None
         committer, processors = self.committer, self.partitions.processors
+        directives, sources = self.conn.topics.directives, self.partitions.sources
+        next_check = 0.0
         while not self._stopping:
             if committer.full:
                 await committer.wait_for_room()
                 continue
+            if sources and time.monotonic() >= next_check:
+                next_check = time.monotonic() + BACK_PRESSURE_CHECK_S
+                await self._back_pressure(consumer)
             msgs, self._group_metadata = await self._loop.run_in_executor(
                 self._cpool, consume_available, consumer, CONSUME_BATCH, CONSUME_WAIT_S
             )
@@ -235,9 +258,35 @@ class WorkerSession:
                         if err.fatal() or is_refusal(err):  # a missing ACL: no retry fixes it
                             raise KafkaException(err)
                     continue
+                if msg.topic() != directives:
+                    src = sources.get((msg.topic() or "", msg.partition() or 0))
+                    if src is not None:
+                        src.on_record(msg)
+                    continue
                 proc = processors.get(msg.partition())
                 if proc is not None and not proc.closing:
                     proc.on_record(msg)
+
+    async def _back_pressure(self, consumer: Consumer) -> None:
+        """Pause the source partitions while this worker has more runs in flight than a source allows."""
+        in_flight = 0
+        for proc in self.partitions.processors.values():
+            for status, by_type in run_counts(proc.store).items():
+                if not RunStatus(status).is_terminal:
+                    in_flight += sum(by_type.values())
+        pause: list[TopicPartition] = []
+        resume: list[TopicPartition] = []
+        for (topic, p), src in self.partitions.sources.items():
+            over = in_flight > src.source.max_in_flight
+            if over != src.paused:
+                src.paused = over
+                (pause if over else resume).append(TopicPartition(topic, p))
+        if pause:
+            logger.info("%d runs in flight: pausing %d source partition(s)", in_flight, len(pause))
+            await self._loop.run_in_executor(self._cpool, consumer.pause, pause)
+        if resume:
+            logger.info("%d runs in flight: resuming %d source partition(s)", in_flight, len(resume))
+            await self._loop.run_in_executor(self._cpool, consumer.resume, resume)
 
     async def _close_consumer(self, consumer: Consumer) -> None:
         """Close the consumer, but give up after `CONSUMER_CLOSE_TIMEOUT_S`.

@@ -171,4 +171,4 @@ def require_topics(admin: AdminClient, topics: Mapping[str, str], timeout: float
         try:
             directory.limit_of(topic)
         except EmitTopicNotFoundError as exc:
-            raise EmitTopicNotFoundError(topic, f"{what}; {exc.args[0].split('(', 1)[-1].rstrip(')')}") from None
+            raise EmitTopicNotFoundError(topic, f"{what}; {exc.detail}") from None

@@ -31,6 +31,7 @@ from grctl.worker._commit import RecordRefused
 from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
 from grctl.worker.emit import require_topics
+from grctl.worker.sources import Source
 from grctl.workflow.workflow import Workflow
 
 logger = logging.getLogger("grctl.worker")
@@ -118,6 +119,9 @@ class Worker:
         metrics_host: the interface of the metrics endpoint (default: every interface).
         state_memory_mb: RocksDB memory of this worker, all its partitions together (block
             cache and memtables; Python objects come on top).
+        sources: topics whose records start runs or deliver events (`grctl.worker.sources`),
+            exactly once, consumed by the workers' group with `directives`. Every worker of
+            the namespace should have the same sources.
     """
 
     def __init__(
@@ -132,6 +136,7 @@ class Worker:
         metrics_port: int | None = None,
         metrics_host: str = DEFAULT_METRICS_HOST,
         state_memory_mb: int = DEFAULT_STATE_MEMORY_MB,
+        sources: list[Source] | None = None,
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
@@ -148,8 +153,17 @@ class Worker:
             except RegistrationError as exc:
                 problems.append(str(exc))
             types[wf.workflow_type] = wf
+        seen_topics: set[str] = set()
+        for src in sources or []:
+            if not isinstance(src, Source):
+                problems.append(f"{src!r} is not a Source")
+            elif src.topic in seen_topics:
+                problems.append(f"source topic {src.topic!r} is listed twice")
+            else:
+                seen_topics.add(src.topic)
         if problems:
             raise RegistrationError("; ".join(problems))
+        self._sources = list(sources or [])
         if max_concurrent_steps < 1:
             raise InvalidArgumentError(
                 f"max_concurrent_steps must be >= 1, got {max_concurrent_steps}", argument="max_concurrent_steps"
@@ -237,7 +251,8 @@ class Worker:
             results = {
                 wf.results_topic: f"the results topic of {t!r}" for t, wf in self._workflows.items() if wf.results_topic
             }
-            if results:  # fail at start, not at the first run that ends
+            results.update({src.topic: "a source topic" for src in self._sources})
+            if results:  # fail at start, not at the first run that ends (or never, for a source)
                 admin = AdminClient(conn.client_config())
                 await asyncio.get_running_loop().run_in_executor(None, require_topics, admin, results)
             state_dir, instance_id = self._claim_state_dir(conn.namespace)
@@ -285,6 +300,7 @@ class Worker:
                     limits=limits,
                     quarantine=self._quarantine,
                     metrics=self.metrics,
+                    sources=self._sources,
                 )
                 session.shutdown_timeout = self._shutdown_timeout
                 self._session = session

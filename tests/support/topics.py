@@ -18,6 +18,7 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
+    Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
@@ -170,3 +171,46 @@ def create_topic(servers: str, topic: str, partitions: int = 1, config: Mapping[
         if time.monotonic() > deadline:
             raise AssertionError(f"topic {topic} has no leaders after {TIMEOUT_S} s")
         time.sleep(0.1)
+
+
+def produce_all(servers: str, topic: str, records: Iterable[tuple[bytes | str | None, bytes | str]]) -> None:
+    """Produce (key, value) records to `topic` (idempotent producer) and wait for every acknowledgment."""
+    producer = Producer({"bootstrap.servers": servers, "enable.idempotence": True, "linger.ms": 5})
+    failures: list[str] = []
+
+    def report(err: object, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    left = producer.flush(TIMEOUT_S)
+    assert left == 0 and not failures, f"{left} records unacknowledged, failures: {failures[:3]}"
+
+
+def read_committed_until(
+    servers: str, topic: str, partitions: Iterable[int], count: int, timeout: float = 120.0
+) -> list[Message]:
+    """Read `topic` (read_committed) from the beginning until `count` records arrived; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": f"{topic}-until", "enable.auto.commit": False,
+         "isolation.level": "read_committed"}
+    )  # fmt: skip
+    got: list[Message] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        while len(got) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: {len(got)} of {count} records within {timeout:.0f} s")
+            for m in consumer.consume(1000, 0.2):
+                if m.error() is None:
+                    got.append(m)
+        return got
+    finally:
+        consumer.close()

@@ -1,0 +1,269 @@
+"""Runs started and events delivered by the records of any topic (`Worker(sources=[...])`).
+
+A `Source` names a topic and a route: a function from the decoded `SourceRecord` (key, value,
+headers, topic, partition, offset, timestamp) to `StartRun`, `SendEvent` or None (skip). The
+worker's consumer subscribes to the source topics with the namespace's `directives`, so source
+partitions are spread over the workers of the group and move with its rebalances like the
+rest. Each source record becomes (at most) one directive record, produced in the worker's
+transaction together with the source partition's consumed offset: after a crash, a rebalance or
+a re-delivery the record has had exactly one effect. The default workflow id of a `StartRun` is
+derived from the record (``<topic>-<partition>-<offset>``), and an event's id likewise, so even a
+replayed source offset cannot start a second run or deliver an event twice.
+
+Order: the records of one source partition are routed in offset order, and the directives for
+one workflow id go to one `directives` partition in that order, so events for a run arrive in
+source order per source partition (use the source key to keep a run's records together).
+
+A record that cannot be decoded, a route that raises or returns something else, an input over
+the value limit: the record goes to the namespace's dead-letter topic with the reason, and the
+partition moves on. While the runs in flight on this worker exceed `max_in_flight`, its source
+partitions are paused (back-pressure).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import msgspec
+from ulid import ULID
+
+from grctl._check import positive_ms
+from grctl.codec import CodecRegistry
+from grctl.engine.records import EventCmd, StartCmd, encoder
+from grctl.errors import InvalidArgumentError
+from grctl.kafka.partitioner import partition_for
+from grctl.kafka.topics import TopicNames
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+
+    from grctl.kafka.limits import RecordLimits
+    from grctl.worker._commit import GroupCommitter
+
+__all__ = ["SendEvent", "Source", "SourceFormat", "SourceRecord", "StartRun"]
+
+logger = logging.getLogger("grctl.worker")
+
+SourceFormat = Literal["json", "msgpack", "str", "raw"]
+#: Runs in flight on a worker above which its source partitions pause.
+DEFAULT_MAX_IN_FLIGHT: Final = 10_000
+_json = msgspec.json.Decoder()
+_msgpack = msgspec.msgpack.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A record of a source topic, as the route sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: Any
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @property
+    def key_str(self) -> str | None:
+        """The key as UTF-8 text (None: no key)."""
+        return None if self.key is None else self.key.decode(errors="replace")
+
+    @property
+    def default_id(self) -> str:
+        """The workflow id a `StartRun` without one gets: unique per record, stable across re-deliveries."""
+        return f"{self.topic}-{self.partition}-{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    """Start a run of `wf_type` (id: `id`, else the record's `default_id`)."""
+
+    wf_type: str
+    input: Any = None
+    id: str | None = None
+    timeout: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendEvent:
+    """Deliver event `event` with `payload` to the latest run of `wf_id`."""
+
+    wf_id: str
+    event: str
+    payload: Any = None
+
+
+Route = Callable[[SourceRecord], "StartRun | SendEvent | None"]
+
+
+class Source:
+    """A topic whose records start runs or deliver events (see the module docstring).
+
+    Args:
+        topic: an existing topic (not one of the engine's ``grctl.*``).
+        route: decoded record -> `StartRun`, `SendEvent` or None (skip the record).
+        format: how values are decoded: "json" (default), "msgpack", "str" (UTF-8), "raw" (bytes).
+        deserializer: bytes -> value instead of `format` (e.g. a schema-registry deserializer).
+        max_in_flight: the worker pauses this source while it has more runs in flight.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        route: Route,
+        *,
+        format: SourceFormat = "json",
+        deserializer: Callable[[bytes], Any] | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        if not isinstance(topic, str) or not topic or topic.startswith("grctl."):
+            raise InvalidArgumentError(
+                f"source topic {topic!r} must be a topic of your own (not grctl.*)", argument="topic"
+            )
+        if not callable(route):
+            raise InvalidArgumentError(f"route must be a function of a SourceRecord, got {route!r}", argument="route")
+        if format not in ("json", "msgpack", "str", "raw"):
+            raise InvalidArgumentError(f"unknown format {format!r}: use json, msgpack, str or raw", argument="format")
+        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise InvalidArgumentError(
+                f"max_in_flight must be a positive int, got {max_in_flight!r}", argument="max_in_flight"
+            )
+        self.topic = topic
+        self.route = route
+        self.format = format
+        self.deserializer = deserializer
+        self.max_in_flight = max_in_flight
+
+    def decode(self, data: bytes) -> Any:
+        """The record value as the route sees it (raises on undecodable data)."""
+        if self.deserializer is not None:
+            return self.deserializer(data)
+        if self.format == "json":
+            return _json.decode(data)
+        if self.format == "msgpack":
+            return _msgpack.decode(data)
+        if self.format == "str":
+            return data.decode()
+        return data
+
+
+class SourcePartition:
+    """One assigned partition of a source topic: routes its records into `directives`."""
+
+    def __init__(
+        self,
+        source: Source,
+        partition: int,
+        *,
+        outbox: GroupCommitter,
+        topics: TopicNames,
+        num_partitions: int,
+        codec: CodecRegistry,
+        limits: RecordLimits,
+    ) -> None:
+        self.source = source
+        self.partition = partition
+        self._outbox = outbox
+        self._topics = topics
+        self._n = num_partitions
+        self._codec = codec
+        self._limits = limits
+        #: The next offset to read (None until the first record): the offset the next commit sends.
+        self.position: int | None = None
+        self.routed = 0
+        self.dead_lettered = 0
+        #: Paused by the back-pressure (too many runs in flight).
+        self.paused = False
+
+    def watermark(self) -> int | None:
+        return self.position
+
+    def on_record(self, msg: Message) -> None:
+        """Route one record: stage its directive (or dead-letter it) and move the position."""
+        offset = msg.offset() or 0
+        self.position = offset + 1
+        self._outbox.offsets_moved()
+        raw = msg.value()
+        rec_topic = msg.topic() or self.source.topic
+        try:
+            value = self.source.decode(raw or b"")
+        except Exception as exc:  # noqa: BLE001  # a user deserializer may raise anything
+            self._dead_letter(msg, f"cannot decode the value ({self.source.format}): {type(exc).__name__}: {exc}")
+            return
+        ts_type, ts = msg.timestamp()
+        rec = SourceRecord(
+            topic=rec_topic, partition=self.partition, offset=offset, timestamp_ms=ts if ts_type else None,
+            key=msg.key(), value=value, headers=_headers(msg),
+        )  # fmt: skip
+        try:
+            action = self.source.route(rec)
+        except Exception as exc:  # noqa: BLE001  # user code: the record goes to dead-letter
+            self._dead_letter(msg, f"the route raised {type(exc).__name__}: {exc}")
+            return
+        try:
+            directive = self._directive(rec, action)
+        except (InvalidArgumentError, TypeError, ValueError) as exc:
+            self._dead_letter(msg, str(exc))
+            return
+        if directive is None:
+            return
+        wf_id, data = directive
+        self._outbox.produce(self._topics.directives, partition_for(wf_id, self._n), wf_id.encode(), data, None, wf_id)
+        self.routed += 1
+
+    def _directive(self, rec: SourceRecord, action: object) -> tuple[str, bytes] | None:
+        if action is None:
+            return None
+        limit = self._limits.value_bytes
+        if isinstance(action, StartRun):
+            wf_id = action.id if action.id is not None else rec.default_id
+            if not isinstance(wf_id, str) or not wf_id:
+                raise InvalidArgumentError(f"StartRun.id must be a non-empty str, got {wf_id!r}")
+            value = self._codec.to_primitive(action.input)
+            cmd: StartCmd | EventCmd = StartCmd(
+                wf_id=wf_id, run_id=str(ULID()), wf_type=action.wf_type, input=value,
+                timeout_ms=positive_ms(action.timeout, "timeout"),
+            )  # fmt: skip
+        elif isinstance(action, SendEvent):
+            wf_id = action.wf_id
+            if not isinstance(wf_id, str) or not wf_id or not isinstance(action.event, str) or not action.event:
+                raise InvalidArgumentError(f"SendEvent needs a wf_id and an event name, got {action!r}")
+            value = self._codec.to_primitive(action.payload)
+            cmd = EventCmd(wf_id=wf_id, event_name=action.event, payload=value, event_id=rec.default_id)
+        else:
+            raise InvalidArgumentError(f"the route returned {type(action).__name__}, not StartRun, SendEvent or None")
+        data = encoder.encode(cmd)
+        if len(data) > limit:
+            raise InvalidArgumentError(
+                f"the directive for {wf_id!r} is {len(data):,} bytes, over the limit of {limit:,}"
+            )
+        return wf_id, data
+
+    def _dead_letter(self, msg: Message, reason: str) -> None:
+        logger.warning(
+            "source %s[%d] offset %d -> dead-letter: %s", self.source.topic, self.partition, msg.offset(), reason
+        )
+        self.dead_lettered += 1
+        key, value = msg.key() or b"", msg.value() or b""
+        headers = [
+            ("grctl.reason", reason.encode()[:4000]),
+            ("grctl.topic", self.source.topic.encode()),
+            ("grctl.partition", str(self.partition).encode()),
+            ("grctl.offset", str(msg.offset()).encode()),
+        ]
+        room = self._limits.value_bytes - len(key)
+        if len(value) > room:  # the original stays readable in its own topic at the offset above
+            headers.append(("grctl.truncated", str(len(value)).encode()))
+            value = value[: max(0, room)]
+        part = partition_for(f"{self.source.topic}-{self.partition}", self._n)
+        self._outbox.produce(self._topics.dead_letter, part, key, value, headers, None)
+
+
+def _headers(msg: Message) -> list[tuple[str, bytes]]:
+    raw: Any = msg.headers() or []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v if isinstance(v, bytes) else (v or "").encode()) for k, v in items]
