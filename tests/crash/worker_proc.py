@@ -13,11 +13,16 @@ import sys
 from datetime import timedelta
 
 from grctl import Connection, Context, Directive, RetryPolicy, Worker, Workflow, task
-from grctl.worker import ChildOutcome
+from grctl.worker import ChildOutcome, Source, StartRun
 
 STEPS = ["start", "s1", "s2", "s3", "s4"]
 
-counter = Workflow(workflow_type="Counter")
+#: If set, every ended Counter run publishes its outcome to this topic (`results_topic`).
+RESULTS_TOPIC = os.environ.get("GRCTL_CRASH_RESULTS_TOPIC")
+#: If set, each record of this topic starts a Counter run (`Worker(sources=...)`), id from the record.
+SOURCE_TOPIC = os.environ.get("GRCTL_CRASH_SOURCE_TOPIC")
+
+counter = Workflow(workflow_type="Counter", results_topic=RESULTS_TOPIC)
 
 
 #: If set, every Counter step also emits {"wf_id", "step"} to this topic (`ctx.emit`), keyed by wf_id.
@@ -153,7 +158,8 @@ async def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
     logging.getLogger("grctl.worker").setLevel(logging.DEBUG)  # rebalance and restore detail in the test logs
     conn = await Connection.connect(args.servers, args.namespace)
-    worker = Worker([counter, fan_out, fan_child, waiter, mixed], conn, state_dir=args.state_dir)
+    sources = [Source(SOURCE_TOPIC, lambda rec: StartRun("Counter"), format="raw")] if SOURCE_TOPIC else None
+    worker = Worker([counter, fan_out, fan_child, waiter, mixed], conn, state_dir=args.state_dir, sources=sources)
     worker.install_signal_handlers()
     await worker.run()
 
