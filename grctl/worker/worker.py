@@ -207,6 +207,14 @@ class Worker:
         return self._metrics_server.address if self._metrics_server is not None else None
 
     @property
+    def source_partitions(self) -> dict[tuple[str, int], bool]:
+        """The source partitions this worker reads now: (topic, partition) -> paused by back-pressure."""
+        session = self._session
+        if session is None:
+            return {}
+        return {key: src.paused for key, src in session.partitions.sources.items()}
+
+    @property
     def session(self) -> WorkerSession | None:
         """The current group session (None before `run` or between restarts)."""
         return self._session

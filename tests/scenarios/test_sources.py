@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -140,6 +140,48 @@ async def test_bad_records_go_to_dead_letter_with_their_reason_and_the_partition
     assert any("the route returned str, not StartRun, SendEvent or None" in r for r in reasons)
     assert any("KeyError" in r for r in reasons)  # the route's own bug: a record without "amount"
     assert all(dict(m.headers() or [])["grctl.topic"].decode() == topics["orders"] for m in letters)
+
+
+async def wait_until(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_sources_pause_while_too_many_runs_are_in_flight_and_resume_after(
+    kafka_bootstrap: str, topics: dict[str, str], workers: WorkerRunner, client: Client
+) -> None:
+    src = Source(topics["orders"], route_order, max_in_flight=2)
+    worker = await workers.start([order_flow(topics["results"])], sources=[src])
+    waiting = [(f"w{i}", json.dumps({"order": f"w{i}", "amount": 1, "payments": 1})) for i in range(3)]
+    await produce(kafka_bootstrap, topics["orders"], waiting)
+
+    async def runs() -> int:
+        page = await client.list_workflows(limit=1, counts=True)
+        return sum(sum(t.values()) for t in (page.counts or {}).values())
+
+    async def paused() -> bool:
+        return bool(worker.source_partitions) and all(worker.source_partitions.values())
+
+    await wait_until("3 waiting runs", lambda: _ge(runs(), 3))
+    await wait_until("the source paused (3 runs in flight > 2)", paused)
+    await produce(
+        kafka_bootstrap, topics["orders"], [(f"o{i}", json.dumps({"order": f"o{i}", "amount": i})) for i in range(5)]
+    )
+    for i in range(3):  # the waiting runs end: in flight drops, the source resumes and routes the rest
+        await client.send_event(f"w{i}", "paid", {"seq": 0})
+
+    async def resumed() -> bool:
+        return not any(worker.source_partitions.values())
+
+    await wait_until("the source resumed", resumed)
+    done = await results(kafka_bootstrap, topics["results"], 8)
+    assert len(done) == 8 and {r["status"] for r in done.values()} == {"completed"}
+
+
+async def _ge(value: Awaitable[int], n: int) -> bool:
+    return await value >= n
 
 
 async def test_a_missing_source_topic_stops_the_worker_at_start(
