@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from benchmarks import workflows as wf
 from benchmarks.baseline import TRANSACTIONAL, VARIANTS, run_variant
 from benchmarks.harness import (
@@ -789,6 +793,117 @@ def stop_profiler(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+# --------------------------------------------------------------------------- ingress (issue 17)
+
+
+def _create_topics(servers: str, names: list[str], partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": servers})
+    for fut in admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+    ).values():
+        fut.result(30)
+    deadline = time.monotonic() + 30
+    while not all(
+        (m := admin.list_topics(topic=n, timeout=10).topics.get(n)) is not None and m.error is None
+        and all(p.leader >= 0 for p in m.partitions.values())
+        for n in names
+    ):  # fmt: skip
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics {names} have no leaders after 30 s")
+        time.sleep(0.1)
+
+
+def _produce_raw(servers: str, topic: str, n: int) -> None:
+    producer = Producer({"bootstrap.servers": servers, "enable.idempotence": True, "linger.ms": 20})
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topic, b"r", str(i).encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) != 0:
+        raise RuntimeError(f"{topic}: records unacknowledged after 120 s")
+
+
+def _read_committed(servers: str, topic: str, partitions: int, n: int, timeout: float) -> list[bytes]:
+    """The values of `n` committed records of `topic` (fails after `timeout` s), then a 2 s look for more."""
+    consumer = Consumer({"bootstrap.servers": servers, "group.id": f"{topic}-bench", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})  # fmt: skip
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    out: list[bytes] = []
+    deadline, extra_until = time.monotonic() + timeout, None
+    try:
+        while True:
+            out += [m.value() or b"" for m in consumer.consume(5000, 0.2) if m.error() is None]
+            now = time.monotonic()
+            if len(out) >= n:
+                extra_until = extra_until or now + 2.0  # a duplicate would show up here
+                if now > extra_until:
+                    return out
+            elif now > deadline:
+                raise RuntimeError(f"{topic}: {len(out)} of {n} records within {timeout:.0f} s")
+    finally:
+        consumer.close()
+
+
+async def ingress(bench: Bench) -> ScenarioResult:
+    """Source records turned into completed 1-step runs, and records emitted from steps (`ctx.emit`).
+
+    Ingress: the records are produced before the worker starts; the rate is records over the
+    span from the first run's start to the last run's end (from the results topic, one record
+    per run, so the worker's start-up is not counted). Emits: `Emitter` runs of one step that
+    emits 10 records of 100 bytes each, started by the client.
+    """
+    res = ScenarioResult("ingress")
+    records, emit_runs, per_run, parts = bench.size(20_000, 2_000), bench.size(2_000, 300), 10, 12
+    res.params = {"source_records": records, "emit_runs": emit_runs, "emits_per_run": per_run, "partitions": parts}
+    prefix = bench.namespace("ingress")
+    source, results, emits = f"{prefix}-source", f"{prefix}-results", f"{prefix}-emits"
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, _create_topics, bench.servers, [source, results, emits], parts)
+    await loop.run_in_executor(None, _produce_raw, bench.servers, source, records)
+    env = {"GRCTL_BENCH_SOURCE_TOPIC": source, "GRCTL_BENCH_RESULTS_TOPIC": results, "GRCTL_BENCH_EMIT_TOPIC": emits}
+    try:
+        async with engine(bench, "ingress", partitions=parts, env=env) as eng:
+            got = await loop.run_in_executor(None, _read_committed, bench.servers, results, parts, records, 600)
+            outcomes = [msgspec.json.decode(v) for v in got]
+            span_ms = max(o["ended_ms"] for o in outcomes) - min(o["started_ms"] for o in outcomes)
+            in_rate = records / (span_ms / 1000) if span_ms > 0 else 0.0
+            task = bench.task(f"ingress: {emit_runs} Emitter runs x {per_run} emits", emit_runs)
+            specs = [("Emitter", f"emit-{i}", {"n": per_run}) for i in range(emit_runs)]
+            t0 = time.perf_counter()
+            outs, _ = await run_many(eng.client, specs, bench.size(500, 200), lambda: bench.progress.advance(task))
+            emit_s = time.perf_counter() - t0
+            emitted = await loop.run_in_executor(
+                None, _read_committed, bench.servers, emits, parts, emit_runs * per_run, 120
+            )
+    finally:
+        AdminClient({"bootstrap.servers": bench.servers}).delete_topics([source, results, emits])
+    ids = {o["wf_id"] for o in outcomes}
+    res.check(
+        "one run per source record, one result each",
+        len(outcomes) == records == len(ids),
+        f"{len(outcomes)} results, {len(ids)} ids",
+    )
+    res.check("every Emitter run completed", all(o == per_run for o in outs), str(outs[:3]))
+    res.check("exactly one committed record per emit", len(emitted) == emit_runs * per_run, f"{len(emitted)} records")
+    emit_rate = emit_runs * per_run / emit_s
+    res.metrics = {"source_records_per_s": round(in_rate, 1), "span_s": round(span_ms / 1000, 2),
+                   "emits_per_s": round(emit_rate, 1), "emit_runs_per_s": round(emit_runs / emit_s, 1)}  # fmt: skip
+    res.rows += [
+        Row("source records -> completed 1-step runs", round(in_rate), "records/s", ratio=bench.ratio(in_rate)),
+        Row(
+            f"records emitted from steps ({per_run} per step)",
+            round(emit_rate),
+            "records/s",
+            ratio=bench.ratio(emit_rate),
+        ),
+    ]
+    res.notes.append("ratios: over the baseline's records-in/s (the raw transactional loop) measured in the same run")
+    return res
+
+
 SCENARIOS: dict[str, Scenario] = {
     "baseline": baseline,
     "latency": latency,
@@ -804,10 +919,11 @@ SCENARIOS: dict[str, Scenario] = {
     "soak": soak,
     "listing": listing,
     "client_cpu": client_cpu,
+    "ingress": ingress,
 }
 #: `rss` is measured by the timers scenario (the worker with every timer run waiting).
 ALIASES = {"rss": "timers"}
 #: Long scenarios (tens of minutes in full) that run only when selected with -s.
 ON_REQUEST = ("soak", "listing")
 #: Scenarios whose headline is a ratio to the baseline: selecting one runs the baseline first.
-NEEDS_BASELINE = ("chain", "partitions", "workers")
+NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress")

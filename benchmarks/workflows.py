@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from grctl import Connection, Context, Directive, RetryPolicy, Worker, Workflow
-from grctl.worker import task
+from grctl.worker import Source, StartRun, task
 
 # --------------------------------------------------------------------------- OneStep
 
@@ -276,7 +276,33 @@ def soak3_result(n: int) -> int:
     return 3 * n + len(SOAK_BLOB)
 
 
-WORKFLOWS = [one, chain, store_heavy, task_retry, fan_in, timer_wait, restore, fan_out, child, soak3]
+# --------------------------------------------------------------------------- Ingress (issue 17)
+
+#: The ingress scenario's worker: records of this topic start `Ingress` runs, which end with a
+#: record on the results topic; `Emitter` runs emit to the emit topic.
+SOURCE_TOPIC = os.environ.get("GRCTL_BENCH_SOURCE_TOPIC")
+RESULTS_TOPIC = os.environ.get("GRCTL_BENCH_RESULTS_TOPIC")
+EMIT_TOPIC = os.environ.get("GRCTL_BENCH_EMIT_TOPIC", "unused-emit-topic")
+
+ingress = Workflow(workflow_type="Ingress", results_topic=RESULTS_TOPIC)
+
+
+@ingress.start()
+async def ingress_start(ctx: Context) -> Directive:
+    return ctx.next.complete("ok")
+
+
+emitter = Workflow(workflow_type="Emitter")
+
+
+@emitter.start()
+async def emitter_start(ctx: Context, n: int = 10) -> Directive:
+    for _ in range(n):
+        ctx.emit(EMIT_TOPIC, b"x" * 100, key=ctx.run.wf_id, format="raw")
+    return ctx.next.complete(n)
+
+
+WORKFLOWS = [one, chain, store_heavy, task_retry, fan_in, timer_wait, restore, fan_out, child, soak3, ingress, emitter]
 
 
 async def serve(argv: list[str]) -> None:
@@ -305,6 +331,8 @@ async def serve(argv: list[str]) -> None:
     # GRCTL_BENCH_STATE_MEMORY_MB=N: the worker's RocksDB memory budget (soak).
     if mb := os.environ.get("GRCTL_BENCH_STATE_MEMORY_MB"):
         kwargs["state_memory_mb"] = int(mb)
+    if SOURCE_TOPIC:  # the ingress scenario: each record starts an Ingress run (id from the record)
+        kwargs["sources"] = [Source(SOURCE_TOPIC, lambda rec: StartRun("Ingress"), format="raw")]
     worker = Worker(WORKFLOWS, conn, **kwargs)
     worker.install_signal_handlers()
     if path := os.environ.get("GRCTL_BENCH_TRACEMALLOC"):  # where the heap grows (a soak investigation)

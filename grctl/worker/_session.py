@@ -109,6 +109,7 @@ class WorkerSession:
     ) -> None:
         self.conn = connection
         self._sources = {src.topic: src for src in sources}
+        self._workflows = workflows
         self._codec = codec
         self._limits = limits
         self.worker_id = worker_id
@@ -178,6 +179,7 @@ class WorkerSession:
         return SourcePartition(
             self._sources[topic], partition, outbox=self.committer, topics=self.conn.topics,
             num_partitions=self.conn.num_partitions, codec=self._codec, limits=self._limits,
+            wf_types=frozenset(self._workflows),
         )  # fmt: skip
 
     def _set_group_metadata(self, metadata: Any) -> None:

@@ -164,8 +164,10 @@ class SourcePartition:
         num_partitions: int,
         codec: CodecRegistry,
         limits: RecordLimits,
+        wf_types: frozenset[str] | None = None,
     ) -> None:
         self.source = source
+        self._wf_types = wf_types
         self.partition = partition
         self._outbox = outbox
         self._topics = topics
@@ -220,6 +222,11 @@ class SourcePartition:
             return None
         limit = self._limits.value_bytes
         if isinstance(action, StartRun):
+            if self._wf_types is not None and action.wf_type not in self._wf_types:
+                raise InvalidArgumentError(
+                    f"StartRun of workflow type {action.wf_type!r}, which this worker does not serve "
+                    f"(it serves {', '.join(sorted(self._wf_types))})"
+                )
             wf_id = action.id if action.id is not None else rec.default_id
             if not isinstance(wf_id, str) or not wf_id:
                 raise InvalidArgumentError(f"StartRun.id must be a non-empty str, got {wf_id!r}")

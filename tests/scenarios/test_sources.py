@@ -68,6 +68,8 @@ def route_order(rec: SourceRecord) -> StartRun | None:
         raise RuntimeError("route refused the order")
     if rec.value.get("nonsense"):
         return "not a directive"  # type: ignore[return-value]
+    if rec.value.get("unknown"):
+        return StartRun("NoSuchType")
     payments = rec.value.get("payments", 0)
     wf_id = rec.value["order"] if payments else None  # None: the id is derived from the record
     return StartRun("SrcOrder", {"order": rec.value["order"], "amount": rec.value["amount"], "payments": payments},
@@ -126,19 +128,21 @@ async def test_bad_records_go_to_dead_letter_with_their_reason_and_the_partition
 ) -> None:
     worker = await workers.start([order_flow(topics["results"])], sources=[Source(topics["orders"], route_order)])
     ns = worker._connection.topics  # type: ignore[union-attr]
-    bad = [b"{not json", json.dumps({"explode": True}), json.dumps({"nonsense": True}), json.dumps({"order": "x"})]
+    bad = [b"{not json", json.dumps({"explode": True}), json.dumps({"nonsense": True}), json.dumps({"order": "x"}),
+           json.dumps({"unknown": True})]  # fmt: skip
     await produce(kafka_bootstrap, topics["orders"], [("k", v) for v in bad])
     await produce(kafka_bootstrap, topics["orders"], [("k", json.dumps({"skip": True}))])
     await produce(kafka_bootstrap, topics["orders"], [("k", json.dumps({"order": "after", "amount": 1}))])
     done = await results(kafka_bootstrap, topics["results"], 1)
     assert [r["result"] for r in done.values()] == [{"order": "after", "amount": 1}]
     parts = range(worker._connection.num_partitions)  # type: ignore[union-attr]
-    letters = await asyncio.to_thread(read_committed_until, kafka_bootstrap, ns.dead_letter, parts, 4)
+    letters = await asyncio.to_thread(read_committed_until, kafka_bootstrap, ns.dead_letter, parts, 5)
     reasons = sorted(dict(m.headers() or [])["grctl.reason"].decode() for m in letters)
     assert any(r.startswith("cannot decode the value (json)") for r in reasons)
     assert any("the route raised RuntimeError: route refused the order" in r for r in reasons)
     assert any("the route returned str, not StartRun, SendEvent or None" in r for r in reasons)
     assert any("KeyError" in r for r in reasons)  # the route's own bug: a record without "amount"
+    assert any("StartRun of workflow type 'NoSuchType', which this worker does not serve" in r for r in reasons)
     assert all(dict(m.headers() or [])["grctl.topic"].decode() == topics["orders"] for m in letters)
 
 
