@@ -159,7 +159,7 @@ class GroupCommitter:
         self._publisher = publisher
         self._batch = Batch(1)
         self._owned: dict[int, _Owned] = {}
-        #: Source partitions (topic, partition) -> [position, committed] (`grctl.worker.sources`).
+        #: Source partitions (topic, partition): their position and last committed offset (`grctl.worker.sources`).
         self._sources: dict[tuple[str, int], _SourceOwned] = {}
         self._dirty = asyncio.Event()
         self._offsets_dirty = False

@@ -258,7 +258,10 @@ class StepExecutor:
                     raise InternalError("a step emitted records but the session has no topic directory")
                 # Checked before anything is staged: a missing topic or an oversized record fails
                 # this step, instead of the transaction of every run in the batch.
-                await asyncio.get_running_loop().run_in_executor(None, self._emit_topics.check, emits.records, wf_id)
+                if not self._emit_topics.check_cached(emits.records, wf_id):  # else a lookup, in a thread
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self._emit_topics.check, emits.records, wf_id
+                    )
             return _outcome(run, result, store.pending_writes(), emits.records, t0)
         except StepSuspended as suspended:
             return StepOutcome(

@@ -154,6 +154,18 @@ class TopicDirectory:
             self._known[topic] = (now, limit)
         return limit
 
+    def check_cached(self, records: Sequence[Emit], wf_id: str) -> bool:
+        """`check` from the cache alone, without blocking: False if a topic must be looked up first."""
+        now = time.monotonic()
+        for rec in records:
+            hit = self._known.get(rec.topic)
+            if hit is None or now - hit[0] >= self._ttl:
+                return False
+            if rec.size > hit[1]:
+                what = f"a record emitted to {rec.topic!r}"
+                raise PayloadTooLargeError(what, size=rec.size, limit=hit[1], wf_id=wf_id)
+        return True
+
     def check(self, records: Sequence[Emit], wf_id: str) -> None:
         """Raise the error the step fails with if a record cannot be published (blocking)."""
         for rec in records:
