@@ -208,8 +208,10 @@ class SourcePartition:
             return
         try:
             directive = self._directive(rec, action)
-        except (InvalidArgumentError, TypeError, ValueError) as exc:
-            self._dead_letter(msg, str(exc))
+        except (InvalidArgumentError, TypeError, ValueError, RecursionError) as exc:
+            # CodecError is a TypeError; a value nested too deep for the codec (from a user
+            # deserializer) would otherwise escape and stall the partition on every redelivery.
+            self._dead_letter(msg, f"{type(exc).__name__}: {exc}" if isinstance(exc, RecursionError) else str(exc))
             return
         if directive is None:
             return
