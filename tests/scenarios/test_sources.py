@@ -188,6 +188,33 @@ async def _ge(value: Awaitable[int], n: int) -> bool:
     return await value >= n
 
 
+def deep(data: bytes) -> object:
+    """A deserializer whose value nests 3,000 lists deep (deeper than the codec goes)."""
+    value: object = data.decode()
+    for _ in range(3000):
+        value = [value]
+    return value
+
+
+async def test_a_value_too_deep_for_the_codec_is_dead_lettered_and_the_next_record_runs(
+    kafka_bootstrap: str, topics: dict[str, str], workers: WorkerRunner
+) -> None:
+    def route(rec: SourceRecord) -> StartRun:
+        if rec.key == b"deep":
+            return StartRun("SrcOrder", {"order": rec.value, "amount": 1, "payments": 0})
+        return StartRun("SrcOrder", {"order": "after-deep", "amount": 2, "payments": 0})
+
+    worker = await workers.start([order_flow(topics["results"])], sources=[Source(topics["orders"], route,
+                                 deserializer=deep)])  # fmt: skip
+    await produce(kafka_bootstrap, topics["orders"], [("deep", "x"), ("next", "y")])
+    done = await results(kafka_bootstrap, topics["results"], 1)
+    assert [r["result"] for r in done.values()] == [{"order": "after-deep", "amount": 2}]
+    parts = range(worker._connection.num_partitions)  # type: ignore[union-attr]
+    dead_letter = worker._connection.topics.dead_letter  # type: ignore[union-attr]
+    (letter,) = await asyncio.to_thread(read_committed_until, kafka_bootstrap, dead_letter, parts, 1)
+    assert dict(letter.headers() or [])["grctl.reason"].decode().startswith("RecursionError")
+
+
 async def test_a_missing_source_topic_stops_the_worker_at_start(
     workers: WorkerRunner, unique_name: str, topics: dict[str, str]
 ) -> None:
