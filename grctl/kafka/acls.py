@@ -120,25 +120,32 @@ _NAME: Final = {_T: "topics", _G: "groups", _X: "transactional ids"}
 
 def acl_lines(namespace: str, principal: str, roles: Iterable[Role] = ("worker",)) -> list[str]:
     """One readable line per resource type: ``User:a on topics prefixed 'grctl.ns.': Read, Write``."""
-    by_type: dict[ResourceType, list[str]] = {}
-    for rtype, op in _grants(roles):
-        by_type.setdefault(rtype, []).append(_CLI_OP[op])
     prefix = namespace_prefix(namespace)
-    return [f"ALLOW {principal} on {_NAME[t]} prefixed {prefix!r}: {', '.join(ops)}" for t, ops in by_type.items()]
+    return [f"ALLOW {principal} on {_NAME[t]} prefixed {prefix!r}: {', '.join(ops)}" for t, ops in _by_type(roles)]
 
 
 def kafka_acls_commands(namespace: str, principal: str, roles: Iterable[Role] = ("worker",)) -> list[str]:
     """The same bindings as ``kafka-acls.sh`` commands, one per resource type."""
-    by_type: dict[ResourceType, list[str]] = {}
-    for rtype, op in _grants(roles):
-        by_type.setdefault(rtype, []).append(_CLI_OP[op])
     prefix = namespace_prefix(namespace)
     return [
         f"kafka-acls.sh --bootstrap-server $SERVERS --command-config admin.properties --add "
         f"--allow-principal {principal} {' '.join('--operation ' + op for op in ops)} "
         f"{_CLI_RESOURCE[rtype]} {prefix} --resource-pattern-type prefixed"
-        for rtype, ops in by_type.items()
+        for rtype, ops in _by_type(roles)
     ]
+
+
+def _by_type(roles: Iterable[Role]) -> list[tuple[ResourceType, list[str]]]:
+    """The roles' operations (kafka-acls.sh names) per resource type, in the order they are granted."""
+    by_type: dict[ResourceType, list[str]] = {}
+    for rtype, op in _grants(roles):
+        by_type.setdefault(rtype, []).append(_CLI_OP[op])
+    return list(by_type.items())
+
+
+def _ops_on(role: Role, rtype: ResourceType) -> str:
+    """The role's operations on one resource type, as kafka-acls.sh names them ("Read, Write")."""
+    return ", ".join(dict(_by_type([role])).get(rtype, []))
 
 
 #: Kafka's refusals, by error code: what was refused, and which ACL of the role grants it.
@@ -212,8 +219,7 @@ def authorization_error(
     if rtype is None:
         needed = "a cluster-level ACL (grctl needs none on Kafka 3+: is the broker older?)"
     else:
-        ops = [_CLI_OP[op] for t, op in _OPS[role] if t == rtype]
-        needed = f"{', '.join(ops)} on {resource} prefixed {prefix!r}"
+        needed = f"{_ops_on(role, rtype)} on {resource} prefixed {prefix!r}"
     return KafkaAuthorizationError(
         f"Kafka refused {doing} ({err.name()}): the principal this process authenticates as lacks the {role} "
         f"ACLs of namespace {namespace!r}: {needed}. An admin grants them with `grctl namespace acls {namespace} "
@@ -226,16 +232,12 @@ def authorization_error(
 def topic_refusal(namespace: str, topic: str) -> KafkaAuthorizationError:
     """Kafka hid `topic` from this principal (it answers so whether the topic exists or not)."""
     prefix = namespace_prefix(namespace)
-
-    def ops(role: Role) -> str:
-        return ", ".join(_CLI_OP[op] for t, op in _OPS[role] if t == _T)
-
     return KafkaAuthorizationError(
         f"Kafka refused to describe topic {topic!r} (TOPIC_AUTHORIZATION_FAILED): the principal this process "
         f"authenticates as lacks the ACLs of namespace {namespace!r} on topics prefixed {prefix!r}: a worker needs "
-        f"{ops('worker')}, a client {ops('client')} (and groups and transactional ids too). An admin grants them "
-        f"with `grctl namespace acls {namespace} --principal User:NAME --role worker|client --apply` "
-        "(docs/security.md lists every ACL)",
+        f"{_ops_on('worker', _T)}, a client {_ops_on('client', _T)} (and groups and transactional ids too). "
+        f"An admin grants them with `grctl namespace acls {namespace} --principal User:NAME --role worker|client "
+        "--apply` (docs/security.md lists every ACL)",
         resource="topics",
         namespace=namespace,
     )

@@ -531,17 +531,8 @@ class PartitionProcessor:
         logger.warning("partition %d offset %d -> dead-letter: %s", self.partition, msg.offset(), reason)
         if self.services.observer is not None:
             self.services.observer.dead_lettered(self.partition)
-        key, value = msg.key() or b"", msg.value() or b""
-        headers = [
-            ("grctl.reason", reason.encode()[:4000]),
-            ("grctl.topic", (msg.topic() or "").encode()),
-            ("grctl.partition", str(self.partition).encode()),
-            ("grctl.offset", str(msg.offset()).encode()),
-        ]
-        room = self._record_limits.get(self.services.topics.dead_letter, self._state_limit) - len(key) - 8 * 1024
-        if len(value) > room:  # the original stays readable in its own topic at the offset above
-            headers.append(("grctl.truncated", str(len(value)).encode()))
-            value = value[: max(0, room)]
+        limit = self._record_limits.get(self.services.topics.dead_letter, self._state_limit) - 8 * 1024
+        key, value, headers = dead_letter_record(msg, reason, self.partition, limit)
         self.emit(self.services.topics.dead_letter, self.partition, key, value, headers)
 
     # ------------------------------------------------------------------ steps
@@ -754,6 +745,28 @@ class PartitionProcessor:
         self.closing = True
         for wf_id in list(self.running):
             self.cancel_step(wf_id, "partition revoked", release=False)
+
+
+def dead_letter_record(
+    msg: Message, reason: str, partition: int, max_bytes: int
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Key, value and headers of the dead-letter record of input `msg` (its value cut to `max_bytes` minus the key).
+
+    The headers say why (grctl.reason) and where the original is (grctl.topic, .partition,
+    .offset); a cut value is marked with grctl.truncated (its full length).
+    """
+    key, value = msg.key() or b"", msg.value() or b""
+    headers = [
+        ("grctl.reason", reason.encode()[:4000]),
+        ("grctl.topic", (msg.topic() or "").encode()),
+        ("grctl.partition", str(partition).encode()),
+        ("grctl.offset", str(msg.offset()).encode()),
+    ]
+    room = max_bytes - len(key)
+    if len(value) > room:  # the original stays readable in its own topic at the offset above
+        headers.append(("grctl.truncated", str(len(value)).encode()))
+        value = value[: max(0, room)]
+    return key, value, headers
 
 
 #: Why Kafka refused an emitted record (the topic went away, or it may not be written).

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl import defaults
 from grctl.codec import CodecRegistry
@@ -106,8 +105,11 @@ class WorkerSession:
         quarantine: dict[str, str],
         metrics: WorkerMetrics | None = None,
         sources: Sequence[Source] = (),
+        emit_topics: TopicDirectory | None = None,
     ) -> None:
         self.conn = connection
+        if emit_topics is not None:  # the records a step emits fit what this session's producer sends
+            emit_topics.producer_max_bytes = limits.producer_max_bytes
         self._sources = {src.topic: src for src in sources}
         self._workflows = workflows
         self._codec = codec
@@ -142,7 +144,7 @@ class WorkerSession:
             max_concurrent_steps=max_concurrent_steps,
             tasks=self.tasks,
             metrics=metrics,
-            emit_topics=TopicDirectory(AdminClient(connection.client_config()), limits.producer_max_bytes),
+            emit_topics=emit_topics,
         )
         queries = QueryAnswerer(workflows=workflows, codec=codec, tasks=self.tasks)
         processors: dict[int, PartitionProcessor] = {}

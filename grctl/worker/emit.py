@@ -24,11 +24,12 @@ from typing import Any, Final, Literal
 
 import msgspec
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]  # untyped re-export
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl.codec import CodecRegistry
 from grctl.engine.machine import Emit
-from grctl.errors import EmitTopicNotFoundError, InvalidArgumentError, PayloadTooLargeError
+from grctl.errors import EmitTopicNotFoundError, InvalidArgumentError, KafkaSetupError, PayloadTooLargeError
+from grctl.kafka.limits import topic_max_bytes
 
 __all__ = ["Emit", "EmitBuffer", "EmitFormat", "TopicDirectory"]
 
@@ -103,84 +104,77 @@ class EmitBuffer:
 class TopicDirectory:
     """What the worker knows of the topics steps emit to: whether they exist, and their record limit.
 
-    Looked up once per topic (blocking: the executor calls `check` in a thread) and kept for
-    `ttl_s`; a missing topic is asked again at its next emit, so creating it fixes later steps.
+    One per worker. Looked up once per topic (blocking: the executor calls `check` in a thread
+    when `check_cached` cannot answer) and kept for `ttl_s`; a missing topic is asked again at
+    its next emit, so creating it fixes later steps.
 
     Args:
         admin: an admin client of the worker's cluster.
-        producer_max_bytes: the producer's message.max.bytes.
+
+    Attributes:
+        producer_max_bytes: the producer's message.max.bytes (each session sets what it learned).
     """
 
-    def __init__(
-        self, admin: AdminClient, producer_max_bytes: int, *, ttl_s: float = 60.0, timeout: float = 10.0
-    ) -> None:
+    def __init__(self, admin: AdminClient, *, ttl_s: float = 60.0, timeout: float = 10.0) -> None:
         self._admin = admin
-        self._producer_max = producer_max_bytes
         self._ttl = ttl_s
         self._timeout = timeout
-        self._known: dict[str, tuple[float, int]] = {}  # topic -> (checked at, max.message.bytes)
+        self._known: dict[str, tuple[float, int]] = {}  # topic -> (checked at, its max.message.bytes)
         self._lock = threading.Lock()
+        self.producer_max_bytes = 2**31 - 1
+
+    def _cached(self, topic: str) -> int | None:
+        with self._lock:
+            hit = self._known.get(topic)
+        return hit[1] if hit is not None and time.monotonic() - hit[0] < self._ttl else None
 
     def limit_of(self, topic: str) -> int:
-        """The largest record `topic` takes.
+        """The largest record `topic` takes from this worker (blocking on a lookup).
 
         Raises:
             EmitTopicNotFoundError: the topic does not exist (or this principal may not see it).
         """
-        now = time.monotonic()
-        with self._lock:
-            hit = self._known.get(topic)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        try:
-            meta = self._admin.list_topics(topic=topic, timeout=self._timeout).topics.get(topic)
-        except KafkaException as exc:
-            raise EmitTopicNotFoundError(topic, f"cannot read its metadata: {exc}") from exc
-        if meta is None or meta.error is not None:
-            raise EmitTopicNotFoundError(topic, str(meta.error) if meta is not None else "no metadata")
-        limit = self._producer_max
-        try:
-            res = ConfigResource("topic", topic)
-            entry = (
-                self._admin.describe_configs([res], request_timeout=self._timeout)[res]
-                .result()
-                .get("max.message.bytes")
-            )
-            if entry is not None and entry.value:
-                limit = min(limit, int(entry.value))
-        except KafkaException:
-            pass  # no DescribeConfigs on it: the producer's limit applies, the broker has the last word
-        with self._lock:
-            self._known[topic] = (now, limit)
-        return limit
+        topic_limit = self._cached(topic)
+        if topic_limit is None:
+            now = time.monotonic()
+            try:
+                meta = self._admin.list_topics(topic=topic, timeout=self._timeout).topics.get(topic)
+            except KafkaException as exc:
+                raise EmitTopicNotFoundError(topic, f"cannot read its metadata: {exc}") from exc
+            if meta is None or meta.error is not None:
+                raise EmitTopicNotFoundError(topic, str(meta.error) if meta is not None else "no metadata")
+            try:
+                topic_limit = topic_max_bytes(self._admin, [topic], self._timeout)[topic]
+            except KafkaSetupError:
+                topic_limit = self.producer_max_bytes  # no DescribeConfigs on it: the broker has the last word
+            with self._lock:
+                self._known[topic] = (now, topic_limit)
+        return min(self.producer_max_bytes, topic_limit)
 
     def check_cached(self, records: Sequence[Emit], wf_id: str) -> bool:
         """`check` from the cache alone, without blocking: False if a topic must be looked up first."""
-        now = time.monotonic()
-        for rec in records:
-            hit = self._known.get(rec.topic)
-            if hit is None or now - hit[0] >= self._ttl:
-                return False
-            if rec.size > hit[1]:
-                what = f"a record emitted to {rec.topic!r}"
-                raise PayloadTooLargeError(what, size=rec.size, limit=hit[1], wf_id=wf_id)
+        limits = [self._cached(rec.topic) for rec in records]
+        if None in limits:
+            return False
+        for rec, topic_limit in zip(records, limits, strict=True):
+            assert topic_limit is not None
+            _fits(rec, min(self.producer_max_bytes, topic_limit), wf_id)
         return True
 
     def check(self, records: Sequence[Emit], wf_id: str) -> None:
         """Raise the error the step fails with if a record cannot be published (blocking)."""
         for rec in records:
-            limit = self.limit_of(rec.topic)
-            if rec.size > limit:
-                raise PayloadTooLargeError(
-                    f"a record emitted to {rec.topic!r}", size=rec.size, limit=limit, wf_id=wf_id
-                )
+            _fits(rec, self.limit_of(rec.topic), wf_id)
+
+    def require(self, topics: Mapping[str, str]) -> None:
+        """Raise `EmitTopicNotFoundError` for the first of `topics` (topic -> what needs it) that is missing."""
+        for topic, what in topics.items():
+            try:
+                self.limit_of(topic)
+            except EmitTopicNotFoundError as exc:
+                raise EmitTopicNotFoundError(topic, f"{what}; {exc.detail}") from None
 
 
-def require_topics(admin: AdminClient, topics: Mapping[str, str], timeout: float = 10.0) -> None:
-    """Raise `EmitTopicNotFoundError` for the first of `topics` (topic -> what needs it) that is missing."""
-    directory = TopicDirectory(admin, producer_max_bytes=2**31 - 1, timeout=timeout)
-    for topic, what in topics.items():
-        try:
-            directory.limit_of(topic)
-        except EmitTopicNotFoundError as exc:
-            raise EmitTopicNotFoundError(topic, f"{what}; {exc.detail}") from None
+def _fits(rec: Emit, limit: int, wf_id: str) -> None:
+    if rec.size > limit:
+        raise PayloadTooLargeError(f"a record emitted to {rec.topic!r}", size=rec.size, limit=limit, wf_id=wf_id)

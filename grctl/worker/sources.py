@@ -37,6 +37,7 @@ from grctl.engine.records import EventCmd, StartCmd, encoder
 from grctl.errors import InvalidArgumentError
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
+from grctl.worker._partition import dead_letter_record
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -257,17 +258,7 @@ class SourcePartition:
             "source %s[%d] offset %d -> dead-letter: %s", self.source.topic, self.partition, msg.offset(), reason
         )
         self.dead_lettered += 1
-        key, value = msg.key() or b"", msg.value() or b""
-        headers = [
-            ("grctl.reason", reason.encode()[:4000]),
-            ("grctl.topic", self.source.topic.encode()),
-            ("grctl.partition", str(self.partition).encode()),
-            ("grctl.offset", str(msg.offset()).encode()),
-        ]
-        room = self._limits.value_bytes - len(key)
-        if len(value) > room:  # the original stays readable in its own topic at the offset above
-            headers.append(("grctl.truncated", str(len(value)).encode()))
-            value = value[: max(0, room)]
+        key, value, headers = dead_letter_record(msg, reason, self.partition, self._limits.value_bytes)
         part = partition_for(f"{self.source.topic}-{self.partition}", self._n)
         self._outbox.produce(self._topics.dead_letter, part, key, value, headers, None)
 

@@ -30,7 +30,7 @@ from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB, StoreMemory
 from grctl.worker._commit import RecordRefused
 from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
-from grctl.worker.emit import require_topics
+from grctl.worker.emit import TopicDirectory
 from grctl.worker.sources import Source
 from grctl.workflow.workflow import Workflow
 
@@ -193,6 +193,8 @@ class Worker:
         self._shutdown_timeout = 30.0
         # Workflow ids whose transition Kafka refused: their runs fail in the next session.
         self._quarantine: dict[str, str] = {}
+        #: The topics steps emit to, results and source topics (made in `run`, shared by its sessions).
+        self._topics: TopicDirectory | None = None
         self._started = False
         self._fork_guard = ForkGuard("Worker")
 
@@ -260,9 +262,9 @@ class Worker:
                 wf.results_topic: f"the results topic of {t!r}" for t, wf in self._workflows.items() if wf.results_topic
             }
             results.update({src.topic: "a source topic" for src in self._sources})
+            self._topics = TopicDirectory(AdminClient(conn.client_config()))
             if results:  # fail at start, not at the first run that ends (or never, for a source)
-                admin = AdminClient(conn.client_config())
-                await asyncio.get_running_loop().run_in_executor(None, require_topics, admin, results)
+                await asyncio.get_running_loop().run_in_executor(None, self._topics.require, results)
             state_dir, instance_id = self._claim_state_dir(conn.namespace)
             if self._metrics_port is not None:
                 self._serve_metrics(conn.namespace)
@@ -309,6 +311,7 @@ class Worker:
                     quarantine=self._quarantine,
                     metrics=self.metrics,
                     sources=self._sources,
+                    emit_topics=self._topics,
                 )
                 session.shutdown_timeout = self._shutdown_timeout
                 self._session = session
@@ -358,11 +361,8 @@ class Worker:
 
     def _stop_if_refused(self, exc: BaseException, namespace: str) -> None:
         """Raise `KafkaAuthorizationError` if Kafka refused this principal (no restart fixes a missing ACL)."""
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, RecordRefused):
-                return  # one run's record (an emit to a topic it may not write): that run fails
-            cause = cause.__cause__
+        if _refused_record(exc) is not None:
+            return  # one run's record (an emit to a topic it may not write): that run fails
         refused = authorization_error(exc, namespace, "worker")
         if refused is not None:
             logger.error("worker %s stops: %s", self.worker_id, refused)
@@ -375,9 +375,7 @@ class Worker:
         Without this the same transition would be rebuilt and refused after every restart, and
         every other run of the worker would wait behind it.
         """
-        cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, RecordRefused):
-            cause = cause.__cause__
+        cause = _refused_record(exc)
         if cause is None:
             return
         if cause.wf_id is None:
@@ -441,3 +439,11 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
+
+
+def _refused_record(exc: BaseException) -> RecordRefused | None:
+    """The `RecordRefused` that `exc` was raised from, if any."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, RecordRefused):
+        cause = cause.__cause__
+    return cause
