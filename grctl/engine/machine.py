@@ -3,8 +3,11 @@
 No I/O, no clock, no asyncio. The partition processor feeds it directive records, step
 outcomes and fired timers, and publishes the transitions it returns in one Kafka transaction.
 
-Step numbering: every dispatch of a step increments `RunRecord.seq`; the `NextCmd` record
-carries the number, so a stale or re-delivered record is recognised and ignored.
+Step numbering: every dispatch of a step increments `RunRecord.seq`. A dispatch writes no
+record of its own: the committed run record (state `step`, its `seq`) is what says the step is
+due, and the processor starts it after the commit, or from its run index after an assign
+(docs/engine.md, "Due steps"). A `NextCmd` from an older worker carries the number, so it is
+recognised as current or stale.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from grctl.engine.records import (
     EventCmd,
     HistoryRecord,
     InboxEntry,
-    NextCmd,
     Reply,
     ReplyCode,
     ReplyTo,
@@ -229,7 +231,7 @@ class Machine:
         now_ms: int,
         timeout_ms: int | None = None,
     ) -> RunRecord:
-        """Schedule `step` as the run's next step: a NextCmd record, executed after the commit.
+        """Make `step` the run's due step; the processor starts it once the transition is committed.
 
         The step timeout bounds each execution of the step and is enforced by the executing
         worker (not a durable timer armed here): a worker crash must not eat into the budget
@@ -251,7 +253,6 @@ class Machine:
             wait_on_timeout=None,
             timer_due_ms=None,
         )
-        tr.sends.append(NextCmd(wf_id=run.wf_id, run_id=run.run_id, seq=seq))
         tr.execute = True
         return run
 
@@ -375,7 +376,7 @@ class Machine:
     def apply(
         self, run: RunRecord | None, rec: DirectiveRecord, offset: int, now_ms: int, inbox: InboxReader
     ) -> Transition:
-        """Apply one `directives` record (not `NextCmd`, which the processor handles itself)."""
+        """Apply one `directives` record (not an older worker's `NextCmd`, which the processor handles itself)."""
         if run is not None and offset >= 0 and offset <= run.last_offset:
             return SKIP  # re-delivered after a crash: already applied
         if isinstance(rec, StartCmd):

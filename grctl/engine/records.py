@@ -61,7 +61,11 @@ class StartCmd(_Cmd, tag="start"):
 
 
 class NextCmd(_Cmd, tag="next"):
-    """The engine's own record: execute step number `seq` of run `run_id`."""
+    """Written by workers before due steps were read from the run index: execute step `seq` of `run_id`.
+
+    No worker writes it any more (a committed run record in state `step` is the due step); it
+    is still read, so that a namespace's `directives` written by an older worker stay valid.
+    """
 
     run_id: str
     seq: int

@@ -5,10 +5,12 @@ state machine, stages the resulting state writes and records in the open batch (
 `Outbox`), starts steps once the transition that dispatched them has committed, and fires
 due timers.
 
-Offsets: `position` is the next offset to read. A `NextCmd` whose step is still running holds
-its offset back (`held`), so the offset committed with each transaction is the lowest offset
-whose processing is unfinished. Records past it that were already applied are recognised on
-re-delivery (per-run `last_offset`, per-run step `seq`) and skipped.
+Offsets: `position` is the next offset to read, and the offset committed with each
+transaction: `directives` carries only inputs from outside a run, each applied as one
+transition, and a step is not a record. A run's due step is its committed run record (state
+`step`, number `seq`): it starts after the commit that dispatched it, or from the run index
+when the partition is assigned (`start`). Records past the committed offset that were already
+applied are recognised on re-delivery (per-run `last_offset`) and skipped.
 
 Input that cannot be applied (undecodable, on the wrong partition, `InvalidRecordError`) goes
 to dead-letter. Anything else raised while applying a record is an engine bug: it propagates,
@@ -59,7 +61,7 @@ from grctl.kafka.limits import HISTORY_PREVIEW_BYTES, RecordLimits, preview
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
 from grctl.models.history import HistoryKind
-from grctl.models.run_info import RunStateKind
+from grctl.models.run_info import TERMINAL_STATUSES, RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
 from grctl.worker._listing import list_page
 from grctl.worker.runtime import JournalEntry, StepRuntime
@@ -85,6 +87,9 @@ DESCRIBED_FIELDS: dict[str, str] = {
     HistoryKind.parent_event_sent: "payload",
 }
 
+#: The statuses of runs that may have a due step (the run index is searched under these).
+ACTIVE_STATUSES = tuple(s for s in RunStatus if s not in TERMINAL_STATUSES)
+
 count_decoder = msgspec.msgpack.Decoder(int)
 journal_entry_encoder = msgspec.msgpack.Encoder()
 journal_entry_decoder = msgspec.msgpack.Decoder(list[Any])
@@ -103,7 +108,6 @@ class RunningStep:
     run_id: str
     seq: int
     task: asyncio.Task[None] | None = None
-    held_offset: int | None = None
     runtime: StepRuntime | None = None
     cancelled: bool = False
     timed_out: bool = False  # the executor cancelled the task at its step deadline
@@ -158,7 +162,6 @@ class PartitionProcessor:
         self.services = services
         self._outbox = services.outbox
         self.position: int | None = None  # next offset to read; None until the first record
-        self.held: dict[int, str] = {}  # offset of a running step's NextCmd -> wf_id
         self.running: dict[str, RunningStep] = {}
         # Heap of (due_ms, timer key) of the timers due soon: every timer of the `t/` table
         # whose key is at most `_timers_loaded` (see `_load_timers`). The others stay on disk
@@ -215,9 +218,7 @@ class PartitionProcessor:
         return read
 
     def low_watermark(self) -> int | None:
-        """The offset to commit: the lowest unfinished one, or the next to read."""
-        if self.held:
-            return min(self.held)
+        """The offset to commit: the next to read (every record before it is applied and staged)."""
         return self.position
 
     # ------------------------------------------------------------------ staging
@@ -340,7 +341,7 @@ class PartitionProcessor:
             self.cancel_step(wf_id, "the run ended while the step was running")
         if tr.execute and run is not None:
             seq = run.seq
-            outbox.after_commit(lambda: self.maybe_start(wf_id, seq, None))
+            outbox.after_commit(lambda: self.maybe_start(wf_id, seq))
 
     def _purge_writes(self, wf_id: str, run_id: str, with_record: bool) -> list[tuple[bytes, None]]:
         """Tombstones for every key an ended run holds (its retention is over)."""
@@ -375,13 +376,31 @@ class PartitionProcessor:
                 out.append((key, encoder.encode(n) if n > 0 else None))
         return out
 
-    def start(self) -> None:
+    def start(self) -> int:
         """Work due once the partition is owned (its store attached to the group committer).
 
-        Once per partition (the markers travel with the changelog), for runs written by workers
-        that predate them: ended runs without a retention timer get one
-        (`keys.RETENTION_MARKER`), and every run gets its entry in the run index and counts
-        (`keys.INDEX_MARKER`).
+        Starts the due step of every active run (returns how many): after a crash, a revoke or
+        a failed commit, the committed run record in state `step` is all that says a step is
+        due, and the run index finds those runs without reading every run the partition holds.
+        """
+        self._upgrade_tables()
+        due = [
+            (wf_id, run.seq)
+            for status in ACTIVE_STATUSES
+            for key, _ in self.store.scan(keys.index_prefix(status))
+            if (run := self.get_run(wf_id := keys.index_wf_id(key))) is not None
+            and run.state == RunStateKind.step
+            and run.suspended_until_ms is None  # its resume timer starts it
+        ]
+        for wf_id, seq in due:
+            self.maybe_start(wf_id, seq)
+        return len(due)
+
+    def _upgrade_tables(self) -> None:
+        """Once per partition (the markers travel with the changelog), for runs of older workers.
+
+        Ended runs without a retention timer get one (`keys.RETENTION_MARKER`), and every run
+        gets its entry in the run index and counts (`keys.INDEX_MARKER`).
         """
         retention = self.store.get(keys.RETENTION_MARKER) is None
         index = self.store.get(keys.INDEX_MARKER) is None
@@ -471,8 +490,8 @@ class PartitionProcessor:
             return
         if partition_for(rec.wf_id, self.services.num_partitions) != self.partition:
             raise InvalidRecordError(f"record for wf_id {rec.wf_id!r} is on the wrong partition {self.partition}")
-        if isinstance(rec, NextCmd):
-            self.maybe_start(rec.wf_id, rec.seq, offset, rec.run_id)
+        if isinstance(rec, NextCmd):  # an older worker's: its step is due if the run record says so
+            self.maybe_start(rec.wf_id, rec.seq, rec.run_id)
         elif isinstance(rec, QueryCmd):
             self.services.answer_query(self, rec)
         elif isinstance(rec, DescribeCmd):
@@ -537,7 +556,7 @@ class PartitionProcessor:
 
     # ------------------------------------------------------------------ steps
 
-    def maybe_start(self, wf_id: str, seq: int, offset: int | None, run_id: str | None = None) -> None:
+    def maybe_start(self, wf_id: str, seq: int, run_id: str | None = None) -> None:
         """Start step `seq` of the run unless it is stale or already running here."""
         if self.closing:
             return
@@ -552,34 +571,23 @@ class PartitionProcessor:
             return  # stale (the run moved on), or suspended until its resume timer fires
         cur = self.running.get(wf_id)
         if cur is not None and cur.seq == seq and cur.run_id == run.run_id and not cur.cancelled:
-            if offset is not None and cur.held_offset is None:
-                cur.held_offset = offset
-                self.held[offset] = wf_id
             return
         if cur is not None:
             self.cancel_step(wf_id, "superseded")
         rs = RunningStep(wf_id=wf_id, run_id=run.run_id, seq=seq)
-        if offset is not None:
-            rs.held_offset = offset
-            self.held[offset] = wf_id
         self.running[wf_id] = rs
         rs.task = self.services.start_step(self, rs, run)
 
-    def cancel_step(self, wf_id: str, why: str, *, release: bool = True) -> None:
+    def cancel_step(self, wf_id: str, why: str) -> None:
         """Cancel the step running for `wf_id` (its outcome will be ignored).
 
-        Args:
-            wf_id: the run's workflow id.
-            why: for the log.
-            release: stop holding back its `NextCmd` offset (the run moved on). False when the
-                partition is revoked: the step must run again on the next owner.
+        A step cancelled because its partition is revoked stays due in the committed run
+        record: the next owner starts it from its run index.
         """
         rs = self.running.pop(wf_id, None)
         if rs is None:
             return
         rs.cancelled = True
-        if release and rs.held_offset is not None:
-            self.held.pop(rs.held_offset, None)
         if rs.task is not None and not rs.task.done():
             logger.debug("cancel step %s seq %d of %s: %s", rs.run_id, rs.seq, wf_id, why)
             rs.task.cancel()
@@ -589,9 +597,6 @@ class PartitionProcessor:
         if rs.cancelled or self.running.get(rs.wf_id) is not rs:
             return
         del self.running[rs.wf_id]
-        if rs.held_offset is not None:
-            self.held.pop(rs.held_offset, None)
-            self._outbox.offsets_moved()
         if self.closing:
             return
         run = self.get_run(rs.wf_id)
@@ -744,7 +749,7 @@ class PartitionProcessor:
         """Stop: cancel running steps; the store is closed by the session after the final commit."""
         self.closing = True
         for wf_id in list(self.running):
-            self.cancel_step(wf_id, "partition revoked", release=False)
+            self.cancel_step(wf_id, "partition revoked")
 
 
 def dead_letter_record(

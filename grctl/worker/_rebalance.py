@@ -174,10 +174,11 @@ class Partitions:
             proc = PartitionProcessor(p, store, self._services)
             self.processors[p] = proc
             self._committer.attach(p, store, proc.low_watermark)
-            proc.start()
+            due = proc.start()
             logger.info(
-                "partition %d assigned: restored %d changelog records in %.0f ms (%d timers due soon loaded)",
-                p, restored, (time.monotonic() - t0) * 1000, len(proc.timers),
+                "partition %d assigned: restored %d changelog records in %.0f ms (%d due steps started, "
+                "%d timers due soon loaded)",
+                p, restored, (time.monotonic() - t0) * 1000, due, len(proc.timers),
             )  # fmt: skip
             if m is not None:
                 m.partition_restored(p, restored, time.monotonic() - t0)

@@ -15,7 +15,6 @@ from grctl.engine.records import (
     ChildDoneCmd,
     EventCmd,
     InboxEntry,
-    NextCmd,
     ParentRef,
     ReplyTo,
     RunRecord,
@@ -80,7 +79,7 @@ def test_start_creates_run_and_schedules_start_step() -> None:
         {"x": 1},
     )
     assert kinds(tr) == ["run.started"]
-    assert tr.sends == [NextCmd(wf_id="wf-1", run_id="run-1", seq=1)]
+    assert tr.sends == []  # the committed run record is the due step: no record of its own
     assert tr.execute
     assert run.step_timeout_ms == defaults.STEP_TIMEOUT_MS  # enforced by the executing worker
     assert tr.timers_set == []
@@ -133,7 +132,7 @@ def test_step_outcome_next_step() -> None:
     assert (tr.run.step, tr.run.seq, tr.run.state) == ("charge", 2, "step")
     assert kinds(tr) == ["step.completed"]
     assert tr.store == {"k": b"\x01"}
-    assert tr.sends == [NextCmd(wf_id="wf-1", run_id="run-1", seq=2)]
+    assert tr.sends == [] and tr.execute
     assert tr.run.step_timeout_ms == 10_000
 
 

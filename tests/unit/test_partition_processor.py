@@ -168,30 +168,76 @@ async def test_a_start_stages_the_run_and_its_history_and_starts_the_step_only_a
     assert harness.pub.committed[0].offsets == [(0, 1)]
 
 
-async def test_a_running_steps_next_record_holds_the_committed_offset_back(harness: Harness) -> None:
+async def test_a_running_step_holds_no_offset_back_and_writes_no_directive(harness: Harness) -> None:
     ids = wf_ids_on(0)
     wf_id, other = next(ids), next(ids)
     harness.feed(start_cmd(wf_id))
     await harness.committer.flush()
     assert harness.committer.committed_offset(0) == 1
-    # The step started from the after-commit callback; its next-step record arrives later
-    # and is held while the step runs; records behind it are applied but not committed past.
+    assert harness.pub.records_of(TOPICS.directives) == []  # the dispatch is the run record alone
+    # While the step runs, later inputs are applied and their offsets committed past it.
     rs = harness.proc.running[wf_id]
-    next_offset = harness.feed(encoder.encode(NextCmd(wf_id=wf_id, run_id="run-1", seq=1)))
     harness.feed(encoder.encode(StartCmd(wf_id=other, run_id="r", wf_type="Nope")))  # rejected, applied
-    assert harness.proc.low_watermark() == next_offset == 1
     await harness.committer.flush()
-    assert harness.committer.committed_offset(0) == 1
+    assert harness.committer.committed_offset(0) == harness.offset == 2
     assert [history_decoder.decode(r[3]).kind for r in harness.pub.records_of(TOPICS.history)][-1] == "run.rejected"
-    harness.proc.step_finished(
-        rs, StepOutcome(run_id="run-1", seq=1, next_kind="complete", result="done", store={"k": b"\xa1v"})
-    )
-    assert harness.proc.low_watermark() == harness.offset
+    harness.proc.step_finished(rs, StepOutcome(run_id="run-1", seq=1, next_kind="step", next_step="s1"))
     await harness.committer.flush()
-    assert harness.pub.committed[-1].offsets == [(0, harness.offset)]
+    assert harness.started == [(wf_id, 1), (wf_id, 2)]
+    assert harness.pub.records_of(TOPICS.directives) == []
+    rs = harness.proc.running[wf_id]
+    harness.proc.step_finished(
+        rs, StepOutcome(run_id="run-1", seq=2, next_kind="complete", result="done", store={"k": b"\xa1v"})
+    )
+    await harness.committer.flush()
     run = run_decoder.decode(harness.store.get_committed(keys.run_key(wf_id)) or b"")
     assert run.status == RunStatus.completed and run.result == "done"
     assert harness.store.get_committed(keys.store_key(wf_id, "run-1", "k")) == b"\xa1v"
+
+
+async def test_an_older_workers_next_step_record_starts_nothing_twice(harness: Harness) -> None:
+    wf_id = next(wf_ids_on(0))
+    harness.feed(start_cmd(wf_id))
+    await harness.committer.flush()
+    assert harness.started == [(wf_id, 1)]
+    harness.feed(encoder.encode(NextCmd(wf_id=wf_id, run_id="run-1", seq=1)))  # current: already running
+    harness.feed(encoder.encode(NextCmd(wf_id=wf_id, run_id="run-1", seq=7)))  # stale
+    harness.feed(encoder.encode(NextCmd(wf_id=wf_id, run_id="run-0", seq=1)))  # another run's
+    await harness.committer.flush()
+    assert harness.started == [(wf_id, 1)]
+    assert harness.committer.committed_offset(0) == harness.offset == 4
+    harness.proc.cancel_step(wf_id, "test")  # a step that is no longer running is due again
+    harness.feed(encoder.encode(NextCmd(wf_id=wf_id, run_id="run-1", seq=1)))
+    assert harness.started == [(wf_id, 1), (wf_id, 1)]
+
+
+async def test_due_steps_start_from_the_run_index_when_the_partition_is_assigned(tmp_path: Path) -> None:
+    """A crash or revoke between a dispatch's commit and its step's outcome: the next owner starts the step."""
+    h = Harness(tmp_path)
+    ids = wf_ids_on(0)
+    stepping, waiting, suspended, ended = next(ids), next(ids), next(ids), next(ids)
+    for wf_id in (stepping, waiting, suspended, ended):
+        h.feed(start_cmd(wf_id))
+    await h.committer.flush()
+    outcomes = {
+        stepping: StepOutcome(run_id="run-1", seq=1, next_kind="step", next_step="s1"),
+        waiting: StepOutcome(run_id="run-1", seq=1, next_kind="wait"),
+        suspended: StepOutcome(run_id="run-1", seq=1, next_kind="suspend", resume_at_ms=now_ms() + 3_600_000),
+        ended: StepOutcome(run_id="run-1", seq=1, next_kind="complete", result=1),
+    }
+    for wf_id, outcome in outcomes.items():
+        h.proc.step_finished(h.proc.running[wf_id], outcome)
+    await h.committer.flush()
+    assert (stepping, 2) in h.started
+    h.proc.close()  # the worker dies with step 2 of `stepping` running: nothing else says it is due
+    h.committer.detach(0)
+    h.store.close()
+
+    again = Harness(tmp_path)
+    assert again.proc.start() == 1
+    assert again.started == [(stepping, 2)]
+    assert set(again.proc.running) == {stepping}
+    again.store.close()
 
 
 def test_an_undecodable_record_goes_to_dead_letter_with_its_reason_and_nothing_else(harness: Harness) -> None:
