@@ -19,11 +19,12 @@ May import: `grctl.errors`, confluent-kafka.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl.errors import InvalidArgumentError, KafkaSetupError
@@ -107,16 +108,29 @@ def topic_max_bytes(admin: AdminClient, topics: Iterable[str], timeout: float) -
     """
     resources = [ConfigResource("topic", t) for t in topics]
     out: dict[str, int] = {}
-    try:
-        for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
-            entry = fut.result(timeout).get("max.message.bytes")
-            out[res.name] = int(entry.value) if entry is not None and entry.value else TOPIC_DEFAULT_MAX_BYTES
-    except KafkaException as exc:
-        raise KafkaSetupError(
-            f"cannot read max.message.bytes of the namespace's topics ({exc.args[0] if exc.args else exc}); "
-            f"grant DescribeConfigs on them, or pass max_value_bytes to Connection.connect"
-        ) from exc
-    return out
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
+                entry = fut.result(timeout).get("max.message.bytes")
+                out[res.name] = int(entry.value) if entry is not None and entry.value else TOPIC_DEFAULT_MAX_BYTES
+            return out
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            unknown = isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if unknown and time.monotonic() < deadline:
+                # Topics created a moment ago: the broker asked may not have their metadata yet
+                # (seen on a 3-node cluster right after a broker restart). Ask again.
+                time.sleep(0.2)
+                continue
+            _refused(exc)
+
+
+def _refused(exc: KafkaException) -> NoReturn:
+    raise KafkaSetupError(
+        f"cannot read max.message.bytes of the namespace's topics ({exc.args[0] if exc.args else exc}); "
+        f"grant DescribeConfigs on them, or pass max_value_bytes to Connection.connect"
+    ) from exc
 
 
 def preview(value: Any, encoded_size: int, *, keep_bytes: int = 1024) -> dict[str, Any]:
