@@ -9,7 +9,8 @@ and `verify_namespace` must find the namespace clean.
 Measured from the completion times of the runs: the rate before the fault, the recovery time
 (from the fault until the completions of a 1 s window are back to 80 % of the offered rate) and
 the longest gap without any completion, overall and per partition. Starts and events that no worker acknowledges in time are
-queued in `directives`, not lost: the load awaits such a run through `get_workflow_handle`.
+queued in `directives`, not lost: the load awaits such a run through `get_workflow_handle`. A write
+that Kafka did not acknowledge is checked for and sent again only if it did not land (`drive`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from grctl import Client, Connection
+from grctl.client.handle import WorkflowHandle
 from grctl.client.verify import verify_namespace
-from grctl.errors import NoWorkerAnsweredError
+from grctl.errors import (
+    KafkaSetupError,
+    NoWorkerAnsweredError,
+    WorkflowAlreadyRunningError,
+    WorkflowNotFoundError,
+)
 from grctl.kafka.partitioner import partition_for
+from grctl.models.run_info import RunStateKind
 from tests.crash.test_crash_exactly_once import WorkerProcess, assert_ran_once, history_by_run
 from tests.crash.worker_proc import FAN, STEPS
 
@@ -51,6 +59,7 @@ class Run:
     input: Any = None
     done_at: float | None = None
     unanswered: int = 0  # requests no worker acknowledged in time (queued, not lost)
+    unacknowledged: int = 0  # writes Kafka did not acknowledge within the client's delivery timeout
 
 
 @dataclass
@@ -68,6 +77,7 @@ class FaultReport:
     longest_gap_s: float = 0.0
     longest_partition_gap_s: float = 0.0
     unanswered_requests: int = 0
+    unacknowledged_writes: int = 0
     elapsed_s: float = 0.0
 
     def save(self) -> Path:
@@ -105,30 +115,84 @@ def plan(i: int, rng: random.Random) -> Run:
 
 
 async def drive(client: Client, run: Run, release_after: float) -> Any:
-    """Start one run, release it if it waits for an event, and return its result."""
+    """Start one run, release it if it waits for an event, and return its result.
+
+    A request that no worker acknowledged in time is queued in `directives` and is not sent
+    again. A write that Kafka itself did not acknowledge (`KafkaSetupError`: the partition's
+    leader was down, or its ISR below min.insync.replicas, for longer than the client's 30 s
+    delivery timeout) may or may not have landed; the load then does what a careful user does:
+    it asks on the same partition (ordered behind that write by the idempotent producer) whether
+    it landed, and sends it again only if it did not.
+    """
     handle = None
-    try:
-        handle = await client.start_workflow(run.wf_type, run.wf_id, run.input)
-    except NoWorkerAnsweredError as exc:
-        if exc.timeout == 0:
-            raise  # failed fast, nothing sent: "no worker at all" must not happen during a fault
-        run.unanswered += 1  # the start is in `directives` and runs when a worker reads it
-    if run.wf_type == "Waiter":
-        await asyncio.sleep(release_after)
+    while handle is None:
         try:
-            await client.send_event(run.wf_id, "release", {"value": run.expected})
+            handle = await client.start_workflow(run.wf_type, run.wf_id, run.input)
         except NoWorkerAnsweredError as exc:
             if exc.timeout == 0:
-                raise
-            run.unanswered += 1  # likewise queued: sending it again would deliver it twice
+                raise  # failed fast, nothing sent: "no worker at all" must not happen during a fault
+            run.unanswered += 1  # the start is in `directives` and runs when a worker reads it
+            break
+        except WorkflowAlreadyRunningError:
+            break  # an earlier, unacknowledged write of this start did land
+        except KafkaSetupError:
+            run.unacknowledged += 1
+            handle = await _handle_if_started(client, run)
+    if run.wf_type == "Waiter":
+        await asyncio.sleep(release_after)
+        await _release(client, run)
     while handle is None:
         try:
             handle = await client.get_workflow_handle(run.wf_id)
         except NoWorkerAnsweredError:
             run.unanswered += 1  # the owner is busy recovering: ask again (a watch is idempotent)
+        except KafkaSetupError:
+            run.unacknowledged += 1
     result = await handle.result(timeout=300)
     run.done_at = time.monotonic()
     return result
+
+
+async def _handle_if_started(client: Client, run: Run) -> WorkflowHandle | None:
+    """A handle on `run` if its start landed, None if it did not (then it must be sent again)."""
+    while True:
+        try:
+            return await client.get_workflow_handle(run.wf_id)
+        except WorkflowNotFoundError:
+            return None
+        except NoWorkerAnsweredError:
+            run.unanswered += 1
+        except KafkaSetupError:
+            run.unacknowledged += 1
+
+
+async def _release(client: Client, run: Run) -> None:
+    """Send the Waiter's `release` event once: again only while the run is seen still waiting for it."""
+    try:
+        await client.send_event(run.wf_id, "release", {"value": run.expected})
+        return
+    except NoWorkerAnsweredError as exc:
+        if exc.timeout == 0:
+            raise
+        run.unanswered += 1  # queued: sending it again would deliver it twice
+        return
+    except KafkaSetupError:
+        run.unacknowledged += 1
+    while True:  # did the unacknowledged event land? (a describe is ordered behind it)
+        try:
+            info = await client.describe(run.wf_id)
+        except (NoWorkerAnsweredError, KafkaSetupError):
+            run.unanswered += 1
+            continue
+        except WorkflowNotFoundError:
+            await asyncio.sleep(0.5)  # its start is queued behind a recovering owner
+            continue
+        if info.status.is_terminal or info.pending_events or info.state == RunStateKind.step:
+            return  # it landed: handled, queued, or its handler is running
+        if info.waiting_for_event:
+            await _release(client, run)  # it did not land
+            return
+        await asyncio.sleep(0.5)  # still in its start step: ask again once that has moved
 
 
 def recovery_times(done: list[float], faults: list[float], rate_before: float) -> list[float | None]:
@@ -205,6 +269,7 @@ async def run_with_fault(
     report.faults = len(ctx.fault_times)
     report.worker_kills = sum(w.kills for w in workers)
     report.unanswered_requests = sum(r.unanswered for r in runs)
+    report.unacknowledged_writes = sum(r.unacknowledged for r in runs)
     done = sorted(r.done_at for r in runs if r.done_at is not None)
     first_fault = min(ctx.fault_times, default=done[-1])
     before = [t for t in done if t_start + 3.0 <= t < first_fault]
