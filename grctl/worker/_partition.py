@@ -132,6 +132,8 @@ class ProcessorServices:
             theirs was refused by Kafka in an earlier session), with the reason; shared with
             the worker, which fills it.
         observer: sees every staged transition and dead letter (metrics, run spans; None: nobody).
+        pipeline_steps: start a dispatched step once its batch is sealed, before that batch's
+            transaction commits (False: once it committed).
     """
 
     outbox: Outbox
@@ -145,6 +147,7 @@ class ProcessorServices:
     limits: RecordLimits
     quarantine: dict[str, str]
     observer: TransitionObserver | None = None
+    pipeline_steps: bool = True
 
 
 class PartitionProcessor:
@@ -341,7 +344,10 @@ class PartitionProcessor:
             self.cancel_step(wf_id, "the run ended while the step was running")
         if tr.execute and run is not None:
             seq = run.seq
-            outbox.after_commit(lambda: self.maybe_start(wf_id, seq))
+            if s.pipeline_steps:
+                outbox.when_sealed(lambda: self.maybe_start(wf_id, seq))
+            else:
+                outbox.after_commit(lambda: self.maybe_start(wf_id, seq))
 
     def _purge_writes(self, wf_id: str, run_id: str, with_record: bool) -> list[tuple[bytes, None]]:
         """Tombstones for every key an ended run holds (its retention is over)."""

@@ -106,6 +106,7 @@ class WorkerSession:
         metrics: WorkerMetrics | None = None,
         sources: Sequence[Source] = (),
         emit_topics: TopicDirectory | None = None,
+        pipeline_steps: bool = True,
     ) -> None:
         self.conn = connection
         if emit_topics is not None:  # the records a step emits fit what this session's producer sends
@@ -161,6 +162,7 @@ class WorkerSession:
             limits=limits,
             quarantine=quarantine,
             observer=observer_for(metrics),
+            pipeline_steps=pipeline_steps,
         )
         self.partitions = Partitions(
             processors,

@@ -122,6 +122,12 @@ class Worker:
         sources: topics whose records start runs or deliver events (`grctl.worker.sources`),
             exactly once, consumed by the workers' group with `directives`. Every worker of
             the namespace should have the same sources.
+        pipeline_steps: start a step as soon as the transaction that dispatched it is on its
+            way, before it commits (reading its uncommitted writes); the step's own outputs
+            commit only after it. If that transaction fails, the session restarts and drops
+            both, and the step runs again: what a crash does (docs/engine.md "Pipelined
+            steps"). False: a step starts only once its dispatch has committed (about 2x the
+            1-step latency at light load).
     """
 
     def __init__(
@@ -137,6 +143,7 @@ class Worker:
         metrics_host: str = DEFAULT_METRICS_HOST,
         state_memory_mb: int = DEFAULT_STATE_MEMORY_MB,
         sources: list[Source] | None = None,
+        pipeline_steps: bool = True,
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
@@ -173,6 +180,7 @@ class Worker:
         self._codec = codec or default_codec()
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._max_steps = max_concurrent_steps
+        self._pipeline_steps = bool(pipeline_steps)
         self._kafka_config = kafka_config or {}
         if metrics_port is not None and not 0 <= metrics_port <= 65535:
             raise InvalidArgumentError(f"metrics_port must be 0..65535, got {metrics_port}", argument="metrics_port")
@@ -312,6 +320,7 @@ class Worker:
                     metrics=self.metrics,
                     sources=self._sources,
                     emit_topics=self._topics,
+                    pipeline_steps=self._pipeline_steps,
                 )
                 session.shutdown_timeout = self._shutdown_timeout
                 self._session = session

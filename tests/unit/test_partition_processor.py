@@ -38,6 +38,7 @@ from grctl.models.run_info import RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
 from grctl.worker import _partition as partition_module
 from grctl.worker._commit import GroupCommitter
+from grctl.worker._errors import SessionRestart
 from grctl.worker._partition import PartitionProcessor, ProcessorServices, RunningStep, now_ms
 from grctl.worker.runtime import StepRuntime
 from tests.unit.publisher import InMemoryPublisher
@@ -86,7 +87,12 @@ class BuggyMachine(Machine):
 
 class Harness:
     def __init__(
-        self, tmp_path: Path, machine: Machine | None = None, partition: int = 0, limits: RecordLimits | None = None
+        self,
+        tmp_path: Path,
+        machine: Machine | None = None,
+        partition: int = 0,
+        limits: RecordLimits | None = None,
+        pipeline_steps: bool = True,
     ) -> None:
         self.quarantine: dict[str, str] = {}
         self.pub = InMemoryPublisher()
@@ -105,6 +111,7 @@ class Harness:
             timer_armed=lambda due_ms: None,
             limits=limits or RecordLimits.compute(dict.fromkeys(TOPICS.all(), TOPIC_DEFAULT_MAX_BYTES)),
             quarantine=self.quarantine,
+            pipeline_steps=pipeline_steps,
         )
         self.proc = PartitionProcessor(partition, self.store, services)
         self.committer.attach(partition, self.store, self.proc.low_watermark)
@@ -151,7 +158,7 @@ def start_cmd(wf_id: str, run_id: str = "run-1") -> bytes:
     return encoder.encode(StartCmd(wf_id=wf_id, run_id=run_id, wf_type="Order", input={"n": 1}))
 
 
-async def test_a_start_stages_the_run_and_its_history_and_starts_the_step_only_after_commit(
+async def test_a_start_stages_the_run_and_its_history_and_starts_the_step_once_its_batch_is_sealed(
     harness: Harness,
 ) -> None:
     wf_id = next(wf_ids_on(0))
@@ -166,6 +173,69 @@ async def test_a_start_stages_the_run_and_its_history_and_starts_the_step_only_a
     assert harness.started == [(wf_id, 1)]
     assert harness.store.get_committed(keys.run_key(wf_id)) is not None
     assert harness.pub.committed[0].offsets == [(0, 1)]
+
+
+async def test_a_dispatched_step_starts_while_its_transaction_commits_and_its_outcome_commits_after_it(
+    harness: Harness,
+) -> None:
+    """Pipelined steps: the step reads the dispatch's uncommitted writes; its outputs go into the next batch."""
+    wf_id = next(wf_ids_on(0))
+    harness.feed(start_cmd(wf_id))
+    harness.pub.hold = asyncio.Event()
+    flushing = asyncio.create_task(harness.committer.flush())
+    await harness.pub.in_flight.wait()
+    assert harness.started == [(wf_id, 1)] and harness.pub.committed == []  # started, not committed
+    rs = harness.proc.running[wf_id]
+    harness.proc.step_finished(rs, StepOutcome(run_id="run-1", seq=1, next_kind="complete", result="done"))
+    assert run_decoder.decode(harness.store.get(keys.run_key(wf_id)) or b"").status == RunStatus.completed
+    harness.pub.hold.set()
+    await flushing
+    kinds = [
+        [history_decoder.decode(r[3]).kind for r in pub.records if r[0] == TOPICS.history]
+        for pub in harness.pub.committed
+    ]
+    assert kinds == [["run.started"]]  # the outcome is not in the dispatch's transaction ...
+    harness.pub.hold = None
+    await harness.committer.flush()
+    kinds = [
+        [history_decoder.decode(r[3]).kind for r in pub.records if r[0] == TOPICS.history]
+        for pub in harness.pub.committed
+    ]
+    assert kinds[1][-1] == "run.completed"  # ... but in the next one
+    assert run_decoder.decode(harness.store.get_committed(keys.run_key(wf_id)) or b"").result == "done"
+
+
+async def test_a_pipelined_steps_outcome_is_dropped_with_its_dispatchs_failed_transaction(harness: Harness) -> None:
+    wf_id = next(wf_ids_on(0))
+    harness.feed(start_cmd(wf_id))
+    harness.pub.hold = asyncio.Event()
+    harness.pub.fail_next = RuntimeError("INVALID_PRODUCER_EPOCH")
+    flushing = asyncio.create_task(harness.committer.flush())
+    await harness.pub.in_flight.wait()
+    harness.proc.step_finished(
+        harness.proc.running[wf_id], StepOutcome(run_id="run-1", seq=1, next_kind="complete", result="done")
+    )
+    harness.pub.hold.set()
+    with pytest.raises(SessionRestart):
+        await flushing
+    with pytest.raises(SessionRestart):
+        await harness.committer.flush()
+    assert harness.pub.committed == []
+    assert harness.store.get(keys.run_key(wf_id)) is None  # neither the start nor the step's outcome
+
+
+async def test_without_pipelining_a_step_starts_only_once_its_dispatch_committed(tmp_path: Path) -> None:
+    h = Harness(tmp_path, pipeline_steps=False)
+    wf_id = next(wf_ids_on(0))
+    h.feed(start_cmd(wf_id))
+    h.pub.hold = asyncio.Event()
+    flushing = asyncio.create_task(h.committer.flush())
+    await h.pub.in_flight.wait()
+    assert h.started == []
+    h.pub.hold.set()
+    await flushing
+    assert h.started == [(wf_id, 1)]
+    h.store.close()
 
 
 async def test_a_running_step_holds_no_offset_back_and_writes_no_directive(harness: Harness) -> None:
