@@ -1,28 +1,41 @@
 """The ceiling: raw consume-transform-produce loops moving the engine's per-step record traffic.
 
 Every loop plays the engine's 10-step chain without the engine: `concurrency` runs are in
-flight; consuming a run's next-step record (a `NextCmd`, as the engine writes it) produces,
-like one engine step does,
+flight, and each step produces what one engine step produces:
 
 - 2 `history` records (step.started, step.completed),
 - 2 `state` changelog records (the run record and one store value),
-- the run's next-step record back to `directives` (or, after the last step, a run.completed
-  history record and the first next-step record of a new run while runs remain),
+- after the last step, a run.completed history record and, while runs remain, the start record
+  of a new run to `directives`,
 
 and each batch is published with the consumed offsets in one transaction (EOS v2:
-`send_offsets_to_transaction` with the consumer group metadata). Since a run's next record
-only becomes readable (read_committed) once the transaction that wrote it commits, this is
-the same closed loop as the engine's chain, with batching as good as it gets: every record
-already fetched goes into the next transaction, and transactions are back to back.
+`send_offsets_to_transaction` with the consumer group metadata), transactions back to back.
+
+Two traffic models:
+
+- **due steps** (the engine since it stopped writing a next-step record per step, see
+  docs/engine.md "Due steps"): a run's start record is consumed from `directives` and plays
+  step 1; a step played in one transaction makes the run's next step due, and it is played in
+  the next transaction, once that one committed (the engine starts a step after the commit
+  that dispatched it). Only the start records are consumed, so a chain's transactions touch
+  `directives` offsets only when a run starts.
+- **echo** (the engine before that, kept for reference, variants labelled `-echo`): every step
+  is a next-step record (`NextCmd`) consumed from `directives`, and each step produces the
+  run's next one back to `directives`. A record becomes readable (read_committed) only once
+  its transaction committed, so it is the same closed loop, with one more record per step.
 
 Variants (each in its own namespace, measured in the same run as the engine):
 
-- `confluent-thread`: confluent-kafka's plain Consumer and Producer, in a thread;
-- `confluent-asyncio`: confluent-kafka's `AIOConsumer` / `AIOProducer` (2.16);
-- `aiokafka`: `AIOKafkaConsumer` / `AIOKafkaProducer` (its `send_offsets_to_transaction` takes
-  a group id only: no generation fencing, i.e. not KIP-447);
-- `confluent-no-txn`: the plain clients without transactions (idempotent producer, async
-  offset commits; at-least-once): what the transactions cost.
+- `confluent-thread`: confluent-kafka's plain Consumer and Producer, in a thread (due steps);
+- `confluent-no-txn`: the same without transactions (idempotent producer, async offset
+  commits; at-least-once): what the transactions cost;
+- `confluent-thread-echo`: the plain clients, echo traffic;
+- `confluent-asyncio-echo`: confluent-kafka's `AIOConsumer` / `AIOProducer` (2.16), echo;
+- `aiokafka-echo`: `AIOKafkaConsumer` / `AIOKafkaProducer` (its `send_offsets_to_transaction`
+  takes a group id only: no generation fencing, i.e. not KIP-447), echo.
+
+The ceiling for the engine's ratios is `confluent-thread`: the best loop that moves the
+engine's present traffic; the echo variants show what the older traffic allowed.
 """
 
 from __future__ import annotations
@@ -38,12 +51,14 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.aio import AIOConsumer, AIOProducer
 
 from grctl.engine.keys import run_key, store_key
-from grctl.engine.records import HistoryRecord, NextCmd, RunRecord, directive_decoder, encoder
+from grctl.engine.records import HistoryRecord, NextCmd, RunRecord, StartCmd, directive_decoder, encoder
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 
-VARIANTS = ("confluent-thread", "confluent-asyncio", "aiokafka", "confluent-no-txn")
-TRANSACTIONAL = ("confluent-thread", "confluent-asyncio", "aiokafka")
+VARIANTS = ("confluent-thread", "confluent-no-txn", "confluent-thread-echo", "confluent-asyncio-echo", "aiokafka-echo")
+TRANSACTIONAL = ("confluent-thread", "confluent-thread-echo", "confluent-asyncio-echo", "aiokafka-echo")
+#: The variants that move the engine's present traffic (due steps, no next-step records).
+CURRENT = ("confluent-thread", "confluent-no-txn")
 
 # The engine's producer and consumer settings (grctl/worker/_session.py), so the baseline is
 # not handicapped by client defaults.
@@ -107,23 +122,36 @@ class LoopStats:
 
 
 class Transform:
-    """The per-record work of one engine step, and the closed loop's bookkeeping."""
+    """The per-step work of one engine step, and the closed loop's bookkeeping.
 
-    def __init__(self, conn: Connection, runs: int, steps: int, concurrency: int) -> None:
+    Args:
+        echo: every step is a next-step record in `directives` (the older traffic); else a
+            run's steps after the first are due in memory (`due`), played one transaction later.
+    """
+
+    def __init__(self, conn: Connection, runs: int, steps: int, concurrency: int, echo: bool) -> None:
         self.conn = conn
         self.topics = conn.topics
         self.partitions = conn.num_partitions
         self.runs = runs
         self.steps = steps
         self.concurrency = min(concurrency, runs)
+        self.echo = echo
         self.started = 0
         self.stats = LoopStats()
+        #: (partition, wf_id, run_id, seq) of the steps due once the current transaction committed.
+        self.due: list[tuple[int, str, str, int]] = []
 
     def new_run(self) -> tuple[int, bytes, bytes]:
-        """The first next-step record of a new run: (partition, key, value)."""
+        """The first record of a new run (its start, or with `echo` its first next-step record)."""
         wf_id = f"base-{self.started}"
         self.started += 1
-        cmd = NextCmd(wf_id=wf_id, run_id=f"r{wf_id}", seq=1)
+        run_id = f"r{wf_id}"
+        cmd: StartCmd | NextCmd = (
+            NextCmd(wf_id=wf_id, run_id=run_id, seq=1)
+            if self.echo
+            else StartCmd(wf_id=wf_id, run_id=run_id, wf_type="Chain10", input=None)
+        )
         return partition_for(wf_id, self.partitions), wf_id.encode(), encoder.encode(cmd)
 
     def seed(self) -> list[tuple[int, bytes, bytes]]:
@@ -134,15 +162,30 @@ class Transform:
         return self.stats.runs_done >= self.runs
 
     def step(self, partition: int, value: bytes, emit: Callable[[str, int, bytes, bytes], None]) -> None:
-        """Apply one next-step record: emit what an engine step emits."""
+        """Apply one consumed record (a start, or with `echo` a next-step record)."""
         cmd = directive_decoder.decode(value)
-        assert isinstance(cmd, NextCmd)
+        if isinstance(cmd, NextCmd):
+            self.play(partition, cmd.wf_id, cmd.run_id, cmd.seq, emit)
+        else:
+            assert isinstance(cmd, StartCmd)
+            self.play(partition, cmd.wf_id, cmd.run_id, 1, emit)
+
+    def play_due(self, emit: Callable[[str, int, bytes, bytes], None]) -> int:
+        """Play every step made due by the last committed transaction; returns how many."""
+        due, self.due = self.due, []
+        for partition, wf_id, run_id, seq in due:
+            self.play(partition, wf_id, run_id, seq, emit)
+        return len(due)
+
+    def play(
+        self, partition: int, wf_id: str, run_id: str, seq: int, emit: Callable[[str, int, bytes, bytes], None]
+    ) -> None:
+        """Emit what an engine step emits, then make the run's next step due (or start a new run)."""
         st = self.stats
         st.records_in += 1
-        if (cmd.wf_id, cmd.seq) in st.seen:
+        if (wf_id, seq) in st.seen:
             st.duplicates += 1
-        st.seen.add((cmd.wf_id, cmd.seq))
-        wf_id, run_id, seq = cmd.wf_id, cmd.run_id, cmd.seq
+        st.seen.add((wf_id, seq))
         key = wf_id.encode()
         now = int(time.time() * 1000)
         h = self.topics.history
@@ -160,9 +203,12 @@ class Transform:
         emit(s, partition, store_key(wf_id, run_id, "left"), encoder.encode(self.steps - seq))
         st.records_out += 4
         if seq < self.steps:
-            nxt = NextCmd(wf_id=wf_id, run_id=run_id, seq=seq + 1)
-            emit(self.topics.directives, partition, key, encoder.encode(nxt))
-            st.records_out += 1
+            if self.echo:
+                nxt = NextCmd(wf_id=wf_id, run_id=run_id, seq=seq + 1)
+                emit(self.topics.directives, partition, key, encoder.encode(nxt))
+                st.records_out += 1
+            else:
+                self.due.append((partition, wf_id, run_id, seq + 1))
             return
         emit(h, partition, key, encoder.encode(_hist("run.completed", wf_id, run_id, now, {"result": 1})))
         st.records_out += 1
@@ -223,22 +269,35 @@ def confluent_thread(conn: Connection, tr: Transform, transactional: bool, tick:
 
     try:
         while not tr.done:
-            first = consumer.poll(0.1)
-            if first is None:
-                continue
-            msgs = [first, *consumer.consume(999, 0)]
-            metadata = consumer.consumer_group_metadata()
-            n = 0
+            # Due steps are played at once; only with none due does the loop wait for input.
+            first = consumer.poll(0 if tr.due else 0.1)
+            msgs = [] if first is None else [first, *consumer.consume(999, 0)]
+            n = tr.play_due(emit)
+            moved: dict[int, int] = {}
             for m in msgs:
                 if m.error() is not None:
                     if m.error().code() != KafkaError._PARTITION_EOF:
                         raise RuntimeError(f"consumer error: {m.error()}")
                     continue
                 tr.step(m.partition() or 0, m.value() or b"", emit)
+                moved[m.partition() or 0] = (m.offset() or 0) + 1
                 n += 1
+            if not n:
+                continue
+            metadata = consumer.consumer_group_metadata()
             t1 = time.perf_counter()
-            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-            if transactional:
+            # Like the engine: the offsets of the partitions whose position moved.
+            positions = [TopicPartition(conn.topics.directives, p, o) for p, o in moved.items()]
+            if transactional and not positions:  # a batch of due steps only: no consumer offsets
+                producer.begin_transaction()
+                produce_all()
+                t2 = time.perf_counter()
+                producer.commit_transaction(30)
+                t4 = time.perf_counter()
+                st.txns += 1
+                st.txn_ms.append((t4 - t1) * 1000)
+                st.phases_ms.append(((t2 - t1) * 1000, 0.0, (t4 - t2) * 1000))
+            elif transactional:
                 producer.begin_transaction()
                 produce_all()
                 t2 = time.perf_counter()
@@ -252,7 +311,8 @@ def confluent_thread(conn: Connection, tr: Transform, transactional: bool, tick:
             else:
                 produce_all()
                 producer.poll(0)
-                consumer.commit(offsets=positions, asynchronous=True)
+                if positions:
+                    consumer.commit(offsets=positions, asynchronous=True)
             st.batch_done()
             tick(n)
         if not transactional:
@@ -378,18 +438,18 @@ async def run_variant(
     variant: str, conn: Connection, runs: int, steps: int, concurrency: int, tick: Callable[[int], None]
 ) -> LoopStats:
     """Seed `concurrency` runs and play `runs` runs of `steps` steps through one loop variant."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown baseline variant {variant!r}")
     loop = asyncio.get_running_loop()
-    tr = Transform(conn, runs, steps, concurrency)
+    tr = Transform(conn, runs, steps, concurrency, echo=variant not in CURRENT)
     await loop.run_in_executor(None, seed_records, conn, tr)
-    if variant == "confluent-thread":
+    if variant in ("confluent-thread", "confluent-thread-echo"):
         return await loop.run_in_executor(None, confluent_thread, conn, tr, True, tick)
     if variant == "confluent-no-txn":
         return await loop.run_in_executor(None, confluent_thread, conn, tr, False, tick)
-    if variant == "confluent-asyncio":
+    if variant == "confluent-asyncio-echo":
         return await confluent_asyncio(conn, tr, tick)
-    if variant == "aiokafka":
-        return await aiokafka_loop(conn, tr, tick)
-    raise ValueError(f"unknown baseline variant {variant!r}")
+    return await aiokafka_loop(conn, tr, tick)
 
 
-__all__ = ["TRANSACTIONAL", "VARIANTS", "LoopStats", "TopicPartition", "run_variant"]
+__all__ = ["CURRENT", "TRANSACTIONAL", "VARIANTS", "LoopStats", "TopicPartition", "run_variant"]

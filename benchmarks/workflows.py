@@ -331,6 +331,10 @@ async def serve(argv: list[str]) -> None:
     # GRCTL_BENCH_STATE_MEMORY_MB=N: the worker's RocksDB memory budget (soak).
     if mb := os.environ.get("GRCTL_BENCH_STATE_MEMORY_MB"):
         kwargs["state_memory_mb"] = int(mb)
+    # GRCTL_BENCH_PIPELINE_STEPS=0: steps start only after the commit that dispatched them
+    # (the engine before pipelining), to measure pipelining in the same run (chain scenario).
+    if os.environ.get("GRCTL_BENCH_PIPELINE_STEPS") == "0":
+        kwargs["pipeline_steps"] = False
     if SOURCE_TOPIC:  # the ingress scenario: each record starts an Ingress run (id from the record)
         kwargs["sources"] = [Source(SOURCE_TOPIC, lambda rec: StartRun("Ingress"), format="raw")]
     worker = Worker(WORKFLOWS, conn, **kwargs)
