@@ -77,10 +77,7 @@ class Batch:
         records: records to produce, in order.
         state: per partition, changelog writes (key -> value, None deletes); the last write
             of a key wins. Each dict is that partition store's layer for this batch.
-        when_sealed: callbacks run once the batch is sealed, before its transaction (start
-            the steps it dispatched: pipelined, their outputs go into later batches).
-        after_commit: callbacks run once the transaction has committed (start steps when
-            pipelining is off, ...).
+        after_commit: callbacks run once the transaction has committed (start steps, ...).
         source_offsets: (topic, partition, next offset) of source topics, set when the batch
             is sealed: committed in its transaction with the directives they produced.
     """
@@ -88,7 +85,6 @@ class Batch:
     id: int
     records: list[Record] = field(default_factory=list)
     state: dict[int, Writes] = field(default_factory=dict)
-    when_sealed: list[Callable[[], None]] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     source_offsets: list[tuple[str, int, int]] = field(default_factory=list)
 
@@ -113,10 +109,6 @@ class Outbox(Protocol):
         origin: str | None = None,
     ) -> None:
         """Add a record to the open batch (`origin`: the workflow id whose transition made it)."""
-        ...
-
-    def when_sealed(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once the open batch is sealed, before its transaction commits."""
         ...
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -225,12 +217,6 @@ class GroupCommitter:
         self._batch.records.append((topic, partition, key, value, headers, origin))
         self._dirty.set()
 
-    def when_sealed(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once the open batch is sealed: what it writes goes into a later batch,
-        which commits only if this one did (a failed transaction ends the session)."""
-        self._batch.when_sealed.append(callback)
-        self._dirty.set()
-
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the open batch has committed."""
         self._batch.after_commit.append(callback)
@@ -298,16 +284,12 @@ class GroupCommitter:
             if (w := owned.watermark()) is not None and w != owned.committed
         ]
         batch = self._batch
-        if not (batch.records or batch.state or offsets or source_offsets or batch.after_commit or batch.when_sealed):
+        if not batch.records and not batch.state and not offsets and not source_offsets and not batch.after_commit:
             return
         batch.source_offsets = source_offsets
         # 2. Seal the batch: a new one accumulates while this one commits; nothing writes to
-        #    the sealed one again (its state dicts stay the stores' layers until step 4). The
-        #    steps it dispatched start now (pipelined): they read its layers, their outputs go
-        #    into the new batch, and if this transaction fails both are dropped (step 3).
+        #    the sealed one again (its state dicts stay the stores' layers until step 4).
         self._batch = Batch(batch.id + 1)
-        for callback in batch.when_sealed:
-            callback()
         # 3. The transaction: produce records and changelog writes, send the offsets with the
         #    consumer group metadata, commit (`KafkaPublisher.publish`).
         checkpoints: dict[int, int] = {}

@@ -132,8 +132,8 @@ class ProcessorServices:
             theirs was refused by Kafka in an earlier session), with the reason; shared with
             the worker, which fills it.
         observer: sees every staged transition and dead letter (metrics, run spans; None: nobody).
-        pipeline_steps: start a dispatched step once its batch is sealed, before that batch's
-            transaction commits (False: once it committed).
+        pipeline_steps: start a dispatched step at once, on the uncommitted state, before the
+            transaction of its dispatch commits (False: once it committed).
     """
 
     outbox: Outbox
@@ -344,8 +344,8 @@ class PartitionProcessor:
             self.cancel_step(wf_id, "the run ended while the step was running")
         if tr.execute and run is not None:
             seq = run.seq
-            if s.pipeline_steps:
-                outbox.when_sealed(lambda: self.maybe_start(wf_id, seq))
+            if s.pipeline_steps:  # at once, on the uncommitted state (docs/engine.md "Pipelined steps")
+                asyncio.get_running_loop().call_soon(self.maybe_start, wf_id, seq)
             else:
                 outbox.after_commit(lambda: self.maybe_start(wf_id, seq))
 

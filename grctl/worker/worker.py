@@ -122,12 +122,11 @@ class Worker:
         sources: topics whose records start runs or deliver events (`grctl.worker.sources`),
             exactly once, consumed by the workers' group with `directives`. Every worker of
             the namespace should have the same sources.
-        pipeline_steps: start a step as soon as the transaction that dispatched it is on its
-            way, before it commits (reading its uncommitted writes); the step's own outputs
-            commit only after it. If that transaction fails, the session restarts and drops
+        pipeline_steps: start a step as soon as it is dispatched, before the transaction of
+            its dispatch commits (reading the uncommitted writes); its outputs commit in that
+            transaction or a later one. If a transaction fails, the session restarts, drops
             both, and the step runs again: what a crash does (docs/engine.md "Pipelined
-            steps"). False: a step starts only once its dispatch has committed (about 2x the
-            1-step latency at light load).
+            steps"). False: a step starts only once its dispatch has committed.
     """
 
     def __init__(
