@@ -26,7 +26,12 @@ Two traffic models:
 
 Variants (each in its own namespace, measured in the same run as the engine):
 
-- `confluent-thread`: confluent-kafka's plain Consumer and Producer, in a thread (due steps);
+- `confluent-thread`: confluent-kafka's plain Consumer and Producer, in a thread (due steps,
+  one step of a run per transaction: 2 state records per step);
+- `confluent-thread-2`: the same playing two steps of a run per transaction, their history in
+  full and the run's state once (1 state record per step): the pipelined engine's traffic,
+  which starts a run's next step at once and rewrites its record within a batch (the chain
+  scenario reports its state records per step; this loop's are 1.0 plus markers);
 - `confluent-no-txn`: the same without transactions (idempotent producer, async offset
   commits; at-least-once): what the transactions cost;
 - `confluent-thread-echo`: the plain clients, echo traffic;
@@ -34,8 +39,9 @@ Variants (each in its own namespace, measured in the same run as the engine):
 - `aiokafka-echo`: `AIOKafkaConsumer` / `AIOKafkaProducer` (its `send_offsets_to_transaction`
   takes a group id only: no generation fencing, i.e. not KIP-447), echo.
 
-The ceiling for the engine's ratios is `confluent-thread`: the best loop that moves the
-engine's present traffic; the echo variants show what the older traffic allowed.
+The ceiling for the engine's ratios is the best of `confluent-thread` and
+`confluent-thread-2`: the loops that move the engine's present traffic; the echo variants show
+what the older traffic allowed.
 """
 
 from __future__ import annotations
@@ -55,10 +61,16 @@ from grctl.engine.records import HistoryRecord, NextCmd, RunRecord, StartCmd, di
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 
-VARIANTS = ("confluent-thread", "confluent-no-txn", "confluent-thread-echo", "confluent-asyncio-echo", "aiokafka-echo")
-TRANSACTIONAL = ("confluent-thread", "confluent-thread-echo", "confluent-asyncio-echo", "aiokafka-echo")
+VARIANTS = (
+    "confluent-thread", "confluent-thread-2", "confluent-no-txn",
+    "confluent-thread-echo", "confluent-asyncio-echo", "aiokafka-echo",
+)  # fmt: skip
+TRANSACTIONAL = ("confluent-thread", "confluent-thread-2", "confluent-thread-echo", "confluent-asyncio-echo",
+                 "aiokafka-echo")  # fmt: skip
 #: The variants that move the engine's present traffic (due steps, no next-step records).
-CURRENT = ("confluent-thread", "confluent-no-txn")
+CURRENT = ("confluent-thread", "confluent-thread-2", "confluent-no-txn")
+#: Steps of one run played per transaction, per variant (default 1).
+PER_TXN = {"confluent-thread-2": 2}
 
 # The engine's producer and consumer settings (grctl/worker/_session.py), so the baseline is
 # not handicapped by client defaults.
@@ -129,7 +141,7 @@ class Transform:
             run's steps after the first are due in memory (`due`), played one transaction later.
     """
 
-    def __init__(self, conn: Connection, runs: int, steps: int, concurrency: int, echo: bool) -> None:
+    def __init__(self, conn: Connection, runs: int, steps: int, concurrency: int, echo: bool, per_txn: int = 1) -> None:
         self.conn = conn
         self.topics = conn.topics
         self.partitions = conn.num_partitions
@@ -137,6 +149,7 @@ class Transform:
         self.steps = steps
         self.concurrency = min(concurrency, runs)
         self.echo = echo
+        self.per_txn = per_txn
         self.started = 0
         self.stats = LoopStats()
         #: (partition, wf_id, run_id, seq) of the steps due once the current transaction committed.
@@ -180,19 +193,24 @@ class Transform:
     def play(
         self, partition: int, wf_id: str, run_id: str, seq: int, emit: Callable[[str, int, bytes, bytes], None]
     ) -> None:
-        """Emit what an engine step emits, then make the run's next step due (or start a new run)."""
+        """Emit what an engine step emits (`per_txn` steps of the run: their history, the state once),
+        then make the run's next step due (or start a new run)."""
         st = self.stats
-        st.records_in += 1
-        if (wf_id, seq) in st.seen:
-            st.duplicates += 1
-        st.seen.add((wf_id, seq))
         key = wf_id.encode()
         now = int(time.time() * 1000)
         h = self.topics.history
-        started = _hist("step.started", wf_id, run_id, now, {"step_name": "link", "seq": seq})
-        emit(h, partition, key, encoder.encode(started))
-        completed = _hist("step.completed", wf_id, run_id, now, {"step_name": "link", "duration_ms": 0})
-        emit(h, partition, key, encoder.encode(completed))
+        last = seq if self.echo else min(seq + self.per_txn - 1, self.steps)
+        for n in range(seq, last + 1):
+            st.records_in += 1
+            if (wf_id, n) in st.seen:
+                st.duplicates += 1
+            st.seen.add((wf_id, n))
+            started = _hist("step.started", wf_id, run_id, now, {"step_name": "link", "seq": n})
+            emit(h, partition, key, encoder.encode(started))
+            completed = _hist("step.completed", wf_id, run_id, now, {"step_name": "link", "duration_ms": 0})
+            emit(h, partition, key, encoder.encode(completed))
+            st.records_out += 2
+        seq = last
         run = RunRecord(
             run_id=run_id, wf_id=wf_id, wf_type="Chain10", status="running", state="step", seq=seq + 1,
             step="link", step_timeout_ms=10_000, created_ms=now, started_ms=now,
@@ -201,7 +219,7 @@ class Transform:
         s = self.topics.state
         emit(s, partition, run_key(wf_id), encoder.encode(run))
         emit(s, partition, store_key(wf_id, run_id, "left"), encoder.encode(self.steps - seq))
-        st.records_out += 4
+        st.records_out += 2
         if seq < self.steps:
             if self.echo:
                 nxt = NextCmd(wf_id=wf_id, run_id=run_id, seq=seq + 1)
@@ -441,9 +459,9 @@ async def run_variant(
     if variant not in VARIANTS:
         raise ValueError(f"unknown baseline variant {variant!r}")
     loop = asyncio.get_running_loop()
-    tr = Transform(conn, runs, steps, concurrency, echo=variant not in CURRENT)
+    tr = Transform(conn, runs, steps, concurrency, echo=variant not in CURRENT, per_txn=PER_TXN.get(variant, 1))
     await loop.run_in_executor(None, seed_records, conn, tr)
-    if variant in ("confluent-thread", "confluent-thread-echo"):
+    if variant in ("confluent-thread", "confluent-thread-2", "confluent-thread-echo"):
         return await loop.run_in_executor(None, confluent_thread, conn, tr, True, tick)
     if variant == "confluent-no-txn":
         return await loop.run_in_executor(None, confluent_thread, conn, tr, False, tick)
