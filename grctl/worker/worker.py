@@ -31,6 +31,7 @@ from grctl.worker._commit import RecordRefused
 from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
 from grctl.worker.emit import TopicDirectory
+from grctl.worker.schema_registry import ENV_URL, SchemaRegistry
 from grctl.worker.sources import Source
 from grctl.workflow.workflow import Workflow
 
@@ -122,6 +123,10 @@ class Worker:
         sources: topics whose records start runs or deliver events (`grctl.worker.sources`),
             exactly once, consumed by the workers' group with `directives`. Every worker of
             the namespace should have the same sources.
+        schema_registry: the Confluent-compatible schema registry of the formats avro,
+            protobuf and jsonschema (sources and `ctx.emit`): a URL or a `SchemaRegistry`
+            (auth, auto-registration); default: ``GRCTL_SCHEMA_REGISTRY_URL`` if set. Checked
+            when the worker starts.
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class Worker:
         metrics_host: str = DEFAULT_METRICS_HOST,
         state_memory_mb: int = DEFAULT_STATE_MEMORY_MB,
         sources: list[Source] | None = None,
+        schema_registry: str | SchemaRegistry | None = None,
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
@@ -161,9 +167,28 @@ class Worker:
                 problems.append(f"source topic {src.topic!r} is listed twice")
             else:
                 seen_topics.add(src.topic)
+        registry = SchemaRegistry(schema_registry) if isinstance(schema_registry, str) else schema_registry
+        if registry is None:
+            registry = SchemaRegistry.from_env()
+        elif not isinstance(registry, SchemaRegistry):
+            problems.append(f"schema_registry must be a URL or a SchemaRegistry, got {schema_registry!r}")
+            registry = None
+        for src in sources or []:
+            if isinstance(src, Source) and src.uses_registry and registry is None:
+                problems.append(
+                    f"source {src.topic!r} has format {src.format!r}, which needs a schema registry: "
+                    f"Worker(schema_registry=URL) or set {ENV_URL}"
+                )
         if problems:
             raise RegistrationError("; ".join(problems))
         self._sources = list(sources or [])
+        self._registry = registry
+        #: Decoders of the registry-format sources, by topic.
+        self._decoders = {
+            src.topic: registry.decoder(src.format, src.schema, what=f"source {src.topic!r}")
+            for src in self._sources
+            if src.uses_registry and registry is not None
+        }
         if max_concurrent_steps < 1:
             raise InvalidArgumentError(
                 f"max_concurrent_steps must be >= 1, got {max_concurrent_steps}", argument="max_concurrent_steps"
@@ -250,6 +275,7 @@ class Worker:
             KafkaAuthorizationError: Kafka refused this principal (a missing ACL, failed
                 authentication); the message names the ACLs (docs/security.md).
             StateError: the state folder is locked by another worker.
+            SchemaRegistryUnavailableError: the schema registry (`schema_registry`) does not answer.
             ForkedProcessError: the worker was made before this process was forked.
         """
         self._fork_guard.check()
@@ -265,6 +291,8 @@ class Worker:
             self._topics = TopicDirectory(AdminClient(conn.client_config()))
             if results:  # fail at start, not at the first run that ends (or never, for a source)
                 await asyncio.get_running_loop().run_in_executor(None, self._topics.require, results)
+            if self._registry is not None:  # likewise: an unreachable registry is named at start
+                await asyncio.get_running_loop().run_in_executor(None, self._registry.check)
             state_dir, instance_id = self._claim_state_dir(conn.namespace)
             if self._metrics_port is not None:
                 self._serve_metrics(conn.namespace)
@@ -312,6 +340,8 @@ class Worker:
                     metrics=self.metrics,
                     sources=self._sources,
                     emit_topics=self._topics,
+                    decoders=self._decoders,
+                    registry=self._registry,
                 )
                 session.shutdown_timeout = self._shutdown_timeout
                 self._session = session
