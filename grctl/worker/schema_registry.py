@@ -200,6 +200,21 @@ class SchemaRegistry:
                     raise InvalidArgumentError(f"schema registry config: {exc}", argument="schema_registry") from exc
             return self._client
 
+    def close(self) -> None:
+        """Close the HTTP connections; the next use opens new ones (the worker calls this when its run ends)."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._serializers.clear()
+            self._ready.clear()
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> SchemaRegistry:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def unavailable(self, exc: BaseException) -> SchemaRegistryUnavailableError | None:
         """`exc` as the registry being unavailable, or None if it is about the record or value."""
         from confluent_kafka.schema_registry.error import SchemaRegistryError as ClientError
@@ -364,7 +379,12 @@ class RegistryDecoder:
             else:
                 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
 
-                self._de = ProtobufDeserializer(schema, {"use.deprecated.format": False}, schema_registry_client=client)
+                # Without the client: the message class is the reader's schema, and the writer's
+                # schema is only checked to exist (`decode`). With it, the deserializer asks for
+                # the schema with format=serialized, which Apicurio Registry 3.3 answers with a
+                # 500 for schemas registered as a base64 FileDescriptorProto (as the Python
+                # serializer registers them).
+                self._de = ProtobufDeserializer(schema, {"use.deprecated.format": False})
         except ImportError as exc:
             raise SchemaRegistryError(f"format {format!r} needs {_INSTALL} ({exc})", url=registry.url) from exc
         self._known: set[int] = set()
@@ -392,6 +412,8 @@ class RegistryDecoder:
 
         schema_id = schema_id_of(data)
         try:
+            if self.format == "protobuf" and schema_id not in self._known:
+                self.registry.client.get_schema(schema_id)  # the id must exist (see __init__)
             value = self._de(data, SerializationContext(topic, MessageField.VALUE))
         except Exception as exc:
             down = self.registry.unavailable(exc)

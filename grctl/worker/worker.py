@@ -31,7 +31,7 @@ from grctl.worker._commit import RecordRefused
 from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
 from grctl.worker.emit import TopicDirectory
-from grctl.worker.schema_registry import ENV_URL, SchemaRegistry
+from grctl.worker.schema_registry import ENV_URL, RegistryDecoder, SchemaRegistry
 from grctl.worker.sources import Source
 from grctl.workflow.workflow import Workflow
 
@@ -183,12 +183,7 @@ class Worker:
             raise RegistrationError("; ".join(problems))
         self._sources = list(sources or [])
         self._registry = registry
-        #: Decoders of the registry-format sources, by topic.
-        self._decoders = {
-            src.topic: registry.decoder(src.format, src.schema, what=f"source {src.topic!r}")
-            for src in self._sources
-            if src.uses_registry and registry is not None
-        }
+        self._decoders = self._make_decoders()  # fails here if the grctl[registry] extra is missing
         if max_concurrent_steps < 1:
             raise InvalidArgumentError(
                 f"max_concurrent_steps must be >= 1, got {max_concurrent_steps}", argument="max_concurrent_steps"
@@ -222,6 +217,15 @@ class Worker:
         self._topics: TopicDirectory | None = None
         self._started = False
         self._fork_guard = ForkGuard("Worker")
+
+    def _make_decoders(self) -> dict[str, RegistryDecoder]:
+        """Decoders of the registry-format sources, by topic."""
+        registry = self._registry
+        return {
+            src.topic: registry.decoder(src.format, src.schema, what=f"source {src.topic!r}")
+            for src in self._sources
+            if src.uses_registry and registry is not None
+        }
 
     @property
     def workflows(self) -> list[Workflow]:
@@ -292,6 +296,7 @@ class Worker:
             if results:  # fail at start, not at the first run that ends (or never, for a source)
                 await asyncio.get_running_loop().run_in_executor(None, self._topics.require, results)
             if self._registry is not None:  # likewise: an unreachable registry is named at start
+                self._decoders = self._make_decoders()  # on the client the registry has now (see close)
                 await asyncio.get_running_loop().run_in_executor(None, self._registry.check)
             state_dir, instance_id = self._claim_state_dir(conn.namespace)
             if self._metrics_port is not None:
@@ -299,6 +304,8 @@ class Worker:
         except BaseException as exc:
             if self._lock is not None:
                 self._lock.release()
+            if self._registry is not None:
+                self._registry.close()
             self._startup_error = exc
             self._done.set()
             raise
@@ -364,6 +371,8 @@ class Worker:
                 self._metrics_server = None
             if self._lock is not None:
                 self._lock.release()
+            if self._registry is not None:  # its HTTP connections; a later run opens new ones
+                self._registry.close()
             self._done.set()
             logger.info("worker %s stopped", self.worker_id)
 
