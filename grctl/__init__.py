@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from grctl.models.run_info import RunInfo, RunStatus
     from grctl.worker.child import ChildOutcome
     from grctl.worker.context import Context
+    from grctl.worker.schema_registry import SchemaRegistry
     from grctl.worker.sources import SendEvent, Source, SourceRecord, StartRun
     from grctl.worker.task import task
     from grctl.worker.worker import Worker
@@ -66,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "grctl.models.directive",
     "RunInfo": "grctl.models.run_info",
     "RunStatus": "grctl.models.run_info",
+    "SchemaRegistry": "grctl.worker.schema_registry",
     "SendEvent": "grctl.worker.sources",
     "Source": "grctl.worker.sources",
     "SourceRecord": "grctl.worker.sources",
@@ -111,6 +113,7 @@ __all__ = [
     "RetryPolicy",
     "RunInfo",
     "RunStatus",
+    "SchemaRegistry",
     "SendEvent",
     "Source",
     "SourceRecord",

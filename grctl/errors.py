@@ -29,6 +29,11 @@ GrctlError
 ├── KafkaSetupError                    broker unreachable, topics missing or mismatched
 │   ├── TopicMismatchError
 │   └── LocalKafkaError                the local development broker (grctl.dev.kafka)
+├── SchemaRegistryError                a schema-registry format could not be used
+│   ├── SchemaRegistryUnavailableError the registry did not answer (or refused this client)
+│   ├── UnknownSchemaError             a record names a schema id the registry does not know
+│   ├── WireFormatError (ValueError)   bytes that are not magic byte 0 + 4-byte schema id + payload
+│   └── SchemaSerializationError (ValueError)  a value does not fit its schema, or the schema was refused
 ├── StateError                         the local state store is unusable (locked, corrupt)
 ├── MetricsPortInUseError              a worker's metrics port cannot be bound
 ├── TracingNotInstalledError (ImportError)  tracing asked for without OpenTelemetry installed
@@ -389,6 +394,72 @@ class TopicMismatchError(KafkaSetupError):
         self.topic = topic
         self.expected = expected
         self.found = found
+
+
+class SchemaRegistryError(GrctlError):
+    """A value in a schema-registry format (Avro, Protobuf, JSON Schema) could not be handled.
+
+    Attributes:
+        url: the registry's URL ('' when no registry was involved).
+    """
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class SchemaRegistryUnavailableError(SchemaRegistryError):
+    """The schema registry did not answer, answered with a server error, or refused this client.
+
+    Not a property of the record: a source record whose lookup fails this way is not
+    dead-lettered; the worker's session restarts after a back-off and reads it again. In a step
+    (`ctx.emit`) it fails the step like any exception (its retry policy applies).
+    """
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(
+            f"the schema registry at {url} is unavailable ({detail}): check that it runs and that this worker "
+            "reaches it (Worker(schema_registry=...) or GRCTL_SCHEMA_REGISTRY_URL; for a local one: "
+            "grctl dev registry start)",
+            url=url,
+        )
+        self.detail = detail
+
+
+class UnknownSchemaError(SchemaRegistryError):
+    """A record's wire format names a schema id the registry does not know (a dead-letter reason).
+
+    Attributes:
+        schema_id: the id in the record.
+    """
+
+    def __init__(self, schema_id: int, url: str) -> None:
+        super().__init__(
+            f"schema id {schema_id} is not known to the schema registry at {url}: the record was written "
+            "with another registry, or its schema was deleted",
+            url=url,
+        )
+        self.schema_id = schema_id
+
+
+class WireFormatError(SchemaRegistryError, ValueError):
+    """Bytes that are not in the schema registry's wire format (magic byte 0, 4-byte schema id, payload)."""
+
+
+class SchemaSerializationError(SchemaRegistryError, ValueError):
+    """A value could not be encoded with its schema (it does not fit, or the registry refused the schema).
+
+    Raised in the step when its handler returns; the step fails and publishes nothing.
+
+    Attributes:
+        topic: the topic the value was for.
+        format: "avro", "protobuf" or "jsonschema".
+    """
+
+    def __init__(self, message: str, *, topic: str, format: str, url: str = "") -> None:
+        super().__init__(message, url=url)
+        self.topic = topic
+        self.format = format
 
 
 class StateError(GrctlError):

@@ -20,6 +20,11 @@ A broker that was already running is reused and left running, so start it once b
 so when several pytest processes run at once: otherwise the first to finish stops the broker
 under the others.
 
+Tests of the schema-registry formats take ``schema_registry_url``: ``GRCTL_TEST_SCHEMA_REGISTRY_URL``,
+else the local Apicurio Registry (`grctl.dev.registry`, registry ``test`` on port 28181), started
+once per session (~5 s; the first fetch of its tarball once per machine) and stopped at the end
+if the session started it.
+
 Every Kafka session sets ``os.environ["GRCTL_KAFKA_SERVERS"]`` so that subprocesses started by
 tests (workers, the CLI) find the same cluster.
 """
@@ -132,6 +137,32 @@ def kafka_bootstrap() -> Iterator[str]:
             finally:
                 if result.started:
                     local_kafka.stop(TEST_CLUSTER_NAME)
+
+
+TEST_REGISTRY_NAME = "test"
+TEST_REGISTRY_PORT = 28181
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """A real Confluent-compatible schema registry for the session (tests that use it only).
+
+    ``GRCTL_TEST_SCHEMA_REGISTRY_URL`` if set; else the local Apicurio Registry
+    (`grctl.dev.registry`, registry ``test`` on port 28181), started once and stopped at the end
+    if this session started it. Its storage is in memory: each test registers its own subjects.
+    """
+    env = os.environ.get("GRCTL_TEST_SCHEMA_REGISTRY_URL")
+    if env:
+        yield env
+        return
+    from grctl.dev import registry as local_registry
+
+    result = local_registry.ensure_running(TEST_REGISTRY_PORT, name=TEST_REGISTRY_NAME)
+    try:
+        yield result.url
+    finally:
+        if result.started:
+            local_registry.stop(TEST_REGISTRY_NAME)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,11 @@
 
 ``grctl dev`` alone starts the local broker, creates the namespace, runs a worker with the demo
 workflows (``examples.demo``) and prints what to try next. ``grctl dev kafka ...`` manages a
-real local Apache Kafka (KRaft) run from its jars (see `grctl.dev.kafka`).
-Progress goes to stderr; ``start`` prints the bootstrap address
-alone on its last stdout line, so ``export GRCTL_KAFKA_SERVERS=$(grctl dev kafka start)`` works.
+real local Apache Kafka (KRaft) run from its jars (see `grctl.dev.kafka`), ``grctl dev registry
+...`` a local schema registry (see `grctl.dev.registry`). Progress goes to stderr; ``start``
+prints the bootstrap address (the registry URL) alone on its last stdout line, so
+``export GRCTL_KAFKA_SERVERS=$(grctl dev kafka start)`` and
+``export GRCTL_SCHEMA_REGISTRY_URL=$(grctl dev registry start)`` work.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from grctl.dev import kafka
+from grctl.dev import kafka, registry
 
 dev_app = typer.Typer(
     invoke_without_command=True,
@@ -34,6 +36,13 @@ kafka_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 dev_app.add_typer(kafka_app, name="kafka")
+registry_app = typer.Typer(
+    help="A real local schema registry (Apicurio Registry, Confluent-compatible API) run from its Maven "
+    "Central distribution; no Docker needed.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dev_app.add_typer(registry_app, name="registry")
 
 NameOption = Annotated[
     str | None,
@@ -318,3 +327,76 @@ def wipe_cmd(
     with _errors():
         if not kafka.wipe(cluster, home=home):
             typer.echo(f"no cluster {cluster!r} to wipe", err=True)
+
+
+RegistryNameOption = Annotated[str, typer.Option("--name", help="Registry name.")]
+
+
+@registry_app.command("start")
+def registry_start_cmd(
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1024, max=65535, help="HTTP port on 127.0.0.1 [default: recorded, else 8081]."),
+    ] = None,
+    name: RegistryNameOption = registry.DEFAULT_NAME,
+    home: HomeOption = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for readiness.")] = (
+        registry.READY_TIMEOUT_S
+    ),
+) -> None:
+    """Start a local schema registry (or reuse the running one) and print its URL.
+
+    Apicurio Registry 3.3.3 on Java 21+ (else 2.4.2 on Java 17), fetched once with Maven into
+    the dev home; in-memory storage, so its schemas last as long as it runs. The URL printed is
+    its Confluent-compatible API: `export GRCTL_SCHEMA_REGISTRY_URL=$(grctl dev registry start)`.
+    """
+    _setup_logging()
+    with _errors():
+        result = registry.ensure_running(port, name=name, home=home, timeout=timeout)
+    if result.started:
+        typer.echo(f"registry {name!r}: Apicurio Registry {result.version} on {result.java}", err=True)
+    else:
+        typer.echo(f"registry {name!r} is already running", err=True)
+    typer.echo(result.url)
+
+
+@registry_app.command("stop")
+def registry_stop_cmd(
+    name: RegistryNameOption = registry.DEFAULT_NAME,
+    home: HomeOption = None,
+    all_registries: Annotated[bool, typer.Option("--all", help="Stop every registry under the home folder.")] = False,
+) -> None:
+    """Stop a local schema registry (SIGTERM, then SIGKILL); its schemas are gone with it."""
+    _setup_logging()
+    with _errors():
+        names = registry.list_registries(home) if all_registries else [name]
+        for each in names:
+            if not registry.stop(each, home=home):
+                typer.echo(f"registry {each!r} is not running", err=True)
+
+
+@registry_app.command("status")
+def registry_status_cmd(
+    name: Annotated[str | None, typer.Option("--name", help="Registry name [default: all registries].")] = None,
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show the local schema registries: pid, state, port, version and URL."""
+    with _errors():
+        names = [name] if name else registry.list_registries(home)
+        statuses = [registry.status(n, home=home) for n in names]
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+        return
+    home_dir = kafka.resolve_home(home)
+    if not any(s.exists for s in statuses):
+        which = f"registry {name!r}" if name else "registries"
+        typer.echo(f"no local schema {which} under {home_dir}")
+        return
+    table = Table(title=f"local schema registries ({home_dir})")
+    for column in ("registry", "pid", "state", "port", "version", "url"):
+        table.add_column(column)
+    for st in statuses:
+        state = "running" if st.ready else "starting" if st.running else "stopped"
+        table.add_row(st.name, str(st.pid or "-"), state, str(st.port), st.version, st.url if st.running else "-")
+    Console().print(table)

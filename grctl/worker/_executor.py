@@ -37,6 +37,7 @@ from grctl.models.run_info import RunInfo, RunStatus
 from grctl.worker.context import Context
 from grctl.worker.emit import EmitBuffer, TopicDirectory
 from grctl.worker.runtime import StepRuntime, StepSuspended
+from grctl.worker.schema_registry import SchemaRegistry
 from grctl.worker.store import Store
 from grctl.workflow.handlers import bind_arguments
 
@@ -119,8 +120,10 @@ class StepExecutor:
         tasks: PartitionTasks,
         metrics: WorkerMetrics | None = None,
         emit_topics: TopicDirectory | None = None,
+        registry: SchemaRegistry | None = None,
     ) -> None:
         self._workflows = workflows
+        self._registry = registry
         self._metrics = metrics
         self._emit_topics = emit_topics
         self._codec = codec
@@ -232,7 +235,7 @@ class StepExecutor:
 
             limit = proc.services.limits.value_bytes
             store = Store(read, self._codec, max_value_bytes=limit)
-            emits = EmitBuffer(self._codec)
+            emits = EmitBuffer(self._codec, self._registry)
             ctx = Context(
                 run=run_info_of(run),
                 workflow=wf,
@@ -256,11 +259,12 @@ class StepExecutor:
             if emits.records:
                 if self._emit_topics is None:
                     raise InternalError("a step emitted records but the session has no topic directory")
-                # Checked before anything is staged: a missing topic or an oversized record fails
-                # this step, instead of the transaction of every run in the batch.
-                if not self._emit_topics.check_cached(emits.records, wf_id):  # else a lookup, in a thread
+                # Encoded and checked before anything is staged: a value that does not fit its
+                # schema, a missing topic or an oversized record fails this step, instead of the
+                # transaction of every run in the batch. Registry and topic lookups go to a thread.
+                if not (emits.encode_cached() and self._emit_topics.check_cached(emits.records, wf_id)):
                     await asyncio.get_running_loop().run_in_executor(
-                        None, self._emit_topics.check, emits.records, wf_id
+                        None, _encode_and_check, emits, self._emit_topics, wf_id
                     )
             return _outcome(run, result, store.pending_writes(), emits.records, t0)
         except StepSuspended as suspended:
@@ -287,6 +291,11 @@ class StepExecutor:
             )
         finally:
             StepRuntime.deactivate(token)
+
+
+def _encode_and_check(emits: EmitBuffer, topics: TopicDirectory, wf_id: str) -> None:
+    emits.encode()
+    topics.check(emits.records, wf_id)
 
 
 def _outcome(run: RunRecord, d: Directive, writes: dict[str, bytes], emits: list[Emit], t0: float) -> StepOutcome:

@@ -17,7 +17,7 @@ worker drops everything uncommitted and starts a new session, which rebuilds fro
 (committed state only) and the changelog and resumes from the committed offsets. That is the
 only recovery path, so it is the one the crash tests exercise.
 
-May import: every `._*` module of the worker, `grctl.worker.emit` and `.sources`, `grctl.engine`,
+May import: every `._*` module of the worker, `grctl.worker.emit`, `.schema_registry` and `.sources`, `grctl.engine`,
 `grctl.kafka`, `grctl.models`, `grctl.state`.
 """
 
@@ -28,7 +28,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from grctl import defaults
 from grctl.codec import CodecRegistry
 from grctl.engine.machine import Machine
+from grctl.errors import SchemaRegistryUnavailableError
 from grctl.kafka.acls import is_refusal
 from grctl.kafka.connection import Connection
 from grctl.kafka.limits import RecordLimits
@@ -54,6 +55,7 @@ from grctl.worker._queries import QueryAnswerer
 from grctl.worker._rebalance import Partitions
 from grctl.worker._timers import TimerLoop
 from grctl.worker.emit import TopicDirectory
+from grctl.worker.schema_registry import RegistryDecoder, SchemaRegistry
 from grctl.worker.sources import Source, SourcePartition
 
 if TYPE_CHECKING:
@@ -107,8 +109,11 @@ class WorkerSession:
         sources: Sequence[Source] = (),
         emit_topics: TopicDirectory | None = None,
         pipeline_steps: bool = True,
+        decoders: Mapping[str, RegistryDecoder] | None = None,
+        registry: SchemaRegistry | None = None,
     ) -> None:
         self.conn = connection
+        self._decoders = dict(decoders or {})
         if emit_topics is not None:  # the records a step emits fit what this session's producer sends
             emit_topics.producer_max_bytes = limits.producer_max_bytes
         self._sources = {src.topic: src for src in sources}
@@ -146,6 +151,7 @@ class WorkerSession:
             tasks=self.tasks,
             metrics=metrics,
             emit_topics=emit_topics,
+            registry=registry,
         )
         queries = QueryAnswerer(workflows=workflows, codec=codec, tasks=self.tasks)
         processors: dict[int, PartitionProcessor] = {}
@@ -183,7 +189,7 @@ class WorkerSession:
         return SourcePartition(
             self._sources[topic], partition, outbox=self.committer, topics=self.conn.topics,
             num_partitions=self.conn.num_partitions, codec=self._codec, limits=self._limits,
-            wf_types=frozenset(self._workflows),
+            wf_types=frozenset(self._workflows), decoder=self._decoders.get(topic),
         )  # fmt: skip
 
     def _set_group_metadata(self, metadata: Any) -> None:
@@ -267,7 +273,15 @@ class WorkerSession:
                 if msg.topic() != directives:
                     src = sources.get((msg.topic() or "", msg.partition() or 0))
                     if src is not None:
-                        src.on_record(msg)
+                        try:
+                            if src.needs_lookup(msg):  # a schema id not seen before: asked in a thread
+                                await self._loop.run_in_executor(None, src.lookup, msg)
+                            src.on_record(msg)
+                        except SchemaRegistryUnavailableError as exc:
+                            # Not the record's fault: read it again in the next session, after a back-off.
+                            raise SessionRestart(
+                                f"source {msg.topic()}[{msg.partition()}] offset {msg.offset()}: {exc}"
+                            ) from exc
                     continue
                 proc = processors.get(msg.partition())
                 if proc is not None and not proc.closing:

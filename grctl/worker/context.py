@@ -175,6 +175,7 @@ class Context:
         key: str | bytes | None = None,
         headers: Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]] | None = None,
         format: EmitFormat = "json",
+        schema: Any = None,
         serializer: Callable[[Any], bytes] | None = None,
     ) -> None:
         """Publish a record to `topic` exactly once, with this step's outcome.
@@ -189,21 +190,28 @@ class Context:
             value: the value, encoded by `format` or `serializer`.
             key: the record key (str is UTF-8 encoded).
             headers: record headers (str values are UTF-8 encoded).
-            format: "json" (default: the codec's primitives as JSON), "msgpack", or "raw"
-                (bytes as they are, str as UTF-8).
-            serializer: encodes the value to bytes instead of `format` (e.g. a schema-registry
-                serializer).
+            format: "json" (default: the codec's primitives as JSON), "msgpack", "raw" (bytes
+                as they are, str as UTF-8), or in the schema registry's wire format with the
+                worker's registry (`Worker(schema_registry=...)`): "avro" (a dict fastavro
+                takes), "protobuf" (an instance of the message class) or "jsonschema" (any
+                value the codec makes JSON of), registered under ``<topic>-value``.
+            schema: the schema of a registry format: Avro schema (str or dict), protobuf
+                message class, or JSON Schema (str or dict).
+            serializer: encodes the value to bytes instead of `format`.
 
         Raises:
-            InvalidArgumentError: a bad topic name, an engine topic, a bad key or header.
+            InvalidArgumentError: a bad topic name, an engine topic, a bad key or header, a
+                registry format without a schema or without a registry.
             CodecError: the value cannot be encoded.
 
         When the handler returns, the step fails with `EmitTopicNotFoundError` if a topic does
-        not exist, or `PayloadTooLargeError` if a record is larger than its topic takes.
+        not exist, `PayloadTooLargeError` if a record is larger than its topic takes,
+        `SchemaSerializationError` if a value does not fit its schema (or the registry refuses
+        the schema), `SchemaRegistryUnavailableError` if the registry does not answer.
         """
         if self._emits is None:
             raise InvalidArgumentError("ctx.emit is only available in a step handler", argument="topic")
-        self._emits.add(topic, value, key=key, headers=headers, format=format, serializer=serializer)
+        self._emits.add(topic, value, key=key, headers=headers, format=format, schema=schema, serializer=serializer)
 
     @property
     def store(self) -> Store:

@@ -10,12 +10,19 @@ transaction aborts (a crash) published nothing, and its re-execution publishes a
 record's partition is chosen by the producer's partitioner from its key.
 
 Values are encoded by `format`: "json" (the workflow codec's primitives as JSON, the default),
-"msgpack", or "raw" (bytes as they are, str as UTF-8); or by a `serializer` callable to bytes
-(e.g. a schema-registry serializer). Topics named ``grctl.*`` belong to the engine and are refused.
+"msgpack", or "raw" (bytes as they are, str as UTF-8); with the worker's schema registry
+(`grctl.worker.schema_registry`) in its wire format: "avro" (`schema`: the Avro schema, str or
+dict), "protobuf" (`schema`: the message class; the value an instance of it) or "jsonschema"
+(`schema`: the JSON Schema, str or dict); or by a `serializer` callable to bytes. Registry
+formats are encoded when the handler returns: from confluent-kafka's cache if the schema's id
+is known for the topic's subject, else in a thread (a registration or lookup); a value that does
+not fit fails the step with `SchemaSerializationError`. Topics named ``grctl.*`` belong to the
+engine and are refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -30,10 +37,11 @@ from grctl.codec import CodecRegistry
 from grctl.engine.machine import Emit
 from grctl.errors import EmitTopicNotFoundError, InvalidArgumentError, KafkaSetupError, PayloadTooLargeError
 from grctl.kafka.limits import topic_max_bytes
+from grctl.worker.schema_registry import REGISTRY_FORMATS, SchemaRegistry, check_schema, encode_value
 
 __all__ = ["Emit", "EmitBuffer", "EmitFormat", "TopicDirectory"]
 
-EmitFormat = Literal["json", "msgpack", "raw"]
+EmitFormat = Literal["json", "msgpack", "raw", "avro", "protobuf", "jsonschema"]
 #: Records one step may emit (they all go into one transaction).
 MAX_EMITS_PER_STEP: Final = 10_000
 _TOPIC_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -52,9 +60,37 @@ def _bytes(value: str | bytes, what: str) -> bytes:
 class EmitBuffer:
     """The records of one step execution, encoded and checked as they are emitted."""
 
-    def __init__(self, codec: CodecRegistry) -> None:
+    def __init__(self, codec: CodecRegistry, registry: SchemaRegistry | None = None) -> None:
         self._codec = codec
+        self._registry = registry
         self.records: list[Emit] = []
+        #: Registry-format records not encoded yet: (index in `records`, format, schema, value).
+        self._pending: list[tuple[int, Any, Any, Any]] = []
+
+    def encode_cached(self) -> bool:
+        """Encode the registry-format records if no registry lookup is needed; False if one is (see `encode`)."""
+        registry = self._registry
+        if not self._pending:
+            return True
+        assert registry is not None
+        if not all(registry.encode_is_cached(f, schema, self.records[i].topic) for i, f, schema, _ in self._pending):
+            return False
+        self.encode()
+        return True
+
+    def encode(self) -> None:
+        """Encode the registry-format records (blocking on a registration or lookup: call it in a thread).
+
+        Raises:
+            SchemaSerializationError: a value does not fit its schema, or the registry refused it.
+            SchemaRegistryUnavailableError: the registry does not answer.
+        """
+        registry = self._registry
+        for i, format, schema, value in self._pending:
+            assert registry is not None
+            rec = self.records[i]
+            self.records[i] = dataclasses.replace(rec, value=registry.encode(format, schema, rec.topic, value))
+        self._pending.clear()
 
     def add(
         self,
@@ -64,12 +100,14 @@ class EmitBuffer:
         key: str | bytes | None = None,
         headers: Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]] | None = None,
         format: EmitFormat = "json",  # the natural name of the option
+        schema: Any = None,
         serializer: Callable[[Any], bytes] | None = None,
     ) -> None:
         """Encode and buffer one record (see the module docstring).
 
         Raises:
-            InvalidArgumentError: a bad topic name, an engine topic, a bad key, header or format.
+            InvalidArgumentError: a bad topic name, an engine topic, a bad key, header, format or
+                schema, or a registry format without a registry.
             CodecError: the value cannot be encoded.
         """
         if not isinstance(topic, str) or not _TOPIC_RE.match(topic) or topic in (".", ".."):
@@ -82,7 +120,22 @@ class EmitBuffer:
             )
         if len(self.records) >= MAX_EMITS_PER_STEP:
             raise InvalidArgumentError(f"a step may emit at most {MAX_EMITS_PER_STEP:,} records", argument="topic")
-        if serializer is not None:
+        pending = None
+        if format in REGISTRY_FORMATS and serializer is None:
+            if self._registry is None:
+                raise InvalidArgumentError(
+                    f"ctx.emit(format={format!r}) needs a schema registry: Worker(schema_registry=URL) or "
+                    "GRCTL_SCHEMA_REGISTRY_URL",
+                    argument="format",
+                )
+            check_schema(format, schema, required=True, what=f"ctx.emit to {topic!r}")
+            pending = (len(self.records), format, schema, encode_value(self._codec, format, value))
+            data = b""
+        elif schema is not None:
+            raise InvalidArgumentError(
+                f"ctx.emit: schema= is for the formats avro, protobuf and jsonschema, not {format!r}", argument="schema"
+            )
+        elif serializer is not None:
             data = serializer(value)
             if not isinstance(data, bytes):
                 raise InvalidArgumentError(
@@ -95,10 +148,14 @@ class EmitBuffer:
         elif format == "raw":
             data = _bytes(value, "value")
         else:
-            raise InvalidArgumentError(f"unknown format {format!r}: use json, msgpack or raw", argument="format")
+            raise InvalidArgumentError(
+                f"unknown format {format!r}: use json, msgpack, raw, avro, protobuf or jsonschema", argument="format"
+            )
         items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
         encoded_headers = [(str(k), _bytes(v, f"header {k!r}")) for k, v in items] or None
         self.records.append(Emit(topic, None if key is None else _bytes(key, "key"), data, encoded_headers))
+        if pending is not None:
+            self._pending.append(pending)
 
 
 class TopicDirectory:

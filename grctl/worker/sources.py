@@ -14,10 +14,18 @@ Order: the records of one source partition are routed in offset order, and the d
 one workflow id go to one `directives` partition in that order, so events for a run arrive in
 source order per source partition (use the source key to keep a run's records together).
 
-A record that cannot be decoded, a route that raises or returns something else, an input over
-the value limit: the record goes to the namespace's dead-letter topic with the reason, and the
-partition moves on. While the runs in flight on this worker exceed `max_in_flight`, its source
-partitions are paused (back-pressure).
+Formats "avro", "protobuf" and "jsonschema" decode the schema registry's wire format with the
+worker's `SchemaRegistry` (`grctl.worker.schema_registry`); a record with a schema id not seen
+before is decoded in a thread, so its lookup does not block the event loop.
+
+A record that cannot be decoded (for the registry formats also: not in the wire format, a
+schema id the registry does not know), a route that raises or returns something else, an input
+over the value limit: the record goes to the namespace's dead-letter topic with the reason, and
+the partition moves on. A registry that does not answer is not the record's fault: the record is
+not dead-lettered, the session restarts and reads it again (see `grctl.worker.schema_registry`).
+
+While the runs in flight on this worker exceed `max_in_flight`, its source partitions are
+paused (back-pressure).
 """
 
 from __future__ import annotations
@@ -34,10 +42,11 @@ from ulid import ULID
 from grctl._check import positive_ms
 from grctl.codec import CodecRegistry
 from grctl.engine.records import EventCmd, StartCmd, encoder
-from grctl.errors import InvalidArgumentError
+from grctl.errors import InvalidArgumentError, SchemaRegistryUnavailableError
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
 from grctl.worker._partition import dead_letter_record
+from grctl.worker.schema_registry import REGISTRY_FORMATS, RegistryDecoder, check_schema
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -49,7 +58,8 @@ __all__ = ["SendEvent", "Source", "SourceFormat", "SourceRecord", "StartRun"]
 
 logger = logging.getLogger("grctl.worker")
 
-SourceFormat = Literal["json", "msgpack", "str", "raw"]
+SourceFormat = Literal["json", "msgpack", "str", "raw", "avro", "protobuf", "jsonschema"]
+_PLAIN_FORMATS: Final = ("json", "msgpack", "str", "raw")
 #: Runs in flight on a worker above which its source partitions pause.
 DEFAULT_MAX_IN_FLIGHT: Final = 10_000
 _json = msgspec.json.Decoder()
@@ -107,8 +117,13 @@ class Source:
     Args:
         topic: an existing topic (not one of the engine's ``grctl.*``).
         route: decoded record -> `StartRun`, `SendEvent` or None (skip the record).
-        format: how values are decoded: "json" (default), "msgpack", "str" (UTF-8), "raw" (bytes).
-        deserializer: bytes -> value instead of `format` (e.g. a schema-registry deserializer).
+        format: how values are decoded: "json" (default), "msgpack", "str" (UTF-8), "raw" (bytes),
+            or with the worker's schema registry (`Worker(schema_registry=...)`) from its wire
+            format: "avro" (a dict), "protobuf" (a message of `schema`), "jsonschema" (the JSON value).
+        schema: for "protobuf" the generated message class (required); for "avro" a reader
+            schema (str or dict; default: the writer's schema); for "jsonschema" a schema to
+            validate against (default: the writer's schema).
+        deserializer: bytes -> value instead of `format` (any other decoding).
         max_in_flight: the worker pauses this source while it has more runs in flight.
     """
 
@@ -118,6 +133,7 @@ class Source:
         route: Route,
         *,
         format: SourceFormat = "json",
+        schema: Any = None,
         deserializer: Callable[[bytes], Any] | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
@@ -127,8 +143,22 @@ class Source:
             )
         if not callable(route):
             raise InvalidArgumentError(f"route must be a function of a SourceRecord, got {route!r}", argument="route")
-        if format not in ("json", "msgpack", "str", "raw"):
-            raise InvalidArgumentError(f"unknown format {format!r}: use json, msgpack, str or raw", argument="format")
+        if format not in _PLAIN_FORMATS and format not in REGISTRY_FORMATS:
+            raise InvalidArgumentError(
+                f"unknown format {format!r}: use json, msgpack, str, raw, avro, protobuf or jsonschema",
+                argument="format",
+            )
+        if format in REGISTRY_FORMATS:
+            if deserializer is not None:
+                raise InvalidArgumentError(
+                    f"source {topic!r}: give format={format!r} or a deserializer, not both", argument="deserializer"
+                )
+            check_schema(format, schema, required=False, what=f"source {topic!r}")
+        elif schema is not None:
+            raise InvalidArgumentError(
+                f"source {topic!r}: schema= is for the formats avro, protobuf and jsonschema, not {format!r}",
+                argument="schema",
+            )
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise InvalidArgumentError(
                 f"max_in_flight must be a positive int, got {max_in_flight!r}", argument="max_in_flight"
@@ -136,11 +166,19 @@ class Source:
         self.topic = topic
         self.route = route
         self.format = format
+        self.schema = schema
         self.deserializer = deserializer
         self.max_in_flight = max_in_flight
 
+    @property
+    def uses_registry(self) -> bool:
+        """Whether its format needs the worker's schema registry."""
+        return self.format in REGISTRY_FORMATS
+
     def decode(self, data: bytes) -> Any:
-        """The record value as the route sees it (raises on undecodable data)."""
+        """The record value as the route sees it, for the formats without a registry (raises on undecodable data)."""
+        if self.uses_registry:
+            raise InvalidArgumentError(f"format {self.format!r} is decoded by the worker's schema registry")
         if self.deserializer is not None:
             return self.deserializer(data)
         if self.format == "json":
@@ -166,8 +204,14 @@ class SourcePartition:
         codec: CodecRegistry,
         limits: RecordLimits,
         wf_types: frozenset[str] | None = None,
+        decoder: RegistryDecoder | None = None,
     ) -> None:
+        if source.uses_registry and decoder is None:
+            raise InvalidArgumentError(f"source {source.topic!r} has format {source.format!r} but no registry decoder")
         self.source = source
+        self._decoder = decoder
+        #: A record decoded ahead in a thread (`lookup`): (offset, decoded value or its error).
+        self._ahead: tuple[int, Any, BaseException | None] | None = None
         self._wf_types = wf_types
         self.partition = partition
         self._outbox = outbox
@@ -185,15 +229,52 @@ class SourcePartition:
     def watermark(self) -> int | None:
         return self.position
 
+    def needs_lookup(self, msg: Message) -> bool:
+        """Whether decoding `msg` may ask the schema registry (a schema id not seen before)."""
+        return self._decoder is not None and not self._decoder.is_known(msg.value())
+
+    def lookup(self, msg: Message) -> None:
+        """Decode `msg` ahead, blocking (in a thread), for the `on_record` that follows.
+
+        Raises:
+            SchemaRegistryUnavailableError: the registry did not answer; the record is left
+                unread (nothing is staged for it, its offset does not move).
+        """
+        assert self._decoder is not None
+        try:
+            value = self._decoder.decode(msg.value() or b"", msg.topic() or self.source.topic)
+        except SchemaRegistryUnavailableError:
+            self._ahead = None
+            raise
+        except Exception as exc:  # noqa: BLE001  # a record the decoder refuses: dead-lettered by on_record
+            self._ahead = (msg.offset() or 0, None, exc)
+            return
+        self._ahead = (msg.offset() or 0, value, None)
+
+    def _decode(self, msg: Message) -> Any:
+        raw = msg.value() or b""
+        if self._decoder is None:
+            return self.source.decode(raw)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == (msg.offset() or 0):
+            if ahead[2] is not None:
+                raise ahead[2]
+            return ahead[1]
+        return self._decoder.decode(raw, msg.topic() or self.source.topic)
+
     def on_record(self, msg: Message) -> None:
         """Route one record: stage its directive (or dead-letter it) and move the position."""
         offset = msg.offset() or 0
         self.position = offset + 1
         self._outbox.offsets_moved()
-        raw = msg.value()
         rec_topic = msg.topic() or self.source.topic
         try:
-            value = self.source.decode(raw or b"")
+            value = self._decode(msg)
+        except SchemaRegistryUnavailableError:
+            # Not the record's fault; `lookup` runs first for a new schema id, so this means the
+            # client lost a cached schema: leave the record unread, like `lookup` does.
+            self.position = offset
+            raise
         except Exception as exc:  # noqa: BLE001  # a user deserializer may raise anything
             self._dead_letter(msg, f"cannot decode the value ({self.source.format}): {type(exc).__name__}: {exc}")
             return

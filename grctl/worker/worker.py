@@ -31,6 +31,7 @@ from grctl.worker._commit import RecordRefused
 from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
 from grctl.worker.emit import TopicDirectory
+from grctl.worker.schema_registry import ENV_URL, RegistryDecoder, SchemaRegistry
 from grctl.worker.sources import Source
 from grctl.workflow.workflow import Workflow
 
@@ -127,6 +128,10 @@ class Worker:
             transaction or a later one. If a transaction fails, the session restarts, drops
             both, and the step runs again: what a crash does (docs/engine.md "Pipelined
             steps"). False: a step starts only once its dispatch has committed.
+        schema_registry: the Confluent-compatible schema registry of the formats avro,
+            protobuf and jsonschema (sources and `ctx.emit`): a URL or a `SchemaRegistry`
+            (auth, auto-registration); default: ``GRCTL_SCHEMA_REGISTRY_URL`` if set. Checked
+            when the worker starts.
     """
 
     def __init__(
@@ -143,6 +148,7 @@ class Worker:
         state_memory_mb: int = DEFAULT_STATE_MEMORY_MB,
         sources: list[Source] | None = None,
         pipeline_steps: bool = True,
+        schema_registry: str | SchemaRegistry | None = None,
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
@@ -167,9 +173,23 @@ class Worker:
                 problems.append(f"source topic {src.topic!r} is listed twice")
             else:
                 seen_topics.add(src.topic)
+        registry = SchemaRegistry(schema_registry) if isinstance(schema_registry, str) else schema_registry
+        if registry is None:
+            registry = SchemaRegistry.from_env()
+        elif not isinstance(registry, SchemaRegistry):
+            problems.append(f"schema_registry must be a URL or a SchemaRegistry, got {schema_registry!r}")
+            registry = None
+        for src in sources or []:
+            if isinstance(src, Source) and src.uses_registry and registry is None:
+                problems.append(
+                    f"source {src.topic!r} has format {src.format!r}, which needs a schema registry: "
+                    f"Worker(schema_registry=URL) or set {ENV_URL}"
+                )
         if problems:
             raise RegistrationError("; ".join(problems))
         self._sources = list(sources or [])
+        self._registry = registry
+        self._decoders = self._make_decoders()  # fails here if the grctl[registry] extra is missing
         if max_concurrent_steps < 1:
             raise InvalidArgumentError(
                 f"max_concurrent_steps must be >= 1, got {max_concurrent_steps}", argument="max_concurrent_steps"
@@ -204,6 +224,15 @@ class Worker:
         self._topics: TopicDirectory | None = None
         self._started = False
         self._fork_guard = ForkGuard("Worker")
+
+    def _make_decoders(self) -> dict[str, RegistryDecoder]:
+        """Decoders of the registry-format sources, by topic."""
+        registry = self._registry
+        return {
+            src.topic: registry.decoder(src.format, src.schema, what=f"source {src.topic!r}")
+            for src in self._sources
+            if src.uses_registry and registry is not None
+        }
 
     @property
     def workflows(self) -> list[Workflow]:
@@ -257,6 +286,7 @@ class Worker:
             KafkaAuthorizationError: Kafka refused this principal (a missing ACL, failed
                 authentication); the message names the ACLs (docs/security.md).
             StateError: the state folder is locked by another worker.
+            SchemaRegistryUnavailableError: the schema registry (`schema_registry`) does not answer.
             ForkedProcessError: the worker was made before this process was forked.
         """
         self._fork_guard.check()
@@ -272,12 +302,17 @@ class Worker:
             self._topics = TopicDirectory(AdminClient(conn.client_config()))
             if results:  # fail at start, not at the first run that ends (or never, for a source)
                 await asyncio.get_running_loop().run_in_executor(None, self._topics.require, results)
+            if self._registry is not None:  # likewise: an unreachable registry is named at start
+                self._decoders = self._make_decoders()  # on the client the registry has now (see close)
+                await asyncio.get_running_loop().run_in_executor(None, self._registry.check)
             state_dir, instance_id = self._claim_state_dir(conn.namespace)
             if self._metrics_port is not None:
                 self._serve_metrics(conn.namespace)
         except BaseException as exc:
             if self._lock is not None:
                 self._lock.release()
+            if self._registry is not None:
+                self._registry.close()
             self._startup_error = exc
             self._done.set()
             raise
@@ -320,6 +355,8 @@ class Worker:
                     sources=self._sources,
                     emit_topics=self._topics,
                     pipeline_steps=self._pipeline_steps,
+                    decoders=self._decoders,
+                    registry=self._registry,
                 )
                 session.shutdown_timeout = self._shutdown_timeout
                 self._session = session
@@ -342,6 +379,8 @@ class Worker:
                 self._metrics_server = None
             if self._lock is not None:
                 self._lock.release()
+            if self._registry is not None:  # its HTTP connections; a later run opens new ones
+                self._registry.close()
             self._done.set()
             logger.info("worker %s stopped", self.worker_id)
 

@@ -35,6 +35,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "RetryPolicy",
         "RunInfo",
         "RunStatus",
+        "SchemaRegistry",  # issue 17: schema-registry formats
         "SendEvent",  # issue 17: sources
         "Source",
         "SourceRecord",
@@ -54,6 +55,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
     "grctl.worker": [
         "ChildOutcome",
         "Context",
+        "SchemaRegistry",
         "SendEvent",
         "Source",
         "SourceRecord",
@@ -87,6 +89,16 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "WorkflowRunnerNotFoundError",
     ],
     "grctl.worker.codec": ["CodecRegistry", "default_codec"],
+    "grctl.worker.schema_registry": [
+        "ENV_URL",
+        "REGISTRY_FORMATS",
+        "RegistryDecoder",
+        "RegistryFormat",
+        "SchemaRegistry",
+        "check_schema",
+        "encode_value",
+        "schema_id_of",
+    ],
     "grctl.workflow.handle": ["WorkflowHandle"],
 }
 
