@@ -1,10 +1,11 @@
 """A/B: the same scenarios on two versions of the engine, interleaved, against one broker.
 
-    python -m benchmarks.ab --before 1eabc07 --rounds 2 -s chain -s latency [--quick] [--no-baseline]
+    python -m benchmarks.ab --before 1eabc07 [--after REV] --rounds 2 -s chain -s latency [--quick] [--no-baseline]
 
 Each round runs `python -m benchmarks run <scenarios>` first in a git worktree of `--before`
 (made once under build/ab/tree-<rev>, with this checkout's virtualenv and the worktree first on
-PYTHONPATH, so its harness and its workers run its own engine), then in this checkout. Rounds
+PYTHONPATH, so its harness and its workers run its own engine), then in this checkout (or a
+worktree of `--after`, so that this checkout can be edited meanwhile). Rounds
 interleave the two, so that the machine's drift hits both alike. The headline figures of every
 run are printed side by side and written to build/ab/summary.json; each run's full results stay
 in build/ab/<label>-<round>/.
@@ -76,16 +77,18 @@ def headline(doc: dict[str, Any], scenario: str, path: tuple[str, ...]) -> Any:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="the git revision to compare this checkout with")
+    ap.add_argument("--after", help="a git revision for the other side (default: this checkout, as it is)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("-s", "--scenario", action="append", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args(argv)
     before = worktree(args.before)
+    after = worktree(args.after) if args.after else ROOT
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     for i in range(1, args.rounds + 1):
         runs["before"].append(run_once(before, f"before-{i}", args))
-        runs["after"].append(run_once(ROOT, f"after-{i}", args))
+        runs["after"].append(run_once(after, f"after-{i}", args))
     summary: dict[str, Any] = {"before": args.before, "rounds": args.rounds, "scenarios": args.scenario, "figures": {}}
     print(f"\n{'figure':<36} {'before (' + args.before + ')':>28} {'after':>28}")
     for label, scenario, path in HEADLINES:
