@@ -709,7 +709,10 @@ async def workers(bench: Bench) -> ScenarioResult:
         Row("chain steps/s, 2 worker processes", m2["steps_per_s"], "steps/s", ratio=bench.ratio(m2["steps_per_s"])),
         Row("2 / 1 workers", round(ratio, 2), "x"),
     ]
-    res.notes.append("2 cores for the broker, the client and the workers: a second worker process adds no CPU")
+    res.notes.append(
+        "2 cores for the broker, the client and the workers: a second worker process can add at most what the "
+        "broker and the client leave of them"
+    )
     return res
 
 
