@@ -225,8 +225,9 @@ class GroupCommitter:
     def offsets_moved(self) -> None:
         """Only consumer positions moved: commit them with the next batch, or after a short idle.
 
-        Stale next-step records (whose step already ran) make up most of these; committing
-        them on their own would double the transactions per step.
+        Records that change no state (rejected or read-only inputs: describes, watches of
+        ended runs, queries) make up most of these; a transaction of their own for each
+        would cost more than the records.
         """
         self._offsets_dirty = True
 
@@ -271,8 +272,8 @@ class GroupCommitter:
         """
         if self.failure is not None:
             raise SessionRestart(f"an earlier transaction failed: {self.failure}") from self.failure
-        # 1. The offsets to commit: per partition, the lowest offset whose processing is
-        #    unfinished (a running step's next-step record holds it back), else the next to read.
+        # 1. The offsets to commit: per partition, the processor's watermark (the next record to
+        #    read: every record before it is applied and staged in this batch or an earlier one).
         offsets = [
             (p, lw)
             for p, owned in self._owned.items()

@@ -55,7 +55,7 @@ async def test_the_offset_committed_is_the_processors_watermark_and_only_when_it
     committer = GroupCommitter(pub)
     mark = Watermark()
     committer.attach(0, store, mark)
-    mark.value = 7  # e.g. a running step's next-step record at 7 holds the offset back
+    mark.value = 7  # the processor has applied the records before offset 7
     committer.offsets_moved()
     await committer.flush()
     assert pub.committed[-1].offsets == [(0, 7)] and committer.committed_offset(0) == 7
