@@ -225,9 +225,9 @@ class GroupCommitter:
     def offsets_moved(self) -> None:
         """Only consumer positions moved: commit them with the next batch, or after a short idle.
 
-        Records that change no state (rejected or read-only inputs: describes, watches of
-        ended runs, queries) make up most of these; a transaction of their own for each
-        would cost more than the records.
+        Records that produce nothing (re-deliveries skipped by their run's last offset, an
+        older worker's next-step records) make up most of these; a transaction of their own
+        for each would cost more than the records.
         """
         self._offsets_dirty = True
 
