@@ -44,10 +44,20 @@ COMMIT_YIELDS = 4
 OFFSET_COMMIT_DELAY_S = 0.2
 #: Bound of each blocking librdkafka transaction call.
 TXN_CALL_TIMEOUT_S = 30.0
+#: A transaction still running after this long is given up: the session restarts (its next
+#: incarnation's init_transactions fences the producer still blocked in it). Seen in a CI run:
+#: a worker made no transaction for minutes after the group coordinator's broker was killed,
+#: with its consumer still in the group (so no session restart came from there). Well past the
+#: producer's transaction timeout (10 s), after which the coordinator aborts it anyway.
+PUBLISH_TIMEOUT_S = TXN_CALL_TIMEOUT_S + 5.0
 
 Record = tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]] | None, str | None]
 """(topic, partition, key, value, headers, origin) to produce; origin is the workflow id whose
 transition made the record (None for dead letters), so a refused record names its run."""
+
+
+class TransactionStalled(Exception):
+    """A transaction did not finish within `PUBLISH_TIMEOUT_S`: a librdkafka call blocked past its timeout."""
 
 
 class RecordRefused(Exception):
@@ -360,6 +370,7 @@ class KafkaPublisher:
         self._producer: Producer | None = None
         #: A transaction is running in the producer thread (set and cleared there).
         self._in_flight = False
+        self._phase = "-"  # the transaction call running, for a stalled transaction's error
 
     async def open(self) -> None:
         """Create the producer and initialise its transactions.
@@ -392,8 +403,20 @@ class KafkaPublisher:
                 await asyncio.get_running_loop().run_in_executor(self._pool, self._producer.abort_transaction, 5.0)
 
     async def publish(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
-        """Run the transaction in the producer thread (see `Publisher.publish`)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, batch, offsets)
+        """Run the transaction in the producer thread (see `Publisher.publish`).
+
+        Raises:
+            TransactionStalled: it has not finished within `PUBLISH_TIMEOUT_S` (a librdkafka
+                call blocked past its own timeout); the thread is left to the next session's
+                fencing, like a transaction in flight when a session fails (`abort`).
+        """
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, batch, offsets)
+        try:
+            return await asyncio.wait_for(fut, PUBLISH_TIMEOUT_S)
+        except TimeoutError:
+            raise TransactionStalled(
+                f"transaction of batch {batch.id} still in {self._phase} after {PUBLISH_TIMEOUT_S:.0f} s"
+            ) from None
 
     def _transaction(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
         producer = self._producer
@@ -417,6 +440,7 @@ class KafkaPublisher:
                 checkpoints[p] = max(checkpoints.get(p, -1), msg.offset())
 
         # a. Begin.
+        self._phase = "begin_transaction"
         producer.begin_transaction()
         try:
             # b. Produce the records, then each partition's changelog writes; the delivery
@@ -432,6 +456,7 @@ class KafkaPublisher:
                 for i, (key, change) in enumerate(writes.items()):
                     _produce(producer, state_topic, part, key, change, None, checkpoint_cb if i == last else None, None)
             # c. Wait for every delivery report.
+            self._phase = "flush"
             producer.flush(TXN_CALL_TIMEOUT_S)
             for origin, topic, size, refusal in emit_errors:
                 if not refusal.retriable() and not refusal.fatal():
@@ -443,9 +468,11 @@ class KafkaPublisher:
             if offsets or batch.source_offsets:
                 tps = [TopicPartition(self._topics.directives, p, off) for p, off in offsets]
                 tps += [TopicPartition(t, p, off) for t, p, off in batch.source_offsets]
+                self._phase = "send_offsets_to_transaction"
                 producer.send_offsets_to_transaction(tps, self._group_metadata(), TXN_CALL_TIMEOUT_S)
             t2 = time.monotonic()
             # e. Commit.
+            self._phase = "commit_transaction"
             _commit_with_retry(producer)
             logger.debug(
                 "txn %d: %d records, %d offsets: produce+flush %.1f ms, offsets %.1f ms, commit %.1f ms",

@@ -27,6 +27,7 @@ import asyncio
 import heapq
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +88,9 @@ DESCRIBED_FIELDS: dict[str, str] = {
     HistoryKind.parent_event_sent: "payload",
 }
 
+#: Step tasks start eagerly (Python 3.12+, `StepExecutor.start`): a step may finish inside
+#: `maybe_start`, so a transition must not start its step from inside `apply`.
+_EAGER_TASKS = sys.version_info >= (3, 12)
 #: The statuses of runs that may have a due step (the run index is searched under these).
 ACTIVE_STATUSES = tuple(s for s in RunStatus if s not in TERMINAL_STATUSES)
 
@@ -345,7 +349,10 @@ class PartitionProcessor:
         if tr.execute and run is not None:
             seq = run.seq
             if s.pipeline_steps:  # at once, on the uncommitted state (docs/engine.md "Pipelined steps")
-                asyncio.get_running_loop().call_soon(self.maybe_start, wf_id, seq)
+                if _EAGER_TASKS:  # the step's task would run inside this call: start it from the loop
+                    asyncio.get_running_loop().call_soon(self.maybe_start, wf_id, seq)
+                else:  # its task is created here and first runs from the loop
+                    self.maybe_start(wf_id, seq)
             else:
                 outbox.after_commit(lambda: self.maybe_start(wf_id, seq))
 

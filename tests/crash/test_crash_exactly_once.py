@@ -65,6 +65,18 @@ class WorkerProcess:
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
+    def dump_stacks(self, timeout: float = 5.0) -> None:
+        """Have a live worker write every thread's stack to its log (faulthandler on SIGUSR1)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        size = self.log.stat().st_size if self.log.exists() else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # until the dump is written (it ends the log's growth)
+            if self.log.exists() and self.log.stat().st_size > size and "Thread 0x" in self.tail(200):
+                return
+            time.sleep(0.05)
+
     def tail(self, lines: int) -> str:
         """The last `lines` lines of the worker's log."""
         if not self.log.exists():

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
+import signal
 import sys
 from datetime import timedelta
 
@@ -157,6 +159,8 @@ async def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
     logging.getLogger("grctl.worker").setLevel(logging.DEBUG)  # rebalance and restore detail in the test logs
+    # SIGUSR1 writes every thread's stack to the log (`WorkerProcess.dump_stacks`): what a stalled worker waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     conn = await Connection.connect(args.servers, args.namespace)
     sources = [Source(SOURCE_TOPIC, lambda rec: StartRun("Counter"), format="raw")] if SOURCE_TOPIC else None
     worker = Worker([counter, fan_out, fan_child, waiter, mixed], conn, state_dir=args.state_dir, sources=sources)

@@ -314,6 +314,8 @@ async def settle(
         t.cancel()
     unfinished = [r for r, t in zip(runs, tasks, strict=True) if t in pending]
     by_partition = Counter(partition_for(r.wf_id, partitions) for r in unfinished)
+    for w in workers:  # where each live worker is stuck, in its log (kept beside the report)
+        await asyncio.to_thread(w.dump_stacks)
     tails = "\n".join(f"--- {w.log.name} (exit {w.returncode()}):\n{w.tail(40)}" for w in workers)
     raise AssertionError(
         f"{len(unfinished)} of {len(runs)} runs unfinished {SETTLE_S:.0f} s after the load, by partition "

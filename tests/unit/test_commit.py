@@ -6,14 +6,18 @@ Real RocksDB stores in tmp_path; the Kafka transaction is `InMemoryPublisher`.
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
 from grctl.engine import keys
+from grctl.kafka.topics import TopicNames
 from grctl.state.partition_store import PartitionStore
-from grctl.worker._commit import MAX_BATCH_RECORDS, GroupCommitter, RecordRefused, _produce
+from grctl.worker import _commit as commit_module
+from grctl.worker._commit import MAX_BATCH_RECORDS, Batch, GroupCommitter, KafkaPublisher, RecordRefused, _produce
 from grctl.worker._errors import SessionRestart
 from tests.unit.publisher import InMemoryPublisher
 
@@ -177,3 +181,32 @@ def test_librdkafka_refusing_a_record_names_the_run_that_made_it() -> None:
         _produce(producer, "t", 0, keys.store_key("wf-2", "r", "blob"), b"x" * 2000, None, None, None)
     assert info.value.wf_id == "wf-2"
     producer.purge()
+
+
+async def test_a_transaction_blocked_past_its_bound_is_given_up_and_the_session_restarts(
+    store: PartitionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A librdkafka call that blocks past its own timeout must not stall the worker silently."""
+    monkeypatch.setattr(commit_module, "PUBLISH_TIMEOUT_S", 0.2)
+    release = threading.Event()
+
+    class BlockedInSendOffsets(KafkaPublisher):
+        def _transaction(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
+            self._in_flight = True
+            self._phase = "send_offsets_to_transaction"
+            release.wait(10)  # the producer thread, stuck in a call that ignores its timeout
+            return {}
+
+    pool = ThreadPoolExecutor(1)
+    publisher = BlockedInSendOffsets(lambda: Producer({}), TopicNames("unit"), lambda: None, pool)
+    committer = GroupCommitter(publisher)
+    committer.attach(0, store, Watermark())
+    committer.stage(0, b"r/a", b"never committed")
+    try:
+        with pytest.raises(SessionRestart, match="still in send_offsets_to_transaction"):
+            await committer.flush()
+        assert store.get(b"r/a") is None  # dropped, as after any failed transaction
+        await publisher.abort()  # the teardown does not queue an abort behind the blocked call
+    finally:
+        release.set()
+        pool.shutdown(wait=True)

@@ -187,7 +187,7 @@ async def test_a_pipelined_step_starts_at_once_and_its_outcome_joins_its_dispatc
     h = Harness(tmp_path, pipeline_steps=True)
     wf_id = next(wf_ids_on(0))
     h.feed(start_cmd(wf_id))
-    await asyncio.sleep(0)  # the start is scheduled on the loop, not run inside `apply`
+    await asyncio.sleep(0)  # 3.12+: the start is scheduled on the loop, not run inside `apply`
     assert h.started == [(wf_id, 1)] and h.pub.committed == []  # started before anything committed
     h.proc.step_finished(h.proc.running[wf_id], StepOutcome(run_id="run-1", seq=1, next_kind="complete", result=7))
     await h.committer.flush()
