@@ -454,12 +454,14 @@ class SchemaSerializationError(SchemaRegistryError, ValueError):
     Attributes:
         topic: the topic the value was for.
         format: "avro", "protobuf" or "jsonschema".
+        field: "value", or "key" for a record key (`ctx.emit(key_format=...)`).
     """
 
-    def __init__(self, message: str, *, topic: str, format: str, url: str = "") -> None:
+    def __init__(self, message: str, *, topic: str, format: str, url: str = "", field: str = "value") -> None:
         super().__init__(message, url=url)
         self.topic = topic
         self.format = format
+        self.field = field
 
 
 class StateError(GrctlError):

@@ -55,7 +55,7 @@ from grctl.worker._queries import QueryAnswerer
 from grctl.worker._rebalance import Partitions
 from grctl.worker._timers import TimerLoop
 from grctl.worker.emit import TopicDirectory
-from grctl.worker.schema_registry import RegistryDecoder, SchemaRegistry
+from grctl.worker.schema_registry import RecordField, RegistryDecoder, SchemaRegistry
 from grctl.worker.sources import Source, SourcePartition
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class WorkerSession:
         sources: Sequence[Source] = (),
         emit_topics: TopicDirectory | None = None,
         pipeline_steps: bool = True,
-        decoders: Mapping[str, RegistryDecoder] | None = None,
+        decoders: Mapping[tuple[str, RecordField], RegistryDecoder] | None = None,
         registry: SchemaRegistry | None = None,
     ) -> None:
         self.conn = connection
@@ -189,7 +189,8 @@ class WorkerSession:
         return SourcePartition(
             self._sources[topic], partition, outbox=self.committer, topics=self.conn.topics,
             num_partitions=self.conn.num_partitions, codec=self._codec, limits=self._limits,
-            wf_types=frozenset(self._workflows), decoder=self._decoders.get(topic),
+            wf_types=frozenset(self._workflows), decoder=self._decoders.get((topic, "value")),
+            key_decoder=self._decoders.get((topic, "key")),
         )  # fmt: skip
 
     def _set_group_metadata(self, metadata: Any) -> None:

@@ -22,7 +22,7 @@ from grctl.models.directive import START_STEP_NAME, Complete, Directive, Directi
 from grctl.models.errors import ErrorDetails
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.worker.child import ChildHandle
-from grctl.worker.emit import EmitBuffer, EmitFormat
+from grctl.worker.emit import EmitBuffer, EmitFormat, KeyFormat
 from grctl.worker.runtime import StepRuntime
 from grctl.worker.store import Store
 
@@ -172,11 +172,14 @@ class Context:
         topic: str,
         value: Any,
         *,
-        key: str | bytes | None = None,
+        key: Any = None,
         headers: Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]] | None = None,
         format: EmitFormat = "json",
         schema: Any = None,
         serializer: Callable[[Any], bytes] | None = None,
+        key_format: KeyFormat = "raw",
+        key_schema: Any = None,
+        key_serializer: Callable[[Any], bytes] | None = None,
     ) -> None:
         """Publish a record to `topic` exactly once, with this step's outcome.
 
@@ -188,7 +191,7 @@ class Context:
         Args:
             topic: an existing topic outside the engine's own (``grctl.*``).
             value: the value, encoded by `format` or `serializer`.
-            key: the record key (str is UTF-8 encoded).
+            key: the record key, encoded by `key_format` or `key_serializer` (None: no key).
             headers: record headers (str values are UTF-8 encoded).
             format: "json" (default: the codec's primitives as JSON), "msgpack", "raw" (bytes
                 as they are, str as UTF-8), or in the schema registry's wire format with the
@@ -198,20 +201,31 @@ class Context:
             schema: the schema of a registry format: Avro schema (str or dict), protobuf
                 message class, or JSON Schema (str or dict).
             serializer: encodes the value to bytes instead of `format`.
+            key_format: "raw" (default: bytes as they are, str as UTF-8), "json", "msgpack", or
+                a registry format ("avro", "protobuf", "jsonschema") with `key_schema`,
+                registered under ``<topic>-key``.
+            key_schema: the schema of a registry `key_format` (as `schema`).
+            key_serializer: encodes the key to bytes instead of `key_format`.
 
         Raises:
             InvalidArgumentError: a bad topic name, an engine topic, a bad key or header, a
-                registry format without a schema or without a registry.
-            CodecError: the value cannot be encoded.
+                registry format (of the value or the key) without a schema or without a
+                registry, a `key_schema` for a plain key format, both a `key_format` and a
+                `key_serializer`.
+            CodecError: the value or key cannot be encoded.
 
         When the handler returns, the step fails with `EmitTopicNotFoundError` if a topic does
         not exist, `PayloadTooLargeError` if a record is larger than its topic takes,
-        `SchemaSerializationError` if a value does not fit its schema (or the registry refuses
-        the schema), `SchemaRegistryUnavailableError` if the registry does not answer.
+        `SchemaSerializationError` if a value or key does not fit its schema (or the registry
+        refuses the schema; its `field` says which), `SchemaRegistryUnavailableError` if the
+        registry does not answer.
         """
         if self._emits is None:
             raise InvalidArgumentError("ctx.emit is only available in a step handler", argument="topic")
-        self._emits.add(topic, value, key=key, headers=headers, format=format, schema=schema, serializer=serializer)
+        self._emits.add(
+            topic, value, key=key, headers=headers, format=format, schema=schema, serializer=serializer,
+            key_format=key_format, key_schema=key_schema, key_serializer=key_serializer,
+        )  # fmt: skip
 
     @property
     def store(self) -> Store:

@@ -4,7 +4,8 @@
 else ``GRCTL_SCHEMA_REGISTRY_URL``). Sources decode and `ctx.emit` encodes with confluent-kafka's
 serializers (the ``grctl[registry]`` extra) and the registry's wire format: magic byte 0, the
 schema id as 4 bytes big-endian, then the payload (for Protobuf: message indexes, then the
-message). Subjects follow the topic name strategy (``<topic>-value``).
+message). Subjects follow the topic name strategy: ``<topic>-value`` for values, ``<topic>-key``
+for keys (a source's `key_format`, an emit's `key_format`).
 
 Network lookups stay off the event loop: confluent-kafka's client caches every schema it has
 fetched or registered, and this module remembers which schema ids (sources) and which
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_URL",
     "REGISTRY_FORMATS",
+    "RecordField",
     "RegistryDecoder",
     "RegistryFormat",
     "SchemaRegistry",
@@ -57,6 +59,8 @@ __all__ = [
 ]
 
 RegistryFormat = Literal["avro", "protobuf", "jsonschema"]
+#: Which part of a record a schema is for: its subject is ``<topic>-<field>``.
+RecordField = Literal["value", "key"]
 REGISTRY_FORMATS: Final = ("avro", "protobuf", "jsonschema")
 #: The wire format: magic byte 0, then the schema id as a 4-byte big-endian int.
 MAGIC_BYTE: Final = 0
@@ -93,7 +97,7 @@ def _check_format(format: str, argument: str = "format") -> RegistryFormat:
     return format  # type: ignore[return-value]  # checked just above
 
 
-def check_schema(format: str, schema: Any, *, required: bool, what: str) -> None:
+def check_schema(format: str, schema: Any, *, required: bool, what: str, name: str = "schema") -> None:
     """Check that `schema` fits `format` (the kind of object, not its content).
 
     Args:
@@ -103,6 +107,7 @@ def check_schema(format: str, schema: Any, *, required: bool, what: str) -> None
         required: Protobuf always needs it; for decoding Avro and JSON Schema it is optional
             (the writer's schema from the registry is used).
         what: names the caller in the message ("source 'orders'", "ctx.emit").
+        name: the argument's name in the message ("schema", "key_schema").
 
     Raises:
         InvalidArgumentError: a missing or unusable schema.
@@ -110,17 +115,17 @@ def check_schema(format: str, schema: Any, *, required: bool, what: str) -> None
     if format == "protobuf":
         if not (isinstance(schema, type) and hasattr(schema, "DESCRIPTOR")):
             raise InvalidArgumentError(
-                f"{what}: format 'protobuf' needs schema=<a generated protobuf message class>, got {schema!r}",
-                argument="schema",
+                f"{what}: format 'protobuf' needs {name}=<a generated protobuf message class>, got {schema!r}",
+                argument=name,
             )
         return
     if schema is None:
         if required:
-            raise InvalidArgumentError(f"{what}: format {format!r} needs schema= (a str or dict)", argument="schema")
+            raise InvalidArgumentError(f"{what}: format {format!r} needs {name}= (a str or dict)", argument=name)
         return
     if not isinstance(schema, str | dict):
         raise InvalidArgumentError(
-            f"{what}: the {format} schema must be a str or dict, got {type(schema).__name__}", argument="schema"
+            f"{what}: the {format} {name} must be a str or dict, got {type(schema).__name__}", argument=name
         )
 
 
@@ -250,8 +255,10 @@ class SchemaRegistry:
 
     # ------------------------------------------------------------------ decoding (sources)
 
-    def decoder(self, format: str, schema: Any = None, *, what: str = "source") -> RegistryDecoder:
-        """A decoder of record values in `format` (see `RegistryDecoder`).
+    def decoder(
+        self, format: str, schema: Any = None, *, what: str = "source", field: RecordField = "value"
+    ) -> RegistryDecoder:
+        """A decoder of record values (or with `field` "key": keys) in `format` (see `RegistryDecoder`).
 
         Raises:
             InvalidArgumentError: an unknown format or an unusable schema.
@@ -259,7 +266,7 @@ class SchemaRegistry:
         """
         fmt = _check_format(format)
         check_schema(fmt, schema, required=False, what=what)
-        return RegistryDecoder(self, fmt, schema)
+        return RegistryDecoder(self, fmt, schema, field=field)
 
     # ------------------------------------------------------------------ encoding (emits)
 
@@ -294,13 +301,18 @@ class SchemaRegistry:
             ser = self._serializers.setdefault(key, ser)
         return key, ser
 
-    def encode_is_cached(self, format: RegistryFormat, schema: Any, topic: str) -> bool:
-        """Whether `encode` for this schema and topic needs no network (its id is known)."""
+    def encode_is_cached(self, format: RegistryFormat, schema: Any, topic: str, field: RecordField = "value") -> bool:
+        """Whether `encode` for this schema, topic and field needs no network (its id is known)."""
         key = (format, schema if format == "protobuf" else _schema_str(schema))
-        return (key, f"{topic}-value") in self._ready
+        return (key, f"{topic}-{field}") in self._ready
 
-    def encode(self, format: RegistryFormat, schema: Any, topic: str, value: Any) -> bytes:
-        """`value` in the wire format for `topic`'s value subject (blocking on a first registration).
+    def encode(
+        self, format: RegistryFormat, schema: Any, topic: str, value: Any, field: RecordField = "value"
+    ) -> bytes:
+        """`value` in the wire format for `topic`'s subject of `field` (blocking on a first registration).
+
+        `field` "value" encodes a record value (subject ``<topic>-value``), "key" a record key
+        (subject ``<topic>-key``).
 
         Raises:
             SchemaSerializationError: the value does not fit the schema, or the registry refused
@@ -311,23 +323,26 @@ class SchemaRegistry:
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         key, ser = self._serializer(format, schema)
-        subject = f"{topic}-value"
+        subject = f"{topic}-{field}"
+        ctx = SerializationContext(topic, MessageField.KEY if field == "key" else MessageField.VALUE)
         try:
-            data = ser(value, SerializationContext(topic, MessageField.VALUE))
+            data = ser(value, ctx)
         except Exception as exc:  # fastavro, jsonschema, protobuf: each its own errors
             down = self.unavailable(exc)
             if down is not None:
                 raise down from exc
             if isinstance(exc, ClientError):
                 raise SchemaSerializationError(
-                    self._refused(format, subject, exc), topic=topic, format=format, url=self.url
+                    self._refused(format, subject, exc), topic=topic, format=format, url=self.url, field=field
                 ) from exc
             raise SchemaSerializationError(
-                f"the value emitted to {topic!r} does not fit its {format} schema: {type(exc).__name__}: {exc}",
-                topic=topic, format=format, url=self.url,
+                f"the {field} emitted to {topic!r} does not fit its {format} schema: {type(exc).__name__}: {exc}",
+                topic=topic, format=format, url=self.url, field=field,
             ) from exc  # fmt: skip
         if not isinstance(data, bytes):
-            raise SchemaSerializationError(f"a None value cannot be emitted as {format}", topic=topic, format=format)
+            raise SchemaSerializationError(
+                f"a None {field} cannot be emitted as {format}", topic=topic, format=format, field=field
+            )
         self._ready.add((key, subject))
         return data
 
@@ -349,7 +364,7 @@ class SchemaRegistry:
 
 
 class RegistryDecoder:
-    """Decodes record values of one source topic in a schema-registry format.
+    """Decodes record values (or keys) of one source topic in a schema-registry format.
 
     `decode` is pure CPU once a record's schema id has been decoded before (`is_known`); a new id
     costs one lookup, which the worker makes in a thread.
@@ -360,11 +375,16 @@ class RegistryDecoder:
         schema: Avro: a reader schema (None: the writer's schema, values as written);
             Protobuf: the message class (required); JSON Schema: a schema to validate against
             (None: the writer's schema).
+        field: "value" (the default) or "key": which part of a record it decodes (the
+            deserializers get ``MessageField.VALUE`` or ``MessageField.KEY``).
     """
 
-    def __init__(self, registry: SchemaRegistry, format: RegistryFormat, schema: Any) -> None:
+    def __init__(
+        self, registry: SchemaRegistry, format: RegistryFormat, schema: Any, *, field: RecordField = "value"
+    ) -> None:
         self.registry = registry
         self.format = format
+        self.field: RecordField = field
         client = registry.client
         try:
             if format == "avro":
@@ -399,7 +419,7 @@ class RegistryDecoder:
             return True  # refused without a lookup
 
     def decode(self, data: bytes, topic: str) -> Any:
-        """The value of a record of `topic` (blocking if its schema id is new, see `is_known`).
+        """The value (or key) of a record of `topic` (blocking if its schema id is new, see `is_known`).
 
         Raises:
             WireFormatError: not in the wire format.
@@ -414,7 +434,8 @@ class RegistryDecoder:
         try:
             if self.format == "protobuf" and schema_id not in self._known:
                 self.registry.client.get_schema(schema_id)  # the id must exist (see __init__)
-            value = self._de(data, SerializationContext(topic, MessageField.VALUE))
+            ctx = SerializationContext(topic, MessageField.KEY if self.field == "key" else MessageField.VALUE)
+            value = self._de(data, ctx)
         except Exception as exc:
             down = self.registry.unavailable(exc)
             if down is not None:

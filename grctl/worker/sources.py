@@ -18,10 +18,16 @@ Formats "avro", "protobuf" and "jsonschema" decode the schema registry's wire fo
 worker's `SchemaRegistry` (`grctl.worker.schema_registry`); a record with a schema id not seen
 before is decoded in a thread, so its lookup does not block the event loop.
 
-A record that cannot be decoded (for the registry formats also: not in the wire format, a
-schema id the registry does not know), a route that raises or returns something else, an input
-over the value limit: the record goes to the namespace's dead-letter topic with the reason, and
-the partition moves on. A registry that does not answer is not the record's fault: the record is
+Keys: `SourceRecord.key` is always the key's bytes; `key_format` (or `key_deserializer`) decodes
+it into `SourceRecord.key_value` with the same formats as values (registry keys under the
+subject ``<topic>-key``). Without one, `key_value` is the bytes too; a record without a key has
+None in both.
+
+A record that cannot be decoded (its value or, with a `key_format`, its key; for the registry
+formats also: not in the wire format, a schema id the registry does not know), a route that
+raises or returns something else, an input over the value limit: the record goes to the
+namespace's dead-letter topic with the reason (naming the key or the value), and the partition
+moves on. A registry that does not answer is not the record's fault: the record is
 not dead-lettered, the session restarts and reads it again (see `grctl.worker.schema_registry`).
 
 While the runs in flight on this worker exceed `max_in_flight`, its source partitions are
@@ -77,6 +83,9 @@ class SourceRecord:
     key: bytes | None
     value: Any
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    #: The key decoded by the source's `key_format` or `key_deserializer` (without one: the
+    #: bytes of `key`); None when the record has no key.
+    key_value: Any = None
 
     @property
     def key_str(self) -> str | None:
@@ -124,6 +133,12 @@ class Source:
             schema (str or dict; default: the writer's schema); for "jsonschema" a schema to
             validate against (default: the writer's schema).
         deserializer: bytes -> value instead of `format` (any other decoding).
+        key_format: how keys are decoded into `SourceRecord.key_value`, with the formats of
+            `format`; the registry formats use the subject ``<topic>-key``. None (the default):
+            not decoded, `key_value` is the key's bytes. A key that does not decode
+            dead-letters the record.
+        key_schema: `schema` for a registry `key_format`.
+        key_deserializer: bytes -> key instead of `key_format`.
         max_in_flight: the worker pauses this source while it has more runs in flight.
     """
 
@@ -135,6 +150,9 @@ class Source:
         format: SourceFormat = "json",
         schema: Any = None,
         deserializer: Callable[[bytes], Any] | None = None,
+        key_format: SourceFormat | None = None,
+        key_schema: Any = None,
+        key_deserializer: Callable[[bytes], Any] | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if not isinstance(topic, str) or not topic or topic.startswith("grctl."):
@@ -159,6 +177,7 @@ class Source:
                 f"source {topic!r}: schema= is for the formats avro, protobuf and jsonschema, not {format!r}",
                 argument="schema",
             )
+        _check_key_format(topic, key_format, key_schema, key_deserializer)
         if not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise InvalidArgumentError(
                 f"max_in_flight must be a positive int, got {max_in_flight!r}", argument="max_in_flight"
@@ -168,12 +187,30 @@ class Source:
         self.format = format
         self.schema = schema
         self.deserializer = deserializer
+        self.key_format = key_format
+        self.key_schema = key_schema
+        self.key_deserializer = key_deserializer
         self.max_in_flight = max_in_flight
 
     @property
     def uses_registry(self) -> bool:
-        """Whether its format needs the worker's schema registry."""
+        """Whether its value format needs the worker's schema registry."""
         return self.format in REGISTRY_FORMATS
+
+    @property
+    def key_uses_registry(self) -> bool:
+        """Whether its key format needs the worker's schema registry."""
+        return self.key_format in REGISTRY_FORMATS
+
+    def decode_key(self, data: bytes) -> Any:
+        """The key as `SourceRecord.key_value`, for the key formats without a registry (raises on undecodable data)."""
+        if self.key_uses_registry:
+            raise InvalidArgumentError(f"key format {self.key_format!r} is decoded by the worker's schema registry")
+        if self.key_deserializer is not None:
+            return self.key_deserializer(data)
+        if self.key_format is None:
+            return data
+        return _decode_plain(self.key_format, data)
 
     def decode(self, data: bytes) -> Any:
         """The record value as the route sees it, for the formats without a registry (raises on undecodable data)."""
@@ -181,13 +218,43 @@ class Source:
             raise InvalidArgumentError(f"format {self.format!r} is decoded by the worker's schema registry")
         if self.deserializer is not None:
             return self.deserializer(data)
-        if self.format == "json":
-            return _json.decode(data)
-        if self.format == "msgpack":
-            return _msgpack.decode(data)
-        if self.format == "str":
-            return data.decode()
-        return data
+        return _decode_plain(self.format, data)
+
+
+def _decode_plain(format: str, data: bytes) -> Any:
+    if format == "json":
+        return _json.decode(data)
+    if format == "msgpack":
+        return _msgpack.decode(data)
+    if format == "str":
+        return data.decode()
+    return data
+
+
+def _check_key_format(topic: str, key_format: object, key_schema: object, key_deserializer: object) -> None:
+    what = f"source {topic!r}"
+    if key_format is not None and key_format not in _PLAIN_FORMATS and key_format not in REGISTRY_FORMATS:
+        raise InvalidArgumentError(
+            f"{what}: unknown key_format {key_format!r}: use json, msgpack, str, raw, avro, protobuf or jsonschema",
+            argument="key_format",
+        )
+    if key_deserializer is not None:
+        if not callable(key_deserializer):
+            raise InvalidArgumentError(
+                f"{what}: key_deserializer must be a function of the key's bytes, got {key_deserializer!r}",
+                argument="key_deserializer",
+            )
+        if key_format is not None:
+            raise InvalidArgumentError(
+                f"{what}: give key_format={key_format!r} or a key_deserializer, not both", argument="key_deserializer"
+            )
+    if key_format in REGISTRY_FORMATS:
+        check_schema(str(key_format), key_schema, required=False, what=what, name="key_schema")
+    elif key_schema is not None:
+        raise InvalidArgumentError(
+            f"{what}: key_schema= is for the key formats avro, protobuf and jsonschema, not {key_format!r}",
+            argument="key_schema",
+        )
 
 
 class SourcePartition:
@@ -205,13 +272,20 @@ class SourcePartition:
         limits: RecordLimits,
         wf_types: frozenset[str] | None = None,
         decoder: RegistryDecoder | None = None,
+        key_decoder: RegistryDecoder | None = None,
     ) -> None:
         if source.uses_registry and decoder is None:
             raise InvalidArgumentError(f"source {source.topic!r} has format {source.format!r} but no registry decoder")
+        if source.key_uses_registry and key_decoder is None:
+            raise InvalidArgumentError(
+                f"source {source.topic!r} has key_format {source.key_format!r} but no registry decoder for keys"
+            )
         self.source = source
         self._decoder = decoder
-        #: A record decoded ahead in a thread (`lookup`): (offset, decoded value or its error).
-        self._ahead: tuple[int, Any, BaseException | None] | None = None
+        self._key_decoder = key_decoder
+        #: A record decoded ahead in a thread (`lookup`): (offset, its key, its value), each
+        #: (decoded, None) or (None, the error).
+        self._ahead: tuple[int, _Decoded | None, _Decoded | None] | None = None
         self._wf_types = wf_types
         self.partition = partition
         self._outbox = outbox
@@ -230,37 +304,61 @@ class SourcePartition:
         return self.position
 
     def needs_lookup(self, msg: Message) -> bool:
-        """Whether decoding `msg` may ask the schema registry (a schema id not seen before)."""
-        return self._decoder is not None and not self._decoder.is_known(msg.value())
+        """Whether decoding `msg` may ask the schema registry (a schema id not seen before, of its value or key)."""
+        if self._decoder is not None and not self._decoder.is_known(msg.value()):
+            return True
+        return self._key_decoder is not None and not self._key_decoder.is_known(msg.key())
 
     def lookup(self, msg: Message) -> None:
-        """Decode `msg` ahead, blocking (in a thread), for the `on_record` that follows.
+        """Decode `msg`'s key and value ahead, blocking (in a thread), for the `on_record` that follows.
 
         Raises:
-            SchemaRegistryUnavailableError: the registry did not answer; the record is left
-                unread (nothing is staged for it, its offset does not move).
+            SchemaRegistryUnavailableError: the registry did not answer (for the key or the
+                value); the record is left unread (nothing is staged for it, its offset does not move).
         """
-        assert self._decoder is not None
-        try:
-            value = self._decoder.decode(msg.value() or b"", msg.topic() or self.source.topic)
-        except SchemaRegistryUnavailableError:
-            self._ahead = None
-            raise
-        except Exception as exc:  # noqa: BLE001  # a record the decoder refuses: dead-lettered by on_record
-            self._ahead = (msg.offset() or 0, None, exc)
-            return
-        self._ahead = (msg.offset() or 0, value, None)
+        self._ahead = None
+        topic = msg.topic() or self.source.topic
+        raw_key = msg.key()
+        key = None
+        if self._key_decoder is not None and raw_key is not None:
+            key = _decode_ahead(self._key_decoder, raw_key, topic)
+        value = None if self._decoder is None else _decode_ahead(self._decoder, msg.value() or b"", topic)
+        self._ahead = (msg.offset() or 0, key, value)
 
-    def _decode(self, msg: Message) -> Any:
-        raw = msg.value() or b""
-        if self._decoder is None:
-            return self.source.decode(raw)
+    def _decode(self, msg: Message) -> tuple[Any, Any]:
+        """(key_value, value) of `msg`: what `lookup` decoded ahead, else decoded now."""
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == (msg.offset() or 0):
-            if ahead[2] is not None:
-                raise ahead[2]
-            return ahead[1]
-        return self._decoder.decode(raw, msg.topic() or self.source.topic)
+        if ahead is None or ahead[0] != (msg.offset() or 0):
+            ahead = None
+        topic = msg.topic() or self.source.topic
+        raw_key = msg.key()
+        try:
+            if raw_key is None:
+                key = None
+            elif self._key_decoder is None:
+                key = self.source.decode_key(raw_key)
+            elif ahead is not None and ahead[1] is not None:
+                key = _result(ahead[1])
+            else:
+                key = self._key_decoder.decode(raw_key, topic)
+        except SchemaRegistryUnavailableError:
+            raise
+        except Exception as exc:  # a user key_deserializer may raise anything
+            fmt = self.source.key_format or "key_deserializer"
+            raise _Undecodable(f"cannot decode the key ({fmt}): {type(exc).__name__}: {exc}") from exc
+        raw = msg.value() or b""
+        try:
+            if self._decoder is None:
+                value = self.source.decode(raw)
+            elif ahead is not None and ahead[2] is not None:
+                value = _result(ahead[2])
+            else:
+                value = self._decoder.decode(raw, topic)
+        except SchemaRegistryUnavailableError:
+            raise
+        except Exception as exc:  # a user deserializer may raise anything
+            raise _Undecodable(f"cannot decode the value ({self.source.format}): {type(exc).__name__}: {exc}") from exc
+        return key, value
 
     def on_record(self, msg: Message) -> None:
         """Route one record: stage its directive (or dead-letter it) and move the position."""
@@ -269,19 +367,19 @@ class SourcePartition:
         self._outbox.offsets_moved()
         rec_topic = msg.topic() or self.source.topic
         try:
-            value = self._decode(msg)
+            key, value = self._decode(msg)
         except SchemaRegistryUnavailableError:
             # Not the record's fault; `lookup` runs first for a new schema id, so this means the
             # client lost a cached schema: leave the record unread, like `lookup` does.
             self.position = offset
             raise
-        except Exception as exc:  # noqa: BLE001  # a user deserializer may raise anything
-            self._dead_letter(msg, f"cannot decode the value ({self.source.format}): {type(exc).__name__}: {exc}")
+        except _Undecodable as exc:
+            self._dead_letter(msg, str(exc))
             return
         ts_type, ts = msg.timestamp()
         rec = SourceRecord(
             topic=rec_topic, partition=self.partition, offset=offset, timestamp_ms=ts if ts_type else None,
-            key=msg.key(), value=value, headers=_headers(msg),
+            key=msg.key(), value=value, headers=_headers(msg), key_value=key,
         )  # fmt: skip
         try:
             action = self.source.route(rec)
@@ -342,6 +440,29 @@ class SourcePartition:
         key, value, headers = dead_letter_record(msg, reason, self.partition, self._limits.value_bytes)
         part = partition_for(f"{self.source.topic}-{self.partition}", self._n)
         self._outbox.produce(self._topics.dead_letter, part, key, value, headers, None)
+
+
+#: A decoding done ahead (`SourcePartition.lookup`): (the decoded key or value, None) or (None, its error).
+_Decoded = tuple[Any, BaseException | None]
+
+
+class _Undecodable(Exception):
+    """A record's key or value does not decode: the message is the dead-letter reason."""
+
+
+def _decode_ahead(decoder: RegistryDecoder, data: bytes, topic: str) -> _Decoded:
+    try:
+        return decoder.decode(data, topic), None
+    except SchemaRegistryUnavailableError:
+        raise
+    except Exception as exc:  # noqa: BLE001  # a record the decoder refuses: dead-lettered by on_record
+        return None, exc
+
+
+def _result(decoded: _Decoded) -> Any:
+    if decoded[1] is not None:
+        raise decoded[1]
+    return decoded[0]
 
 
 def _headers(msg: Message) -> list[tuple[str, bytes]]:

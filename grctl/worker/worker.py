@@ -31,7 +31,7 @@ from grctl.worker._commit import RecordRefused
 from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
 from grctl.worker.emit import TopicDirectory
-from grctl.worker.schema_registry import ENV_URL, RegistryDecoder, SchemaRegistry
+from grctl.worker.schema_registry import ENV_URL, RecordField, RegistryDecoder, SchemaRegistry
 from grctl.worker.sources import Source
 from grctl.workflow.workflow import Workflow
 
@@ -180,9 +180,16 @@ class Worker:
             problems.append(f"schema_registry must be a URL or a SchemaRegistry, got {schema_registry!r}")
             registry = None
         for src in sources or []:
-            if isinstance(src, Source) and src.uses_registry and registry is None:
+            if not isinstance(src, Source) or registry is not None:
+                continue
+            if src.uses_registry:
                 problems.append(
                     f"source {src.topic!r} has format {src.format!r}, which needs a schema registry: "
+                    f"Worker(schema_registry=URL) or set {ENV_URL}"
+                )
+            if src.key_uses_registry:
+                problems.append(
+                    f"source {src.topic!r} has key_format {src.key_format!r}, which needs a schema registry: "
                     f"Worker(schema_registry=URL) or set {ENV_URL}"
                 )
         if problems:
@@ -225,14 +232,20 @@ class Worker:
         self._started = False
         self._fork_guard = ForkGuard("Worker")
 
-    def _make_decoders(self) -> dict[str, RegistryDecoder]:
-        """Decoders of the registry-format sources, by topic."""
+    def _make_decoders(self) -> dict[tuple[str, RecordField], RegistryDecoder]:
+        """Decoders of the registry-format sources, by (topic, "value" or "key")."""
         registry = self._registry
-        return {
-            src.topic: registry.decoder(src.format, src.schema, what=f"source {src.topic!r}")
-            for src in self._sources
-            if src.uses_registry and registry is not None
-        }
+        decoders: dict[tuple[str, RecordField], RegistryDecoder] = {}
+        if registry is None:
+            return decoders
+        for src in self._sources:
+            what = f"source {src.topic!r}"
+            if src.uses_registry:
+                decoders[src.topic, "value"] = registry.decoder(src.format, src.schema, what=what)
+            if src.key_uses_registry:
+                assert src.key_format is not None
+                decoders[src.topic, "key"] = registry.decoder(src.key_format, src.key_schema, what=what, field="key")
+        return decoders
 
     @property
     def workflows(self) -> list[Workflow]:

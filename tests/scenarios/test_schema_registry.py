@@ -7,7 +7,9 @@ with the decoded values; steps emit with `ctx.emit(format=...)` and a reader dec
 format, an unknown schema id or an undecodable payload are dead-lettered with their reason while
 the partition moves on; a value that does not fit the emit's schema fails the step and publishes
 nothing; an unreachable registry is named at worker start, and a registry that is down at a
-lookup costs a session restart, not the record.
+lookup costs a session restart, not the record. Keys: an Avro-keyed source routes by the decoded
+key, a record whose key does not decode is dead-lettered naming the key, and emitted Avro and
+JSON Schema keys (subject ``<topic>-key``) are read back with confluent-kafka's deserializers.
 """
 
 from __future__ import annotations
@@ -378,3 +380,143 @@ async def test_a_registry_down_at_a_lookup_restarts_the_session_and_the_record_i
         assert letters == []
     finally:
         await gate.close()
+
+
+# ---------------------------------------------------------------------- keys (subject <topic>-key)
+
+KEY_AVRO = {
+    "type": "record",
+    "name": "OrderKey",
+    "namespace": "grctl.test",
+    "fields": [{"name": "wf", "type": "string"}],
+}
+
+
+async def test_an_avro_keyed_source_routes_by_the_decoded_key_and_the_route_sees_key_and_value(
+    kafka_bootstrap: str,
+    topics: dict[str, str],
+    workers: WorkerRunner,
+    schema_registry_url: str,
+    registry_client: SchemaRegistryClient,
+) -> None:
+    seen: list[tuple[Any, Any, bytes | None]] = []
+
+    def by_key(rec: SourceRecord) -> StartRun:
+        seen.append((rec.key_value, rec.value, rec.key))
+        return StartRun(
+            "RegOrder", {"order": rec.value["order"], "amount": rec.value["amount"]}, id=rec.key_value["wf"]
+        )
+
+    source = Source(topics["orders"], by_key, format="avro", key_format="avro")
+    await workers.start([order_flow(topics["results"])], sources=[source], schema_registry=schema_registry_url)
+    n = 8
+    key_ser = AvroSerializer(registry_client, json.dumps(KEY_AVRO))
+    value_ser = AvroSerializer(registry_client, json.dumps(ORDER_AVRO))
+    records = []
+    for i in range(n):
+        key = key_ser({"wf": f"keyed-{i}"}, SerializationContext(topics["orders"], MessageField.KEY))
+        value = value_ser({"order": f"o{i}", "amount": i}, SerializationContext(topics["orders"], MessageField.VALUE))
+        records.append((key, value))
+    await asyncio.to_thread(produce_all, kafka_bootstrap, topics["orders"], records)
+    done = await results(kafka_bootstrap, topics["results"], n)
+    assert {wf_id: (r["result"]["order"], r["result"]["amount"]) for wf_id, r in done.items()} == {
+        f"keyed-{i}": (f"o{i}", i) for i in range(n)
+    }
+    assert sorted(s[0]["wf"] for s in seen) == sorted(f"keyed-{i}" for i in range(n))
+    assert all(isinstance(s[1], dict) and s[2] is not None and s[2][0] == 0 for s in seen)  # key: the wire bytes
+    subjects = await asyncio.to_thread(registry_client.get_subjects)
+    assert f"{topics['orders']}-key" in subjects  # the producer's key subject, which the worker read
+
+
+async def test_a_record_whose_key_does_not_decode_is_dead_lettered_naming_the_key_and_the_next_record_runs(
+    kafka_bootstrap: str,
+    topics: dict[str, str],
+    workers: WorkerRunner,
+    schema_registry_url: str,
+    registry_client: SchemaRegistryClient,
+) -> None:
+    def by_key(rec: SourceRecord) -> StartRun:
+        return StartRun("RegOrder", rec.value, id=rec.key_value["wf"])
+
+    source_topic = topics["notes"]  # one partition: the good record comes after the bad ones
+    worker = await workers.start(
+        [order_flow(topics["results"])],
+        sources=[Source(source_topic, by_key, format="json", key_format="avro")],
+        schema_registry=schema_registry_url,
+    )
+    good_key = AvroSerializer(registry_client, json.dumps(KEY_AVRO))(
+        {"wf": "after-bad-keys"}, SerializationContext(source_topic, MessageField.KEY)
+    )
+    assert good_key is not None
+    value = json.dumps({"order": "o", "amount": 1}).encode()
+    bad_keys = [
+        b"plain-key",  # no magic byte
+        b"\x00" + (2**31 - 7).to_bytes(4, "big") + b"\x02",  # a schema id the registry does not know
+        good_key[:5] + b"\xff\xff\xff\xff\xff",  # a known id, bytes that are not an OrderKey
+    ]
+    await asyncio.to_thread(produce_all, kafka_bootstrap, source_topic, [(k, value) for k in [*bad_keys, good_key]])
+    done = await results(kafka_bootstrap, topics["results"], 1)
+    assert {wf_id: r["result"] for wf_id, r in done.items()} == {"after-bad-keys": {"order": "o", "amount": 1}}
+    conn = worker._connection
+    assert conn is not None
+    letters = await asyncio.to_thread(
+        read_committed_until, kafka_bootstrap, conn.topics.dead_letter, range(conn.num_partitions), len(bad_keys)
+    )
+    reasons = sorted(dict(m.headers() or [])["grctl.reason"].decode() for m in letters)
+    assert len(reasons) == 3
+    assert all(r.startswith("cannot decode the key (avro)") for r in reasons), reasons
+    assert sum("the first byte is 0x70, not the magic byte" in r for r in reasons) == 1
+    assert sum(f"schema id {2**31 - 7} is not known to the schema registry" in r for r in reasons) == 1
+    assert sorted(m.key() for m in letters) == sorted(bad_keys)  # the original key is kept
+
+
+def keyed_emit_flow(topics: dict[str, str]) -> Workflow:
+    wf = Workflow(workflow_type="RegKeyShip")
+
+    @wf.start()
+    async def start(ctx: Context, order: str, items: int, bad: bool) -> Directive:
+        ctx.emit(topics["shipments"], {"order": order, "items": items}, format="avro", schema=SHIPMENT_AVRO,
+                 key={"wf": 5 if bad else order}, key_format="avro", key_schema=KEY_AVRO)  # fmt: skip
+        ctx.emit(topics["notes"], {"order": order}, key={"order": order, "amount": items}, key_format="jsonschema",
+                 key_schema=ORDER_JSON)  # fmt: skip
+        return ctx.next.complete(order)
+
+    return wf
+
+
+async def test_emits_with_registry_keys_are_read_back_with_the_key_deserializers_and_a_bad_key_fails_the_step(
+    kafka_bootstrap: str,
+    topics: dict[str, str],
+    workers: WorkerRunner,
+    client: Client,
+    schema_registry_url: str,
+    registry_client: SchemaRegistryClient,
+) -> None:
+    await workers.start([keyed_emit_flow(topics)], schema_registry=schema_registry_url)
+    n = 6
+    handles = [
+        await client.start_workflow("RegKeyShip", f"kship-{i}", {"order": f"o{i}", "items": i, "bad": False})
+        for i in range(n)
+    ]
+    bad = await client.start_workflow("RegKeyShip", "kship-bad", {"order": "x", "items": 1, "bad": True})
+    for h in handles:
+        assert (await h.result(timeout=60)).startswith("o")
+    with pytest.raises(Exception, match="SchemaSerializationError") as key_error:
+        await bad.result(timeout=60)
+    assert f"the key emitted to {topics['shipments']!r} does not fit its avro schema" in str(key_error.value)
+
+    shipped = await asyncio.to_thread(read_committed, kafka_bootstrap, topics["shipments"], [0])
+    avro = AvroDeserializer(registry_client)
+    key_ctx = SerializationContext(topics["shipments"], MessageField.KEY)
+    value_ctx = SerializationContext(topics["shipments"], MessageField.VALUE)
+    assert sorted((avro(m.key(), key_ctx)["wf"], avro(m.value(), value_ctx)["items"]) for m in shipped) == [
+        (f"o{i}", i) for i in range(n)
+    ]  # one per committed step, none of the failed one
+    notes = await asyncio.to_thread(read_committed, kafka_bootstrap, topics["notes"], [0])
+    as_json = JSONDeserializer(None, schema_registry_client=registry_client)
+    key_ctx = SerializationContext(topics["notes"], MessageField.KEY)
+    assert sorted(as_json(m.key(), key_ctx)["amount"] for m in notes) == list(range(n))
+    assert sorted(json.loads(m.value())["order"] for m in notes) == [f"o{i}" for i in range(n)]
+    subjects = set(await asyncio.to_thread(registry_client.get_subjects))
+    assert {f"{topics['shipments']}-key", f"{topics['notes']}-key", f"{topics['shipments']}-value"} <= subjects
+    assert f"{topics['notes']}-value" not in subjects  # a plain JSON value registers nothing

@@ -92,6 +92,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
     "grctl.worker.schema_registry": [
         "ENV_URL",
         "REGISTRY_FORMATS",
+        "RecordField",  # issue 17: key formats (subject <topic>-key)
         "RegistryDecoder",
         "RegistryFormat",
         "SchemaRegistry",
