@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from ulid import ULID
 
@@ -389,9 +390,19 @@ async def test_a_topic_limit_lowered_under_a_running_worker_fails_the_one_run_wi
 def _end_offsets(conn: Connection) -> list[int]:
     c = Consumer({"bootstrap.servers": conn.servers, "group.id": "probe", "enable.auto.commit": False})
     try:
-        return [
-            c.get_watermark_offsets(TopicPartition(conn.topics.directives, p), timeout=10, cached=False)[1]
-            for p in range(conn.num_partitions)
-        ]
+        return [_end_offset(c, TopicPartition(conn.topics.directives, p)) for p in range(conn.num_partitions)]
     finally:
         c.close()
+
+
+def _end_offset(c: Consumer, tp: TopicPartition) -> int:
+    """The end offset of `tp`; a topic created a moment ago may not have its leader yet (retriable)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return c.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.retriable()) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # a retry interval: the broker is still electing the partition's leader
