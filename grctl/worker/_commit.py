@@ -129,6 +129,11 @@ class Outbox(Protocol):
         """The processor's consumer position moved: commit it with the next batch, or soon."""
         ...
 
+    @property
+    def full(self) -> bool:
+        """The open batch holds more than `MAX_BATCH_RECORDS`."""
+        ...
+
 
 class Publisher(Protocol):
     """Publishes one batch and the consumed offsets atomically (the Kafka transaction)."""

@@ -348,7 +348,10 @@ class PartitionProcessor:
             self.cancel_step(wf_id, "the run ended while the step was running")
         if tr.execute and run is not None:
             seq = run.seq
-            if s.pipeline_steps:  # at once, on the uncommitted state (docs/engine.md "Pipelined steps")
+            # At once, on the uncommitted state (docs/engine.md "Pipelined steps"), unless the
+            # open batch is full: then after its commit, so that a run that steps without end (or
+            # every run, while a commit is slow) cannot grow the batch past its bound.
+            if s.pipeline_steps and not outbox.full:
                 if _EAGER_TASKS:  # the step's task would run inside this call: start it from the loop
                     asyncio.get_running_loop().call_soon(self.maybe_start, wf_id, seq)
                 else:  # its task is created here and first runs from the loop

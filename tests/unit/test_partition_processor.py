@@ -37,7 +37,7 @@ from grctl.kafka.topics import TopicNames
 from grctl.models.run_info import RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
 from grctl.worker import _partition as partition_module
-from grctl.worker._commit import GroupCommitter
+from grctl.worker._commit import MAX_BATCH_RECORDS, GroupCommitter
 from grctl.worker._errors import SessionRestart
 from grctl.worker._partition import PartitionProcessor, ProcessorServices, RunningStep, now_ms
 from grctl.worker.runtime import StepRuntime
@@ -193,6 +193,21 @@ async def test_a_pipelined_step_starts_at_once_and_its_outcome_joins_its_dispatc
     await h.committer.flush()
     assert history_kinds(h.pub) == [["run.started", "step.completed", "run.completed"]]
     assert run_decoder.decode(h.store.get_committed(keys.run_key(wf_id)) or b"").result == 7
+    h.store.close()
+
+
+async def test_a_pipelined_step_waits_for_the_commit_while_the_open_batch_is_full(tmp_path: Path) -> None:
+    """A run that steps without end cannot grow a batch past its bound: past it, steps start after the commit."""
+    h = Harness(tmp_path, pipeline_steps=True)
+    for i in range(MAX_BATCH_RECORDS + 1):
+        h.committer.stage(0, b"s/filler/%d" % i, b"x")
+    assert h.committer.full
+    wf_id = next(wf_ids_on(0))
+    h.feed(start_cmd(wf_id))
+    await asyncio.sleep(0)
+    assert h.started == []
+    await h.committer.flush()
+    assert h.started == [(wf_id, 1)]
     h.store.close()
 
 
