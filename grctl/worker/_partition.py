@@ -2,14 +2,15 @@
 
 One per owned partition. It consumes records in offset order, applies them through the pure
 state machine, stages the resulting state writes and records in the open batch (the
-`Outbox`), starts steps once the transition that dispatched them has committed, and fires
+`Outbox`), starts the steps they dispatch (at once on the uncommitted state, or once the
+transition that dispatched them has committed: `ProcessorServices.pipeline_steps`), and fires
 due timers.
 
 Offsets: `position` is the next offset to read, and the offset committed with each
 transaction: `directives` carries only inputs from outside a run, each applied as one
 transition, and a step is not a record. A run's due step is its committed run record (state
-`step`, number `seq`): it starts after the commit that dispatched it, or from the run index
-when the partition is assigned (`start`). Records past the committed offset that were already
+`step`, number `seq`): it starts when dispatched (see `apply`), or from the run index when
+the partition is assigned (`start`). Records past the committed offset that were already
 applied are recognised on re-delivery (per-run `last_offset`) and skipped.
 
 Input that cannot be applied (undecodable, on the wrong partition, `InvalidRecordError`) goes
