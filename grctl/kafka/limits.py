@@ -115,6 +115,10 @@ def topic_max_bytes(admin: AdminClient, topics: Iterable[str], timeout: float) -
                 entry = fut.result(timeout).get("max.message.bytes")
                 out[res.name] = int(entry.value) if entry is not None and entry.value else TOPIC_DEFAULT_MAX_BYTES
             return out
+        except TimeoutError as exc:  # the broker asked is paused or unreachable: the caller retries
+            raise KafkaSetupError(
+                f"the brokers did not answer for max.message.bytes of the namespace's topics within {timeout:.0f}s"
+            ) from exc
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             unknown = isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART

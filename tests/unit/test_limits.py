@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import socket
 
-from grctl.errors import InvalidArgumentError
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from grctl.errors import InvalidArgumentError, KafkaSetupError
 from grctl.kafka.limits import (
     ENVELOPE_RESERVE_BYTES,
     PRODUCER_DEFAULT_MAX_BYTES,
@@ -12,6 +15,7 @@ from grctl.kafka.limits import (
     RecordLimits,
     preview,
     producer_max_bytes,
+    topic_max_bytes,
 )
 from grctl.worker._commit import RecordRefused
 from grctl.worker._errors import SessionRestart
@@ -74,3 +78,17 @@ def test_other_session_failures_quarantine_nothing() -> None:
     worker = Worker([wf])
     worker._quarantine_refused(SessionRestart("broker down"))
     assert worker._quarantine == {}
+
+
+def test_a_broker_that_does_not_answer_is_a_setup_error_the_worker_retries() -> None:
+    """A paused broker (SIGSTOP, a long GC pause) accepts connections and says nothing.
+
+    Reading the topics' limits then timed out with a bare TimeoutError, which the worker's
+    session loop did not expect: the worker process exited in the middle of a broker pause.
+    """
+    with socket.socket() as silent:  # accepts the connection, never answers: the hung broker
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{silent.getsockname()[1]}", "log_level": 0})
+        with pytest.raises(KafkaSetupError, match=r"did not answer .* within 1s"):
+            topic_max_bytes(admin, ["grctl.ns.history"], 1.0)
