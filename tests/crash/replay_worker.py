@@ -25,9 +25,11 @@ from grctl.worker import task
 
 PHASE = os.environ.get("GRCTL_TEST_PHASE", "A")
 SIDE = Path(os.environ.get("GRCTL_TEST_SIDE_DIR", "/tmp"))
-#: The sleep that worker A is killed in: longer than A's part of the test takes (a few seconds),
-#: so that A is still sleeping when it dies; B sleeps what remains of it.
-SLEEP_MID_S = 10
+#: The sleep that worker A is killed in: longer than A's part of the test takes (a few seconds
+#: here, and more than 10 s on a loaded 2-core CI machine, where 10 s was too short: A wrote
+#: `sleep.recorded` before it was killed), so that A is still sleeping when it dies; B sleeps
+#: what remains of it.
+SLEEP_MID_S = 30
 
 
 async def block_in_a() -> None:
