@@ -212,12 +212,17 @@ class LocalCluster:
 def cluster3() -> Iterator[LocalCluster]:
     """A local 3-node KRaft cluster (RF 3, min ISR 2) for tests marked ``cluster``.
 
-    Started from the jars as cluster ``test-cluster3`` on ports 29192..29197 and stopped at the
-    end of the module if it started it (three idle JVMs would slow the rest of the suite on
-    two cores). A test that kills a node must restart it before it ends.
+    Started from the jars, on empty storage, as cluster ``test-cluster3`` on ports 29192..29197 and
+    stopped at the end of the module if it started it (three idle JVMs would slow the rest of the
+    suite on two cores). A test that kills a node must restart it before it ends.
     """
     from grctl.dev import kafka as local_kafka
 
+    if not local_kafka.status(TEST_CLUSTER3_NAME).running:
+        # Start from empty storage: the topics of earlier sessions (about a thousand partitions
+        # after a day of runs here) slow every broker restart of the fault tests, and a cluster
+        # left half-formed by an interrupted session once failed to form again.
+        local_kafka.wipe(TEST_CLUSTER3_NAME)
     result = local_kafka.ensure_running(3, TEST_CLUSTER3_PORT, name=TEST_CLUSTER3_NAME)
     try:
         yield LocalCluster(name=TEST_CLUSTER3_NAME, bootstrap=result.bootstrap, brokers=3)
