@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,16 @@ MAX_BATCH_RECORDS = 20_000
 #: last commit started join this batch (chain benchmark: 1 -> 10.5k, 2 -> 11.3k, 4 to 16 ->
 #: 13.1-13.7k steps/s; without it a tiny transaction went out before every big one).
 COMMIT_YIELDS = 4
+#: Batch pacing, for measuring it (issue 16; docs/engine.md "Batch pacing"): while the worker
+#: is loaded, a commit waits until its oldest write has waited this long, unless the batch
+#: already holds `COMMIT_LINGER_RECORDS`. 0 (the default) commits back to back: lingers of 2 and
+#: 5 ms at 4 and 64 partitions stayed within the spread between runs (8 interleaved runs), so
+#: nothing favoured a change. Read from GRCTL_COMMIT_LINGER_MS when the module loads.
+COMMIT_LINGER_S = float(os.environ.get("GRCTL_COMMIT_LINGER_MS", "0")) / 1000
+COMMIT_LINGER_RECORDS = 2_000
+#: ... and only while the worker is loaded: the last commit's batch held this many records or
+#: more (a light load keeps committing at once, so its latency does not pay for the linger).
+LOADED_BATCH_RECORDS = 200
 #: Consumer positions that moved without any state change are committed after this idle delay
 #: (or with the next batch), not in a transaction of their own.
 OFFSET_COMMIT_DELAY_S = 0.2
@@ -178,6 +189,7 @@ class GroupCommitter:
         self._sources: dict[tuple[str, int], _SourceOwned] = {}
         self._dirty = asyncio.Event()
         self._offsets_dirty = False
+        self._last_batch_records = 0  # records of the last committed batch (the linger's load signal)
         self._committed = asyncio.Event()
         self._lock = asyncio.Lock()
         #: Why the last transaction failed (then nothing commits any more: the session restarts).
@@ -270,6 +282,9 @@ class GroupCommitter:
             # started, so that their outcomes join this batch instead of the next.
             for _ in range(COMMIT_YIELDS):
                 await asyncio.sleep(0)
+            linger = COMMIT_LINGER_S > 0 and self._last_batch_records >= LOADED_BATCH_RECORDS
+            if linger and len(self._batch) < COMMIT_LINGER_RECORDS:
+                await asyncio.sleep(COMMIT_LINGER_S)
             self._dirty.clear()
             self._offsets_dirty = False
             await self.flush()
@@ -318,6 +333,7 @@ class GroupCommitter:
                 raise SessionRestart(f"transaction failed: {exc}") from exc
         self.stats["commits"] += 1
         self.stats["records"] += len(batch.records)
+        self._last_batch_records = len(batch)
         # 4. The batch's layers become committed, with the changelog offset each partition
         #    reached (its restore checkpoint once flushed to RocksDB).
         for p in batch.state:

@@ -210,3 +210,41 @@ async def test_a_transaction_blocked_past_its_bound_is_given_up_and_the_session_
     finally:
         release.set()
         pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("loaded", [True, False])
+async def test_the_commit_linger_applies_only_while_the_worker_is_loaded(
+    store: PartitionStore, monkeypatch: pytest.MonkeyPatch, loaded: bool
+) -> None:
+    """GRCTL_COMMIT_LINGER_MS (a measuring knob, off by default) holds a loaded worker's commit.
+
+    Loaded (the last batch held `LOADED_BATCH_RECORDS` or more): a write staged a few loop
+    iterations after the first joins its transaction. Light: the first write commits alone, at once.
+    """
+    monkeypatch.setattr(commit_module, "COMMIT_LINGER_S", 30.0)  # longer than the test: only load decides
+    pub = InMemoryPublisher()
+    committer = GroupCommitter(pub)
+    committer.attach(0, store, Watermark())
+    if loaded:
+        for i in range(commit_module.LOADED_BATCH_RECORDS):
+            committer.produce("history", 0, b"k", b"%d" % i)
+        await committer.flush()  # the last batch: a loaded worker's
+    before = len(pub.committed)
+    loop = asyncio.create_task(committer.run())
+    try:
+        committer.stage(0, b"r/a", b"1")
+        for _ in range(commit_module.COMMIT_YIELDS + 4):  # past the yields: a light worker commits now
+            await asyncio.sleep(0)
+        committer.stage(0, b"r/b", b"2")
+        if loaded:
+            assert len(pub.committed) == before  # still lingering
+            monkeypatch.setattr(commit_module, "COMMIT_LINGER_S", 0.0)  # the same loop, without the wait
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+            await committer.flush()
+            assert pub.committed[before].state == {0: {b"r/a": b"1", b"r/b": b"2"}}
+        else:
+            assert pub.committed[before].state == {0: {b"r/a": b"1"}}
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
