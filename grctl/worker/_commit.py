@@ -30,6 +30,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from grctl.engine import keys
 from grctl.kafka.topics import TopicNames
 from grctl.state.partition_store import PartitionStore, Writes
+from grctl.worker._clients import TRANSACTION_TIMEOUT_MS
 from grctl.worker._errors import SessionRestart
 
 logger = logging.getLogger("grctl.worker")
@@ -56,11 +57,14 @@ OFFSET_COMMIT_DELAY_S = 0.2
 #: Bound of each blocking librdkafka transaction call.
 TXN_CALL_TIMEOUT_S = 30.0
 #: A transaction still running after this long is given up: the session restarts (its next
-#: incarnation's init_transactions fences the producer still blocked in it). Seen in a CI run:
-#: a worker made no transaction for minutes after the group coordinator's broker was killed,
-#: with its consumer still in the group (so no session restart came from there). Well past the
-#: producer's transaction timeout (10 s), after which the coordinator aborts it anyway.
-PUBLISH_TIMEOUT_S = TXN_CALL_TIMEOUT_S + 5.0
+#: incarnation's init_transactions fences the producer still blocked in it, and the coordinator
+#: aborts the transaction or finishes one already committing). Seen in CI: a worker made no
+#: transaction for minutes after the group coordinator's broker was killed, with its consumer
+#: still in the group (so no session restart came from there); and, with a 35 s bound, a 38 s
+#: stall when the broker killed was both coordinators (send_offsets_to_transaction blocked).
+#: 5 s past the producer's transaction timeout: by then the coordinator has aborted a
+#: transaction that had not begun to commit, so waiting longer cannot save it.
+PUBLISH_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000 + 5.0
 
 Record = tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]] | None, str | None]
 """(topic, partition, key, value, headers, origin) to produce; origin is the workflow id whose
