@@ -248,3 +248,16 @@ async def test_the_commit_linger_applies_only_while_the_worker_is_loaded(
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
+
+
+def test_a_stalled_transaction_is_given_up_soon_after_the_coordinator_would_abort_it() -> None:
+    """The watchdog waits past the producer's transaction timeout, but not much past it.
+
+    With 35 s a CI run's worker stalled 38 s for a 15 s broker kill (the broker was both its
+    transaction and its group coordinator; send_offsets_to_transaction blocked).
+    """
+    from grctl.worker._clients import TRANSACTION_TIMEOUT_MS
+
+    txn_timeout_s = TRANSACTION_TIMEOUT_MS / 1000
+    assert txn_timeout_s < commit_module.PUBLISH_TIMEOUT_S <= txn_timeout_s + 5.0
+    assert commit_module.PUBLISH_TIMEOUT_S < commit_module.TXN_CALL_TIMEOUT_S
