@@ -27,3 +27,19 @@ def test_each_fault_is_measured_from_its_own_time() -> None:
     done = steady(0.0, 3.0, 10) + steady(4.0, 6.0, 10) + steady(8.0, 10.0, 10)
     first, second = recovery_times(done, [3.0, 6.0], 10.0)
     assert first == pytest.approx(1.7) and second == pytest.approx(2.7)
+
+
+def test_a_stall_that_begins_after_the_fault_is_measured_from_the_fault_to_its_end() -> None:
+    """CI: completions went on for 2 s after a broker kill, then stopped for 38 s."""
+    done = steady(0.0, 7.0, 10) + steady(12.0, 15.0, 10)  # the stall: 7 s to 12 s
+    (recovered,) = recovery_times(done, [5.0], 10.0)
+    assert recovered == pytest.approx(7.7)  # the 8th completion after the stall, at 12.7 s
+
+
+def test_a_fault_without_a_dip_recovers_at_once() -> None:
+    done = steady(0.0, 10.0, 10)
+    assert recovery_times(done, [5.0], 10.0) == [0.0]
+
+
+def test_nothing_completing_after_the_fault_is_none() -> None:
+    assert recovery_times(steady(0.0, 5.0, 10), [5.0], 10.0) == [None]
