@@ -261,3 +261,12 @@ def test_a_stalled_transaction_is_given_up_soon_after_the_coordinator_would_abor
     txn_timeout_s = TRANSACTION_TIMEOUT_MS / 1000
     assert txn_timeout_s < commit_module.PUBLISH_TIMEOUT_S <= txn_timeout_s + 5.0
     assert commit_module.PUBLISH_TIMEOUT_S < commit_module.TXN_CALL_TIMEOUT_S
+
+
+@pytest.mark.parametrize("raw", ["abc", "-1", "nan"])
+def test_a_bad_commit_linger_setting_is_named(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("GRCTL_COMMIT_LINGER_MS", raw)
+    with pytest.raises(ValueError, match=f"GRCTL_COMMIT_LINGER_MS must be a number of milliseconds >= 0.*{raw!r}"):
+        commit_module._linger_from_env()
+    monkeypatch.setenv("GRCTL_COMMIT_LINGER_MS", "2.5")
+    assert commit_module._linger_from_env() == 0.0025
