@@ -202,10 +202,13 @@ async def _release(client: Client, run: Run) -> None:
         await asyncio.sleep(0.5)  # still in its start step: ask again once that has moved
 
 
-def recovery_times(done: list[float], faults: list[float], rate_before: float) -> list[float | None]:
+def recovery_times(
+    done: list[float], faults: list[float], rate_before: float, load_end: float | None = None
+) -> list[float | None]:
     """For each fault: seconds from it until the rate is back to 80 % of `rate_before` after its dip.
 
-    The dip is the first moment after the fault (and before the next fault) when the last
+    The dip is the first moment after the fault (before the next fault and before `load_end`,
+    when the offered load stops and the rate falls anyway) when the last
     WINDOW_S seconds hold fewer than 80 % of `rate_before` completions; recovered is the first
     completion after the dip whose window holds 80 % again. A fault with no dip before the next
     one recovers in 0 s; a rate that never comes back is None. (Measuring from the fault to the
@@ -221,7 +224,8 @@ def recovery_times(done: list[float], faults: list[float], rate_before: float) -
 
     for t0 in faults:
         later = [f for f in order if f > t0]
-        horizon = max(later[0] if later else (times[-1] if times else t0), t0 + WINDOW_S)
+        end = load_end if load_end is not None else (times[-1] if times else t0)
+        horizon = max(min(later[0], end) if later else end, t0 + WINDOW_S)
         dip = next((t0 + k * 0.05 for k in range(int((horizon - t0) / 0.05) + 1) if count(t0 + k * 0.05) < need), None)
         if dip is None:
             out.append(0.0)
@@ -295,7 +299,7 @@ async def run_with_fault(
     report.rate_before = len(before) / span
     # Recovered: a window completes 80 % of the offered rate (the rate measured before the first
     # fault is short and includes the warm-up, so it is reported, not used).
-    report.recovery_s = recovery_times(done, ctx.fault_times, rate)
+    report.recovery_s = recovery_times(done, ctx.fault_times, rate, load_end=t_start + duration_s)
     gaps = [b - a for a, b in itertools.pairwise(done)]
     report.longest_gap_s = max(gaps, default=0.0)
     by_partition: dict[int, list[float]] = defaultdict(list)

@@ -43,3 +43,9 @@ def test_a_fault_without_a_dip_recovers_at_once() -> None:
 
 def test_nothing_completing_after_the_fault_is_none() -> None:
     assert recovery_times(steady(0.0, 5.0, 10), [5.0], 10.0) == [None]
+
+
+def test_the_rate_falling_when_the_load_ends_is_not_a_dip_of_the_fault() -> None:
+    done = [*steady(0.0, 10.0, 10), 10.5, 11.5]  # no dip during the fault; then the load ends at 10 s
+    assert recovery_times(done, [5.0], 10.0, load_end=10.0) == [0.0]
+    assert recovery_times(done, [5.0], 10.0) == [None]  # without load_end the tail looks like a dip
