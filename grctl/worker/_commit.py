@@ -57,7 +57,7 @@ COMMIT_YIELDS = 4
 #: Batch pacing, for measuring it (issue 16; docs/engine.md "Batch pacing"): while the worker
 #: is loaded, a commit waits until its oldest write has waited this long, unless the batch
 #: already holds `COMMIT_LINGER_RECORDS`. 0 (the default) commits back to back: lingers of 2 and
-#: 5 ms at 4 and 64 partitions stayed within the spread between runs (8 interleaved runs), so
+#: 5 ms at 4 and 64 partitions stayed within the spread between runs (10 interleaved runs), so
 #: nothing favoured a change. Read from GRCTL_COMMIT_LINGER_MS when the module loads.
 COMMIT_LINGER_S = _linger_from_env()
 COMMIT_LINGER_RECORDS = 2_000
