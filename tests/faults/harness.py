@@ -223,10 +223,12 @@ def recovery_times(
         return bisect.bisect_right(times, t) - bisect.bisect_right(times, t - WINDOW_S)
 
     for t0 in faults:
-        later = [f for f in order if f > t0]
+        i = bisect.bisect_right(order, t0)
         end = load_end if load_end is not None else (times[-1] if times else t0)
-        horizon = max(min(later[0], end) if later else end, t0 + WINDOW_S)
-        dip = next((t0 + k * 0.05 for k in range(int((horizon - t0) / 0.05) + 1) if count(t0 + k * 0.05) < need), None)
+        horizon = max(min(order[i], end) if i < len(order) else end, t0 + WINDOW_S)
+        # The window's count only falls when a completion leaves it, WINDOW_S after it happened.
+        leaving = (t + WINDOW_S for t in times if t0 < t + WINDOW_S <= horizon)
+        dip = next((m for m in itertools.chain([t0], leaving) if count(m) < need), None)
         if dip is None:
             out.append(0.0)
             continue
