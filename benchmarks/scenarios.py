@@ -35,6 +35,7 @@ from benchmarks.harness import (
     warm_up,
 )
 from benchmarks.light_client import client_cpu
+from benchmarks.purge import purge, timer_burst
 from benchmarks.soak import listing, soak
 from grctl import Client, Connection, WorkflowHandle
 from grctl.kafka.partitioner import partition_for
@@ -991,10 +992,12 @@ SCENARIOS: dict[str, Scenario] = {
     "listing": listing,
     "client_cpu": client_cpu,
     "ingress": ingress,
+    "purge": purge,
+    "timer_burst": timer_burst,
 }
 #: `rss` is measured by the timers scenario (the worker with every timer run waiting).
 ALIASES = {"rss": "timers"}
 #: Long scenarios (tens of minutes in full) that run only when selected with -s.
-ON_REQUEST = ("soak", "listing")
+ON_REQUEST = ("soak", "listing", "purge", "timer_burst")
 #: Scenarios whose headline is a ratio to the baseline: selecting one runs the baseline first.
 NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress")

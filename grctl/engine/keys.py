@@ -10,7 +10,8 @@ every printable character, so all keys of one workflow id (or one run) are conti
 | runs | `r/<wf_id>` | `RunRecord` of the latest run of the workflow id |
 | store | `s/<wf_id>\\0<run_id>\\0<key>` | a store value (user codec bytes) |
 | inbox | `i/<wf_id>\\0<seq:016d>` | `InboxEntry`, in arrival order |
-| timers | `t/<due_ms:016d>\\0<wf_id>\\0<kind>` | `TimerEntry`, in due order |
+| timers | `t/<due_ms:016d>\\0<wf_id>\\0<kind>` | `TimerEntry`, in due order: a run's own timers |
+| expiries | `e/<due_ms:016d>\\0<wf_id>\\0retention` | `TimerEntry`, in due order: ended runs' retention |
 | journal | `j/<wf_id>\\0<run_id>\\0<step seq:08d>\\0<position:06d>` | `[kind, name, value]` |
 | children | `c/<wf_id>\\0<run_id>\\0<child wf_id>` | a child's outcome dict |
 | run index | `x/<status>\0<newest first:016d>\0<wf_id>` | the run id: every latest run, by status, newest first |
@@ -27,6 +28,13 @@ RUN_PREFIX: Final = b"r/"
 STORE_PREFIX: Final = b"s/"
 INBOX_PREFIX: Final = b"i/"
 TIMER_PREFIX: Final = b"t/"
+#: Retention timers have a table of their own: they are background work, fired at a pace of
+#: their own (`grctl.worker._timers`), and a backlog of them must not hide the run timers due
+#: after it from a loader that reads a table in due order (issue 24). Retention timers armed
+#: before this table existed stay in `t/` and fire from there.
+EXPIRY_PREFIX: Final = b"e/"
+#: The timer kind kept in the expiry table.
+EXPIRY_KIND: Final = "retention"
 JOURNAL_PREFIX: Final = b"j/"
 CHILD_PREFIX: Final = b"c/"
 META_PREFIX: Final = b"m/"
@@ -73,14 +81,19 @@ def inbox_key(wf_id: str, seq: int) -> bytes:
     return INBOX_PREFIX + wf_id.encode() + SEP + b"%016d" % seq
 
 
+def timer_table(kind: str) -> bytes:
+    """The table of a timer of `kind`: the expiry table for retention, else the timer table."""
+    return EXPIRY_PREFIX if kind == EXPIRY_KIND else TIMER_PREFIX
+
+
 def timer_key(due_ms: int, wf_id: str, kind: str) -> bytes:
-    """Key of a timer; the table sorts by due time."""
-    return TIMER_PREFIX + b"%016d" % due_ms + SEP + wf_id.encode() + SEP + kind.encode()
+    """Key of a timer, in the table of its kind (`timer_table`), which sorts by due time."""
+    return timer_table(kind) + b"%016d" % due_ms + SEP + wf_id.encode() + SEP + kind.encode()
 
 
-def timer_bound(due_ms: int) -> bytes:
-    """A key above every timer due before `due_ms` and below every other (itself no timer's key)."""
-    return TIMER_PREFIX + b"%016d" % due_ms
+def timer_bound(due_ms: int, table: bytes = TIMER_PREFIX) -> bytes:
+    """A key of `table` above every timer due before `due_ms` and below every other (no timer's key)."""
+    return table + b"%016d" % due_ms
 
 
 def journal_prefix(wf_id: str, run_id: str, seq: int) -> bytes:
@@ -101,6 +114,11 @@ def journal_key(prefix: bytes, position: int) -> bytes:
 def journal_prefix_of(key: bytes) -> bytes:
     """The `journal_prefix` of a journal entry's key."""
     return key[: key.rindex(SEP) + 1]
+
+
+def journal_run_prefix_of(prefix: bytes) -> bytes:
+    """The `journal_run_prefix` of a step's `journal_prefix` (its step number and separator cut)."""
+    return prefix[: prefix.rindex(SEP, 0, len(prefix) - 1) + 1]
 
 
 def child_prefix(wf_id: str, run_id: str) -> bytes:
@@ -151,7 +169,7 @@ def wf_id_of(key: bytes) -> str | None:
         return rest.decode()
     if prefix in (STORE_PREFIX, INBOX_PREFIX, JOURNAL_PREFIX, CHILD_PREFIX):
         return rest.split(SEP, 1)[0].decode()
-    if prefix == TIMER_PREFIX:
+    if prefix in (TIMER_PREFIX, EXPIRY_PREFIX):
         parts = rest.split(SEP)
         return parts[1].decode() if len(parts) == 3 else None
     if prefix == INDEX_PREFIX:

@@ -169,7 +169,7 @@ class Checker:
         try:
             if table == keys.RUN_PREFIX:
                 self._runs[keys.wf_id_of_run_key(key)] = run_decoder.decode(value)
-            elif table == keys.TIMER_PREFIX:
+            elif table in (keys.TIMER_PREFIX, keys.EXPIRY_PREFIX):
                 timer = timer_decoder.decode(value)
                 self._timer_runs.add((timer.wf_id, timer.run_id))
                 self._timers.append((timer.wf_id, timer.run_id, str(timer.kind)))

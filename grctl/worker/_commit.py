@@ -282,6 +282,16 @@ class GroupCommitter:
         """The open batch holds more than `MAX_BATCH_RECORDS`: inputs should wait for a commit."""
         return len(self._batch) > MAX_BATCH_RECORDS
 
+    @property
+    def pending_records(self) -> int:
+        """Records and state writes in the open batch."""
+        return len(self._batch)
+
+    @property
+    def max_records(self) -> int:
+        """The bound of the open batch (`MAX_BATCH_RECORDS`)."""
+        return MAX_BATCH_RECORDS
+
     async def wait_for_room(self) -> None:
         """Wait until a commit has gone through (call while `full`)."""
         self._committed.clear()

@@ -137,6 +137,8 @@ class PartitionView:
     running_steps: int
     timers_pending: int
     next_timer_due_ms: int | None
+    purges_due: int = 0
+    next_purge_due_ms: int | None = None
     runs: dict[str, dict[str, int]] = field(default_factory=dict)  # status -> type -> latest runs
     state_keys: int = 0
     state_bytes: int = 0
@@ -166,6 +168,7 @@ def view_of(session: WorkerSession | None) -> SessionView | None:
     budget = session.partitions.memory
     if budget is not None:
         view.state_memory = (budget.usage(), budget.total_bytes)
+    now_ms = int(time.time() * 1000)
     for p, proc in list(session.partitions.processors.items()):
         state_keys, state_bytes = proc.store.size()
         view.partitions.append(
@@ -176,6 +179,8 @@ def view_of(session: WorkerSession | None) -> SessionView | None:
                 running_steps=len(proc.running),
                 timers_pending=len(proc.timers),
                 next_timer_due_ms=proc.next_timer_due(),
+                purges_due=proc.expiries.due_count(now_ms),
+                next_purge_due_ms=proc.next_expiry_due(),
                 runs=run_counts(proc.store),
                 state_keys=state_keys,
                 state_bytes=state_bytes,
@@ -577,6 +582,16 @@ class _Collector(Collector):
             "grctl_timers_overdue_seconds", "How far past due the earliest armed timer is, per partition.",
             labels=["partition"],
         )  # fmt: skip
+        purges = GaugeMetricFamily(
+            "grctl_purges_pending",
+            "Ended runs whose retention is over and whose state is not deleted yet, per partition (the backlog of "
+            "purges; counted among the retention timers loaded in memory, at most 20,000 per partition).",
+            labels=["partition"],
+        )
+        purge_lag = GaugeMetricFamily(
+            "grctl_purge_lag_seconds", "How far past due the oldest pending purge is, per partition.",
+            labels=["partition"],
+        )  # fmt: skip
         state_keys = GaugeMetricFamily(
             "grctl_state_keys", "Keys in an owned partition's local state (RocksDB's estimate).", labels=["partition"]
         )
@@ -619,6 +634,9 @@ class _Collector(Collector):
                 timers.add_metric(label, pv.timers_pending)
                 due = pv.next_timer_due_ms
                 overdue.add_metric(label, max(0.0, (now_ms - due) / 1000) if due is not None else 0.0)
+                purges.add_metric(label, pv.purges_due)
+                purge_due = pv.next_purge_due_ms
+                purge_lag.add_metric(label, max(0.0, (now_ms - purge_due) / 1000) if purge_due is not None else 0.0)
                 state_keys.add_metric(label, pv.state_keys)
                 state_bytes.add_metric(label, pv.state_bytes)
                 for status, by_type in pv.runs.items():
@@ -626,7 +644,8 @@ class _Collector(Collector):
                         totals[(wf_type, status)] = totals.get((wf_type, status), 0) + n
         for (wf_type, status), n in sorted(totals.items()):
             runs.add_metric([wf_type, status], n)
-        yield from (owned, lag, running, timers, overdue, state_keys, state_bytes, runs, memory, memory_limit)
+        yield from (owned, lag, running, timers, overdue, purges, purge_lag, state_keys, state_bytes, runs, memory,
+                    memory_limit)  # fmt: skip
 
 
 class MetricsServer:

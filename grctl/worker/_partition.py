@@ -25,7 +25,6 @@ May import: `grctl.engine`, `grctl.state`, `grctl.kafka`, `grctl.worker.runtime`
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import re
 import sys
@@ -66,6 +65,7 @@ from grctl.models.history import HistoryKind
 from grctl.models.run_info import TERMINAL_STATUSES, RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
 from grctl.worker._listing import list_page
+from grctl.worker._timer_queue import TimerQueue
 from grctl.worker.runtime import JournalEntry, StepRuntime
 
 if TYPE_CHECKING:
@@ -78,10 +78,6 @@ logger = logging.getLogger(__name__)
 
 #: Decoded run records kept per partition (the machine never mutates a record it was given).
 RUN_CACHE_SIZE = 4_096
-#: Timers due within this much of now are in memory; later ones wait in the `t/` table.
-TIMER_HORIZON_MS = 60_000
-#: At most this many timers are loaded at a time (a burst due at once is loaded in slices).
-TIMER_LOAD_LIMIT = 20_000
 #: The field of a step's history event that only describes a value kept elsewhere in full.
 DESCRIBED_FIELDS: dict[str, str] = {
     HistoryKind.task_started: "args",
@@ -171,26 +167,26 @@ class PartitionProcessor:
         self._outbox = services.outbox
         self.position: int | None = None  # next offset to read; None until the first record
         self.running: dict[str, RunningStep] = {}
-        # Heap of (due_ms, timer key) of the timers due soon: every timer of the `t/` table
-        # whose key is at most `_timers_loaded` (see `_load_timers`). The others stay on disk
-        # until the horizon reaches them, so memory does not grow with the retention window.
-        self.timers: list[tuple[int, bytes]] = []
-        self._timers_loaded: bytes = keys.TIMER_PREFIX
-        self._timers_horizon_ms = 0  # when the loaded window is complete: its end; else 0
+        now = now_ms()
+        #: The runs' own timers due soon (wait timeouts, resumes, workflow timeouts, and the
+        #: retention of runs that ended before the expiry table existed).
+        self.timers = TimerQueue(store, keys.TIMER_PREFIX, now)
+        #: The retention timers of ended runs due soon: background work (`grctl.worker._timers`).
+        self.expiries = TimerQueue(store, keys.EXPIRY_PREFIX, now)
         self.closing = False
         self.child_waiters: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
         # Decoded run records, committed or staged: a step reads its run 3-4 times (record,
         # start, outcome, next start); decoding each time cost ~9 % of a worker's CPU in the
         # chain benchmark. Every write of a run record goes through `apply`, which updates it.
         self._runs: dict[str, RunRecord] = {}
-        # Prefixes of the step journals this partition holds (committed or staged). Most steps
-        # have none; knowing it saves a RocksDB iterator per step execution.
-        self._journals: set[bytes] = set()
+        # Prefixes of the step journals this partition holds (committed or staged), by the
+        # prefix of their run's journals. Most steps have none; knowing it saves a RocksDB
+        # iterator per step execution, and a purge finds its run's among them at once.
+        self._journals: dict[bytes, set[bytes]] = {}
         limits = services.limits
         self._state_limit = limits.record_limit(services.topics.state)
         self._record_limits = {t: limits.record_limit(t) for t in services.topics.partitioned()}
         self._history_limit = limits.record_limit(services.topics.history)
-        self._load_timers()
         self._load_journal_index()
 
     # ------------------------------------------------------------------ reads
@@ -335,10 +331,10 @@ class PartitionProcessor:
             run_id, with_record = tr.purge
             if with_record:
                 self._runs.pop(wf_id, None)
-            self._journals = {j for j in self._journals if not j.startswith(keys.journal_run_prefix(wf_id, run_id))}
+            self._journals.pop(keys.journal_run_prefix(wf_id, run_id), None)
         for due_ms, key in armed:
-            if key <= self._timers_loaded:  # later ones are loaded when the horizon gets there
-                heapq.heappush(self.timers, (due_ms, key))
+            queue = self.expiries if key.startswith(keys.EXPIRY_PREFIX) else self.timers
+            if queue.armed(due_ms, key):
                 s.timer_armed(due_ms)
         if tr.child_done is not None and run is not None:
             child_wf_id, _child_run_id, outcome = tr.child_done
@@ -623,16 +619,32 @@ class PartitionProcessor:
             prefix = keys.journal_prefix(rs.wf_id, rs.run_id, rs.seq)
             for pos in range(rs.runtime.journal_length):
                 self.stage(keys.journal_key(prefix, pos), None)
-            self._journals.discard(prefix)
+            self._forget_journal(prefix)
 
     def _load_journal_index(self) -> None:
         for key, _raw in self.store.scan(keys.JOURNAL_PREFIX):
-            self._journals.add(keys.journal_prefix_of(key))
+            self._note_journal(keys.journal_prefix_of(key))
+
+    def _note_journal(self, prefix: bytes) -> None:
+        run_prefix = keys.journal_run_prefix_of(prefix)
+        steps = self._journals.get(run_prefix)
+        if steps is None:
+            self._journals[run_prefix] = {prefix}
+        else:
+            steps.add(prefix)
+
+    def _forget_journal(self, prefix: bytes) -> None:
+        run_prefix = keys.journal_run_prefix_of(prefix)
+        steps = self._journals.get(run_prefix)
+        if steps is not None:
+            steps.discard(prefix)
+            if not steps:
+                del self._journals[run_prefix]
 
     def load_journal(self, wf_id: str, run_id: str, seq: int) -> list[JournalEntry]:
         """The journal entries recorded by earlier executions of a step."""
         prefix = keys.journal_prefix(wf_id, run_id, seq)
-        if prefix not in self._journals:
+        if prefix not in self._journals.get(keys.journal_run_prefix(wf_id, run_id), ()):
             return []
         out = []
         for _key, raw in self.store.scan(prefix):
@@ -656,7 +668,7 @@ class PartitionProcessor:
                 f"the recorded {entry.kind} {entry.name!r}", size=len(value), limit=limit, wf_id=runtime.wf_id
             )
         self.stage(keys.journal_key(prefix, position), value)
-        self._journals.add(prefix)
+        self._note_journal(prefix)
 
     def history_append(
         self, runtime: StepRuntime, kind: str, msg: dict[str, Any] | None, operation_id: str = ""
@@ -713,42 +725,29 @@ class PartitionProcessor:
 
     # ------------------------------------------------------------------ timers
 
-    def _load_timers(self, now: int | None = None) -> None:
-        """Load the timers due before `now` + TIMER_HORIZON_MS not loaded yet, at most TIMER_LOAD_LIMIT.
-
-        The heap then holds every timer whose key is at most `_timers_loaded`: up to the
-        horizon's bound (`_timers_horizon_ms` set: the window is complete), or up to the last
-        timer loaded when the limit cut the window short (`_timers_horizon_ms` 0: load on).
-        """
-        horizon = (now_ms() if now is None else now) + TIMER_HORIZON_MS
-        bound = keys.timer_bound(horizon)
-        loaded, last = 0, None
-        for key, raw in self.store.scan(keys.TIMER_PREFIX, after=self._timers_loaded):
-            if key >= bound:
-                break
-            if loaded >= TIMER_LOAD_LIMIT:
-                self._timers_loaded, self._timers_horizon_ms = last, 0  # type: ignore[assignment]
-                return
-            heapq.heappush(self.timers, (timer_decoder.decode(raw).due_ms, key))
-            loaded, last = loaded + 1, key
-        self._timers_loaded, self._timers_horizon_ms = bound, horizon
-
-    def _timers_to_load(self, now: int) -> bool:
-        if self._timers_horizon_ms:
-            return now + TIMER_HORIZON_MS // 2 >= self._timers_horizon_ms
-        return len(self.timers) < TIMER_LOAD_LIMIT // 2
-
     def next_timer_due(self) -> int | None:
-        """Due time of the earliest armed timer."""
-        return self.timers[0][0] if self.timers else None
+        """Due time of the earliest run timer in memory."""
+        return self.timers.next_due()
+
+    def next_expiry_due(self) -> int | None:
+        """Due time of the earliest retention timer in memory."""
+        return self.expiries.next_due()
 
     def fire_due_timers(self, now: int, limit: int) -> int:
-        """Fire up to `limit` due timers as transitions; returns how many fired."""
-        if self._timers_to_load(now):
-            self._load_timers(now)
+        """Fire up to `limit` due run timers as transitions; returns how many fired."""
+        return self._fire(self.timers, now, limit)
+
+    def fire_due_expiries(self, now: int, limit: int) -> int:
+        """Purge up to `limit` ended runs whose retention is over; returns how many timers fired."""
+        return self._fire(self.expiries, now, limit)
+
+    def _fire(self, queue: TimerQueue, now: int, limit: int) -> int:
+        queue.maybe_load(now)
         fired = 0
-        while self.timers and self.timers[0][0] <= now and fired < limit and not self.closing:
-            _, key = heapq.heappop(self.timers)
+        while fired < limit and not self.closing:
+            key = queue.pop_due(now)
+            if key is None:
+                break
             raw = self.store.get(key)
             if raw is None:
                 continue  # disarmed meanwhile

@@ -155,7 +155,9 @@ class WorkerSession:
         )
         queries = QueryAnswerer(workflows=workflows, codec=codec, tasks=self.tasks)
         processors: dict[int, PartitionProcessor] = {}
-        self.timers = TimerLoop(processors, self.committer, metrics)
+        #: The consumer's last poll found no record (the timer loop may then purge at full speed).
+        self.inputs_idle = False
+        self.timers = TimerLoop(processors, self.committer, metrics, inputs_idle=lambda: self.inputs_idle)
         services = ProcessorServices(
             outbox=self.committer,
             machine=machine,
@@ -263,6 +265,7 @@ class WorkerSession:
             msgs, self._group_metadata = await self._loop.run_in_executor(
                 self._cpool, consume_available, consumer, CONSUME_BATCH, CONSUME_WAIT_S
             )
+            self.inputs_idle = not msgs
             for msg in msgs:
                 err = msg.error()
                 if err is not None:

@@ -36,7 +36,7 @@ from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
 from grctl.models.run_info import RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
-from grctl.worker import _partition as partition_module
+from grctl.worker import _timer_queue as timer_queue_module
 from grctl.worker._commit import MAX_BATCH_RECORDS, GroupCommitter
 from grctl.worker._errors import SessionRestart
 from grctl.worker._partition import PartitionProcessor, ProcessorServices, RunningStep, now_ms
@@ -479,7 +479,7 @@ def test_only_timers_due_within_the_horizon_are_in_memory_and_later_ones_load_wh
     proc.apply(Transition(timers_set=[far]), far.wf_id)
     assert len(proc.timers) == 10 and proc.next_timer_due() == soon[0].due_ms
     assert proc.fire_due_timers(now, limit=100) == 10
-    assert proc.timers == [] and proc.fire_due_timers(now, limit=100) == 0
+    assert len(proc.timers) == 0 and proc.fire_due_timers(now, limit=100) == 0
     # Two hours on, the horizon has moved past every other timer: all eleven fire, once.
     assert proc.fire_due_timers(now + 2 * 3600 * 1000 + 100, limit=100) == 11
     assert [k for k, _ in harness.store.scan(keys.TIMER_PREFIX)] == []
@@ -488,7 +488,7 @@ def test_only_timers_due_within_the_horizon_are_in_memory_and_later_ones_load_wh
 def test_a_burst_of_due_timers_is_loaded_in_slices_and_each_fires_once(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(partition_module, "TIMER_LOAD_LIMIT", 4)
+    monkeypatch.setattr(timer_queue_module, "TIMER_LOAD_LIMIT", 4)
     now = now_ms()
     burst = [_timer(f"b-{i}", now - 5000) for i in range(11)]
     for t in burst:
@@ -497,5 +497,5 @@ def test_a_burst_of_due_timers_is_loaded_in_slices_and_each_fires_once(
     proc = PartitionProcessor(0, harness.store, harness.proc.services)
     assert len(proc.timers) == 4
     fired = [proc.fire_due_timers(now, limit=3) for _ in range(8)]
-    assert sum(fired) == 11 and proc.timers == []
+    assert sum(fired) == 11 and len(proc.timers) == 0
     assert [k for k, _ in harness.store.scan(keys.TIMER_PREFIX)] == []

@@ -138,7 +138,7 @@ async def test_assignment_arms_retention_once_for_runs_that_ended_before_it(tmp_
     h.proc.start()
     state = h.open_state()
     assert state[keys.RETENTION_MARKER] == b"1"
-    assert any(k.startswith(keys.TIMER_PREFIX) for k in state) and h.proc.next_timer_due() is not None
+    assert any(k.startswith(keys.EXPIRY_PREFIX) for k in state) and h.proc.next_expiry_due() is not None
     await h.committer.flush()
     marked = len(h.open_state())
     h.proc.start()  # the marker: nothing is scanned or staged again
