@@ -18,16 +18,21 @@ worker applied the start): the wait an input has behind a burst of due timers.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from typing import Any
 
-from benchmarks.harness import Bench, Row, ScenarioResult, gather_limited, percentiles
+from benchmarks.harness import ROOT, Bench, Row, ScenarioResult, gather_limited, percentiles
 from benchmarks.soak import free_port, prepare_soak
-from grctl import WorkflowHandle
+from grctl import Client, Connection, WorkflowHandle
 from grctl.kafka.partitioner import partition_for
 
 #: Client tasks of the closed loop (each has one run in flight at a time).
@@ -199,36 +204,32 @@ async def timer_burst(bench: Bench) -> ScenarioResult:
         await _all_waiting(client, last_per_partition, timeout=300)
         slack = fire_at - time.time()
         res.check("every run waited before the timers fell due", slack > 0, f"{slack:.1f} s of slack")
-        await asyncio.sleep(max(0.0, slack - 1.0))  # a pace: the probe starts a second before the due time
-        acks: list[tuple[float, float]] = []  # (seconds after the due time, ack ms)
-        probes: list[WorkflowHandle] = []
-        collector = asyncio.ensure_future(
-            gather_limited((h.result(timeout=1200) for h in handles if isinstance(h, WorkflowHandle)), n)
-        )
-
-        async def probe() -> None:
-            i = 0
-            while not collector.done():
-                t_start = time.perf_counter()
-                h = await client.start_workflow("OneStep", f"probe-{i}", None)
-                acks.append((time.time() - fire_at, (time.perf_counter() - t_start) * 1000))
-                probes.append(h)
-                i += 1
-                await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.perf_counter() - t_start)))
-
+        await asyncio.sleep(max(0.0, slack - 5.0))  # a pace: the probe is connected before the due time
+        # The probe is a process of its own, with its own client: the acknowledgements it times
+        # are the worker's, not those of this process's loop, busy with 100,000 outcomes.
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.purge", "probe", "--servers", bench.servers,
+            "--namespace", eng.conn.namespace, "--interval", str(PROBE_INTERVAL_S),
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
         ftask = bench.task(f"timer_burst: {n:,} timers firing", None)
-        probing = asyncio.create_task(probe())
-        outs = await collector
+        outs = await gather_limited((h.result(timeout=1200) for h in handles if isinstance(h, WorkflowHandle)), n)
         drained_s = time.time() - fire_at
-        probing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await probing
+        late = [o for o in outs if o != "expired"]
+        probe.send_signal(signal.SIGTERM)
+        out, err = await probe.communicate()
         bench.progress.update(ftask, completed=n, total=n)
-        probe_outs = await gather_limited((h.result(timeout=120) for h in probes), 100)
-    late = [o for o in outs if o != "expired"]
+        acks: list[tuple[float, float]] = []  # (seconds after the due time, ack ms)
+        probe_ids: list[str] = []
+        for line in out.decode().splitlines():
+            rec = json.loads(line)
+            acks.append((rec["acked_at"] - fire_at, rec["ack_ms"]))
+            probe_ids.append(rec["wf_id"])
+        res.check("the probe ran", probe.returncode in (0, -signal.SIGTERM) and bool(acks), err.decode()[-2000:])
+        probe_outs = await gather_limited((_result_of(eng.client, wf_id) for wf_id in probe_ids), 100)
     res.check("every timer fired its on_timeout step", not late, f"{len(late)} did not, e.g. {late[:3]}")
     res.check("every probe run completed", all(o == "ok" for o in probe_outs), str(probe_outs[:3]))
-    during = [ms for t, ms in acks if 0 <= t <= drained_s]
+    during = [ms for t, ms in acks if 0 <= t - ms / 1000 <= drained_s]  # started while the timers drained
     ack = percentiles(during)
     res.metrics = {"drain_s": round(drained_s, 1), "timers_per_s": round(n / drained_s, 1) if drained_s > 0 else None,
                    "ack_ms_during_drain": ack, "probes_during_drain": len(during),
@@ -240,3 +241,43 @@ async def timer_burst(bench: Bench) -> ScenarioResult:
             f"p99 ≤ {ACK_P99_TARGET_MS:g} ms", ack.get("p99", float("inf")) <= ACK_P99_TARGET_MS),
     ]  # fmt: skip
     return res
+
+
+async def _result_of(client: Client, wf_id: str) -> Any:
+    handle = await client.get_workflow_handle(wf_id)
+    return await handle.result(timeout=120)
+
+
+async def _probe(servers: str, namespace: str, interval: float) -> None:
+    """Start a OneStep run every `interval` s until SIGTERM; print each acknowledgement as JSON."""
+    conn = await Connection.connect(servers, namespace, create_namespace=False)
+    client = Client(conn)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    i = 0
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        wf_id = f"probe-{i}"
+        await client.start_workflow("OneStep", wf_id, None)
+        ack_ms = (time.perf_counter() - t0) * 1000
+        print(json.dumps({"wf_id": wf_id, "acked_at": time.time(), "ack_ms": round(ack_ms, 2)}), flush=True)
+        i += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, interval - (time.perf_counter() - t0)))
+    await client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.purge", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("probe", help="start a run every --interval seconds and print each acknowledgement")
+    p.add_argument("--servers", required=True)
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--interval", type=float, default=PROBE_INTERVAL_S)
+    args = ap.parse_args(argv)
+    asyncio.run(_probe(args.servers, args.namespace, args.interval))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,8 @@
 """Bounded growth under sustained load (issue 14): the soak and the listing scenarios.
 
 `soak` offers a fixed rate of runs (open loop: the rate does not slow down when the engine
-does) near 70 % of what this machine sustains, mixing `OneStep` and `Soak3` runs, for a
+does) near 70 % of what this machine sustains (GRCTL_BENCH_SOAK_LOAD=closed: a closed loop of
+`CLOSED_IN_FLIGHT` runs instead, at the engine's full speed, issue 24), mixing `OneStep` and `Soak3` runs, for a
 bounded time, in a namespace whose ended runs are kept `retention` seconds. Every
 `sample_s` it records the workers' live state (keys and bytes of their RocksDB, runs held,
 timers in memory, from the worker's metrics endpoint), the `state` topic's size on the
@@ -38,6 +39,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,15 @@ RESTORE_RATIO_TARGET = 1.5
 LIST_TARGET_MS = 200.0
 #: The runs offered are abandoned (the soak fails) when this many seconds of them are in flight.
 BACKLOG_LIMIT_S = 30.0
+#: Runs in flight of the closed loops (the calibration's and the full-speed soak's).
+CLOSED_IN_FLIGHT = 500
+#: A call of a closed loop waits this long for its result: an overload shows as latency, and
+#: only a call that gets nothing in this long counts as failed.
+CLOSED_CALL_TIMEOUT = timedelta(seconds=300)
+#: A window of this many seconds without a completed run, while runs are in flight, is a stall.
+STALL_WINDOW_S = 10.0
+#: The 1-step runs' p99 in every sample of the open-loop soak stays under this (no spike).
+SPIKE_TARGET_MS = 300.0
 SOAK_MAX_RUNS = 3_000_000
 #: The soak worker's RocksDB memory budget (`--state-memory-mb`). Its block cache keeps the
 #: blocks it read until the budget is full (blocks of files compacted away age out of the
@@ -269,10 +280,10 @@ class Offer:
         self.in_flight += 1
         try:
             if three:
-                out = await self.client.run_workflow("Soak3", wf_id, {"n": i})
+                out = await self.client.run_workflow("Soak3", wf_id, {"n": i}, timeout=CLOSED_CALL_TIMEOUT)
                 ok = out == wf.soak3_result(i)
             else:
-                out = await self.client.run_workflow("OneStep", wf_id, None)
+                out = await self.client.run_workflow("OneStep", wf_id, None, timeout=CLOSED_CALL_TIMEOUT)
                 ok = out == "ok"
         except Exception as exc:
             out, ok = repr(exc), False
@@ -304,11 +315,32 @@ class Offer:
             await asyncio.wait(list(self.tasks), timeout=timeout)
 
 
-async def calibrate(bench: Bench, client: Client, retention: float, in_flight: int = 500) -> float:
+class ClosedLoad(Offer):
+    """The closed-loop load: `in_flight` tasks, each starting a run and awaiting it, again and again."""
+
+    def __init__(self, client: Client, in_flight: int) -> None:
+        super().__init__(client, rate=0.0)
+        self.loops = in_flight
+
+    async def run(self, seconds: float, max_runs: int) -> None:
+        t0 = time.perf_counter()
+
+        async def loop() -> None:
+            while time.perf_counter() - t0 < seconds and self.issued < max_runs:
+                i = self.issued
+                self.issued += 1
+                await self.one(i)
+
+        await asyncio.gather(*(loop() for _ in range(self.loops)))
+
+
+async def calibrate(bench: Bench, client: Client, retention: float, in_flight: int = CLOSED_IN_FLIGHT) -> float:
     """Runs/s of the soak's mix, closed loop, once the first runs' retention has fired.
 
     Every run costs a second transition when its retention ends (the purge): the rate is
-    measured over the half window that follows the first retention window, with both.
+    measured over the half window that follows the first retention window, with both. A call
+    that takes long is an overload and only slows the loop down; a call that fails, or a
+    `STALL_WINDOW_S` window without any completed run, fails the calibration.
     """
     seconds = retention * 1.5
     task = bench.task(f"soak: calibrate ({seconds:.0f}s closed loop, {in_flight} in flight)", seconds)
@@ -320,21 +352,34 @@ async def calibrate(bench: Bench, client: Client, retention: float, in_flight: i
         i = 0
         while time.perf_counter() - t0 < seconds:
             wf_id = f"cal-{k}-{i}"
-            if i % 2:
-                ok = await client.run_workflow("Soak3", wf_id, {"n": i}) == wf.soak3_result(i)
-            else:
-                ok = await client.run_workflow("OneStep", wf_id, None) == "ok"
+            try:
+                if i % 2:
+                    out = await client.run_workflow("Soak3", wf_id, {"n": i}, timeout=CLOSED_CALL_TIMEOUT)
+                    ok = out == wf.soak3_result(i)
+                else:
+                    out = await client.run_workflow("OneStep", wf_id, None, timeout=CLOSED_CALL_TIMEOUT)
+                    ok = out == "ok"
+            except Exception as exc:
+                out, ok = repr(exc), False
             if not ok:
-                bad.append(wf_id)
+                bad.append(f"{wf_id}: {out!r}")
             ends.append(time.perf_counter() - t0)
             bench.progress.update(task, completed=min(seconds, ends[-1]))
             i += 1
 
     await asyncio.gather(*(loop(k) for k in range(in_flight)))
     if bad:
-        raise RuntimeError(f"calibration: {len(bad)} runs wrong, e.g. {bad[:3]}")
+        raise RuntimeError(f"calibration: {len(bad)} runs failed or were wrong, e.g. {bad[:3]}")
+    if stalls := stalled_windows(ends, seconds):
+        raise RuntimeError(f"calibration: no run completed in the {STALL_WINDOW_S:.0f} s windows starting at {stalls}")
     measured = [t for t in ends if retention <= t <= seconds]
     return len(measured) / (seconds - retention)
+
+
+def stalled_windows(ends: list[float], seconds: float) -> list[float]:
+    """Starts of the whole `STALL_WINDOW_S` windows of [0, seconds) in which no run completed."""
+    done = {int(t // STALL_WINDOW_S) for t in ends}
+    return [k * STALL_WINDOW_S for k in range(int(seconds // STALL_WINDOW_S)) if k not in done]
 
 
 async def soak(bench: Bench) -> ScenarioResult:
@@ -352,7 +397,11 @@ async def soak(bench: Bench) -> ScenarioResult:
     async with engine(bench, "soak", env=env, prepare=prepare_soak(retention, topic_cfg)) as eng:
         client, w = eng.client, eng.workers[0]
         sustainable: float | None = None
-        if fixed := os.environ.get("GRCTL_BENCH_SOAK_RATE"):  # a fixed offered rate, no calibration
+        closed = os.environ.get("GRCTL_BENCH_SOAK_LOAD", "open") == "closed"
+        rate = 0
+        if closed:  # the engine's full speed: no rate to calibrate
+            pass
+        elif fixed := os.environ.get("GRCTL_BENCH_SOAK_RATE"):  # a fixed offered rate, no calibration
             rate = int(fixed)
         else:
             sustainable = await calibrate(bench, client, retention)
@@ -360,15 +409,17 @@ async def soak(bench: Bench) -> ScenarioResult:
         res.params = {"retention_s": retention, "seconds": seconds, "sample_s": sample_s,
                       "max_runs": SOAK_MAX_RUNS, "mix": "half OneStep (1 step), half Soak3 (3 steps, 3 store writes)",
                       "sustainable_runs_per_s": None if sustainable is None else round(sustainable),
-                      "offered_runs_per_s": rate,
+                      "offered_runs_per_s": None if closed else rate,
+                      "load": f"closed loop, {CLOSED_IN_FLIGHT} in flight" if closed else "open loop",
                       "state_memory_mb": SOAK_STATE_MEMORY_MB,
                       "state_topic_configs": topic_cfg, "partitions": eng.conn.num_partitions}  # fmt: skip
-        offer = Offer(client, rate)
+        offer = ClosedLoad(client, CLOSED_IN_FLIGHT) if closed else Offer(client, rate)
         samples: list[Sample] = []
         probes: dict[str, dict[str, Any]] = {}
         me = psutil.Process()
         loop = asyncio.get_running_loop()
-        task = bench.task(f"soak: {rate} runs/s for {seconds:.0f}s, retention {retention:.0f}s", seconds)
+        load = f"closed loop of {CLOSED_IN_FLIGHT}" if closed else f"{rate} runs/s"
+        task = bench.task(f"soak: {load} for {seconds:.0f}s, retention {retention:.0f}s", seconds)
 
         async def sample(t: float, last: list[float]) -> None:
             cpu = sum(me.cpu_times()[:2])
@@ -438,6 +489,11 @@ async def soak(bench: Bench) -> ScenarioResult:
     res.check("every run completed with the right result", not offer.wrong and offer.completed == offer.issued,
               f"{len(offer.wrong)} wrong of {offer.completed}/{offer.issued}: {offer.wrong[:3]}")  # fmt: skip
     res.check("a run completes after the restarts", after == "ok", repr(after))
+    loaded = [x for x in samples[1:] if x.t <= seconds]  # the samples taken while the load ran
+    stalls = [x.t for x in loaded if x.runs_per_s == 0]
+    res.check("no sample window without a completed run (a stall)", not stalls, f"stalled at {stalls}")
+    p99s = [x.one_ms["p99"] for x in loaded if x.one_ms.get("n")]
+    worst_p99 = max(p99s) if p99s else None
     kept = ("state_keys", "runs_held", "state_bytes", "rss_mb", "state_memory_mb", "topic_bytes")
     series = {a: plateau(samples, a, retention, end) for a in kept}
     ratio_restore = (probes["after_soak"]["seconds"] / probes["after_one_window"]["seconds"]
@@ -460,11 +516,18 @@ async def soak(bench: Bench) -> ScenarioResult:
             )
         )
     tp = series["topic_bytes"]
+    rates = [x.runs_per_s for x in loaded]
     res.rows += [
-        Row(f"runs offered / completed ({rate:,} runs/s, "
+        Row(f"runs started / completed (closed loop, {CLOSED_IN_FLIGHT} in flight)" if closed else
+            f"runs offered / completed ({rate:,} runs/s, "
             + ("fixed by GRCTL_BENCH_SOAK_RATE)" if sustainable is None
                else f"{OFFERED_FRACTION:.0%} of {sustainable:,.0f} sustained)"),
             f"{offer.issued:,} / {offer.completed:,}", "runs"),
+        Row("runs/s per sample: lowest / mean", f"{min(rates, default=0):,.0f} / "
+            f"{statistics.fmean(rates) if rates else 0:,.0f}", "runs/s"),
+        Row("1-step run latency p99: worst sample", worst_p99, "ms",
+            None if closed else f"≤ {SPIKE_TARGET_MS:g} ms",
+            None if closed or worst_p99 is None else worst_p99 <= SPIKE_TARGET_MS),
         Row("state topic on disk: growth over the last half / over the first window",
             None if tp is None else round(tp["ratio"], 3), "x"),
         Row(f"RocksDB memory in use (budget {SOAK_STATE_MEMORY_MB} MiB): growth over the last half / first window",
