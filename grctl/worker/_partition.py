@@ -725,6 +725,16 @@ class PartitionProcessor:
 
     # ------------------------------------------------------------------ timers
 
+    def load_timers(self, now: int) -> None:
+        """Read the timers the horizon reached since the last call into memory (both tables).
+
+        The timer loop calls this every round: a table's timers armed beyond the loaded horizon
+        (every retention timer: it falls due a retention after the run ended) are in memory only
+        once a load has reached them, and only what is in memory can fall due.
+        """
+        self.timers.maybe_load(now)
+        self.expiries.maybe_load(now)
+
     def next_timer_due(self) -> int | None:
         """Due time of the earliest run timer in memory."""
         return self.timers.next_due()

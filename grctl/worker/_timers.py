@@ -132,6 +132,8 @@ class TimerLoop:
             if procs:
                 self._turn = (self._turn + 1) % len(procs)
                 procs = procs[self._turn :] + procs[: self._turn]
+            for proc in procs:
+                proc.load_timers(now)
             # 1. Run timers, fairly with inputs.
             if committer.pending_records <= committer.max_records * TIMER_BATCH_SHARE:
                 if self._metrics is not None:

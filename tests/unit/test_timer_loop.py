@@ -151,3 +151,45 @@ async def test_run_timers_fire_before_a_backlog_of_purges_and_every_purge_fires_
             proc.store.close()
     assert recorder.kinds[: len(partitions)] == ["timer"] * len(partitions)
     assert recorder.kinds.count("purge") == len(partitions) * purges_per_partition
+
+
+async def test_timers_armed_beyond_the_loaded_horizon_are_loaded_and_fire_when_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every retention timer is armed beyond the horizon (it falls due a retention after the
+    run ended): the loop must read it into memory as the horizon moves, or it never fires."""
+    monkeypatch.setattr(timer_queue_module, "TIMER_HORIZON_MS", 300)
+    recorder = Recorder(expected=2)
+    committer = GroupCommitter(InMemoryPublisher())
+    machine = Machine(Catalog(), "w_unit")
+    services = ProcessorServices(
+        outbox=committer, machine=machine, topics=TOPICS, num_partitions=N, worker_id="w_unit",
+        start_step=lambda proc, rs, run: None, answer_query=lambda proc, cmd: None, timer_armed=lambda due: None,
+        limits=RecordLimits.compute(dict.fromkeys(TOPICS.all(), TOPIC_DEFAULT_MAX_BYTES)), quarantine={},
+        observer=recorder,
+    )  # fmt: skip
+    store = PartitionStore(tmp_path / "0")
+    proc = PartitionProcessor(0, store, services)
+    committer.attach(0, store, proc.low_watermark)
+    now = now_ms()
+    wf_id = next(wf_ids_on(0))
+    start = machine.apply(None, StartCmd(wf_id=wf_id, run_id="r", wf_type="Order"), 0, now, lambda s: None)
+    assert start.run is not None
+    wait = machine.on_step_outcome(
+        start.run, StepOutcome(run_id="r", seq=1, next_kind="wait", wait_timeout_ms=1200), now, lambda s: None
+    )
+    expiry = TimerEntry(wf_id="gone", run_id="old", kind=TimerKind.retention, seq=1, due_ms=now + 1200)
+    proc.apply(Transition(run=wait.run, timers_set=[*wait.timers_set, expiry]), wf_id)
+    recorder.kinds.clear()
+    assert len(proc.timers) == 0 and len(proc.expiries) == 0  # beyond the horizon: on disk only
+    loop = TimerLoop({0: proc}, committer, inputs_idle=lambda: True)
+    task = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(30):  # a bound for a test gone wrong, not a measure
+            await recorder.done.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
+    assert sorted(recorder.kinds) == ["purge", "timer"]
+    assert now_ms() >= now + 1200  # neither fired early
