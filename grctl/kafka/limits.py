@@ -116,11 +116,13 @@ def topic_max_bytes(admin: AdminClient, topics: Iterable[str], timeout: float) -
                 out[res.name] = int(entry.value) if entry is not None and entry.value else TOPIC_DEFAULT_MAX_BYTES
             return out
         except TimeoutError as exc:  # the broker asked is paused or unreachable: the caller retries
-            raise KafkaSetupError(
-                f"the brokers did not answer for max.message.bytes of the namespace's topics within {timeout:.0f}s"
-            ) from exc
+            raise _silent(timeout) from exc
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() in _NO_ANSWER:
+                # librdkafka's own request timeout can end the wait first (seen under load): the
+                # same silence, not a refusal.
+                raise _silent(timeout) from exc
             unknown = isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
             if unknown and time.monotonic() < deadline:
                 # Topics created a moment ago: the broker asked may not have their metadata yet
@@ -128,6 +130,16 @@ def topic_max_bytes(admin: AdminClient, topics: Iterable[str], timeout: float) -
                 time.sleep(0.2)
                 continue
             _refused(exc)
+
+
+#: Errors that mean the broker did not answer (as opposed to refusing).
+_NO_ANSWER = frozenset({KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT})
+
+
+def _silent(timeout: float) -> KafkaSetupError:
+    return KafkaSetupError(
+        f"the brokers did not answer for max.message.bytes of the namespace's topics within {timeout:.0f}s"
+    )
 
 
 def _refused(exc: KafkaException) -> NoReturn:
