@@ -1,4 +1,4 @@
-"""A tour of grctl in one file: two workflows, a worker and a client, on a real Kafka.
+"""A tour of grctl: the workflows of `examples.workflows`, a worker and a client, on a real Kafka.
 
 Run it with ``scripts/demo`` (starts a local broker first), or by hand::
 
@@ -16,8 +16,6 @@ import asyncio
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -26,120 +24,13 @@ from rich.logging import RichHandler
 from rich.table import Table
 from ulid import ULID
 
-from grctl import Client, Connection, Context, Directive, RetryPolicy, Worker, Workflow, WorkflowHandle
-from grctl.worker import ChildOutcome, task
+from examples.workflows import WORKFLOWS
+from grctl import Client, Connection, Worker, WorkflowHandle
 
 NAMESPACE = "demo"
 # A demo namespace needs few partitions; the default (12) suits real deployments.
 PARTITIONS = 4
 
-# --------------------------------------------------------------------------------------------
-# Order: three steps that hand typed data to each other through the run's store.
-
-order = Workflow(workflow_type="Order")
-
-
-@dataclass
-class Order:
-    """What the first step stores; the later steps read it back as an Order."""
-
-    order_id: str
-    items: list[str]
-    unit_price: float
-    received_at: datetime
-
-
-@order.start()
-async def receive(ctx: Context, order_id: str, items: list[str], unit_price: float) -> Directive:
-    # ctx.now() is recorded in the run's journal: a re-executed step gets the same time back.
-    ctx.store.put("order", Order(order_id, items, unit_price, received_at=await ctx.now()))
-    ctx.logger.info("order %s received: %d item(s)", order_id, len(items))
-    return ctx.next.step(price)
-
-
-_quote_attempts: dict[str, int] = {}
-
-
-@task(retry_policy=RetryPolicy(max_attempts=3, initial_delay_ms=50, backoff_multiplier=2.0))
-async def quote(order_id: str, items: int, unit_price: float) -> float:
-    """A side effect with retries: the pricing service fails the first call of every order."""
-    _quote_attempts[order_id] = _quote_attempts.get(order_id, 0) + 1
-    if _quote_attempts[order_id] == 1:
-        raise ConnectionError(f"pricing service busy for {order_id}")
-    return round(items * unit_price, 2)
-
-
-@order.step()
-async def price(ctx: Context) -> Directive:
-    received = await ctx.store.get("order", Order)  # typed get: a dataclass again
-    # The task's outcome is journaled: a re-executed step gets it back without calling again.
-    total = await quote(received.order_id, len(received.items), received.unit_price)
-    ctx.store.put("total", total)
-    ctx.logger.info("order %s priced at %.2f", received.order_id, total)
-    return ctx.next.step(ship)
-
-
-@order.step()
-async def ship(ctx: Context) -> Directive:
-    received = await ctx.store.get("order", Order)
-    total = await ctx.store.get("total", float)
-    elapsed_ms = (await ctx.now() - received.received_at).total_seconds() * 1000
-    ctx.logger.info("order %s shipped %.0f ms after it arrived", received.order_id, elapsed_ms)
-    return ctx.next.complete({"order": received.order_id, "total": total, "status": "shipped"})
-
-
-# --------------------------------------------------------------------------------------------
-# Approval: waits durably for an event.
-
-approval = Workflow(workflow_type="Approval")
-
-
-@approval.start()
-async def request(ctx: Context, document: str) -> Directive:
-    ctx.store.put("document", document)
-    ctx.logger.info("approval of %r requested", document)
-    # A durable timer: without an `approve` event within 60 s the run fails with a timeout.
-    return ctx.next.wait(timeout=timedelta(seconds=60))
-
-
-@approval.event()
-async def approve(ctx: Context, approver: str) -> Directive:
-    document = await ctx.store.get("document", str)
-    ctx.logger.info("%r approved by %s", document, approver)
-    return ctx.next.complete(f"{document} approved by {approver}")
-
-
-# --------------------------------------------------------------------------------------------
-# Batch: a parent that fans out one child Order per line and collects their outcomes.
-
-batch = Workflow(workflow_type="Batch")
-
-
-@batch.start()
-async def split(ctx: Context, lines: list[list[str]]) -> Directive:
-    # Each child start is committed with this step's journal: a re-executed step starts none twice.
-    for n, items in enumerate(lines, start=1):
-        child_input = {"order_id": f"{ctx.run.wf_id}/{n}", "items": items, "unit_price": 2.0}
-        await ctx.start_child("Order", f"{ctx.run.wf_id}-line-{n}", child_input, on_completed_step=collect)
-    ctx.store.put("expected", len(lines))
-    ctx.store.put("totals", [])
-    ctx.logger.info("batch of %d orders started", len(lines))
-    return ctx.next.wait()
-
-
-@batch.step()
-async def collect(ctx: Context, outcome: ChildOutcome) -> Directive:
-    totals = await ctx.store.get("totals", list[float])
-    totals.append(outcome.unwrap()["total"] if outcome.ok else 0.0)
-    ctx.store.put("totals", totals)
-    if len(totals) < await ctx.store.get("expected", int):
-        return ctx.next.wait()  # more children to come
-    ctx.logger.info("batch complete: %d orders, %.2f in all", len(totals), sum(totals))
-    return ctx.next.complete({"orders": len(totals), "total": sum(totals)})
-
-
-#: Every worker of a namespace serves the same types: `examples.demo_worker` imports this list.
-WORKFLOWS = [order, approval, batch]
 
 # --------------------------------------------------------------------------------------------
 # The driver: a worker in this process, a client that starts runs and prints what happened.

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 
-from examples.demo import WORKFLOWS
+from examples.workflows import WORKFLOWS
 from grctl import Connection, Worker
 from grctl.kafka.topics import DEFAULT_PARTITIONS
 from grctl.logging_setup import setup_logging

@@ -15,7 +15,6 @@ from grctl import _lazy
 
 if TYPE_CHECKING:
     from grctl.client.client import Client
-    from grctl.client.handle import WorkflowHandle
     from grctl.codec import CodecRegistry
     from grctl.errors import (
         CodecError,
@@ -36,24 +35,25 @@ if TYPE_CHECKING:
     from grctl.models.errors import ErrorDetails
     from grctl.models.history import HistoryEvent, HistoryKind
     from grctl.models.run_info import RunInfo, RunStatus
-    from grctl.worker.child import ChildOutcome
-    from grctl.worker.context import Context
     from grctl.worker.schema_registry import SchemaRegistry
     from grctl.worker.sources import SendEvent, Source, SourceRecord, StartRun
-    from grctl.worker.task import task
     from grctl.worker.worker import Worker
+    from grctl.workflow.child import ChildOutcome
+    from grctl.workflow.context import Context
+    from grctl.workflow.handle import WorkflowHandle
+    from grctl.workflow.task import task
     from grctl.workflow.workflow import Workflow
 
 __version__ = "0.1.0"
 
 _ERRORS = "grctl.errors"
 _EXPORTS: dict[str, str] = {
-    "ChildOutcome": "grctl.worker.child",
+    "ChildOutcome": "grctl.workflow.child",
     "Client": "grctl.client.client",
     "CodecError": _ERRORS,
     "CodecRegistry": "grctl.codec",
     "Connection": "grctl.kafka.connection",
-    "Context": "grctl.worker.context",
+    "Context": "grctl.workflow.context",
     "Directive": "grctl.models.directive",
     "ErrorDetails": "grctl.models.errors",
     "GrctlError": _ERRORS,
@@ -77,10 +77,10 @@ _EXPORTS: dict[str, str] = {
     "Workflow": "grctl.workflow.workflow",
     "WorkflowAlreadyRunningError": _ERRORS,
     "WorkflowError": _ERRORS,
-    "WorkflowHandle": "grctl.client.handle",
+    "WorkflowHandle": "grctl.workflow.handle",
     "WorkflowNotFoundError": _ERRORS,
     "WorkflowTypeNotRegisteredError": _ERRORS,
-    "task": "grctl.worker.task",
+    "task": "grctl.workflow.task",
 }
 """Public name -> the module that defines it (imported on first access)."""
 

@@ -1,6 +1,6 @@
 """The client side: `Client`, `Connection`, `WorkflowHandle`, the client-visible errors, logging helpers.
 
-Names are imported on first access: `grctl.client.handle` (which `grctl.workflow` re-exports)
+Names are imported on first access: `WorkflowHandle` (defined by the authoring package, `grctl.workflow.handle`)
 loads without the Kafka client behind `Client`.
 """
 

@@ -19,7 +19,6 @@ from grctl import defaults, tracing
 from grctl._check import non_empty_str, positive_ms
 from grctl._fork import ForkGuard
 from grctl.client._io import ClientIO
-from grctl.client.handle import WorkflowHandle
 from grctl.client.listing import (
     LIST_LIMIT_MAX,
     ListFilter,
@@ -60,6 +59,7 @@ from grctl.kafka.partitioner import partition_for
 from grctl.models.history import PAYLOAD_TYPES, HistoryEvent, HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.settings import EngineSettings
+from grctl.workflow.handle import WorkflowHandle
 
 START_ACK_TIMEOUT_S = defaults.START_ACK_TIMEOUT_S
 REQUEST_TIMEOUT_S = defaults.REQUEST_TIMEOUT_S

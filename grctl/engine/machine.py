@@ -39,6 +39,7 @@ from grctl.engine.records import (
 )
 from grctl.errors import InternalError
 from grctl.models.directive import START_STEP_NAME
+from grctl.models.emit import Emit
 from grctl.models.history import HistoryKind
 from grctl.models.outcome import terminal_error
 from grctl.models.run_info import RunStateKind, RunStatus
@@ -107,24 +108,6 @@ class StepOutcome:
     emits: list[Emit] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """A record for a topic outside the namespace (`ctx.emit`, a results topic), in its transition."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] | None = None
-
-    @property
-    def size(self) -> int:
-        """Key, value and headers plus a record's overhead, for the size checks."""
-        head = sum(len(k) + len(v) for k, v in self.headers) if self.headers else 0
-        return len(self.key or b"") + len(self.value) + head + EMIT_RECORD_OVERHEAD
-
-
-#: Bytes a record takes besides key, value and headers (batch and record headers), for size checks.
-EMIT_RECORD_OVERHEAD: Final = 512
 _json_encoder = msgspec.json.Encoder()
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from grctl import defaults, tracing
 from grctl.codec import CodecRegistry
 from grctl.engine import keys
-from grctl.engine.machine import Emit, StepOutcome
+from grctl.engine.machine import StepOutcome
 from grctl.engine.records import RunRecord
 from grctl.errors import (
     InternalError,
@@ -31,15 +31,17 @@ from grctl.errors import (
 )
 from grctl.kafka.limits import MAX_ERROR_TEXT_BYTES
 from grctl.models.directive import Directive, DirectiveKind
+from grctl.models.emit import Emit
 from grctl.models.errors import ErrorDetails
 from grctl.models.history import HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
-from grctl.worker.context import Context
-from grctl.worker.emit import EmitBuffer, TopicDirectory
-from grctl.worker.runtime import StepRuntime, StepSuspended
+from grctl.worker._topics import TopicDirectory
 from grctl.worker.schema_registry import SchemaRegistry
-from grctl.worker.store import Store
+from grctl.workflow.context import Context
+from grctl.workflow.emit import EmitBuffer
 from grctl.workflow.handlers import bind_arguments
+from grctl.workflow.runtime import StepRuntime, StepSuspended
+from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
     from grctl.worker._metrics import WorkerMetrics

@@ -39,12 +39,14 @@ from grctl.engine import keys
 from grctl.engine.machine import Machine, StepOutcome, Transition
 from grctl.engine.records import (
     DECODE_ERRORS,
+    CancelCmd,
     DescribeCmd,
     EventCmd,
     HistoryRecord,
     InboxEntry,
     ListCmd,
     NextCmd,
+    ParentRef,
     QueryCmd,
     Reply,
     ReplyCode,
@@ -66,7 +68,7 @@ from grctl.models.run_info import TERMINAL_STATUSES, RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
 from grctl.worker._listing import list_page
 from grctl.worker._timer_queue import TimerQueue
-from grctl.worker.runtime import JournalEntry, StepRuntime
+from grctl.workflow.runtime import JournalEntry, StepRuntime
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
@@ -698,8 +700,43 @@ class PartitionProcessor:
                 value = encoder.encode(msgspec.structs.replace(rec, msg=cut))
         self.emit(s.topics.history, self.partition, key, value, None, runtime.wf_id)
 
+    def start_child(
+        self,
+        runtime: StepRuntime,
+        *,
+        wf_type: str,
+        wf_id: str,
+        run_id: str,
+        input: Any,
+        timeout_ms: int | None,
+        callback_step: str | None,
+        traceparent: str | None,
+    ) -> None:
+        """Stage the start of a child of the running step's run (`StepPort`)."""
+        parent = ParentRef(
+            wf_id=runtime.wf_id, run_id=runtime.run_id, wf_type=runtime.wf_type, callback_step=callback_step
+        )
+        cmd = StartCmd(
+            wf_id=wf_id, run_id=run_id, wf_type=wf_type, input=input, timeout_ms=timeout_ms, parent=parent,
+            traceparent=traceparent,
+        )  # fmt: skip
+        self.send_directive(runtime, cmd)
+
+    def send_event(
+        self, runtime: StepRuntime, *, wf_id: str, run_id: str | None, event_name: str, payload: Any, event_id: str
+    ) -> None:
+        """Stage an event for another run (`StepPort`)."""
+        cmd = EventCmd(wf_id=wf_id, run_id=run_id, event_name=event_name, payload=payload, event_id=event_id)
+        self.send_directive(runtime, cmd)
+
+    def cancel_run(
+        self, runtime: StepRuntime, *, wf_id: str, run_id: str | None, reason: str | None, terminate: bool
+    ) -> None:
+        """Stage the cancellation or termination of another run (`StepPort`)."""
+        self.send_directive(runtime, CancelCmd(wf_id=wf_id, run_id=run_id, reason=reason, terminate=terminate))
+
     def send_directive(self, runtime: StepRuntime, cmd: Any) -> None:
-        """Stage a directive for another run (child start, event to parent) in the open batch.
+        """Stage a directive for another run (child start, event, cancel) in the open batch.
 
         Raises:
             PayloadTooLargeError: the directive (a child's input, an event's payload) is over

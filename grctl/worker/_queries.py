@@ -19,9 +19,9 @@ from grctl.engine import keys
 from grctl.engine.records import QueryCmd, Reply, ReplyCode, encoder
 from grctl.errors import PayloadTooLargeError
 from grctl.worker._executor import PartitionTasks, run_info_of
-from grctl.worker.context import QueryContext
-from grctl.worker.store import Store
+from grctl.workflow.context import QueryContext
 from grctl.workflow.handlers import bind_arguments
+from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
     from grctl.worker._partition import PartitionProcessor

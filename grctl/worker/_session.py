@@ -54,7 +54,7 @@ from grctl.worker._partition import PartitionProcessor, ProcessorServices
 from grctl.worker._queries import QueryAnswerer
 from grctl.worker._rebalance import Partitions
 from grctl.worker._timers import TimerLoop
-from grctl.worker.emit import TopicDirectory
+from grctl.worker._topics import TopicDirectory
 from grctl.worker.schema_registry import RecordField, RegistryDecoder, SchemaRegistry
 from grctl.worker.sources import Source, SourcePartition
 

@@ -32,7 +32,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from grctl.errors import (
     InvalidArgumentError,
@@ -42,9 +42,10 @@ from grctl.errors import (
     UnknownSchemaError,
     WireFormatError,
 )
+from grctl.formats import REGISTRY_FORMATS, RecordField, RegistryFormat, check_format, check_schema, encode_value
 
 if TYPE_CHECKING:
-    from grctl.codec import CodecRegistry
+    pass
 
 __all__ = [
     "ENV_URL",
@@ -58,10 +59,6 @@ __all__ = [
     "schema_id_of",
 ]
 
-RegistryFormat = Literal["avro", "protobuf", "jsonschema"]
-#: Which part of a record a schema is for: its subject is ``<topic>-<field>``.
-RecordField = Literal["value", "key"]
-REGISTRY_FORMATS: Final = ("avro", "protobuf", "jsonschema")
 #: The wire format: magic byte 0, then the schema id as a 4-byte big-endian int.
 MAGIC_BYTE: Final = 0
 HEADER_BYTES: Final = 5
@@ -88,45 +85,6 @@ def schema_id_of(data: bytes) -> int:
             "0x00 (written without a schema-registry serializer?)"
         )
     return int.from_bytes(data[1:HEADER_BYTES], "big")
-
-
-def _check_format(format: str, argument: str = "format") -> RegistryFormat:
-    if format not in REGISTRY_FORMATS:
-        raise InvalidArgumentError(f"unknown schema-registry format {format!r}: use avro, protobuf or jsonschema",
-                                   argument=argument)  # fmt: skip
-    return format  # type: ignore[return-value]  # checked just above
-
-
-def check_schema(format: str, schema: Any, *, required: bool, what: str, name: str = "schema") -> None:
-    """Check that `schema` fits `format` (the kind of object, not its content).
-
-    Args:
-        format: avro, protobuf or jsonschema.
-        schema: Avro: a schema as str or dict; Protobuf: a generated message class;
-            JSON Schema: a schema as str or dict.
-        required: Protobuf always needs it; for decoding Avro and JSON Schema it is optional
-            (the writer's schema from the registry is used).
-        what: names the caller in the message ("source 'orders'", "ctx.emit").
-        name: the argument's name in the message ("schema", "key_schema").
-
-    Raises:
-        InvalidArgumentError: a missing or unusable schema.
-    """
-    if format == "protobuf":
-        if not (isinstance(schema, type) and hasattr(schema, "DESCRIPTOR")):
-            raise InvalidArgumentError(
-                f"{what}: format 'protobuf' needs {name}=<a generated protobuf message class>, got {schema!r}",
-                argument=name,
-            )
-        return
-    if schema is None:
-        if required:
-            raise InvalidArgumentError(f"{what}: format {format!r} needs {name}= (a str or dict)", argument=name)
-        return
-    if not isinstance(schema, str | dict):
-        raise InvalidArgumentError(
-            f"{what}: the {format} {name} must be a str or dict, got {type(schema).__name__}", argument=name
-        )
 
 
 def _schema_str(schema: str | dict[str, Any]) -> str:
@@ -264,7 +222,7 @@ class SchemaRegistry:
             InvalidArgumentError: an unknown format or an unusable schema.
             SchemaRegistryError: the ``grctl[registry]`` extra is not installed.
         """
-        fmt = _check_format(format)
+        fmt = check_format(format)
         check_schema(fmt, schema, required=False, what=what)
         return RegistryDecoder(self, fmt, schema, field=field)
 
@@ -445,8 +403,3 @@ class RegistryDecoder:
             raise
         self._known.add(schema_id)
         return value
-
-
-def encode_value(codec: CodecRegistry, format: RegistryFormat, value: Any) -> Any:
-    """What the serializer of `format` gets for a user value: JSON Schema values go through the codec."""
-    return codec.to_primitive(value) if format == "jsonschema" else value

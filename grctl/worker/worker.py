@@ -30,7 +30,7 @@ from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB, StoreMemory
 from grctl.worker._commit import RecordRefused
 from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
 from grctl.worker._session import SessionRestart, WorkerSession
-from grctl.worker.emit import TopicDirectory
+from grctl.worker._topics import TopicDirectory
 from grctl.worker.schema_registry import ENV_URL, RecordField, RegistryDecoder, SchemaRegistry
 from grctl.worker.sources import Source
 from grctl.workflow.workflow import Workflow

@@ -51,7 +51,22 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "__version__",
         "task",
     ],
-    "grctl.workflow": ["Directive", "HandlerConfig", "Workflow", "WorkflowHandle"],
+    "grctl.workflow": [  # issue 25: the authoring package holds everything a workflow module imports
+        "ChildHandle",
+        "ChildOutcome",
+        "Context",
+        "Directive",
+        "HandlerConfig",
+        "NextBuilder",
+        "QueryContext",
+        "RetryPolicy",
+        "RunInfo",
+        "Store",
+        "StoreKeyNotFoundError",
+        "Workflow",
+        "WorkflowHandle",
+        "task",
+    ],
     "grctl.worker": [
         "ChildOutcome",
         "Context",
@@ -103,7 +118,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
     "grctl.workflow.handle": ["WorkflowHandle"],
 }
 
-CONTROL_FLOW = {"grctl.worker.runtime.StepSuspended"}
+CONTROL_FLOW = {"grctl.workflow.runtime.StepSuspended"}
 """BaseException subclasses that unwind engine code and are not errors (documented where defined)."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from grctl.codec import default_codec
+from grctl.engine.records import CancelCmd, EventCmd, StartCmd
 from grctl.errors import InvalidArgumentError, NotAvailableInStepError, WorkflowError
 from grctl.future import WorkflowFuture
 from grctl.models.run_info import RunInfo, RunStatus
@@ -188,7 +189,10 @@ async def test_settle_from_a_describe_answer() -> None:
 
 
 class ChildSink:
-    """What the partition processor gives a step: journal, directives, child outcomes."""
+    """What the partition processor gives a step (its `StepPort`): journal, directives, child outcomes.
+
+    The directives it is asked to send are kept as the records the processor would stage.
+    """
 
     def __init__(self) -> None:
         self.journal: list[JournalEntry] = []
@@ -201,8 +205,14 @@ class ChildSink:
     def history_append(self, runtime: StepRuntime, kind: str, msg: Any, operation_id: str = "") -> None:
         pass
 
-    def send_directive(self, runtime: StepRuntime, cmd: Any) -> None:
-        self.sent.append(cmd)
+    def start_child(self, runtime: StepRuntime, **kw: Any) -> None:
+        self.sent.append(StartCmd(**{k: v for k, v in kw.items() if k != "callback_step"}))
+
+    def send_event(self, runtime: StepRuntime, **kw: Any) -> None:
+        self.sent.append(EventCmd(**kw))
+
+    def cancel_run(self, runtime: StepRuntime, **kw: Any) -> None:
+        self.sent.append(CancelCmd(**kw))
 
     def child_outcome(self, runtime: StepRuntime, child_wf_id: str) -> asyncio.Future[dict[str, Any]]:
         return self.outcomes.setdefault(child_wf_id, asyncio.get_running_loop().create_future())

@@ -25,9 +25,13 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {*BASE, "models"},
     "kafka": {*BASE, "settings"},
     "state": {"errors", "engine"},
-    "workflow": {*BASE, "models", "codec", "future", "client.handle", "_check"},
+    # The authoring package (issue 25): what a workflow module imports; never the worker, the
+    # state, the Kafka client or the client's Kafka side.
+    "workflow": {*BASE, "models", "codec", "future", "formats", "_check", "tracing", "logging_setup", "engine.retry"},
+    "formats": {"errors", "codec"},
     "client": {
         *BASE,
+        "workflow.handle",
         "settings",
         "models",
         "codec",
@@ -42,6 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "worker": {
         *BASE,
+        "formats",
         "settings",
         "models",
         "codec",

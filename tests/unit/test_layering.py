@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 HEAVY = ("rocksdict", "grctl.worker", "grctl.state")
 """What driving runs must never load: the worker, its RocksDB state, and rocksdict."""
@@ -17,7 +20,9 @@ HEAVY = ("rocksdict", "grctl.worker", "grctl.state")
 
 def loaded_after(code: str) -> set[str]:
     probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60, cwd=ROOT
+    )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -53,6 +58,31 @@ def test_authoring_loads_no_kafka_client(code: str) -> None:
     loaded = loaded_after(code)
     assert "confluent_kafka" not in loaded
     assert not {m for m in loaded if m.startswith(("grctl.kafka", "grctl.client.client", "grctl.client._io"))}
+
+
+ENGINE = ("grctl.worker", "grctl.state", "rocksdict", "confluent_kafka")
+"""What writing a workflow must never load (issue 25): the worker, its state, RocksDB, the Kafka client."""
+
+AUTHORING_NAMES = (
+    "from grctl import (ChildOutcome, Context, Directive, ErrorDetails, GrctlError, InvalidArgumentError, "
+    "NonDeterminismError, RetryPolicy, RunInfo, RunStatus, StoreKeyNotFoundError, Workflow, WorkflowError, "
+    "WorkflowHandle, task)\n"
+    "from grctl.workflow import (ChildHandle, ChildOutcome, Context, Directive, HandlerConfig, NextBuilder, "
+    "QueryContext, RetryPolicy, RunInfo, Store, StoreKeyNotFoundError, Workflow, WorkflowHandle, task)\n"
+    "from grctl.workflow.emit import EmitBuffer\n"
+    "from grctl.workflow.runtime import StepPort, StepRuntime, get_step_runtime\n"
+    "from grctl.errors import NotAvailableInStepError, PayloadTooLargeError, WorkflowNotFoundError"
+)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [AUTHORING_NAMES, f"{AUTHORING_NAMES}\nimport examples.workflows"],
+    ids=["every authoring name", "and a module of workflows"],
+)
+def test_writing_a_workflow_loads_no_engine(code: str) -> None:
+    loaded = loaded_after(code)
+    assert not {m for m in loaded if m in ENGINE or m.startswith(tuple(f"{e}." for e in ENGINE))}
 
 
 def test_worker_loads_on_first_access() -> None:

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from grctl.errors import JournalMismatchError
-from grctl.worker.task import _rebuild_error
+from grctl.workflow.task import _rebuild_error
 
 
 def test_an_error_of_a_loaded_module_is_rebuilt_with_its_class_and_message() -> None:
@@ -33,7 +33,7 @@ def test_a_journal_naming_a_module_never_imports_it(tmp_path: Path) -> None:
     (tmp_path / "booby_trap.py").write_text("open(__file__ + '.ran', 'w').close()\nclass Boom(Exception): pass\n")
     code = textwrap.dedent(
         """
-        from grctl.worker.task import _rebuild_error
+        from grctl.workflow.task import _rebuild_error
         err = _rebuild_error({"type": "Boom", "qualified_type": "booby_trap.Boom", "message": "m"})
         print(type(err).__name__, err)
         """

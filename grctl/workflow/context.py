@@ -1,0 +1,415 @@
+"""`Context`: the first argument of every handler, and `NextBuilder` (`ctx.next`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ulid import ULID
+
+from grctl import tracing
+from grctl._check import non_empty_str, positive_ms
+from grctl.codec import CodecRegistry
+from grctl.errors import InvalidArgumentError, NoParentWorkflowError, PayloadTooLargeError
+from grctl.models.directive import START_STEP_NAME, Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
+from grctl.models.errors import ErrorDetails
+from grctl.models.run_info import RunInfo, RunStatus
+from grctl.workflow.child import ChildHandle
+from grctl.workflow.emit import EmitBuffer, EmitFormat, KeyFormat
+from grctl.workflow.runtime import StepRuntime
+from grctl.workflow.store import Store
+
+if TYPE_CHECKING:
+    from grctl.workflow.workflow import Workflow
+
+__all__ = ["Context", "NextBuilder", "QueryContext"]
+
+
+def _own_step(workflow: Workflow, fn: Callable[..., Any] | None, what: str) -> str:
+    """The name of `fn`, which must be a handler of `workflow` (passed as `what`)."""
+    name = getattr(fn, "__name__", None)
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"{what} must be a step handler function (something with a __name__), got {fn!r}")
+    if workflow.handler_for(name) is None:
+        raise InvalidArgumentError(
+            f"Step handler {name!r} is not defined in workflow {workflow.workflow_type!r} (passed to {what}): "
+            f"decorate it with @wf.step()",
+            argument=what,
+        )
+    return name
+
+
+class NextBuilder:
+    """Builds the `Directive` a handler returns (`ctx.next`)."""
+
+    def __init__(self, workflow: Workflow, codec: CodecRegistry, max_value_bytes: int | None = None) -> None:
+        self._wf = workflow
+        self._codec = codec
+        self._max_value_bytes = max_value_bytes
+
+    def step(self, step_fn: Callable[..., Any]) -> Directive:
+        """Run `step_fn` next."""
+        name = _own_step(self._wf, step_fn, "ctx.next.step()")
+        if name == START_STEP_NAME:
+            raise InvalidArgumentError("ctx.next.step() cannot run the start handler again", argument="step_fn")
+        return Directive(kind=DirectiveKind.step, step=Step(step_name=name, timeout_ms=self._wf.timeout_ms_for(name)))
+
+    def wait(self, timeout: timedelta | None = None, on_timeout: Callable[..., Any] | None = None) -> Directive:
+        """Wait for an event.
+
+        Args:
+            timeout: give up waiting after this long (default: wait without limit).
+            on_timeout: step to run when the timeout expires (default: the run fails with WaitTimeout).
+        """
+        timeout_ms = positive_ms(timeout, "timeout") or 0
+        name = _own_step(self._wf, on_timeout, "on_timeout") if on_timeout is not None else ""
+        return Directive(kind=DirectiveKind.wait, wait=Wait(timeout_ms=timeout_ms, timeout_step_name=name))
+
+    wait_for_event = wait
+
+    def complete(self, result: Any) -> Directive:
+        """Complete the run with `result` (encoded now: an unserializable result fails here).
+
+        Raises:
+            PayloadTooLargeError: the encoded result is over the value limit.
+        """
+        primitive = self._codec.to_primitive(result)
+        limit = self._max_value_bytes
+        if limit is not None:
+            size = len(self._codec.encode(primitive))
+            if size > limit:
+                raise PayloadTooLargeError("run result", size=size, limit=limit)
+        return Directive(kind=DirectiveKind.complete, complete=Complete(result=primitive))
+
+    def fail(self, error: ErrorDetails | BaseException | str) -> Directive:
+        """Fail the run with `error` (ErrorDetails, an exception, or a message)."""
+        if isinstance(error, BaseException):
+            details = ErrorDetails.from_exception(error)
+        elif isinstance(error, str):
+            details = ErrorDetails(type="WorkflowError", message=error)
+        else:
+            details = error
+        return Directive(kind=DirectiveKind.fail, fail=Fail(error=details))
+
+    def fail_step(self, step_name: str, error: ErrorDetails) -> Directive:
+        """Fail the run because step `step_name` raised `error`."""
+        return Directive(kind=DirectiveKind.fail_step, fail_step=FailStep(step_name=step_name, error=error))
+
+
+class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in typeshed
+    """The replay-aware logger: silent while recorded calls are replayed."""
+
+    def __init__(self, logger: logging.Logger, runtime: StepRuntime) -> None:
+        fields = {
+            "wf_id": runtime.wf_id,
+            "run_id": runtime.run_id,
+            "step": runtime.step_name,
+            "wf_type": runtime.wf_type,
+        }
+        super().__init__(logger, fields)
+        self._rt = runtime
+
+    def isEnabledFor(self, level: int) -> bool:  # logging's name
+        return not self._rt.is_replaying and self.logger.isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        extra.update(kwargs.get("extra") or {})
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+
+class QueryContext:
+    """What a query handler sees: the run's info and a read-only view of its committed store."""
+
+    def __init__(self, *, run: RunInfo, store: Store) -> None:
+        self.run = run
+        self._store = store
+        self.logger = logging.getLogger(f"grctl.workflow.{run.wf_type}.query")
+
+    @property
+    def store(self) -> Store:
+        """The run's committed store (read-only)."""
+        return self._store
+
+
+class Context:
+    """What a handler can do: its run's store, the next directive, deterministic values, logging.
+
+    Attributes:
+        run: metadata of the run (`id`, `wf_id`, `wf_type`, parent fields).
+    """
+
+    def __init__(
+        self,
+        *,
+        run: RunInfo,
+        workflow: Workflow,
+        store: Store,
+        runtime: StepRuntime,
+        codec: CodecRegistry,
+        max_value_bytes: int | None = None,
+        emits: EmitBuffer | None = None,
+    ) -> None:
+        self.run = run
+        self._wf = workflow
+        self._store = store
+        self._rt = runtime
+        self._codec = codec
+        self._next = NextBuilder(workflow, codec, max_value_bytes)
+        self._logger: _StepLogger | None = None  # built on first use: most steps never log
+        self._emits = emits
+
+    def emit(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: Any = None,
+        headers: Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]] | None = None,
+        format: EmitFormat = "json",
+        schema: Any = None,
+        serializer: Callable[[Any], bytes] | None = None,
+        key_format: KeyFormat = "raw",
+        key_schema: Any = None,
+        key_serializer: Callable[[Any], bytes] | None = None,
+    ) -> None:
+        """Publish a record to `topic` exactly once, with this step's outcome.
+
+        The record is produced in the Kafka transaction that commits the step: a
+        `read_committed` consumer sees it once if the step completes (its directive commits),
+        and never if the step raises, times out or is re-executed after a crash (the
+        re-execution emits afresh). The producer's partitioner places it by `key`.
+
+        Args:
+            topic: an existing topic outside the engine's own (``grctl.*``).
+            value: the value, encoded by `format` or `serializer`.
+            key: the record key, encoded by `key_format` or `key_serializer` (None: no key).
+            headers: record headers (str values are UTF-8 encoded).
+            format: "json" (default: the codec's primitives as JSON), "msgpack", "raw" (bytes
+                as they are, str as UTF-8), or in the schema registry's wire format with the
+                worker's registry (`Worker(schema_registry=...)`): "avro" (a dict fastavro
+                takes), "protobuf" (an instance of the message class) or "jsonschema" (any
+                value the codec makes JSON of), registered under ``<topic>-value``.
+            schema: the schema of a registry format: Avro schema (str or dict), protobuf
+                message class, or JSON Schema (str or dict).
+            serializer: encodes the value to bytes instead of `format`.
+            key_format: "raw" (default: bytes as they are, str as UTF-8), "json", "msgpack", or
+                a registry format ("avro", "protobuf", "jsonschema") with `key_schema`,
+                registered under ``<topic>-key``.
+            key_schema: the schema of a registry `key_format` (as `schema`).
+            key_serializer: encodes the key to bytes instead of `key_format`.
+
+        Raises:
+            InvalidArgumentError: a bad topic name, an engine topic, a bad key or header, a
+                registry format (of the value or the key) without a schema or without a
+                registry, a `key_schema` for a plain key format, both a `key_format` and a
+                `key_serializer`.
+            CodecError: the value or key cannot be encoded.
+
+        When the handler returns, the step fails with `EmitTopicNotFoundError` if a topic does
+        not exist, `PayloadTooLargeError` if a record is larger than its topic takes,
+        `SchemaSerializationError` if a value or key does not fit its schema (or the registry
+        refuses the schema; its `field` says which), `SchemaRegistryUnavailableError` if the
+        registry does not answer.
+        """
+        if self._emits is None:
+            raise InvalidArgumentError("ctx.emit is only available in a step handler", argument="topic")
+        self._emits.add(
+            topic, value, key=key, headers=headers, format=format, schema=schema, serializer=serializer,
+            key_format=key_format, key_schema=key_schema, key_serializer=key_serializer,
+        )  # fmt: skip
+
+    @property
+    def store(self) -> Store:
+        """The run's key-value store."""
+        return self._store
+
+    @property
+    def next(self) -> NextBuilder:
+        """The directive builder."""
+        return self._next
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]  # generic only in typeshed
+        """A logger that stays silent while the step replays recorded calls."""
+        if self._logger is None:
+            self._logger = _StepLogger(logging.getLogger(f"grctl.workflow.{self.run.wf_type}"), self._rt)
+        return self._logger
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the step re-executes calls that an earlier execution recorded."""
+        return self._rt.is_replaying
+
+    # ------------------------------------------------------------------ deterministic values
+
+    async def now(self) -> datetime:
+        """The current UTC time, recorded on first execution and replayed afterwards."""
+
+        async def compute() -> datetime:
+            return datetime.now(UTC)
+
+        value = await self._rt.record("now", "now", compute, lambda v: ("timestamp.recorded", {"value": v}))
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value  # type: ignore[no-any-return]  # the journal holds what compute() returned
+
+    async def random(self) -> float:
+        """A float in [0, 1), recorded on first execution and replayed afterwards."""
+
+        async def compute() -> float:
+            return random.random()  # not for cryptography
+
+        return float(await self._rt.record("random", "random", compute, lambda v: ("random.recorded", {"value": v})))
+
+    async def uuid4(self) -> uuid.UUID:
+        """A random UUID, recorded on first execution and replayed afterwards."""
+
+        async def compute() -> str:
+            return str(uuid.uuid4())
+
+        value = await self._rt.record("uuid4", "uuid4", compute, lambda v: ("uuid.recorded", {"value": v}))
+        return uuid.UUID(value)
+
+    async def sleep(self, duration: timedelta | float) -> None:
+        """Sleep durably, then record `sleep.recorded` (`duration_ms`, `until_ms`) in history.
+
+        The wake-up deadline is journaled when the sleep starts, so a re-execution after a crash
+        waits only for what remains of it. The history event is written when the sleep has
+        ended (as the original SDK does), together with a journal entry saying so: a
+        re-execution that replays a sleep which had ended returns at once and writes no second
+        event, and one that replays a sleep cut short by a crash writes the event when the
+        rest of it has passed.
+
+        Args:
+            duration: a timedelta, or seconds as a number; must not be negative.
+        """
+        if isinstance(duration, timedelta):
+            seconds = duration.total_seconds()
+        elif isinstance(duration, int | float) and not isinstance(duration, bool):
+            seconds = float(duration)
+        else:
+            raise InvalidArgumentError(f"ctx.sleep() takes a timedelta or seconds, got {type(duration).__name__}")
+        if seconds < 0 or seconds != seconds:
+            raise InvalidArgumentError(f"ctx.sleep() duration must be >= 0, got {duration!r}", argument="duration")
+        duration_ms = int(seconds * 1000)
+
+        async def compute() -> int:
+            return int(time.time() * 1000) + duration_ms
+
+        rt = self._rt
+        operation_id = f"sleep:{rt.position}"  # the event names the journal entry of the deadline
+        deadline_ms = await rt.record("sleep", "sleep", compute)
+        remaining = deadline_ms / 1000 - time.time()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        rt.record_once(
+            "sleep_end",
+            "sleep",
+            ("sleep.recorded", {"duration_ms": duration_ms, "until_ms": deadline_ms}),
+            operation_id,
+        )
+
+    # ------------------------------------------------------------------ child workflows
+
+    async def start_child(
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        workflow_input: Any | None = None,
+        workflow_timeout: timedelta | None = None,
+        on_completed_step: Callable[..., Any] | None = None,
+    ) -> ChildHandle:
+        """Start a child run; its start is committed with this step's journal (exactly once).
+
+        Args:
+            workflow_type: the child's workflow type.
+            workflow_id: the child's workflow id.
+            workflow_input: the child's input.
+            workflow_timeout: the child's workflow timeout.
+            on_completed_step: a step of this workflow that receives the child's `ChildOutcome`
+                as an event when the child ends (the run must be waiting to handle it).
+
+        Returns:
+            A handle whose `future` resolves with the child's result inside this step.
+        """
+        non_empty_str(workflow_type, "workflow_type")
+        non_empty_str(workflow_id, "workflow_id")
+        callback = _own_step(self._wf, on_completed_step, "on_completed_step") if on_completed_step else None
+        timeout_ms = positive_ms(workflow_timeout, "workflow_timeout")
+        rt = self._rt
+        name = f"{workflow_type}:{workflow_id}"
+        entry = rt.next_recorded("start_child", name)
+        if entry is not None:
+            run_id = entry.value["run_id"]
+        else:
+            run_id = str(ULID())
+            raw_input = self._codec.to_primitive(workflow_input)
+            rt.sink.start_child(
+                rt, wf_type=workflow_type, wf_id=workflow_id, run_id=run_id, input=raw_input, timeout_ms=timeout_ms,
+                callback_step=callback, traceparent=tracing.current_traceparent(),
+            )  # fmt: skip
+            rt.history(
+                "child.started",
+                {"run_id": run_id, "wf_type": workflow_type, "wf_id": workflow_id, "input": raw_input},
+                f"start:{rt.position}",
+            )
+            rt.append("start_child", name, {"run_id": run_id})
+        info = RunInfo(
+            id=run_id, wf_id=workflow_id, wf_type=workflow_type, status=RunStatus.running,
+            parent_wf_id=rt.wf_id, parent_run_id=rt.run_id, parent_wf_type=rt.wf_type, parent_callback_step=callback,
+            timeout=timeout_ms / 1000 if timeout_ms else None,
+        )  # fmt: skip
+        return ChildHandle(info, rt, self._codec)
+
+    start = start_child
+
+    async def run_child(
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        workflow_input: Any | None = None,
+        workflow_timeout: timedelta | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Start a child and wait for its result inside this step.
+
+        Raises:
+            WorkflowError: the child failed.
+            asyncio.CancelledError: the child was cancelled or terminated.
+            TimeoutError: `timeout` seconds passed.
+        """
+        handle = await self.start_child(workflow_type, workflow_id, workflow_input, workflow_timeout)
+        return await handle.result(timeout=timeout)
+
+    async def send_to_parent(self, event_name: str, payload: Any | None = None) -> None:
+        """Send an event to the parent run (once, even if this step re-executes).
+
+        Raises:
+            RuntimeError: this run has no parent.
+        """
+        if self.run.parent_wf_id is None or self.run.parent_run_id is None:
+            raise NoParentWorkflowError("No parent workflow to send event to.")
+        non_empty_str(event_name, "event_name")
+        rt = self._rt
+        if rt.next_recorded("send_to_parent", event_name) is not None:
+            return
+        raw = self._codec.to_primitive(payload)
+        rt.sink.send_event(
+            rt, wf_id=self.run.parent_wf_id, run_id=self.run.parent_run_id, event_name=event_name, payload=raw,
+            event_id=str(ULID()),
+        )  # fmt: skip
+        rt.history(
+            "parent.event_sent",
+            {"event_name": event_name, "payload": raw, "parent_wf_type": self.run.parent_wf_type,
+             "parent_wf_id": self.run.parent_wf_id},
+            f"send_to_parent:{rt.position}",
+        )  # fmt: skip
+        rt.append("send_to_parent", event_name, None)
