@@ -41,6 +41,9 @@ IN_FLIGHT = 500
 WINDOW_S = 10.0
 #: No window after the purges began may fall below this share of the mean before them.
 FLOOR_SHARE = 0.5
+#: Runs held may exceed a retention window's worth of completions by this factor (the purge lag,
+#: the rate's variation).
+HELD_SLACK = 1.5
 #: The probe of the timer burst starts one run this often.
 PROBE_INTERVAL_S = 0.05
 #: p99 of the probe's start acknowledgements while the burst drains (issue 24's target).
@@ -53,7 +56,7 @@ def _scrape(port: int) -> dict[str, float]:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    wanted = ("grctl_purges_pending", "grctl_purge_lag_seconds", "grctl_timers_pending")
+    wanted = ("grctl_purges_pending", "grctl_purge_lag_seconds", "grctl_timers_pending", "grctl_runs")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
@@ -143,6 +146,16 @@ async def purge(bench: Bench) -> ScenarioResult:
     lat_before = percentiles(ms for t, ms in latencies if t <= retention)
     lat_after = percentiles(ms for t, ms in latencies if t >= retention + WINDOW_S)
     res.check("every call completed with the right result", not errors, f"{len(errors)} failed, e.g. {errors[:3]}")
+    # Purged runs leave the run index: what a worker holds stays within a retention window of runs
+    # (plus those in flight), however long the loop runs.
+    mean_rate = len(ends) / total_s if total_s else 0.0
+    held_bound = HELD_SLACK * mean_rate * retention + in_flight
+    held_late = [x["grctl_runs"] for x in samples if x.get("grctl_runs") is not None and x["t"] >= 2 * retention]
+    res.check(
+        "runs held stay within a retention window of runs (the purges delete them)",
+        bool(held_late) and max(held_late) <= held_bound,
+        f"most held after {2 * retention:.0f} s: {max(held_late, default=None)}, bound {held_bound:.0f}",
+    )
     res.check(
         f"no {WINDOW_S:.0f} s window after the purges began under {FLOOR_SHARE:.0%} of the mean before them",
         bool(after) and min(after) >= floor,
@@ -156,6 +169,8 @@ async def purge(bench: Bench) -> ScenarioResult:
         "latency_before_ms": lat_before,
         "latency_after_ms": lat_after,
         "purge_backlog_drained_s": None if drained_after is None else round(drained_after, 1),
+        "runs_held_max_late": max(held_late, default=None),
+        "runs_held_bound": round(held_bound),
         "samples": samples,
         "state_topic_configs": topic_cfg,
     }
@@ -170,6 +185,8 @@ async def purge(bench: Bench) -> ScenarioResult:
         Row("1-step latency p50 / p99 with them", f"{lat_after.get('p50', 0):.0f} / {lat_after.get('p99', 0):.0f}",
             "ms"),
         Row("purge backlog drained after the load stopped", res.metrics["purge_backlog_drained_s"], "s"),
+        Row("runs held by the worker after two retention windows: most / bound", f"{max(held_late, default=0):,.0f} / "
+            f"{held_bound:,.0f}", "runs"),
     ]  # fmt: skip
     return res
 
