@@ -28,10 +28,10 @@ RUN_PREFIX: Final = b"r/"
 STORE_PREFIX: Final = b"s/"
 INBOX_PREFIX: Final = b"i/"
 TIMER_PREFIX: Final = b"t/"
-#: Retention timers have a table of their own: they are background work, fired at a pace of
-#: their own (`grctl.worker._timers`), and a backlog of them must not hide the run timers due
-#: after it from a loader that reads a table in due order (issue 24). Retention timers armed
-#: before this table existed stay in `t/` and fire from there.
+#: Retention timers have a table of their own: they are background work, fired at a pace of their
+#: own (`grctl.worker._session.timers`), and a backlog of them must not hide the run timers due
+#: after it from a loader that reads a table in due order (issue 24). Retention timers armed before
+#: this table existed stay in `t/` and fire from there.
 EXPIRY_PREFIX: Final = b"e/"
 #: The timer kind kept in the expiry table.
 EXPIRY_KIND: Final = "retention"

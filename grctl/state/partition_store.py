@@ -441,8 +441,3 @@ class PartitionStore:
             self._db.close()
         except Exception:  # noqa: BLE001  # closing twice is harmless
             logger.debug("state store %s already closed", self.path)
-
-    @staticmethod
-    def wipe(path: Path) -> None:
-        """Delete a partition's local state (it is rebuilt from the changelog)."""
-        shutil.rmtree(path, ignore_errors=True)

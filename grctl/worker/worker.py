@@ -27,12 +27,14 @@ from grctl.kafka.connection import Connection
 from grctl.kafka.settings_topic import SETTINGS_REFRESH_S, NamespaceSettings, read_settings
 from grctl.settings import EngineSettings
 from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB, StoreMemory
-from grctl.worker._commit import RecordRefused
-from grctl.worker._metrics import MetricsServer, WorkerMetrics, view_of
-from grctl.worker._session import SessionRestart, WorkerSession
-from grctl.worker._topics import TopicDirectory
-from grctl.worker.schema_registry import ENV_URL, RecordField, RegistryDecoder, SchemaRegistry
-from grctl.worker.sources import Source
+from grctl.worker._edges.schema_registry import ENV_URL, RecordField, RegistryDecoder, SchemaRegistry
+from grctl.worker._edges.sources import Source
+from grctl.worker._observe.http import MetricsServer
+from grctl.worker._observe.metrics import WorkerMetrics
+from grctl.worker._partition.ports import Refusal
+from grctl.worker._session.commit import RecordRefused
+from grctl.worker._session.session import SessionRestart, WorkerSession
+from grctl.worker._session.topics import TopicDirectory
 from grctl.workflow.workflow import Workflow
 
 logger = logging.getLogger("grctl.worker")
@@ -120,7 +122,7 @@ class Worker:
         metrics_host: the interface of the metrics endpoint (default: every interface).
         state_memory_mb: RocksDB memory of this worker, all its partitions together (block
             cache and memtables; Python objects come on top).
-        sources: topics whose records start runs or deliver events (`grctl.worker.sources`),
+        sources: topics whose records start runs or deliver events (`grctl.worker._edges.sources`),
             exactly once, consumed by the workers' group with `directives`. Every worker of
             the namespace should have the same sources.
         pipeline_steps: start a step as soon as it is dispatched, before the transaction of
@@ -226,7 +228,7 @@ class Worker:
         self._lock: _StateDirLock | None = None
         self._shutdown_timeout = 30.0
         # Workflow ids whose transition Kafka refused: their runs fail in the next session.
-        self._quarantine: dict[str, str] = {}
+        self._quarantine: dict[str, Refusal] = {}
         #: The topics steps emit to, results and source topics (made in `run`, shared by its sessions).
         self._topics: TopicDirectory | None = None
         self._started = False
@@ -413,7 +415,9 @@ class Worker:
         """Start the metrics endpoint (raises `MetricsPortInUseError` if its port is taken)."""
         assert self._metrics_port is not None
         if self.metrics is None:
-            self.metrics = WorkerMetrics(self.worker_id, namespace, lambda: view_of(self._session))
+            self.metrics = WorkerMetrics(
+                self.worker_id, namespace, lambda: self._session.view() if self._session is not None else None
+            )
         self.metrics.loop = asyncio.get_running_loop()
         server = MetricsServer(self.metrics, self._metrics_port, self._metrics_host, lambda: not self._done.is_set())
         server.start()
@@ -446,8 +450,10 @@ class Worker:
             self.worker_id, cause.wf_id, cause,
         )  # fmt: skip
         if len(self._quarantine) < QUARANTINE_MAX:
-            self._quarantine[cause.wf_id] = (
-                f"Kafka refused its record for {cause.topic} ({cause.size:,} bytes): {cause.reason}"
+            self._quarantine[cause.wf_id] = Refusal(
+                cause.code,
+                cause.topic,
+                f"Kafka refused its record for {cause.topic} ({cause.size:,} bytes): {cause.reason}",
             )
 
     async def _wait_before_restart(self, failures: int, exc: SessionRestart) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from grctl.worker._commit import Batch, Record
+from grctl.worker._session.commit import Batch, Record
 
 
 @dataclass

@@ -16,9 +16,16 @@ from confluent_kafka import Producer
 from grctl.engine import keys
 from grctl.kafka.topics import TopicNames
 from grctl.state.partition_store import PartitionStore
-from grctl.worker import _commit as commit_module
-from grctl.worker._commit import MAX_BATCH_RECORDS, Batch, GroupCommitter, KafkaPublisher, RecordRefused, _produce
-from grctl.worker._errors import SessionRestart
+from grctl.worker._session import commit as commit_module
+from grctl.worker._session.commit import (
+    MAX_BATCH_RECORDS,
+    Batch,
+    GroupCommitter,
+    KafkaPublisher,
+    RecordRefused,
+    _produce,
+)
+from grctl.worker._session.errors import SessionRestart
 from tests.unit.publisher import InMemoryPublisher
 
 
@@ -256,7 +263,7 @@ def test_a_stalled_transaction_is_given_up_soon_after_the_coordinator_would_abor
     With 35 s a CI run's worker stalled 38 s for a 15 s broker kill (the broker was both its
     transaction and its group coordinator; send_offsets_to_transaction blocked).
     """
-    from grctl.worker._clients import TRANSACTION_TIMEOUT_MS
+    from grctl.worker._session.clients import TRANSACTION_TIMEOUT_MS
 
     txn_timeout_s = TRANSACTION_TIMEOUT_MS / 1000
     assert txn_timeout_s < commit_module.PUBLISH_TIMEOUT_S <= txn_timeout_s + 5.0

@@ -31,7 +31,7 @@ import yaml
 from prometheus_client import generate_latest
 
 from grctl.kafka.topics import TopicNames
-from grctl.worker._metrics import WorkerMetrics
+from grctl.worker._observe.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

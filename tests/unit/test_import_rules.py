@@ -2,11 +2,15 @@
 
 Every `import grctl.x` / `from grctl.x import ...` of every module (type-checking-only imports
 included: they are still a dependency of the design) must go to a room its own room may use.
+Inside `grctl/worker/` each private package is a room of its own (`worker._session`,
+`worker._partition`, `worker._observe`, `worker._edges`), and the worker's modules import one
+another without a circle.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +50,10 @@ ALLOWED: dict[str, set[str]] = {
     },
     "worker": {
         *BASE,
+        "worker._session",
+        "worker._partition",
+        "worker._observe",
+        "worker._edges",
         "formats",
         "settings",
         "models",
@@ -61,6 +69,29 @@ ALLOWED: dict[str, set[str]] = {
         "logging_setup",
         "tracing",
     },
+    # One group membership: the session and its loops, commit, clients, rebalance, restore,
+    # executor, queries, timers, topic directory.
+    "worker._session": {
+        *BASE,
+        "settings",
+        "models",
+        "codec",
+        "engine",
+        "kafka",
+        "state",
+        "workflow",
+        "formats",
+        "tracing",
+        "worker._partition",
+        "worker._observe",
+        "worker._edges",
+    },
+    # One partition's runs: the processor and what it stages; served and seen through its ports.
+    "worker._partition": {*BASE, "models", "engine", "kafka", "state", "workflow.runtime"},
+    # Metrics, the session view, run spans, the HTTP endpoint: nothing of the session.
+    "worker._observe": {*BASE, "models", "engine", "tracing", "worker._partition.ports"},
+    # Kafka edges: sources and the schema registry.
+    "worker._edges": {*BASE, "models", "codec", "formats", "engine", "kafka", "_check", "worker._partition"},
     "cli": {"*"},
     "dev": {"errors"},
     # The web UI reads like the CLI (grctl.cli.reader) and acts through a Client.
@@ -75,14 +106,25 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 
+#: The worker's rooms below `grctl/worker/` (each a private package).
+WORKER_ROOMS = ("_session", "_partition", "_observe", "_edges")
+
+
 def room_of_module(path: Path) -> str:
     rel = path.relative_to(PACKAGE).with_suffix("")
+    if rel.parts[0] == "worker" and len(rel.parts) > 2 and rel.parts[1] in WORKER_ROOMS:
+        return f"worker.{rel.parts[1]}"
     return rel.parts[0]
 
 
 def room_of_import(name: str) -> tuple[str, str]:
-    """(room, the import with its first part below grctl) for `grctl.a.b` -> ("a", "a.b")."""
+    """(room, the import with its first part below the room) for `grctl.a.b` -> ("a", "a.b").
+
+    Inside the worker: `grctl.worker._session.commit` -> ("worker._session", "worker._session.commit").
+    """
     parts = name.split(".")[1:]
+    if len(parts) > 1 and parts[0] == "worker" and parts[1] in WORKER_ROOMS:
+        return f"worker.{parts[1]}", ".".join(parts[:3])
     return (parts[0] if parts else "__init__"), ".".join(parts[:2])
 
 
@@ -121,3 +163,57 @@ def test_every_import_stays_in_the_rooms_its_room_may_use(path: Path) -> None:
 def test_every_room_is_in_the_table() -> None:
     rooms = {room_of_module(p) for p in MODULES}
     assert rooms <= set(ALLOWED), f"rooms missing from the table: {sorted(rooms - set(ALLOWED))}"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.parts[-1] == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """`imports_of`, plus the modules a `from package import module` names."""
+    out = imports_of(path)
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("grctl") and node.level == 0:
+            out += [f"{node.module}.{a.name}" for a in node.names]
+    return out
+
+
+def _cycles(graph: dict[str, set[str]]) -> Iterator[list[str]]:
+    """The cycles a depth-first walk of `graph` meets (each as the path that closes it)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> Iterator[list[str]]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                yield [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                yield from visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            yield from visit(node)
+
+
+def test_the_worker_modules_import_one_another_without_a_circle() -> None:
+    """Type-checking imports count: a circle through them is still a circle in the design."""
+    worker = [p for p in MODULES if p.relative_to(PACKAGE).parts[0] == "worker"]
+    names = {_module_name(p) for p in worker}
+    graph: dict[str, set[str]] = {}
+    for p in worker:
+        me = _module_name(p)
+        targets = set()
+        for name in _imported_modules(p):
+            while name not in names and "." in name:
+                name = name.rsplit(".", 1)[0]
+            if name in names and name != me and name != "grctl.worker":
+                targets.add(name)
+        graph[me] = targets
+    found = list(_cycles(graph))
+    assert not found, f"import circles inside grctl.worker: {found}"

@@ -24,9 +24,10 @@ from grctl.errors import (
 )
 from grctl.kafka.limits import RecordLimits
 from grctl.kafka.topics import TopicNames
+from grctl.worker._edges.sources import SourcePartition
 from grctl.worker.emit import EmitBuffer
 from grctl.worker.schema_registry import SchemaRegistry
-from grctl.worker.sources import SendEvent, Source, SourcePartition, SourceRecord, StartRun
+from grctl.worker.sources import SendEvent, Source, SourceRecord, StartRun
 
 
 def skip(_: SourceRecord) -> None:

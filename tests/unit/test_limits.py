@@ -17,8 +17,8 @@ from grctl.kafka.limits import (
     producer_max_bytes,
     topic_max_bytes,
 )
-from grctl.worker._commit import RecordRefused
-from grctl.worker._errors import SessionRestart
+from grctl.worker._session.commit import RecordRefused
+from grctl.worker._session.errors import SessionRestart
 from grctl.worker.worker import Worker
 from grctl.workflow import Workflow
 
@@ -71,7 +71,7 @@ def test_a_session_ended_by_a_refused_record_quarantines_its_run() -> None:
         raise SessionRestart("transaction failed") from refused
     except SessionRestart as exc:
         worker._quarantine_refused(exc)
-    assert "wf-7" in worker._quarantine and "2,000,000 bytes" in worker._quarantine["wf-7"]
+    assert "wf-7" in worker._quarantine and "2,000,000 bytes" in worker._quarantine["wf-7"].message
 
 
 def test_other_session_failures_quarantine_nothing() -> None:

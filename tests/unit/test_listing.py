@@ -14,8 +14,8 @@ from grctl.engine.records import ListCmd, ReplyTo, StartCmd, encoder, run_decode
 from grctl.errors import InvalidArgumentError
 from grctl.models.run_info import RunStatus
 from grctl.state.partition_store import PartitionStore
-from grctl.worker import _listing
-from grctl.worker._listing import list_page
+from grctl.worker._partition import listing as _listing
+from grctl.worker._partition.listing import list_page
 from tests.unit.test_machine import M, no_inbox
 
 TO = ReplyTo(client_id="c", request_id="r", partition=0)

@@ -20,7 +20,7 @@ from grctl.client._io import ClientIO
 from grctl.kafka.connection import Connection
 from grctl.kafka.logs import LibrdkafkaLogger
 from grctl.logging_setup import JsonFormatter, formatter_for, setup_logging
-from grctl.worker._clients import make_consumer, make_producer
+from grctl.worker._session.clients import make_consumer, make_producer
 from grctl.worker.runtime import StepRuntime
 
 REFUSED = "Connection refused"

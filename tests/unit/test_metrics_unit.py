@@ -12,9 +12,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from grctl.worker._commit import GroupCommitter
-from grctl.worker._errors import SessionRestart
-from grctl.worker._metrics import STEP_BUCKETS, TimedPublisher, WorkerMetrics, observer_for
+from grctl.worker._observe.metrics import STEP_BUCKETS, WorkerMetrics
+from grctl.worker._observe.spans import observer_for
+from grctl.worker._session.commit import GroupCommitter, TimedPublisher
+from grctl.worker._session.errors import SessionRestart
 from tests.unit.publisher import InMemoryPublisher
 
 
@@ -143,7 +144,7 @@ def test_a_run_ending_transition_is_counted_and_traced_by_one_observer() -> None
 
 
 async def test_a_scrape_reads_the_session_on_the_event_loop() -> None:
-    from grctl.worker._metrics import PartitionView, SessionView
+    from grctl.worker._observe.view import PartitionView, SessionView
 
     loop = asyncio.get_running_loop()
     seen_on: list[asyncio.AbstractEventLoop] = []
@@ -163,7 +164,7 @@ async def test_a_scrape_reads_the_session_on_the_event_loop() -> None:
 
 
 async def test_run_gauges_sum_the_partitions_index_counts_and_state_sizes_are_per_partition() -> None:
-    from grctl.worker._metrics import PartitionView, SessionView
+    from grctl.worker._observe.view import PartitionView, SessionView
 
     def part(p: int, runs: dict[str, dict[str, int]], keys: int, size: int) -> PartitionView:
         return PartitionView(
@@ -189,3 +190,37 @@ async def test_run_gauges_sum_the_partitions_index_counts_and_state_sizes_are_pe
     assert got[("grctl_state_bytes", (("partition", "1"),))] == 512
     assert got[("grctl_state_memory_bytes", ())] == 3 * 2**20
     assert got[("grctl_state_memory_limit_bytes", ())] == 256 * 2**20
+
+
+def test_the_endpoint_answers_every_path_in_turn_with_its_own_length() -> None:
+    """The probes and the metrics from one server, asked one after another (a header list
+    shared between responses once sent /ready's length with /live's body)."""
+    import urllib.error
+    import urllib.request
+
+    from grctl.worker._observe.http import MetricsServer
+
+    m = WorkerMetrics("w1", "ns", lambda: None)
+    server = MetricsServer(m, 0, "127.0.0.1", lambda: True)
+    server.start()
+    host, port = server.address
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    try:
+        assert get("/ready") == (503, b"not ready: waiting for its partitions\n")
+        m.assign_done()
+        assert get("/ready") == (200, b"ready\n")
+        code, body = get("/live")  # no event loop answers here: not live, and says why
+        assert code == 503 and body.startswith(b"not live: ")
+        code, body = get("/metrics")
+        assert code == 200 and b"grctl_worker_info" in body
+        assert get("/ready") == (200, b"ready\n")
+        assert get("/nope") == (404, b"not found: try /metrics, /ready or /live\n")
+    finally:
+        server.stop()

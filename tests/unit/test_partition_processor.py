@@ -36,10 +36,11 @@ from grctl.kafka.partitioner import partition_for
 from grctl.kafka.topics import TopicNames
 from grctl.models.run_info import RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
-from grctl.worker import _timer_queue as timer_queue_module
-from grctl.worker._commit import MAX_BATCH_RECORDS, GroupCommitter
-from grctl.worker._errors import SessionRestart
-from grctl.worker._partition import PartitionProcessor, ProcessorServices, RunningStep, now_ms
+from grctl.worker._partition import timer_queue as timer_queue_module
+from grctl.worker._partition.ports import ProcessorServices, Refusal, RunningStep, now_ms
+from grctl.worker._partition.processor import PartitionProcessor
+from grctl.worker._session.commit import MAX_BATCH_RECORDS, GroupCommitter
+from grctl.worker._session.errors import SessionRestart
 from grctl.worker.runtime import StepRuntime
 from tests.unit.publisher import InMemoryPublisher
 
@@ -96,7 +97,7 @@ class Harness:
     ) -> None:
         # Steps start after the commit unless a test asks for pipelining: the processor's other
         # tests then see each step start at a known point (the flush).
-        self.quarantine: dict[str, str] = {}
+        self.quarantine: dict[str, Refusal] = {}
         self.pub = InMemoryPublisher()
         self.committer = GroupCommitter(self.pub)
         self.started: list[tuple[str, int]] = []
@@ -430,7 +431,11 @@ async def test_a_quarantined_run_fails_at_its_next_transition_and_leaves_the_qua
     h.feed(start_cmd(wf_id))
     await h.committer.flush()
     rs = h.proc.running[wf_id]
-    h.quarantine[wf_id] = "Kafka refused its record for unit.state (2,000,000 bytes): MSG_SIZE_TOO_LARGE"
+    h.quarantine[wf_id] = Refusal(
+        "MSG_SIZE_TOO_LARGE",
+        "unit.state",
+        "Kafka refused its record for unit.state (2,000,000 bytes): MSG_SIZE_TOO_LARGE",
+    )
     h.proc.step_finished(rs, StepOutcome(run_id="run-1", seq=1, next_kind="complete", result="r"))
     await h.committer.flush()
     run = run_decoder.decode(h.store.get_committed(keys.run_key(wf_id)) or b"")

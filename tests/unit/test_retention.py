@@ -14,7 +14,7 @@ from grctl.errors import InvalidArgumentError
 from grctl.kafka.settings_topic import NamespaceSettings, check_history_keeps, parse_duration, with_retention
 from grctl.models.run_info import RunStatus
 from grctl.state.partition_store import PartitionStore
-from grctl.worker._restore import too_old
+from grctl.worker._session.restore import too_old
 from tests.unit.test_machine import RETENTION_MS, Cat, no_inbox
 from tests.unit.test_partition_processor import Harness, start_cmd, wf_ids_on
 

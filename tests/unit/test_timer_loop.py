@@ -16,11 +16,19 @@ from grctl.engine.machine import Machine, StepOutcome, Transition
 from grctl.engine.records import StartCmd, TimerEntry, TimerKind, encoder
 from grctl.kafka.limits import TOPIC_DEFAULT_MAX_BYTES, RecordLimits
 from grctl.state.partition_store import PartitionStore
-from grctl.worker import _timer_queue as timer_queue_module
-from grctl.worker import _timers as timers_module
-from grctl.worker._commit import GroupCommitter
-from grctl.worker._partition import PartitionProcessor, ProcessorServices, now_ms
-from grctl.worker._timers import PURGE_BURST_S, PURGE_LAG_SOFT_S, PURGE_SHARE, PURGE_SHARE_MAX, PurgePacer, TimerLoop
+from grctl.worker._partition import timer_queue as timer_queue_module
+from grctl.worker._partition.ports import ProcessorServices, now_ms
+from grctl.worker._partition.processor import PartitionProcessor
+from grctl.worker._session import timers as timers_module
+from grctl.worker._session.commit import GroupCommitter
+from grctl.worker._session.timers import (
+    PURGE_BURST_S,
+    PURGE_LAG_SOFT_S,
+    PURGE_SHARE,
+    PURGE_SHARE_MAX,
+    PurgePacer,
+    TimerLoop,
+)
 from tests.unit.publisher import InMemoryPublisher
 from tests.unit.test_partition_processor import TOPICS, Catalog, Harness, N, start_cmd, wf_ids_on
 

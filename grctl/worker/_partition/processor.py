@@ -18,25 +18,22 @@ to dead-letter. Anything else raised while applying a record is an engine bug: i
 fails the session loudly, and nothing of the record was staged (a transition is staged only
 once it is complete, see `apply`).
 
-May import: `grctl.engine`, `grctl.state`, `grctl.kafka`, `grctl.worker.runtime`, `._commit`
-(types). Not the session, the executor or the committer's implementation.
+It is served through its ports (`.ports`: the outbox, the observer, the services) and serves
+the step executor and the query answerer as a `StepHost`: it imports nothing of the session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from grctl.engine import keys
-from grctl.engine.machine import Machine, StepOutcome, Transition
+from grctl.engine.machine import StepOutcome, Transition
 from grctl.engine.records import (
     DECODE_ERRORS,
     CancelCmd,
@@ -50,6 +47,7 @@ from grctl.engine.records import (
     QueryCmd,
     Reply,
     ReplyCode,
+    ReplyTo,
     RunRecord,
     StartCmd,
     TimerEntry,
@@ -60,21 +58,19 @@ from grctl.engine.records import (
     timer_decoder,
 )
 from grctl.errors import InternalError, InvalidRecordError, PayloadTooLargeError
-from grctl.kafka.limits import HISTORY_PREVIEW_BYTES, RecordLimits, preview
+from grctl.kafka.limits import HISTORY_PREVIEW_BYTES, preview
 from grctl.kafka.partitioner import partition_for
-from grctl.kafka.topics import TopicNames
 from grctl.models.history import HistoryKind
 from grctl.models.run_info import TERMINAL_STATUSES, RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
-from grctl.worker._listing import list_page
-from grctl.worker._timer_queue import TimerQueue
+from grctl.worker._partition.dead_letter import dead_letter_record
+from grctl.worker._partition.listing import list_page
+from grctl.worker._partition.ports import ProcessorServices, Refusal, RunningStep, now_ms
+from grctl.worker._partition.timer_queue import TimerQueue
 from grctl.workflow.runtime import JournalEntry, StepRuntime
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
-
-    from grctl.worker._commit import Outbox
-    from grctl.worker._metrics import TransitionObserver
 
 logger = logging.getLogger(__name__)
 
@@ -98,61 +94,6 @@ journal_entry_encoder = msgspec.msgpack.Encoder()
 journal_entry_decoder = msgspec.msgpack.Decoder(list[Any])
 
 
-def now_ms() -> int:
-    """Wall-clock milliseconds (only the engine reads the clock; runs read it through the journal)."""
-    return int(time.time() * 1000)
-
-
-@dataclass(eq=False)
-class RunningStep:
-    """A step executing in this worker."""
-
-    wf_id: str
-    run_id: str
-    seq: int
-    task: asyncio.Task[None] | None = None
-    runtime: StepRuntime | None = None
-    cancelled: bool = False
-    timed_out: bool = False  # the executor cancelled the task at its step deadline
-    deadline_slot: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessorServices:
-    """What every processor of a session shares: the outbox and the session's other parts.
-
-    Attributes:
-        outbox: the open batch (the group committer).
-        machine: the state machine.
-        topics: the namespace's topics.
-        num_partitions: their partition count.
-        worker_id: written into history events.
-        start_step: executes a step in a task of its own (None if it finished at once).
-        answer_query: answers a query from committed state in a task of its own.
-        timer_armed: a timer due at the given ms was armed (wakes the timer loop).
-        limits: the record and value size limits of the namespace.
-        quarantine: workflow ids whose next transition must fail the run instead (a record of
-            theirs was refused by Kafka in an earlier session), with the reason; shared with
-            the worker, which fills it.
-        observer: sees every staged transition and dead letter (metrics, run spans; None: nobody).
-        pipeline_steps: start a dispatched step at once, on the uncommitted state, before the
-            transaction of its dispatch commits (False: once it committed).
-    """
-
-    outbox: Outbox
-    machine: Machine
-    topics: TopicNames
-    num_partitions: int
-    worker_id: str
-    start_step: Callable[[PartitionProcessor, RunningStep, RunRecord], asyncio.Task[None] | None]
-    answer_query: Callable[[PartitionProcessor, QueryCmd], None]
-    timer_armed: Callable[[int], None]
-    limits: RecordLimits
-    quarantine: dict[str, str]
-    observer: TransitionObserver | None = None
-    pipeline_steps: bool = True
-
-
 class PartitionProcessor:
     """Processes one partition of `directives` and owns its state store.
 
@@ -173,7 +114,7 @@ class PartitionProcessor:
         #: The runs' own timers due soon (wait timeouts, resumes, workflow timeouts, and the
         #: retention of runs that ended before the expiry table existed).
         self.timers = TimerQueue(store, keys.TIMER_PREFIX, now)
-        #: The retention timers of ended runs due soon: background work (`grctl.worker._timers`).
+        #: The retention timers of ended runs due soon: background work (`grctl.worker._session.timers`).
         self.expiries = TimerQueue(store, keys.EXPIRY_PREFIX, now)
         self.closing = False
         self.child_waiters: dict[tuple[str, str], list[asyncio.Future[dict[str, Any]]]] = {}
@@ -209,6 +150,25 @@ class PartitionProcessor:
         """The committed run record of `wf_id` (what queries answer from)."""
         raw = self.store.get_committed(keys.run_key(wf_id))
         return run_decoder.decode(raw) if raw is not None else None
+
+    # StepHost (what the step executor and the query answerer see of the partition)
+
+    @property
+    def value_limit(self) -> int:
+        """The largest value the namespace's topics take."""
+        return self.services.limits.value_bytes
+
+    def read_store(self, wf_id: str, run_id: str, key: str) -> bytes | None:
+        """A store value of a run, staged writes included (a step's read)."""
+        return self.store.get(keys.store_key(wf_id, run_id, key))
+
+    def read_committed_store(self, wf_id: str, run_id: str, key: str) -> bytes | None:
+        """A committed store value of a run (a query's read)."""
+        return self.store.get_committed(keys.store_key(wf_id, run_id, key))
+
+    def send_reply(self, to: ReplyTo, value: bytes, wf_id: str) -> None:
+        """Produce an encoded reply to a client's partition of `replies` in the open batch."""
+        self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), value, None, wf_id)
 
     def _remember(self, wf_id: str, run: RunRecord) -> None:
         runs = self._runs
@@ -312,7 +272,9 @@ class PartitionProcessor:
         too_large = self._too_large(writes, records)
         if too_large is not None:
             if replacing:
-                raise InternalError(f"the failure transition of wf_id {wf_id!r} is too large itself: {too_large}")
+                raise InternalError(
+                    f"the failure transition of wf_id {wf_id!r} is too large itself: {too_large.message}"
+                )
             self.apply(self._fail_instead(tr, wf_id, too_large), wf_id, replacing=True)
             return
         # 3. Stage them.
@@ -450,22 +412,26 @@ class PartitionProcessor:
 
     def _too_large(
         self, writes: list[tuple[bytes, bytes | None]], records: list[tuple[str, int, bytes, bytes]]
-    ) -> str | None:
+    ) -> Refusal | None:
         """Why one of a transition's records is larger than its topic takes (None: all fit)."""
         limit = self._state_limit
         for key, value in writes:
             if value is not None and len(key) + len(value) > limit:
-                return f"its state record {key[:2].decode()}... of {len(key) + len(value):,} bytes is over {limit:,}"
+                size = len(key) + len(value)
+                what = f"its state record {key[:2].decode()}... of {size:,} bytes is over {limit:,}"
+                return Refusal("too_large", self.services.topics.state, what)
         for topic, _part, key, value in records:
             limit = self._record_limits.get(topic, self._state_limit)
             if len(key) + len(value) > limit:
-                return f"its record for {topic} of {len(key) + len(value):,} bytes is over {limit:,}"
+                what = f"its record for {topic} of {len(key) + len(value):,} bytes is over {limit:,}"
+                return Refusal("too_large", topic, what)
         return None
 
-    def _fail_instead(self, tr: Transition, wf_id: str, why: str) -> Transition:
+    def _fail_instead(self, tr: Transition, wf_id: str, refusal: Refusal) -> Transition:
         """The transition that fails the run, in place of `tr`, which cannot be published."""
         before = self.get_run(wf_id)  # nothing of `tr` is staged: this is the run before it
-        kind = "EmitRefusedError" if _EMIT_REFUSALS.search(why) else "PayloadTooLargeError"
+        why = refusal.message
+        kind = refusal.error_type
         error = {"type": kind, "message": f"the run's next transition cannot be published: {why}"}
         failed = self.services.machine.fail_run(before, error, now_ms())
         failed.emits = []  # not even a results-topic record: that topic may be the one refused
@@ -475,8 +441,8 @@ class PartitionProcessor:
                 f"there is no active run to fail instead; the value checks at the inputs missed it"
             )
         logger.error(
-            "partition %d: run %s of wf_id %r fails: %s (PayloadTooLargeError)",
-            self.partition, failed.run.run_id if failed.run else "?", wf_id, why,
+            "partition %d: run %s of wf_id %r fails: %s (%s)",
+            self.partition, failed.run.run_id if failed.run else "?", wf_id, why, kind,
         )  # fmt: skip
         quarantine = self.services.quarantine
         if wf_id in quarantine:
@@ -527,7 +493,7 @@ class PartitionProcessor:
             self.apply(tr, rec.wf_id)
 
     def _answer_list(self, cmd: ListCmd) -> None:
-        """Answer one partition's page of a listing (`grctl.worker._listing`)."""
+        """Answer one partition's page of a listing (`grctl.worker._partition.listing`)."""
         if cmd.partition != self.partition:
             raise InvalidRecordError(f"a listing for partition {cmd.partition} is on partition {self.partition}")
         to = cmd.reply_to
@@ -815,31 +781,5 @@ class PartitionProcessor:
             self.cancel_step(wf_id, "partition revoked")
 
 
-def dead_letter_record(
-    msg: Message, reason: str, partition: int, max_bytes: int
-) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """Key, value and headers of the dead-letter record of input `msg` (its value cut to `max_bytes` minus the key).
-
-    The headers say why (grctl.reason) and where the original is (grctl.topic, .partition,
-    .offset); a cut value is marked with grctl.truncated (its full length).
-    """
-    key, value = msg.key() or b"", msg.value() or b""
-    headers = [
-        ("grctl.reason", reason.encode()[:4000]),
-        ("grctl.topic", (msg.topic() or "").encode()),
-        ("grctl.partition", str(partition).encode()),
-        ("grctl.offset", str(msg.offset()).encode()),
-    ]
-    room = max_bytes - len(key)
-    if len(value) > room:  # the original stays readable in its own topic at the offset above
-        headers.append(("grctl.truncated", str(len(value)).encode()))
-        value = value[: max(0, room)]
-    return key, value, headers
-
-
-#: Why Kafka refused an emitted record (the topic went away, or it may not be written).
-_EMIT_REFUSALS = re.compile(r"AUTHORIZATION_FAILED|UNKNOWN_TOPIC")
-
-
-def _forget(quarantine: dict[str, str], wf_id: str) -> None:
+def _forget(quarantine: dict[str, Refusal], wf_id: str) -> None:
     quarantine.pop(wf_id, None)

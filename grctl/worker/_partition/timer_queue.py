@@ -5,8 +5,6 @@ the ended runs' retention, `grctl.engine.keys`). A `TimerQueue` holds in a heap 
 its table due before a horizon (`TIMER_HORIZON_MS` ahead), at most `TIMER_LOAD_LIMIT` at a
 time; the others stay on disk until the horizon reaches them, so memory does not grow with
 the retention window. A burst due at once is loaded in slices as it fires.
-
-May import: `grctl.engine`, `grctl.state`.
 """
 
 from __future__ import annotations

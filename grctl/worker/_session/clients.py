@@ -1,7 +1,4 @@
-"""The worker's Kafka clients: how each is configured, and the one consume helper they share.
-
-May import: `grctl.kafka`, confluent-kafka.
-"""
+"""The worker's Kafka clients: how each is configured, and the one consume helper they share."""
 
 from __future__ import annotations
 

@@ -3,9 +3,6 @@
 Each query runs in a task of its own (never blocking the partition), reads only committed
 state (a query must not see a transition that may still abort), and answers the asking
 client's partition of `replies` through the open batch.
-
-May import: `grctl.engine`, `grctl.codec`, the worker's context and store, `._executor`,
-`._partition` (types).
 """
 
 from __future__ import annotations
@@ -15,16 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from grctl import defaults
 from grctl.codec import CodecRegistry
-from grctl.engine import keys
 from grctl.engine.records import QueryCmd, Reply, ReplyCode, encoder
 from grctl.errors import PayloadTooLargeError
-from grctl.worker._executor import PartitionTasks, run_info_of
+from grctl.worker._session.executor import PartitionTasks, run_info_of
 from grctl.workflow.context import QueryContext
 from grctl.workflow.handlers import bind_arguments
 from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
-    from grctl.worker._partition import PartitionProcessor
+    from grctl.worker._partition.ports import StepHost
     from grctl.workflow.workflow import Workflow
 
 
@@ -42,23 +38,23 @@ class QueryAnswerer:
         self._codec = codec
         self._tasks = tasks
 
-    def spawn(self, proc: PartitionProcessor, cmd: QueryCmd) -> None:
+    def spawn(self, proc: StepHost, cmd: QueryCmd) -> None:
         """Answer `cmd` in a task of its own."""
         task = asyncio.create_task(self._answer(proc, cmd), name=f"query:{cmd.wf_id}:{cmd.name}")
         self._tasks.add(task, proc.partition)
 
-    async def _answer(self, proc: PartitionProcessor, cmd: QueryCmd) -> None:
+    async def _answer(self, proc: StepHost, cmd: QueryCmd) -> None:
         try:
             await self._answer_from_committed(proc, cmd)
         finally:
             self._tasks.discard(asyncio.current_task())
 
-    async def _answer_from_committed(self, proc: PartitionProcessor, cmd: QueryCmd) -> None:
+    async def _answer_from_committed(self, proc: StepHost, cmd: QueryCmd) -> None:
         to = cmd.reply_to
 
         def reply(**kw: Any) -> None:
             value = encoder.encode(Reply(request_id=to.request_id, client_id=to.client_id, **kw))
-            limit = proc.services.limits.value_bytes
+            limit = proc.value_limit
             if len(value) > limit:
                 err = PayloadTooLargeError(
                     f"answer of query {cmd.name!r}", size=len(value), limit=limit, wf_id=cmd.wf_id
@@ -69,7 +65,7 @@ class QueryAnswerer:
                         code=ReplyCode.payload_too_large, message=str(err),
                     )
                 )  # fmt: skip
-            proc.emit(proc.services.topics.replies, to.partition, to.client_id.encode(), value, None, cmd.wf_id)
+            proc.send_reply(to, value, cmd.wf_id)
 
         run = proc.get_committed_run(cmd.wf_id)
         wf = self._workflows.get(run.wf_type) if run is not None else None
@@ -84,7 +80,7 @@ class QueryAnswerer:
         wf_id, run_id = run.wf_id, run.run_id
 
         def read(key: str) -> bytes | None:
-            return proc.store.get_committed(keys.store_key(wf_id, run_id, key))
+            return proc.read_committed_store(wf_id, run_id, key)
 
         ctx = QueryContext(run=run_info_of(run), store=Store(read, self._codec, read_only=True))
         try:

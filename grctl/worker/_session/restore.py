@@ -4,8 +4,6 @@ Reads the changelog from the store's checkpoint + 1 up to the partition's last s
 (read_committed), comparing the consumer's position with it rather than counting records, so a
 partition whose last record is a transaction marker ends (the Faust hang, DESIGN.md §11).
 Runs in the session's restore thread.
-
-May import: `grctl.state`, `grctl.kafka`, confluent-kafka.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec  # typ
 
 from grctl.kafka.connection import Connection
 from grctl.state.partition_store import PartitionStore, Writes
-from grctl.worker._clients import consume_available, make_restore_consumer
+from grctl.worker._session.clients import consume_available, make_restore_consumer
 
 logger = logging.getLogger("grctl.worker")
 

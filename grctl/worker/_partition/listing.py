@@ -9,8 +9,6 @@ Each answer is bounded: at most `LIST_LIMIT_MAX` runs, and at most `SCAN_BUDGET`
 examined (filters by type or text can skip many). A partition that stops on its budget says
 how far it looked (`frontier`), and the client's next page starts there, so a page may be short
 but never skips a run.
-
-May import: `grctl.engine`, `grctl.state`.
 """
 
 from __future__ import annotations

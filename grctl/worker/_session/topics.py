@@ -1,7 +1,4 @@
-"""What a worker knows of the topics its steps emit to: whether they exist, and their record limit.
-
-May import: `grctl.kafka`, `grctl.models`, confluent-kafka's admin client.
-"""
+"""What a worker knows of the topics its steps emit to: whether they exist, and their record limit."""
 
 from __future__ import annotations
 

@@ -14,8 +14,6 @@ callback runs its work on the event loop and blocks the consumer thread until it
 
 The group uses the eager protocol: every rebalance revokes the whole assignment and assigns a
 complete new one (docs/engine.md "Rebalances" says why not cooperative-sticky).
-
-May import: `grctl.state`, `._commit`, `._executor`, `._partition`, `._restore`.
 """
 
 from __future__ import annotations
@@ -34,15 +32,16 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from grctl.kafka.connection import Connection
 from grctl.state.partition_store import PartitionStore, StoreMemory
-from grctl.worker._commit import GroupCommitter
-from grctl.worker._errors import SessionRestart
-from grctl.worker._executor import PartitionTasks
-from grctl.worker._partition import PartitionProcessor, ProcessorServices
-from grctl.worker._restore import restore_partition
+from grctl.worker._partition.ports import ProcessorServices
+from grctl.worker._partition.processor import PartitionProcessor
+from grctl.worker._session.commit import GroupCommitter
+from grctl.worker._session.errors import SessionRestart
+from grctl.worker._session.executor import PartitionTasks
+from grctl.worker._session.restore import restore_partition
 
 if TYPE_CHECKING:
-    from grctl.worker._metrics import WorkerMetrics
-    from grctl.worker.sources import SourcePartition
+    from grctl.worker._edges.sources import SourcePartition
+    from grctl.worker._observe.metrics import WorkerMetrics
 
 logger = logging.getLogger("grctl.worker")
 
@@ -84,7 +83,7 @@ class Partitions:
         make_source: Callable[[str, int], SourcePartition] | None = None,
     ) -> None:
         self.processors = processors
-        #: The assigned partitions of source topics (`grctl.worker.sources`).
+        #: The assigned partitions of source topics (`grctl.worker._edges.sources`).
         self.sources: dict[tuple[str, int], SourcePartition] = {}
         self._make_source = make_source
         self._metrics = metrics

@@ -15,8 +15,6 @@ firing must never starve inputs):
    purge seconds); while the consumer finds no input they may take all of it. The share grows
    with the purge lag past `PURGE_LAG_SOFT_S` (up to `PURGE_SHARE_MAX`), so a worker that
    runs at full speed for weeks purges as fast as its runs end instead of falling behind.
-
-May import: `._commit`, `._partition` (types), `._timer_queue`.
 """
 
 from __future__ import annotations
@@ -27,12 +25,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from grctl.worker._partition import now_ms
+from grctl.worker._partition.ports import now_ms
 
 if TYPE_CHECKING:
-    from grctl.worker._commit import GroupCommitter
-    from grctl.worker._metrics import WorkerMetrics
-    from grctl.worker._partition import PartitionProcessor
+    from grctl.worker._observe.metrics import WorkerMetrics
+    from grctl.worker._partition.processor import PartitionProcessor
+    from grctl.worker._session.commit import GroupCommitter
 
 #: Run timers are fired in slices of at most this long (then inputs and steps get the loop).
 TIMER_SLICE_S = 0.005

@@ -5,9 +5,6 @@ A step runs as an asyncio task, bounded by the worker's `max_concurrent_steps`, 
 step (`StepOutcome` of kind "error"), a step past its deadline a "timeout", a long task retry
 back-off a "suspend". The outcome goes back to the processor (`step_finished`), which applies
 it through the state machine.
-
-May import: `grctl.engine`, `grctl.models`, `grctl.codec`, the worker's authoring-side modules
-(context, runtime, store), `._partition` (types).
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from grctl import defaults, tracing
 from grctl.codec import CodecRegistry
-from grctl.engine import keys
 from grctl.engine.machine import StepOutcome
 from grctl.engine.records import RunRecord
 from grctl.errors import (
@@ -35,8 +31,8 @@ from grctl.models.emit import Emit
 from grctl.models.errors import ErrorDetails
 from grctl.models.history import HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
-from grctl.worker._topics import TopicDirectory
-from grctl.worker.schema_registry import SchemaRegistry
+from grctl.worker._edges.schema_registry import SchemaRegistry
+from grctl.worker._session.topics import TopicDirectory
 from grctl.workflow.context import Context
 from grctl.workflow.emit import EmitBuffer
 from grctl.workflow.handlers import bind_arguments
@@ -44,8 +40,8 @@ from grctl.workflow.runtime import StepRuntime, StepSuspended
 from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
-    from grctl.worker._metrics import WorkerMetrics
-    from grctl.worker._partition import PartitionProcessor, RunningStep
+    from grctl.worker._observe.metrics import WorkerMetrics
+    from grctl.worker._partition.ports import RunningStep, StepHost
     from grctl.workflow.workflow import Workflow
 
 #: Step deadlines are checked in slots of this many seconds (a step is cancelled this late at most).
@@ -134,9 +130,8 @@ class StepExecutor:
         self._tasks = tasks
         self._loop = asyncio.get_running_loop()
         self._deadlines: dict[int, set[RunningStep]] = {}  # deadline slot -> steps due in it
-        self.steps_done = 0
 
-    def start(self, proc: PartitionProcessor, rs: RunningStep, run: RunRecord) -> asyncio.Task[None] | None:
+    def start(self, proc: StepHost, rs: RunningStep, run: RunRecord) -> asyncio.Task[None] | None:
         """Execute a step in an asyncio task of its own; None if it already finished.
 
         On Python 3.12+ the task starts eagerly: it runs up to its first real wait inside this
@@ -176,7 +171,7 @@ class StepExecutor:
                 rs.timed_out = True
                 rs.task.cancel()
 
-    async def _execute(self, proc: PartitionProcessor, rs: RunningStep, run: RunRecord) -> None:
+    async def _execute(self, proc: StepHost, rs: RunningStep, run: RunRecord) -> None:
         step_name = run.step or ""
         runtime = StepRuntime(
             wf_id=run.wf_id,
@@ -207,14 +202,11 @@ class StepExecutor:
                     )  # fmt: skip
                 if metrics is not None:
                     metrics.step_finished(run.wf_type, outcome.next_kind, time.perf_counter() - t0)
-            self.steps_done += 1
             proc.step_finished(rs, outcome)
         finally:
             self._tasks.discard(rs.task)
 
-    async def _call_handler(
-        self, proc: PartitionProcessor, runtime: StepRuntime, run: RunRecord, rs: RunningStep
-    ) -> StepOutcome:
+    async def _call_handler(self, proc: StepHost, runtime: StepRuntime, run: RunRecord, rs: RunningStep) -> StepOutcome:
         t0 = time.monotonic()
         step_name = runtime.step_name
         token = runtime.activate()
@@ -230,12 +222,12 @@ class StepExecutor:
                 raise WorkflowRunnerNotFoundError(f"Step handler {step_name!r} is not defined.")
             kwargs = bind_arguments(cfg.spec, run.step_payload, self._codec)
             wf_id, run_id = run.wf_id, run.run_id
-            store_get = proc.store.get
+            read_store = proc.read_store
 
             def read(key: str) -> bytes | None:
-                return store_get(keys.store_key(wf_id, run_id, key))
+                return read_store(wf_id, run_id, key)
 
-            limit = proc.services.limits.value_bytes
+            limit = proc.value_limit
             store = Store(read, self._codec, max_value_bytes=limit)
             emits = EmitBuffer(self._codec, self._registry)
             ctx = Context(

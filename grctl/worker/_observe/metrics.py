@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics, and its HTTP endpoint (`/metrics`, `/ready`, `/live`).
+"""The worker's Prometheus metrics: the counters its hooks add to, and the collector that exports them.
 
 Cheap on the hot path: the engine's hooks only add to plain integers and lists of a
 `WorkerMetrics` (no lock, no label lookup in prometheus_client, no allocation per step); the
@@ -10,19 +10,16 @@ change no behaviour:
 
 | hook | where |
 |---|---|
-| `step_started`, `step_finished` | `_executor.StepExecutor._execute` |
-| `transition_staged` (runs by status, too-large values), `dead_lettered` | `_partition` (`observer`) |
-| `TimedPublisher` (commit latency, batch size, failed transactions) | wraps the publisher in `_session` |
-| `assign_started`, `restore_progress`, `partition_restored`, `assign_done`, `revoked` | `_rebalance`, `_restore` |
-| `timer_fired_late` | `_timers.TimerLoop` |
+| `step_started`, `step_finished` | `_session.executor.StepExecutor._execute` |
+| `transition_staged` (runs by status, too-large values), `dead_lettered` | `_partition.processor` (its observer port) |
+| `transaction_committed`, `transaction_failed` | `_session.commit.TimedPublisher`, around the publisher |
+| `assign_started`, `restore_progress`, `partition_restored`, `assign_done`, `revoked` | `_session.rebalance` |
+| `timer_fired_late` | `_session.timers.TimerLoop` |
 | `session_started`, `session_restarted` | `worker.Worker.run` |
 
-Readiness (`/ready`): the current session has received its partitions and restored all of
-them, and no rebalance is under way. Liveness (`/live`): the worker's event loop answers within
-`LOOP_ANSWER_TIMEOUT_S` and `Worker.run` has not ended.
-
-May import: `grctl.errors`, `grctl.tracing`, `grctl.engine` (types), `._commit` and `._session` (types),
-prometheus_client.
+What a scrape reads of the session is a `SessionView` (`.view`) the session builds on the
+event loop (`WorkerSession.view`): nothing here imports the session. The HTTP endpoint is
+`.http`.
 """
 
 from __future__ import annotations
@@ -32,25 +29,18 @@ import bisect
 import concurrent.futures
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from grctl import tracing
-from grctl.errors import MetricsPortInUseError
-from grctl.worker._listing import counts as run_counts
+from grctl.worker._observe.view import SessionView
 
 if TYPE_CHECKING:
     from grctl.engine.machine import Transition
-    from grctl.worker._commit import Batch, Publisher
-    from grctl.worker._session import WorkerSession
 
 logger = logging.getLogger("grctl.worker")
 
@@ -125,114 +115,6 @@ class _TypeStats:
         self.runs_started = 0
         self.runs_ended: dict[str, int] = {}
         self.runs_payload_too_large = 0
-
-
-@dataclass(slots=True)
-class PartitionView:
-    """One owned partition as a scrape sees it (read on the event loop)."""
-
-    partition: int
-    next_offset: int | None
-    committed_offset: int | None
-    running_steps: int
-    timers_pending: int
-    next_timer_due_ms: int | None
-    purges_due: int = 0
-    next_purge_due_ms: int | None = None
-    runs: dict[str, dict[str, int]] = field(default_factory=dict)  # status -> type -> latest runs
-    state_keys: int = 0
-    state_bytes: int = 0
-
-
-@dataclass(slots=True)
-class SessionView:
-    """What a scrape reads from the current session (on the event loop)."""
-
-    partitions: list[PartitionView] = field(default_factory=list)
-    #: Bytes of the RocksDB memory budget in use (block cache and memtables), and the budget.
-    state_memory: tuple[int, int] | None = None
-
-
-def view_of(session: WorkerSession | None) -> SessionView | None:
-    """What `session` owns now (call on the event loop; None: no session).
-
-    Reads only the session's own objects, never the consumer: a consumer call from the loop
-    while the consumer thread waits for the loop in a rebalance callback could deadlock (as
-    `consumer_group_metadata()` does, docs/engine.md). The partitions' last stable offsets come
-    from librdkafka's statistics instead (`WorkerMetrics.consumer_stats`).
-    """
-    if session is None:
-        return None
-    view = SessionView()
-    committer = session.committer
-    budget = session.partitions.memory
-    if budget is not None:
-        view.state_memory = (budget.usage(), budget.total_bytes)
-    now_ms = int(time.time() * 1000)
-    for p, proc in list(session.partitions.processors.items()):
-        state_keys, state_bytes = proc.store.size()
-        view.partitions.append(
-            PartitionView(
-                partition=p,
-                next_offset=proc.position,
-                committed_offset=committer.committed_offset(p),
-                running_steps=len(proc.running),
-                timers_pending=len(proc.timers),
-                next_timer_due_ms=proc.next_timer_due(),
-                purges_due=proc.expiries.due_count(now_ms),
-                next_purge_due_ms=proc.next_expiry_due(),
-                runs=run_counts(proc.store),
-                state_keys=state_keys,
-                state_bytes=state_bytes,
-            )
-        )
-    return view
-
-
-class TransitionObserver(Protocol):
-    """What a partition processor tells about what it stages (`ProcessorServices.observer`)."""
-
-    def transition_staged(self, tr: Transition) -> None:
-        """A transition was staged in the open batch."""
-        ...
-
-    def dead_lettered(self, partition: int) -> None:
-        """An input record of `partition` went to dead-letter."""
-        ...
-
-
-class RunSpans:
-    """Emits the `grctl.run` span of each run that ends (`grctl.tracing`)."""
-
-    def transition_staged(self, tr: Transition) -> None:
-        """Emit the run span if `tr` ends its run."""
-        run = tr.run
-        if run is not None and run.ended_ms:
-            tracing.run_ended(run.traceparent, run.wf_type, run.wf_id, run.run_id, run.started_ms, tr.history)
-
-    def dead_lettered(self, partition: int) -> None:
-        """Nothing to trace."""
-
-
-class _Both:
-    def __init__(self, *observers: TransitionObserver) -> None:
-        self._observers = observers
-
-    def transition_staged(self, tr: Transition) -> None:
-        for o in self._observers:
-            o.transition_staged(tr)
-
-    def dead_lettered(self, partition: int) -> None:
-        for o in self._observers:
-            o.dead_lettered(partition)
-
-
-def observer_for(metrics: WorkerMetrics | None) -> TransitionObserver | None:
-    """The processors' observer of a new session: metrics, run spans (tracing on), both or none."""
-    spans = RunSpans() if tracing.enabled() else None
-    if metrics is not None and spans is not None:
-        return _Both(metrics, spans)
-    return metrics if metrics is not None else spans
 
 
 class WorkerMetrics:
@@ -322,6 +204,15 @@ class WorkerMetrics:
     def dead_lettered(self, partition: int) -> None:
         """An input record of `partition` went to dead-letter."""
         self.dead_letters[partition] = self.dead_letters.get(partition, 0) + 1
+
+    def transaction_committed(self, seconds: float, size: int) -> None:
+        """A transaction of `size` records and state writes committed after `seconds`."""
+        self.commit_latency.observe(seconds)
+        self.batch_size.observe(size)
+
+    def transaction_failed(self) -> None:
+        """A transaction did not commit."""
+        self.transactions_failed += 1
 
     def timer_fired_late(self, seconds: float) -> None:
         """A due timer fired `seconds` after its due time."""
@@ -424,32 +315,6 @@ class WorkerMetrics:
     def type_stats(self) -> list[tuple[str, _TypeStats]]:
         """Per workflow type, what was counted (a copy of the list, not of the stats)."""
         return list(self._types.items())
-
-
-class TimedPublisher:
-    """A `Publisher` that times each transaction and counts its size and its failures.
-
-    Args:
-        inner: the real publisher (`KafkaPublisher`).
-        metrics: where to count.
-    """
-
-    def __init__(self, inner: Publisher, metrics: WorkerMetrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
-
-    async def publish(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
-        """Publish through the real publisher; see `Publisher.publish`."""
-        t0 = time.perf_counter()
-        try:
-            result = await self._inner.publish(batch, offsets)
-        except Exception:  # as GroupCommitter.commit: the transaction did not commit
-            self._metrics.transactions_failed += 1
-            raise
-        m = self._metrics
-        m.commit_latency.observe(time.perf_counter() - t0)
-        m.batch_size.observe(len(batch))
-        return result
 
 
 class _Collector(Collector):
@@ -646,93 +511,3 @@ class _Collector(Collector):
             runs.add_metric([wf_type, status], n)
         yield from (owned, lag, running, timers, overdue, purges, purge_lag, state_keys, state_bytes, runs, memory,
                     memory_limit)  # fmt: skip
-
-
-class MetricsServer:
-    """`/metrics`, `/ready` and `/live` over HTTP, in a daemon thread.
-
-    Args:
-        metrics: what to serve.
-        port: the port (0: any free port; see `address`).
-        host: the interface ("0.0.0.0": every interface, as probes from outside the pod need).
-        is_running: whether `Worker.run` is still running (for `/live`).
-    """
-
-    def __init__(self, metrics: WorkerMetrics, port: int, host: str, is_running: Callable[[], bool]) -> None:
-        self._metrics = metrics
-        self._port = port
-        self._host = host
-        self._is_running = is_running
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """(host, port) the server listens on."""
-        if self._server is None:
-            return self._host, self._port
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> None:
-        """Bind and serve.
-
-        Raises:
-            MetricsPortInUseError: the port is taken (or cannot be bound).
-        """
-        handler = _handler_for(self._metrics, self._is_running)
-        try:
-            self._server = ThreadingHTTPServer((self._host, self._port), handler)
-        except OSError as exc:
-            raise MetricsPortInUseError(self._port, host=self._host, reason=exc.strerror or str(exc)) from None
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="grctl-metrics", daemon=True)
-        self._thread.start()
-        logger.info("metrics on http://%s:%d/metrics (probes: /ready, /live)", *self.address)
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-def _handler_for(metrics: WorkerMetrics, is_running: Callable[[], bool]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            elif path == "/ready":
-                if metrics.ready and is_running():
-                    self._send(200, b"ready\n")
-                else:
-                    restoring = sorted(metrics.restoring)
-                    why = f"restoring partitions {restoring}" if restoring else "waiting for its partitions"
-                    self._send(503, f"not ready: {why}\n".encode())
-            elif path == "/live":
-                try:
-                    metrics.read_session()
-                    alive = is_running()
-                    why = "the worker stopped"
-                except TimeoutError as exc:
-                    alive, why = False, str(exc)
-                if alive:
-                    self._send(200, b"live\n")
-                else:
-                    self._send(503, f"not live: {why}\n".encode())
-            else:
-                self._send(404, b"not found: try /metrics, /ready or /live\n")
-
-        def _send(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("metrics http: %s", format % args)
-
-    return Handler

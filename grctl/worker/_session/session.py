@@ -16,9 +16,6 @@ Any failure of a loop, a transaction or a rebalance ends the session (`SessionRe
 worker drops everything uncommitted and starts a new session, which rebuilds from RocksDB
 (committed state only) and the changelog and resumes from the committed offsets. That is the
 only recovery path, so it is the one the crash tests exercise.
-
-May import: every `._*` module of the worker, `grctl.worker.emit`, `.schema_registry` and `.sources`, `grctl.engine`,
-`grctl.kafka`, `grctl.models`, `grctl.state`.
 """
 
 from __future__ import annotations
@@ -44,19 +41,22 @@ from grctl.kafka.connection import Connection
 from grctl.kafka.limits import RecordLimits
 from grctl.models.run_info import RunStatus
 from grctl.state.partition_store import StoreMemory
-from grctl.worker._clients import consume_available, make_consumer, make_producer
-from grctl.worker._commit import GroupCommitter, KafkaPublisher
-from grctl.worker._errors import SessionRestart
-from grctl.worker._executor import PartitionTasks, StepExecutor
-from grctl.worker._listing import counts as run_counts
-from grctl.worker._metrics import TimedPublisher, WorkerMetrics, observer_for
-from grctl.worker._partition import PartitionProcessor, ProcessorServices
-from grctl.worker._queries import QueryAnswerer
-from grctl.worker._rebalance import Partitions
-from grctl.worker._timers import TimerLoop
-from grctl.worker._topics import TopicDirectory
-from grctl.worker.schema_registry import RecordField, RegistryDecoder, SchemaRegistry
-from grctl.worker.sources import Source, SourcePartition
+from grctl.worker._edges.schema_registry import RecordField, RegistryDecoder, SchemaRegistry
+from grctl.worker._edges.sources import Source, SourcePartition
+from grctl.worker._observe.metrics import WorkerMetrics
+from grctl.worker._observe.spans import observer_for
+from grctl.worker._observe.view import PartitionView, SessionView
+from grctl.worker._partition.listing import counts as run_counts
+from grctl.worker._partition.ports import ProcessorServices, Refusal
+from grctl.worker._partition.processor import PartitionProcessor
+from grctl.worker._session.clients import consume_available, make_consumer, make_producer
+from grctl.worker._session.commit import GroupCommitter, KafkaPublisher, TimedPublisher
+from grctl.worker._session.errors import SessionRestart
+from grctl.worker._session.executor import PartitionTasks, StepExecutor
+from grctl.worker._session.queries import QueryAnswerer
+from grctl.worker._session.rebalance import Partitions
+from grctl.worker._session.timers import TimerLoop
+from grctl.worker._session.topics import TopicDirectory
 
 if TYPE_CHECKING:
     from grctl.workflow.workflow import Workflow
@@ -104,7 +104,7 @@ class WorkerSession:
         kafka_config: dict[str, Any],
         on_ready: Callable[[], None],
         limits: RecordLimits,
-        quarantine: dict[str, str],
+        quarantine: dict[str, Refusal],
         metrics: WorkerMetrics | None = None,
         sources: Sequence[Source] = (),
         emit_topics: TopicDirectory | None = None,
@@ -239,15 +239,44 @@ class WorkerSession:
             fatal_task.cancel()
             await self._teardown(tasks, graceful=stop.is_set() and self._fatal is None)
 
+    def view(self) -> SessionView:
+        """What this session owns now, for a metrics scrape (call on the event loop).
+
+        Reads only the session's own objects, never the consumer: a consumer call from the loop
+        while the consumer thread waits for the loop in a rebalance callback could deadlock (as
+        `consumer_group_metadata()` does, docs/engine.md). The partitions' last stable offsets
+        come from librdkafka's statistics instead (`WorkerMetrics.consumer_stats`).
+        """
+        view = SessionView()
+        committer = self.committer
+        budget = self.partitions.memory
+        if budget is not None:
+            view.state_memory = (budget.usage(), budget.total_bytes)
+        now = int(time.time() * 1000)
+        for p, proc in list(self.partitions.processors.items()):
+            state_keys, state_bytes = proc.store.size()
+            view.partitions.append(
+                PartitionView(
+                    partition=p,
+                    next_offset=proc.position,
+                    committed_offset=committer.committed_offset(p),
+                    running_steps=len(proc.running),
+                    timers_pending=len(proc.timers),
+                    next_timer_due_ms=proc.next_timer_due(),
+                    purges_due=proc.expiries.due_count(now),
+                    next_purge_due_ms=proc.next_expiry_due(),
+                    runs=run_counts(proc.store),
+                    state_keys=state_keys,
+                    state_bytes=state_bytes,
+                )
+            )
+        return view
+
     def fail(self, exc: BaseException) -> None:
         """End the session from anywhere (e.g. a librdkafka callback)."""
         if self._fatal is None:
             self._fatal = exc
         self._loop.call_soon_threadsafe(self._fatal_event.set)
-
-    async def flush(self) -> None:
-        """Commit everything staged so far, now."""
-        await self.committer.flush()
 
     async def _consume_loop(self) -> None:
         consumer = self.consumer

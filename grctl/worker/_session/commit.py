@@ -1,7 +1,8 @@
 """The group commit: the only owner of batches, of the stores' uncommitted layers, and of the transaction.
 
 Everything a worker changes goes through the `GroupCommitter`: partition processors stage
-state writes and records into the open `Batch` (through the `Outbox` protocol they see), and
+state writes and records into the open `Batch` (through the `Outbox` port they see,
+`grctl.worker._partition.ports`), and
 one commit loop publishes batch after batch, one Kafka transaction in flight at a time, while
 the next batch accumulates (DESIGN.md §3). The protocol is `GroupCommitter.commit`, written as
 numbered steps in one function; `KafkaPublisher.publish` is its Kafka transaction.
@@ -9,8 +10,6 @@ numbered steps in one function; `KafkaPublisher.publish` is its Kafka transactio
 A batch's state writes of one partition are that partition store's layer for the batch (the
 store answers reads from it at once: read-your-writes); once the batch is sealed (step 2 of
 `commit`) nothing writes to it again, so the producer thread can read it without a copy.
-
-May import: `grctl.state`, `grctl.kafka`, confluent-kafka. Not the processor or the session.
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from grctl.engine import keys
 from grctl.kafka.topics import TopicNames
 from grctl.state.partition_store import PartitionStore, Writes
-from grctl.worker._clients import TRANSACTION_TIMEOUT_MS
-from grctl.worker._errors import SessionRestart
+from grctl.worker._session.clients import TRANSACTION_TIMEOUT_MS
+from grctl.worker._session.errors import SessionRestart
 
 logger = logging.getLogger("grctl.worker")
 
@@ -96,14 +95,16 @@ class RecordRefused(Exception):
         topic: the record's topic.
         size: key plus value, in bytes.
         reason: librdkafka's error.
+        code: librdkafka's error name ("MSG_SIZE_TOO_LARGE", "TOPIC_AUTHORIZATION_FAILED", ...).
     """
 
-    def __init__(self, wf_id: str | None, topic: str, size: int, reason: str) -> None:
+    def __init__(self, wf_id: str | None, topic: str, size: int, reason: str, code: str = "MSG_SIZE_TOO_LARGE") -> None:
         super().__init__(f"a record of {size:,} bytes for {topic} (run of wf_id {wf_id!r}) was refused: {reason}")
         self.wf_id = wf_id
         self.topic = topic
         self.size = size
         self.reason = reason
+        self.code = code
 
 
 @dataclass(slots=True)
@@ -128,39 +129,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.records) + sum(len(w) for w in self.state.values())
-
-
-class Outbox(Protocol):
-    """What a partition processor may do with the open batch."""
-
-    def stage(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Write a state key (None deletes) in the open batch."""
-        ...
-
-    def produce(
-        self,
-        topic: str,
-        partition: int,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]] | None = None,
-        origin: str | None = None,
-    ) -> None:
-        """Add a record to the open batch (`origin`: the workflow id whose transition made it)."""
-        ...
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run `callback` once the open batch has committed."""
-        ...
-
-    def offsets_moved(self) -> None:
-        """The processor's consumer position moved: commit it with the next batch, or soon."""
-        ...
-
-    @property
-    def full(self) -> bool:
-        """The open batch holds more than `MAX_BATCH_RECORDS`."""
-        ...
 
 
 class Publisher(Protocol):
@@ -202,7 +170,8 @@ class GroupCommitter:
         self._publisher = publisher
         self._batch = Batch(1)
         self._owned: dict[int, _Owned] = {}
-        #: Source partitions (topic, partition): their position and last committed offset (`grctl.worker.sources`).
+        #: Source partitions (topic, partition): their position and last committed offset
+        #: (`grctl.worker._edges.sources`).
         self._sources: dict[tuple[str, int], _SourceOwned] = {}
         self._dirty = asyncio.Event()
         self._offsets_dirty = False
@@ -211,7 +180,6 @@ class GroupCommitter:
         self._lock = asyncio.Lock()
         #: Why the last transaction failed (then nothing commits any more: the session restarts).
         self.failure: BaseException | None = None
-        self.stats = {"commits": 0, "records": 0}
 
     # ------------------------------------------------------------------ partitions
 
@@ -358,8 +326,6 @@ class GroupCommitter:
                 self._drop_uncommitted()
                 self.failure = exc
                 raise SessionRestart(f"transaction failed: {exc}") from exc
-        self.stats["commits"] += 1
-        self.stats["records"] += len(batch.records)
         self._last_batch_records = len(batch)
         # 4. The batch's layers become committed, with the changelog offset each partition
         #    reached (its restore checkpoint once flushed to RocksDB).
@@ -387,6 +353,42 @@ class GroupCommitter:
         for owned in self._owned.values():
             owned.store.drop_uncommitted()
         self._batch = Batch(self._batch.id + 1)
+
+
+class CommitObserver(Protocol):
+    """What sees each transaction (the worker's metrics)."""
+
+    def transaction_committed(self, seconds: float, size: int) -> None:
+        """A transaction of `size` records and state writes committed after `seconds`."""
+        ...
+
+    def transaction_failed(self) -> None:
+        """A transaction did not commit."""
+        ...
+
+
+class TimedPublisher:
+    """A `Publisher` that times each transaction and tells a `CommitObserver` of it.
+
+    Args:
+        inner: the real publisher (`KafkaPublisher`).
+        observer: what sees each transaction.
+    """
+
+    def __init__(self, inner: Publisher, observer: CommitObserver) -> None:
+        self._inner = inner
+        self._observer = observer
+
+    async def publish(self, batch: Batch, offsets: list[tuple[int, int]]) -> dict[int, int]:
+        """Publish through the real publisher; see `Publisher.publish`."""
+        t0 = time.perf_counter()
+        try:
+            result = await self._inner.publish(batch, offsets)
+        except Exception:  # as GroupCommitter.commit: the transaction did not commit
+            self._observer.transaction_failed()
+            raise
+        self._observer.transaction_committed(time.perf_counter() - t0, len(batch))
+        return result
 
 
 class KafkaPublisher:
@@ -510,7 +512,7 @@ class KafkaPublisher:
                 if not refusal.retriable() and not refusal.fatal():
                     # The topic went away, or this principal may not write it: that run fails
                     # in the next session, the others go on (see Worker._quarantine_refused).
-                    raise RecordRefused(origin, topic, size, f"{refusal.name()}: {refusal.str()}")
+                    raise RecordRefused(origin, topic, size, f"{refusal.name()}: {refusal.str()}", refusal.name())
             t1 = time.monotonic()
             # d. The consumed offsets, in the transaction.
             if offsets or batch.source_offsets:
@@ -567,7 +569,7 @@ def _produce(
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and not err.retriable() and not err.fatal():
                 run = origin if origin is not None else keys.wf_id_of(key or b"")  # state keys name their run
-                raise RecordRefused(run, topic, len(key or b"") + len(value or b""), err.str()) from exc
+                raise RecordRefused(run, topic, len(key or b"") + len(value or b""), err.str(), err.name()) from exc
             raise
 
 
