@@ -235,7 +235,7 @@ def probe(servers: str, ns: str, target: Path) -> dict[str, Any]:
     """Time a restore of all the namespace's state partitions into fresh stores."""
     from grctl.engine import keys as key_layout
     from grctl.state.partition_store import PartitionStore
-    from grctl.worker._restore import restore_partition
+    from grctl.worker._session.restore import restore_partition
 
     conn = asyncio.run(Connection.connect(servers, ns, create_namespace=False))
     t0 = time.perf_counter()

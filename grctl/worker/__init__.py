@@ -6,7 +6,8 @@ from grctl.worker.sources import SendEvent, Source, SourceRecord, StartRun
 from grctl.worker.worker import Worker
 from grctl.workflow.child import ChildOutcome
 from grctl.workflow.context import Context
-from grctl.workflow.task import task
+# Through the compat module: importing `grctl.worker.task` later must not rebind `task` to it.
+from grctl.worker.task import task
 
 __all__ = [
     "ChildOutcome",

@@ -102,3 +102,14 @@ def test_tracing_off_loads_no_opentelemetry() -> None:
         "assert not grctl.tracing.enabled() and grctl.tracing.current_traceparent() is None"
     )
     assert not {m for m in loaded if m.startswith("opentelemetry")}
+
+
+def test_the_task_decorator_stays_a_function_whatever_is_imported_first() -> None:
+    """`grctl.worker.task` is both a compat module and the decorator `grctl.worker` exports:
+    importing the module after the package must not turn the package's `task` into it."""
+    code = (
+        "import types, grctl.worker, grctl.worker.task\n"
+        "from grctl.worker import task\n"
+        "assert callable(task) and not isinstance(task, types.ModuleType), task"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=ROOT)
