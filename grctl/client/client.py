@@ -123,6 +123,8 @@ def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
         waiting_for_event=bool(payload.get("waiting")),
         wait_deadline=ts(payload.get("wait_due_ms")),
         pending_events=payload.get("pending_events", 0),
+        version=payload.get("version", 1),
+        awaiting=payload.get("awaiting"),
     )
 
 
@@ -269,6 +271,8 @@ class Client:
         input: Any | None = None,  # the original's parameter name
         timeout: timedelta | None = None,
         return_type: type | None = None,
+        *,
+        version: int | None = None,
     ) -> WorkflowHandle:
         """Start a run and wait until a worker accepted it.
 
@@ -278,6 +282,9 @@ class Client:
             input: the start handler's input (dict → keyword arguments).
             timeout: the workflow timeout: the run is timed out (durably) after this long.
             return_type: convert the result to this type.
+            version: the version of the type to run (default: the newest the owning worker
+                serves). A version no worker owning the run serves starts, and waits with status
+                awaiting_code until one does.
 
         Raises:
             WorkflowAlreadyRunningError: a run with this id is active.
@@ -287,6 +294,8 @@ class Client:
         non_empty_str(type, "type")
         non_empty_str(id, "id")
         timeout_ms = positive_ms(timeout, "timeout")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+            raise InvalidArgumentError(f"version must be an integer >= 1, got {version!r}", argument="version")
         io = await self._ensure()
         run_id = str(ULID())
         request_id = str(ULID())
@@ -306,7 +315,7 @@ class Client:
                     id,
                     lambda to: StartCmd(
                         wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms, reply_to=to,
-                        traceparent=traceparent,
+                        traceparent=traceparent, version=version,
                     ),
                     START_ACK_TIMEOUT_S,
                     "start input",
@@ -342,9 +351,11 @@ class Client:
         input: Any | None = None,
         timeout: timedelta | None = None,
         return_type: type | None = None,
+        *,
+        version: int | None = None,
     ) -> Any:
         """Start a run and wait for its result (the workflow timeout bounds the wait too)."""
-        handle = await self.start_workflow(type, id, input, timeout, return_type)
+        handle = await self.start_workflow(type, id, input, timeout, return_type, version=version)
         return await handle.result(timeout=timeout.total_seconds() if timeout else None)
 
     async def describe(self, wf_id: str) -> RunInfo:

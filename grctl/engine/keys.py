@@ -16,6 +16,7 @@ every printable character, so all keys of one workflow id (or one run) are conti
 | children | `c/<wf_id>\\0<run_id>\\0<child wf_id>` | a child's outcome dict |
 | run index | `x/<status>\0<newest first:016d>\0<wf_id>` | the run id: every latest run, by status, newest first |
 | run counts | `n/<status>\0<wf_type>` | how many latest runs have that status and type |
+| version counts | `v/<wf_type>\0<version:08d>\0<status>` | runs not ended of a type and version, by status (0 kept) |
 | partition | `p/<name>` | per-partition facts kept in the changelog (`p/retention`: every ended run has a timer) |
 | meta | `m/checkpoint` | the changelog offset RocksDB has reached, and when (RocksDB only, never produced) |
 """
@@ -41,6 +42,7 @@ META_PREFIX: Final = b"m/"
 PARTITION_PREFIX: Final = b"p/"
 INDEX_PREFIX: Final = b"x/"
 COUNT_PREFIX: Final = b"n/"
+VERSION_PREFIX: Final = b"v/"
 SEP: Final = b"\x00"
 
 #: Set once every ended run of the partition has a retention timer (runs ended before
@@ -49,6 +51,9 @@ RETENTION_MARKER: Final = PARTITION_PREFIX + b"retention"
 #: Set once the run index and counts of the partition hold every run (runs of older workers
 #: are indexed when their partition is first assigned).
 INDEX_MARKER: Final = PARTITION_PREFIX + b"index"
+#: Set once the version counts of the partition hold every run not ended (runs of older
+#: workers are counted, as version 1, when their partition is first assigned).
+VERSIONS_MARKER: Final = PARTITION_PREFIX + b"versions"
 #: Started times are stored as this minus the time, so that the index sorts newest first.
 _NEWEST_FIRST: Final = 10**16 - 1
 
@@ -160,6 +165,17 @@ def count_of_key(key: bytes) -> tuple[str, str]:
     """(status, workflow type) of a count key."""
     status, _, wf_type = key[len(COUNT_PREFIX) :].partition(SEP)
     return status.decode(), wf_type.decode()
+
+
+def version_count_key(wf_type: str, version: int, status: str) -> bytes:
+    """Key of the count of latest runs of one type and version with one (non-terminal) status."""
+    return VERSION_PREFIX + wf_type.encode() + SEP + b"%08d" % version + SEP + status.encode()
+
+
+def version_count_of_key(key: bytes) -> tuple[str, int, str]:
+    """(workflow type, version, status) of a version count key."""
+    wf_type, version, status = key[len(VERSION_PREFIX) :].split(SEP)
+    return wf_type.decode(), int(version), status.decode()
 
 
 def wf_id_of(key: bytes) -> str | None:

@@ -61,18 +61,39 @@ TERMINAL_STATE: Final[dict[RunStatus, RunStateKind]] = {
 
 
 class Catalog(Protocol):
-    """What the state machine needs to know about the workflow definitions a worker serves."""
+    """What the state machine needs to know about the workflow definitions a worker serves.
+
+    A workflow type may be served in several versions (`Workflow(..., version=2)`); a run
+    executes on the version it records (pinned), or moves to the newest served one at its next
+    step when its version was declared `upgrade="auto"`.
+    """
 
     def has_type(self, wf_type: str) -> bool:
-        """True if this worker serves `wf_type`."""
+        """True if this worker serves some version of `wf_type`."""
         ...
 
-    def step_timeout_ms(self, wf_type: str, step: str) -> int | None:
-        """The timeout of a step or event handler (None: the engine default)."""
+    def versions(self, wf_type: str) -> list[int]:
+        """The versions of `wf_type` this worker serves, oldest first (empty: none)."""
         ...
 
-    def has_event(self, wf_type: str, name: str) -> bool:
-        """True if `name` is an event handler (or a step usable as one) of `wf_type`."""
+    def upgrade_auto(self, wf_type: str, version: int) -> bool:
+        """True if that version of `wf_type` declared `upgrade="auto"` (False if not served)."""
+        ...
+
+    def has_step(self, wf_type: str, version: int, step: str) -> bool:
+        """True if this worker serves that version of `wf_type` with a handler named `step`."""
+        ...
+
+    def step_timeout_ms(self, wf_type: str, version: int, step: str) -> int | None:
+        """The timeout of a step or event handler of that version (None: the engine default)."""
+        ...
+
+    def has_event(self, wf_type: str, version: int, name: str) -> bool | None:
+        """Whether `name` is an event handler of that version (None: the version is not served here)."""
+        ...
+
+    def events(self, wf_type: str, version: int) -> list[str]:
+        """The event handlers of that version (empty if not served)."""
         ...
 
     def retention_ms(self, wf_type: str) -> int:
@@ -201,8 +222,8 @@ class Machine:
             kind=kind, wf_id=run.wf_id, run_id=run.run_id, ts_ms=now_ms, msg=msg, worker_id=self.worker_id
         )
 
-    def _step_timeout(self, wf_type: str, step: str) -> int:
-        t = self.catalog.step_timeout_ms(wf_type, step)
+    def _step_timeout(self, wf_type: str, version: int, step: str) -> int:
+        t = self.catalog.step_timeout_ms(wf_type, version, step)
         return t if t else defaults.STEP_TIMEOUT_MS
 
     def _dispatch(
@@ -214,7 +235,7 @@ class Machine:
         now_ms: int,
         timeout_ms: int | None = None,
     ) -> RunRecord:
-        """Make `step` the run's due step; the processor starts it once the transition is committed.
+        """Make `step` the run's due step; it executes at once if this worker serves its code, else the run parks.
 
         The step timeout bounds each execution of the step and is enforced by the executing
         worker (not a durable timer armed here): a worker crash must not eat into the budget
@@ -223,21 +244,96 @@ class Machine:
         if run.timer_due_ms is not None:
             tr.timers_clear.append(self._timer(run, run.timer_due_ms))
         seq = run.seq + 1
-        timeout = timeout_ms or self._step_timeout(run.wf_type, step)
         run = msgspec.structs.replace(
             run,
             state=RunStateKind.step,
-            status=RunStatus.running,
             seq=seq,
             step=step,
             step_payload=payload,
-            step_timeout_ms=timeout,
+            step_timeout_ms=timeout_ms,
             wait_timeout_ms=None,
             wait_on_timeout=None,
             timer_due_ms=None,
+            awaits=None,
         )
-        tr.execute = True
-        return run
+        return self._run_or_park(tr, run, now_ms, keep_timeout=timeout_ms is not None)
+
+    def _run_or_park(self, tr: Transition, run: RunRecord, now_ms: int, *, keep_timeout: bool = False) -> RunRecord:
+        """The due step of `run` (state step) executes on the code its run needs, or the run parks.
+
+        1. A run whose version declared `upgrade="auto"` moves to the newest version this worker
+           serves with a handler for the step (never back to an older one).
+        2. If this worker serves the run's version with that handler, the step executes
+           (`execute`); a parked run resumes.
+        3. Otherwise the run parks: status awaiting_code, with what is missing; nothing fails,
+           its timers and inbox go on, and a worker that serves the code resumes it
+           (`resume_parked`, at its partition's assignment).
+        """
+        cat = self.catalog
+        step = run.step or ""
+        # 1. Auto-upgrade.
+        if run.upgrade_auto:
+            newer = [v for v in cat.versions(run.wf_type) if v > run.version and cat.has_step(run.wf_type, v, step)]
+            if newer:
+                to = newer[-1]
+                tr.history.append(
+                    self._hist(run, HistoryKind.run_upgraded, now_ms, {"from_version": run.version, "to_version": to})
+                )
+                run = msgspec.structs.replace(run, version=to, upgrade_auto=cat.upgrade_auto(run.wf_type, to))
+        # 2. Served: execute.
+        if cat.has_step(run.wf_type, run.version, step):
+            if run.status == RunStatus.awaiting_code:
+                tr.history.append(self._hist(run, HistoryKind.run_resumed, now_ms, {"version": run.version}))
+            timeout = run.step_timeout_ms if keep_timeout and run.step_timeout_ms else None
+            run = msgspec.structs.replace(
+                run,
+                status=RunStatus.running,
+                missing=None,
+                step_timeout_ms=timeout or self._step_timeout(run.wf_type, run.version, step),
+                upgrade_auto=cat.upgrade_auto(run.wf_type, run.version),
+            )
+            tr.execute = True
+            return run
+        # 3. Not served here: park.
+        missing = self._missing(run, step)
+        if run.status != RunStatus.awaiting_code or run.missing != missing:
+            tr.history.append(
+                self._hist(run, HistoryKind.run_parked, now_ms, {"missing": missing, "version": run.version})
+            )
+        tr.execute = False
+        return msgspec.structs.replace(run, status=RunStatus.awaiting_code, missing=missing)
+
+    def _missing(self, run: RunRecord, step: str) -> str:
+        """What a worker must serve for the run's due step."""
+        if run.version not in self.catalog.versions(run.wf_type):
+            return f"version {run.version} of workflow type {run.wf_type!r}"
+        return f"step {step!r} of workflow type {run.wf_type!r} version {run.version}"
+
+    def resume_parked(self, run: RunRecord, now_ms: int) -> Transition:
+        """A run awaiting code, seen by a worker that owns it now: resumed if it serves the code (else SKIP)."""
+        if run.status != RunStatus.awaiting_code or run.state != RunStateKind.step or run.suspended_until_ms:
+            return SKIP
+        tr = Transition()
+        run = self._run_or_park(tr, run, now_ms)
+        if not tr.execute:
+            return SKIP  # still not served here: nothing changes (no second run.parked)
+        tr.run = run
+        return tr
+
+    def ensure_served(self, run: RunRecord, now_ms: int) -> Transition:
+        """Before a due step starts here: SKIP if this worker serves it as the run stands, else the
+        transition that parks the run, moves it to a newer version, or resumes it (executing)."""
+        step = run.step or ""
+        newer = run.upgrade_auto and any(
+            v > run.version and self.catalog.has_step(run.wf_type, v, step) for v in self.catalog.versions(run.wf_type)
+        )
+        if run.status == RunStatus.running and not newer and self.catalog.has_step(run.wf_type, run.version, step):
+            return SKIP
+        tr = Transition()
+        tr.run = self._run_or_park(tr, run, now_ms)
+        if not tr.execute and not tr.history:
+            return SKIP
+        return tr
 
     @staticmethod
     def _timer(run: RunRecord, due_ms: int) -> TimerEntry:
@@ -411,6 +507,9 @@ class Machine:
                 f"register it in a Worker(workflows=[...]) and restart the workers",
             )  # fmt: skip
             return tr
+        # The version asked for, else the newest this worker serves (a run asked on a version
+        # not served here starts, and parks until a worker that serves it owns its partition).
+        version = cmd.version if cmd.version is not None else self.catalog.versions(cmd.wf_type)[-1]
         new = RunRecord(
             run_id=cmd.run_id,
             wf_id=cmd.wf_id,
@@ -423,6 +522,8 @@ class Machine:
             parent=cmd.parent,
             watchers=[cmd.reply_to] if cmd.reply_to is not None else [],
             traceparent=cmd.traceparent,
+            version=version,
+            upgrade_auto=self.catalog.upgrade_auto(cmd.wf_type, version),
         )
         if cmd.reply_to is not None:
             to = cmd.reply_to
@@ -438,6 +539,7 @@ class Machine:
                     "parent_wf_id": cmd.parent.wf_id if cmd.parent else None,
                     "parent_run_id": cmd.parent.run_id if cmd.parent else None,
                     "timeout_ms": cmd.timeout_ms,
+                    "version": version,
                 },
             )
         )
@@ -505,7 +607,7 @@ class Machine:
                     )
                 )
             return tr
-        if not from_child and not self.catalog.has_event(run.wf_type, cmd.event_name):
+        if not from_child and not self._accepts_event(run, cmd.event_name):
             if cmd.reply_to:
                 tr.replies.append(
                     self._error_reply(
@@ -533,6 +635,18 @@ class Machine:
                 (cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id))
             )
         return tr
+
+    def _accepts_event(self, run: RunRecord, name: str) -> bool:
+        """An event the run's code handles, or that it cannot judge (its version is not served here:
+        the event is accepted and buffered, the run parks when it would handle it)."""
+        cat = self.catalog
+        known = cat.has_event(run.wf_type, run.version, name)
+        if known is None or known:
+            return True
+        # A run that upgrades at its next step handles the event on the newest version.
+        return run.upgrade_auto and any(
+            cat.has_event(run.wf_type, v, name) for v in cat.versions(run.wf_type) if v > run.version
+        )
 
     def on_watch(self, run: RunRecord | None, cmd: WatchCmd) -> Transition:
         """Describe the latest run, and if it is active, tell `reply_to` its outcome when it ends.
@@ -697,6 +811,7 @@ class Machine:
             timer_due_ms=None,
             wait_timeout_ms=out.wait_timeout_ms,
             wait_on_timeout=out.wait_on_timeout,
+            awaits=self.catalog.events(run.wf_type, run.version) or None,
         )
         if run.inbox_head < run.inbox_next:
             # Events arrived while the step ran: handle the oldest one now, in arrival order.
@@ -735,8 +850,8 @@ class Machine:
         if run.seq != timer.seq or run.timer_due_ms != timer.due_ms:
             return SKIP
         if timer.kind == TimerKind.resume and run.state == RunStateKind.step and run.suspended_until_ms is not None:
-            tr.run = msgspec.structs.replace(run, suspended_until_ms=None, timer_due_ms=None)
-            tr.execute = True
+            run = msgspec.structs.replace(run, suspended_until_ms=None, timer_due_ms=None)
+            tr.run = self._run_or_park(tr, run, now_ms, keep_timeout=True)
             return tr
         if timer.kind == TimerKind.wait and run.state == RunStateKind.wait:
             tr.history.append(self._hist(run, HistoryKind.wait_timed_out, now_ms, {"on_timeout": run.wait_on_timeout}))
@@ -775,5 +890,7 @@ class Machine:
             "wait_due_ms": run.timer_due_ms if run.state == RunStateKind.wait else None,
             "pending_events": run.inbox_next - run.inbox_head,
             "retain_until_ms": run.retain_until_ms,
+            "version": run.version,
+            "awaiting": run.missing,
         }
         return to, Reply(request_id=to.request_id, client_id=to.client_id, payload=info)

@@ -58,6 +58,8 @@ class StartCmd(_Cmd, tag="start"):
     reply_to: ReplyTo | None = None
     #: W3C trace context of the span that started the run (`grctl.tracing`); None: untraced.
     traceparent: str | None = None
+    #: The version of `wf_type` to start on (None: the newest the owning worker serves).
+    version: int | None = None
 
 
 class NextCmd(_Cmd, tag="next"):
@@ -252,6 +254,14 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     watchers: list[ReplyTo] = msgspec.field(default_factory=list)
     #: The start directive's trace context, so every step joins the run's trace (`grctl.tracing`).
     traceparent: str | None = None
+    #: The version of its workflow type the run executes on (pinned), and whether it moves to
+    #: the newest version served at its next step (its version declared `upgrade="auto"`).
+    version: int = 1
+    upgrade_auto: bool = False
+    #: With status awaiting_code: the code the run waits for (a version, a step, an event handler).
+    missing: str | None = None
+    #: While it waits: the events its version handles (the deploy check compares them with new code).
+    awaits: list[str] | None = None
     v: int = SCHEMA_VERSION
 
 

@@ -23,6 +23,9 @@ class HistoryKind(StrEnum):
     run_terminated = "run.terminated"
     run_timeout = "run.timeout"
     run_rejected = "run.rejected"
+    run_parked = "run.parked"
+    run_resumed = "run.resumed"
+    run_upgraded = "run.upgraded"
     wait_started = "wait.started"
     wait_timed_out = "wait.timed_out"
     event_received = "event.received"
@@ -42,6 +45,9 @@ class HistoryKind(StrEnum):
     sleep_recorded = "sleep.recorded"
     child_started = "child.started"
     parent_event_sent = "parent.event_sent"
+    child_event_sent = "child.event_sent"
+    child_cancel_requested = "child.cancel_requested"
+    patch_recorded = "patch.recorded"
 
 
 TERMINAL_KINDS = frozenset(
@@ -69,6 +75,7 @@ class RunStarted(_Payload):
     parent_wf_id: str | None = None
     parent_run_id: str | None = None
     timeout_ms: int | None = None
+    version: int = 1
 
 
 class RunCompleted(_Payload):
@@ -215,6 +222,48 @@ class ParentEventSent(_Payload):
     parent_wf_id: str | None = None
 
 
+class RunParked(_Payload):
+    """grctl extension: the run needs code no worker owning it serves; it waits for it (status awaiting_code)."""
+
+    missing: str = ""
+    version: int = 1
+
+
+class RunResumed(_Payload):
+    """grctl extension: a worker that serves the run's code resumed it."""
+
+    version: int = 1
+
+
+class RunUpgraded(_Payload):
+    """grctl extension: a run of a type declared `upgrade="auto"` moved to a newer version at its next step."""
+
+    from_version: int = 1
+    to_version: int = 1
+
+
+class ChildEventSent(_Payload):
+    """grctl extension: a step sent an event to one of its children (`handle.send`)."""
+
+    child_wf_id: str = ""
+    event_name: str = ""
+    payload: Any = None
+
+
+class ChildCancelRequested(_Payload):
+    """grctl extension: a step cancelled or terminated one of its children."""
+
+    child_wf_id: str = ""
+    reason: str | None = None
+    terminate: bool = False
+
+
+class PatchRecorded(_Payload):
+    """grctl extension: a step took the new branch of a patch (`ctx.patched`)."""
+
+    patch_id: str = ""
+
+
 PAYLOAD_TYPES: dict[HistoryKind, type[_Payload]] = {
     HistoryKind.run_scheduled: RunScheduled,
     HistoryKind.run_started: RunStarted,
@@ -244,6 +293,12 @@ PAYLOAD_TYPES: dict[HistoryKind, type[_Payload]] = {
     HistoryKind.sleep_recorded: SleepRecorded,
     HistoryKind.child_started: ChildWorkflowStarted,
     HistoryKind.parent_event_sent: ParentEventSent,
+    HistoryKind.run_parked: RunParked,
+    HistoryKind.run_resumed: RunResumed,
+    HistoryKind.run_upgraded: RunUpgraded,
+    HistoryKind.child_event_sent: ChildEventSent,
+    HistoryKind.child_cancel_requested: ChildCancelRequested,
+    HistoryKind.patch_recorded: PatchRecorded,
 }
 
 

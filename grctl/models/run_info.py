@@ -15,6 +15,9 @@ class RunStatus(StrEnum):
     pending = "pending"
     scheduled = "scheduled"
     running = "running"
+    #: The run needs code no worker owning it serves (a version, a step, an event handler): it is
+    #: parked, not failed, and resumes once a worker that serves it owns its partition.
+    awaiting_code = "awaiting_code"
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
@@ -56,6 +59,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
         state: where the run is in its state machine.
         current_step: the step running or scheduled now, if any.
         timeout: workflow timeout in seconds, if one was set.
+        version: the version of its workflow type the run executes on.
+        awaiting: with status `awaiting_code`, the code it waits for ("step 'ship' of Order v1").
     """
 
     id: str
@@ -79,3 +84,5 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     wait_deadline: datetime | None = None
     pending_events: int = 0
     history_seq_id: int = 0
+    version: int = 1
+    awaiting: str | None = None

@@ -24,7 +24,7 @@ from grctl.engine.retry import SESSION_HEALTHY_S, session_restart_delay
 from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError, StateError
 from grctl.kafka.acls import authorization_error
 from grctl.kafka.connection import Connection
-from grctl.kafka.settings_topic import SETTINGS_REFRESH_S, NamespaceSettings, read_settings
+from grctl.kafka.settings_topic import SETTINGS_REFRESH_S, read_settings
 from grctl.settings import EngineSettings
 from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB, StoreMemory
 from grctl.worker._edges.schema_registry import ENV_URL, RecordField, RegistryDecoder, SchemaRegistry
@@ -33,6 +33,7 @@ from grctl.worker._observe.http import MetricsServer
 from grctl.worker._observe.metrics import WorkerMetrics
 from grctl.worker._partition.ports import Refusal
 from grctl.worker._session.commit import RecordRefused
+from grctl.worker._session.served import Served, ServedCatalog
 from grctl.worker._session.session import SessionRestart, WorkerSession
 from grctl.worker._session.topics import TopicDirectory
 from grctl.workflow.workflow import Workflow
@@ -46,31 +47,6 @@ RESTARTS_BEFORE_ERROR = 3
 QUARANTINE_MAX = 10_000
 #: The metrics endpoint listens on every interface: probes and scrapes come from outside the pod.
 DEFAULT_METRICS_HOST = "0.0.0.0"
-
-
-class _Catalog:
-    def __init__(self, workflows: dict[str, Workflow]) -> None:
-        self._wfs = workflows
-        #: The namespace's settings (run retention), read at every session start and refreshed.
-        self.settings = NamespaceSettings()
-
-    def retention_ms(self, wf_type: str) -> int:
-        return self.settings.retention_ms(wf_type)
-
-    def has_type(self, wf_type: str) -> bool:
-        return wf_type in self._wfs
-
-    def step_timeout_ms(self, wf_type: str, step: str) -> int | None:
-        wf = self._wfs.get(wf_type)
-        return wf.timeout_ms_for(step) if wf is not None else None
-
-    def has_event(self, wf_type: str, name: str) -> bool:
-        wf = self._wfs.get(wf_type)
-        return wf is not None and wf.has_event(name)
-
-    def results_topic(self, wf_type: str) -> str | None:
-        wf = self._wfs.get(wf_type)
-        return wf.results_topic if wf is not None else None
 
 
 class _StateDirLock:
@@ -154,19 +130,8 @@ class Worker:
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
-        types: dict[str, Workflow] = {}
-        problems = []
-        for wf in workflows:
-            if not isinstance(wf, Workflow):
-                problems.append(f"{wf!r} is not a Workflow")
-                continue
-            if wf.workflow_type in types:
-                problems.append(f"workflow type {wf.workflow_type!r} is listed twice")
-            try:
-                wf.validate()
-            except RegistrationError as exc:
-                problems.append(str(exc))
-            types[wf.workflow_type] = wf
+        served = Served(workflows)
+        problems = served.problems
         seen_topics: set[str] = set()
         for src in sources or []:
             if not isinstance(src, Source):
@@ -203,7 +168,7 @@ class Worker:
             raise InvalidArgumentError(
                 f"max_concurrent_steps must be >= 1, got {max_concurrent_steps}", argument="max_concurrent_steps"
             )
-        self._workflows = types
+        self._served = served
         self._connection = connection
         self._codec = codec or default_codec()
         self._state_dir = Path(state_dir) if state_dir is not None else None
@@ -217,7 +182,7 @@ class Worker:
         self._metrics_host = metrics_host
         self.metrics: WorkerMetrics | None = None
         self._metrics_server: MetricsServer | None = None
-        digest = hashlib.md5("|".join(sorted(types)).encode(), usedforsecurity=False).hexdigest()
+        digest = hashlib.md5("|".join(sorted(served.types())).encode(), usedforsecurity=False).hexdigest()
         self.worker_name = digest[:5]
         self.worker_id = f"w_{self.worker_name}.{secrets.token_hex(1)}@{socket.gethostname()}"
         self._stop = asyncio.Event()
@@ -252,7 +217,7 @@ class Worker:
     @property
     def workflows(self) -> list[Workflow]:
         """The workflows this worker serves."""
-        return list(self._workflows.values())
+        return list(self._served)
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -311,7 +276,9 @@ class Worker:
             conn = self._connection or await Connection.connect()
             self._connection = conn
             results = {
-                wf.results_topic: f"the results topic of {t!r}" for t, wf in self._workflows.items() if wf.results_topic
+                wf.results_topic: f"the results topic of {wf.workflow_type!r}"
+                for wf in self._served
+                if wf.results_topic
             }
             results.update({src.topic: "a source topic" for src in self._sources})
             self._topics = TopicDirectory(AdminClient(conn.client_config()))
@@ -331,12 +298,12 @@ class Worker:
             self._startup_error = exc
             self._done.set()
             raise
-        catalog = _Catalog(self._workflows)
+        catalog = ServedCatalog(self._served)
         machine = Machine(catalog, self.worker_id)
         refresh = asyncio.create_task(self._refresh_settings(conn, catalog), name="grctl-settings")
         logger.info(
             "worker %s starting: namespace %s, %d partitions, types %s, state %s",
-            self.worker_id, conn.namespace, conn.num_partitions, sorted(self._workflows), state_dir,
+            self.worker_id, conn.namespace, conn.num_partitions, self._served.describe(), state_dir,
         )  # fmt: skip
         failures = 0  # sessions failed in a row
         loop = asyncio.get_running_loop()
@@ -354,7 +321,7 @@ class Worker:
                     continue
                 session = WorkerSession(
                     connection=conn,
-                    workflows=self._workflows,
+                    served=self._served,
                     machine=machine,
                     codec=self._codec,
                     worker_id=self.worker_id,
@@ -399,7 +366,7 @@ class Worker:
             self._done.set()
             logger.info("worker %s stopped", self.worker_id)
 
-    async def _refresh_settings(self, conn: Connection, catalog: _Catalog) -> None:
+    async def _refresh_settings(self, conn: Connection, catalog: ServedCatalog) -> None:
         """Read the namespace's settings again now and then (a changed retention applies to runs ending later)."""
         loop = asyncio.get_running_loop()
         while True:

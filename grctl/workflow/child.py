@@ -62,11 +62,14 @@ class _InStep:
         self._rt = runtime
         self.codec = codec
 
-    def _journaled(self, kind: str, name: str, send: Callable[[], None]) -> None:
+    def _journaled(
+        self, kind: str, name: str, send: Callable[[], None], event: tuple[str, dict[str, Any]]
+    ) -> None:
         rt = self._rt
         if rt.next_recorded(kind, name) is not None:
             return  # sent by an earlier execution of this step
         send()
+        rt.history(event[0], event[1], f"{kind}:{rt.position}")
         rt.append(kind, name, None)
 
     async def send_event(self, wf_id: str, event_name: str, payload: Any = None, run_id: str | None = None) -> None:
@@ -78,6 +81,7 @@ class _InStep:
             lambda: rt.sink.send_event(
                 rt, wf_id=wf_id, run_id=run_id, event_name=event_name, payload=raw, event_id=str(ULID())
             ),
+            ("child.event_sent", {"child_wf_id": wf_id, "event_name": event_name, "payload": raw}),
         )
 
     async def cancel_run(
@@ -88,6 +92,7 @@ class _InStep:
             "child_terminate" if terminate else "child_cancel",
             wf_id,
             lambda: rt.sink.cancel_run(rt, wf_id=wf_id, run_id=run_id, reason=reason, terminate=terminate),
+            ("child.cancel_requested", {"child_wf_id": wf_id, "reason": reason, "terminate": terminate}),
         )
 
     async def describe(self, wf_id: str) -> RunInfo:

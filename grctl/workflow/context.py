@@ -317,6 +317,51 @@ class Context:
             operation_id,
         )
 
+    # ------------------------------------------------------------------ changing code
+
+    def patched(self, patch_id: str) -> bool:
+        """True where this run takes the new branch of a code change made while runs were in flight.
+
+        ```python
+        if ctx.patched("send-sms"):
+            await send_sms(order)        # new code
+        else:
+            await send_email(order)      # what runs that already passed here did
+        ```
+
+        On a live call it records a marker in the step's journal (and `patch.recorded` in
+        history) and returns True. When the step re-executes, it returns True only where the
+        recorded execution took that branch (the marker is at this position), False where the
+        journal holds something else: the code the run already executed goes on the same way.
+        Once no run can still need the old branch, keep only the new code and call
+        `deprecate_patch` in place of `patched` (Temporal's semantics).
+
+        Args:
+            patch_id: names the change; unique within the workflow type.
+        """
+        non_empty_str(patch_id, "patch_id")
+        rt = self._rt
+        recorded = rt.peek()
+        if recorded is not None:
+            if recorded.kind == "patch" and recorded.name == patch_id:
+                rt.advance()
+                return True
+            return False  # the recorded execution passed here before the patch existed
+        rt.history("patch.recorded", {"patch_id": patch_id}, f"patch:{rt.position}")
+        rt.append("patch", patch_id, None)
+        return True
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The code of `patched(patch_id)` is the only code now: replay a recorded marker, record none.
+
+        Args:
+            patch_id: the patch whose old branch was removed.
+        """
+        non_empty_str(patch_id, "patch_id")
+        recorded = self._rt.peek()
+        if recorded is not None and recorded.kind == "patch" and recorded.name == patch_id:
+            self._rt.advance()
+
     # ------------------------------------------------------------------ child workflows
 
     async def start_child(

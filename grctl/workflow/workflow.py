@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from grctl import defaults
 from grctl.errors import DuplicateHandlerError, InvalidArgumentError, RegistrationError
@@ -74,7 +74,14 @@ class Workflow:
         workflow_type: the type name clients start runs with (no dots, not empty).
     """
 
-    def __init__(self, workflow_type: str, *, results_topic: str | None = None) -> None:
+    def __init__(
+        self,
+        workflow_type: str,
+        *,
+        results_topic: str | None = None,
+        version: int = 1,
+        upgrade: Literal["pinned", "auto"] = "pinned",
+    ) -> None:
         """A workflow type.
 
         Args:
@@ -84,6 +91,14 @@ class Workflow:
                 ended_ms, duration_ms, parent_wf_id; a ``grctl.status`` header), in the
                 transaction that ends the run: exactly one record per ended run for
                 `read_committed` readers. The topic must exist when the worker starts.
+            version: the version of the type this definition is (1, 2, ...). A worker may serve
+                several versions of one type; a run starts on the newest its worker serves (or
+                the one the client names) and records it. Runs execute on their own version's
+                handlers (pinned): change the code of a type under a new version while runs of
+                the old one are in flight (README "Changing workflow code").
+            upgrade: "pinned" (default): runs started on this version finish on it. "auto":
+                they move to the newest version served at their next step; a step that changed
+                branches on `ctx.patched(...)`.
         """
         if not isinstance(workflow_type, str) or not workflow_type.strip():
             raise InvalidArgumentError(f"workflow_type must be a non-empty string, got {workflow_type!r}")
@@ -101,9 +116,15 @@ class Workflow:
                 "the engine's grctl.* topics",
                 argument="results_topic",
             )
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InvalidArgumentError(f"version must be an integer >= 1, got {version!r}", argument="version")
+        if upgrade not in ("pinned", "auto"):
+            raise InvalidArgumentError(f'upgrade must be "pinned" or "auto", got {upgrade!r}', argument="upgrade")
         self._type = workflow_type
         self._h = _Handlers()
         self.results_topic = results_topic
+        self.version = version
+        self.upgrade = upgrade
 
     @property
     def workflow_type(self) -> str:
@@ -252,4 +273,6 @@ class Workflow:
             raise RegistrationError(f"workflow {self._type!r} is invalid: " + "; ".join(problems))
 
     def __repr__(self) -> str:
-        return f"Workflow({self._type!r})"
+        if self.version == 1 and self.upgrade == "pinned":
+            return f"Workflow({self._type!r})"
+        return f"Workflow({self._type!r}, version={self.version}, upgrade={self.upgrade!r})"

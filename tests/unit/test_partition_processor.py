@@ -57,11 +57,23 @@ class Catalog:
     def has_type(self, wf_type: str) -> bool:
         return wf_type == "Order"
 
-    def step_timeout_ms(self, wf_type: str, step: str) -> int | None:
+    def versions(self, wf_type: str) -> list[int]:
+        return [1] if self.has_type(wf_type) else []
+
+    def upgrade_auto(self, wf_type: str, version: int) -> bool:
+        return False
+
+    def has_step(self, wf_type: str, version: int, step: str) -> bool:
+        return version in self.versions(wf_type)  # every step name the tests use
+
+    def step_timeout_ms(self, wf_type: str, version: int, step: str) -> int | None:
         return None
 
-    def has_event(self, wf_type: str, name: str) -> bool:
-        return name == "approve"
+    def has_event(self, wf_type: str, version: int, name: str) -> bool | None:
+        return name == "approve" if version in self.versions(wf_type) else None
+
+    def events(self, wf_type: str, version: int) -> list[str]:
+        return ["approve"] if version in self.versions(wf_type) else []
 
     def retention_ms(self, wf_type: str) -> int:
         return RETENTION_MS

@@ -81,7 +81,13 @@ def list_page(store: PartitionStore, cmd: ListCmd) -> dict[str, Any]:
     if frontier is not None:
         rows = [r for r in rows if r[0] <= frontier]
     runs = [[pos, row_info(run)] for pos, run in rows[:limit]]
-    return {"runs": runs, "frontier": frontier, "full": full, "counts": counts(store) if cmd.counts else None}
+    return {
+        "runs": runs,
+        "frontier": frontier,
+        "full": full,
+        "counts": counts(store) if cmd.counts else None,
+        "versions": version_counts(store) if cmd.counts else None,
+    }
 
 
 def row_info(run: RunRecord) -> dict[str, Any]:
@@ -100,4 +106,16 @@ def counts(store: PartitionStore) -> dict[str, dict[str, int]]:
     for key, raw in store.scan(keys.COUNT_PREFIX):
         status, wf_type = keys.count_of_key(key)
         out.setdefault(status, {})[wf_type] = _count_decoder.decode(raw)
+    return out
+
+
+def version_counts(store: PartitionStore) -> dict[str, dict[int, dict[str, int]]]:
+    """How many latest runs not ended the partition holds, by type, version and status.
+
+    A version once counted stays (with 0): "Order v1: 0 runs open" is its drain count.
+    """
+    out: dict[str, dict[int, dict[str, int]]] = {}
+    for key, raw in store.scan(keys.VERSION_PREFIX):
+        wf_type, version, status = keys.version_count_of_key(key)
+        out.setdefault(wf_type, {}).setdefault(version, {})[status] = _count_decoder.decode(raw)
     return out

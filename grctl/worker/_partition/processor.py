@@ -230,6 +230,7 @@ class PartitionProcessor:
                 or before.status != after.status
                 or before.run_id != after.run_id
                 or before.started_ms != after.started_ms
+                or before.version != after.version
             ):
                 writes.extend(self._index_writes(wf_id, before, after))
         if run is not None:
@@ -351,6 +352,19 @@ class PartitionProcessor:
                 raw = self.store.get(key)
                 n = (count_decoder.decode(raw) if raw is not None else 0) + delta
                 out.append((key, encoder.encode(n) if n > 0 else None))
+        # The drain counts: runs not ended, by type, version and status (kept at 0).
+        vdeltas: dict[bytes, int] = {}
+        if before is not None and before.status not in TERMINAL_STATUSES:
+            key = keys.version_count_key(before.wf_type, before.version, before.status)
+            vdeltas[key] = vdeltas.get(key, 0) - 1
+        if after is not None and after.status not in TERMINAL_STATUSES:
+            key = keys.version_count_key(after.wf_type, after.version, after.status)
+            vdeltas[key] = vdeltas.get(key, 0) + 1
+        for key, delta in vdeltas.items():
+            if delta:
+                raw = self.store.get(key)
+                n = (count_decoder.decode(raw) if raw is not None else 0) + delta
+                out.append((key, encoder.encode(max(n, 0))))
         return out
 
     def start(self) -> int:
@@ -381,11 +395,13 @@ class PartitionProcessor:
         """
         retention = self.store.get(keys.RETENTION_MARKER) is None
         index = self.store.get(keys.INDEX_MARKER) is None
-        if not (retention or index):
+        versions = self.store.get(keys.VERSIONS_MARKER) is None
+        if not (retention or index or versions):
             return
         now = now_ms()
         armed = 0
         counts: dict[bytes, int] = {}
+        open_runs: dict[bytes, int] = {}
         for key, raw in self.store.scan(keys.RUN_PREFIX):
             run = run_decoder.decode(raw)
             wf_id = keys.wf_id_of_run_key(key)
@@ -393,6 +409,9 @@ class PartitionProcessor:
                 self.stage(keys.index_key(run.status, run.started_ms, wf_id), run.run_id.encode())
                 count = keys.count_key(run.status, run.wf_type)
                 counts[count] = counts.get(count, 0) + 1
+            if versions and run.status not in TERMINAL_STATUSES:
+                vkey = keys.version_count_key(run.wf_type, run.version, run.status)
+                open_runs[vkey] = open_runs.get(vkey, 0) + 1
             if retention:
                 tr = self.services.machine.arm_retention(run, now)
                 if not tr.skipped:
@@ -404,6 +423,10 @@ class PartitionProcessor:
             self.stage(keys.INDEX_MARKER, b"1")
         if retention:
             self.stage(keys.RETENTION_MARKER, b"1")
+        if versions:
+            for vkey, n in open_runs.items():
+                self.stage(vkey, encoder.encode(n))
+            self.stage(keys.VERSIONS_MARKER, b"1")
         if armed or counts:
             logger.info(
                 "partition %d: indexed %d runs, armed retention for %d that ended before it existed",
@@ -553,6 +576,14 @@ class PartitionProcessor:
         cur = self.running.get(wf_id)
         if cur is not None and cur.seq == seq and cur.run_id == run.run_id and not cur.cancelled:
             return
+        # The step may have been made due by a worker with other code: this one must serve the
+        # run's version and step, else the run parks (or moves to a newer version, or resumes).
+        decision = self.services.machine.ensure_served(run, now_ms())
+        if not decision.skipped:
+            self.apply(decision, wf_id)  # a resumed or upgraded run starts from there
+            return
+        if run.status == RunStatus.awaiting_code:
+            return  # parked, and still not served here
         if cur is not None:
             self.cancel_step(wf_id, "superseded")
         rs = RunningStep(wf_id=wf_id, run_id=run.run_id, seq=seq)

@@ -32,6 +32,7 @@ from grctl.models.errors import ErrorDetails
 from grctl.models.history import HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.worker._edges.schema_registry import SchemaRegistry
+from grctl.worker._session.served import Served
 from grctl.worker._session.topics import TopicDirectory
 from grctl.workflow.context import Context
 from grctl.workflow.emit import EmitBuffer
@@ -42,7 +43,6 @@ from grctl.workflow.store import Store
 if TYPE_CHECKING:
     from grctl.worker._observe.metrics import WorkerMetrics
     from grctl.worker._partition.ports import RunningStep, StepHost
-    from grctl.workflow.workflow import Workflow
 
 #: Step deadlines are checked in slots of this many seconds (a step is cancelled this late at most).
 DEADLINE_SLOT_S = 0.05
@@ -100,7 +100,7 @@ class StepExecutor:
     """Executes steps (see the module docstring).
 
     Args:
-        workflows: the workflow definitions served, by type.
+        served: the workflow definitions served, by type and version.
         codec: the codec for user values.
         worker_id: for error messages.
         max_concurrent_steps: bound on steps executing at once.
@@ -111,7 +111,7 @@ class StepExecutor:
     def __init__(
         self,
         *,
-        workflows: dict[str, Workflow],
+        served: Served,
         codec: CodecRegistry,
         worker_id: str,
         max_concurrent_steps: int,
@@ -120,7 +120,7 @@ class StepExecutor:
         emit_topics: TopicDirectory | None = None,
         registry: SchemaRegistry | None = None,
     ) -> None:
-        self._workflows = workflows
+        self._served = served
         self._registry = registry
         self._metrics = metrics
         self._emit_topics = emit_topics
@@ -211,11 +211,10 @@ class StepExecutor:
         step_name = runtime.step_name
         token = runtime.activate()
         try:
-            wf = self._workflows.get(run.wf_type)
-            if wf is None:
+            wf = self._served.get(run.wf_type, run.version)
+            if wf is None:  # the processor parks such a run (`Machine.ensure_served`): an engine bug
                 raise WorkflowNotRegisteredError(
-                    f"workflow type {run.wf_type!r} is not registered in this worker ({self._worker_id}); "
-                    f"every worker of a namespace must serve the same workflow types"
+                    f"workflow type {run.wf_type!r} v{run.version} is not served by this worker ({self._worker_id})"
                 )
             cfg = wf.handler_for(step_name)
             if cfg is None:

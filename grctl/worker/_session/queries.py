@@ -15,26 +15,26 @@ from grctl.codec import CodecRegistry
 from grctl.engine.records import QueryCmd, Reply, ReplyCode, encoder
 from grctl.errors import PayloadTooLargeError
 from grctl.worker._session.executor import PartitionTasks, run_info_of
+from grctl.worker._session.served import Served
 from grctl.workflow.context import QueryContext
 from grctl.workflow.handlers import bind_arguments
 from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
     from grctl.worker._partition.ports import StepHost
-    from grctl.workflow.workflow import Workflow
 
 
 class QueryAnswerer:
     """Answers queries (see the module docstring).
 
     Args:
-        workflows: the workflow definitions served, by type.
+        served: the workflow definitions served, by type and version.
         codec: the codec for user values.
         tasks: where the query tasks are tracked (a revoke waits for them).
     """
 
-    def __init__(self, *, workflows: dict[str, Workflow], codec: CodecRegistry, tasks: PartitionTasks) -> None:
-        self._workflows = workflows
+    def __init__(self, *, served: Served, codec: CodecRegistry, tasks: PartitionTasks) -> None:
+        self._served = served
         self._codec = codec
         self._tasks = tasks
 
@@ -68,9 +68,16 @@ class QueryAnswerer:
             proc.send_reply(to, value, cmd.wf_id)
 
         run = proc.get_committed_run(cmd.wf_id)
-        wf = self._workflows.get(run.wf_type) if run is not None else None
-        if run is None or wf is None:
+        if run is None or run.wf_type not in self._served:
             reply(ok=False, code=ReplyCode.not_found, message=f"no run of workflow id {cmd.wf_id!r}")
+            return
+        wf = self._served.get(run.wf_type, run.version)
+        if wf is None:
+            message = (
+                f"the run of {cmd.wf_id!r} is on version {run.version} of {run.wf_type!r}, which the worker "
+                f"that owns it does not serve; ask again once a worker serving that version owns it"
+            )
+            reply(ok=False, code=ReplyCode.unknown_query, message=message)
             return
         cfg = wf.query_handler(cmd.name)
         if cfg is None:

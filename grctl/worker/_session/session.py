@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -55,11 +55,9 @@ from grctl.worker._session.errors import SessionRestart
 from grctl.worker._session.executor import PartitionTasks, StepExecutor
 from grctl.worker._session.queries import QueryAnswerer
 from grctl.worker._session.rebalance import Partitions
+from grctl.worker._session.served import Served
 from grctl.worker._session.timers import TimerLoop
 from grctl.worker._session.topics import TopicDirectory
-
-if TYPE_CHECKING:
-    from grctl.workflow.workflow import Workflow
 
 __all__ = ["SessionRestart", "WorkerSession"]
 
@@ -93,7 +91,7 @@ class WorkerSession:
         self,
         *,
         connection: Connection,
-        workflows: dict[str, Workflow],
+        served: Served,
         machine: Machine,
         codec: CodecRegistry,
         worker_id: str,
@@ -117,7 +115,7 @@ class WorkerSession:
         if emit_topics is not None:  # the records a step emits fit what this session's producer sends
             emit_topics.producer_max_bytes = limits.producer_max_bytes
         self._sources = {src.topic: src for src in sources}
-        self._workflows = workflows
+        self._served = served
         self._codec = codec
         self._limits = limits
         self.worker_id = worker_id
@@ -144,7 +142,7 @@ class WorkerSession:
         self.committer = GroupCommitter(TimedPublisher(self.publisher, metrics) if metrics else self.publisher)
         self.tasks = PartitionTasks()
         self.executor = StepExecutor(
-            workflows=workflows,
+            served=served,
             codec=codec,
             worker_id=worker_id,
             max_concurrent_steps=max_concurrent_steps,
@@ -153,7 +151,7 @@ class WorkerSession:
             emit_topics=emit_topics,
             registry=registry,
         )
-        queries = QueryAnswerer(workflows=workflows, codec=codec, tasks=self.tasks)
+        queries = QueryAnswerer(served=served, codec=codec, tasks=self.tasks)
         processors: dict[int, PartitionProcessor] = {}
         #: The consumer's last poll found no record (the timer loop may then purge at full speed).
         self.inputs_idle = False
@@ -191,7 +189,7 @@ class WorkerSession:
         return SourcePartition(
             self._sources[topic], partition, outbox=self.committer, topics=self.conn.topics,
             num_partitions=self.conn.num_partitions, codec=self._codec, limits=self._limits,
-            wf_types=frozenset(self._workflows), decoder=self._decoders.get((topic, "value")),
+            wf_types=frozenset(self._served.types()), decoder=self._decoders.get((topic, "value")),
             key_decoder=self._decoders.get((topic, "key")),
         )  # fmt: skip
 
