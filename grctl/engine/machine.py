@@ -467,7 +467,7 @@ class Machine:
         elif isinstance(rec, WatchCmd):
             tr = self.on_watch(run, rec)
         elif isinstance(rec, ChildDoneCmd) and not rec.event_name:
-            tr = self.on_child_done(run, rec)
+            tr = self.on_child_done(run, rec, now_ms)
         elif isinstance(rec, ChildDoneCmd):
             tr = self.on_event(
                 run,
@@ -677,11 +677,22 @@ class Machine:
         )
         return tr
 
-    def on_child_done(self, run: RunRecord | None, cmd: ChildDoneCmd) -> Transition:
-        """A child without a callback step ended: keep its outcome for the parent's awaiting step."""
+    def on_child_done(self, run: RunRecord | None, cmd: ChildDoneCmd, now_ms: int) -> Transition:
+        """A child without a callback step ended: keep its outcome for the parent's awaiting step.
+
+        Its history event lets a replay give the awaiting step the same outcome.
+        """
         if run is None or run.run_id != cmd.run_id or run.state not in ACTIVE_STATES:
             return SKIP  # the parent moved on: nobody can await this child any more
         tr = Transition(child_done=(cmd.child_wf_id, cmd.child_run_id, cmd.outcome))
+        tr.history.append(
+            self._hist(
+                run,
+                HistoryKind.child_completed,
+                now_ms,
+                {"child_wf_id": cmd.child_wf_id, "child_run_id": cmd.child_run_id, "outcome": cmd.outcome},
+            )
+        )
         tr.run = run
         return tr
 

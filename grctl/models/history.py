@@ -47,6 +47,7 @@ class HistoryKind(StrEnum):
     parent_event_sent = "parent.event_sent"
     child_event_sent = "child.event_sent"
     child_cancel_requested = "child.cancel_requested"
+    child_completed = "child.completed"
     patch_recorded = "patch.recorded"
 
 
@@ -258,6 +259,14 @@ class ChildCancelRequested(_Payload):
     terminate: bool = False
 
 
+class ChildCompleted(_Payload):
+    """grctl extension: a child without a callback step ended; its outcome is kept for the awaiting step."""
+
+    child_wf_id: str = ""
+    child_run_id: str = ""
+    outcome: Any = None
+
+
 class PatchRecorded(_Payload):
     """grctl extension: a step took the new branch of a patch (`ctx.patched`)."""
 
@@ -299,6 +308,7 @@ PAYLOAD_TYPES: dict[HistoryKind, type[_Payload]] = {
     HistoryKind.child_event_sent: ChildEventSent,
     HistoryKind.child_cancel_requested: ChildCancelRequested,
     HistoryKind.patch_recorded: PatchRecorded,
+    HistoryKind.child_completed: ChildCompleted,
 }
 
 

@@ -62,9 +62,7 @@ class _InStep:
         self._rt = runtime
         self.codec = codec
 
-    def _journaled(
-        self, kind: str, name: str, send: Callable[[], None], event: tuple[str, dict[str, Any]]
-    ) -> None:
+    def _journaled(self, kind: str, name: str, send: Callable[[], None], event: tuple[str, dict[str, Any]]) -> None:
         rt = self._rt
         if rt.next_recorded(kind, name) is not None:
             return  # sent by an earlier execution of this step
