@@ -3,11 +3,12 @@
 from grctl.errors import StoreKeyNotFoundError
 from grctl.worker.schema_registry import SchemaRegistry
 from grctl.worker.sources import SendEvent, Source, SourceRecord, StartRun
+
+# Through the compat module: importing `grctl.worker.task` later must not rebind `task` to it.
+from grctl.worker.task import task
 from grctl.worker.worker import Worker
 from grctl.workflow.child import ChildOutcome
 from grctl.workflow.context import Context
-# Through the compat module: importing `grctl.worker.task` later must not rebind `task` to it.
-from grctl.worker.task import task
 
 __all__ = [
     "ChildOutcome",
