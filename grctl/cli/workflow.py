@@ -17,7 +17,6 @@ import typer
 from rich.markup import escape
 from ulid import ULID
 
-from grctl.cli import reader
 from grctl.cli.common import (
     CommandFailed,
     connect,
@@ -37,6 +36,7 @@ from grctl.cli.common import (
     to_jsonable,
 )
 from grctl.cli.render import event_dict, event_line, info_dict, info_table, runs_table
+from grctl.client import reader
 from grctl.client.client import Client
 from grctl.errors import InvalidArgumentError
 from grctl.models.history import HistoryEvent

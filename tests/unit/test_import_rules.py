@@ -63,8 +63,10 @@ ALLOWED: dict[str, set[str]] = {
     },
     "cli": {"*"},
     "dev": {"errors"},
-    # The web UI reads like the CLI (grctl.cli.reader) and acts through a Client.
-    "ui": {*BASE, "settings", "models", "codec", "engine", "kafka", "client", "cli", "logging_setup"},
+    # The web UI reads with the client's readers (grctl.client.reader) and acts through a Client.
+    "ui": {*BASE, "settings", "models", "codec", "engine", "kafka", "client", "display", "logging_setup"},
+    # How values are shown (times, durations, compact JSON): the CLI's and the UI's.
+    "display": set(),
     "_lazy": set(),
     "_check": {"errors"},
     "logging_setup": set(),
