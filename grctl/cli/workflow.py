@@ -39,7 +39,7 @@ from grctl.cli.render import event_dict, event_line, info_dict, info_table, runs
 from grctl.client import reader
 from grctl.client.client import Client
 from grctl.errors import InvalidArgumentError
-from grctl.models.history import HistoryEvent
+from grctl.models.history import RUN_END_STATUS, HistoryEvent
 from grctl.models.run_info import RunInfo, RunStatus
 
 workflow_app = typer.Typer(
@@ -51,9 +51,6 @@ workflow_app = typer.Typer(
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of text.")]
 WfIdArg = Annotated[str, typer.Argument(metavar="ID", help="The workflow id.", show_default=False)]
-
-FAILED_STATUSES = {"failed", "cancelled", "timed_out", "terminated"}
-
 
 def _error_text(error: Any) -> str:
     if isinstance(error, dict):
@@ -210,18 +207,11 @@ def describe_cmd(wf_id: WfIdArg, as_json: JsonOption = False) -> None:
 
 def _wait_outcome(conn: Any, info: RunInfo, timeout: float | None) -> tuple[str, Any, Any]:
     """Follow the run's history until its terminal event: (status, result, error)."""
-    terminal = {
-        "run.completed": "completed",
-        "run.failed": "failed",
-        "run.cancelled": "cancelled",
-        "run.terminated": "terminated",
-        "run.timeout": "timed_out",
-    }
     for event in reader.iter_history(conn, info.wf_id, info.id, follow=True, timeout=timeout):
-        status = terminal.get(str(event.kind))
+        status = RUN_END_STATUS.get(event.kind)
         if status is not None:
             msg = to_jsonable(event.msg) or {}
-            return status, msg.get("result"), msg.get("error")
+            return status.value, msg.get("result"), msg.get("error")
     raise CommandFailed(f"the history of run {info.id} ended without a terminal event")
 
 

@@ -70,7 +70,7 @@ ALLOWED: dict[str, set[str]] = {
     "_lazy": set(),
     "_check": {"errors"},
     "logging_setup": set(),
-    "tracing": {"errors"},
+    "tracing": {"errors", "models"},
     "_fork": {"errors"},
     "__init__": {"*"},
     "__main__": {"cli"},
