@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from grctl import settings
 from grctl.dev import secure as _secure
 from grctl.dev._errors import LocalKafkaError
 from grctl.dev.java import JavaRuntime, chosen_java, parse_java_major, version_output
@@ -299,7 +300,7 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     """
     if home is not None and str(home):
         return Path(home).expanduser().resolve()
-    env = os.environ.get("GRCTL_DEV_HOME")
+    env = settings.dev_home()
     if env:
         return Path(env).expanduser().resolve()
     xdg = os.environ.get("XDG_CACHE_HOME")
@@ -1206,7 +1207,7 @@ def _log_opts(paths: _Paths, node_id: int) -> list[str]:
 
 
 def _spawn_node(java: JavaInfo, libs: Path, paths: _Paths, node: NodeSpec) -> int:
-    heap = shlex.split(os.environ.get("GRCTL_DEV_KAFKA_HEAP_OPTS") or DEFAULT_HEAP_OPTS)
+    heap = shlex.split(settings.dev_kafka_heap_opts() or DEFAULT_HEAP_OPTS)
     cmd = [
         java.path,
         *heap,

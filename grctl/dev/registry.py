@@ -62,6 +62,7 @@ from grctl.dev.kafka import (
     find_maven,
     resolve_home,
 )
+from grctl.settings import dev_maven_settings
 
 __all__ = [
     "DEFAULT_NAME",
@@ -218,8 +219,9 @@ def ensure_distribution(dist: Distribution, home: str | os.PathLike[str] | None 
         download = ddir / "download"
         shutil.rmtree(download, ignore_errors=True)
         download.mkdir()
-        settings = Path(os.environ.get("GRCTL_DEV_MAVEN_SETTINGS") or ddir / "settings.xml")
-        if "GRCTL_DEV_MAVEN_SETTINGS" not in os.environ:
+        chosen = dev_maven_settings()
+        settings = Path(chosen) if chosen else ddir / "settings.xml"
+        if not chosen:
             settings.write_text(_SETTINGS_XML)
         cmd = [
             mvn, "-B", "-q", "-C", "-s", str(settings),

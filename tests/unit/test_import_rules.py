@@ -62,7 +62,7 @@ ALLOWED: dict[str, set[str]] = {
         "tracing",
     },
     "cli": {"*"},
-    "dev": {"errors"},
+    "dev": {"errors", "settings"},
     # The web UI reads with the client's readers (grctl.client.reader) and acts through a Client.
     "ui": {*BASE, "settings", "models", "codec", "engine", "kafka", "client", "display", "logging_setup"},
     # How values are shown (times, durations, compact JSON): the CLI's and the UI's.
