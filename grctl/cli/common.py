@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import logging
 import re
@@ -29,6 +30,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from grctl.display import fmt_duration_ms, fmt_ms, fmt_time, json_text, to_jsonable
 from grctl.errors import (
@@ -51,6 +53,8 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "STATUS_STYLES",
+    "UI_INSTALL",
+    "UI_PACKAGES",
     "CommandFailed",
     "Globals",
     "connect",
@@ -62,6 +66,7 @@ __all__ = [
     "globals_of",
     "handle_errors",
     "json_text",
+    "missing_ui_packages",
     "out",
     "parse_duration",
     "parse_json",
@@ -69,6 +74,7 @@ __all__ = [
     "print_json",
     "progress",
     "read_kafka_config_file",
+    "require_ui_extra",
     "run_async",
     "set_globals",
     "setup_cli_logging",
@@ -149,6 +155,38 @@ def _is_cli_control(exc: BaseException) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# The ui extra
+
+#: What `pip install 'grctl[ui]'` brings, by package: the import names that provide it (any one).
+UI_PACKAGES: dict[str, tuple[str, ...]] = {
+    "starlette": ("starlette",),
+    "uvicorn": ("uvicorn",),
+    "jinja2": ("jinja2",),
+    "python-multipart": ("python_multipart", "multipart"),
+    "textual": ("textual",),
+}
+UI_INSTALL = "pip install 'grctl[ui]'"
+
+
+def missing_ui_packages(packages: tuple[str, ...]) -> list[str]:
+    """Which of `packages` (keys of `UI_PACKAGES`) are not installed, without importing them."""
+    return [p for p in packages if not any(importlib.util.find_spec(name) for name in UI_PACKAGES[p])]
+
+
+def require_ui_extra(what: str, packages: tuple[str, ...]) -> None:
+    """Fail with one line naming the extra if any of `packages` is not installed.
+
+    Raises:
+        CommandFailed: a package of the ``ui`` extra is missing.
+    """
+    missing = missing_ui_packages(packages)
+    if missing:
+        raise CommandFailed(
+            f"{what} needs the ui extra, which is not installed (missing: {', '.join(missing)}): {UI_INSTALL}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # Kafka options
 
 
@@ -221,7 +259,8 @@ def connect_sync(g: Globals | None = None, **kwargs: Any) -> Connection:
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    # The message is text, not markup: "grctl[ui]" or a topic's "[3]" must print as written.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 

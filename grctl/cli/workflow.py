@@ -18,6 +18,7 @@ from rich.markup import escape
 from ulid import ULID
 
 from grctl.cli.common import (
+    UI_INSTALL,
     CommandFailed,
     connect,
     connect_sync,
@@ -26,11 +27,13 @@ from grctl.cli.common import (
     globals_of,
     handle_errors,
     json_text,
+    missing_ui_packages,
     out,
     parse_duration,
     parse_json,
     print_json,
     progress,
+    require_ui_extra,
     run_async,
     styled_status,
     to_jsonable,
@@ -49,8 +52,12 @@ workflow_app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
+#: The packages of the ``ui`` extra the interactive view runs on.
+TUI_PACKAGES = ("textual",)
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of text.")]
 WfIdArg = Annotated[str, typer.Argument(metavar="ID", help="The workflow id.", show_default=False)]
+
 
 def _error_text(error: Any) -> str:
     if isinstance(error, dict):
@@ -289,6 +296,8 @@ def history_cmd(
             ULID.from_str(run_id)
         except ValueError:
             raise typer.BadParameter(f"{run_id!r} is not a run id (a ULID)", param_hint="--run-id") from None
+    if tui:
+        handle_errors(lambda: require_ui_extra("the interactive view (--tui)", TUI_PACKAGES))
 
     def main() -> None:
         conn = connect_sync()
@@ -403,6 +412,9 @@ def list_cmd(
         except InvalidArgumentError as exc:
             raise typer.BadParameter(str(exc), param_hint="--page") from None
     interactive = not (as_json or plain) and sys.stdout.isatty() and sys.stdin.isatty()
+    if interactive and missing_ui_packages(TUI_PACKAGES):
+        interactive = False  # a table, as with --plain
+        err.print(f"(the interactive view needs the ui extra: {UI_INSTALL}; printing a table)", highlight=False)
 
     def main() -> None:
         conn = connect_sync()
