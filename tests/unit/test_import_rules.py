@@ -91,7 +91,17 @@ ALLOWED: dict[str, set[str]] = {
     # Metrics, the session view, run spans, the HTTP endpoint: nothing of the session.
     "worker._observe": {*BASE, "models", "engine", "tracing", "worker._partition.ports"},
     # Kafka edges: sources and the schema registry.
-    "worker._edges": {*BASE, "models", "codec", "formats", "engine", "kafka", "_check", "worker._partition"},
+    "worker._edges": {
+        *BASE,
+        "settings",
+        "models",
+        "codec",
+        "formats",
+        "engine",
+        "kafka",
+        "_check",
+        "worker._partition",
+    },
     "cli": {"*"},
     "dev": {"errors", "settings"},
     # The web UI reads with the client's readers (grctl.client.reader) and acts through a Client.

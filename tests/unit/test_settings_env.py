@@ -13,10 +13,6 @@ from grctl.errors import InvalidArgumentError
 
 PACKAGE = Path(__file__).resolve().parents[2] / "grctl"
 
-#: Modules still reading a GRCTL_* variable themselves, until the worker calls the accessors
-#: (`settings.commit_linger_s`, `settings.schema_registry_url`): the worker's restructuring.
-NOT_YET_SWITCHED = {"worker/_commit.py", "worker/schema_registry.py"}
-
 
 @pytest.mark.parametrize(("raw", "seconds"), [(None, 0.0), ("0", 0.0), ("2.5", 0.0025), ("40", 0.04)])
 def test_the_commit_linger_is_milliseconds_from_the_environment(raw: str | None, seconds: float) -> None:
@@ -92,4 +88,4 @@ def test_only_settings_reads_grctl_variables() -> None:
         for path in sorted(PACKAGE.rglob("*.py"))
         if path.name != "settings.py" and (names := environment_reads(path))
     }
-    assert set(readers) <= NOT_YET_SWITCHED, f"modules reading GRCTL_* variables besides grctl/settings.py: {readers}"
+    assert not readers, f"modules reading GRCTL_* variables besides grctl/settings.py: {readers}"
