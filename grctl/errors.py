@@ -29,6 +29,7 @@ GrctlError
 ├── KafkaSetupError                    broker unreachable, topics missing or mismatched
 │   ├── TopicMismatchError
 │   └── LocalKafkaError                the local development broker (grctl.dev.kafka)
+├── NamespaceNotFoundError             a namespace has none of its topics (describe, the UI)
 ├── SchemaRegistryError                a schema-registry format could not be used
 │   ├── SchemaRegistryUnavailableError the registry did not answer (or refused this client)
 │   ├── UnknownSchemaError             a record names a schema id the registry does not know
@@ -346,6 +347,18 @@ class InvalidRecordError(GrctlError):
 
 class KafkaSetupError(GrctlError):
     """Kafka is unreachable, or the namespace's topics are missing or inconsistent."""
+
+
+class NamespaceNotFoundError(GrctlError):
+    """A namespace has none of its topics: it was never created, or it was deleted.
+
+    Attributes:
+        namespace: the namespace.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(f"namespace {namespace!r} does not exist; create it with `grctl namespace create {namespace}`")
+        self.namespace = namespace
 
 
 class EmitTopicNotFoundError(GrctlError):

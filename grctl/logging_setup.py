@@ -19,11 +19,10 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 FORMAT = "%(levelname)s %(asctime)s.%(msecs)03d [%(module)s.%(funcName)s:%(lineno)d] %(message)s"
 
-LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[str, ...] = ("text", "json")
 
 #: Record attributes that become JSON fields of their own when a record has them.

@@ -2,14 +2,28 @@
 
 Nothing reads the environment at import time. `EngineSettings.from_env()` reads it anew on
 every call (what `Connection`, `Worker`, `Client` and the CLI use); `get_settings()` is the
-original SDK's cached accessor.
+original SDK's cached accessor. The variables of one part each have an accessor of their own,
+also read anew on every call: `commit_linger_s`, `schema_registry_url` (the worker), and
+`dev_home`, `dev_kafka_heap_opts`, `dev_maven_settings` (the local Kafka and schema registry of
+`grctl.dev`). Each takes an `env` mapping for tests (default `os.environ`).
 
-| variable | default | used by |
-|---|---|---|
-| GRCTL_KAFKA_SERVERS (alias GRCTL_KAFKA_BOOTSTRAP) | 127.0.0.1:9092 | Connection, CLI, tests |
-| GRCTL_NAMESPACE | default | Connection, CLI |
-| GRCTL_STATE_DIR | ~/.cache/grctl/state (XDG_CACHE_HOME) | Worker |
-| GRCTL_REQUEST_TIMEOUT | 15 (seconds) | Client request/reply calls |
+| variable | default | read by | used by |
+|---|---|---|---|
+| GRCTL_KAFKA_SERVERS (alias GRCTL_KAFKA_BOOTSTRAP) | 127.0.0.1:9092 | `EngineSettings` | Connection, CLI, tests |
+| GRCTL_NAMESPACE | default | `EngineSettings` | Connection, CLI |
+| GRCTL_STATE_DIR | ~/.cache/grctl/state (XDG_CACHE_HOME) | `EngineSettings` | Worker |
+| GRCTL_REQUEST_TIMEOUT | 15 (seconds) | `EngineSettings` | Client request/reply calls |
+| GRCTL_COMMIT_LINGER_MS | 0 (ms, a number >= 0) | `commit_linger_s` | the worker's group commit (batch pacing) |
+| GRCTL_SCHEMA_REGISTRY_URL | none | `schema_registry_url` | Worker (`SchemaRegistry.from_env`) |
+| GRCTL_DEV_HOME | $XDG_CACHE_HOME/grctl (~/.cache/grctl) | `dev_home` | `grctl.dev`: jars and local clusters |
+| GRCTL_DEV_KAFKA_HEAP_OPTS | -Xms256m -Xmx512m | `dev_kafka_heap_opts` | `grctl.dev.kafka`: the broker JVM's heap |
+| GRCTL_DEV_MAVEN_SETTINGS | a settings.xml mirroring Central | `dev_maven_settings` | `grctl.dev.registry`: its fetch |
+
+The CLI's options that a variable may give (GRCTL_KAFKA_SERVERS, GRCTL_NAMESPACE,
+GRCTL_KAFKA_CONFIG, GRCTL_OTLP_ENDPOINT, GRCTL_METRICS_PORT) are read by Click as the option's
+default (`envvar=` in `grctl.cli`), so that ``--help`` shows them beside the option; they mean
+the same as here. Variables of other programs stay where they are used: JAVA_HOME
+(`grctl.dev.java`), XDG_CACHE_HOME, COLUMNS (the CLI's output width).
 """
 
 from __future__ import annotations
@@ -23,7 +37,15 @@ from pathlib import Path
 from grctl import defaults
 from grctl.errors import InvalidArgumentError
 
-__all__ = ["EngineSettings", "get_settings"]
+__all__ = [
+    "EngineSettings",
+    "commit_linger_s",
+    "dev_home",
+    "dev_kafka_heap_opts",
+    "dev_maven_settings",
+    "get_settings",
+    "schema_registry_url",
+]
 
 
 @dataclass(frozen=True)
@@ -82,3 +104,46 @@ class EngineSettings:
 def get_settings() -> EngineSettings:
     """The settings, read once from the environment (the original SDK's accessor)."""
     return EngineSettings.from_env()
+
+
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def commit_linger_s(env: Mapping[str, str] | None = None) -> float:
+    """GRCTL_COMMIT_LINGER_MS in seconds: how long a loaded worker's commit waits for more (0 when unset).
+
+    Raises:
+        InvalidArgumentError: the value is not a number of milliseconds >= 0 (the message names it).
+    """
+    raw = _env(env).get("GRCTL_COMMIT_LINGER_MS", "0")
+    try:
+        ms = float(raw)
+    except ValueError:
+        ms = -1.0
+    if not ms >= 0:  # also NaN
+        raise InvalidArgumentError(
+            f"GRCTL_COMMIT_LINGER_MS must be a number of milliseconds >= 0 (or unset), got {raw!r}",
+            argument="GRCTL_COMMIT_LINGER_MS",
+        )
+    return ms / 1000
+
+
+def schema_registry_url(env: Mapping[str, str] | None = None) -> str | None:
+    """GRCTL_SCHEMA_REGISTRY_URL, stripped (None: unset or blank). `SchemaRegistry` checks it is a URL."""
+    return _env(env).get("GRCTL_SCHEMA_REGISTRY_URL", "").strip() or None
+
+
+def dev_home(env: Mapping[str, str] | None = None) -> str | None:
+    """GRCTL_DEV_HOME: the folder of the local Kafka's jars and clusters (None: unset or empty)."""
+    return _env(env).get("GRCTL_DEV_HOME") or None
+
+
+def dev_kafka_heap_opts(env: Mapping[str, str] | None = None) -> str | None:
+    """GRCTL_DEV_KAFKA_HEAP_OPTS: the local broker JVM's heap flags (None: unset or empty)."""
+    return _env(env).get("GRCTL_DEV_KAFKA_HEAP_OPTS") or None
+
+
+def dev_maven_settings(env: Mapping[str, str] | None = None) -> str | None:
+    """GRCTL_DEV_MAVEN_SETTINGS: a Maven settings.xml for the schema registry's fetch (None: unset or empty)."""
+    return _env(env).get("GRCTL_DEV_MAVEN_SETTINGS") or None

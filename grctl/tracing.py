@@ -22,7 +22,7 @@ the worker that ended the run crashed before its commit.
 given); `enable_otlp(endpoint)` sets up the SDK with an OTLP/HTTP exporter (needs
 ``opentelemetry-exporter-otlp-proto-http``, part of the extra).
 
-May import: errors (and opentelemetry, lazily).
+May import: errors, models (and opentelemetry, lazily).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from grctl.errors import TracingNotInstalledError
+from grctl.models.history import RUN_END_STATUS
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
@@ -42,7 +43,6 @@ T = TypeVar("T")
 INSTRUMENTATION_NAME = "grctl"
 #: Run end history kinds that mark the run span as an error.
 _ERROR_ENDS = frozenset({"run.failed", "run.timeout"})
-_END_KINDS = frozenset({"run.completed", "run.failed", "run.cancelled", "run.timeout", "run.terminated"})
 
 _tracer: Tracer | None = None
 
@@ -202,7 +202,7 @@ def run_ended(traceparent: str | None, wf_type: str, wf_id: str, run_id: str, st
     tracer = _tracer
     assert tracer is not None
     for h in history:
-        if h.kind not in _END_KINDS:
+        if h.kind not in RUN_END_STATUS:
             continue
         from opentelemetry.trace import Status, StatusCode
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import logging
 import re
@@ -27,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from grctl.display import fmt_duration_ms, fmt_ms, fmt_time, json_text, to_jsonable
 from grctl.errors import (
     GrctlError,
     KafkaSetupError,
@@ -44,6 +46,41 @@ from grctl.kafka.logs import LIBRDKAFKA_LOGGER
 from grctl.settings import EngineSettings
 
 T = TypeVar("T")
+
+#: The display helpers live in `grctl.display` (the web UI uses them too); re-exported here.
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "STATUS_STYLES",
+    "UI_INSTALL",
+    "UI_PACKAGES",
+    "CommandFailed",
+    "Globals",
+    "connect",
+    "connect_sync",
+    "err",
+    "fmt_duration_ms",
+    "fmt_ms",
+    "fmt_time",
+    "globals_of",
+    "handle_errors",
+    "json_text",
+    "missing_ui_packages",
+    "out",
+    "parse_duration",
+    "parse_json",
+    "parse_kafka_option",
+    "print_json",
+    "progress",
+    "read_kafka_config_file",
+    "require_ui_extra",
+    "run_async",
+    "set_globals",
+    "setup_cli_logging",
+    "styled_status",
+    "to_jsonable",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -115,6 +152,38 @@ def _is_cli_control(exc: BaseException) -> bool:
     return isinstance(exc, typer.Exit | typer.Abort | typer.BadParameter) or (
         hasattr(exc, "exit_code") and hasattr(exc, "format_message")
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The ui extra
+
+#: What `pip install 'grctl[ui]'` brings, by package: the import names that provide it (any one).
+UI_PACKAGES: dict[str, tuple[str, ...]] = {
+    "starlette": ("starlette",),
+    "uvicorn": ("uvicorn",),
+    "jinja2": ("jinja2",),
+    "python-multipart": ("python_multipart", "multipart"),
+    "textual": ("textual",),
+}
+UI_INSTALL = "pip install 'grctl[ui]'"
+
+
+def missing_ui_packages(packages: tuple[str, ...]) -> list[str]:
+    """Which of `packages` (keys of `UI_PACKAGES`) are not installed, without importing them."""
+    return [p for p in packages if not any(importlib.util.find_spec(name) for name in UI_PACKAGES[p])]
+
+
+def require_ui_extra(what: str, packages: tuple[str, ...]) -> None:
+    """Fail with one line naming the extra if any of `packages` is not installed.
+
+    Raises:
+        CommandFailed: a package of the ``ui`` extra is missing.
+    """
+    missing = missing_ui_packages(packages)
+    if missing:
+        raise CommandFailed(
+            f"{what} needs the ui extra, which is not installed (missing: {', '.join(missing)}): {UI_INSTALL}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +259,8 @@ def connect_sync(g: Globals | None = None, **kwargs: Any) -> Connection:
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    # The message is text, not markup: "grctl[ui]" or a topic's "[3]" must print as written.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -311,54 +381,10 @@ def _clip(text: str, n: int = 60) -> str:
 # Output
 
 
-def to_jsonable(value: Any) -> Any:
-    """Structs, datetimes, enums, bytes → plain JSON values."""
-    return msgspec.to_builtins(value, enc_hook=str, str_keys=True)
-
-
 def print_json(value: Any, *, indent: int | None = 2) -> None:
     """Write `value` as JSON to stdout (one line with indent=None: JSONL)."""
     sys.stdout.write(json.dumps(to_jsonable(value), indent=indent, ensure_ascii=False) + "\n")
     sys.stdout.flush()
-
-
-def json_text(value: Any, limit: int | None = None) -> str:
-    """Compact JSON of a value for a table cell (clipped to `limit` characters)."""
-    text = json.dumps(to_jsonable(value), ensure_ascii=False, separators=(",", ":"))
-    if limit is not None and len(text) > limit:
-        return text[: limit - 1] + "…"
-    return text
-
-
-def fmt_ms(ms: int | None) -> str:
-    """Epoch milliseconds → local ``YYYY-MM-DD HH:MM:SS.mmm`` ("-" for none)."""
-    if not ms:
-        return "-"
-    t = dt.datetime.fromtimestamp(ms / 1000).astimezone()
-    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
-
-
-def fmt_time(value: dt.datetime | None) -> str:
-    """A datetime as local time ("-" for none)."""
-    if value is None:
-        return "-"
-    return fmt_ms(int(value.timestamp() * 1000))
-
-
-def fmt_duration_ms(ms: float | None) -> str:
-    """1234 → ``1.23 s``; 61000 → ``1m 1s``."""
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    s = ms / 1000
-    if s < 60:
-        return f"{s:.2f} s"
-    m, s = divmod(int(s), 60)
-    if m < 60:
-        return f"{m}m {s}s"
-    h, m = divmod(m, 60)
-    return f"{h}h {m}m"
 
 
 STATUS_STYLES = {

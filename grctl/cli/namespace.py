@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 import typer
-from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # untyped re-exports
-    AdminClient,
-    ConfigResource,
-    OffsetSpec,
-    ResourceType,
-)
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 from rich.markup import escape
 from rich.table import Table
 
 from grctl.cli.common import CommandFailed, Globals, err, globals_of, handle_errors, out, print_json, progress
+from grctl.client.namespace import REQUEST_TIMEOUT_S, describe_namespace, settings_json, worker_group
 from grctl.errors import GrctlError, InvalidArgumentError, KafkaSetupError
 from grctl.kafka import acls
 from grctl.kafka.connection import Connection
@@ -65,17 +60,6 @@ TypeRetentionOption = Annotated[
         show_default=False,
     ),
 ]
-
-SHOWN_CONFIGS = {
-    "delete": ("cleanup.policy", "retention.ms", "min.insync.replicas"),
-    "compact": ("cleanup.policy", "min.compaction.lag.ms", "delete.retention.ms", "segment.ms", "min.insync.replicas"),
-}
-REQUEST_TIMEOUT_S = 15.0
-
-
-def worker_group(namespace: str) -> str:
-    """The consumer group of a namespace's workers."""
-    return f"grctl.{namespace}.workers"
 
 
 def _names(g: Globals, namespace: str | None) -> TopicNames:
@@ -187,7 +171,7 @@ def create_cmd(
                     "partitions": count,
                     "created": created,
                     "existing": existing,
-                    "settings": _settings_json(settings),
+                    "settings": settings_json(settings),
                 }
             )
             return
@@ -234,7 +218,7 @@ def set_cmd(
             settings = _wanted_settings(read_settings(conn, REQUEST_TIMEOUT_S), retention, type_retention)
             write_settings(conn, settings, REQUEST_TIMEOUT_S)
         if as_json:
-            print_json({"namespace": names.namespace, "settings": _settings_json(settings)})
+            print_json({"namespace": names.namespace, "settings": settings_json(settings)})
         else:
             out.print(
                 f"namespace {escape(names.namespace)!r}: runs are kept {_retention_text(settings)} after they end"
@@ -274,116 +258,8 @@ def _retention_text(settings: NamespaceSettings) -> str:
     return text
 
 
-def _settings_json(settings: NamespaceSettings) -> dict[str, Any]:
-    return {"run_retention_ms": settings.run_retention_ms, "type_retention_ms": dict(settings.type_retention_ms)}
-
-
 # --------------------------------------------------------------------------------------------
 # describe
-
-
-def _describe(admin: AdminClient, names: TopicNames, conn: Connection) -> dict[str, Any]:
-    md = {t: admin.list_topics(topic=t, timeout=REQUEST_TIMEOUT_S).topics.get(t) for t in names.all()}
-    present = {t: m for t, m in md.items() if m is not None and m.error is None}
-    if not present:
-        raise CommandFailed(
-            f"namespace {names.namespace!r} does not exist; create it with `grctl namespace create {names.namespace}`"
-        )
-    resources = [ConfigResource(ResourceType.TOPIC, t) for t in present]
-    configs: dict[str, dict[str, str]] = {}
-    for res, fut in admin.describe_configs(resources, request_timeout=REQUEST_TIMEOUT_S).items():
-        entries = fut.result()
-        policy = entries["cleanup.policy"].value if "cleanup.policy" in entries else "delete"
-        shown = SHOWN_CONFIGS["compact" if "compact" in policy else "delete"]
-        configs[res.name] = {k: entries[k].value for k in shown if k in entries}
-
-    tps = [TopicPartition(t, p) for t, m in present.items() for p in m.partitions]
-    ends: dict[tuple[str, int], int] = {}
-    starts: dict[tuple[str, int], int] = {}
-    for spec, dest in ((OffsetSpec.latest(), ends), (OffsetSpec.earliest(), starts)):  # type: ignore[no-untyped-call]
-        futs = admin.list_offsets(
-            {tp: spec for tp in tps}, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=REQUEST_TIMEOUT_S
-        )
-        for tp, fut in futs.items():
-            dest[(tp.topic, tp.partition)] = fut.result().offset
-
-    topics = []
-    for t, m in present.items():
-        parts = m.partitions
-        rf = len(parts[0].replicas) if 0 in parts else 0
-        under = sum(1 for pm in parts.values() if len(pm.isrs) < len(pm.replicas))
-        topics.append(
-            {
-                "name": t,
-                "role": t.rsplit(".", 1)[1],
-                "partitions": len(parts),
-                "replication_factor": rf,
-                "under_replicated_partitions": under,
-                "offsets": sum(max(0, ends[(t, p)] - starts[(t, p)]) for p in parts),
-                "configs": configs.get(t, {}),
-            }
-        )
-    missing = [t for t in names.all() if t not in present]
-
-    group = worker_group(names.namespace)
-    members: list[dict[str, Any]] = []
-    state = "unknown"
-    owner: dict[int, str] = {}
-    try:
-        desc = admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_S)[group].result()
-        state = str(getattr(desc.state, "name", desc.state)).lower()
-        for mem in desc.members:
-            assigned = sorted(tp.partition for tp in mem.assignment.topic_partitions if tp.topic == names.directives)
-            label = mem.group_instance_id or mem.client_id
-            for p in assigned:
-                owner[p] = label
-            members.append(
-                {
-                    "client_id": mem.client_id,
-                    "instance_id": mem.group_instance_id,
-                    "host": mem.host,
-                    "partitions": assigned,
-                }
-            )
-    except KafkaException:
-        state = "none"
-    committed: dict[int, int] = {}
-    try:
-        res = admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=REQUEST_TIMEOUT_S
-        )[group].result()
-        for tp in res.topic_partitions or []:
-            if tp.topic == names.directives and tp.offset >= 0:
-                committed[tp.partition] = tp.offset
-    except KafkaException:
-        pass
-    lag_rows = []
-    directives = present.get(names.directives)
-    for p in sorted(directives.partitions if directives is not None else []):
-        end = ends[(names.directives, p)]
-        done = committed.get(p, starts[(names.directives, p)])
-        lag_rows.append(
-            {
-                "partition": p,
-                "end_offset": end,
-                "committed": committed.get(p),
-                "lag": max(0, end - done),
-                "owner": owner.get(p),
-            }
-        )
-    settings: dict[str, Any] | None = None
-    if names.config in present:
-        with contextlib.suppress(KafkaSetupError):
-            settings = _settings_json(read_settings(conn, REQUEST_TIMEOUT_S))
-    return {
-        "namespace": names.namespace,
-        "settings": settings,
-        "partitions": topics[0]["partitions"] if topics else 0,
-        "topics": topics,
-        "missing_topics": missing,
-        "workers": {"group": group, "state": state, "members": members},
-        "lag": {"total": sum(r["lag"] for r in lag_rows), "partitions": lag_rows},
-    }
 
 
 @namespace_app.command("describe")
@@ -405,7 +281,7 @@ def describe_cmd(namespace: NamespaceArg = None, as_json: JsonOption = False) ->
     def main() -> None:
         admin = _admin(g, names)
         with progress(f"reading namespace {names.namespace}"):
-            info = _describe(admin, names, _connection(g, names))
+            info = describe_namespace(admin, names, _connection(g, names))
         if as_json:
             print_json(info)
             return

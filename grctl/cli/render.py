@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from grctl.cli.common import fmt_duration_ms, fmt_ms, fmt_time, json_text, styled_status, to_jsonable
-from grctl.cli.reader import RunRow
+from grctl.client.reader import RunRow
 from grctl.models.history import HistoryEvent
 from grctl.models.run_info import RunInfo
 

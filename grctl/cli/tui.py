@@ -22,8 +22,8 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
 from grctl.cli.common import STATUS_STYLES, fmt_duration_ms, fmt_ms
-from grctl.cli.reader import RunFilter, RunLister, RunRow, iter_history
 from grctl.cli.render import KIND_STYLES, event_details, event_step
+from grctl.client.reader import RunFilter, RunLister, RunRow, iter_history
 from grctl.kafka.connection import Connection
 from grctl.models.history import HistoryEvent
 

@@ -11,12 +11,14 @@ from typing import Annotated
 
 import typer
 
-from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors, run_async
+from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors, require_ui_extra, run_async
 from grctl.client.client import Client
 
 logger = logging.getLogger("grctl.cli.ui")
 
 DEFAULT_PORT = 8233
+#: The packages of the ``ui`` extra the web UI runs on.
+WEB_PACKAGES = ("starlette", "uvicorn", "jinja2", "python-multipart")
 
 
 def _check_free(host: str, port: int) -> None:
@@ -58,7 +60,8 @@ def ui_cmd(
     runs with filters and paging, a run (status, input, result or error, store, pending
     events, children, a history timeline), and actions on a run (send an event, cancel,
     terminate), each confirmed first. Reads straight from the namespace's topics, like
-    `grctl workflow list`; actions need a running worker.
+    `grctl workflow list`; actions need a running worker. Needs the ui extra
+    (`pip install 'grctl[ui]'`).
 
     **Examples**
 
@@ -66,6 +69,7 @@ def ui_cmd(
 
       grctl -n orders ui --port 9000
     """
+    handle_errors(lambda: require_ui_extra("`grctl ui`", WEB_PACKAGES))
     handle_errors(lambda: _check_free(host, port))
 
     async def main() -> None:

@@ -17,8 +17,8 @@ import typer
 from rich.markup import escape
 from ulid import ULID
 
-from grctl.cli import reader
 from grctl.cli.common import (
+    UI_INSTALL,
     CommandFailed,
     connect,
     connect_sync,
@@ -27,19 +27,22 @@ from grctl.cli.common import (
     globals_of,
     handle_errors,
     json_text,
+    missing_ui_packages,
     out,
     parse_duration,
     parse_json,
     print_json,
     progress,
+    require_ui_extra,
     run_async,
     styled_status,
     to_jsonable,
 )
 from grctl.cli.render import event_dict, event_line, info_dict, info_table, runs_table
+from grctl.client import reader
 from grctl.client.client import Client
 from grctl.errors import InvalidArgumentError
-from grctl.models.history import HistoryEvent
+from grctl.models.history import RUN_END_STATUS, HistoryEvent
 from grctl.models.run_info import RunInfo, RunStatus
 
 workflow_app = typer.Typer(
@@ -49,10 +52,11 @@ workflow_app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
+#: The packages of the ``ui`` extra the interactive view runs on.
+TUI_PACKAGES = ("textual",)
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of text.")]
 WfIdArg = Annotated[str, typer.Argument(metavar="ID", help="The workflow id.", show_default=False)]
-
-FAILED_STATUSES = {"failed", "cancelled", "timed_out", "terminated"}
 
 
 def _error_text(error: Any) -> str:
@@ -210,18 +214,11 @@ def describe_cmd(wf_id: WfIdArg, as_json: JsonOption = False) -> None:
 
 def _wait_outcome(conn: Any, info: RunInfo, timeout: float | None) -> tuple[str, Any, Any]:
     """Follow the run's history until its terminal event: (status, result, error)."""
-    terminal = {
-        "run.completed": "completed",
-        "run.failed": "failed",
-        "run.cancelled": "cancelled",
-        "run.terminated": "terminated",
-        "run.timeout": "timed_out",
-    }
     for event in reader.iter_history(conn, info.wf_id, info.id, follow=True, timeout=timeout):
-        status = terminal.get(str(event.kind))
+        status = RUN_END_STATUS.get(event.kind)
         if status is not None:
             msg = to_jsonable(event.msg) or {}
-            return status, msg.get("result"), msg.get("error")
+            return status.value, msg.get("result"), msg.get("error")
     raise CommandFailed(f"the history of run {info.id} ended without a terminal event")
 
 
@@ -299,6 +296,8 @@ def history_cmd(
             ULID.from_str(run_id)
         except ValueError:
             raise typer.BadParameter(f"{run_id!r} is not a run id (a ULID)", param_hint="--run-id") from None
+    if tui:
+        handle_errors(lambda: require_ui_extra("the interactive view (--tui)", TUI_PACKAGES))
 
     def main() -> None:
         conn = connect_sync()
@@ -413,6 +412,9 @@ def list_cmd(
         except InvalidArgumentError as exc:
             raise typer.BadParameter(str(exc), param_hint="--page") from None
     interactive = not (as_json or plain) and sys.stdout.isatty() and sys.stdin.isatty()
+    if interactive and missing_ui_packages(TUI_PACKAGES):
+        interactive = False  # a table, as with --plain
+        err.print(f"(the interactive view needs the ui extra: {UI_INSTALL}; printing a table)", highlight=False)
 
     def main() -> None:
         conn = connect_sync()

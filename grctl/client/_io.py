@@ -44,6 +44,8 @@ from grctl.engine.records import DECODE_ERRORS, OUTCOME, Reply, reply_decoder
 from grctl.errors import InternalError, KafkaSetupError, NoWorkerAnsweredError
 from grctl.kafka.acls import authorization_error
 from grctl.kafka.connection import Connection
+from grctl.kafka.reading import consume_available
+from grctl.kafka.retry import is_transient, retry_while_leaderless
 
 logger = logging.getLogger("grctl.client")
 
@@ -66,6 +68,11 @@ WORKERS_POLL_S: Final = 0.2
 READ_BACKOFF_INITIAL_S: Final = 0.1
 #: Longest pause between retries (also bounds how often a lasting error is logged).
 READ_BACKOFF_MAX_S: Final = 5.0
+#: How long `start` waits for the end offset of the client's replies partition (a new topic has
+#: no leader for a moment).
+END_OFFSET_TIMEOUT_S: Final = 15.0
+#: Replies taken from the reader at once.
+REPLY_BATCH: Final = 1_000
 #: Consumer errors that no retry will fix, though librdkafka does not flag them fatal (ACLs;
 #: authentication failures are retried: credentials may be rotating).
 _PERMANENT_ERRORS: Final = frozenset(
@@ -153,15 +160,15 @@ class ClientIO:
         self._delivery_poller.start()
 
     def _end_offset(self, tp: TopicPartition) -> int:
-        deadline = time.monotonic() + 15.0
-        while True:
-            try:
-                return int(self._reader.get_watermark_offsets(tp, timeout=10.0, cached=False)[1])
-            except KafkaException as exc:
-                # New topics answer NOT_LEADER / UNKNOWN_TOPIC for a moment (not flagged retriable).
-                if time.monotonic() > deadline:
-                    raise KafkaSetupError(f"cannot read offsets of {tp.topic}[{tp.partition}]: {exc}") from exc
-                time.sleep(0.1)
+        try:
+            # New topics answer NOT_LEADER / UNKNOWN_TOPIC for a moment (not flagged retriable).
+            return retry_while_leaderless(
+                lambda: int(self._reader.get_watermark_offsets(tp, timeout=10.0, cached=False)[1]),
+                timeout=END_OFFSET_TIMEOUT_S,
+                retry_on=is_transient,
+            )
+        except KafkaException as exc:
+            raise KafkaSetupError(f"cannot read offsets of {tp.topic}[{tp.partition}]: {exc}") from exc
 
     def _poll_producer(self) -> None:
         while not self._stop.is_set():
@@ -171,8 +178,7 @@ class ClientIO:
         backoff = READ_BACKOFF_INITIAL_S
         while not self._stop.is_set() and self._failure is None:
             try:
-                first = self._reader.poll(0.1)
-                msgs = [] if first is None else [first, *self._reader.consume(999, 0)]
+                msgs = consume_available(self._reader, REPLY_BATCH, 0.1)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
                 if err is None or _is_fatal(err):

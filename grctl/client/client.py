@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import socket
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from ulid import ULID
 
 from grctl import defaults, tracing
@@ -56,6 +56,7 @@ from grctl.errors import (
 )
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
+from grctl.kafka.reading import read_partitions, reading_consumer
 from grctl.models.history import PAYLOAD_TYPES, HistoryEvent, HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.settings import EngineSettings
@@ -65,6 +66,8 @@ START_ACK_TIMEOUT_S = defaults.START_ACK_TIMEOUT_S
 REQUEST_TIMEOUT_S = defaults.REQUEST_TIMEOUT_S
 #: History seeks start this long before a run's id timestamp (clock skew between hosts).
 HISTORY_SEEK_SLACK_MS = 60_000
+#: `get_history` returns what it read of the run's partition by then.
+HISTORY_READ_TIMEOUT_S = 60.0
 
 logger = logging.getLogger("grctl.client")
 
@@ -478,31 +481,19 @@ class Client:
     def _read_history(self, wf_id: str, run_id: str, part: int, since_ms: int) -> list[HistoryEvent]:
         conn = self.connection
         topic = conn.topics.history
-        consumer = Consumer(
-            conn.client_config(
-                **{
-                    "group.id": f"grctl.{conn.namespace}.history-reader",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                }
-            )
-        )
+        # No end-of-partition events: the read ends at the end offset taken first (position-based).
+        consumer = reading_consumer(conn, "history-reader", **{"enable.partition.eof": False})
         out: list[HistoryEvent] = []
         try:
             _low, high = consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=10.0, cached=False)
             start = consumer.offsets_for_times([TopicPartition(topic, part, max(0, since_ms))], timeout=10.0)[0].offset
             if start < 0 or start >= high:
                 return out
-            consumer.assign([TopicPartition(topic, part, start)])
-            # Short polls, and stop once the position reaches the end offset read above:
-            # consume(n, timeout) would wait out its whole timeout for n records.
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                first = consumer.poll(0.2)
-                msgs = [] if first is None else [first, *consumer.consume(4999, 0)]
-                for m in msgs:
-                    if m.error() is not None:
-                        continue
+            records = read_partitions(
+                consumer, topic, {part: (start, high)}, timeout=HISTORY_READ_TIMEOUT_S, skip_errors=True, batch=5_000
+            )
+            with contextlib.suppress(TimeoutError):  # what was read by then
+                for m in records:
                     offset = m.offset() or 0
                     try:
                         rec = history_decoder.decode(m.value() or b"")
@@ -511,9 +502,6 @@ class Client:
                         continue
                     if rec.run_id == run_id and rec.wf_id == wf_id:
                         out.append(to_history_event(rec, part, offset))
-                pos = consumer.position([TopicPartition(topic, part)])[0].offset
-                if pos is not None and pos >= high:
-                    break
         finally:
             consumer.close()
         return out

@@ -13,21 +13,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Final
+from typing import Final
 
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # untyped re-exports
+from confluent_kafka import Message
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl.engine.records import DECODE_ERRORS, history_decoder
 from grctl.engine.verify import DEFAULT_SETTLE_MS, Checker, VerifyReport
-from grctl.errors import InvalidArgumentError, KafkaSetupError
+from grctl.errors import InvalidArgumentError
 from grctl.kafka.connection import Connection
+from grctl.kafka.offsets import OFFSETS_TIMEOUT_S, latest_offsets, offsets_for_time
+from grctl.kafka.reading import read_partitions, reading_consumer
 
 __all__ = ["verify_namespace"]
 
 #: How long reading one topic may take before the check gives up.
 READ_TIMEOUT_S: Final = 600.0
-OFFSETS_TIMEOUT_S: Final = 15.0
 
 
 def verify_namespace(
@@ -60,7 +61,7 @@ def verify_namespace(
     history, state = conn.topics.history, conn.topics.state
     starts = {p: 0 for p in parts}
     if since is not None:
-        found = _offsets(admin, history, parts, OffsetSpec.for_timestamp(now_ms - int(since.total_seconds() * 1000)))
+        found = offsets_for_time(admin, history, parts, now_ms - int(since.total_seconds() * 1000))
         starts = {p: (off if off >= 0 else -1) for p, off in found.items()}
 
     def on_history(msg: Message) -> None:
@@ -83,15 +84,6 @@ def verify_namespace(
     return checker.report()
 
 
-def _offsets(admin: AdminClient, topic: str, partitions: list[int], spec: Any) -> dict[int, int]:
-    request = {TopicPartition(topic, p): spec for p in partitions}
-    try:
-        futures = admin.list_offsets(request, isolation_level=IsolationLevel.READ_COMMITTED)
-        return {tp.partition: fut.result(OFFSETS_TIMEOUT_S).offset for tp, fut in futures.items()}
-    except KafkaException as exc:
-        raise KafkaSetupError(f"cannot read the offsets of {topic}: {exc.args[0] if exc.args else exc}") from None
-
-
 def _read(
     conn: Connection,
     admin: AdminClient,
@@ -101,42 +93,13 @@ def _read(
     timeout: float,
 ) -> None:
     """Every committed record of `topic` from `starts` (-1: nothing to read) to the last stable offsets."""
-    ends = _offsets(admin, topic, sorted(starts), OffsetSpec.latest())  # type: ignore[no-untyped-call]
-    todo = {p: ends[p] for p, start in starts.items() if 0 <= start < ends[p]}
+    ends = latest_offsets(admin, topic, sorted(starts), timeout=OFFSETS_TIMEOUT_S)
+    todo = {p: (start, ends[p]) for p, start in starts.items() if 0 <= start < ends[p]}
     if not todo:
         return
-    consumer = Consumer(
-        conn.client_config(
-            **{
-                "group.id": f"grctl.{conn.namespace}.verify",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
-        )
-    )
-    deadline = time.monotonic() + timeout
+    consumer = reading_consumer(conn, "verify")
     try:
-        consumer.assign([TopicPartition(topic, p, starts[p]) for p in todo])
-        while todo:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} took longer than {timeout:g}s; {len(todo)} partitions unread")
-            for msg in consumer.consume(10_000, 0.5):
-                p = msg.partition()
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaSetupError(f"reading {topic}[{p}] failed: {err}")
-                    if p in todo and (msg.offset() or 0) >= todo[p]:
-                        del todo[p]  # what is left before the end are transaction markers
-                    continue
-                off = msg.offset() or 0
-                if p not in todo or off >= todo[p]:
-                    continue  # past the end taken at the start: judged next time
-                on_record(msg)
-                if off + 1 >= todo[p]:
-                    del todo[p]
+        for msg in read_partitions(consumer, topic, todo, timeout=timeout):
+            on_record(msg)
     finally:
         consumer.close()

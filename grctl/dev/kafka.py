@@ -48,8 +48,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from grctl import settings
 from grctl.dev import secure as _secure
 from grctl.dev._errors import LocalKafkaError
+from grctl.dev.java import JavaRuntime, chosen_java, parse_java_major, version_output
 from grctl.dev.secure import SecureFiles
 
 __all__ = [
@@ -135,9 +137,6 @@ def _check_name(name: str) -> None:
         raise LocalKafkaError(
             f"invalid cluster name {name!r}: use letters, digits, '.', '_' or '-' (at most 63 characters)"
         )
-
-
-_JAVA_VERSION_RE = re.compile(r'version "(\d+)(?:\.(\d+))?[^"]*"')
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +300,7 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     """
     if home is not None and str(home):
         return Path(home).expanduser().resolve()
-    env = os.environ.get("GRCTL_DEV_HOME")
+    env = settings.dev_home()
     if env:
         return Path(env).expanduser().resolve()
     xdg = os.environ.get("XDG_CACHE_HOME")
@@ -495,20 +494,8 @@ def log4j2_properties() -> str:
 # Prerequisites: java, maven, jars
 
 
-@dataclass(frozen=True, slots=True)
-class JavaInfo:
-    """The java executable used to run the broker.
-
-    Attributes:
-        path: Path of the ``java`` executable.
-        major: Major version (17, 21, ...).
-        version_line: First line of ``java -version``.
-    """
-
-    path: str
-    major: int
-    version_line: str
-
+#: The java the broker runs on (`grctl.dev.java.JavaRuntime`: path, major, version_line).
+JavaInfo = JavaRuntime
 
 _INSTALL_JAVA = "install OpenJDK 17+, e.g. apt-get install openjdk-17-jre-headless"
 
@@ -516,33 +503,27 @@ _INSTALL_JAVA = "install OpenJDK 17+, e.g. apt-get install openjdk-17-jre-headle
 def find_java() -> JavaInfo:
     """Find a Java 17+ runtime: ``$JAVA_HOME/bin/java`` if set, else ``java`` on PATH.
 
+    The broker runs on the java the user chose (`grctl.dev.java.chosen_java`), not on another
+    one found on the machine: what ``scripts/setup`` checked is what runs.
+
     Returns:
         The java executable and its version.
 
     Raises:
         LocalKafkaError: No java, or one older than 17.
     """
-    java: str | None = None
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and os.access(Path(java_home) / "bin" / "java", os.X_OK):
-        java = str(Path(java_home) / "bin" / "java")
-    else:
-        java = shutil.which("java")
+    java = chosen_java()
     if java is None:
         raise LocalKafkaError(f"no `java` on PATH (and JAVA_HOME is not set): Kafka needs Java; {_INSTALL_JAVA}")
     try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
+        text = version_output(java)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LocalKafkaError(f"cannot run {java} -version ({exc}); {_INSTALL_JAVA}") from exc
-    text = (out.stderr or "") + (out.stdout or "")
-    match = _JAVA_VERSION_RE.search(text)
-    if match is None:
+    major = parse_java_major(text)
+    if major is None:
         raise LocalKafkaError(
             f"cannot tell the Java version of {java} (output: {text.strip()[:200]!r}); {_INSTALL_JAVA}"
         )
-    major = int(match.group(1))
-    if major == 1 and match.group(2):
-        major = int(match.group(2))  # "1.8.0_392" is Java 8
     first_line = text.strip().splitlines()[0]
     if major < MIN_JAVA_MAJOR:
         raise LocalKafkaError(
@@ -1226,7 +1207,7 @@ def _log_opts(paths: _Paths, node_id: int) -> list[str]:
 
 
 def _spawn_node(java: JavaInfo, libs: Path, paths: _Paths, node: NodeSpec) -> int:
-    heap = shlex.split(os.environ.get("GRCTL_DEV_KAFKA_HEAP_OPTS") or DEFAULT_HEAP_OPTS)
+    heap = shlex.split(settings.dev_kafka_heap_opts() or DEFAULT_HEAP_OPTS)
     cmd = [
         java.path,
         *heap,

@@ -15,9 +15,10 @@ takes (`RegistryStatus.url`)::
     <home>/registries/<name>/registry.json   name, port, version
     <home>/registries/<name>/pid, registry.log (the JVM's output)
 
-Version: Apicurio Registry 3.3.3 needs Java 21+; the first JDK that is new enough is used
-(``$JAVA_HOME``, then ``/usr/lib/jvm/temurin-25-jdk-amd64``, the other ``/usr/lib/jvm/*``,
-then ``java`` on PATH). Without one, 2.4.2.Final runs on Java 17 (same ccompat v7 API).
+Version: Apicurio Registry 3.3.3 needs Java 21+; the first Java runtime that is new enough is
+used, in the order `grctl.dev.java.find_javas` prefers them (``$JAVA_HOME``, then the runtimes
+under ``/usr/lib/jvm``, newest first, then ``java`` on PATH). Without one, 2.4.2.Final runs on
+Java 17 (same ccompat v7 API).
 
 Typical use::
 
@@ -49,6 +50,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from grctl.dev._errors import LocalKafkaError
+from grctl.dev.java import JavaRuntime, parse_java_major
+from grctl.dev.java import find_javas as _find_javas
 from grctl.dev.kafka import (
     MAVEN_DEPENDENCY_PLUGIN,
     _file_lock,
@@ -59,6 +62,7 @@ from grctl.dev.kafka import (
     find_maven,
     resolve_home,
 )
+from grctl.settings import dev_maven_settings
 
 __all__ = [
     "DEFAULT_NAME",
@@ -109,7 +113,6 @@ _SETTINGS_XML = """<settings>
 </settings>
 """
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_JAVA_VERSION_RE = re.compile(r'version "(\d+)(?:\.(\d+))?[^"]*"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,64 +143,13 @@ class Distribution:
 DISTRIBUTIONS: tuple[Distribution, ...] = (Distribution("3.3.3", 21), Distribution("2.4.2.Final", 17))
 
 
-@dataclass(frozen=True, slots=True)
-class JavaCandidate:
-    """A ``java`` executable and its major version.
-
-    Attributes:
-        path: The executable.
-        major: Its major version (0: could not tell).
-    """
-
-    path: str
-    major: int
-
-
-def parse_java_major(text: str) -> int | None:
-    """The major version in ``java -version`` output (``1.8.0_392`` is 8), None if absent."""
-    match = _JAVA_VERSION_RE.search(text)
-    if match is None:
-        return None
-    major = int(match.group(1))
-    if major == 1 and match.group(2):
-        major = int(match.group(2))
-    return major
-
-
-def _java_major(java: str) -> int:
-    try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return parse_java_major((out.stderr or "") + (out.stdout or "")) or 0
-
-
-def _candidate_paths() -> list[str]:
-    paths: list[str] = []
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home:
-        paths.append(str(Path(java_home) / "bin" / "java"))
-    jvm = Path("/usr/lib/jvm")
-    preferred = jvm / "temurin-25-jdk-amd64"
-    paths.append(str(preferred / "bin" / "java"))
-    if jvm.is_dir():
-        paths += [str(p / "bin" / "java") for p in sorted(jvm.iterdir(), reverse=True) if p != preferred]
-    on_path = shutil.which("java")
-    if on_path:
-        paths.append(on_path)
-    seen: set[str] = set()
-    out = []
-    for p in paths:
-        real = os.path.realpath(p)
-        if real not in seen and os.access(p, os.X_OK):
-            seen.add(real)
-            out.append(p)
-    return out
+#: A java of this machine and its major version (`grctl.dev.java.JavaRuntime`).
+JavaCandidate = JavaRuntime
 
 
 def find_javas() -> list[JavaCandidate]:
     """The Java runtimes of this machine in the order they are preferred (see the module docstring)."""
-    return [JavaCandidate(p, _java_major(p)) for p in _candidate_paths()]
+    return _find_javas()
 
 
 def choose_runtime(
@@ -267,8 +219,9 @@ def ensure_distribution(dist: Distribution, home: str | os.PathLike[str] | None 
         download = ddir / "download"
         shutil.rmtree(download, ignore_errors=True)
         download.mkdir()
-        settings = Path(os.environ.get("GRCTL_DEV_MAVEN_SETTINGS") or ddir / "settings.xml")
-        if "GRCTL_DEV_MAVEN_SETTINGS" not in os.environ:
+        chosen = dev_maven_settings()
+        settings = Path(chosen) if chosen else ddir / "settings.xml"
+        if not chosen:
             settings.write_text(_SETTINGS_XML)
         cmd = [
             mvn, "-B", "-q", "-C", "-s", str(settings),

@@ -14,12 +14,11 @@ user value next to a bounded envelope (ids, names, timestamps, a bounded error t
 A value over the value limit is refused where it enters, with `PayloadTooLargeError`; a record
 over its topic's limit is never produced (the worker fails its run instead).
 
-May import: `grctl.errors`, confluent-kafka.
+May import: `grctl.errors`, `grctl.kafka.retry`, confluent-kafka.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
@@ -28,6 +27,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl.errors import InvalidArgumentError, KafkaSetupError
+from grctl.kafka.retry import retry_while_leaderless
 
 #: librdkafka's default `message.max.bytes`.
 PRODUCER_DEFAULT_MAX_BYTES: Final = 1_000_000
@@ -107,29 +107,27 @@ def topic_max_bytes(admin: AdminClient, topics: Iterable[str], timeout: float) -
         KafkaSetupError: the configs cannot be read (missing DescribeConfigs permission, ...).
     """
     resources = [ConfigResource("topic", t) for t in topics]
-    out: dict[str, int] = {}
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
-                entry = fut.result(timeout).get("max.message.bytes")
-                out[res.name] = int(entry.value) if entry is not None and entry.value else TOPIC_DEFAULT_MAX_BYTES
-            return out
-        except TimeoutError as exc:  # the broker asked is paused or unreachable: the caller retries
+
+    def once() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
+            entry = fut.result(timeout).get("max.message.bytes")
+            out[res.name] = int(entry.value) if entry is not None and entry.value else TOPIC_DEFAULT_MAX_BYTES
+        return out
+
+    try:
+        # Topics created a moment ago: the broker asked may not have their metadata yet (seen on
+        # a 3-node cluster right after a broker restart). Ask again.
+        return retry_while_leaderless(once, timeout=timeout)
+    except TimeoutError as exc:  # the broker asked is paused or unreachable: the caller retries
+        raise _silent(timeout) from exc
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() in _NO_ANSWER:
+            # librdkafka's own request timeout can end the wait first (seen under load): the
+            # same silence, not a refusal.
             raise _silent(timeout) from exc
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() in _NO_ANSWER:
-                # librdkafka's own request timeout can end the wait first (seen under load): the
-                # same silence, not a refusal.
-                raise _silent(timeout) from exc
-            unknown = isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-            if unknown and time.monotonic() < deadline:
-                # Topics created a moment ago: the broker asked may not have their metadata yet
-                # (seen on a 3-node cluster right after a broker restart). Ask again.
-                time.sleep(0.2)
-                continue
-            _refused(exc)
+        _refused(exc)
 
 
 #: Errors that mean the broker did not answer (as opposed to refusing).

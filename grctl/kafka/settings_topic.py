@@ -10,7 +10,7 @@ The history topic must keep events at least as long as runs are kept (a run whos
 gone while it can still be described would be a run without a past): writing settings checks
 it and refuses a longer run retention with an error that says how to raise the history's.
 
-May import: `grctl.errors`, `grctl.defaults`, confluent-kafka.
+May import: `grctl.errors`, `grctl.defaults`, `grctl.kafka`, confluent-kafka.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]  
 
 from grctl import defaults
 from grctl.errors import InvalidArgumentError, KafkaSetupError
+from grctl.kafka.reading import read_partitions
+from grctl.kafka.retry import is_transient, retry_while_leaderless
 
 if TYPE_CHECKING:
     from grctl.kafka.connection import Connection
@@ -103,32 +105,25 @@ def read_settings(conn: Connection, timeout: float = 10.0) -> NamespaceSettings:
     deadline = time.monotonic() + timeout
     try:
         tp = TopicPartition(topic, 0)
-        while True:
-            try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-                break
-            except KafkaException:
-                # A topic just created answers NOT_LEADER / UNKNOWN_TOPIC for a moment.
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        if high <= low:
-            return settings
-        consumer.assign([TopicPartition(topic, 0, low)])
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error() is not None:
-                continue
+        # A topic just created answers NOT_LEADER / UNKNOWN_TOPIC for a moment.
+        low, high = retry_while_leaderless(
+            lambda: consumer.get_watermark_offsets(tp, timeout=timeout, cached=False),
+            timeout=timeout,
+            retry_on=is_transient,
+        )
+        left = max(0.0, deadline - time.monotonic())
+        records = read_partitions(consumer, topic, {0: (low, high)}, timeout=left, skip_errors=True, wait=0.2)
+        for msg in records:
             if msg.key() == SETTINGS_KEY and msg.value():
                 try:
                     settings = _decoder.decode(msg.value() or b"")
                 except (msgspec.DecodeError, RecursionError):
                     pass  # a record of a newer version we cannot read: keep the last we can
-            if (msg.offset() or 0) >= high - 1:
-                return settings
+        return settings
+    except TimeoutError:
         raise KafkaSetupError(
             f"cannot read the settings of namespace {conn.namespace!r} from {topic} within {timeout:.0f}s"
-        )
+        ) from None
     except KafkaException as exc:
         raise KafkaSetupError(f"cannot read the settings of namespace {conn.namespace!r} from {topic}: {exc}") from exc
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -14,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from grctl import defaults
 from grctl.errors import InvalidArgumentError, KafkaAuthorizationError, KafkaSetupError, TopicMismatchError
 from grctl.kafka.acls import is_refusal, kafka_error_of, namespace_prefix, topic_refusal
+from grctl.kafka.retry import is_leaderless, retry_while_leaderless
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +200,13 @@ def ensure_namespace(
 
 
 def wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
-    """Wait until every partition of `topics` has a leader (new topics need a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Wait until every partition of `topics` has a leader (new topics need a moment).
+
+    Raises:
+        KafkaSetupError: partitions still had no leader after `timeout` seconds.
+    """
+
+    def check() -> None:
         leaderless = []
         for t in topics:
             tm = admin.list_topics(topic=t, timeout=timeout).topics.get(t)
@@ -210,11 +214,15 @@ def wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> N
                 leaderless.append(t)
                 continue
             leaderless += [f"{t}[{p}]" for p, pm in tm.partitions.items() if pm.leader < 0 or pm.error is not None]
-        if not leaderless:
-            return
-        if time.monotonic() > deadline:
-            raise KafkaSetupError(f"partitions without a leader after {timeout:.0f}s: {leaderless[:5]}")
-        time.sleep(0.1)
+        if leaderless:
+            raise KafkaException(KafkaError(KafkaError.LEADER_NOT_AVAILABLE, f"{leaderless[:5]}"))
+
+    try:
+        retry_while_leaderless(check, timeout=timeout)
+    except KafkaException as exc:
+        if not is_leaderless(exc):
+            raise
+        raise KafkaSetupError(f"partitions without a leader after {timeout:.0f}s: {exc.args[0].str()}") from None
 
 
 def delete_namespace(admin: AdminClient, names: TopicNames, timeout: float = 30.0) -> list[str]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 import msgspec
 
 from grctl.models.errors import ErrorDetails
+from grctl.models.run_info import RunStatus
 
 
 class HistoryKind(StrEnum):
@@ -51,15 +54,20 @@ class HistoryKind(StrEnum):
     patch_recorded = "patch.recorded"
 
 
-TERMINAL_KINDS = frozenset(
+#: The history kinds that end a run, and the status each leaves the run in: the one table of
+#: it (history readers, metrics and traces all look it up here). Keys and values are `StrEnum`s,
+#: so the wire strings work too: ``RUN_END_STATUS.get("run.timeout") == "timed_out"``.
+RUN_END_STATUS: Final[Mapping[HistoryKind, RunStatus]] = MappingProxyType(
     {
-        HistoryKind.run_completed,
-        HistoryKind.run_failed,
-        HistoryKind.run_cancelled,
-        HistoryKind.run_terminated,
-        HistoryKind.run_timeout,
+        HistoryKind.run_completed: RunStatus.completed,
+        HistoryKind.run_failed: RunStatus.failed,
+        HistoryKind.run_cancelled: RunStatus.cancelled,
+        HistoryKind.run_terminated: RunStatus.terminated,
+        HistoryKind.run_timeout: RunStatus.timed_out,
     }
 )
+#: The history kinds that end a run (the keys of `RUN_END_STATUS`).
+TERMINAL_KINDS: Final = frozenset(RUN_END_STATUS)
 
 
 class _Payload(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -1,5 +1,9 @@
 """The web UI of `grctl ui`: namespace, runs, a run's page, and actions (see `app`).
 
-May import: every room but `dev`: it reads like the CLI (`grctl.cli.reader`) and acts through
-a `Client`.
+Installed with the ``ui`` extra (``pip install 'grctl[ui]'``: Starlette, Uvicorn, Jinja2,
+python-multipart); nothing a worker or a client imports loads this package.
+
+May import: errors, defaults, settings, models, codec, engine, kafka, client, display and
+logging_setup, never the CLI: it reads with the client's readers (`grctl.client.reader`,
+`grctl.client.namespace`) and acts through a `Client`.
 """

@@ -14,7 +14,7 @@ Every failure is a page with one clear message and the right status: an unknown 
 bad filter or form (400), an action on an ended run (409), Kafka unreachable (503), anything
 else (500, logged with its traceback on the server, never shown).
 
-May import: `grctl.ui.data`, `grctl.cli.common` (formatting), models, errors.
+May import: `grctl.ui.data`, `grctl.client.reader`, `grctl.display` (formatting), models, errors (never the CLI).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from grctl.cli.common import fmt_duration_ms, fmt_ms, json_text
-from grctl.cli.reader import ALL_STATUSES, TERMINAL_STATUSES
+from grctl.client.reader import ALL_STATUSES, TERMINAL_STATUSES
+from grctl.display import fmt_duration_ms, fmt_ms, json_text
 from grctl.errors import (
     GrctlError,
     InvalidArgumentError,

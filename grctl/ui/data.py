@@ -1,16 +1,17 @@
 """What the web UI reads and does, behind one small class each: `TopicsReader` and `RunActions`.
 
-`TopicsReader` reads the namespace straight from its topics, with the CLI's reader
-(`grctl.cli.reader`): runs from the `state` changelog, history by time seek, a run's store and
-inbox from its `state` partition since the run began, dead letters from the end of the
-`dead-letter` topic, and the workers' group and lag with the admin client. Its methods block
+`TopicsReader` reads the namespace straight from its topics, with the readers the CLI uses too
+(`grctl.client.reader`, `grctl.client.namespace`): runs from the `state` changelog, history by
+time seek, a run's store and inbox from its `state` partition since the run began, dead letters
+from the end of the `dead-letter` topic, and the workers' group and lag with the admin client. Its methods block
 (Kafka consumers): the app calls them in a thread. Issue 14 replaces the run listing with
 worker-side listing: a class with the same methods (`RunsSource`) swaps in through
 `grctl.ui.app.create_app`.
 
 `RunActions` sends events, cancels and terminates through a `Client`.
 
-May import: every room but `dev` (it reads like the CLI does).
+May import: errors, defaults, settings, models, codec, engine, kafka, client, display, logging_setup
+(never the CLI).
 """
 
 from __future__ import annotations
@@ -20,30 +21,28 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
-from confluent_kafka import KafkaError, TopicPartition
-from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
 from ulid import ULID
 
-from grctl.cli.namespace import _describe
-from grctl.cli.reader import (
+from grctl.client.client import HISTORY_SEEK_SLACK_MS, Client
+from grctl.client.namespace import describe_namespace
+from grctl.client.reader import (
     ALL_STATUSES,
     Page,
     RunFilter,
     RunLister,
     RunRow,
-    _consumer,
     admin_for,
     find_run,
     iter_history,
-    list_offsets,
-    offsets_for_time,
+    read_consumer,
 )
-from grctl.client.client import HISTORY_SEEK_SLACK_MS, Client
 from grctl.engine import keys
 from grctl.engine.records import DECODE_ERRORS, InboxEntry, inbox_decoder
 from grctl.errors import InvalidArgumentError
 from grctl.kafka.connection import Connection
+from grctl.kafka.offsets import earliest_offsets, latest_offsets, offsets_for_time
 from grctl.kafka.partitioner import partition_for
+from grctl.kafka.reading import read_partitions
 from grctl.models.history import HistoryEvent
 
 #: Records a run page reads at most from the run's `state` partition (store, inbox).
@@ -153,14 +152,15 @@ class TopicsReader:
 
     def namespace(self) -> dict[str, Any]:
         """Partitions, owners, lag (as `grctl namespace describe --json`)."""
-        return _describe(admin_for(self.conn), self.conn.topics, self.conn)
+        return describe_namespace(admin_for(self.conn), self.conn.topics, self.conn)
 
     def dead_letters(self, limit: int = DEAD_LETTERS_SHOWN) -> list[DeadLetter]:
         """The latest dead-letter records (up to `limit`), newest first."""
         topic = self.conn.topics.dead_letter
         parts = list(range(self.conn.num_partitions))
-        ends = list_offsets(self.conn, topic, parts, OffsetSpec.latest())  # type: ignore[no-untyped-call]
-        starts = list_offsets(self.conn, topic, parts, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+        admin = admin_for(self.conn)
+        ends = latest_offsets(admin, topic, parts)
+        starts = earliest_offsets(admin, topic, parts)
         out: list[DeadLetter] = []
         for p in parts:
             if ends[p] <= starts[p]:
@@ -189,26 +189,18 @@ class TopicsReader:
         Returns:
             The records, and whether the read got to `end` (False: it stopped at a bound).
         """
-        c = _consumer(self.conn, "ui")
+        c = read_consumer(self.conn, "ui")
         got: list[Any] = []
         try:
-            c.assign([TopicPartition(topic, partition, start)])
-            deadline = time.monotonic() + STATE_READ_S
-            while time.monotonic() < deadline and len(got) < limit:
-                m = c.poll(0.2)
-                if m is None:
-                    continue
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        return got, True  # at the last stable offset (read_committed)
-                    continue
+            for m in read_partitions(c, topic, {partition: (start, end)}, timeout=STATE_READ_S, skip_errors=True):
                 got.append(m)
-                if (m.offset() or 0) >= end - 1:
-                    return got, True
+                if len(got) >= limit:
+                    return got, (m.offset() or 0) >= end - 1
+        except TimeoutError:
+            return got, False
         finally:
             c.close()
-        return got, False
+        return got, True
 
     def runs(self, flt: RunFilter, limit: int) -> Page:
         """One page of runs, newest first, from the workers' run indexes."""
@@ -229,8 +221,9 @@ class TopicsReader:
         topic = self.conn.topics.state
         p = partition_for(wf_id, self.conn.num_partitions)
         since = max(0, ULID.from_str(run_id).milliseconds - HISTORY_SEEK_SLACK_MS)
-        start = offsets_for_time(self.conn, topic, [p], since)[p]
-        end = list_offsets(self.conn, topic, [p], OffsetSpec.latest())[p]  # type: ignore[no-untyped-call]
+        admin = admin_for(self.conn)
+        start = offsets_for_time(admin, topic, [p], since)[p]
+        end = latest_offsets(admin, topic, [p])[p]
         state = RunState()
         if start < 0 or start >= end:
             return state

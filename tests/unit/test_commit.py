@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from grctl import settings
 from grctl.engine import keys
 from grctl.kafka.topics import TopicNames
 from grctl.state.partition_store import PartitionStore
@@ -274,6 +275,6 @@ def test_a_stalled_transaction_is_given_up_soon_after_the_coordinator_would_abor
 def test_a_bad_commit_linger_setting_is_named(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.setenv("GRCTL_COMMIT_LINGER_MS", raw)
     with pytest.raises(ValueError, match=f"GRCTL_COMMIT_LINGER_MS must be a number of milliseconds >= 0.*{raw!r}"):
-        commit_module._linger_from_env()
+        settings.commit_linger_s()  # what the commit module reads when it loads
     monkeypatch.setenv("GRCTL_COMMIT_LINGER_MS", "2.5")
-    assert commit_module._linger_from_env() == 0.0025
+    assert settings.commit_linger_s() == 0.0025

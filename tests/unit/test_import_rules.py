@@ -91,15 +91,27 @@ ALLOWED: dict[str, set[str]] = {
     # Metrics, the session view, run spans, the HTTP endpoint: nothing of the session.
     "worker._observe": {*BASE, "models", "engine", "tracing", "worker._partition.ports"},
     # Kafka edges: sources and the schema registry.
-    "worker._edges": {*BASE, "models", "codec", "formats", "engine", "kafka", "_check", "worker._partition"},
+    "worker._edges": {
+        *BASE,
+        "settings",
+        "models",
+        "codec",
+        "formats",
+        "engine",
+        "kafka",
+        "_check",
+        "worker._partition",
+    },
     "cli": {"*"},
-    "dev": {"errors"},
-    # The web UI reads like the CLI (grctl.cli.reader) and acts through a Client.
-    "ui": {*BASE, "settings", "models", "codec", "engine", "kafka", "client", "cli", "logging_setup"},
+    "dev": {"errors", "settings"},
+    # The web UI reads with the client's readers (grctl.client.reader) and acts through a Client.
+    "ui": {*BASE, "settings", "models", "codec", "engine", "kafka", "client", "display", "logging_setup"},
+    # How values are shown (times, durations, compact JSON): the CLI's and the UI's.
+    "display": set(),
     "_lazy": set(),
     "_check": {"errors"},
     "logging_setup": set(),
-    "tracing": {"errors"},
+    "tracing": {"errors", "models"},
     "_fork": {"errors"},
     "__init__": {"*"},
     "__main__": {"cli"},

@@ -29,11 +29,11 @@ What a failure becomes:
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from grctl import settings
 from grctl.errors import (
     InvalidArgumentError,
     SchemaRegistryError,
@@ -138,7 +138,7 @@ class SchemaRegistry:
     @classmethod
     def from_env(cls) -> SchemaRegistry | None:
         """The registry named by ``GRCTL_SCHEMA_REGISTRY_URL`` (None: unset)."""
-        url = os.environ.get(ENV_URL, "").strip()
+        url = settings.schema_registry_url()
         return cls(url) if url else None
 
     def __repr__(self) -> str:

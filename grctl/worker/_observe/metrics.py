@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from grctl.models.history import RUN_END_STATUS
 from grctl.worker._observe.view import SessionView
 
 if TYPE_CHECKING:
@@ -56,14 +57,6 @@ LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 STATS_INTERVAL_MS = 5_000
 #: A scrape or a liveness probe waits this long for the event loop's answer.
 LOOP_ANSWER_TIMEOUT_S = 2.0
-#: The run history kinds that end a run, and the status each stands for.
-RUN_END_KINDS = {
-    "run.completed": "completed",
-    "run.failed": "failed",
-    "run.cancelled": "cancelled",
-    "run.timeout": "timed_out",
-    "run.terminated": "terminated",
-}
 PAYLOAD_TOO_LARGE = "PayloadTooLargeError"
 
 
@@ -191,7 +184,7 @@ class WorkerMetrics:
             if kind == "run.started":
                 self._stats(run.wf_type).runs_started += 1
                 continue
-            status = RUN_END_KINDS.get(kind)
+            status = RUN_END_STATUS.get(kind)  # type: ignore[call-overload]  # a wire str; HistoryKind is a StrEnum
             if status is None:
                 continue
             st = self._stats(run.wf_type)

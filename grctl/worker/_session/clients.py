@@ -7,6 +7,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from grctl.kafka.connection import Connection
+from grctl.kafka.reading import take_ready
 
 #: Kafka Streams' EOS default: a dead worker's open transaction blocks read_committed readers of
 #: its partitions until this expires, so keep it short.
@@ -93,19 +94,14 @@ def make_restore_consumer(conn: Connection) -> Consumer:
     )
 
 
-def consume_available(consumer: Consumer, limit: int, wait: float) -> tuple[list[Any], Any]:
-    """Wait up to `wait` seconds for one record, then take whatever else is already fetched.
+def consume_with_metadata(consumer: Consumer, limit: int, wait: float) -> tuple[list[Any], Any]:
+    """`grctl.kafka.reading.consume_available` (wait for one record, take what is fetched), between
+    whose wait and take the consumer group metadata is read.
 
-    `Consumer.consume(n, timeout)` blocks until it has n records or the timeout passes, which
-    would add the whole timeout to every record's latency at low load.
-
-    Also returns the consumer group metadata for the transactions: it must be read on this
+    It returns the consumer group metadata for the transactions: it must be read on this
     thread, because `consumer_group_metadata()` blocks while another thread is inside `poll()`
     (measured: send_offsets_to_transaction went from ~3 ms to 100-1400 ms, or hung).
     """
     first = consumer.poll(wait)
     metadata = consumer.consumer_group_metadata()
-    if first is None:
-        return [], metadata
-    rest: list[Any] = consumer.consume(limit - 1, 0)
-    return [first, *rest], metadata
+    return take_ready(consumer, first, limit), metadata

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from grctl import settings
 from grctl.engine import keys
 from grctl.kafka.topics import TopicNames
 from grctl.state.partition_store import PartitionStore, Writes
@@ -33,18 +33,6 @@ from grctl.worker._session.clients import TRANSACTION_TIMEOUT_MS
 from grctl.worker._session.errors import SessionRestart
 
 logger = logging.getLogger("grctl.worker")
-
-
-def _linger_from_env() -> float:
-    """GRCTL_COMMIT_LINGER_MS in seconds (0 when unset); a value that is not a number >= 0 is named."""
-    raw = os.environ.get("GRCTL_COMMIT_LINGER_MS", "0")
-    try:
-        ms = float(raw)
-    except ValueError:
-        ms = -1.0
-    if not ms >= 0:  # also NaN
-        raise ValueError(f"GRCTL_COMMIT_LINGER_MS must be a number of milliseconds >= 0 (or unset), got {raw!r}")
-    return ms / 1000
 
 
 #: Upper bound of records staged before the consumer and the timers wait for a commit.
@@ -58,7 +46,7 @@ COMMIT_YIELDS = 4
 #: already holds `COMMIT_LINGER_RECORDS`. 0 (the default) commits back to back: lingers of 2 and
 #: 5 ms at 4 and 64 partitions stayed within the spread between runs (10 interleaved runs), so
 #: nothing favoured a change. Read from GRCTL_COMMIT_LINGER_MS when the module loads.
-COMMIT_LINGER_S = _linger_from_env()
+COMMIT_LINGER_S = settings.commit_linger_s()
 COMMIT_LINGER_RECORDS = 2_000
 #: ... and only while the worker is loaded: the last commit's batch held this many records or
 #: more (a light load keeps committing at once, so its latency does not pay for the linger).

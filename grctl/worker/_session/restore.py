@@ -16,8 +16,10 @@ from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPar
 from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl.kafka.connection import Connection
+from grctl.kafka.reading import consume_available
+from grctl.kafka.retry import is_transient, retry_while_leaderless
 from grctl.state.partition_store import PartitionStore, Writes
-from grctl.worker._session.clients import consume_available, make_restore_consumer
+from grctl.worker._session.clients import make_restore_consumer
 
 logger = logging.getLogger("grctl.worker")
 
@@ -32,17 +34,15 @@ DEFAULT_DELETE_RETENTION_MS = 24 * 3600 * 1000
 
 
 def last_stable_offset(admin: AdminClient, tp: TopicPartition) -> int:
-    """The partition's last stable offset; retried while a new partition has no leader yet."""
-    deadline = time.monotonic() + LSO_TIMEOUT_S
-    while True:
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
+    """The partition's last stable offset; retried, with back-off, while an error may pass (a new
+    partition without a leader yet, a moving coordinator) for `LSO_TIMEOUT_S`."""
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
+
+    def once() -> int:
         res = admin.list_offsets({tp: latest}, isolation_level=IsolationLevel.READ_COMMITTED)
-        try:
-            return int(res[tp].result(LSO_TIMEOUT_S).offset)
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+        return int(res[tp].result(LSO_TIMEOUT_S).offset)
+
+    return retry_while_leaderless(once, timeout=LSO_TIMEOUT_S, retry_on=is_transient)
 
 
 def delete_retention_ms(admin: AdminClient, topic: str) -> int:
@@ -107,7 +107,7 @@ def restore_partition(
         consumer.assign([TopicPartition(topic, partition, start)])
         progress_at, progress_pos = time.monotonic(), start
         while True:
-            msgs, _ = consume_available(consumer, 10_000, 0.2)
+            msgs = consume_available(consumer, 10_000, 0.2)
             for msg in msgs:
                 if msg.error() is not None:
                     continue

@@ -49,7 +49,7 @@ from grctl.worker._observe.view import PartitionView, SessionView
 from grctl.worker._partition.listing import counts as run_counts
 from grctl.worker._partition.ports import ProcessorServices, Refusal
 from grctl.worker._partition.processor import PartitionProcessor
-from grctl.worker._session.clients import consume_available, make_consumer, make_producer
+from grctl.worker._session.clients import consume_with_metadata, make_consumer, make_producer
 from grctl.worker._session.commit import GroupCommitter, KafkaPublisher, TimedPublisher
 from grctl.worker._session.errors import SessionRestart
 from grctl.worker._session.executor import PartitionTasks, StepExecutor
@@ -290,7 +290,7 @@ class WorkerSession:
                 next_check = time.monotonic() + BACK_PRESSURE_CHECK_S
                 await self._back_pressure(consumer)
             msgs, self._group_metadata = await self._loop.run_in_executor(
-                self._cpool, consume_available, consumer, CONSUME_BATCH, CONSUME_WAIT_S
+                self._cpool, consume_with_metadata, consumer, CONSUME_BATCH, CONSUME_WAIT_S
             )
             self.inputs_idle = not msgs
             for msg in msgs:
