@@ -102,6 +102,8 @@ ALLOWED: dict[str, set[str]] = {
         "_check",
         "worker._partition",
     },
+    # Replaying recorded runs against code, in process (no Kafka, no worker).
+    "testing": {*BASE, "models", "codec", "workflow"},
     "cli": {"*"},
     "dev": {"errors", "settings"},
     # The web UI reads with the client's readers (grctl.client.reader) and acts through a Client.
