@@ -15,6 +15,7 @@ import typer
 
 from grctl import __version__
 from grctl.cli.common import Globals, out, parse_kafka_option, read_kafka_config_file, set_globals, setup_cli_logging
+from grctl.cli.deploy import deploy_app, replay_cmd
 from grctl.cli.dev import dev_app
 from grctl.cli.namespace import namespace_app
 from grctl.cli.ui import ui_cmd
@@ -46,6 +47,8 @@ Talks only to Kafka (no server). Every command takes --json for scripts. Exit co
   grctl -n orders ui                              # web UI on http://127.0.0.1:8233/
   grctl -n orders verify                          # after an incident: nothing lost or duplicated?
 
+  grctl -n orders deploy check --app myapp.workflows:WORKFLOWS   # before a deploy: runs in flight served?
+
   grctl -s broker:9093 -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN ... workflow list
 """,
     no_args_is_help=True,
@@ -59,6 +62,8 @@ app.add_typer(namespace_app, name="namespace")
 app.command("worker")(worker_cmd)
 app.command("ui")(ui_cmd)
 app.command("verify")(verify_cmd)
+app.add_typer(deploy_app, name="deploy")
+app.command("replay")(replay_cmd)
 app.add_typer(dev_app, name="dev")
 
 

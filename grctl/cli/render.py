@@ -109,7 +109,7 @@ def info_table(info: RunInfo) -> Table:
     rows: list[tuple[str, str]] = [
         ("workflow id", info.wf_id),
         ("run id", info.id),
-        ("type", info.wf_type),
+        ("type", f"{info.wf_type} v{info.version}"),
         ("status", styled_status(str(info.status))),
         ("state", str(info.state or "-")),
         ("current step", f"{info.current_step} (#{info.step_seq})" if info.current_step else "-"),
@@ -118,6 +118,8 @@ def info_table(info: RunInfo) -> Table:
         ("ended", fmt_time(info.ended_at)),
         ("duration", fmt_duration_ms(duration)),
     ]
+    if info.awaiting:
+        rows.append(("awaiting code", f"{info.awaiting} (parked: it resumes when a worker serving it owns it)"))
     if info.timeout is not None:
         rows.append(("timeout", f"{info.timeout:g} s"))
     if info.waiting_for_event:
@@ -141,6 +143,7 @@ def runs_table(rows: list[RunRow], title: str | None = None) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
     t.add_column("WORKFLOW ID", overflow="fold")
     t.add_column("TYPE")
+    t.add_column("V", justify="right")
     t.add_column("STATUS")
     t.add_column("STEP")
     t.add_column("CREATED")
@@ -153,6 +156,7 @@ def runs_table(rows: list[RunRow], title: str | None = None) -> Table:
         t.add_row(
             r.wf_id,
             r.wf_type,
+            str(r.version),
             styled_status(r.status),
             (r.step or "-") if r.state != "wait" else "(waiting)",
             fmt_ms(r.created_ms),

@@ -454,6 +454,71 @@ def list_cmd(
     handle_errors(main)
 
 
+@workflow_app.command("versions")
+def versions_cmd(
+    wf_type: Annotated[
+        str | None, typer.Argument(metavar="[TYPE]", help="Only this workflow type.", show_default=False)
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per workflow type and version, how many runs are not ended: when old code can be removed.
+
+    The counts are exact: each partition's owner keeps them in the same transactions as the
+    runs' starts and ends (it needs running workers). A version with 0 open runs can be removed
+    from the workers' code; a version with runs awaiting code has runs parked until a worker
+    serving it owns their partition.
+
+    **Examples**
+
+      grctl workflow versions
+
+      grctl workflow versions Order --json
+    """
+
+    def main() -> None:
+        conn = connect_sync()
+        with progress("counting runs per version"), reader.RunLister(conn) as lister:
+            page = lister.page(reader.RunFilter(types={wf_type} if wf_type else None), 1, counts=True)
+        if page.unavailable_partitions:
+            raise CommandFailed(
+                f"partitions {', '.join(map(str, page.unavailable_partitions))} did not answer (moving between "
+                "workers?): the counts would be short; ask again"
+            )
+        rows = [v for v in page.versions or [] if wf_type is None or v.workflow_type == wf_type]
+        if as_json:
+            print_json(
+                [
+                    {
+                        "workflow_type": v.workflow_type,
+                        "version": v.version,
+                        "open": v.open,
+                        "awaiting_code": v.awaiting_code,
+                        "by_status": v.by_status,
+                    }
+                    for v in rows
+                ]
+            )
+            return
+        if not rows:
+            what = f"type {wf_type!r}" if wf_type else "any type"
+            err.print(f"no runs of {what} in namespace {conn.namespace!r}", highlight=False)
+            return
+        for v in rows:
+            out.print(version_line(v), highlight=False)
+
+    handle_errors(main)
+
+
+def version_line(v: Any) -> str:
+    """One drain count as `grctl workflow versions` prints it."""
+    if v.open == 0:
+        return f"{v.workflow_type} v{v.version}: 0 runs open — its code can be removed"
+    runs = "run" if v.open == 1 else "runs"
+    detail = ", ".join(f"{n} {status}" for status, n in v.by_status.items())
+    parked = f"; {v.awaiting_code} parked awaiting code" if v.awaiting_code else ""
+    return f"{v.workflow_type} v{v.version}: {v.open} {runs} open ({detail}){parked} — keep its code"
+
+
 # --------------------------------------------------------------------------------------------
 # send / cancel / terminate / query
 

@@ -23,10 +23,12 @@ from grctl.client.listing import (
     LIST_LIMIT_MAX,
     ListFilter,
     RunPage,
+    VersionCount,
     decode_page_token,
     encode_page_token,
     merge_counts,
     merge_pages,
+    merge_versions,
 )
 from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.records import (
@@ -463,7 +465,33 @@ class Client:
             next_page_token=encode_page_token(namespace, flt, cursor) if more and cursor is not None else None,
             counts=merge_counts(answers.values()) if counts else None,
             unavailable_partitions=sorted(set(waiting) - set(answers)),
+            versions=merge_versions(answers.values()) if counts else None,
         )
+
+    async def workflow_versions(
+        self, workflow_type: str | None = None, *, timeout: float | None = None
+    ) -> list[VersionCount]:
+        """The drain counts: per workflow type and version, the runs not ended, exact.
+
+        "Order v1: 0 open" means no run needs the v1 code any more: it can be removed from the
+        workers. A version once started stays listed with 0.
+
+        Args:
+            workflow_type: only this type.
+            timeout: seconds to wait for the partitions (default `request_timeout`).
+
+        Raises:
+            WorkflowError: a partition did not answer (moving in a rebalance): the counts would
+                be short; ask again.
+            NoWorkerAnsweredError: the namespace has no running worker.
+        """
+        page = await self.list_workflows(workflow_type=workflow_type, limit=1, counts=True, timeout=timeout)
+        if page.unavailable_partitions:
+            raise WorkflowError(
+                f"partitions {page.unavailable_partitions} did not answer (moving in a rebalance?): "
+                "the drain counts would be short; ask again"
+            )
+        return [v for v in page.versions or [] if workflow_type is None or v.workflow_type == workflow_type]
 
     async def get_history(self, wf_id: str, run_id: str | None = None) -> list[HistoryEvent]:
         """Every history event of one run (the latest if `run_id` is None), in order.

@@ -24,7 +24,16 @@ import msgspec
 from grctl.errors import InvalidArgumentError
 from grctl.models.run_info import RunInfo, RunStatus
 
-__all__ = ["LIST_LIMIT_MAX", "ListFilter", "RunPage", "decode_page_token", "encode_page_token", "merge_pages"]
+__all__ = [
+    "LIST_LIMIT_MAX",
+    "ListFilter",
+    "RunPage",
+    "VersionCount",
+    "decode_page_token",
+    "encode_page_token",
+    "merge_pages",
+    "merge_versions",
+]
 
 #: The most runs one page holds.
 LIST_LIMIT_MAX = 1000
@@ -92,12 +101,39 @@ class RunPage:
         counts: with `counts=True`, how many latest runs have each status, by type.
         unavailable_partitions: partitions that did not answer (their runs are missing from
             this page; ask again).
+        versions: with `counts=True`, the drain counts: runs not ended per type and version.
     """
 
     runs: list[RunInfo]
     next_page_token: str | None
     counts: dict[str, dict[str, int]] | None = None
     unavailable_partitions: list[int] = field(default_factory=list)
+    versions: list[VersionCount] | None = None
+
+
+@dataclass(frozen=True)
+class VersionCount:
+    """The drain count of one version of a workflow type: its runs not ended, exact.
+
+    Kept by the partitions' run indexes in the same transactions as the runs' starts and ends;
+    a version once started stays listed with 0 open runs.
+
+    Attributes:
+        workflow_type: the type.
+        version: the version.
+        open: runs of this version not ended (the sum of `by_status`).
+        by_status: those runs by status ("running", "waiting", "awaiting_code", ...).
+    """
+
+    workflow_type: str
+    version: int
+    open: int
+    by_status: dict[str, int]
+
+    @property
+    def awaiting_code(self) -> int:
+        """Runs of this version parked until a worker serves their code."""
+        return self.by_status.get("awaiting_code", 0)
 
 
 class _Token(msgspec.Struct, array_like=True):
@@ -182,3 +218,18 @@ def merge_counts(answers: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, in
             for wf_type, n in by_type.items():
                 out.setdefault(status, {})[wf_type] = out.get(status, {}).get(wf_type, 0) + n
     return out
+
+
+def merge_versions(answers: Iterable[Mapping[str, Any]]) -> list[VersionCount]:
+    """The partitions' drain counts, summed, by type then version."""
+    sums: dict[tuple[str, int], dict[str, int]] = {}
+    for a in answers:
+        for wf_type, by_version in (a.get("versions") or {}).items():
+            for version, by_status in by_version.items():
+                into = sums.setdefault((wf_type, int(version)), {})
+                for status, n in by_status.items():
+                    into[status] = into.get(status, 0) + int(n)
+    return [
+        VersionCount(wf_type, version, sum(by.values()), {s: n for s, n in sorted(by.items()) if n})
+        for (wf_type, version), by in sorted(sums.items())
+    ]

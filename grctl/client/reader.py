@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # u
 from ulid import ULID
 
 from grctl.client.client import HISTORY_SEEK_SLACK_MS, Client, run_info_from_reply, to_history_event
-from grctl.client.listing import ListFilter, decode_page_token
+from grctl.client.listing import ListFilter, VersionCount, decode_page_token
 from grctl.engine.keys import RUN_PREFIX, run_key
 from grctl.engine.machine import Machine
 from grctl.engine.records import DECODE_ERRORS, ReplyTo, RunRecord, history_decoder, run_decoder
@@ -116,6 +116,7 @@ class RunRow:
             state=info.state or RunStateKind.start, seq=info.step_seq, step=info.current_step,
             created_ms=ms(info.created_at), started_ms=ms(info.started_at), ended_ms=ms(info.ended_at),
             timeout_ms=int(info.timeout * 1000) if info.timeout else None, error=info.error,
+            version=info.version, missing=info.awaiting,
         )  # fmt: skip
         return cls(record, record.ended_ms or record.started_ms, -1, -1)
 
@@ -126,9 +127,11 @@ class RunRow:
             "wf_id": r.wf_id,
             "run_id": r.run_id,
             "wf_type": r.wf_type,
+            "version": r.version,
             "status": r.status,
             "state": r.state,
             "current_step": r.step,
+            "awaiting": r.missing,
             "created_ms": r.created_ms or None,
             "started_ms": r.started_ms or None,
             "ended_ms": r.ended_ms or None,
@@ -187,6 +190,7 @@ class Page:
     elapsed_s: float = 0.0
     unavailable_partitions: list[int] = field(default_factory=list)
     counts: dict[str, dict[str, int]] | None = None
+    versions: list[VersionCount] | None = None
 
 
 class RunLister:
@@ -234,6 +238,7 @@ class RunLister:
             time.monotonic() - t0,
             result.unavailable_partitions,
             result.counts,
+            result.versions,
         )
 
     def close(self) -> None:

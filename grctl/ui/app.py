@@ -142,7 +142,17 @@ def create_app(
     async def namespace_page(request: Request) -> Response:
         info = await run_in_threadpool(source.namespace)
         dead = await run_in_threadpool(source.dead_letters)
-        return page(request, "namespace.html", info=info, dead=dead)
+        versions, versions_error = None, None
+        try:
+            counted = await run_in_threadpool(source.versions)
+        except GrctlError as exc:
+            versions_error = f"The drain counts need running workers: {exc}"
+        else:
+            versions = counted.versions or []
+            if counted.unavailable_partitions:
+                parts = ", ".join(map(str, counted.unavailable_partitions))
+                versions_error = f"Partitions {parts} did not answer (moving between workers?): counts not shown."
+        return page(request, "namespace.html", info=info, dead=dead, versions=versions, versions_error=versions_error)
 
     async def runs_page(request: Request) -> Response:
         q = request.query_params

@@ -94,6 +94,10 @@ class RunsSource(Protocol):
         """One page of runs, most recently changed first."""
         ...
 
+    def versions(self) -> Page:
+        """The drain counts (`Page.versions`), from the workers' run indexes."""
+        ...
+
     def run(self, wf_id: str) -> RunRow:
         """The latest run of `wf_id` (raises `WorkflowNotFoundError`)."""
         ...
@@ -207,6 +211,12 @@ class TopicsReader:
         if self._lister is None:
             self._lister = RunLister(self.conn)
         return self._lister.page(flt, limit)
+
+    def versions(self) -> Page:
+        """The drain counts (`Page.versions`), from the workers' run indexes."""
+        if self._lister is None:
+            self._lister = RunLister(self.conn)
+        return self._lister.page(RunFilter(), 1, counts=True)
 
     def run(self, wf_id: str) -> RunRow:
         """The latest run of `wf_id` (raises `WorkflowNotFoundError`)."""

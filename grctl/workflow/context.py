@@ -347,6 +347,8 @@ class Context:
                 rt.advance()
                 return True
             return False  # the recorded execution passed here before the patch existed
+        if rt.whole:
+            return False  # a replay of a finished step: its execution went on without the patch
         rt.history("patch.recorded", {"patch_id": patch_id}, f"patch:{rt.position}")
         rt.append("patch", patch_id, None)
         return True

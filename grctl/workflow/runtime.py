@@ -187,6 +187,9 @@ class StepRuntime:
         self._sink = sink
         self.position = 0
         self.codec: Any = None  # the worker's CodecRegistry, set by the worker
+        #: The recorded journal is a whole execution that ended (a replay of a finished step):
+        #: a patch past its end was not taken there (`Context.patched` answers False).
+        self.whole = False
 
     @property
     def is_replaying(self) -> bool:

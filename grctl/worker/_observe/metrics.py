@@ -468,6 +468,17 @@ class _Collector(Collector):
         memory_limit = GaugeMetricFamily(
             "grctl_state_memory_limit_bytes", "The RocksDB memory budget of this worker (--state-memory-mb)."
         )
+        open_runs = GaugeMetricFamily(
+            "grctl_runs_open", "Runs not ended held by this worker's partitions, per workflow type and version "
+            "(the drain count: a version at 0 everywhere can be removed).",
+            labels=["workflow_type", "version"],
+        )  # fmt: skip
+        awaiting = GaugeMetricFamily(
+            "grctl_runs_awaiting_code", "Runs parked because no worker owning them serves their version, step or "
+            "event handler, per workflow type and version.",
+            labels=["workflow_type", "version"],
+        )  # fmt: skip
+        by_version: dict[tuple[str, int], tuple[int, int]] = {}
         totals: dict[tuple[str, str], int] = {}
         if view is not None and view.state_memory is not None:
             memory.add_metric([], view.state_memory[0])
@@ -500,7 +511,16 @@ class _Collector(Collector):
                 for status, by_type in pv.runs.items():
                     for wf_type, n in by_type.items():
                         totals[(wf_type, status)] = totals.get((wf_type, status), 0) + n
+                for wf_type, versions in pv.versions.items():
+                    for version, by_status in versions.items():
+                        n_open, n_parked = by_version.get((wf_type, version), (0, 0))
+                        by_version[(wf_type, version)] = (
+                            n_open + sum(by_status.values()), n_parked + by_status.get("awaiting_code", 0)
+                        )  # fmt: skip
         for (wf_type, status), n in sorted(totals.items()):
             runs.add_metric([wf_type, status], n)
-        yield from (owned, lag, running, timers, overdue, purges, purge_lag, state_keys, state_bytes, runs, memory,
-                    memory_limit)  # fmt: skip
+        for (wf_type, version), (n_open, n_parked) in sorted(by_version.items()):
+            open_runs.add_metric([wf_type, str(version)], n_open)
+            awaiting.add_metric([wf_type, str(version)], n_parked)
+        yield from (owned, lag, running, timers, overdue, purges, purge_lag, state_keys, state_bytes, runs, open_runs,
+                    awaiting, memory, memory_limit)  # fmt: skip

@@ -20,6 +20,7 @@ class PartitionView:
     purges_due: int = 0
     next_purge_due_ms: int | None = None
     runs: dict[str, dict[str, int]] = field(default_factory=dict)  # status -> type -> latest runs
+    versions: dict[str, dict[int, dict[str, int]]] = field(default_factory=dict)  # type -> version -> status -> open
     state_keys: int = 0
     state_bytes: int = 0
 

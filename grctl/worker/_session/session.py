@@ -47,6 +47,7 @@ from grctl.worker._observe.metrics import WorkerMetrics
 from grctl.worker._observe.spans import observer_for
 from grctl.worker._observe.view import PartitionView, SessionView
 from grctl.worker._partition.listing import counts as run_counts
+from grctl.worker._partition.listing import version_counts
 from grctl.worker._partition.ports import ProcessorServices, Refusal
 from grctl.worker._partition.processor import PartitionProcessor
 from grctl.worker._session.clients import consume_with_metadata, make_consumer, make_producer
@@ -264,6 +265,7 @@ class WorkerSession:
                     purges_due=proc.expiries.due_count(now),
                     next_purge_due_ms=proc.next_expiry_due(),
                     runs=run_counts(proc.store),
+                    versions=version_counts(proc.store),
                     state_keys=state_keys,
                     state_bytes=state_bytes,
                 )
