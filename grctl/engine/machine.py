@@ -267,7 +267,7 @@ class Machine:
            (`execute`); a parked run resumes.
         3. Otherwise the run parks: status awaiting_code, with what is missing; nothing fails,
            its timers and inbox go on, and a worker that serves the code resumes it
-           (`resume_parked`, at its partition's assignment).
+           (`ensure_served`, before it starts the due step: at its partition's assignment).
         """
         cat = self.catalog
         step = run.step or ""
@@ -308,17 +308,6 @@ class Machine:
         if run.version not in self.catalog.versions(run.wf_type):
             return f"version {run.version} of workflow type {run.wf_type!r}"
         return f"step {step!r} of workflow type {run.wf_type!r} version {run.version}"
-
-    def resume_parked(self, run: RunRecord, now_ms: int) -> Transition:
-        """A run awaiting code, seen by a worker that owns it now: resumed if it serves the code (else SKIP)."""
-        if run.status != RunStatus.awaiting_code or run.state != RunStateKind.step or run.suspended_until_ms:
-            return SKIP
-        tr = Transition()
-        run = self._run_or_park(tr, run, now_ms)
-        if not tr.execute:
-            return SKIP  # still not served here: nothing changes (no second run.parked)
-        tr.run = run
-        return tr
 
     def ensure_served(self, run: RunRecord, now_ms: int) -> Transition:
         """Before a due step starts here: SKIP if this worker serves it as the run stands, else the

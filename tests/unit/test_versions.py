@@ -98,8 +98,8 @@ def test_a_pinned_run_parks_where_its_version_is_not_served_and_resumes_where_it
     run, tr = to_step(v2_only, run, "pack")  # a worker with only v2 owns it now
     assert (run.status, run.state, run.step, tr.execute) == (RunStatus.awaiting_code, RunStateKind.step, "pack", False)
     assert run.missing == "version 1 of workflow type 'Order'" and kinds(tr)[-1] == HistoryKind.run_parked
-    assert v2_only.resume_parked(run, T0).skipped  # still not served: nothing changes, no second event
-    resumed = v1_only.resume_parked(run, T0)
+    assert v2_only.ensure_served(run, T0).skipped  # still not served: nothing changes, no second event
+    resumed = v1_only.ensure_served(run, T0)
     assert resumed.run is not None and resumed.execute and kinds(resumed) == [HistoryKind.run_resumed]
     assert (resumed.run.status, resumed.run.missing, resumed.run.version) == (RunStatus.running, None, 1)
 
