@@ -344,6 +344,8 @@ class Client:
             if code == ReplyCode.type_not_registered:
                 raise WorkflowTypeNotRegisteredError(text, wf_type=type, wf_id=id)
             raise WorkflowError(f"start_workflow failed ({code}): {text}", wf_id=id, run_id=run_id)
+        acked = reply.payload.get("version") if isinstance(reply.payload, dict) else None
+        handle.run_info.version = int(acked or version or 1)  # the version the run starts on
         if not handle.future.done():
             # A run whose start step ends at once may have settled the handle already.
             handle.run_info.status = RunStatus.running

@@ -516,7 +516,10 @@ class Machine:
         )
         if cmd.reply_to is not None:
             to = cmd.reply_to
-            tr.replies.append((to, Reply(request_id=to.request_id, client_id=to.client_id, run_id=cmd.run_id)))
+            ack = Reply(
+                request_id=to.request_id, client_id=to.client_id, run_id=cmd.run_id, payload={"version": version}
+            )
+            tr.replies.append((to, ack))
         tr.history.append(
             self._hist(
                 new,
