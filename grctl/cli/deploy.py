@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from grctl.cli.common import EXIT_FAILED, connect_sync, err, handle_errors, out, print_json, progress
 from grctl.cli.worker import load_workflows
-from grctl.client.inflight import histories_of, runs_in_flight
+from grctl.client.inflight import InFlight, histories_of, runs_in_flight
 from grctl.engine.deploy_check import DeployReport, check_runs
 from grctl.engine.records import RunRecord
 from grctl.errors import GrctlError
@@ -125,6 +125,24 @@ def replay_in_flight(conn: Connection, replayer: Replayer, runs: list[RunRecord]
     return tally
 
 
+def check_deploy(
+    conn: Connection, workflows: list[Workflow], *, replay: bool = True
+) -> tuple[InFlight, DeployReport, ReplayTally | None]:
+    """`grctl deploy check`'s findings: the runs in flight, what of their code is missing, their replays.
+
+    Raises:
+        GrctlError: the definitions are invalid (two of one type and version, ...).
+        KafkaSetupError: the topics cannot be read.
+    """
+    found = WorkflowSet(workflows)
+    if found.problems:
+        raise GrctlError("; ".join(found.problems))
+    inflight = runs_in_flight(conn)
+    report = check_runs(inflight.runs, _Catalog(found))
+    tally = replay_in_flight(conn, Replayer(workflows), inflight.runs) if replay else None
+    return inflight, report, tally
+
+
 def _print_tally(tally: ReplayTally, what: str) -> None:
     out.print(
         f"replayed {tally.runs:,} {what} ({tally.steps:,} steps) in {tally.seconds:.2f} s: {tally.rate:,.0f} runs/s",
@@ -199,13 +217,8 @@ def check_cmd(
     def main() -> int:
         workflows, found = _code(app_spec)
         conn = connect_sync()
-        with progress(f"reading the runs in flight of {conn.namespace}"):
-            inflight = runs_in_flight(conn)
-        report = check_runs(inflight.runs, _Catalog(found))
-        tally = None
-        if not no_replay:
-            with progress(f"replaying {len(inflight.runs):,} runs"):
-                tally = replay_in_flight(conn, Replayer(workflows), inflight.runs)
+        with progress(f"checking the runs in flight of {conn.namespace}"):
+            inflight, report, tally = check_deploy(conn, workflows, replay=not no_replay)
         ok = report.ok and (tally is None or not tally.diverged)
         if as_json:
             doc = _report_dict(report)

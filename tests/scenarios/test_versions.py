@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from grctl import Client, Context, Directive, Workflow
+from grctl.cli.deploy import check_deploy
 from grctl.models.history import HistoryKind
 from grctl.models.run_info import RunStatus
 from grctl.testing import Replayer, assert_replays
@@ -253,6 +254,13 @@ async def test_grctl_replay_and_deploy_check_find_the_mutations(
     assert code == 1, text
     report = json.loads(text)
     assert report["missing"] == [] and [d["wf_id"] for d in report["replay"]["diverged"]] == ["order-held"]
+    # Every mutation of the suite, through the check's own function: each is found (by the
+    # structure or the replay of the run in flight); the safe changes give nothing.
+    for mutation in (*versions_code.UNSAFE, *versions_code.SAFE, *versions_code.SAFE_AHEAD):
+        _, found, tally = await asyncio.to_thread(check_deploy, connection, versions_code.order_code(mutation))
+        assert tally is not None and found.runs == tally.runs == 1
+        caught = not found.ok or bool(tally.diverged)
+        assert caught == (mutation in versions_code.UNSAFE), (mutation, found.counts, tally.to_dict())
 
 
 async def test_grctl_workflow_versions_prints_the_drain_counts(workers, client: Client, connection: Any) -> None:
