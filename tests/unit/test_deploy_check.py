@@ -6,37 +6,13 @@ Pure logic: run records as the state topic holds them, real `Workflow` definitio
 
 from __future__ import annotations
 
-from grctl import Context, Directive, Workflow
+from grctl import Workflow
 from grctl.cli.deploy import _Catalog
 from grctl.engine.deploy_check import Missing, check_runs, needs_of
 from grctl.engine.records import RunRecord
 from grctl.models.run_info import RunStateKind, RunStatus
 from grctl.workflow.registry import WorkflowSet
-
-
-def order(version: int, *, upgrade: str = "pinned", steps: tuple[str, ...] = ("pack", "ship"),
-          events: tuple[str, ...] = ("approve",)) -> Workflow:  # fmt: skip
-    wf = Workflow(workflow_type="Order", version=version, upgrade=upgrade)  # type: ignore[arg-type]
-
-    async def start(ctx: Context) -> Directive:
-        raise AssertionError("never executed by a deploy check")
-
-    wf.start()(start)
-    for name in steps:
-
-        async def step(ctx: Context) -> Directive:
-            raise AssertionError("never executed by a deploy check")
-
-        step.__name__ = name
-        wf.step()(step)
-    for name in events:
-
-        async def event(ctx: Context) -> Directive:
-            raise AssertionError("never executed by a deploy check")
-
-        event.__name__ = name
-        wf.event()(event)
-    return wf
+from tests.unit.test_versions import order
 
 
 def run(wf_id: str, *, version: int = 1, state: RunStateKind = RunStateKind.step, step: str | None = "ship",
