@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from grctl import Client, Context, Directive, Workflow
+from grctl import Client, Context, Directive, Workflow, WorkflowHandle
 from grctl.client import WorkflowError
 from grctl.models import HistoryKind
 from grctl.worker import ChildOutcome
@@ -112,6 +112,8 @@ async def parent_start(ctx: Context, mode: str, how: str) -> Directive:
         return ctx.next.complete(await ctx.run_child("Child", child_id, {"mode": mode}))
     if how == "seed_start":
         handle = await ctx.start("Child", child_id, {"mode": mode})
+        if not isinstance(handle, WorkflowHandle):  # the seed: "ctx.start() ... returns a WorkflowHandle"
+            return ctx.next.complete(f"not a WorkflowHandle: {type(handle).__mro__}")
         return ctx.next.complete(await handle.result())
     if how == "fixed_id":
         handle = await ctx.start_child("Child", "dup-child", {"mode": mode})
@@ -231,7 +233,8 @@ async def test_child_14_future_in_same_step(running, client: Client) -> None:
 
 
 async def test_child_seed_ctx_start_returns_handle(running, client: Client) -> None:
-    """The seed page's `ctx.start(...)` name works (one implementation with start_child)."""
+    """The seed page's `ctx.start(...)` launches a child and returns a `WorkflowHandle` (one
+    implementation with start_child); the step checks the type and awaits the child through it."""
     assert await client.run_workflow("Parent", "cseed", {"mode": "ok", "how": "seed_start"}) == "child-result"
 
 
