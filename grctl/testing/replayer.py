@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -239,14 +240,21 @@ class Replayer:
     def replay(
         self, history: Sequence[HistoryEvent | Mapping[str, Any]], *, version: int | None = None
     ) -> ReplayResult:
-        """Replay one run (its events in order); blocks (runs its own event loop).
+        """Replay one run (its events in order); blocks (runs its own event loop, in a thread of
+        its own when called from a running loop).
 
         Args:
             history: the run's history events, as `Client.get_history` returns them or as the
                 lines of `grctl workflow history --json`.
             version: replay on this version of its type instead of the one the run recorded.
         """
-        return asyncio.run(self.replay_async(history, version=version))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.replay_async(history, version=version))
+        # Called from async code (an async test): the replay gets an event loop of its own thread.
+        with ThreadPoolExecutor(1, thread_name_prefix="grctl-replay") as pool:
+            return pool.submit(asyncio.run, self.replay_async(history, version=version)).result()
 
     async def replay_async(
         self, history: Sequence[HistoryEvent | Mapping[str, Any]], *, version: int | None = None
