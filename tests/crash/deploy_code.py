@@ -24,6 +24,8 @@ LINK = timedelta(seconds=2)
 LINKS = 5
 CHILD_NAP = timedelta(seconds=4)
 WAIT = timedelta(minutes=15)
+#: A decorated step times out after 10 s by default; a journaled sleep inside one lasts longer.
+STEP_TIMEOUT = timedelta(minutes=2)
 
 
 @task
@@ -59,13 +61,13 @@ def deal(version: int) -> Workflow:
         await trail(ctx, f"confirm:{by}")
         return ctx.next.step(last())
 
-    @wf.step()
+    @wf.step(timeout=STEP_TIMEOUT)
     async def nap(ctx: Context) -> Directive:
         await ctx.sleep(NAP)
         await trail(ctx, "nap")
         return ctx.next.step(last())
 
-    @wf.step()
+    @wf.step(timeout=STEP_TIMEOUT)
     async def link(ctx: Context) -> Directive:
         left = await ctx.store.get("left")
         await ctx.sleep(LINK)

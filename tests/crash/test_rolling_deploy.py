@@ -4,9 +4,9 @@
 runs are in flight: waiting for an event, sleeping on durable timers, in the middle of chains,
 awaiting children, and auto-upgrading `Memo` runs. Before the deploy, `grctl deploy check`
 refuses the v2-only code (naming the version the runs need) and passes v1+v2. The workers are
-replaced one at a time by workers serving v1 and v2; a worker serving only v2 joins for a while:
-the v1 runs whose step falls due there park (visible in `grctl workflow versions`) and resume
-once it leaves. Then every run gets its event, and:
+replaced one at a time by workers serving v1 and v2; a worker serving only v2 joins for a while
+and every waiting run gets its event: the v1 runs whose partition it owns park (visible in
+`grctl workflow versions`) and resume once it leaves. Then:
 
 - every pinned run ends with the result of the code it started on, every `Memo` with its patch
   branch on v2; no run or step failed, none is left;
@@ -125,8 +125,14 @@ async def test_rolling_deploy_of_a_new_version_with_runs_in_flight(kafka_bootstr
         await start_in("d", "V1V2")
         newer = [await client.start_workflow("Deal", f"new-{i}", {"kind": "event"}) for i in range(40)]
 
-        # A worker with only v2 joins: v1 steps due on its partitions park, visibly, then resume.
+        # A worker with only v2 joins, and every waiting run gets its event: the v1 runs whose
+        # partition it owns park (visibly), and resume once it leaves.
         await start_in("e", "V2")
+        for wf_id, kind, _ in deals:
+            if kind == "event":
+                await client.send_event(wf_id, "confirm", {"by": "ops"})
+        for handle in [*late, *newer]:
+            await client.send_event(handle.run_info.wf_id, "confirm", {"by": "ops"})
 
         async def parked() -> bool:
             return (await versions())[("Deal", 1)].awaiting_code > 0
@@ -135,13 +141,6 @@ async def test_rolling_deploy_of_a_new_version_with_runs_in_flight(kafka_bootstr
         code, text = await grctl(ns, "workflow", "versions", "Deal")
         assert code == 0 and "parked awaiting code" in text, text
         await stop("e")
-
-        # Every waiting run gets its event.
-        for wf_id, kind, _ in deals:
-            if kind == "event":
-                await client.send_event(wf_id, "confirm", {"by": "ops"})
-        for handle in [*late, *newer]:
-            await client.send_event(handle.run_info.wf_id, "confirm", {"by": "ops"})
         for wf_id, _ in memos:
             await client.send_event(wf_id, "note", {"text": "seen"})
 
