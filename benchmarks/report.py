@@ -188,6 +188,6 @@ def plots(out: Path, results: list[ScenarioResult]) -> dict[str, Path]:
     if (r := by.get("soak")) is not None and r.metrics.get("samples"):
         from benchmarks.soak import plot
 
-        if (path := plot(r.metrics["samples"], out / "soak.png")) is not None:
+        if (path := plot(r.metrics["samples"], out / "soak.png", r.metrics.get("probe_span"))) is not None:
             paths["soak"] = path
     return paths

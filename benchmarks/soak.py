@@ -394,18 +394,19 @@ async def soak(bench: Bench) -> ScenarioResult:
     topic_cfg: dict[str, Any] = {}
     log_dirs = broker_log_dirs(bench)
     env = {"GRCTL_BENCH_METRICS_PORT": str(port), "GRCTL_BENCH_STATE_MEMORY_MB": str(SOAK_STATE_MEMORY_MB)}
+    sustainable: float | None = None
+    closed = os.environ.get("GRCTL_BENCH_SOAK_LOAD", "open") == "closed"
+    rate = 0
+    if closed:  # the engine's full speed: no rate to calibrate
+        pass
+    elif fixed := os.environ.get("GRCTL_BENCH_SOAK_RATE"):  # a fixed offered rate, no calibration
+        rate = int(fixed)
+    else:  # in a namespace of its own: the soak starts empty, as a launch does
+        async with engine(bench, "soak-calibration", env=env, prepare=prepare_soak(retention, {})) as cal:
+            sustainable = await calibrate(bench, cal.client, retention)
+        rate = round(sustainable * OFFERED_FRACTION)
     async with engine(bench, "soak", env=env, prepare=prepare_soak(retention, topic_cfg)) as eng:
         client, w = eng.client, eng.workers[0]
-        sustainable: float | None = None
-        closed = os.environ.get("GRCTL_BENCH_SOAK_LOAD", "open") == "closed"
-        rate = 0
-        if closed:  # the engine's full speed: no rate to calibrate
-            pass
-        elif fixed := os.environ.get("GRCTL_BENCH_SOAK_RATE"):  # a fixed offered rate, no calibration
-            rate = int(fixed)
-        else:
-            sustainable = await calibrate(bench, client, retention)
-            rate = round(sustainable * OFFERED_FRACTION)
         res.params = {"retention_s": retention, "seconds": seconds, "sample_s": sample_s,
                       "max_runs": SOAK_MAX_RUNS, "mix": "half OneStep (1 step), half Soak3 (3 steps, 3 store writes)",
                       "sustainable_runs_per_s": None if sustainable is None else round(sustainable),
@@ -416,6 +417,7 @@ async def soak(bench: Bench) -> ScenarioResult:
         offer = ClosedLoad(client, CLOSED_IN_FLIGHT) if closed else Offer(client, rate)
         samples: list[Sample] = []
         probes: dict[str, dict[str, Any]] = {}
+        probe_span: list[float] = []  # when the restore probe after one window ran (s since the start)
         me = psutil.Process()
         loop = asyncio.get_running_loop()
         load = f"closed loop of {CLOSED_IN_FLIGHT}" if closed else f"{rate} runs/s"
@@ -454,8 +456,10 @@ async def soak(bench: Bench) -> ScenarioResult:
 
         async def probe_after_window(t0: float) -> None:
             await asyncio.sleep(max(0.0, t0 + retention * 1.5 - time.perf_counter()))
-            probes["after_one_window"] = {"t": round(time.perf_counter() - t0, 1),
+            start = time.perf_counter() - t0
+            probes["after_one_window"] = {"t": round(start, 1),
                                           **await restore_probe(bench, eng.conn, "window")}  # fmt: skip
+            probe_span.extend((start, time.perf_counter() - t0))
 
         t0 = time.perf_counter()
         sampling = asyncio.create_task(sampler(t0))
@@ -492,14 +496,24 @@ async def soak(bench: Bench) -> ScenarioResult:
     loaded = [x for x in samples[1:] if x.t <= seconds]  # the samples taken while the load ran
     stalls = [x.t for x in loaded if x.runs_per_s == 0]
     res.check("no sample window without a completed run (a stall)", not stalls, f"stalled at {stalls}")
-    p99s = [x.one_ms["p99"] for x in loaded if x.one_ms.get("n")]
+
+    # The restore probe after one window is a process of its own replaying the whole changelog
+    # (millions of records) on the same two cores: the windows it overlaps (and the next, which
+    # drains what queued) are reported apart.
+    def during_probe(x: Sample) -> bool:
+        return bool(probe_span) and x.t - sample_s < probe_span[1] + sample_s and x.t > probe_span[0]
+
+    p99s = [x.one_ms["p99"] for x in loaded if x.one_ms.get("n") and not during_probe(x)]
     worst_p99 = max(p99s) if p99s else None
+    probe_p99s = [x.one_ms["p99"] for x in loaded if x.one_ms.get("n") and during_probe(x)]
+    over = sum(1 for p in p99s if p > SPIKE_TARGET_MS)
     kept = ("state_keys", "runs_held", "state_bytes", "rss_mb", "state_memory_mb", "topic_bytes")
     series = {a: plateau(samples, a, retention, end) for a in kept}
     ratio_restore = (probes["after_soak"]["seconds"] / probes["after_one_window"]["seconds"]
                      if probes.get("after_one_window", {}).get("seconds") else None)  # fmt: skip
     one = percentiles(v for s in samples for v in ([s.one_ms["p50"]] if s.one_ms.get("n") else []))
     res.metrics = {"runs": offer.completed, "steps": offer.steps, "plateau": series, "restore_probes": probes,
+                   "probe_span": probe_span,
                    "restore_ratio": ratio_restore, "restarts": restarts,
                    "samples": [s.__dict__ for s in samples]}  # fmt: skip
     for name, label in (("state_keys", "live state keys (RocksDB's estimate)"),
@@ -525,9 +539,14 @@ async def soak(bench: Bench) -> ScenarioResult:
             f"{offer.issued:,} / {offer.completed:,}", "runs"),
         Row("runs/s per sample: lowest / mean", f"{min(rates, default=0):,.0f} / "
             f"{statistics.fmean(rates) if rates else 0:,.0f}", "runs/s"),
-        Row("1-step run latency p99: worst sample", worst_p99, "ms",
+        Row("1-step run latency p99: worst sample (outside the restore probe's windows)", worst_p99, "ms",
             None if closed else f"≤ {SPIKE_TARGET_MS:g} ms",
             None if closed or worst_p99 is None else worst_p99 <= SPIKE_TARGET_MS),
+        Row(f"samples with a 1-step p99 over {SPIKE_TARGET_MS:g} ms (outside the probe) / all", f"{over} / {len(p99s)}",
+            ""),
+        Row("1-step run latency p99: worst sample during the restore probe after one window "
+            f"(t = {probe_span[0]:.0f}-{probe_span[1]:.0f} s)" if probe_span else
+            "1-step run latency p99 during the restore probe", max(probe_p99s) if probe_p99s else None, "ms"),
         Row("state topic on disk: growth over the last half / over the first window",
             None if tp is None else round(tp["ratio"], 3), "x"),
         Row(f"RocksDB memory in use (budget {SOAK_STATE_MEMORY_MB} MiB): growth over the last half / first window",
@@ -548,8 +567,8 @@ async def soak(bench: Bench) -> ScenarioResult:
     return res
 
 
-def plot(samples: list[dict[str, Any]], path: Path) -> Path | None:
-    """The soak's samples over time, one panel per measure."""
+def plot(samples: list[dict[str, Any]], path: Path, probe_span: list[float] | None = None) -> Path | None:
+    """The soak's samples over time, one panel per measure (the restore probe's span shaded)."""
     if not samples:
         return None
     import matplotlib
@@ -576,6 +595,10 @@ def plot(samples: list[dict[str, Any]], path: Path) -> Path | None:
     for ax, (title, lines) in zip(axes.flat, panels, strict=True):
         for label, values in lines:
             ax.plot(t, [float("nan") if v is None else v for v in values], label=label)
+        if probe_span:
+            ax.axvspan(probe_span[0], probe_span[1], color="tab:gray", alpha=0.2, label="restore probe")
+        if title == "run latency (ms)":
+            ax.axhline(SPIKE_TARGET_MS, color="tab:red", linestyle="--", linewidth=0.8)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

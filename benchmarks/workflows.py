@@ -343,7 +343,46 @@ async def serve(argv: list[str]) -> None:
         threading.Thread(target=_trace_heap, args=(Path(path),), daemon=True).start()
     if scraping:
         threading.Thread(target=_scrape_every_second, args=(worker,), daemon=True).start()
+    if path := os.environ.get("GRCTL_BENCH_GC_LOG"):  # the garbage collector's pauses (a soak investigation)
+        _log_gc_pauses(Path(path))
     await worker.run()
+
+
+def _log_gc_pauses(path: Path) -> None:
+    """Append one line per collection of generation 1 or 2: time, generation, pause ms, objects tracked."""
+    import gc
+
+    started: list[float] = [0.0]
+    out = path.open("a", buffering=1)
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif info["generation"] >= 1:
+            ms = (time.perf_counter() - started[0]) * 1000
+            out.write(f"{time.time():.3f} gen{info['generation']} {ms:.1f}ms collected={info['collected']}\n")
+
+    gc.callbacks.append(on_gc)
+
+    def census() -> None:  # once, in steady state: which objects the collector walks
+        time.sleep(90.0)  # a diagnostic's sampling moment, not a synchronisation
+        from collections import Counter
+
+        objs = gc.get_objects()
+        kinds = Counter(type(o).__qualname__ for o in objs)
+        out.write(f"census {sum(kinds.values())} tracked: {kinds.most_common(25)}\n")
+        sizes = Counter()
+        for o in objs:
+            if isinstance(o, (list, dict, set, tuple)):
+                sizes[type(o).__qualname__] += len(o)
+        big = sorted((o for o in objs if isinstance(o, (list, dict, set)) and len(o) > 5000), key=len, reverse=True)
+        out.write(f"census elements: {dict(sizes)}; big: {[(type(o).__qualname__, len(o)) for o in big[:15]]}\n")
+        del objs, big
+        t0 = time.perf_counter()
+        gc.collect()
+        out.write(f"census full collect {(time.perf_counter() - t0) * 1000:.1f} ms\n")
+
+    threading.Thread(target=census, daemon=True).start()
 
 
 def _trace_heap(path: Path, first_s: float = 40.0, every_s: float = 40.0) -> None:

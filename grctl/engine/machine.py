@@ -408,7 +408,7 @@ class Machine:
             suspended_until_ms=None,
             inbox_head=run.inbox_next,
             retain_until_ms=retain_until,
-            watchers=[],
+            watchers=(),
         )
 
     def fail_run(self, run: RunRecord | None, error: dict[str, Any], now_ms: int) -> Transition:
@@ -509,7 +509,7 @@ class Machine:
             started_ms=now_ms,
             timeout_ms=cmd.timeout_ms,
             parent=cmd.parent,
-            watchers=[cmd.reply_to] if cmd.reply_to is not None else [],
+            watchers=(cmd.reply_to,) if cmd.reply_to is not None else (),
             traceparent=cmd.traceparent,
             version=version,
             upgrade_auto=self.catalog.upgrade_auto(cmd.wf_type, version),
@@ -655,7 +655,7 @@ class Machine:
         watchers = [w for w in run.watchers if w != to]
         if len(watchers) >= MAX_WATCHERS:
             watchers = watchers[1:]  # the oldest interest goes: its client gets no outcome
-        tr.run = msgspec.structs.replace(run, watchers=[*watchers, to])
+        tr.run = msgspec.structs.replace(run, watchers=(*watchers, to))
         return tr
 
     def arm_retention(self, run: RunRecord, now_ms: int) -> Transition:

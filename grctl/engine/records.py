@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 DECODE_ERRORS: Final = (msgspec.DecodeError, RecursionError)
 
 
-class ParentRef(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ParentRef(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """The parent of a child run, and the step to run in the parent when the child ends."""
 
     wf_id: str
@@ -31,7 +31,7 @@ class ParentRef(msgspec.Struct, kw_only=True, omit_defaults=True):
     callback_step: str | None = None
 
 
-class ReplyTo(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ReplyTo(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """Where the answer to a client request goes: the client's partition of `replies`."""
 
     client_id: str
@@ -211,7 +211,7 @@ reply_decoder = msgspec.msgpack.Decoder(Reply)
 # --------------------------------------------------------------------------- state tables
 
 
-class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """The latest run of one workflow id (table `r/`).
 
     `state` is where the run is: `step` (step `step` number `seq` is scheduled or running),
@@ -222,6 +222,11 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     the run's result) next to ids and a bounded error, so a value under the value limit always
     fits (`grctl.kafka.limits`). The start input is the start step's payload; records written
     before this rule may still carry an `input` field, which decoding ignores.
+
+    Not tracked by Python's garbage collector (`gc=False`; `ReplyTo` and `ParentRef` too): a
+    worker caches thousands of decoded records, and a collector walking them made each full
+    collection a pause of 100-300 ms every few seconds at full load (benchmarks/README.md, soak).
+    A record never refers back to anything that refers to it, so it cannot be part of a cycle.
     """
 
     run_id: str
@@ -251,7 +256,7 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     deadline_ms: int | None = None
     suspended_until_ms: int | None = None
     retain_until_ms: int | None = None
-    watchers: list[ReplyTo] = msgspec.field(default_factory=list)
+    watchers: tuple[ReplyTo, ...] = ()
     #: The start directive's trace context, so every step joins the run's trace (`grctl.tracing`).
     traceparent: str | None = None
     #: The version of its workflow type the run executes on (pinned), and whether it moves to

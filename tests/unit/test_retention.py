@@ -39,7 +39,7 @@ def test_a_start_with_reply_to_is_acknowledged_and_watched_by_its_client() -> No
     tr = M.apply(None, StartCmd(wf_id="wf", run_id="r1", wf_type="Order", reply_to=CLIENT), 0, T0, no_inbox)
     ((to, ack),) = tr.replies
     assert to == CLIENT and ack.ok and ack.request_id == "q1" and ack.run_id == "r1" and ack.kind == ""
-    assert tr.run is not None and tr.run.watchers == [CLIENT]
+    assert tr.run is not None and tr.run.watchers == (CLIENT,)
 
 
 def test_a_refused_start_is_answered_with_its_code() -> None:
@@ -51,7 +51,7 @@ def test_a_refused_start_is_answered_with_its_code() -> None:
 
 def test_the_end_of_a_run_tells_its_watchers_and_arms_its_retention() -> None:
     run, tr = completed(started())
-    assert run.status == RunStatus.completed and run.watchers == []
+    assert run.status == RunStatus.completed and run.watchers == ()
     assert run.retain_until_ms == T0 + 50 + RETENTION_MS
     ((to, outcome),) = tr.replies  # type: ignore[attr-defined]
     assert to == CLIENT and outcome.kind == OUTCOME and outcome.request_id == "q1" and outcome.run_id == "r1"
@@ -73,12 +73,12 @@ def test_a_watch_describes_and_adds_the_watcher_once_and_none_for_an_ended_run()
     tr = M.apply(run, WatchCmd(wf_id="wf", reply_to=other), 5, T0, no_inbox)
     ((to, answer),) = tr.replies
     assert to == other and answer.ok and answer.payload["id"] == "r1"
-    assert tr.run is not None and tr.run.watchers == [other]
+    assert tr.run is not None and tr.run.watchers == (other,)
     again = M.apply(tr.run, WatchCmd(wf_id="wf", reply_to=other), 6, T0, no_inbox)
-    assert again.run is not None and again.run.watchers == [other]
+    assert again.run is not None and again.run.watchers == (other,)
     ended, _ = completed(tr.run)
     late = M.apply(ended, WatchCmd(wf_id="wf", reply_to=other), 9, T0, no_inbox)
-    assert late.replies[0][1].payload["status"] == "completed" and late.run is not None and late.run.watchers == []
+    assert late.replies[0][1].payload["status"] == "completed" and late.run is not None and late.run.watchers == ()
 
 
 def test_a_retention_timer_purges_its_run_or_only_what_an_older_run_left() -> None:
