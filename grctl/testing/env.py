@@ -38,6 +38,7 @@ import contextlib
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,7 +139,7 @@ class WorkflowEnvironment:
     Args:
         workflows: the workflow definitions to serve (as a worker's list).
         partitions: partitions of the in-process namespace.
-        start_time: the clock's first reading (default: now).
+        start_time: the clock's first reading (default: now, in whole seconds).
         codec: the codec for user values (as `Worker(codec=...)` and `Client(codec=...)`).
         retention: how long ended runs are kept (the namespace's run retention; default 7 days).
         max_concurrent_steps: steps executing at once (as the worker's).
@@ -172,7 +173,8 @@ class WorkflowEnvironment:
             raise InvalidArgumentError(f"retention must be a positive timedelta, got {retention!r}",
                                        argument="retention")  # fmt: skip
         self._partitions = partitions
-        self._start_time = (start_time or datetime.now(UTC)).timestamp()
+        # Whole seconds by default: durable timers are kept in ms, and readable times help tests.
+        self._start_time = start_time.timestamp() if start_time is not None else float(int(time.time()))
         self._codec = codec or default_codec()
         self._retention = retention
         self._max_steps = max_concurrent_steps
