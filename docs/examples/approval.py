@@ -47,6 +47,8 @@ async def escalate(ctx: Context) -> Directive:
 @expense.query()
 async def status(ctx) -> str:
     return await ctx.store.get("status")
+
+
 # --8<-- [end:workflow]
 
 

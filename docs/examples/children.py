@@ -44,6 +44,8 @@ async def parcel_done(ctx: Context, outcome: ChildOutcome[str]) -> Directive:
     if len(done) < await ctx.store.get("open", int):
         return ctx.next.wait()
     return ctx.next.complete({"label": await ctx.store.get("label"), "parcels": sorted(done)})
+
+
 # --8<-- [end:workflow]
 
 

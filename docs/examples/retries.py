@@ -33,6 +33,8 @@ async def start(ctx: Context, order_id: str, items: list[str]) -> Directive:
     reserved = [await reserve(item) for item in items]  # each result is journaled
     receipt = await charge(order_id, 9.5 * sum(reserved))  # a re-execution never charges twice
     return ctx.next.complete({"receipt": receipt, "items": len(reserved)})
+
+
 # --8<-- [end:workflow]
 
 

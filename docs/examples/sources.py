@@ -43,6 +43,8 @@ SOURCES = [
 
 def make_worker(conn) -> Worker:
     return Worker([order], conn, sources=SOURCES)
+
+
 # --8<-- [end:workflow]
 
 

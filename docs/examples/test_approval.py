@@ -41,4 +41,6 @@ async def test_the_payment_step_replays_after_a_crash(grctl_env):
     kinds = [str(e.kind) for e in await grctl_env.history("e-4")]
     assert kinds.count("sleep.recorded") == 1  # the day of sleep happened once
     assert result["paid"]
+
+
 # --8<-- [end:all]

@@ -16,4 +16,6 @@ async def test_greeter_greets(grctl_env):
     assert await handle.result() == "Hello, Ada!"
     steps = [e.msg.step_name for e in await grctl_env.history("g-1") if e.kind == "step.started"]
     assert steps == ["start", "greet"]
+
+
 # --8<-- [end:all]

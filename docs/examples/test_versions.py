@@ -42,4 +42,6 @@ async def test_the_change_does_not_replay_runs_recorded_on_the_old_code(grctl_en
     divergence = (await Replayer([billing(new_code=True)]).replay_async(recorded)).divergence
     assert divergence is not None and divergence.step == "start" and divergence.position == 0
     print(divergence.message)  # what was recorded, what the new code called, and the code's line
+
+
 # --8<-- [end:all]

@@ -59,6 +59,8 @@ async def start_receipt(ctx: Context, phone: str, email: str) -> Directive:
     else:  # a run that already passed here before the change
         channel = f"mail to {email}"
     return ctx.next.complete(channel)
+
+
 # --8<-- [end:patch]
 
 
