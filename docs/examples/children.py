@@ -54,8 +54,11 @@ async def main() -> None:
     worker = Worker([order, parcel], conn)
     running = asyncio.create_task(worker.run())
     await worker.wait_until_ready(30)
+    # --8<-- [start:client]
     async with Client(conn) as client:
         print(await client.run_workflow("Order", "order-9", {"order_id": "A-9", "items": ["book", "pen"]}))
+        # {'label': 'label: tracking A-9-label', 'parcels': ['book: tracking A-9-book', 'pen: tracking A-9-pen']}
+    # --8<-- [end:client]
     await worker.stop()
     await running
 
