@@ -322,7 +322,7 @@ class PayloadTooLargeError(GrctlError, ValueError):
             f"{what}{where} is {size:,} bytes encoded, over the limit of {limit:,} bytes for one value "
             f"(the topics' max.message.bytes and the producer's message.max.bytes bound every record). "
             f"Keep large data elsewhere (object storage, a database) and pass a reference, or raise the "
-            f"limits (README, 'Size limits')"
+            f"limits (docs/how-to/size-limits.md)"
         )
         self.what = what
         self.size = size
