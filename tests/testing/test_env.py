@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.metadata
+import json
+import os
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +19,8 @@ from grctl import Context, Directive, Workflow
 from grctl.errors import InvalidArgumentError, RegistrationError, WorkflowError
 from grctl.testing import WorkflowEnvironment
 from tests.testing import comparison
+
+REPO = Path(__file__).resolve().parents[2]
 
 # A workflow that waits 7 days for an approval, with a timeout branch, then sleeps 24 hours.
 review = Workflow(workflow_type="Review")
@@ -199,3 +208,42 @@ async def test_the_fixture_serves_the_workflows_of_grctl_workflows(grctl_env: Wo
 @pytest.fixture
 def grctl_workflows() -> list[Workflow]:
     return comparison.WORKFLOWS
+
+
+async def test_emits_and_results_topics_are_kept_in_process() -> None:
+    wf = Workflow(workflow_type="Emitter", results_topic="emitter-results")
+
+    @wf.start()
+    async def start(ctx: Context, n: int) -> Directive:
+        ctx.emit("numbers", {"n": n}, key=ctx.run.wf_id)
+        return ctx.next.complete(n * 2)
+
+    async with WorkflowEnvironment([wf]) as env:
+        assert await env.client.run_workflow("Emitter", "em-1", {"n": 21}) == 42
+        [record] = env.emitted("numbers")
+        assert record.key() == b"em-1" and json.loads(record.value()) == {"n": 21}
+        [outcome] = env.emitted("emitter-results")
+        assert json.loads(outcome.value())["status"] == "completed"
+
+
+async def test_a_second_client_sees_the_runs_of_the_first() -> None:
+    async with WorkflowEnvironment(comparison.WORKFLOWS, partitions=2) as env:
+        await env.client.start_workflow("CmpForever", "shared-1")
+        other = env.new_client()
+        handle = await other.get_workflow_handle("shared-1")
+        await handle.cancel("from the other client")
+        with pytest.raises(asyncio.CancelledError):
+            await handle.result()
+
+
+def test_grctl_workflows_must_be_defined_by_the_user(tmp_path: Path) -> None:
+    (tmp_path / "test_user.py").write_text("async def test_needs_workflows(grctl_env):\n    pass\n")
+    installed = {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}
+    plugin = [] if "grctl" in installed else ["-p", "grctl.testing.pytest_plugin"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, "-o", "asyncio_mode=auto",
+         "-o", "asyncio_default_fixture_loop_scope=function", "test_user.py"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "define a fixture `grctl_workflows`" in run.stdout
