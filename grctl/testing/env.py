@@ -48,7 +48,7 @@ from grctl.codec import CodecRegistry, default_codec
 from grctl.engine import keys
 from grctl.engine.machine import Machine, StepOutcome
 from grctl.engine.records import timer_decoder
-from grctl.errors import InvalidArgumentError, RegistrationError
+from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 from grctl.models.history import HistoryEvent
@@ -404,6 +404,10 @@ class WorkflowEnvironment:
         except BaseException as exc:  # a bug in the engine or here: every waiter gets it
             self._failure = exc
             self._settled.set()
+            cause = KafkaSetupError(f"grctl's in-process test environment stopped: {type(exc).__name__}: {exc}")
+            cause.__cause__ = exc
+            for io in self._ios.values():
+                io.fail(cause)  # pending requests and results fail instead of waiting forever
             raise
 
     _seen = 0

@@ -1,7 +1,7 @@
 """`KafkaWorkflowEnvironment`: the same tests on a real broker, a real `Worker` and a real `Client`.
 
-It has the test-facing surface of `WorkflowEnvironment` (`client`, `history`, `sleep`,
-`settle`, `now`, `async with`), so a test written against the `grctl_env` fixture runs on a
+It has the test-facing surface of `WorkflowEnvironment` (`client`, `history`, `sleep`, `now`,
+`async with`), so a test written against the `grctl_env` fixture runs on a
 broker by taking `grctl_kafka_env` instead. Time is real here: `sleep` sleeps, and nothing
 skips ahead, so keep the durations such tests use short. `crash_next_step` is the in-process
 environment's alone (on a broker, crash a worker process: `tests/crash/` does).
