@@ -25,7 +25,6 @@ The fixtures need pytest-asyncio (`pip install pytest-asyncio`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,8 +62,10 @@ def grctl_workflows() -> list[Any]:
 @pytest.fixture(scope="session")
 def grctl_kafka_servers() -> str:
     """The broker of `grctl_kafka_env`: GRCTL_KAFKA_SERVERS (the test is skipped when it is not set)."""
-    servers = os.environ.get("GRCTL_KAFKA_SERVERS") or os.environ.get("GRCTL_KAFKA_BOOTSTRAP")
-    if not servers:
+    from grctl.settings import kafka_servers_set
+
+    servers = kafka_servers_set()
+    if servers is None:
         pytest.skip("grctl_kafka_env needs a broker: set GRCTL_KAFKA_SERVERS (e.g. `grctl dev kafka start`)")
     return servers
 

@@ -114,6 +114,7 @@ ALLOWED: dict[str, set[str]] = {
         "codec",
         "workflow",
         "_lazy",
+        "settings",
         "engine",
         "state",
         "kafka",
