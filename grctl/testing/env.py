@@ -185,7 +185,10 @@ class WorkflowEnvironment:
         self._crash: asyncio.Task[None] | None = None
         self._activity = 0
         self._wake: asyncio.Event | None = None
-        self._skipping = 0  # result() calls in progress
+        self._skipping = 0  # `skipping()` blocks in progress
+        #: The outcomes `result()` calls wait for: the clock may skip while one is not settled
+        #: (settled as the outcome is delivered, before the waiting test runs on).
+        self._awaited: list[asyncio.Future[Any]] = []
         self._sleep_until: float | None = None
         self._settled: asyncio.Event | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -434,7 +437,23 @@ class WorkflowEnvironment:
                 return
 
     def _may_skip(self) -> bool:
-        return self._skipping > 0 or (self._sleep_until is not None and self.clock.time() < self._sleep_until)
+        if self._awaited:
+            self._awaited = [fut for fut in self._awaited if not fut.done()]
+        return (
+            self._skipping > 0
+            or bool(self._awaited)
+            or (self._sleep_until is not None and self.clock.time() < self._sleep_until)
+        )
+
+    @contextlib.contextmanager
+    def _awaiting(self, fut: asyncio.Future[Any]) -> Iterator[None]:
+        self._awaited.append(fut)
+        self._touched()
+        try:
+            yield
+        finally:
+            if fut in self._awaited:
+                self._awaited.remove(fut)
 
     def _is_idle(self) -> bool:
         """Nothing can happen unless the clock moves."""
@@ -453,7 +472,7 @@ class WorkflowEnvironment:
         """Move the clock to the next thing due (within `env.sleep`'s target); False if nothing is due."""
         due = [self.clock.next_due(), *(self._next_durable_timer(proc) for proc in self._procs.values())]
         candidates = [d for d in due if d is not None]
-        limit = None if self._skipping > 0 else self._sleep_until
+        limit = None if self._skipping > 0 or self._awaited else self._sleep_until
         if not candidates:
             if limit is None or limit <= self.clock.time():
                 return False
@@ -497,7 +516,7 @@ def _handle_class(env: WorkflowEnvironment) -> type[WorkflowHandle]:
         """A handle whose `result()` lets the environment's clock skip ahead while it waits."""
 
         async def result(self, timeout: float | None = None, return_type: type | None = None) -> Any:
-            with env.skipping():
+            with env._awaiting(self.future):
                 return await super().result(timeout, return_type)
 
     return EnvHandle
