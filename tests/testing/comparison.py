@@ -16,6 +16,7 @@ import msgspec
 
 from grctl import Context, Directive, RetryPolicy, Workflow, task
 from grctl.models.history import HistoryEvent
+from tests.support.wait import wait_until_async
 
 # ------------------------------------------------------------------ events and timers
 
@@ -23,9 +24,9 @@ approval = Workflow(workflow_type="CmpApproval")
 
 
 @approval.start()
-async def approval_start(ctx: Context, amount: int) -> Directive:
+async def approval_start(ctx: Context, amount: int, timeout_s: float) -> Directive:
     ctx.store.put("amount", amount)
-    return ctx.next.wait(timeout=timedelta(seconds=2), on_timeout=approval_expired)
+    return ctx.next.wait(timeout=timedelta(seconds=timeout_s), on_timeout=approval_expired)
 
 
 @approval.event()
@@ -140,15 +141,25 @@ WORKFLOWS = [approval, retries, failing, child, parent, forever]
 Scenario = Callable[[Any, str], Awaitable[dict[str, Any]]]
 
 
+async def waiting(handle: Any) -> None:
+    """Until the run waits for an event: what the scenario sends next then meets the same run state."""
+
+    async def check() -> bool:
+        return bool((await handle.describe()).waiting_for_event)
+
+    await wait_until_async(f"run {handle.run_info.wf_id} waits for an event", check, timeout=30.0, interval=0.05)
+
+
 async def approved(env: Any, wf_id: str) -> dict[str, Any]:
-    handle = await env.client.start_workflow("CmpApproval", wf_id, {"amount": 12})
+    handle = await env.client.start_workflow("CmpApproval", wf_id, {"amount": 12, "timeout_s": 30})
+    await waiting(handle)
     asked = await handle.query("amount")
     await handle.send("approve", {"by": "alice"})
     return {"result": await handle.result(), "query": asked, "ids": [wf_id]}
 
 
 async def expired(env: Any, wf_id: str) -> dict[str, Any]:
-    handle = await env.client.start_workflow("CmpApproval", wf_id, {"amount": 99})
+    handle = await env.client.start_workflow("CmpApproval", wf_id, {"amount": 99, "timeout_s": 1})
     return {"result": await handle.result(), "ids": [wf_id]}
 
 
@@ -173,7 +184,9 @@ async def children(env: Any, wf_id: str) -> dict[str, Any]:
 
 async def cancelled(env: Any, wf_id: str) -> dict[str, Any]:
     handle = await env.client.start_workflow("CmpForever", wf_id)
+    await waiting(handle)
     await handle.send("poke")
+    await waiting(handle)
     await handle.cancel("test is over")
     try:
         await handle.result()
