@@ -67,6 +67,9 @@ class Record:
     def error(self) -> None:
         return None
 
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)  # TIMESTAMP_NOT_AVAILABLE: a source record's `timestamp_ms` is None
+
 
 @dataclass
 class Topics:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import shutil
 import tempfile
@@ -62,6 +63,7 @@ from grctl.testing._transport import (
     Topics,
 )
 from grctl.testing.clock import VirtualClock
+from grctl.worker._edges.sources import Source, SourcePartition
 from grctl.worker._partition.ports import ProcessorServices, RunningStep
 from grctl.worker._partition.processor import PartitionProcessor
 from grctl.worker._session.commit import GroupCommitter
@@ -143,6 +145,8 @@ class WorkflowEnvironment:
         codec: the codec for user values (as `Worker(codec=...)` and `Client(codec=...)`).
         retention: how long ended runs are kept (the namespace's run retention; default 7 days).
         max_concurrent_steps: steps executing at once (as the worker's).
+        sources: Kafka sources (as `Worker(sources=...)`) fed by `env.produce(topic, ...)`; the
+            formats without a schema registry.
 
     Attributes:
         client: a `Client` of the environment: `start_workflow`, `run_workflow`, `send_event`,
@@ -161,8 +165,19 @@ class WorkflowEnvironment:
         codec: CodecRegistry | None = None,
         retention: timedelta | None = None,
         max_concurrent_steps: int = 100,
+        sources: Iterable[Source] = (),
     ) -> None:
         self._served = WorkflowSet(list(workflows))
+        self._sources = list(sources)
+        for src in self._sources:
+            if not isinstance(src, Source):
+                raise InvalidArgumentError(f"{src!r} is not a Source", argument="sources")
+            if src.uses_registry:
+                raise InvalidArgumentError(
+                    f"source {src.topic!r} uses the schema registry format {src.format!r}, which the in-process "
+                    "environment does not have: test it with grctl_kafka_env",
+                    argument="sources",
+                )
         if self._served.problems:
             raise RegistrationError("; ".join(self._served.problems))
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
@@ -195,6 +210,7 @@ class WorkflowEnvironment:
         self._dir: Path | None = None
         self._stores: dict[int, PartitionStore] = {}
         self._procs: dict[int, _Processor] = {}
+        self._source_parts: dict[str, SourcePartition] = {}
         self._ios: dict[str, InProcessClientIO] = {}
         self._failure: BaseException | None = None
         self._started = False
@@ -258,7 +274,7 @@ class WorkflowEnvironment:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def _open_session(self, positions: dict[int, int]) -> None:
+    def _open_session(self, positions: dict[Any, int]) -> None:
         """Processors over the stores, as a worker session opens its partitions; due steps start."""
         self._committer = GroupCommitter(InProcessPublisher(self.topics, self.connection.topics.state))
         services = ProcessorServices(
@@ -281,6 +297,14 @@ class WorkflowEnvironment:
             proc.position = positions.get(p)
             self._committer.attach(p, store, proc.low_watermark)
             self._procs[p] = proc
+        self._source_parts = {}
+        for src in self._sources:  # one partition each, routed as a worker's session routes them
+            part = SourcePartition(
+                src, 0, outbox=services.outbox, topics=self.connection.topics, num_partitions=self._partitions,
+                codec=self._codec, limits=self.connection.limits, wf_types=frozenset(self._served.types()),
+            )  # fmt: skip
+            part.position = positions.get(("source", src.topic), 0)
+            self._source_parts[src.topic] = part
         for proc in self._procs.values():
             proc.start()
 
@@ -367,6 +391,33 @@ class WorkflowEnvironment:
         """The history of the latest run of `wf_id` (or of `run_id`): `env.client.get_history`."""
         return await self.client.get_history(wf_id, run_id)
 
+    def produce(
+        self, topic: str, value: Any, key: bytes | str | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> Record:
+        """Write a record to a source's topic (what another producer would do); the source routes it.
+
+        Args:
+            topic: the topic of one of the environment's `sources`.
+            value: bytes as they are, a str as UTF-8, anything else as JSON.
+            key: the record's key (a str as UTF-8).
+            headers: the record's headers.
+        """
+        self._check_started()
+        if topic not in self._source_parts:
+            raise InvalidArgumentError(
+                f"topic {topic!r} is not the topic of a source of this environment "
+                f"(sources: {sorted(self._source_parts) or 'none'})",
+                argument="topic",
+            )
+        if isinstance(value, bytes):
+            data = value
+        elif isinstance(value, str):
+            data = value.encode()
+        else:
+            data = json.dumps(value).encode()
+        raw_key = key.encode() if isinstance(key, str) else key
+        return self.topics.append(topic, 0, raw_key, data, headers)
+
     def emitted(self, topic: str) -> list[Record]:
         """The records steps emitted to `topic` (`ctx.emit`, a workflow's results topic), in commit order."""
         return self.topics.of_topic(topic)
@@ -422,6 +473,10 @@ class WorkflowEnvironment:
             if self._crash is not None:
                 crash, self._crash = self._crash, None
                 await crash
+            for topic, part in self._source_parts.items():
+                log = self.topics.log(topic, 0)
+                while (part.position or 0) < len(log):
+                    part.on_record(log[part.position or 0])  # type: ignore[arg-type]  # a Message's parts
             now = self._now_ms()
             for p, proc in list(self._procs.items()):
                 log = self.topics.log(self.connection.topics.directives, p)
@@ -459,6 +514,9 @@ class WorkflowEnvironment:
         """Nothing can happen unless the clock moves."""
         if self._crash is not None or self._committer.pending_records:
             return False
+        for topic, part in self._source_parts.items():
+            if (part.position or 0) < len(self.topics.log(topic, 0)):
+                return False
         directives = self.connection.topics.directives
         for p, proc in self._procs.items():
             if (proc.position or 0) < len(self.topics.log(directives, p)):
@@ -500,7 +558,9 @@ class WorkflowEnvironment:
     async def _restart(self, what: str) -> None:
         """The worker crashed (`crash_next_step`): commit what the step journaled, lose the rest, reopen."""
         await self._committer.flush()  # the step's journal and history committed while it ran
-        positions = {p: proc.position for p, proc in self._procs.items() if proc.position is not None}
+        positions: dict[Any, int] = {p: proc.position for p, proc in self._procs.items() if proc.position is not None}
+        for topic, part in self._source_parts.items():
+            positions[("source", topic)] = part.position or 0
         for proc in self._procs.values():
             proc.close()
         await self._tasks.drain(None, 5.0, cancel=True)

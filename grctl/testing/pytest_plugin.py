@@ -35,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover  # the fixtures say what is missing when used
     pytest_asyncio = None  # type: ignore[assignment]  # checked where the fixtures are made
 
-__all__ = ["grctl_env", "grctl_kafka_env", "grctl_kafka_servers", "grctl_workflows"]
+__all__ = ["grctl_env", "grctl_env_options", "grctl_kafka_env", "grctl_kafka_servers", "grctl_workflows"]
 
 
 def _async_fixture(fn: Any) -> Any:
@@ -59,6 +59,12 @@ def grctl_workflows() -> list[Any]:
     )
 
 
+@pytest.fixture
+def grctl_env_options() -> dict[str, Any]:
+    """More keyword arguments for `grctl_env`'s `WorkflowEnvironment` (e.g. `sources`, `start_time`): override it."""
+    return {}
+
+
 @pytest.fixture(scope="session")
 def grctl_kafka_servers() -> str:
     """The broker of `grctl_kafka_env`: GRCTL_KAFKA_SERVERS (the test is skipped when it is not set)."""
@@ -71,11 +77,11 @@ def grctl_kafka_servers() -> str:
 
 
 @_async_fixture
-async def grctl_env(grctl_workflows: list[Any]) -> AsyncIterator[Any]:
+async def grctl_env(grctl_workflows: list[Any], grctl_env_options: dict[str, Any]) -> AsyncIterator[Any]:
     """A `grctl.testing.WorkflowEnvironment` serving `grctl_workflows`: in process, time skipping."""
     from grctl.testing.env import WorkflowEnvironment
 
-    async with WorkflowEnvironment(grctl_workflows) as env:
+    async with WorkflowEnvironment(grctl_workflows, **grctl_env_options) as env:
         yield env
 
 

@@ -247,3 +247,13 @@ def test_grctl_workflows_must_be_defined_by_the_user(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
     assert "define a fixture `grctl_workflows`" in run.stdout
+
+
+def test_a_source_in_a_registry_format_is_refused_with_the_reason() -> None:
+    from grctl.worker import Source, StartRun
+
+    avro = Source("orders", lambda rec: StartRun("Review", rec.value), format="avro")
+    with pytest.raises(InvalidArgumentError, match="schema registry"):
+        WorkflowEnvironment([review], sources=[avro])
+    with pytest.raises(InvalidArgumentError, match="not a Source"):
+        WorkflowEnvironment([review], sources=["orders"])  # type: ignore[list-item]

@@ -127,7 +127,13 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "assert_replays",
         "load_history",
     ],
-    "grctl.testing.pytest_plugin": ["grctl_env", "grctl_kafka_env", "grctl_kafka_servers", "grctl_workflows"],
+    "grctl.testing.pytest_plugin": [
+        "grctl_env",
+        "grctl_env_options",
+        "grctl_kafka_env",
+        "grctl_kafka_servers",
+        "grctl_workflows",
+    ],
 }
 
 CONTROL_FLOW = {"grctl.workflow.runtime.StepSuspended"}

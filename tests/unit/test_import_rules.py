@@ -122,6 +122,7 @@ ALLOWED: dict[str, set[str]] = {
         "worker",
         "worker._session",
         "worker._partition",
+        "worker._edges",
     },
     "cli": {"*"},
     "dev": {"errors", "settings"},
