@@ -39,6 +39,7 @@ GrctlError
 ├── MetricsPortInUseError              a worker's metrics port cannot be bound
 ├── TracingNotInstalledError (ImportError)  tracing asked for without OpenTelemetry installed
 ├── ForkedProcessError (RuntimeError)  a Client or Worker used in a process forked after it
+├── TestEnvironmentError (RuntimeError)  a grctl.testing environment used before its start or after its stop
 ├── InternalError                      an engine invariant broke: a bug in grctl, never data
 └── CommandFailed                      the CLI's one-line failure (grctl.cli.common)
 ```
@@ -514,6 +515,12 @@ class TracingNotInstalledError(GrctlError, ImportError):
             f"pip install 'grctl[otel]'"
         )
         self.missing = missing
+
+
+class TestEnvironmentError(GrctlError, RuntimeError):
+    """A `grctl.testing` environment used outside its lifetime (before `start`, after `stop`, or started twice)."""
+
+    __test__ = False  # not a test class, whatever pytest's name patterns say
 
 
 class ForkedProcessError(GrctlError, RuntimeError):

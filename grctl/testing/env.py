@@ -49,7 +49,7 @@ from grctl.codec import CodecRegistry, default_codec
 from grctl.engine import keys
 from grctl.engine.machine import Machine, StepOutcome
 from grctl.engine.records import timer_decoder
-from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError
+from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError, TestEnvironmentError
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 from grctl.models.history import HistoryEvent
@@ -227,7 +227,7 @@ class WorkflowEnvironment:
     async def start(self) -> None:
         """Open the partitions (RocksDB in a temporary folder) and start the environment's loop."""
         if self._started:
-            raise RuntimeError("this WorkflowEnvironment was started already; make a new one")
+            raise TestEnvironmentError("this WorkflowEnvironment was started already; make a new one for each test")
         self._started = True
         self._wake = asyncio.Event()
         self._settled = asyncio.Event()
@@ -341,7 +341,10 @@ class WorkflowEnvironment:
 
     def _check_started(self) -> None:
         if not self._started or self._dir is None:
-            raise RuntimeError("the WorkflowEnvironment is not running: use `async with WorkflowEnvironment(...)`")
+            raise TestEnvironmentError(
+                "the WorkflowEnvironment is not running: use `async with WorkflowEnvironment(...) as env:` "
+                "(or await env.start() first), and nothing of it after env.stop()"
+            )
 
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)

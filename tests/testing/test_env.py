@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from grctl import Context, Directive, Workflow
-from grctl.errors import InvalidArgumentError, RegistrationError, WorkflowError
+from grctl.errors import InvalidArgumentError, RegistrationError, TestEnvironmentError, WorkflowError
 from grctl.testing import WorkflowEnvironment
 from tests.testing import comparison
 
@@ -257,3 +257,15 @@ def test_a_source_in_a_registry_format_is_refused_with_the_reason() -> None:
         WorkflowEnvironment([review], sources=[avro])
     with pytest.raises(InvalidArgumentError, match="not a Source"):
         WorkflowEnvironment([review], sources=["orders"])  # type: ignore[list-item]
+
+
+async def test_an_environment_used_outside_its_lifetime_says_so() -> None:
+    env = WorkflowEnvironment([review])
+    with pytest.raises(TestEnvironmentError, match="not running"):
+        env.crash_next_step()
+    async with env:
+        pass
+    with pytest.raises(TestEnvironmentError, match="not running"):
+        await env.sleep(1)
+    with pytest.raises(TestEnvironmentError, match="started already"):
+        await env.start()
