@@ -58,6 +58,8 @@ async def main() -> None:
         except Exception as exc:  # already there from an earlier run
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+    while any(admin.list_topics(t, timeout=10).topics[t].error for t in topics):
+        await asyncio.sleep(0.1)  # a new topic's metadata reaches every broker a moment later
     worker = make_worker(conn)
     running = asyncio.create_task(worker.run())
     await worker.wait_until_ready(30)
