@@ -7,6 +7,7 @@ the namespace, writes an order and its payment, and prints the run's result.
 import asyncio
 import json
 import os
+import time
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -48,10 +49,9 @@ def make_worker(conn) -> Worker:
 # --8<-- [end:workflow]
 
 
-async def main() -> None:
-    conn = await Connection.connect()
+def create_topics(conn: Connection, topics: list[str]) -> None:
+    """Create the example's topics (once) and wait until brokers know them."""
     admin = AdminClient(conn.client_config())
-    topics = [ORDERS, PAYMENTS, SHIPMENTS, f"{PREFIX}.order-results"]
     for fut in admin.create_topics([NewTopic(t, 1, 1) for t in topics]).values():
         try:
             fut.result()
@@ -59,7 +59,12 @@ async def main() -> None:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     while any(admin.list_topics(t, timeout=10).topics[t].error for t in topics):
-        await asyncio.sleep(0.1)  # a new topic's metadata reaches every broker a moment later
+        time.sleep(0.1)  # a new topic's metadata reaches every broker a moment later
+
+
+async def main() -> None:
+    conn = await Connection.connect()
+    create_topics(conn, [ORDERS, PAYMENTS, SHIPMENTS, f"{PREFIX}.order-results"])
     worker = make_worker(conn)
     running = asyncio.create_task(worker.run())
     await worker.wait_until_ready(30)
