@@ -198,7 +198,8 @@ class WorkflowEnvironment:
         self.crashes = 0
         self._crash_armed = False
         self._crash: asyncio.Task[None] | None = None
-        self._activity = 0
+        self._activity = 0  # bumped by everything that may let something else happen
+        self._seen = 0  # the activity count the loop last saw settled
         self._wake: asyncio.Event | None = None
         self._skipping = 0  # `skipping()` blocks in progress
         #: The outcomes `result()` calls wait for: the clock may skip while one is not settled
@@ -466,8 +467,6 @@ class WorkflowEnvironment:
             for io in self._ios.values():
                 io.fail(cause)  # pending requests and results fail instead of waiting forever
             raise
-
-    _seen = 0
 
     async def _settle_round(self) -> None:
         """Apply inputs, fire due timers, commit, let steps run; until nothing moves."""
