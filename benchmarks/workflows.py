@@ -319,7 +319,7 @@ async def serve(argv: list[str]) -> None:
     conn = await Connection.connect(args.servers, args.namespace)
     kwargs: dict[str, Any] = {"state_dir": args.state_dir, "max_concurrent_steps": args.max_concurrent_steps}
     # GRCTL_BENCH_METRICS=1: the metrics endpoint on, scraped every second (Prometheus' default
-    # interval is 15 s), to measure what metrics cost (README "Observe").
+    # interval is 15 s), to measure what metrics cost (docs/tutorials/operating.md, "Observe").
     scraping = os.environ.get("GRCTL_BENCH_METRICS") == "1"
     if scraping:
         kwargs["metrics_port"] = 0

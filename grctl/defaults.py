@@ -24,7 +24,7 @@ DECORATED_STEP_TIMEOUT: Final = timedelta(seconds=10)
 STEP_TIMEOUT: Final = timedelta(minutes=5)
 STEP_TIMEOUT_MS: Final = int(STEP_TIMEOUT.total_seconds() * 1000)
 #: A wait without a timeout waits for its event forever (the original failed it after its
-#: server's 1 h default; a listed difference, README "Differences from the original").
+#: server's 1 h default; a listed difference, docs/differences.md).
 WAIT_TIMEOUT: Final[timedelta | None] = None
 
 #: How long an ended run's state is kept before it is deleted (issue "Run for weeks").

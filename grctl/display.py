@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["fmt_duration_ms", "fmt_ms", "fmt_time", "json_text", "to_jsonable"]
+__all__ = ["fmt_duration_ms", "fmt_ms", "fmt_span_ms", "fmt_time", "json_text", "to_jsonable"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -58,3 +58,26 @@ def fmt_duration_ms(ms: float | None) -> str:
         return f"{m}m {s}s"
     h, m = divmod(m, 60)
     return f"{h}h {m}m"
+
+
+def fmt_span_ms(ms: int) -> str:
+    """A configured duration as people write it: 604800000 → ``7 days``, 43200000 → ``12h``, 5400000 → ``1h 30m``.
+
+    Whole days read as days; anything else as its non-zero units (``d``, ``h``, ``m``, ``s``,
+    then ``ms``), largest first, the way `--retention 36h` or `1d 12h` is typed.
+    """
+    if ms < 0:
+        return "-" + fmt_span_ms(-ms)
+    day = 86_400_000
+    if ms and ms % day == 0:
+        days = ms // day
+        return f"{days} day" if days == 1 else f"{days} days"
+    parts = []
+    rest = ms
+    for unit, size in (("d", day), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        n, rest = divmod(rest, size)
+        if n:
+            parts.append(f"{n}{unit}")
+    if rest or not parts:
+        parts.append(f"{rest}ms")
+    return " ".join(parts)

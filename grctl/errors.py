@@ -39,6 +39,7 @@ GrctlError
 ├── MetricsPortInUseError              a worker's metrics port cannot be bound
 ├── TracingNotInstalledError (ImportError)  tracing asked for without OpenTelemetry installed
 ├── ForkedProcessError (RuntimeError)  a Client or Worker used in a process forked after it
+├── TestEnvironmentError (RuntimeError)  a grctl.testing environment used before its start or after its stop
 ├── InternalError                      an engine invariant broke: a bug in grctl, never data
 └── CommandFailed                      the CLI's one-line failure (grctl.cli.common)
 ```
@@ -322,7 +323,7 @@ class PayloadTooLargeError(GrctlError, ValueError):
             f"{what}{where} is {size:,} bytes encoded, over the limit of {limit:,} bytes for one value "
             f"(the topics' max.message.bytes and the producer's message.max.bytes bound every record). "
             f"Keep large data elsewhere (object storage, a database) and pass a reference, or raise the "
-            f"limits (README, 'Size limits')"
+            f"limits (docs/how-to/size-limits.md)"
         )
         self.what = what
         self.size = size
@@ -514,6 +515,12 @@ class TracingNotInstalledError(GrctlError, ImportError):
             f"pip install 'grctl[otel]'"
         )
         self.missing = missing
+
+
+class TestEnvironmentError(GrctlError, RuntimeError):
+    """A `grctl.testing` environment used outside its lifetime (before `start`, after `stop`, or started twice)."""
+
+    __test__ = False  # not a test class, whatever pytest's name patterns say
 
 
 class ForkedProcessError(GrctlError, RuntimeError):

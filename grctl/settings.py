@@ -5,7 +5,8 @@ every call (what `Connection`, `Worker`, `Client` and the CLI use); `get_setting
 original SDK's cached accessor. The variables of one part each have an accessor of their own,
 also read anew on every call: `commit_linger_s`, `schema_registry_url` (the worker), and
 `dev_home`, `dev_kafka_heap_opts`, `dev_maven_settings` (the local Kafka and schema registry of
-`grctl.dev`). Each takes an `env` mapping for tests (default `os.environ`).
+`grctl.dev`), and `kafka_servers_set` (the servers only when a variable names them: the
+`grctl_kafka_env` fixture of `grctl.testing`). Each takes an `env` mapping for tests (default `os.environ`).
 
 | variable | default | read by | used by |
 |---|---|---|---|
@@ -127,6 +128,16 @@ def commit_linger_s(env: Mapping[str, str] | None = None) -> float:
             argument="GRCTL_COMMIT_LINGER_MS",
         )
     return ms / 1000
+
+
+def kafka_servers_set(env: Mapping[str, str] | None = None) -> str | None:
+    """GRCTL_KAFKA_SERVERS (or GRCTL_KAFKA_BOOTSTRAP) when set, else None (no default).
+
+    For what needs a broker only when one is named: `grctl.testing`'s `grctl_kafka_env` fixture
+    skips its test otherwise.
+    """
+    e = _env(env)
+    return (e.get("GRCTL_KAFKA_SERVERS") or e.get("GRCTL_KAFKA_BOOTSTRAP") or "").strip() or None
 
 
 def schema_registry_url(env: Mapping[str, str] | None = None) -> str | None:

@@ -56,6 +56,19 @@ DOCKER_PING_TIMEOUT_S = 2
 
 
 # --------------------------------------------------------------------------------------------
+# grctl.testing's pytest plugin: users get it from grctl's `pytest11` entry point once grctl
+# is installed; an editable install made before the entry point existed has not, so register
+# it here unless it is registered already.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import grctl.testing.pytest_plugin as plugin
+
+    if not config.pluginmanager.is_registered(plugin):
+        config.pluginmanager.register(plugin, "grctl")
+
+
+# --------------------------------------------------------------------------------------------
 # Markers
 
 
@@ -233,6 +246,12 @@ def cluster3() -> Iterator[LocalCluster]:
 
 # --------------------------------------------------------------------------------------------
 # Names
+
+
+@pytest.fixture(scope="session")
+def grctl_kafka_servers(kafka_bootstrap: str) -> str:
+    """The broker of grctl.testing's `grctl_kafka_env` fixture: the session's."""
+    return kafka_bootstrap
 
 
 @pytest.fixture

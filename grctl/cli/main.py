@@ -17,6 +17,7 @@ from grctl import __version__
 from grctl.cli.common import Globals, out, parse_kafka_option, read_kafka_config_file, set_globals, setup_cli_logging
 from grctl.cli.deploy import deploy_app, replay_cmd
 from grctl.cli.dev import dev_app
+from grctl.cli.init import init_cmd
 from grctl.cli.namespace import namespace_app
 from grctl.cli.ui import ui_cmd
 from grctl.cli.verify import verify_cmd
@@ -33,6 +34,8 @@ Talks only to Kafka (no server). Every command takes --json for scripts. Exit co
 1 the operation failed (run failed, not found, broker unreachable), 2 bad usage.
 
 **Examples**
+
+  grctl init myapp                                # a new project: workflows, worker, tests, Dockerfile
 
   grctl dev                                       # local Kafka + a worker with the demo workflows
 
@@ -65,6 +68,7 @@ app.command("verify")(verify_cmd)
 app.add_typer(deploy_app, name="deploy")
 app.command("replay")(replay_cmd)
 app.add_typer(dev_app, name="dev")
+app.command("init")(init_cmd)
 
 
 def _version(value: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, cast
 
 import typer
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from grctl.cli.common import CommandFailed, Globals, err, globals_of, handle_errors, out, print_json, progress
 from grctl.client.namespace import REQUEST_TIMEOUT_S, describe_namespace, settings_json, worker_group
+from grctl.display import fmt_span_ms
 from grctl.errors import GrctlError, InvalidArgumentError, KafkaSetupError
 from grctl.kafka import acls
 from grctl.kafka.connection import Connection
@@ -248,12 +248,10 @@ def _connection(g: Globals, names: TopicNames) -> Connection:
 
 
 def _retention_text(settings: NamespaceSettings) -> str:
-    text = str(timedelta(milliseconds=settings.run_retention_ms))
+    text = fmt_span_ms(settings.run_retention_ms)
     if settings.type_retention_ms:
         text += (
-            " ("
-            + ", ".join(f"{t}: {timedelta(milliseconds=ms)}" for t, ms in sorted(settings.type_retention_ms.items()))
-            + ")"
+            " (" + ", ".join(f"{t}: {fmt_span_ms(ms)}" for t, ms in sorted(settings.type_retention_ms.items())) + ")"
         )
     return text
 

@@ -133,18 +133,22 @@ class ClientIO:
                 }
             )
         )
-        self._run_listeners: dict[str, list[_RunListener]] = defaultdict(list)
-        self._reply_waiters: dict[str, asyncio.Future[Reply]] = {}
+        self._init_routing()
         self._admin = AdminClient(conn.client_config())
         self._workers_seen_at = -WORKERS_CHECK_S
         self._members_query: asyncio.Future[int | None] | None = None
         self._members_seen_at: float | None = None  # last time the group was seen with members
-        # Watches being set up (`expect_outcome`): an outcome that comes before `listen` waits here.
-        self._early: dict[str, Reply | None] = {}
-        self._failure: KafkaSetupError | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._delivery_poller: threading.Thread | None = None
+
+    def _init_routing(self) -> None:
+        """The waiters that replies are routed to (also what `grctl.testing`'s in-process IO keeps)."""
+        self._run_listeners: dict[str, list[_RunListener]] = defaultdict(list)
+        self._reply_waiters: dict[str, asyncio.Future[Reply]] = {}
+        # Watches being set up (`expect_outcome`): an outcome that comes before `listen` waits here.
+        self._early: dict[str, Reply | None] = {}
+        self._failure: KafkaSetupError | None = None
 
     def start(self) -> None:
         """Assign the reader at the current end offsets and start the reader threads (blocking)."""

@@ -144,6 +144,10 @@ class Client:
         codec: converts inputs, event payloads and results.
     """
 
+    #: The class of the handles `start_workflow` and `get_workflow_handle` return (the test
+    #: environment of `grctl.testing` uses one whose `result()` lets its clock skip ahead).
+    handle_class: type[WorkflowHandle] = WorkflowHandle
+
     def __init__(self, connection: Connection, codec: CodecRegistry | None = None) -> None:
         self._fork_guard = ForkGuard("Client")
         self.connection = connection
@@ -308,7 +312,7 @@ class Client:
         # The handle listens before the start is sent: the worker sends the run's outcome to
         # this client under the start's request id, in the transaction that ends the run.
         with tracing.start_span(type, id, run_id) as traceparent:
-            handle = WorkflowHandle.attached(
+            handle = self.handle_class.attached(
                 RunInfo(id=run_id, wf_id=id, wf_type=type, status=RunStatus.pending),
                 client=self,
                 listen=io.listen,
@@ -394,7 +398,9 @@ class Client:
                 raise WorkflowNotFoundError(f"workflow id {wfid!r} not found", wf_id=wfid)
             raise WorkflowError(f"get_workflow_handle failed ({reply.code}): {reply.message}", wf_id=wfid)
         info = run_info_from_reply(reply.payload)
-        return WorkflowHandle.attached(info, client=self, listen=io.listen, watch_id=watch_id, return_type=return_type)
+        return self.handle_class.attached(
+            info, client=self, listen=io.listen, watch_id=watch_id, return_type=return_type
+        )
 
     async def list_workflows(
         self,

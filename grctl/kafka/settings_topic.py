@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl import defaults
+from grctl.display import fmt_span_ms
 from grctl.errors import InvalidArgumentError, KafkaSetupError
 from grctl.kafka.reading import read_partitions
 from grctl.kafka.retry import is_transient, retry_while_leaderless
@@ -153,8 +154,8 @@ def check_history_keeps(settings: NamespaceSettings, history_ms: int | None, nam
     """
     if history_ms is not None and settings.longest_ms() > history_ms:
         raise InvalidArgumentError(
-            f"a run retention of {timedelta(milliseconds=settings.longest_ms())} is longer than the history "
-            f"topic's retention of {timedelta(milliseconds=history_ms)} (grctl.{namespace}.history retention.ms): "
+            f"a run retention of {fmt_span_ms(settings.longest_ms())} is longer than the history "
+            f"topic's retention of {fmt_span_ms(history_ms)} (grctl.{namespace}.history retention.ms): "
             f"a run would outlive its history. Shorten the run retention, or raise the history's with "
             f"`kafka-configs --alter --entity-type topics --entity-name grctl.{namespace}.history "
             f"--add-config retention.ms={settings.longest_ms()}`",

@@ -1,4 +1,20 @@
-"""Testing workflows: replay recorded runs against code (`Replayer`), and check saved histories in a test suite.
+"""Testing workflows: run them in process with time skipping, and replay recorded runs against code.
+
+```python
+# a test of your own: the real engine in process, 7 days pass in milliseconds
+from grctl.testing import WorkflowEnvironment
+
+async def test_approval_expires():
+    async with WorkflowEnvironment([approval]) as env:
+        handle = await env.client.start_workflow("Approval", "a-1", {"amount": 50})
+        assert await handle.result() == "expired"
+```
+
+`WorkflowEnvironment` (`env.py`) runs workflows on the engine's own code paths with an
+in-process transport and a `VirtualClock`; `KafkaWorkflowEnvironment` (`kafka_env.py`) the
+same surface on a real broker; the pytest plugin (`pytest_plugin.py`) ships the fixtures
+`grctl_env` and `grctl_kafka_env`. Importing this package loads none of them (nor the worker)
+until a name is used.
 
 ```python
 # tests/test_histories.py: keep histories of real runs (`grctl workflow history ID --json > f.jsonl`)
@@ -14,11 +30,37 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from grctl import _lazy
 from grctl.testing.replayer import Divergence, Replayer, ReplayResult, load_history
 from grctl.workflow.workflow import Workflow
 
-__all__ = ["Divergence", "ReplayResult", "Replayer", "assert_replays", "load_history"]
+if TYPE_CHECKING:
+    from grctl.testing.clock import VirtualClock
+    from grctl.testing.env import WorkflowEnvironment
+    from grctl.testing.kafka_env import KafkaWorkflowEnvironment
+
+__all__ = [
+    "Divergence",
+    "KafkaWorkflowEnvironment",
+    "ReplayResult",
+    "Replayer",
+    "VirtualClock",
+    "WorkflowEnvironment",
+    "assert_replays",
+    "load_history",
+]
+
+_EXPORTS = {
+    "WorkflowEnvironment": "grctl.testing.env",
+    "KafkaWorkflowEnvironment": "grctl.testing.kafka_env",
+    "VirtualClock": "grctl.testing.clock",
+}
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy.load(__name__, _EXPORTS, name)
 
 
 def assert_replays(workflows: Iterable[Workflow], *paths: str | Path) -> list[ReplayResult]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -253,8 +251,10 @@ class Context:
     async def now(self) -> datetime:
         """The current UTC time, recorded on first execution and replayed afterwards."""
 
+        clock = self._rt.clock
+
         async def compute() -> datetime:
-            return datetime.now(UTC)
+            return datetime.fromtimestamp(clock.time(), UTC)
 
         value = await self._rt.record("now", "now", compute, lambda v: ("timestamp.recorded", {"value": v}))
         if isinstance(value, datetime) and value.tzinfo is None:
@@ -301,15 +301,17 @@ class Context:
             raise InvalidArgumentError(f"ctx.sleep() duration must be >= 0, got {duration!r}", argument="duration")
         duration_ms = int(seconds * 1000)
 
-        async def compute() -> int:
-            return int(time.time() * 1000) + duration_ms
-
         rt = self._rt
+        clock = rt.clock
+
+        async def compute() -> int:
+            return int(clock.time() * 1000) + duration_ms
+
         operation_id = f"sleep:{rt.position}"  # the event names the journal entry of the deadline
         deadline_ms = await rt.record("sleep", "sleep", compute)
-        remaining = deadline_ms / 1000 - time.time()
+        remaining = deadline_ms / 1000 - clock.time()
         if remaining > 0:
-            await asyncio.sleep(remaining)
+            await clock.sleep(remaining)
         rt.record_once(
             "sleep_end",
             "sleep",

@@ -14,11 +14,15 @@ commit, even while the step still runs). On a re-execution each call takes the n
 entry instead; a call of another kind or name than the recorded one is a `NonDeterminismError`.
 A history event that must appear once however often the step re-executes, and later than the
 value it belongs to (the end of a `ctx.sleep`), goes through `StepRuntime.record_once`.
+
+A step reads time and waits through its runtime's `Clock` (`SYSTEM_CLOCK` in a worker): the
+in-process test environment of `grctl.testing` gives steps a clock whose time it moves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -28,14 +32,69 @@ from grctl.errors import NonDeterminismError, OutsideStepError
 from grctl.logging_setup import add_field_provider
 
 __all__ = [
+    "SYSTEM_CLOCK",
+    "Clock",
     "JournalEntry",
     "JournalSink",
     "NonDeterminismError",
     "StepPort",
     "StepRuntime",
     "StepSuspended",
+    "SystemClock",
     "get_step_runtime",
 ]
+
+
+class Clock(Protocol):
+    """Where the engine reads time and waits: the system's, or a test environment's that skips ahead.
+
+    `time` is wall-clock seconds (what journaled times and durable deadlines are made of);
+    `monotonic` and `call_at` schedule on the same scale as each other (step deadlines).
+    """
+
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on the scale `call_at` takes."""
+        ...
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle | _Cancellable:
+        """Call `callback` at `monotonic()` time `when`; the returned handle's `cancel()` disarms it."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`."""
+        ...
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class SystemClock:
+    """The real clock: `time.time`, the running event loop's time and timers, `asyncio.sleep`."""
+
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch."""
+        return time.time()
+
+    def monotonic(self) -> float:
+        """The running loop's time."""
+        return asyncio.get_running_loop().time()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        """`loop.call_at` of the running loop."""
+        return asyncio.get_running_loop().call_at(when, callback)
+
+    async def sleep(self, seconds: float) -> None:
+        """`asyncio.sleep`."""
+        await asyncio.sleep(seconds)
+
+
+#: The clock of steps run by a worker.
+SYSTEM_CLOCK = SystemClock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +246,8 @@ class StepRuntime:
         self._sink = sink
         self.position = 0
         self.codec: Any = None  # the worker's CodecRegistry, set by the worker
+        #: Where the step reads time and waits (a test environment sets its own).
+        self.clock: Clock = SYSTEM_CLOCK
         #: The recorded journal is a whole execution that ended (a replay of a finished step):
         #: a patch past its end was not taken there (`Context.patched` answers False).
         self.whole = False

@@ -174,9 +174,9 @@ class TaskExecutor:
                 task_id,
             )  # fmt: skip
         if retry_at_ms is not None:
-            remaining = retry_at_ms / 1000 - time.time()
+            remaining = retry_at_ms / 1000 - rt.clock.time()
             if remaining > 0:
-                await asyncio.sleep(remaining)
+                await rt.clock.sleep(remaining)
         max_attempts = self.policy.effective_max_attempts if self.policy else 1
         while True:
             t0 = time.monotonic()
@@ -206,7 +206,7 @@ class TaskExecutor:
                          "duration_ms": duration},
                         task_id,
                     )  # fmt: skip
-                    resume_at_ms = int(time.time() * 1000) + delay
+                    resume_at_ms = int(rt.clock.time() * 1000) + delay
                     rt.append(
                         JOURNAL_ATTEMPT,
                         self.name,
@@ -216,7 +216,7 @@ class TaskExecutor:
                         # Long back-off: give the worker back; a durable timer resumes the step.
                         raise StepSuspended(resume_at_ms) from None
                     attempt += 1
-                    await asyncio.sleep(delay / 1000)
+                    await rt.clock.sleep(delay / 1000)
                     continue
                 rt.history(
                     "task.failed",

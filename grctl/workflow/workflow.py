@@ -95,7 +95,7 @@ class Workflow:
                 several versions of one type; a run starts on the newest its worker serves (or
                 the one the client names) and records it. Runs execute on their own version's
                 handlers (pinned): change the code of a type under a new version while runs of
-                the old one are in flight (README "Changing workflow code").
+                the old one are in flight (docs/tutorials/deploying-a-new-version.md).
             upgrade: "pinned" (default): runs started on this version finish on it. "auto":
                 they move to the newest version served at their next step; a step that changed
                 branches on `ctx.patched(...)`.

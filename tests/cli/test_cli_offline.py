@@ -35,6 +35,7 @@ COMMANDS = [
     ["verify"],
     ["dev"],
     ["dev", "kafka"],
+    ["init"],
 ]
 
 

@@ -116,6 +116,24 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "schema_id_of",
     ],
     "grctl.workflow.handle": ["WorkflowHandle"],
+    # issue 30: users' test harness (the replayer of issue 26, the environments, the fixtures)
+    "grctl.testing": [
+        "Divergence",
+        "KafkaWorkflowEnvironment",
+        "ReplayResult",
+        "Replayer",
+        "VirtualClock",
+        "WorkflowEnvironment",
+        "assert_replays",
+        "load_history",
+    ],
+    "grctl.testing.pytest_plugin": [
+        "grctl_env",
+        "grctl_env_options",
+        "grctl_kafka_env",
+        "grctl_kafka_servers",
+        "grctl_workflows",
+    ],
 }
 
 CONTROL_FLOW = {"grctl.workflow.runtime.StepSuspended"}

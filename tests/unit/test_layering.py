@@ -113,3 +113,11 @@ def test_the_task_decorator_stays_a_function_whatever_is_imported_first() -> Non
         "assert callable(task) and not isinstance(task, types.ModuleType), task"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=ROOT)
+
+
+def test_the_replayer_and_the_pytest_plugin_load_no_worker() -> None:
+    """`from grctl.testing import assert_replays` and pytest's loading of the plugin stay light;
+    the in-process environment loads the engine when it is asked for."""
+    loaded = loaded_after("import grctl.testing, grctl.testing.pytest_plugin\nfrom grctl.testing import assert_replays")
+    assert not {m for m in loaded if m in HEAVY or m.startswith(tuple(f"{h}." for h in HEAVY))}
+    assert "grctl.worker.worker" in loaded_after("from grctl.testing import WorkflowEnvironment")

@@ -187,6 +187,8 @@ class ProcessorServices:
         observer: sees every staged transition and dead letter (metrics, run spans; None: nobody).
         pipeline_steps: start a dispatched step at once, on the uncommitted state, before the
             transaction of its dispatch commits (False: once it committed).
+        now_ms: the wall clock of transitions, timers and history (`grctl.testing`'s
+            environment passes one it moves).
     """
 
     outbox: Outbox
@@ -201,3 +203,4 @@ class ProcessorServices:
     quarantine: dict[str, Refusal]
     observer: TransitionObserver | None = None
     pipeline_steps: bool = True
+    now_ms: Callable[[], int] = now_ms

@@ -65,7 +65,7 @@ from grctl.models.run_info import TERMINAL_STATUSES, RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
 from grctl.worker._partition.dead_letter import dead_letter_record
 from grctl.worker._partition.listing import list_page
-from grctl.worker._partition.ports import ProcessorServices, Refusal, RunningStep, now_ms
+from grctl.worker._partition.ports import ProcessorServices, Refusal, RunningStep
 from grctl.worker._partition.timer_queue import TimerQueue
 from grctl.workflow.runtime import JournalEntry, StepRuntime
 
@@ -108,9 +108,10 @@ class PartitionProcessor:
         self.store = store
         self.services = services
         self._outbox = services.outbox
+        self._now = services.now_ms
         self.position: int | None = None  # next offset to read; None until the first record
         self.running: dict[str, RunningStep] = {}
-        now = now_ms()
+        now = self._now()
         #: The runs' own timers due soon (wait timeouts, resumes, workflow timeouts, and the
         #: retention of runs that ended before the expiry table existed).
         self.timers = TimerQueue(store, keys.TIMER_PREFIX, now)
@@ -398,7 +399,7 @@ class PartitionProcessor:
         versions = self.store.get(keys.VERSIONS_MARKER) is None
         if not (retention or index or versions):
             return
-        now = now_ms()
+        now = self._now()
         armed = 0
         counts: dict[bytes, int] = {}
         open_runs: dict[bytes, int] = {}
@@ -456,7 +457,7 @@ class PartitionProcessor:
         why = refusal.message
         kind = refusal.error_type
         error = {"type": kind, "message": f"the run's next transition cannot be published: {why}"}
-        failed = self.services.machine.fail_run(before, error, now_ms())
+        failed = self.services.machine.fail_run(before, error, self._now())
         failed.emits = []  # not even a results-topic record: that topic may be the one refused
         if failed.skipped or (failed.run is not None and tr.run is not None and failed.run.run_id != tr.run.run_id):
             raise InternalError(
@@ -512,7 +513,7 @@ class PartitionProcessor:
             if len(msg.value() or b"") > self.services.limits.value_bytes and self._refuse_oversized(rec):
                 return
             run = self.get_run(rec.wf_id)
-            tr = self.services.machine.apply(run, rec, offset, now_ms(), self._inbox_reader(rec.wf_id))
+            tr = self.services.machine.apply(run, rec, offset, self._now(), self._inbox_reader(rec.wf_id))
             self.apply(tr, rec.wf_id)
 
     def _answer_list(self, cmd: ListCmd) -> None:
@@ -546,7 +547,7 @@ class PartitionProcessor:
             return False
         err = PayloadTooLargeError(what, size=size, limit=limit, wf_id=rec.wf_id)
         logger.warning("partition %d: refused: %s", self.partition, err)
-        self.apply(self.services.machine.refuse(rec, now_ms(), ReplyCode.payload_too_large, str(err)), rec.wf_id)
+        self.apply(self.services.machine.refuse(rec, self._now(), ReplyCode.payload_too_large, str(err)), rec.wf_id)
         return True
 
     def dead_letter(self, msg: Message, reason: str) -> None:
@@ -578,7 +579,7 @@ class PartitionProcessor:
             return
         # The step may have been made due by a worker with other code: this one must serve the
         # run's version and step, else the run parks (or moves to a newer version, or resumes).
-        decision = self.services.machine.ensure_served(run, now_ms())
+        decision = self.services.machine.ensure_served(run, self._now())
         if not decision.skipped:
             self.apply(decision, wf_id)  # a resumed or upgraded run starts from there
             return
@@ -612,7 +613,7 @@ class PartitionProcessor:
         if self.closing:
             return
         run = self.get_run(rs.wf_id)
-        tr = self.services.machine.on_step_outcome(run, outcome, now_ms(), self._inbox_reader(rs.wf_id))
+        tr = self.services.machine.on_step_outcome(run, outcome, self._now(), self._inbox_reader(rs.wf_id))
         self.apply(tr, rs.wf_id)
         if rs.runtime is not None and outcome.next_kind != "suspend" and rs.runtime.journal_length:
             prefix = keys.journal_prefix(rs.wf_id, rs.run_id, rs.seq)
@@ -681,7 +682,7 @@ class PartitionProcessor:
         """
         s = self.services
         rec = HistoryRecord(
-            kind=kind, wf_id=runtime.wf_id, run_id=runtime.run_id, ts_ms=now_ms(), msg=msg, worker_id=s.worker_id,
+            kind=kind, wf_id=runtime.wf_id, run_id=runtime.run_id, ts_ms=self._now(), msg=msg, worker_id=s.worker_id,
             op=operation_id,
         )  # fmt: skip
         value = encoder.encode(rec)

@@ -10,6 +10,7 @@ it through the state machine.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import Coroutine, Iterable
@@ -37,7 +38,7 @@ from grctl.worker._session.topics import TopicDirectory
 from grctl.workflow.context import Context
 from grctl.workflow.emit import EmitBuffer
 from grctl.workflow.handlers import bind_arguments
-from grctl.workflow.runtime import StepRuntime, StepSuspended
+from grctl.workflow.runtime import SYSTEM_CLOCK, Clock, StepRuntime, StepSuspended
 from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ class StepExecutor:
         max_concurrent_steps: bound on steps executing at once.
         tasks: where the step tasks are tracked.
         metrics: counts steps and their durations (None: not counted).
+        clock: where steps read time and wait, and step deadlines are scheduled (None: the
+            system's; `grctl.testing`'s environment passes one it moves).
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class StepExecutor:
         metrics: WorkerMetrics | None = None,
         emit_topics: TopicDirectory | None = None,
         registry: SchemaRegistry | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._served = served
         self._registry = registry
@@ -130,6 +134,10 @@ class StepExecutor:
         self._tasks = tasks
         self._loop = asyncio.get_running_loop()
         self._deadlines: dict[int, set[RunningStep]] = {}  # deadline slot -> steps due in it
+        self._clock = clock or SYSTEM_CLOCK
+        # Step deadlines on the loop's own time unless another clock is given (the hot path).
+        self._monotonic = self._loop.time if clock is None else clock.monotonic
+        self._call_at = self._loop.call_at if clock is None else clock.call_at
 
     def start(self, proc: StepHost, rs: RunningStep, run: RunRecord) -> asyncio.Task[None] | None:
         """Execute a step in an asyncio task of its own; None if it already finished.
@@ -152,11 +160,11 @@ class StepExecutor:
     # worker's CPU in the chain benchmark. A step is cancelled at most one slot after its deadline.
 
     def _arm_deadline(self, rs: RunningStep, timeout_s: float) -> None:
-        slot = int((self._loop.time() + timeout_s) / DEADLINE_SLOT_S) + 1
+        slot = int((self._monotonic() + timeout_s) / DEADLINE_SLOT_S) + 1
         steps = self._deadlines.get(slot)
         if steps is None:
             steps = self._deadlines[slot] = set()
-            self._loop.call_at(slot * DEADLINE_SLOT_S, self._expire_deadlines, slot)
+            self._call_at(slot * DEADLINE_SLOT_S, functools.partial(self._expire_deadlines, slot))
         steps.add(rs)
         rs.deadline_slot = slot
 
@@ -183,6 +191,7 @@ class StepExecutor:
             sink=proc,
         )
         runtime.codec = self._codec
+        runtime.clock = self._clock
         rs.runtime = runtime
         try:
             async with self._sem:
