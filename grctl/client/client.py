@@ -59,6 +59,7 @@ from grctl.errors import (
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.reading import read_partitions, reading_consumer
+from grctl.kafka.retry import retry_while_leaderless
 from grctl.models.history import PAYLOAD_TYPES, HistoryEvent, HistoryKind
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.settings import EngineSettings
@@ -521,8 +522,15 @@ class Client:
         consumer = reading_consumer(conn, "history-reader", **{"enable.partition.eof": False})
         out: list[HistoryEvent] = []
         try:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=10.0, cached=False)
-            start = consumer.offsets_for_times([TopicPartition(topic, part, max(0, since_ms))], timeout=10.0)[0].offset
+            # A leader moving (or a busy broker) answers NOT_LEADER for a moment: asked again.
+            _low, high = retry_while_leaderless(
+                lambda: consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=10.0, cached=False),
+                timeout=HISTORY_READ_TIMEOUT_S,
+            )
+            start = retry_while_leaderless(
+                lambda: consumer.offsets_for_times([TopicPartition(topic, part, max(0, since_ms))], timeout=10.0),
+                timeout=HISTORY_READ_TIMEOUT_S,
+            )[0].offset
             if start < 0 or start >= high:
                 return out
             records = read_partitions(

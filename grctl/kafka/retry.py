@@ -42,6 +42,9 @@ LEADERLESS: Final = frozenset(
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError._UNKNOWN_PARTITION,
         KafkaError._UNKNOWN_TOPIC,
+        # librdkafka's own answer to a list_offsets whose partitions it knows no leader of yet
+        # ("Failed to query partition leaders: No leaders found").
+        KafkaError._NOENT,
     }
 )
 
