@@ -3,6 +3,7 @@
 ```
 GrctlError
 ├── InvalidArgumentError (ValueError, TypeError)  a public call got an argument it cannot use
+│   └── ScheduleSpecError              a schedule's spec cannot be used (cron line, time zone, ...)
 ├── WorkflowError                      a run failed, or an operation on a run was refused
 │   ├── WorkflowNotFoundError          no run with that workflow id in the namespace
 │   ├── WorkflowAlreadyRunningError    start with a workflow id whose latest run is active
@@ -87,6 +88,20 @@ class InvalidArgumentError(GrctlError, ValueError, TypeError):
     def __init__(self, message: str, *, argument: str | None = None) -> None:
         super().__init__(message)
         self.argument = argument
+
+
+class ScheduleSpecError(InvalidArgumentError):
+    """A schedule's spec cannot be used: a cron line, a time zone, an interval, a calendar field.
+
+    Attributes:
+        field: the part of the spec at fault (`cron`, `time_zone`, `interval`, `calendar.hour`, ...).
+        value: the value given for it.
+    """
+
+    def __init__(self, message: str, *, field: str, value: Any) -> None:
+        super().__init__(message, argument=field)
+        self.field = field
+        self.value = value
 
 
 class InternalError(GrctlError):
