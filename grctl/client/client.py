@@ -128,6 +128,8 @@ def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
         waiting_for_event=bool(payload.get("waiting")),
         wait_deadline=ts(payload.get("wait_due_ms")),
         pending_events=payload.get("pending_events", 0),
+        schedule_id=payload.get("schedule_id"),
+        scheduled_at=ts(payload.get("scheduled_ms")),
         version=payload.get("version", 1),
         awaiting=payload.get("awaiting"),
     )

@@ -922,4 +922,7 @@ class Machine:
             "version": run.version,
             "awaiting": run.missing,
         }
+        if run.schedule_id is not None:
+            info["schedule_id"] = run.schedule_id
+            info["scheduled_ms"] = run.scheduled_ms
         return to, Reply(request_id=to.request_id, client_id=to.client_id, payload=info)
