@@ -116,3 +116,25 @@ async def test_a_record_on_the_wrong_partition_is_dead_lettered(harness: Harness
     await harness.committer.flush()
     assert harness.pub.records_of(TOPICS.dead_letter)
     assert harness.store.get_committed(keys.schedule_key(sid)) is None
+
+
+async def test_after_an_outage_ticks_within_the_catch_up_window_fire_and_older_ones_are_counted(
+    harness: Harness,
+) -> None:
+    sid = next(schedule_ids_on(0))
+    create(harness, sid, catchup_ms=10_000, overlap="allow_all")
+    record = harness.proc.get_schedule(sid)
+    assert record is not None and record.next_tick_ms is not None
+    first = record.next_tick_ms
+    # The worker's clock (given to the timer firing) jumps a minute: no worker ran meanwhile.
+    later = first + 59_000
+    while harness.proc.fire_due_timers(later, 100):
+        pass
+    await harness.committer.flush()
+    record = harness.proc.get_schedule(sid)
+    assert record is not None
+    starts = [directive_decoder.decode(r[3]) for r in harness.pub.records_of(TOPICS.directives)]
+    ticks = sorted(s.scheduled_ms for s in starts if isinstance(s, StartCmd))
+    assert ticks == list(range(later - 10_000, later + 1, 1000))  # 11 ticks within the window, in order
+    assert record.missed == 49 and record.fired == 11
+    assert record.next_tick_ms == later + 1000
