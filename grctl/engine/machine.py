@@ -546,7 +546,11 @@ class Machine:
                     "parent_run_id": cmd.parent.run_id if cmd.parent else None,
                     "timeout_ms": cmd.timeout_ms,
                     "version": version,
-                    **({"schedule_id": cmd.schedule_id, "scheduled_ms": cmd.scheduled_ms} if cmd.schedule_id else {}),
+                    **(
+                        {"schedule_id": cmd.schedule_id, "scheduled_ms": cmd.scheduled_ms, "how": cmd.schedule_how}
+                        if cmd.schedule_id
+                        else {}
+                    ),
                 },
             )
         )

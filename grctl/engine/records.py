@@ -64,6 +64,8 @@ class StartCmd(_Cmd, tag="start"):
     #: A schedule's tick: the schedule that starts the run (told when it ends) and the tick's time.
     schedule_id: str | None = None
     scheduled_ms: int | None = None
+    #: How the tick came: scheduled (the cadence, or a buffered tick), trigger or backfill.
+    schedule_how: str | None = None
 
 
 class NextCmd(_Cmd, tag="next"):

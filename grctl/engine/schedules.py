@@ -498,6 +498,7 @@ class ScheduleMachine:
                 input=record.input,
                 schedule_id=record.schedule_id,
                 scheduled_ms=tick,
+                schedule_how="scheduled" if how == "buffered" else how,
             )
         )
         tr.fired.append((tick, max(0, now_ms - tick)))
