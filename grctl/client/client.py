@@ -150,6 +150,10 @@ def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
     )
 
 
+#: Schedules per page of a partition's answer to `list_schedules` (a page stays far below a record's limit).
+SCHEDULE_PAGE = 100
+
+
 class Client:
     """Drives runs of one namespace. Talks only to Kafka.
 
@@ -694,7 +698,7 @@ class Client:
         return ScheduleHandle(self, schedule_id)
 
     async def list_schedules(self, *, timeout: float | None = None) -> list[ScheduleDescription]:
-        """Every schedule of the namespace, by id (each partition's owner answers for its own).
+        """Every schedule of the namespace, by id (each partition's owner answers for its own, by pages).
 
         Raises:
             NoWorkerAnsweredError: the namespace has no running worker, or a partition did not answer.
@@ -702,33 +706,38 @@ class Client:
         io = await self._ensure()
         await io.require_workers()
         wait_s = self.request_timeout if timeout is None else timeout
-        base = str(ULID())
-        waiting: dict[int, asyncio.Future[Reply]] = {}
-        sends = []
-        for p in range(self.connection.num_partitions):
-            to = ReplyTo(client_id=self.id, request_id=f"{base}.{p}", partition=io.reply_partition)
-            waiting[p] = io.expect_reply(to.request_id)
-            cmd = ScheduleListCmd(wf_id="", partition=p, reply_to=to, limit=100_000)
-            sends.append(io.send(self.connection.topics.directives, p, b"", encoder.encode(cmd)))
-        try:
-            await asyncio.gather(*sends)
-            await asyncio.wait(waiting.values(), timeout=wait_s)
-        finally:
-            for p in waiting:
-                io.forget_reply(f"{base}.{p}")
-        missing = sorted(p for p, fut in waiting.items() if not fut.done() or fut.exception())
-        if missing:
-            raise NoWorkerAnsweredError(
-                f"partitions {missing} of namespace {self.connection.namespace!r} did not answer within "
-                f"{wait_s:.0f}s (a rebalance?); try again",
-                namespace=self.connection.namespace,
-                timeout=wait_s,
-            )
-        found = []
-        for fut in waiting.values():
-            for raw in fut.result().payload["schedules"]:
-                found.append(ScheduleDescription.of(schedule_decoder.decode(encoder.encode(raw))))
-        return sorted(found, key=lambda d: d.id)
+
+        async def partition_page(p: int, after: str | None) -> tuple[list[Any], bool]:
+            to = ReplyTo(client_id=self.id, request_id=str(ULID()), partition=io.reply_partition)
+            fut = io.expect_reply(to.request_id)
+            cmd = ScheduleListCmd(wf_id="", partition=p, reply_to=to, limit=SCHEDULE_PAGE, after=after)
+            try:
+                await io.send(self.connection.topics.directives, p, b"", encoder.encode(cmd))
+                async with asyncio.timeout(wait_s):
+                    reply = await fut
+            except TimeoutError:
+                raise NoWorkerAnsweredError(
+                    f"partition {p} of namespace {self.connection.namespace!r} did not answer within "
+                    f"{wait_s:.0f}s (a rebalance?); try again",
+                    namespace=self.connection.namespace,
+                    timeout=wait_s,
+                ) from None
+            finally:
+                io.forget_reply(to.request_id)
+            return list(reply.payload["schedules"]), bool(reply.payload.get("more"))
+
+        async def partition_all(p: int) -> list[ScheduleDescription]:
+            found: list[ScheduleDescription] = []
+            after: str | None = None
+            while True:
+                page, more = await partition_page(p, after)
+                found.extend(ScheduleDescription.of(schedule_decoder.decode(encoder.encode(raw))) for raw in page)
+                if not more or not page:
+                    return found
+                after = found[-1].id
+
+        parts = await asyncio.gather(*(partition_all(p) for p in range(self.connection.num_partitions)))
+        return sorted((d for part in parts for d in part), key=lambda d: d.id)
 
     @staticmethod
     def _raise_for(reply: Reply, wf_id: str) -> None:

@@ -464,3 +464,17 @@ def test_a_rejected_tick_run_tells_the_schedule() -> None:
     tr = machine.apply(run, dup, 2, T0, lambda _: None)
     (notice,) = [c for c in tr.sends if type(c).__name__ == "ScheduleRunEndedCmd"]
     assert notice.status == "rejected" and notice.run_id == dup.run_id  # type: ignore[union-attr]
+
+
+def test_state_after_a_day_of_minute_ticks_is_bounded() -> None:
+    """A day of ticks (simulated clock): the record stops growing once its ring is full."""
+    w = World(overlap=OverlapPolicy.allow_all, spec=ScheduleSpec(cron=("* * * * *",), jitter_ms=20_000))
+    sizes = []
+    for hour in range(24):
+        for start in w.starts(w.advance(T0 + (hour + 1) * 3_600_000)):
+            w.end(start)
+        sizes.append(len(encoder.encode(w.rec)))
+    assert w.rec.fired == 24 * 60 and w.rec.running == []
+    assert len(w.rec.recent) == MAX_RECENT
+    # Only the counters' and offsets' encodings widen (a few bytes); nothing grows with the ticks.
+    assert sizes[-1] - sizes[1] <= 8 and max(sizes) < 4096, sizes

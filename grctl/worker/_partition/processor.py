@@ -570,11 +570,19 @@ class PartitionProcessor:
         to = cmd.reply_to
         after = keys.schedule_key(cmd.after) if cmd.after is not None else None
         found: list[ScheduleRecord] = []
+        more = False
         for _key, raw in self.store.scan(keys.SCHEDULE_PREFIX, after):
             if len(found) == cmd.limit:
+                more = True
                 break
             found.append(schedule_decoder.decode(raw))
-        value = encoder.encode(Reply(request_id=to.request_id, client_id=to.client_id, payload={"schedules": found}))
+        limit = self._record_limits[self.services.topics.replies]
+        while True:  # a shorter page if the answer is over the record limit (the client pages on)
+            payload = {"schedules": found, "more": more}
+            value = encoder.encode(Reply(request_id=to.request_id, client_id=to.client_id, payload=payload))
+            if len(value) <= limit or len(found) <= 1:
+                break
+            found, more = found[: len(found) // 2], True
         self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), value)
 
     def apply_schedule(self, tr: ScheduleTransition, schedule_id: str) -> None:
