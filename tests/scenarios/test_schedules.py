@@ -60,7 +60,7 @@ async def described(client: Client, sid: str, what: str, check: Any) -> Schedule
         last[:] = [d]
         return d if check(d) else None
 
-    return await wait_until_async(what, poll, WAIT_S, seen=lambda: last[0] if last else None)
+    return await wait_until_async(what, poll, WAIT_S, interval=0.25, seen=lambda: last[0] if last else None)
 
 
 async def test_interval_ticks_start_one_run_each_with_its_tick(client: Client, workers: Any) -> None:
