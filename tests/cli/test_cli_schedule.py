@@ -40,15 +40,17 @@ def test_schedule_commands(cli: Any, served: ServedNamespace) -> None:
     triggered = cli("schedule", "trigger", sid, "--json")
     assert triggered.exit_code == 0 and triggered.json()["result"]["action"] in ("started", "skipped")
     assert cli("schedule", "resume", sid).exit_code == 0
+    before_update = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
     assert cli("schedule", "update", sid, "--cron", "0 3 * * *", "--tz", "Europe/Berlin").exit_code == 0
     updated = cli("schedule", "describe", sid, "--json").json()
     assert updated["spec"]["cron"] == ["0 3 * * *"] and updated["spec"]["time_zone"] == "Europe/Berlin"
-    end = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
-    backfilled = cli(
-        "schedule", "backfill", sid, "--from", (end - timedelta(days=2)).isoformat(), "--to", end.isoformat(), "--json"
-    )
+    # Five seconds before the update: the every-second spec was in force then.
+    start = (before_update - timedelta(seconds=4)).isoformat()
+    backfilled = cli("schedule", "backfill", sid, "--from", start, "--to", before_update.isoformat(), "--json")
     assert backfilled.exit_code == 0, backfilled.stderr
-    assert backfilled.json()["result"]["ticks"] >= 1
+    assert backfilled.json()["result"]["ticks"] == 5
+    too_long = cli("schedule", "backfill", sid, "--from", "2026-01-01T00:00:00Z", "--to", start)
+    assert too_long.exit_code == 1 and "split it into shorter ranges" in too_long.stderr
     assert cli("schedule", "delete", sid).exit_code == 0
     missing = cli("schedule", "describe", sid)
     assert missing.exit_code == 1 and f"no schedule with id {sid!r}" in missing.stderr
