@@ -9,6 +9,8 @@ test_schedules.py and test_schedule_processor.py. Every wait polls a state (test
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -194,3 +196,31 @@ async def test_bad_input_is_refused_with_a_clear_error(client: Client, workers: 
         await client.create_schedule("dup", workflow_type="Ticker", cron="@yearly")
     listed = await client.list_schedules()
     assert [d.id for d in listed] == ["dup"]
+
+
+async def test_catch_up_after_an_outage_fires_the_window_and_counts_the_rest(client: Client, workers: Any) -> None:
+    """No worker for 15 s with a 10 s catch-up window: the last ~10 ticks fire late, the rest are missed.
+
+    The outage is real time (the worker's timer loop reads the wall clock); the same logic with a
+    clock the test sets is in tests/unit/test_schedule_processor.py and test_schedules.py.
+    """
+    worker = await workers.start([ticker])
+    handle = await client.create_schedule(
+        "catchup", workflow_type="Ticker", interval="1s", overlap="allow_all", catchup=timedelta(seconds=10)
+    )
+    await described(client, "catchup", "a first tick", lambda d: d.fired >= 1)
+    await worker.stop(shutdown_timeout=2.0)
+    down_at = datetime.now(UTC)
+    while datetime.now(UTC) < down_at + timedelta(seconds=15):  # the outage itself, not a synchronisation
+        await asyncio.sleep(0.5)
+    await workers.start([ticker])
+    d = await described(client, "catchup", "missed ticks counted", lambda d: d.missed >= 3)
+    started = sorted(t.tick for t in d.recent if t.action == "started")
+    assert started == sorted(set(started))
+    record = d.record
+    assert record.last_tick_ms is not None and d.missed + d.fired >= 15
+    # Every tick is either started or counted as missed: none vanished (the ring's last 20, a second apart).
+    ring = [t.tick for t in d.recent]
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(ring)), ring
+    assert {t.action for t in d.recent} <= {"started", "missed"} and d.skipped == 0 and d.buffered == 0
+    await handle.pause()

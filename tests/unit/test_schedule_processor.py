@@ -138,3 +138,40 @@ async def test_after_an_outage_ticks_within_the_catch_up_window_fire_and_older_o
     assert ticks == list(range(later - 10_000, later + 1, 1000))  # 11 ticks within the window, in order
     assert record.missed == 49 and record.fired == 11
     assert record.next_tick_ms == later + 1000
+
+
+async def test_dst_through_the_processor_with_the_clock_of_the_timer_firing(harness: Harness) -> None:
+    """Europe/Berlin "30 2 * * *" across 2027's spring-forward (03-28 02:00 -> 03:00) and fall-back (10-31)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from grctl.engine import schedules as machine_module
+
+    sid = next(schedule_ids_on(0))
+    create(harness, sid, spec=ScheduleSpec(cron=("30 2 * * *",), time_zone="Europe/Berlin"), overlap="allow_all")
+    # Move the schedule's first tick to just before the spring-forward, as if created then.
+    record = harness.proc.get_schedule(sid)
+    assert record is not None and record.next_fire_ms is not None
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def at(text: str) -> int:
+        return round(datetime.fromisoformat(text).replace(tzinfo=berlin).timestamp() * 1000)
+
+    first = at("2027-03-27T02:30:00")
+    moved = machine_module.ScheduleTransition(record=record)
+    record.next_tick_ms = record.next_fire_ms = first
+    moved.timers_set.append(machine_module._timer(sid, first))
+    harness.proc.apply_schedule(moved, sid)
+    fired_at = []
+    for when in (at("2027-03-27T12:00:00"), at("2027-03-28T12:00:00"), at("2027-10-31T12:00:00")):
+        while harness.proc.fire_due_timers(when, 100):
+            pass
+    await harness.committer.flush()
+    for r in harness.pub.records_of(TOPICS.directives):
+        start = directive_decoder.decode(r[3])
+        if isinstance(start, StartCmd):
+            fired_at.append(datetime.fromtimestamp((start.scheduled_ms or 0) / 1000, berlin).isoformat())
+    assert fired_at[:2] == ["2027-03-27T02:30:00+01:00", "2027-03-28T03:30:00+02:00"]  # skipped 02:30: once, later
+    # Fall-back day (02:00-03:00 twice): 02:30 fires once, at its first occurrence; then winter time.
+    assert fired_at[-2:] == ["2027-10-30T02:30:00+02:00", "2027-10-31T02:30:00+02:00"]
+    assert len(fired_at) == len(set(fired_at)) == 2 + (datetime(2027, 10, 31) - datetime(2027, 3, 28)).days
