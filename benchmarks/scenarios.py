@@ -1002,4 +1002,4 @@ ALIASES = {"rss": "timers"}
 #: Long scenarios (tens of minutes in full) that run only when selected with -s.
 ON_REQUEST = ("soak", "listing", "purge", "timer_burst", "schedules")
 #: Scenarios whose headline is a ratio to the baseline: selecting one runs the baseline first.
-NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress")
+NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress", "schedules")
