@@ -49,6 +49,7 @@ from grctl.engine.records import (
     TickEntry,
     TimerEntry,
     TimerKind,
+    encoder,
 )
 from grctl.engine.schedule_spec import CompiledSpec, ScheduleSpec, compile_spec, tick_iso
 from grctl.errors import InternalError, ScheduleSpecError
@@ -60,7 +61,12 @@ MAX_BUFFERED: Final = 1000
 #: Runs a schedule tracks as running (allow_all may start more; the oldest are forgotten).
 MAX_RUNNING: Final = 1000
 #: Specs kept with the time they took force, so a backfill uses the one in force at each tick.
-MAX_ERAS: Final = 16
+MAX_ERAS: Final = 4
+#: The largest spec (encoded) and schedule id a schedule takes. With the ring and the eras they
+#: keep a schedule's record, besides its input, within the envelope every engine record has
+#: beside its one user value (`grctl.kafka.limits.ENVELOPE_RESERVE_BYTES`, 16 KiB).
+MAX_SPEC_BYTES: Final = 1024
+MAX_ID_CHARS: Final = 200
 #: Ticks one transition deals with; more (after a long outage) follow in the next transitions.
 MAX_TICKS_PER_TRANSITION: Final = 1000
 #: Ticks one backfill may fire (a longer range is refused: split it).
@@ -148,8 +154,20 @@ def check_create(cmd: ScheduleCreateCmd | ScheduleUpdateCmd) -> None:
     Raises:
         ScheduleSpecError: a spec, a catch-up window or an id template that cannot be used.
     """
+    if len(cmd.wf_id) > MAX_ID_CHARS:
+        raise ScheduleSpecError(
+            f"schedule id of {len(cmd.wf_id)} characters: give at most {MAX_ID_CHARS}", field="id", value=cmd.wf_id
+        )
     if cmd.spec is not None:
         compile_spec(cmd.spec)
+        size = len(encoder.encode(cmd.spec))
+        if size > MAX_SPEC_BYTES:
+            raise ScheduleSpecError(
+                f"the spec takes {size} bytes encoded, more than {MAX_SPEC_BYTES}: use fewer or shorter "
+                "cron lines and calendar specs (or several schedules)",
+                field="spec",
+                value=size,
+            )
     if cmd.catchup_ms is not None and cmd.catchup_ms < MIN_CATCHUP_MS:
         raise ScheduleSpecError(
             f"catch-up window of {cmd.catchup_ms} ms: give at least {MIN_CATCHUP_MS // 1000}s",
@@ -157,6 +175,12 @@ def check_create(cmd: ScheduleCreateCmd | ScheduleUpdateCmd) -> None:
             value=cmd.catchup_ms,
         )
     template = getattr(cmd, "id_template", None)
+    if template is not None and len(template) > MAX_ID_CHARS:
+        raise ScheduleSpecError(
+            f"id template of {len(template)} characters: give at most {MAX_ID_CHARS}",
+            field="id_template",
+            value=template,
+        )
     if template is not None and "{tick}" not in template:
         raise ScheduleSpecError(
             f"id template {template!r} has no '{{tick}}': every tick needs a workflow id of its own "

@@ -387,6 +387,11 @@ def test_backfill_bad_ranges_are_refused() -> None:
         ({"spec": ScheduleSpec(cron=("@daily",), time_zone="Mars/Olympus")}, ReplyCode.invalid_schedule, "time zone"),
         ({"catchup_ms": 1000}, ReplyCode.invalid_schedule, "at least 10s"),
         ({"id_template": "fixed"}, ReplyCode.invalid_schedule, "no '{tick}'"),
+        (
+            {"spec": ScheduleSpec(cron=tuple(f"{m} * * * *" for m in range(60)) * 3)},
+            ReplyCode.invalid_schedule,
+            "bytes",
+        ),
     ],
 )
 def test_bad_creates_are_refused_with_a_reason(fields: dict[str, object], code: str, says: str) -> None:
