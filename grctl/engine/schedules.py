@@ -305,6 +305,11 @@ class ScheduleMachine:
                 tr.replies.append(_error(cmd.reply_to, ReplyCode.invalid_schedule, str(exc)))
             return tr
         changes: dict[str, Any] = {"updated_ms": now_ms}
+        base = record
+        if cmd.spec is not None and cmd.spec != record.spec and not record.paused:
+            # Ticks of the old spec already due (the timer not fired yet) still fire, as the old spec's.
+            base = _copy(record)
+            self._due_ticks(tr, base, now_ms)
         if cmd.spec is not None and cmd.spec != record.spec:
             changes["spec"] = cmd.spec
             changes["eras"] = [*record.eras, SpecEra(since_ms=now_ms, spec=cmd.spec)][-MAX_ERAS:]
@@ -316,7 +321,7 @@ class ScheduleMachine:
             changes["overlap"] = cmd.overlap
         if cmd.catchup_ms is not None:
             changes["catchup_ms"] = cmd.catchup_ms
-        new = msgspec.structs.replace(record, **changes)
+        new = msgspec.structs.replace(base, **changes)
         if "spec" in changes:
             self._disarm(tr, record)
             new = self._arm(tr, msgspec.structs.replace(new, next_tick_ms=None, next_fire_ms=None), now_ms)
@@ -423,6 +428,23 @@ class ScheduleMachine:
         tr = ScheduleTransition()
         new = _copy(record)
         spec = compiled(new.spec)
+        tick = self._due_ticks(tr, new, now_ms)
+        new.next_tick_ms = tick
+        new.next_fire_ms = None if tick is None else spec.fire_at(new.schedule_id, tick)
+        if new.next_fire_ms is not None:
+            # Past ticks left over (a long outage) are due at once, in the next transition.
+            tr.timers_set.append(_timer(new.schedule_id, max(new.next_fire_ms, now_ms)))
+            new.next_fire_ms = max(new.next_fire_ms, now_ms)
+        tr.record = new
+        return tr
+
+    # ------------------------------------------------------------------ helpers
+
+    def _due_ticks(self, tr: ScheduleTransition, new: ScheduleRecord, now_ms: int) -> int | None:
+        """Deal with the ticks of `new`'s spec whose firing time has come (at most
+        `MAX_TICKS_PER_TRANSITION`): missed beyond the catch-up window, else through the overlap
+        policy. Returns the first tick not dealt with (`new` is the transition's own copy)."""
+        spec = compiled(new.spec)
         tick = new.next_tick_ms
         handled = 0
         while tick is not None and spec.fire_at(new.schedule_id, tick) <= now_ms:
@@ -437,16 +459,7 @@ class ScheduleMachine:
             new.last_tick_ms = tick
             tick = spec.next_tick(tick)
             handled += 1
-        new.next_tick_ms = tick
-        new.next_fire_ms = None if tick is None else spec.fire_at(new.schedule_id, tick)
-        if new.next_fire_ms is not None:
-            # Past ticks left over (a long outage) are due at once, in the next transition.
-            tr.timers_set.append(_timer(new.schedule_id, max(new.next_fire_ms, now_ms)))
-            new.next_fire_ms = max(new.next_fire_ms, now_ms)
-        tr.record = new
-        return tr
-
-    # ------------------------------------------------------------------ helpers
+        return tick
 
     def _arm(self, tr: ScheduleTransition, record: ScheduleRecord, now_ms: int) -> ScheduleRecord:
         """Arm the timer of the first tick after now (none while paused)."""

@@ -483,3 +483,14 @@ def test_state_after_a_day_of_minute_ticks_is_bounded() -> None:
     assert len(w.rec.recent) == MAX_RECENT
     # Only the counters' and offsets' encodings widen (a few bytes); nothing grows with the ticks.
     assert sizes[-1] - sizes[1] <= 8 and max(sizes) < 4096, sizes
+
+
+def test_an_update_still_fires_the_old_specs_ticks_already_due() -> None:
+    w = World(overlap=OverlapPolicy.allow_all)
+    # The 10:01 tick is due, its timer not fired yet (a busy worker), when the update arrives.
+    w.now = at("2026-12-07T10:01:02")
+    tr = w.send(ScheduleUpdateCmd(wf_id="s", spec=ScheduleSpec(cron=("0 * * * *",))))
+    (start,) = w.starts([tr])
+    assert start.scheduled_ms == at("2026-12-07T10:01:00")
+    assert w.rec.last_tick_ms == at("2026-12-07T10:01:00") and w.rec.next_tick_ms == at("2026-12-07T11:00:00")
+    assert list(w.timers) == [at("2026-12-07T11:00:00")]
