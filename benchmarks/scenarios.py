@@ -36,6 +36,7 @@ from benchmarks.harness import (
 )
 from benchmarks.light_client import client_cpu
 from benchmarks.purge import purge, timer_burst
+from benchmarks.schedules import schedules
 from benchmarks.soak import listing, soak
 from grctl import Client, Connection, WorkflowHandle
 from grctl.kafka.partitioner import partition_for
@@ -994,10 +995,11 @@ SCENARIOS: dict[str, Scenario] = {
     "ingress": ingress,
     "purge": purge,
     "timer_burst": timer_burst,
+    "schedules": schedules,
 }
 #: `rss` is measured by the timers scenario (the worker with every timer run waiting).
 ALIASES = {"rss": "timers"}
 #: Long scenarios (tens of minutes in full) that run only when selected with -s.
-ON_REQUEST = ("soak", "listing", "purge", "timer_burst")
+ON_REQUEST = ("soak", "listing", "purge", "timer_burst", "schedules")
 #: Scenarios whose headline is a ratio to the baseline: selecting one runs the baseline first.
-NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress")
+NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress", "schedules")

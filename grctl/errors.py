@@ -3,11 +3,15 @@
 ```
 GrctlError
 ├── InvalidArgumentError (ValueError, TypeError)  a public call got an argument it cannot use
+│   └── ScheduleSpecError              a schedule's spec cannot be used (cron line, time zone, ...)
 ├── WorkflowError                      a run failed, or an operation on a run was refused
 │   ├── WorkflowNotFoundError          no run with that workflow id in the namespace
 │   ├── WorkflowAlreadyRunningError    start with a workflow id whose latest run is active
 │   ├── WorkflowTypeNotRegisteredError start of a type that no worker of the namespace serves
 │   └── NoWorkerAnsweredError          no worker answered a request in time (none running?)
+├── ScheduleError                      an operation on a schedule was refused
+│   ├── ScheduleNotFoundError          no schedule with that id in the namespace
+│   └── ScheduleAlreadyExistsError     create with the id of an existing schedule
 ├── StoreKeyNotFoundError (KeyError)   typed ctx.store.get of a key that was never put
 ├── ReadOnlyStoreError (RuntimeError)  ctx.store.put in a query handler
 ├── NonDeterminismError                re-executed code diverged from the recorded journal
@@ -88,6 +92,20 @@ class InvalidArgumentError(GrctlError, ValueError, TypeError):
     def __init__(self, message: str, *, argument: str | None = None) -> None:
         super().__init__(message)
         self.argument = argument
+
+
+class ScheduleSpecError(InvalidArgumentError):
+    """A schedule's spec cannot be used: a cron line, a time zone, an interval, a calendar field.
+
+    Attributes:
+        field: the part of the spec at fault (`cron`, `time_zone`, `interval`, `calendar.hour`, ...).
+        value: the value given for it.
+    """
+
+    def __init__(self, message: str, *, field: str, value: Any) -> None:
+        super().__init__(message, argument=field)
+        self.field = field
+        self.value = value
 
 
 class InternalError(GrctlError):
@@ -173,6 +191,28 @@ class NoWorkerAnsweredError(WorkflowError):
 
 
 # --------------------------------------------------------------------------- step code
+
+
+class ScheduleError(GrctlError):
+    """An operation on a schedule was refused (the message says why and what to do).
+
+    Attributes:
+        schedule_id: the schedule's id.
+        code: the refusal's code (`grctl.engine.records.ReplyCode`), if a worker refused it.
+    """
+
+    def __init__(self, message: str, *, schedule_id: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.schedule_id = schedule_id
+        self.code = code
+
+
+class ScheduleNotFoundError(ScheduleError):
+    """No schedule with that id in the namespace."""
+
+
+class ScheduleAlreadyExistsError(ScheduleError):
+    """A schedule with that id already exists: update it, delete it first, or use another id."""
 
 
 class StoreKeyNotFoundError(GrctlError, KeyError):

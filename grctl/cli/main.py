@@ -19,6 +19,7 @@ from grctl.cli.deploy import deploy_app, replay_cmd
 from grctl.cli.dev import dev_app
 from grctl.cli.init import init_cmd
 from grctl.cli.namespace import namespace_app
+from grctl.cli.schedule import schedule_app
 from grctl.cli.ui import ui_cmd
 from grctl.cli.verify import verify_cmd
 from grctl.cli.worker import worker_cmd
@@ -46,6 +47,7 @@ Talks only to Kafka (no server). Every command takes --json for scripts. Exit co
   grctl -n orders workflow start -t Order -I '{"order_id": "A-1"}' --wait
 
   grctl -n orders workflow list --status running
+  grctl -n orders schedule create nightly --type Report --cron "0 2 * * *" --tz Europe/Berlin
 
   grctl -n orders ui                              # web UI on http://127.0.0.1:8233/
   grctl -n orders verify                          # after an incident: nothing lost or duplicated?
@@ -62,6 +64,7 @@ Talks only to Kafka (no server). Every command takes --json for scripts. Exit co
 )
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(namespace_app, name="namespace")
+app.add_typer(schedule_app, name="schedule")
 app.command("worker")(worker_cmd)
 app.command("ui")(ui_cmd)
 app.command("verify")(verify_cmd)

@@ -13,7 +13,13 @@ from grctl import _lazy
 if TYPE_CHECKING:
     from grctl.client.client import Client
     from grctl.client.handle import WorkflowHandle
+    from grctl.client.schedules import ScheduleHandle
+    from grctl.engine.schedule_spec import CalendarSpec, ScheduleSpec
     from grctl.errors import (
+        ScheduleAlreadyExistsError,
+        ScheduleError,
+        ScheduleNotFoundError,
+        ScheduleSpecError,
         WorkflowAlreadyRunningError,
         WorkflowError,
         WorkflowNotFoundError,
@@ -23,6 +29,13 @@ if TYPE_CHECKING:
     from grctl.logging_setup import get_logger, setup_logging
 
 _EXPORTS: dict[str, str] = {
+    "CalendarSpec": "grctl.engine.schedule_spec",
+    "ScheduleAlreadyExistsError": "grctl.errors",
+    "ScheduleError": "grctl.errors",
+    "ScheduleHandle": "grctl.client.schedules",
+    "ScheduleNotFoundError": "grctl.errors",
+    "ScheduleSpec": "grctl.engine.schedule_spec",
+    "ScheduleSpecError": "grctl.errors",
     "Client": "grctl.client.client",
     "Connection": "grctl.kafka.connection",
     "WorkflowAlreadyRunningError": "grctl.errors",
@@ -45,8 +58,15 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CalendarSpec",
     "Client",
     "Connection",
+    "ScheduleAlreadyExistsError",
+    "ScheduleError",
+    "ScheduleHandle",
+    "ScheduleNotFoundError",
+    "ScheduleSpec",
+    "ScheduleSpecError",
     "WorkflowAlreadyRunningError",
     "WorkflowError",
     "WorkflowHandle",

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,15 @@ from grctl.client.listing import (
     merge_pages,
     merge_versions,
 )
+from grctl.client.schedules import (
+    Duration,
+    ScheduleDescription,
+    ScheduleHandle,
+    build_spec,
+    catchup_ms,
+    overlap_policy,
+)
+from grctl.client.schedules import raise_for as raise_schedule_refusal
 from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.records import (
     DECODE_ERRORS,
@@ -38,15 +47,21 @@ from grctl.engine.records import (
     EventCmd,
     HistoryRecord,
     ListCmd,
+    OverlapPolicy,
     QueryCmd,
     Reply,
     ReplyCode,
     ReplyTo,
+    ScheduleCreateCmd,
+    ScheduleListCmd,
     StartCmd,
     WatchCmd,
     encoder,
     history_decoder,
+    schedule_decoder,
 )
+from grctl.engine.schedule_spec import CalendarSpec
+from grctl.engine.schedules import check_create
 from grctl.errors import (
     InvalidArgumentError,
     NoWorkerAnsweredError,
@@ -129,9 +144,15 @@ def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
         waiting_for_event=bool(payload.get("waiting")),
         wait_deadline=ts(payload.get("wait_due_ms")),
         pending_events=payload.get("pending_events", 0),
+        schedule_id=payload.get("schedule_id"),
+        scheduled_at=ts(payload.get("scheduled_ms")),
         version=payload.get("version", 1),
         awaiting=payload.get("awaiting"),
     )
+
+
+#: Schedules per page of a partition's answer to `list_schedules` (a page stays far below a record's limit).
+SCHEDULE_PAGE = 100
 
 
 class Client:
@@ -603,6 +624,134 @@ class Client:
             lambda to: CancelCmd(wf_id=wf_id, reason=reason, terminate=terminate, run_id=run_id, reply_to=to),
         )
         self._raise_for(reply, wf_id)
+
+    # ------------------------------------------------------------------ schedules
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        *,
+        workflow_type: str,
+        cron: str | Iterable[str] | None = None,
+        interval: Any = None,
+        calendars: Sequence[CalendarSpec] = (),
+        exclude: Sequence[CalendarSpec] = (),
+        time_zone: str = "UTC",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        jitter: Duration | None = None,
+        input: Any = None,
+        overlap: str | OverlapPolicy = OverlapPolicy.skip,
+        catchup: Duration | None = None,
+        paused: bool = False,
+        note: str = "",
+        id_template: str | None = None,
+    ) -> ScheduleHandle:
+        """Create a schedule: runs of `workflow_type` started at the ticks of a spec, exactly once each.
+
+        The spec is the union of `cron` lines, `interval`s (`"every 5m offset 30s"`, a timedelta)
+        and `calendars`, minus `exclude`, within `[start, end]`, read in `time_zone`. Each tick
+        starts a run with id `<schedule_id>:<tick in UTC, ISO>` (or `id_template`, with
+        `{schedule_id}` and `{tick}`), input `input`, and `ctx.run.scheduled_at` the tick.
+
+        Args:
+            schedule_id: the schedule's id (unique in the namespace).
+            workflow_type: the type of the runs it starts (a worker must serve it).
+            cron: cron lines (5 fields, or 6 with seconds first; `@daily` ...).
+            interval: intervals.
+            calendars: calendar specs (`CalendarSpec(hour="2", day_of_week="MON-FRI")`).
+            exclude: calendar specs whose times never tick.
+            time_zone: IANA zone of the cron lines, calendars and exclusions.
+            start: no tick before (aware datetime).
+            end: no tick after.
+            jitter: delay each tick's firing by up to this (stable per schedule and tick).
+            input: the runs' input.
+            overlap: what a tick does while the previous run is running: skip, buffer_one,
+                buffer_all, cancel_other, terminate_other, allow_all.
+            catchup: ticks missed (no worker) within this window are fired late; older ones are
+                counted as missed (default 1 year, at least 10 s).
+            paused: create it paused.
+            note: why it is paused.
+            id_template: the workflow id of a tick's run.
+
+        Raises:
+            ScheduleSpecError: the spec cannot be used (invalid cron line, unknown time zone,
+                end before start ...); nothing was sent.
+            ScheduleAlreadyExistsError: a schedule with this id exists.
+            WorkflowTypeNotRegisteredError: no worker serves `workflow_type`.
+            NoWorkerAnsweredError: no worker answered.
+        """
+        non_empty_str(schedule_id, "schedule_id")
+        non_empty_str(workflow_type, "workflow_type")
+        spec = build_spec(
+            cron=cron, interval=interval, calendars=calendars, exclude=exclude, time_zone=time_zone,
+            start=start, end=end, jitter=jitter,
+        )  # fmt: skip
+        policy = overlap_policy(overlap) or OverlapPolicy.skip
+        window = catchup_ms(catchup)
+        raw_input = self.codec.to_primitive(input)
+        cmd = ScheduleCreateCmd(
+            wf_id=schedule_id, wf_type=workflow_type, spec=spec, input=raw_input, overlap=policy,
+            paused=paused, note=note, id_template=id_template,
+        )  # fmt: skip
+        if window is not None:
+            cmd.catchup_ms = window
+        check_create(cmd)
+        reply = await self._request(
+            schedule_id,
+            lambda to: msgspec.structs.replace(cmd, reply_to=to),
+            what="schedule input",
+            value=raw_input,
+        )
+        raise_schedule_refusal(reply, schedule_id, workflow_type)
+        return ScheduleHandle(self, schedule_id)
+
+    def get_schedule_handle(self, schedule_id: str) -> ScheduleHandle:
+        """A handle on an existing schedule (nothing is sent until it is used)."""
+        non_empty_str(schedule_id, "schedule_id")
+        return ScheduleHandle(self, schedule_id)
+
+    async def list_schedules(self, *, timeout: float | None = None) -> list[ScheduleDescription]:
+        """Every schedule of the namespace, by id (each partition's owner answers for its own, by pages).
+
+        Raises:
+            NoWorkerAnsweredError: the namespace has no running worker, or a partition did not answer.
+        """
+        io = await self._ensure()
+        await io.require_workers()
+        wait_s = self.request_timeout if timeout is None else timeout
+
+        async def partition_page(p: int, after: str | None) -> tuple[list[Any], bool]:
+            to = ReplyTo(client_id=self.id, request_id=str(ULID()), partition=io.reply_partition)
+            fut = io.expect_reply(to.request_id)
+            cmd = ScheduleListCmd(wf_id="", partition=p, reply_to=to, limit=SCHEDULE_PAGE, after=after)
+            try:
+                await io.send(self.connection.topics.directives, p, b"", encoder.encode(cmd))
+                async with asyncio.timeout(wait_s):
+                    reply = await fut
+            except TimeoutError:
+                raise NoWorkerAnsweredError(
+                    f"partition {p} of namespace {self.connection.namespace!r} did not answer within "
+                    f"{wait_s:.0f}s (a rebalance?); try again",
+                    namespace=self.connection.namespace,
+                    timeout=wait_s,
+                ) from None
+            finally:
+                io.forget_reply(to.request_id)
+            return list(reply.payload["schedules"]), bool(reply.payload.get("more"))
+
+        async def partition_all(p: int) -> list[ScheduleDescription]:
+            found: list[ScheduleDescription] = []
+            after: str | None = None
+            while True:
+                page, more = await partition_page(p, after)
+                found.extend(ScheduleDescription.of(schedule_decoder.decode(encoder.encode(raw))) for raw in page)
+                if not more or not page:
+                    return found
+                after = found[-1].id
+
+        parts = await asyncio.gather(*(partition_all(p) for p in range(self.connection.num_partitions)))
+        return sorted((d for part in parts for d in part), key=lambda d: d.id)
 
     @staticmethod
     def _raise_for(reply: Reply, wf_id: str) -> None:

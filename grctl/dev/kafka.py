@@ -1174,8 +1174,9 @@ def _format_node(java: JavaInfo, libs: Path, paths: _Paths, spec: ClusterSpec, n
         f"{libs}/*",
         "kafka.tools.StorageTool",
         "format",
-        "-t",
-        spec.cluster_id,
+        # As one argument: a cluster id is base64url and may begin with "-", which the storage
+        # tool's parser would take for an option ("expected one argument").
+        f"--cluster-id={spec.cluster_id}",
         "-c",
         str(paths.props_file(node.node_id)),
         "--ignore-formatted",

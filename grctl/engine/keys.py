@@ -17,6 +17,7 @@ every printable character, so all keys of one workflow id (or one run) are conti
 | run index | `x/<status>\0<newest first:016d>\0<wf_id>` | the run id: every latest run, by status, newest first |
 | run counts | `n/<status>\0<wf_type>` | how many latest runs have that status and type |
 | version counts | `v/<wf_type>\0<version:08d>\0<status>` | runs not ended of a type and version, by status (0 kept) |
+| schedules | `k/<schedule_id>` | `ScheduleRecord`: spec, what it starts, recent ticks (its next tick is a `t/` timer) |
 | partition | `p/<name>` | per-partition facts kept in the changelog (`p/retention`: every ended run has a timer) |
 | meta | `m/checkpoint` | the changelog offset RocksDB has reached, and when (RocksDB only, never produced) |
 """
@@ -43,6 +44,7 @@ PARTITION_PREFIX: Final = b"p/"
 INDEX_PREFIX: Final = b"x/"
 COUNT_PREFIX: Final = b"n/"
 VERSION_PREFIX: Final = b"v/"
+SCHEDULE_PREFIX: Final = b"k/"
 SEP: Final = b"\x00"
 
 #: Set once every ended run of the partition has a retention timer (runs ended before
@@ -64,6 +66,16 @@ CHECKPOINT_KEY: Final = META_PREFIX + b"checkpoint"
 def run_key(wf_id: str) -> bytes:
     """Key of the run record of `wf_id`."""
     return RUN_PREFIX + wf_id.encode()
+
+
+def schedule_key(schedule_id: str) -> bytes:
+    """Key of the record of schedule `schedule_id`."""
+    return SCHEDULE_PREFIX + schedule_id.encode()
+
+
+def schedule_id_of_key(key: bytes) -> str:
+    """The schedule id of a schedule record's key (the inverse of `schedule_key`)."""
+    return key[len(SCHEDULE_PREFIX) :].decode()
 
 
 def wf_id_of_run_key(key: bytes) -> str:

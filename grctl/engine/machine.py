@@ -32,6 +32,7 @@ from grctl.engine.records import (
     ReplyCode,
     ReplyTo,
     RunRecord,
+    ScheduleRunEndedCmd,
     StartCmd,
     TimerEntry,
     TimerKind,
@@ -379,6 +380,17 @@ class Machine:
                     request_id=w.request_id, client_id=w.client_id, kind=OUTCOME, run_id=run.run_id, payload=payload
                 )
                 tr.replies.append((w, outcome_reply))
+        if run.schedule_id is not None:
+            # The schedule learns that its run ended as a parent learns of its child's end.
+            tr.sends.append(
+                ScheduleRunEndedCmd(
+                    wf_id=run.schedule_id,
+                    run_wf_id=run.wf_id,
+                    run_id=run.run_id,
+                    scheduled_ms=run.scheduled_ms or 0,
+                    status=status.value,
+                )
+            )
         if run.parent is not None:
             # Every child reports its end to its parent: as an event for the callback step if
             # it named one, else to the parent's table of child outcomes (awaited futures).
@@ -513,6 +525,8 @@ class Machine:
             traceparent=cmd.traceparent,
             version=version,
             upgrade_auto=self.catalog.upgrade_auto(cmd.wf_type, version),
+            schedule_id=cmd.schedule_id,
+            scheduled_ms=cmd.scheduled_ms,
         )
         if cmd.reply_to is not None:
             to = cmd.reply_to
@@ -532,6 +546,11 @@ class Machine:
                     "parent_run_id": cmd.parent.run_id if cmd.parent else None,
                     "timeout_ms": cmd.timeout_ms,
                     "version": version,
+                    **(
+                        {"schedule_id": cmd.schedule_id, "scheduled_ms": cmd.scheduled_ms, "how": cmd.schedule_how}
+                        if cmd.schedule_id
+                        else {}
+                    ),
                 },
             )
         )
@@ -563,6 +582,17 @@ class Machine:
                 run_id=cmd.run_id, payload={"existing_run_id": existing},
             )  # fmt: skip
             tr.replies.append((to, refusal))
+        if cmd.schedule_id is not None:
+            # A tick's run that cannot start must not stay "running" in its schedule's eyes.
+            tr.sends.append(
+                ScheduleRunEndedCmd(
+                    wf_id=cmd.schedule_id,
+                    run_wf_id=cmd.wf_id,
+                    run_id=cmd.run_id,
+                    scheduled_ms=cmd.scheduled_ms or 0,
+                    status="rejected",
+                )
+            )
         if cmd.parent is not None:
             # A child that cannot start is reported to its parent (the original swallowed it).
             tr.sends.append(
@@ -896,4 +926,7 @@ class Machine:
             "version": run.version,
             "awaiting": run.missing,
         }
+        if run.schedule_id is not None:
+            info["schedule_id"] = run.schedule_id
+            info["scheduled_ms"] = run.scheduled_ms
         return to, Reply(request_id=to.request_id, client_id=to.client_id, payload=info)

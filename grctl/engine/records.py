@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import msgspec
 
+from grctl.engine.schedule_spec import ScheduleSpec
 from grctl.models.run_info import RunStateKind, RunStatus
 
 SCHEMA_VERSION = 1
@@ -60,6 +61,11 @@ class StartCmd(_Cmd, tag="start"):
     traceparent: str | None = None
     #: The version of `wf_type` to start on (None: the newest the owning worker serves).
     version: int | None = None
+    #: A schedule's tick: the schedule that starts the run (told when it ends) and the tick's time.
+    schedule_id: str | None = None
+    scheduled_ms: int | None = None
+    #: How the tick came: scheduled (the cadence, or a buffered tick), trigger or backfill.
+    schedule_how: str | None = None
 
 
 class NextCmd(_Cmd, tag="next"):
@@ -142,7 +148,140 @@ class QueryCmd(_Cmd, tag="query"):
     payload: Any = None
 
 
-DirectiveRecord = StartCmd | NextCmd | EventCmd | CancelCmd | ChildDoneCmd | DescribeCmd | QueryCmd | WatchCmd | ListCmd
+# --------------------------------------------------------------------------- schedule directives
+
+
+class OverlapPolicy(StrEnum):
+    """What a tick does while a run the schedule started has not ended (Temporal's names)."""
+
+    skip = "skip"  # the tick is skipped (counted)
+    buffer_one = "buffer_one"  # the tick starts when the running run ends; one kept at most, more skipped
+    buffer_all = "buffer_all"  # every tick waits its turn (bounded: `MAX_BUFFERED`, more skipped)
+    cancel_other = "cancel_other"  # the running run is cancelled; the tick starts when it has ended
+    terminate_other = "terminate_other"  # the running run is terminated; the tick starts at once
+    allow_all = "allow_all"  # the tick starts at once, however many run
+
+
+class ScheduleCreateCmd(_Cmd, tag="schedule_create"):
+    """Create schedule `wf_id` (a schedule id shares the key space of workflow ids)."""
+
+    wf_type: str
+    spec: ScheduleSpec
+    input: Any = None
+    overlap: OverlapPolicy = OverlapPolicy.skip
+    catchup_ms: int = 365 * 24 * 3_600_000
+    paused: bool = False
+    note: str = ""
+    #: The workflow id of a tick's run: `{schedule_id}` and `{tick}` (ISO, UTC) are replaced.
+    id_template: str | None = None
+    reply_to: ReplyTo | None = None
+
+
+class ScheduleUpdateCmd(_Cmd, tag="schedule_update"):
+    """Change what a schedule starts and when (fields left None keep their value)."""
+
+    spec: ScheduleSpec | None = None
+    wf_type: str | None = None
+    input: Any = None
+    set_input: bool = False
+    overlap: OverlapPolicy | None = None
+    catchup_ms: int | None = None
+    reply_to: ReplyTo | None = None
+
+
+class SchedulePauseCmd(_Cmd, tag="schedule_pause"):
+    """Pause (or, with `resume`, resume) a schedule; a note says why."""
+
+    resume: bool = False
+    note: str = ""
+    reply_to: ReplyTo | None = None
+
+
+class ScheduleTriggerCmd(_Cmd, tag="schedule_trigger"):
+    """Start a run now, as a tick at the time the record is applied (the overlap policy applies)."""
+
+    overlap: OverlapPolicy | None = None
+    reply_to: ReplyTo | None = None
+
+
+class ScheduleBackfillCmd(_Cmd, tag="schedule_backfill"):
+    """Fire the ticks in `[from_ms, to_ms]`, each of the spec that was in force at its time."""
+
+    from_ms: int
+    to_ms: int
+    overlap: OverlapPolicy | None = None
+    reply_to: ReplyTo | None = None
+
+
+class ScheduleDeleteCmd(_Cmd, tag="schedule_delete"):
+    """Delete a schedule (the runs it started go on)."""
+
+    reply_to: ReplyTo | None = None
+
+
+class ScheduleDescribeCmd(_Cmd, tag="schedule_describe"):
+    """Answer with the schedule's record on `replies`."""
+
+    reply_to: ReplyTo
+
+
+class ScheduleListCmd(_Cmd, tag="schedule_list"):
+    """Answer with one partition's schedules (`wf_id` empty; `partition` names the one that answers)."""
+
+    partition: int
+    reply_to: ReplyTo
+    after: str | None = None
+    limit: int = 200
+
+
+class ScheduleRunEndedCmd(_Cmd, tag="schedule_run_ended"):
+    """A run a schedule started has ended (sent by the run's end, as a child's end to its parent)."""
+
+    run_wf_id: str
+    run_id: str
+    scheduled_ms: int
+    status: str
+
+
+SCHEDULE_COMMANDS: Final = (
+    ScheduleCreateCmd,
+    ScheduleUpdateCmd,
+    SchedulePauseCmd,
+    ScheduleTriggerCmd,
+    ScheduleBackfillCmd,
+    ScheduleDeleteCmd,
+    ScheduleRunEndedCmd,
+)
+ScheduleCommand = (
+    ScheduleCreateCmd
+    | ScheduleUpdateCmd
+    | SchedulePauseCmd
+    | ScheduleTriggerCmd
+    | ScheduleBackfillCmd
+    | ScheduleDeleteCmd
+    | ScheduleRunEndedCmd
+)
+
+DirectiveRecord = (
+    StartCmd
+    | NextCmd
+    | EventCmd
+    | CancelCmd
+    | ChildDoneCmd
+    | DescribeCmd
+    | QueryCmd
+    | WatchCmd
+    | ListCmd
+    | ScheduleCreateCmd
+    | ScheduleUpdateCmd
+    | SchedulePauseCmd
+    | ScheduleTriggerCmd
+    | ScheduleBackfillCmd
+    | ScheduleDeleteCmd
+    | ScheduleDescribeCmd
+    | ScheduleListCmd
+    | ScheduleRunEndedCmd
+)
 
 directive_decoder = msgspec.msgpack.Decoder(DirectiveRecord)  # type: ignore[arg-type]
 
@@ -180,6 +319,9 @@ class ReplyCode(StrEnum):
     already_running = "already_running"  # start with the id of an active run
     type_not_registered = "type_not_registered"  # start of a type the workers do not serve
     payload_too_large = "payload_too_large"  # a value over the size limit (PayloadTooLargeError)
+    schedule_exists = "schedule_exists"  # create with the id of an existing schedule
+    schedule_not_found = "schedule_not_found"  # no schedule with that id
+    invalid_schedule = "invalid_schedule"  # a spec or a range that cannot be used
 
 
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -267,6 +409,9 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     missing: str | None = None
     #: While it waits: the events its version handles (the deploy check compares them with new code).
     awaits: list[str] | None = None
+    #: Started by a schedule: its id (told when the run ends) and the tick the run serves.
+    schedule_id: str | None = None
+    scheduled_ms: int | None = None
     v: int = SCHEMA_VERSION
 
 
@@ -287,6 +432,7 @@ class TimerKind(StrEnum):
     resume = "resume"  # the end of a long task retry back-off: re-execute the suspended step
     workflow = "workflow"  # the workflow timeout
     retention = "retention"  # an ended run's retention is over: delete its state
+    schedule = "schedule"  # a schedule's next tick fires (`wf_id` is the schedule id)
 
 
 class TimerEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -306,3 +452,67 @@ encoder = msgspec.msgpack.Encoder()
 
 #: Run states in which a run can still move (the others are terminal).
 ACTIVE_STATES = frozenset({RunStateKind.step, RunStateKind.wait})
+
+
+class SpecEra(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A spec and the time it took force (a schedule keeps its last few, for backfills)."""
+
+    since_ms: int
+    spec: ScheduleSpec
+
+
+class TickEntry(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One tick of a schedule, as kept in its bounded ring of recent ticks.
+
+    `action` is what the tick did: started (with `run_wf_id`), skipped, buffered, missed,
+    cancel_other (started after the other run ended). `status` is the run's end, once known.
+    `how`: scheduled, trigger or backfill.
+    """
+
+    tick_ms: int
+    action: str
+    at_ms: int = 0
+    how: str = "scheduled"
+    run_wf_id: str = ""
+    run_id: str = ""
+    status: str = ""
+
+
+class ScheduleRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """A schedule (table `k/`): what it starts, when, and what its recent ticks did.
+
+    Every field is bounded: `eras` (the specs in force, newest last), `running` (runs started
+    and not ended), `buffered` (ticks waiting for the running run to end) and `recent` (the
+    ring of the last ticks) each have a cap in `grctl.engine.schedules`.
+    """
+
+    schedule_id: str
+    wf_type: str
+    spec: ScheduleSpec
+    input: Any = None
+    overlap: OverlapPolicy = OverlapPolicy.skip
+    catchup_ms: int = 365 * 24 * 3_600_000
+    id_template: str | None = None
+    paused: bool = False
+    note: str = ""
+    created_ms: int = 0
+    updated_ms: int = 0
+    #: The last tick the cadence has dealt with (fired, skipped, buffered or missed).
+    last_tick_ms: int | None = None
+    #: The next tick, and when it fires (its time plus its jitter): the schedule's timer.
+    next_tick_ms: int | None = None
+    next_fire_ms: int | None = None
+    eras: list[SpecEra] = []
+    #: (workflow id, run id) of each run started and not known to have ended.
+    running: list[tuple[str, str]] = []
+    buffered: list[int] = []
+    recent: list[TickEntry] = []
+    fired: int = 0
+    skipped: int = 0
+    buffered_total: int = 0
+    missed: int = 0
+    last_offset: int = -1
+    v: int = SCHEMA_VERSION
+
+
+schedule_decoder = msgspec.msgpack.Decoder(ScheduleRecord)

@@ -18,6 +18,17 @@ What counts as what, per run (a run id seen with `run.started` in the history re
   neither the workflow id's run record nor a timer (an ended run keeps its keys until its
   retention timer deletes them); inbox entries and timers of a workflow id without a run record.
 
+Schedules (`keys.SCHEDULE_PREFIX`, `grctl.engine.schedules`):
+
+- **duplicated**: two runs started by a schedule's cadence for the same tick (`run.started`
+  with the same `schedule_id` and `scheduled_ms`; triggers and backfills may re-run a tick).
+- **lost**: a schedule whose record says its next tick fires at a time with no timer armed
+  for it (it would never fire again); a settled tick of an `allow_all` schedule's current spec,
+  between the first tick of it the history read shows and its `last_tick_ms`, with no run
+  started and not counted as missed (other policies skip ticks on purpose, and their skipped
+  ticks are only counted).
+- **orphaned**: a schedule timer of a schedule id without a schedule record.
+
 Runs whose `run.started` lies before the history read (`--since`) are not judged, and
 `run.rejected` starts never began a run, so they have nothing to lose.
 
@@ -31,7 +42,18 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from grctl.engine import keys
-from grctl.engine.records import DECODE_ERRORS, HistoryRecord, RunRecord, run_decoder, timer_decoder
+from grctl.engine.records import (
+    DECODE_ERRORS,
+    HistoryRecord,
+    OverlapPolicy,
+    RunRecord,
+    ScheduleRecord,
+    TimerKind,
+    run_decoder,
+    schedule_decoder,
+    timer_decoder,
+)
+from grctl.engine.schedules import compiled
 from grctl.models.history import TERMINAL_KINDS, HistoryKind
 from grctl.models.run_info import TERMINAL_STATUSES, RunStateKind
 
@@ -127,6 +149,10 @@ class Checker:
         self._timer_runs: set[tuple[str, str]] = set()  # (wf_id, run_id) with a timer
         self._timers: list[tuple[str, str, str]] = []  # (wf_id, run_id, kind) of every timer
         self._keys: list[bytes] = []  # store, journal, child and inbox keys, judged at the end
+        self._schedules: dict[str, ScheduleRecord] = {}
+        self._schedule_timers: set[tuple[str, int]] = set()  # (schedule id, due ms)
+        #: (schedule id, tick) -> run ids started for it by the cadence.
+        self._ticks: dict[tuple[str, int], list[str]] = {}
         self._report = VerifyReport()
 
     # ------------------------------------------------------------------ input
@@ -138,6 +164,10 @@ class Checker:
         kind = rec.kind
         trace = self._traces.get(rec.run_id)
         if kind == HistoryKind.run_started:
+            started = rec.msg or {}
+            if started.get("schedule_id") and started.get("how") in (None, "scheduled"):
+                tick = (str(started["schedule_id"]), int(started.get("scheduled_ms") or 0))
+                self._ticks.setdefault(tick, []).append(rec.run_id)
             if trace is None:
                 trace = self._traces[rec.run_id] = _Trace(wf_id=rec.wf_id)
             trace.started += 1
@@ -169,8 +199,13 @@ class Checker:
         try:
             if table == keys.RUN_PREFIX:
                 self._runs[keys.wf_id_of_run_key(key)] = run_decoder.decode(value)
+            elif table == keys.SCHEDULE_PREFIX:
+                self._schedules[keys.schedule_id_of_key(key)] = schedule_decoder.decode(value)
             elif table in (keys.TIMER_PREFIX, keys.EXPIRY_PREFIX):
                 timer = timer_decoder.decode(value)
+                if timer.kind == TimerKind.schedule:
+                    self._schedule_timers.add((timer.wf_id, timer.due_ms))
+                    return
                 self._timer_runs.add((timer.wf_id, timer.run_id))
                 self._timers.append((timer.wf_id, timer.run_id, str(timer.kind)))
             elif table in (keys.STORE_PREFIX, keys.JOURNAL_PREFIX, keys.CHILD_PREFIX, keys.INBOX_PREFIX):
@@ -186,6 +221,7 @@ class Checker:
         for run_id, trace in self._traces.items():
             found.extend(self._judge(run_id, trace))
         found.extend(self._orphans())
+        found.extend(self._judge_schedules())
         order = {"lost": 0, "duplicated": 1, "orphaned": 2}
         found.sort(key=lambda f: order[f.kind])
         report = self._report
@@ -241,6 +277,38 @@ class Checker:
                 yield Finding(
                     "lost", wf_id, run_id, f"its history ended it ({t.terminal[0]}), its state says {rec.status}"
                 )
+
+    def _judge_schedules(self) -> Iterable[Finding]:
+        for (sid, tick), run_ids in sorted(self._ticks.items()):
+            if len(run_ids) > 1:
+                yield Finding(
+                    "duplicated", sid, run_ids[-1], f"tick {tick} of schedule {sid!r} started {len(run_ids)} runs"
+                )
+        for sid, due in sorted(self._schedule_timers):
+            if sid not in self._schedules:
+                yield Finding("orphaned", sid, "", f"a schedule timer (due {due}) of a schedule id without a record")
+        seen: dict[str, int] = {}
+        for sid, tick in self._ticks:
+            seen[sid] = min(seen.get(sid, tick), tick)
+        for sid, record in sorted(self._schedules.items()):
+            if record.next_fire_ms is not None and (sid, record.next_fire_ms) not in self._schedule_timers:
+                yield Finding("lost", sid, "", f"its next tick fires at {record.next_fire_ms} and no timer is armed")
+            if record.overlap != OverlapPolicy.allow_all or sid not in seen or record.last_tick_ms is None:
+                continue
+            since = record.eras[-1].since_ms if record.eras else record.created_ms
+            first = max(seen[sid], since)
+            # A tick's start is applied on its run's partition after the firing committed: judge
+            # settled ticks only. Ticks counted as missed (older than the catch-up window when
+            # fired) started nothing on purpose; the ring of recent ticks names the latest.
+            missed = {e.tick_ms for e in record.recent if e.action == "missed"}
+            oldest_known = record.recent[0].tick_ms if record.recent else None
+            last = min(record.last_tick_ms, self._now_ms - self._settle_ms)
+            for tick in compiled(record.spec).ticks(first - 1, last):
+                if (sid, tick) in self._ticks or tick in missed:
+                    continue
+                if record.missed and (oldest_known is None or tick < oldest_known):
+                    continue  # perhaps missed: the ring no longer says
+                yield Finding("lost", sid, "", f"tick {tick} of schedule {sid!r} started no run")
 
     def _orphans(self) -> Iterable[Finding]:
         for wf_id, run_id, kind in self._timers:

@@ -85,6 +85,10 @@ class RunStarted(_Payload):
     parent_run_id: str | None = None
     timeout_ms: int | None = None
     version: int = 1
+    #: Started by a schedule: its id, the tick the run serves, and how the tick came.
+    schedule_id: str | None = None
+    scheduled_ms: int | None = None
+    how: str | None = None
 
 
 class RunCompleted(_Payload):

@@ -61,6 +61,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
         timeout: workflow timeout in seconds, if one was set.
         version: the version of its workflow type the run executes on.
         awaiting: with status `awaiting_code`, the code it waits for ("step 'ship' of Order v1").
+        schedule_id: the schedule that started the run, if one did.
+        scheduled_at: the time of the schedule's tick the run serves (UTC), if a schedule started it.
     """
 
     id: str
@@ -86,3 +88,5 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     history_seq_id: int = 0
     version: int = 1
     awaiting: str | None = None
+    schedule_id: str | None = None
+    scheduled_at: datetime | None = None

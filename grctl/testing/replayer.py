@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -302,7 +302,9 @@ class Replayer:
         rt.whole = step.end is not None
         reads = Store(lambda key: store.get(key), self._codec)
         info = RunInfo(id=run_id, wf_id=wf_id, wf_type=plan.wf_type, status=RunStatus.running, current_step=step.name,
-                       step_seq=step.seq, version=step.version)  # fmt: skip
+                       step_seq=step.seq, version=step.version, schedule_id=plan.schedule_id,
+                       scheduled_at=datetime.fromtimestamp(plan.scheduled_ms / 1000, UTC)
+                       if plan.scheduled_ms is not None else None)  # fmt: skip
         ctx = Context(run=info, workflow=wf, store=reads, runtime=rt, codec=self._codec,
                       emits=EmitBuffer(self._codec, _NoRegistry()))  # fmt: skip
         token = rt.activate()
@@ -367,6 +369,8 @@ class _Plan:
 
     wf_type: str = ""
     version: int = 1
+    schedule_id: str | None = None
+    scheduled_ms: int | None = None
     steps: list[_Step] = field(default_factory=list)
     payloads: dict[int, Any] = field(default_factory=dict)
     children: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -381,6 +385,8 @@ class _Plan:
         first = events[0].msg
         plan.wf_type = str(first.get("wf_type", ""))
         plan.version = int(first.get("version") or 1)
+        plan.schedule_id = first.get("schedule_id")
+        plan.scheduled_ms = first.get("scheduled_ms")
         version = plan.version
         inbox: list[tuple[str, Any]] = []
         by_seq: dict[int, _Step] = {}

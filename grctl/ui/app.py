@@ -154,6 +154,13 @@ def create_app(
                 versions_error = f"Partitions {parts} did not answer (moving between workers?): counts not shown."
         return page(request, "namespace.html", info=info, dead=dead, versions=versions, versions_error=versions_error)
 
+    async def schedules_page(request: Request) -> Response:
+        try:
+            found = await run_in_threadpool(source.schedules)
+        except GrctlError as exc:
+            return problem(request, 503, "Schedules unavailable", f"Listing schedules needs running workers: {exc}")
+        return page(request, "schedules.html", schedules=found)
+
     async def runs_page(request: Request) -> Response:
         q = request.query_params
         form = {k: q.get(k, "") for k in ("type", "status", "q", "since")}
@@ -277,6 +284,7 @@ def create_app(
             Route("/", home),
             Route("/namespace", namespace_page),
             Route("/runs", runs_page),
+            Route("/schedules", schedules_page),
             Route("/run", run_page),
             Route("/run/confirm", confirm_page),
             Route("/run/action", action_post, methods=["POST"]),

@@ -16,6 +16,7 @@ May import: errors, defaults, settings, models, codec, engine, kafka, client, di
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ from grctl.client.reader import (
     iter_history,
     read_consumer,
 )
+from grctl.client.schedules import ScheduleDescription
 from grctl.engine import keys
 from grctl.engine.records import DECODE_ERRORS, InboxEntry, inbox_decoder
 from grctl.errors import InvalidArgumentError
@@ -108,6 +110,10 @@ class RunsSource(Protocol):
 
     def state(self, wf_id: str, run_id: str) -> RunState:
         """The run's store and inbox."""
+        ...
+
+    def schedules(self) -> list[ScheduleDescription]:
+        """Every schedule, from the workers that own them."""
         ...
 
 
@@ -211,6 +217,15 @@ class TopicsReader:
         if self._lister is None:
             self._lister = RunLister(self.conn)
         return self._lister.page(flt, limit)
+
+    def schedules(self) -> list[ScheduleDescription]:
+        """Every schedule, from the workers that own them (a client of its own, for this read)."""
+
+        async def read() -> list[ScheduleDescription]:
+            async with Client(self.conn) as client:
+                return await client.list_schedules()
+
+        return asyncio.run(read())
 
     def versions(self) -> Page:
         """The drain counts (`Page.versions`), from the workers' run indexes."""

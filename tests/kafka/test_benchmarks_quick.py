@@ -58,3 +58,33 @@ def test_quick_latency_tasks_children(kafka_bootstrap: str, tmp_path: Path) -> N
     for png in ("latency.png", "throughput.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, png
+
+
+def test_quick_schedules(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The schedules scenario's quick mode: 200 schedules every 5 s, each tick fired once (issue 27)."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "run",
+            "--quick",
+            "--no-baseline",
+            "--scenario",
+            "schedules",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, GRCTL_KAFKA_SERVERS=kafka_bootstrap),
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    s = json.loads((out / "results.json").read_text())["scenarios"]["schedules"]
+    assert s["status"] == "ok" and s["checks"] and all(s["checks"].values()), s
+    m = s["metrics"]
+    assert m["ticks_fired"] == 200 * s["params"]["ticks_measured"]
+    assert m["lateness_ms"]["n"] == m["ticks_fired"] and m["state_bytes_per_schedule"]["max"] < 8192

@@ -168,3 +168,27 @@ async def test_a_metrics_port_in_use_is_a_clear_error(connection, tmp_path) -> N
     await again.wait_until_ready(60)
     await again.stop(shutdown_timeout=1)
     await task
+
+
+async def test_schedule_metrics_count_ticks_and_their_lateness(workers, client: Client) -> None:
+    """Issue 27: ticks fired and missed, and the lateness histogram (fired time - tick time)."""
+    worker = await workers.start([counted], metrics_port=0)
+    assert worker.metrics_address is not None
+    port = worker.metrics_address[1]
+    loop = asyncio.get_running_loop()
+    # Each run ends within the second: every tick fires (overlap skip never skips here).
+    await client.create_schedule("fires", workflow_type="Counted", interval="1s", input={"mode": "ok"})
+
+    async def counted_ticks() -> Samples | None:
+        samples = await loop.run_in_executor(None, scrape, port)
+        fired = value(samples, "grctl_schedule_ticks_fired_total")
+        return samples if fired >= 3 else None
+
+    samples = await wait_until_async("three ticks counted", counted_ticks, 30)
+    fired = value(samples, "grctl_schedule_ticks_fired_total")
+    assert value(samples, "grctl_schedule_tick_lateness_seconds_count") == fired
+    assert value(samples, "grctl_schedule_tick_lateness_seconds_bucket", le="+Inf") == fired
+    # Lateness is the firing's delay after the tick: well under a second on an idle worker.
+    assert value(samples, "grctl_schedule_tick_lateness_seconds_sum") / fired < 1.0
+    assert value(samples, "grctl_schedule_ticks_missed_total") == 0
+    await client.get_schedule_handle("fires").pause()

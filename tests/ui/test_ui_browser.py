@@ -208,3 +208,32 @@ async def test_ui_pages_actions_and_bad_input_in_chromium(
     assert "Traceback" not in body
     for name in ("namespace", "runs", "run", "confirm", "action-refused"):
         assert (OUTPUT / f"{name}.png").stat().st_size > 10_000
+
+
+async def test_ui_schedules_page_in_chromium(workers, client: Client, ui: str, browser: Browser) -> None:
+    """The Schedules page (issue 27): specs, next tick, state, counts and the last ticks' runs."""
+    await workers.start([orders, approval])
+    await client.create_schedule(
+        "orders-every-2s", workflow_type="UiOrder", cron="*/2 * * * * *", time_zone="Europe/Berlin", input={"n": 1}
+    )
+    await client.create_schedule(
+        "approvals-nightly", workflow_type="UiApproval", cron="0 2 * * *", time_zone="Europe/Berlin",
+        input={"document": "report"}, paused=True, note="until the auditors are back", jitter="30s",
+    )  # fmt: skip
+
+    async def two_completed() -> bool:
+        d = await client.get_schedule_handle("orders-every-2s").describe()
+        return sum(1 for t in d.recent if t.status == "completed") >= 2
+
+    await wait_until_async("two scheduled runs completed", two_completed, 30)
+    page = await browser.new_page()
+    await page.goto(f"{ui}/schedules")
+    table = page.locator("#schedules")
+    await expect(table).to_contain_text("orders-every-2s")
+    await expect(table).to_contain_text("cron */2 * * * * *")
+    await expect(table).to_contain_text("until the auditors are back")
+    await expect(table).to_contain_text("completed")
+    await shot(page, "schedules")
+    await page.locator("#schedules a", has_text="run").first.click()
+    await expect(page.locator("h1")).to_contain_text("orders-every-2s:")
+    await page.close()

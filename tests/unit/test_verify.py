@@ -176,3 +176,100 @@ def test_findings_come_lost_first_and_the_report_is_json_ready() -> None:
     assert body["clean"] is False and body["counts"] == {"lost": 1, "duplicated": 1, "orphaned": 0}
     assert body["findings"][0] == {"kind": "lost", "wf_id": "b", "run_id": "R2",
                                    "what": "started, never ended, and no run record"}  # fmt: skip
+
+
+# -- schedules (issue 27) ---------------------------------------------------------------------------
+
+MIN = 60_000
+
+
+def schedule_state(
+    sid: str = "s", *, last_tick: int, next_fire: int | None, timer: bool = True, **kw: Any
+) -> dict[bytes, bytes | None]:
+    from grctl.engine.records import OverlapPolicy, ScheduleRecord, SpecEra
+    from grctl.engine.schedule_spec import ScheduleSpec
+
+    spec = ScheduleSpec(cron=("* * * * *",))
+    kw.setdefault("overlap", OverlapPolicy.allow_all)
+    rec = ScheduleRecord(
+        schedule_id=sid, wf_type="T", spec=spec, last_tick_ms=last_tick, next_tick_ms=next_fire, next_fire_ms=next_fire,
+        eras=[SpecEra(since_ms=0, spec=spec)], **kw,
+    )  # fmt: skip
+    state: dict[bytes, bytes | None] = {keys.schedule_key(sid): msgspec.msgpack.encode(rec)}
+    if timer and next_fire is not None:
+        entry = TimerEntry(wf_id=sid, run_id="", kind=TimerKind.schedule, seq=0, due_ms=next_fire)
+        state[keys.timer_key(next_fire, sid, "schedule")] = msgspec.msgpack.encode(entry)
+    return state
+
+
+def tick_runs(sid: str, ticks: list[int], *, how: str = "scheduled", prefix: str = "R") -> list[HistoryRecord]:
+    history = []
+    for i, tick in enumerate(ticks):
+        run_id, wf_id = f"{prefix}{i}", f"{sid}:{tick}"
+        history += [
+            ev("run.started", run_id, wf_id, schedule_id=sid, scheduled_ms=tick, how=how),
+            ev("run.completed", run_id, wf_id),
+        ]
+    return history
+
+
+def run_records(sid: str, ticks: list[int], prefix: str = "R") -> dict[bytes, bytes | None]:
+    return {
+        keys.run_key(f"{sid}:{t}"): record(RunStatus.completed, RunStateKind.complete, f"{prefix}{i}", f"{sid}:{t}")
+        for i, t in enumerate(ticks)
+    }
+
+
+T = (NOW // MIN - 10) * MIN  # ten minutes ago, on a minute
+
+
+def test_a_schedule_with_a_run_per_tick_and_its_timer_is_clean() -> None:
+    ticks = [T + i * MIN for i in range(5)]
+    report = check(
+        tick_runs("s", ticks),
+        {**schedule_state(last_tick=ticks[-1], next_fire=ticks[-1] + MIN), **run_records("s", ticks)},
+    )
+    assert report.clean, whats(report)
+
+
+def test_a_tick_started_twice_is_duplicated_but_a_backfill_may_rerun_it() -> None:
+    ticks = [T, T + MIN]
+    history = tick_runs("s", ticks) + tick_runs("s", [T], prefix="D") + tick_runs("s", [T], how="backfill", prefix="B")
+    state = {**schedule_state(last_tick=ticks[-1], next_fire=ticks[-1] + MIN), **run_records("s", ticks)}
+    state[keys.run_key(f"s:{T}")] = record(RunStatus.completed, RunStateKind.complete, "B0", f"s:{T}")
+    report = check(history, state)
+    assert [w for k, w in whats(report) if k == "duplicated"] == [f"tick {T} of schedule 's' started 2 runs"]
+
+
+def test_a_missing_tick_and_a_schedule_without_its_timer_are_lost() -> None:
+    ticks = [T, T + MIN, T + 3 * MIN]  # T + 2 min started nothing
+    report = check(
+        tick_runs("s", ticks),
+        {**schedule_state(last_tick=ticks[-1], next_fire=ticks[-1] + MIN, timer=False), **run_records("s", ticks)},
+    )
+    assert sorted(whats(report)) == [
+        ("lost", f"its next tick fires at {ticks[-1] + MIN} and no timer is armed"),
+        ("lost", f"tick {T + 2 * MIN} of schedule 's' started no run"),
+    ]
+
+
+def test_ticks_not_yet_settled_and_skipping_policies_are_not_judged() -> None:
+    from grctl.engine.records import OverlapPolicy
+
+    recent_tick = (NOW // MIN) * MIN  # its run may not have started yet
+    ticks = [T]
+    report = check(
+        tick_runs("s", ticks),
+        {**schedule_state(last_tick=recent_tick, next_fire=recent_tick + MIN), **run_records("s", ticks)},
+    )
+    assert [w for _, w in whats(report)] == [f"tick {T + i * MIN} of schedule 's' started no run" for i in range(1, 10)]
+    skipping = schedule_state(last_tick=T + 5 * MIN, next_fire=T + 6 * MIN, overlap=OverlapPolicy.skip)
+    assert check(tick_runs("s", ticks), {**skipping, **run_records("s", ticks)}).clean
+
+
+def test_a_schedule_timer_without_its_schedule_is_orphaned() -> None:
+    state = schedule_state(last_tick=T, next_fire=T + MIN)
+    del state[keys.schedule_key("s")]
+    assert whats(check([], state)) == [
+        ("orphaned", f"a schedule timer (due {T + MIN}) of a schedule id without a record")
+    ]

@@ -11,7 +11,7 @@ change no behaviour:
 | hook | where |
 |---|---|
 | `step_started`, `step_finished` | `_session.executor.StepExecutor._execute` |
-| `transition_staged` (runs by status, too-large values), `dead_lettered` | `_partition.processor` (its observer port) |
+| `transition_staged` (runs by status, too big), `dead_lettered`, `schedule_staged` | `_partition.processor` |
 | `transaction_committed`, `transaction_failed` | `_session.commit.TimedPublisher`, around the publisher |
 | `assign_started`, `restore_progress`, `partition_restored`, `assign_done`, `revoked` | `_session.rebalance` |
 | `timer_fired_late` | `_session.timers.TimerLoop` |
@@ -42,6 +42,7 @@ from grctl.worker._observe.view import SessionView
 
 if TYPE_CHECKING:
     from grctl.engine.machine import Transition
+    from grctl.engine.schedules import ScheduleTransition
 
 logger = logging.getLogger("grctl.worker")
 
@@ -53,6 +54,8 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 20_000, 50_000)
 #: How late a durable timer fired, seconds.
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: How late a schedule's tick started its run (fired time - tick time), seconds; jitter included.
+TICK_LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 #: How often librdkafka reports the consumer's partition offsets (the consumer lag's source).
 STATS_INTERVAL_MS = 5_000
 #: A scrape or a liveness probe waits this long for the event loop's answer.
@@ -135,6 +138,11 @@ class WorkerMetrics:
         self.rebalances: dict[str, int] = {"assign": 0, "revoke": 0, "lost": 0}
         self.dead_letters: dict[int, int] = {}
         self.timer_lateness = _Histogram(LATENESS_BUCKETS)
+        self.ticks_fired = 0
+        self.ticks_skipped = 0
+        self.ticks_buffered = 0
+        self.ticks_missed = 0
+        self.tick_lateness = _Histogram(TICK_LATENESS_BUCKETS)
         self.restore_records = 0
         self.restore_seconds = 0.0
         #: partition -> (records read so far, records to read) while it restores.
@@ -197,6 +205,15 @@ class WorkerMetrics:
     def dead_lettered(self, partition: int) -> None:
         """An input record of `partition` went to dead-letter."""
         self.dead_letters[partition] = self.dead_letters.get(partition, 0) + 1
+
+    def schedule_staged(self, tr: ScheduleTransition) -> None:
+        """A schedule's transition was staged: count its ticks, observe how late each run started."""
+        for _tick, late_ms in tr.fired:
+            self.tick_lateness.observe(late_ms / 1000)
+        self.ticks_fired += len(tr.fired)
+        self.ticks_skipped += tr.skipped_ticks
+        self.ticks_buffered += tr.buffered_ticks
+        self.ticks_missed += tr.missed_ticks
 
     def transaction_committed(self, seconds: float, size: int) -> None:
         """A transaction of `size` records and state writes committed after `seconds`."""
@@ -411,6 +428,22 @@ class _Collector(Collector):
         buckets, total = m.timer_lateness.buckets()
         lateness.add_metric([], buckets, total)
         yield lateness
+        yield CounterMetricFamily("grctl_schedule_ticks_fired", "Schedule ticks that started a run.", m.ticks_fired)
+        yield CounterMetricFamily(
+            "grctl_schedule_ticks_skipped", "Schedule ticks skipped by the overlap policy.", m.ticks_skipped
+        )
+        yield CounterMetricFamily(
+            "grctl_schedule_ticks_buffered", "Schedule ticks buffered behind a running run.", m.ticks_buffered
+        )
+        yield CounterMetricFamily(
+            "grctl_schedule_ticks_missed", "Schedule ticks older than the catch-up window (not fired).", m.ticks_missed
+        )
+        tick_late = HistogramMetricFamily(
+            "grctl_schedule_tick_lateness_seconds", "Fired time minus tick time of each run a schedule started."
+        )
+        buckets, total = m.tick_lateness.buckets()
+        tick_late.add_metric([], buckets, total)
+        yield tick_late
         yield CounterMetricFamily(
             "grctl_restore_records", "Changelog records replayed by partition restores.", m.restore_records
         )

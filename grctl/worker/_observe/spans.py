@@ -8,6 +8,7 @@ from grctl import tracing
 
 if TYPE_CHECKING:
     from grctl.engine.machine import Transition
+    from grctl.engine.schedules import ScheduleTransition
     from grctl.worker._observe.metrics import WorkerMetrics
     from grctl.worker._partition.ports import TransitionObserver
 
@@ -26,6 +27,9 @@ class RunSpans:
     def dead_lettered(self, partition: int) -> None:
         """Nothing to trace."""
 
+    def schedule_staged(self, tr: ScheduleTransition) -> None:
+        """Nothing to trace (the runs a schedule starts are traced as runs)."""
+
 
 class _Observers:
     def __init__(self, *observers: TransitionObserver) -> None:
@@ -38,6 +42,10 @@ class _Observers:
     def dead_lettered(self, partition: int) -> None:
         for o in self._observers:
             o.dead_lettered(partition)
+
+    def schedule_staged(self, tr: ScheduleTransition) -> None:
+        for o in self._observers:
+            o.schedule_staged(tr)
 
 
 def observer_for(metrics: WorkerMetrics | None) -> TransitionObserver | None:

@@ -24,6 +24,7 @@ from grctl.workflow.runtime import JournalEntry, StepPort
 if TYPE_CHECKING:
     from grctl.engine.machine import Machine, StepOutcome, Transition
     from grctl.engine.records import QueryCmd, ReplyTo, RunRecord
+    from grctl.engine.schedules import ScheduleTransition
     from grctl.kafka.limits import RecordLimits
     from grctl.kafka.topics import TopicNames
     from grctl.workflow.runtime import StepRuntime
@@ -86,6 +87,10 @@ class TransitionObserver(Protocol):
 
     def dead_lettered(self, partition: int) -> None:
         """An input record of `partition` went to dead-letter."""
+        ...
+
+    def schedule_staged(self, tr: ScheduleTransition) -> None:
+        """A schedule's transition was staged (ticks fired, skipped, buffered, missed)."""
         ...
 
 

@@ -36,6 +36,7 @@ from grctl.engine import keys
 from grctl.engine.machine import StepOutcome, Transition
 from grctl.engine.records import (
     DECODE_ERRORS,
+    SCHEDULE_COMMANDS,
     CancelCmd,
     DescribeCmd,
     EventCmd,
@@ -49,14 +50,20 @@ from grctl.engine.records import (
     ReplyCode,
     ReplyTo,
     RunRecord,
+    ScheduleDescribeCmd,
+    ScheduleListCmd,
+    ScheduleRecord,
     StartCmd,
     TimerEntry,
+    TimerKind,
     directive_decoder,
     encoder,
     inbox_decoder,
     run_decoder,
+    schedule_decoder,
     timer_decoder,
 )
+from grctl.engine.schedules import ScheduleMachine, ScheduleTransition
 from grctl.errors import InternalError, InvalidRecordError, PayloadTooLargeError
 from grctl.kafka.limits import HISTORY_PREVIEW_BYTES, preview
 from grctl.kafka.partitioner import partition_for
@@ -131,6 +138,8 @@ class PartitionProcessor:
         self._state_limit = limits.record_limit(services.topics.state)
         self._record_limits = {t: limits.record_limit(t) for t in services.topics.partitioned()}
         self._history_limit = limits.record_limit(services.topics.history)
+        #: The partition's schedules go through their own pure machine (`grctl.engine.schedules`).
+        self.schedules = ScheduleMachine(services.machine.catalog)
         self._load_journal_index()
 
     # ------------------------------------------------------------------ reads
@@ -146,6 +155,11 @@ class PartitionProcessor:
         run = run_decoder.decode(raw)
         self._remember(wf_id, run)
         return run
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """The record of schedule `schedule_id` (including uncommitted writes)."""
+        raw = self.store.get(keys.schedule_key(schedule_id))
+        return schedule_decoder.decode(raw) if raw is not None else None
 
     def get_committed_run(self, wf_id: str) -> RunRecord | None:
         """The committed run record of `wf_id` (what queries answer from)."""
@@ -493,12 +507,31 @@ class PartitionProcessor:
         if isinstance(rec, ListCmd):
             self._answer_list(rec)
             return
+        if isinstance(rec, ScheduleListCmd):
+            self._answer_schedule_list(rec)
+            return
         if partition_for(rec.wf_id, self.services.num_partitions) != self.partition:
             raise InvalidRecordError(f"record for wf_id {rec.wf_id!r} is on the wrong partition {self.partition}")
         if isinstance(rec, NextCmd):  # an older worker's: its step is due if the run record says so
             self.maybe_start(rec.wf_id, rec.seq, rec.run_id)
         elif isinstance(rec, QueryCmd):
             self.services.answer_query(self, rec)
+        elif isinstance(rec, SCHEDULE_COMMANDS):
+            self.apply_schedule(self.schedules.apply(self.get_schedule(rec.wf_id), rec, offset, self._now()), rec.wf_id)
+        elif isinstance(rec, ScheduleDescribeCmd):
+            record = self.get_schedule(rec.wf_id)
+            to = rec.reply_to
+            if record is None:
+                answer = Reply(
+                    request_id=to.request_id,
+                    client_id=to.client_id,
+                    ok=False,
+                    code=ReplyCode.schedule_not_found,
+                    message=f"no schedule with id {rec.wf_id!r}",
+                )
+            else:
+                answer = Reply(request_id=to.request_id, client_id=to.client_id, payload=record)
+            self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), encoder.encode(answer))
         elif isinstance(rec, DescribeCmd):
             to, reply = self.services.machine.describe(self.get_run(rec.wf_id), rec.reply_to)
             self.emit(
@@ -530,6 +563,68 @@ class PartitionProcessor:
             page["runs"] = page["runs"][: len(page["runs"]) // 2]  # a shorter page, marked as such
             page["full"] = True
         self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), value)
+
+    def _answer_schedule_list(self, cmd: ScheduleListCmd) -> None:
+        """Answer one partition's schedules, in id order, after `cmd.after`, up to `cmd.limit`."""
+        if cmd.partition != self.partition:
+            raise InvalidRecordError(f"a listing for partition {cmd.partition} is on partition {self.partition}")
+        to = cmd.reply_to
+        after = keys.schedule_key(cmd.after) if cmd.after is not None else None
+        found: list[ScheduleRecord] = []
+        more = False
+        for _key, raw in self.store.scan(keys.SCHEDULE_PREFIX, after):
+            if len(found) == cmd.limit:
+                more = True
+                break
+            found.append(schedule_decoder.decode(raw))
+        limit = self._record_limits[self.services.topics.replies]
+        while True:  # a shorter page if the answer is over the record limit (the client pages on)
+            payload = {"schedules": found, "more": more}
+            value = encoder.encode(Reply(request_id=to.request_id, client_id=to.client_id, payload=payload))
+            if len(value) <= limit or len(found) <= 1:
+                break
+            found, more = found[: len(found) // 2], True
+        self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), value)
+
+    def apply_schedule(self, tr: ScheduleTransition, schedule_id: str) -> None:
+        """Stage everything a schedule's transition changes (its record, its timer, the runs it starts).
+
+        The starts of tick runs go to their own partitions in the same transaction as the
+        schedule's new state and the offsets: a tick is started once or not at all.
+        """
+        if tr.skipped or self.closing:
+            return
+        s = self.services
+        p = self.partition
+        writes: list[tuple[bytes, bytes | None]] = []
+        if tr.delete:
+            writes.append((keys.schedule_key(schedule_id), None))
+        elif tr.record is not None:
+            writes.append((keys.schedule_key(schedule_id), encoder.encode(tr.record)))
+        for t in tr.timers_clear:
+            writes.append((keys.timer_key(t.due_ms, t.wf_id, t.kind), None))
+        armed: list[tuple[int, bytes]] = []
+        for t in tr.timers_set:
+            key = keys.timer_key(t.due_ms, t.wf_id, t.kind)
+            armed.append((t.due_ms, key))
+            writes.append((key, encoder.encode(t)))
+        records = []
+        n = s.num_partitions
+        for cmd in tr.sends:
+            part = p if cmd.wf_id == schedule_id else partition_for(cmd.wf_id, n)
+            records.append((s.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd)))
+        for to, reply in tr.replies:
+            records.append((s.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply)))
+        outbox = self._outbox
+        for key, value in writes:
+            outbox.stage(p, key, value)
+        for topic, part, key, value in records:
+            outbox.produce(topic, part, key, value, None, schedule_id)
+        if s.observer is not None:
+            s.observer.schedule_staged(tr)
+        for due_ms, key in armed:
+            if self.timers.armed(due_ms, key):
+                s.timer_armed(due_ms)
 
     def _refuse_oversized(self, rec: Any) -> bool:
         """Refuse a start or an event whose value is over the value limit (True if refused).
@@ -798,6 +893,10 @@ class PartitionProcessor:
                 continue  # disarmed meanwhile
             entry: TimerEntry = timer_decoder.decode(raw)
             self.stage(key, None)
+            if entry.kind == TimerKind.schedule:
+                self.apply_schedule(self.schedules.on_due(self.get_schedule(entry.wf_id), entry, now), entry.wf_id)
+                fired += 1
+                continue
             run = self.get_run(entry.wf_id)
             tr = self.services.machine.on_timer(run, entry, now)
             self.apply(tr, entry.wf_id)

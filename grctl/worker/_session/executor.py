@@ -14,6 +14,7 @@ import functools
 import sys
 import time
 from collections.abc import Coroutine, Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from grctl import defaults, tracing
@@ -94,6 +95,8 @@ def run_info_of(run: RunRecord) -> RunInfo:
         parent_wf_type=parent.wf_type if parent else None,
         parent_callback_step=parent.callback_step if parent else None,
         timeout=run.timeout_ms / 1000 if run.timeout_ms else None,
+        schedule_id=run.schedule_id,
+        scheduled_at=datetime.fromtimestamp(run.scheduled_ms / 1000, UTC) if run.scheduled_ms is not None else None,
     )
 
 

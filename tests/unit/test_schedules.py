@@ -1,0 +1,496 @@
+"""Unit tests for grctl.engine.schedules: the schedule state machine (no broker, a clock the test sets)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import msgspec
+import pytest
+
+from grctl.engine.machine import Machine
+from grctl.engine.records import (
+    CancelCmd,
+    OverlapPolicy,
+    ReplyCode,
+    ReplyTo,
+    RunRecord,
+    ScheduleBackfillCmd,
+    ScheduleCreateCmd,
+    ScheduleDeleteCmd,
+    SchedulePauseCmd,
+    ScheduleRecord,
+    ScheduleRunEndedCmd,
+    ScheduleTriggerCmd,
+    ScheduleUpdateCmd,
+    StartCmd,
+    TimerEntry,
+    TimerKind,
+    encoder,
+    schedule_decoder,
+)
+from grctl.engine.schedule_spec import IntervalSpec, ScheduleSpec, jitter_ms, tick_iso
+from grctl.engine.schedules import (
+    MAX_RECENT,
+    MAX_TICKS_PER_TRANSITION,
+    ScheduleMachine,
+    ScheduleTransition,
+    tick_run_ulid,
+)
+from grctl.models.run_info import RunStatus
+
+TO = ReplyTo(client_id="c", request_id="r", partition=0)
+MINUTE = 60_000
+
+
+def at(text: str, zone: str = "UTC") -> int:
+    return round(datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone)).timestamp() * 1000)
+
+
+T0 = at("2026-12-07T10:00:30")
+
+
+class Types:
+    def __init__(self, *types: str) -> None:
+        self.types = set(types)
+
+    def has_type(self, wf_type: str) -> bool:
+        return wf_type in self.types
+
+
+class World:
+    """A schedule, its partition's offsets and a clock the test moves."""
+
+    def __init__(self, **create: object) -> None:
+        self.machine = ScheduleMachine(Types("report"))
+        self.offset = 0
+        self.now = T0
+        self.record: ScheduleRecord | None = None
+        self.timers: dict[int, TimerEntry] = {}
+        fields: dict[str, object] = {"wf_type": "report", "spec": ScheduleSpec(cron=("* * * * *",))}
+        fields.update(create)
+        self.last = self.send(ScheduleCreateCmd(wf_id="s", reply_to=TO, **fields))  # type: ignore[arg-type]
+
+    def keep(self, tr: ScheduleTransition) -> ScheduleTransition:
+        for t in tr.timers_clear:
+            self.timers.pop(t.due_ms, None)
+        for t in tr.timers_set:
+            self.timers[t.due_ms] = t
+        if tr.delete:
+            self.record = None
+        elif tr.record is not None:
+            # Through the wire format, as the processor stores it.
+            self.record = schedule_decoder.decode(encoder.encode(tr.record))
+        return tr
+
+    def send(self, cmd: object) -> ScheduleTransition:
+        self.offset += 1
+        return self.keep(self.machine.apply(self.record, cmd, self.offset, self.now))  # type: ignore[arg-type]
+
+    def advance(self, to_ms: int) -> list[ScheduleTransition]:
+        """Move the clock to `to_ms`, firing each due timer as the timer loop would."""
+        done = []
+        while True:
+            due = [d for d in self.timers if d <= to_ms]
+            if not due:
+                break
+            first = min(due)
+            self.now = max(self.now, first)
+            timer = self.timers.pop(first)
+            done.append(self.keep(self.machine.on_due(self.record, timer, self.now)))
+        self.now = to_ms
+        return done
+
+    def outage(self, to_ms: int) -> list[ScheduleTransition]:
+        """No worker until `to_ms`: then every due timer fires at `to_ms`."""
+        self.now = to_ms
+        done = []
+        while due := [d for d in self.timers if d <= to_ms]:
+            timer = self.timers.pop(min(due))
+            done.append(self.keep(self.machine.on_due(self.record, timer, to_ms)))
+        return done
+
+    def starts(self, trs: list[ScheduleTransition]) -> list[StartCmd]:
+        return [c for tr in trs for c in tr.sends if isinstance(c, StartCmd)]
+
+    def end(self, start: StartCmd, status: str = "completed") -> ScheduleTransition:
+        return self.send(
+            ScheduleRunEndedCmd(
+                wf_id="s",
+                run_wf_id=start.wf_id,
+                run_id=start.run_id,
+                scheduled_ms=start.scheduled_ms or 0,
+                status=status,
+            )
+        )
+
+    @property
+    def rec(self) -> ScheduleRecord:
+        assert self.record is not None
+        return self.record
+
+
+# -- create and the cadence ----------------------------------------------------------------------
+
+
+def test_create_arms_the_first_tick_and_answers() -> None:
+    w = World()
+    assert w.rec.next_tick_ms == at("2026-12-07T10:01:00")
+    assert list(w.timers) == [at("2026-12-07T10:01:00")]
+    (_to, reply) = w.last.replies[0]
+    assert reply.ok and reply.payload == {"next_tick_ms": at("2026-12-07T10:01:00")}
+
+
+def test_each_tick_starts_one_run_with_its_id_and_time() -> None:
+    w = World()
+    trs = w.advance(at("2026-12-07T10:01:00"))
+    (start,) = w.starts(trs)
+    assert start.wf_id == "s:2026-12-07T10:01:00Z"
+    assert (start.wf_type, start.schedule_id, start.scheduled_ms) == ("report", "s", at("2026-12-07T10:01:00"))
+    assert w.rec.last_tick_ms == at("2026-12-07T10:01:00")
+    assert w.rec.next_tick_ms == at("2026-12-07T10:02:00")
+    assert w.rec.running == [(start.wf_id, start.run_id)]
+    assert trs[0].fired == [(at("2026-12-07T10:01:00"), 0)]
+
+
+def test_a_timer_applied_twice_fires_nothing_the_second_time() -> None:
+    w = World()
+    timer = w.timers[at("2026-12-07T10:01:00")]
+    w.now = timer.due_ms
+    w.keep(w.machine.on_due(w.record, timer, w.now))
+    again = w.machine.on_due(w.record, timer, w.now)
+    assert again.skipped and not again.sends
+
+
+def test_a_directive_redelivered_is_skipped() -> None:
+    w = World()
+    cmd = SchedulePauseCmd(wf_id="s", note="x")
+    first = w.machine.apply(w.record, cmd, 5, w.now)
+    w.keep(first)
+    assert w.machine.apply(w.record, cmd, 5, w.now).skipped
+
+
+def test_run_ids_are_ulids_and_the_same_for_the_same_tick() -> None:
+    from ulid import ULID
+
+    tick = at("2026-12-07T10:01:00")
+    run_id = tick_run_ulid("s", tick, tick + 5, "scheduled")
+    assert ULID.from_str(run_id).milliseconds == tick + 5
+    assert run_id == tick_run_ulid("s", tick, tick + 5, "scheduled")
+    assert run_id != tick_run_ulid("s", tick + MINUTE, tick + 5, "scheduled")
+
+
+def test_id_template() -> None:
+    w = World(id_template="nightly-{tick}")
+    (start,) = w.starts(w.advance(at("2026-12-07T10:01:00")))
+    assert start.wf_id == "nightly-2026-12-07T10:01:00Z"
+
+
+def test_jitter_delays_the_firing_not_the_tick() -> None:
+    w = World(spec=ScheduleSpec(cron=("* * * * *",), jitter_ms=30_000))
+    tick = at("2026-12-07T10:01:00")
+    delay = jitter_ms("s", tick, 30_000)
+    assert w.rec.next_fire_ms == tick + delay
+    assert not w.starts(w.advance(tick + delay - 1))
+    (start,) = w.starts(w.advance(tick + delay))
+    assert start.scheduled_ms == tick and start.wf_id == f"s:{tick_iso(tick)}"
+
+
+# -- overlap policies ----------------------------------------------------------------------------
+
+
+def test_skip_while_the_run_is_running_then_fire_again() -> None:
+    w = World()
+    (first,) = w.starts(w.advance(at("2026-12-07T10:01:00")))
+    assert not w.starts(w.advance(at("2026-12-07T10:02:00")))
+    assert (w.rec.skipped, w.rec.recent[-1].action) == (1, "skipped")
+    w.end(first)
+    assert w.rec.running == []
+    assert w.rec.recent[0].status == "completed"
+    assert len(w.starts(w.advance(at("2026-12-07T10:03:00")))) == 1
+
+
+def test_buffer_one_keeps_one_and_skips_the_rest() -> None:
+    w = World(overlap=OverlapPolicy.buffer_one)
+    (first,) = w.starts(w.advance(at("2026-12-07T10:01:00")))
+    w.advance(at("2026-12-07T10:03:00"))
+    assert w.rec.buffered == [at("2026-12-07T10:02:00")]
+    assert (w.rec.buffered_total, w.rec.skipped) == (1, 1)
+    tr = w.end(first)
+    (second,) = [c for c in tr.sends if isinstance(c, StartCmd)]
+    assert second.scheduled_ms == at("2026-12-07T10:02:00") and w.rec.buffered == []
+
+
+def test_buffer_all_keeps_every_tick_in_order() -> None:
+    w = World(overlap=OverlapPolicy.buffer_all)
+    (run,) = w.starts(w.advance(at("2026-12-07T10:01:00")))
+    w.advance(at("2026-12-07T10:04:00"))
+    assert w.rec.buffered == [at("2026-12-07T10:02:00"), at("2026-12-07T10:03:00"), at("2026-12-07T10:04:00")]
+    order = []
+    for _ in range(3):
+        (run,) = [c for c in w.end(run).sends if isinstance(c, StartCmd)]
+        order.append(tick_iso(run.scheduled_ms or 0))
+    assert order == ["2026-12-07T10:02:00Z", "2026-12-07T10:03:00Z", "2026-12-07T10:04:00Z"]
+
+
+def test_cancel_other_cancels_and_starts_after_the_end() -> None:
+    w = World(overlap=OverlapPolicy.cancel_other)
+    (first,) = w.starts(w.advance(at("2026-12-07T10:01:00")))
+    (tr,) = w.advance(at("2026-12-07T10:02:00"))
+    (cancel,) = tr.sends
+    assert isinstance(cancel, CancelCmd) and not cancel.terminate
+    assert (cancel.wf_id, cancel.run_id) == (first.wf_id, first.run_id)
+    (second,) = [c for c in w.end(first, "cancelled").sends if isinstance(c, StartCmd)]
+    assert second.scheduled_ms == at("2026-12-07T10:02:00")
+
+
+def test_terminate_other_terminates_and_starts_at_once() -> None:
+    w = World(overlap=OverlapPolicy.terminate_other)
+    (first,) = w.starts(w.advance(at("2026-12-07T10:01:00")))
+    (tr,) = w.advance(at("2026-12-07T10:02:00"))
+    cancel, start = tr.sends
+    assert isinstance(cancel, CancelCmd) and cancel.terminate and cancel.wf_id == first.wf_id
+    assert isinstance(start, StartCmd) and w.rec.running == [(start.wf_id, start.run_id)]
+    w.end(first, "terminated")  # the old run's end changes nothing for the new one
+    assert w.rec.running == [(start.wf_id, start.run_id)]
+
+
+def test_allow_all_starts_every_tick() -> None:
+    w = World(overlap=OverlapPolicy.allow_all)
+    assert len(w.starts(w.advance(at("2026-12-07T10:03:00")))) == 3
+    assert len(w.rec.running) == 3
+
+
+def test_a_rejected_start_frees_the_schedule() -> None:
+    w = World()
+    (first,) = w.starts(w.advance(at("2026-12-07T10:01:00")))
+    w.end(first, "rejected")
+    assert w.rec.running == []
+
+
+# -- catch-up and missed counting ----------------------------------------------------------------
+
+
+def test_catch_up_after_an_outage_fires_ticks_within_the_window_and_counts_the_rest() -> None:
+    w = World(catchup_ms=10 * MINUTE, overlap=OverlapPolicy.allow_all)
+    # No worker from 10:00:30 to 11:00:00: 60 ticks are due, 10 within the window.
+    trs = w.outage(at("2026-12-07T11:00:00"))
+    # The first firing after the outage deals with all of them at once.
+    starts = w.starts(trs)
+    assert [tick_iso(s.scheduled_ms or 0) for s in starts][:2] == ["2026-12-07T10:50:00Z", "2026-12-07T10:51:00Z"]
+    assert len(starts) == 11  # 10:50 ... 11:00 (the window is inclusive)
+    assert w.rec.missed == 49
+    assert sum(tr.missed_ticks for tr in trs) == 49
+    assert w.rec.next_tick_ms == at("2026-12-07T11:01:00")
+
+
+def test_catch_up_with_skip_starts_one_and_skips_the_others() -> None:
+    w = World(catchup_ms=5 * MINUTE)
+    w.outage(at("2026-12-07T10:30:00"))
+    assert (w.rec.fired, w.rec.skipped, w.rec.missed) == (1, 5, 24)
+
+
+def test_a_long_outage_is_dealt_with_in_bounded_transitions() -> None:
+    w = World(spec=ScheduleSpec(intervals=(IntervalSpec(every_ms=1000),)), catchup_ms=10_000)
+    w.timers.clear()
+    w.now = at("2026-12-07T12:00:00")  # 2 hours: 7170 ticks of a second
+    timer = TimerEntry(wf_id="s", run_id="", kind=TimerKind.schedule, seq=0, due_ms=w.rec.next_fire_ms or 0)
+    tr = w.keep(w.machine.on_due(w.record, timer, w.now))
+    assert tr.missed_ticks == MAX_TICKS_PER_TRANSITION and not tr.fired
+    assert list(w.timers) == [w.now]  # due at once for the rest
+    trs = w.outage(w.now)
+    assert w.rec.missed == 7170 - 10 - 1 and len(w.starts(trs)) == 1
+    assert len(w.rec.recent) == MAX_RECENT
+    assert len(encoder.encode(w.rec)) < 4096  # bounded state
+
+
+# -- pause, resume, trigger, update, delete, backfill --------------------------------------------
+
+
+def test_pause_disarms_and_resume_does_not_catch_up_the_paused_ticks() -> None:
+    w = World()
+    w.send(SchedulePauseCmd(wf_id="s", note="maintenance", reply_to=TO))
+    assert w.rec.paused and w.rec.note == "maintenance" and w.timers == {}
+    assert not w.advance(at("2026-12-07T10:10:00"))
+    w.send(SchedulePauseCmd(wf_id="s", resume=True))
+    assert not w.rec.paused and w.rec.next_tick_ms == at("2026-12-07T10:11:00")
+    (start,) = w.starts(w.advance(at("2026-12-07T10:11:00")))
+    assert start.scheduled_ms == at("2026-12-07T10:11:00")
+
+
+def test_trigger_starts_now_even_while_paused() -> None:
+    w = World(paused=True)
+    tr = w.send(ScheduleTriggerCmd(wf_id="s", reply_to=TO))
+    (start,) = w.starts([tr])
+    assert start.scheduled_ms == T0 - T0 % 1000
+    assert tr.replies[0][1].payload["action"] == "started"
+    assert w.rec.recent[-1].how == "trigger"
+
+
+def test_update_spec_rearms_and_keeps_the_old_era() -> None:
+    w = World()
+    old_fire = w.rec.next_fire_ms
+    tr = w.send(ScheduleUpdateCmd(wf_id="s", spec=ScheduleSpec(cron=("0 * * * *",)), reply_to=TO))
+    assert [t.due_ms for t in tr.timers_clear] == [old_fire]
+    assert w.rec.next_tick_ms == at("2026-12-07T11:00:00")
+    assert [e.spec.cron for e in w.rec.eras] == [("* * * * *",), ("0 * * * *",)]
+
+
+def test_update_input_and_overlap_only() -> None:
+    w = World()
+    w.send(ScheduleUpdateCmd(wf_id="s", input={"x": 1}, set_input=True, overlap=OverlapPolicy.allow_all))
+    assert (w.rec.input, w.rec.overlap) == ({"x": 1}, OverlapPolicy.allow_all)
+    (start,) = w.starts(w.advance(at("2026-12-07T10:01:00")))
+    assert start.input == {"x": 1}
+
+
+def test_delete_removes_the_schedule_and_its_timer() -> None:
+    w = World()
+    tr = w.send(ScheduleDeleteCmd(wf_id="s", reply_to=TO))
+    assert tr.delete and w.record is None and w.timers == {}
+    again = w.send(ScheduleDeleteCmd(wf_id="s", reply_to=TO))
+    assert again.replies[0][1].code == ReplyCode.schedule_not_found
+
+
+def test_backfill_uses_the_spec_in_force_at_each_tick() -> None:
+    w = World(spec=ScheduleSpec(cron=("0 * * * *",)), overlap=OverlapPolicy.allow_all)
+    w.now = at("2026-12-07T12:00:30")
+    w.send(ScheduleUpdateCmd(wf_id="s", spec=ScheduleSpec(cron=("*/30 * * * *",))))
+    w.now = at("2026-12-07T14:00:30")
+    tr = w.send(
+        ScheduleBackfillCmd(wf_id="s", from_ms=at("2026-12-07T08:00:00"), to_ms=at("2026-12-07T14:00:00"), reply_to=TO)
+    )
+    ticks = [tick_iso(s.scheduled_ms or 0)[11:16] for s in w.starts([tr])]
+    # Hourly before the update at 12:00:30, every 30 minutes after it.
+    assert ticks == ["08:00", "09:00", "10:00", "11:00", "12:00", "12:30", "13:00", "13:30", "14:00"]
+    assert tr.replies[0][1].payload == {"ticks": 9, "started": 9, "skipped": 0}
+
+
+def test_backfill_bad_ranges_are_refused() -> None:
+    w = World()
+    future = w.send(ScheduleBackfillCmd(wf_id="s", from_ms=T0, to_ms=T0 + MINUTE, reply_to=TO))
+    assert "future" in future.replies[0][1].message
+    backwards = w.send(ScheduleBackfillCmd(wf_id="s", from_ms=T0 - 1, to_ms=T0 - 2, reply_to=TO))
+    assert "ends before it starts" in backwards.replies[0][1].message
+    too_long = w.send(ScheduleBackfillCmd(wf_id="s", from_ms=T0 - 10 * 24 * 3_600_000, to_ms=T0, reply_to=TO))
+    assert "split it" in too_long.replies[0][1].message
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "says"),
+    [
+        ({"wf_type": "nope"}, ReplyCode.type_not_registered, "'nope' is not served"),
+        ({"spec": ScheduleSpec(cron=("0 2 * *",))}, ReplyCode.invalid_schedule, "4 fields"),
+        ({"spec": ScheduleSpec(cron=("@daily",), time_zone="Mars/Olympus")}, ReplyCode.invalid_schedule, "time zone"),
+        ({"catchup_ms": 1000}, ReplyCode.invalid_schedule, "at least 10s"),
+        ({"id_template": "fixed"}, ReplyCode.invalid_schedule, "no '{tick}'"),
+        (
+            {"spec": ScheduleSpec(cron=tuple(f"{m} * * * *" for m in range(60)) * 3)},
+            ReplyCode.invalid_schedule,
+            "bytes",
+        ),
+    ],
+)
+def test_bad_creates_are_refused_with_a_reason(fields: dict[str, object], code: str, says: str) -> None:
+    machine = ScheduleMachine(Types("report"))
+    args: dict[str, object] = {"wf_type": "report", "spec": ScheduleSpec(cron=("@daily",))}
+    args.update(fields)
+    tr = machine.apply(None, ScheduleCreateCmd(wf_id="s", reply_to=TO, **args), 1, T0)  # type: ignore[arg-type]
+    (reply,) = [r for _, r in tr.replies]
+    assert tr.record is None and not reply.ok and reply.code == code and says in reply.message
+
+
+def test_duplicate_schedule_id_is_refused() -> None:
+    w = World()
+    tr = w.send(ScheduleCreateCmd(wf_id="s", wf_type="report", spec=ScheduleSpec(cron=("@daily",)), reply_to=TO))
+    assert tr.replies[0][1].code == ReplyCode.schedule_exists and tr.record is None
+
+
+# -- the run side: the run records its tick and tells its schedule of its end ----------------------
+
+
+class Catalog:
+    def has_type(self, wf_type: str) -> bool:
+        return True
+
+    def versions(self, wf_type: str) -> list[int]:
+        return [1]
+
+    def upgrade_auto(self, wf_type: str, version: int) -> bool:
+        return False
+
+    def has_step(self, wf_type: str, version: int, step: str) -> bool:
+        return True
+
+    def step_timeout_ms(self, wf_type: str, version: int, step: str) -> int | None:
+        return None
+
+    def has_event(self, wf_type: str, version: int, name: str) -> bool | None:
+        return True
+
+    def events(self, wf_type: str, version: int) -> list[str]:
+        return []
+
+    def retention_ms(self, wf_type: str) -> int:
+        return 1000
+
+    def results_topic(self, wf_type: str) -> str | None:
+        return None
+
+
+def test_a_tick_run_records_its_tick_and_its_end_tells_the_schedule() -> None:
+    machine = Machine(Catalog(), "w")
+    start = StartCmd(
+        wf_id="s:t", run_id="01J0000000000000000000000A", wf_type="report", schedule_id="s", scheduled_ms=T0
+    )
+    tr = machine.apply(None, start, 1, T0 + 5, lambda _: None)
+    run = tr.run
+    assert isinstance(run, RunRecord) and (run.schedule_id, run.scheduled_ms) == ("s", T0)
+    ended = machine.on_cancel(run, CancelCmd(wf_id="s:t", terminate=True), T0 + 10)
+    (notice,) = [c for c in ended.sends if type(c).__name__ == "ScheduleRunEndedCmd"]
+    assert msgspec.structs.asdict(notice) | {} == {
+        "wf_id": "s",
+        "v": 1,
+        "run_wf_id": "s:t",
+        "run_id": start.run_id,
+        "scheduled_ms": T0,
+        "status": RunStatus.terminated.value,
+    }
+
+
+def test_a_rejected_tick_run_tells_the_schedule() -> None:
+    machine = Machine(Catalog(), "w")
+    first = StartCmd(wf_id="s:t", run_id="01J0000000000000000000000A", wf_type="report")
+    run = machine.apply(None, first, 1, T0, lambda _: None).run
+    dup = StartCmd(wf_id="s:t", run_id="01J0000000000000000000000B", wf_type="report", schedule_id="s", scheduled_ms=T0)
+    tr = machine.apply(run, dup, 2, T0, lambda _: None)
+    (notice,) = [c for c in tr.sends if type(c).__name__ == "ScheduleRunEndedCmd"]
+    assert notice.status == "rejected" and notice.run_id == dup.run_id  # type: ignore[union-attr]
+
+
+def test_state_after_a_day_of_minute_ticks_is_bounded() -> None:
+    """A day of ticks (simulated clock): the record stops growing once its ring is full."""
+    w = World(overlap=OverlapPolicy.allow_all, spec=ScheduleSpec(cron=("* * * * *",), jitter_ms=20_000))
+    sizes = []
+    for hour in range(24):
+        for start in w.starts(w.advance(T0 + (hour + 1) * 3_600_000)):
+            w.end(start)
+        sizes.append(len(encoder.encode(w.rec)))
+    assert w.rec.fired == 24 * 60 and w.rec.running == []
+    assert len(w.rec.recent) == MAX_RECENT
+    # Only the counters' and offsets' encodings widen (a few bytes); nothing grows with the ticks.
+    assert sizes[-1] - sizes[1] <= 8 and max(sizes) < 4096, sizes
+
+
+def test_an_update_still_fires_the_old_specs_ticks_already_due() -> None:
+    w = World(overlap=OverlapPolicy.allow_all)
+    # The 10:01 tick is due, its timer not fired yet (a busy worker), when the update arrives.
+    w.now = at("2026-12-07T10:01:02")
+    tr = w.send(ScheduleUpdateCmd(wf_id="s", spec=ScheduleSpec(cron=("0 * * * *",))))
+    (start,) = w.starts([tr])
+    assert start.scheduled_ms == at("2026-12-07T10:01:00")
+    assert w.rec.last_tick_ms == at("2026-12-07T10:01:00") and w.rec.next_tick_ms == at("2026-12-07T11:00:00")
+    assert list(w.timers) == [at("2026-12-07T11:00:00")]
