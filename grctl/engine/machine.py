@@ -551,15 +551,26 @@ class Machine:
                         if cmd.schedule_id
                         else {}
                     ),
+                    **({"not_before_ms": cmd.not_before_ms} if cmd.not_before_ms is not None else {}),
                 },
             )
         )
+        later = cmd.not_before_ms if cmd.not_before_ms is not None and cmd.not_before_ms > now_ms else None
+        if later is not None:
+            new.started_ms = later  # the run starts at its time (a schedule's tick committed ahead)
         if cmd.timeout_ms:
-            new.deadline_ms = now_ms + cmd.timeout_ms
+            new.deadline_ms = new.started_ms + cmd.timeout_ms
             tr.timers_set.append(
                 TimerEntry(wf_id=new.wf_id, run_id=new.run_id, kind=TimerKind.workflow, seq=0, due_ms=new.deadline_ms)
             )
         tr.run = self._dispatch(tr, new, START_STEP_NAME, cmd.input, now_ms)
+        if later is not None and tr.execute:
+            # The start step is due at `later`: suspended until then, as after a long back-off.
+            tr.execute = False
+            tr.run = msgspec.structs.replace(tr.run, suspended_until_ms=later, timer_due_ms=later)
+            tr.timers_set.append(
+                TimerEntry(wf_id=new.wf_id, run_id=new.run_id, kind=TimerKind.resume, seq=tr.run.seq, due_ms=later)
+            )
         return tr
 
     def _reject(

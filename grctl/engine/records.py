@@ -66,6 +66,9 @@ class StartCmd(_Cmd, tag="start"):
     scheduled_ms: int | None = None
     #: How the tick came: scheduled (the cadence, or a buffered tick), trigger or backfill.
     schedule_how: str | None = None
+    #: The run's first step waits until this time (epoch ms): a schedule commits a tick's run up to
+    #: its lead ahead of the tick (`grctl.engine.schedules.FIRE_LEAD_MS`). None: at once.
+    not_before_ms: int | None = None
 
 
 class NextCmd(_Cmd, tag="next"):
@@ -465,7 +468,9 @@ class TickEntry(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One tick of a schedule, as kept in its bounded ring of recent ticks.
 
     `action` is what the tick did: started (with `run_wf_id`), skipped, buffered, missed,
-    cancel_other (started after the other run ended). `status` is the run's end, once known.
+    cancel_other (started after the other run ended), withdrawn (started ahead of its time, then
+    cancelled before it because the schedule was paused, deleted or given a new spec). `status`
+    is the run's end, once known.
     `how`: scheduled, trigger or backfill.
     """
 
@@ -499,7 +504,8 @@ class ScheduleRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False)
     updated_ms: int = 0
     #: The last tick the cadence has dealt with (fired, skipped, buffered or missed).
     last_tick_ms: int | None = None
-    #: The next tick, and when it fires (its time plus its jitter): the schedule's timer.
+    #: The next tick, and when the schedule's timer deals with it: the tick's time plus its
+    #: jitter, less the lead by which its run may be committed ahead (`schedules.FIRE_LEAD_MS`).
     next_tick_ms: int | None = None
     next_fire_ms: int | None = None
     eras: list[SpecEra] = []

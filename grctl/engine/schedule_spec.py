@@ -40,7 +40,7 @@ import hashlib
 import re
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -366,6 +366,10 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms // _MS, UTC) + timedelta(milliseconds=ms % _MS)
 
 
+#: Answers of `CompiledSpec.next_tick` kept per spec (cleared when full).
+_MEMO_SIZE = 64
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledSpec:
     """A checked `ScheduleSpec` that answers when its ticks fall (build it with `compile_spec`)."""
@@ -374,9 +378,21 @@ class CompiledSpec:
     zone: ZoneInfo
     walls: tuple[_WallSource, ...]
     excludes: tuple[_Calendar, ...]
+    #: Recent answers of `next_tick` (a pure function of `after_ms`): thousands of schedules on
+    #: one cron line ask for the same tick's successor, which costs tens of microseconds to walk.
+    _memo: dict[int, int | None] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def next_tick(self, after_ms: int) -> int | None:
         """The first tick strictly after `after_ms` (epoch ms), or None if the spec has ended."""
+        memo = self._memo
+        if after_ms in memo:
+            return memo[after_ms]
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        found = memo[after_ms] = self._next_tick(after_ms)
+        return found
+
+    def _next_tick(self, after_ms: int) -> int | None:
         spec = self.spec
         if spec.start_ms is not None and after_ms < spec.start_ms:
             after_ms = spec.start_ms - 1

@@ -75,6 +75,14 @@ MAX_BACKFILL_TICKS: Final = 1000
 MIN_CATCHUP_MS: Final = 10_000
 DEFAULT_CATCHUP_MS: Final = 365 * 24 * 3_600_000
 
+#: How far ahead of its time a tick's run may be committed: its start step waits for the tick
+#: (`StartCmd.not_before_ms`), so a burst of ticks due together (thousands of schedules on one
+#: cron line) is fired over the seconds before it instead of after it. A tick is fired ahead only
+#: when no run of the schedule is running or buffered (otherwise the overlap policy decides at
+#: the tick's time), at most one tick ahead, and at most half the time from the arming of its
+#: timer to the tick (a schedule every second fires up to 0.5 s ahead).
+FIRE_LEAD_MS: Final = 5_000
+
 #: The statuses a tick's run can end in that `ScheduleRunEndedCmd` carries, besides run statuses.
 REJECTED: Final = "rejected"
 
@@ -103,6 +111,7 @@ class ScheduleTransition:
         skipped_ticks: ticks skipped by the overlap policy.
         buffered_ticks: ticks buffered.
         missed_ticks: ticks older than the catch-up window.
+        withdrawn: runs fired ahead of their tick and cancelled before it (pause, delete, new spec).
     """
 
     record: ScheduleRecord | None = None
@@ -116,6 +125,7 @@ class ScheduleTransition:
     skipped_ticks: int = 0
     buffered_ticks: int = 0
     missed_ticks: int = 0
+    withdrawn: int = 0
 
 
 SKIP_SCHEDULE: Final = ScheduleTransition(skipped=True)
@@ -195,10 +205,13 @@ class ScheduleMachine:
 
     Args:
         catalog: the workflow types the worker serves (a create of an unknown type is refused).
+        lead_ms: how far ahead of its time a tick's run may be committed (`FIRE_LEAD_MS`; 0: at
+            its time).
     """
 
-    def __init__(self, catalog: TypeCatalog) -> None:
+    def __init__(self, catalog: TypeCatalog, lead_ms: int = FIRE_LEAD_MS) -> None:
         self.catalog = catalog
+        self.lead_ms = lead_ms
 
     # ------------------------------------------------------------------ directives
 
@@ -226,7 +239,7 @@ class ScheduleMachine:
         elif isinstance(cmd, ScheduleBackfillCmd):
             tr = self.on_backfill(record, cmd, now_ms)
         elif isinstance(cmd, ScheduleDeleteCmd):
-            tr = self.on_delete(record, cmd)
+            tr = self.on_delete(record, cmd, now_ms)
         elif isinstance(cmd, ScheduleRunEndedCmd):
             tr = self.on_run_ended(record, cmd, now_ms)
         else:
@@ -310,6 +323,7 @@ class ScheduleMachine:
             # Ticks of the old spec already due (the timer not fired yet) still fire, as the old spec's.
             base = _copy(record)
             self._due_ticks(tr, base, now_ms)
+            _withdraw_ahead(tr, base, now_ms, "given a new spec")
         if cmd.spec is not None and cmd.spec != record.spec:
             changes["spec"] = cmd.spec
             changes["eras"] = [*record.eras, SpecEra(since_ms=now_ms, spec=cmd.spec)][-MAX_ERAS:]
@@ -340,8 +354,9 @@ class ScheduleMachine:
         else:
             self._disarm(tr, record)
             new = msgspec.structs.replace(
-                record, paused=True, note=cmd.note, updated_ms=now_ms, next_tick_ms=None, next_fire_ms=None
+                _copy(record), paused=True, note=cmd.note, updated_ms=now_ms, next_tick_ms=None, next_fire_ms=None
             )
+            _withdraw_ahead(tr, new, now_ms, "paused")
         tr.record = new
         if cmd.reply_to is not None:
             tr.replies.append(_ok(cmd.reply_to, {"paused": new.paused, "next_tick_ms": new.next_tick_ms}))
@@ -397,10 +412,11 @@ class ScheduleMachine:
             )
         return tr
 
-    def on_delete(self, record: ScheduleRecord, cmd: ScheduleDeleteCmd) -> ScheduleTransition:
-        """Delete the schedule and its timer; runs it started go on."""
+    def on_delete(self, record: ScheduleRecord, cmd: ScheduleDeleteCmd, now_ms: int) -> ScheduleTransition:
+        """Delete the schedule and its timer; runs it started go on (a run fired ahead of its tick is withdrawn)."""
         tr = ScheduleTransition(delete=True)
         self._disarm(tr, record)
+        _withdraw_ahead(tr, _copy(record), now_ms, "deleted")
         if cmd.reply_to is not None:
             tr.replies.append(_ok(cmd.reply_to, {"deleted": record.schedule_id}))
         return tr
@@ -429,12 +445,22 @@ class ScheduleMachine:
         new = _copy(record)
         spec = compiled(new.spec)
         tick = self._due_ticks(tr, new, now_ms)
+        held = False  # the next tick is within its lead but may not be fired ahead
+        if tick is not None and (fire := spec.fire_at(new.schedule_id, tick)) - self.lead_ms <= now_ms < fire:
+            if new.buffered or (new.running and new.overlap != OverlapPolicy.allow_all):
+                held = True  # a run of the schedule is running: the overlap policy decides at the tick
+            else:
+                new = self._start(tr, new, tick, now_ms, "scheduled", not_before_ms=fire)
+                new.last_tick_ms = tick
+                tick = spec.next_tick(tick)
         new.next_tick_ms = tick
-        new.next_fire_ms = None if tick is None else spec.fire_at(new.schedule_id, tick)
-        if new.next_fire_ms is not None:
+        new.next_fire_ms = None
+        if tick is not None:
+            fire = spec.fire_at(new.schedule_id, tick)
             # Past ticks left over (a long outage) are due at once, in the next transition.
-            tr.timers_set.append(_timer(new.schedule_id, max(new.next_fire_ms, now_ms)))
-            new.next_fire_ms = max(new.next_fire_ms, now_ms)
+            due = max(now_ms, fire if held else fire - self._lead(fire, now_ms))
+            tr.timers_set.append(_timer(new.schedule_id, due))
+            new.next_fire_ms = due
         tr.record = new
         return tr
 
@@ -470,8 +496,13 @@ class ScheduleMachine:
         if tick is None:
             return msgspec.structs.replace(record, next_tick_ms=None, next_fire_ms=None)
         fire = spec.fire_at(record.schedule_id, tick)
-        tr.timers_set.append(_timer(record.schedule_id, fire))
-        return msgspec.structs.replace(record, next_tick_ms=tick, next_fire_ms=fire)
+        due = fire - self._lead(fire, now_ms)
+        tr.timers_set.append(_timer(record.schedule_id, due))
+        return msgspec.structs.replace(record, next_tick_ms=tick, next_fire_ms=due)
+
+    def _lead(self, fire_ms: int, now_ms: int) -> int:
+        """How far ahead of `fire_ms` a timer armed at `now_ms` deals with its tick (see `FIRE_LEAD_MS`)."""
+        return min(self.lead_ms, max(0, (fire_ms - now_ms) // 2))
 
     @staticmethod
     def _disarm(tr: ScheduleTransition, record: ScheduleRecord) -> None:
@@ -524,7 +555,14 @@ class ScheduleMachine:
             )
 
     @staticmethod
-    def _start(tr: ScheduleTransition, record: ScheduleRecord, tick: int, now_ms: int, how: str) -> ScheduleRecord:
+    def _start(
+        tr: ScheduleTransition,
+        record: ScheduleRecord,
+        tick: int,
+        now_ms: int,
+        how: str,
+        not_before_ms: int | None = None,
+    ) -> ScheduleRecord:
         wf_id = run_wf_id(record, tick)
         run_id = tick_run_ulid(record.schedule_id, tick, now_ms, how)
         tr.sends.append(
@@ -536,9 +574,10 @@ class ScheduleMachine:
                 schedule_id=record.schedule_id,
                 scheduled_ms=tick,
                 schedule_how="scheduled" if how == "buffered" else how,
+                not_before_ms=not_before_ms,
             )
         )
-        tr.fired.append((tick, max(0, now_ms - tick)))
+        tr.fired.append((tick, now_ms - (not_before_ms or tick)))
         record.fired += 1
         record.running = [*record.running, (wf_id, run_id)][-MAX_RUNNING:]
         _remember(
@@ -569,6 +608,31 @@ def backfill_ticks(record: ScheduleRecord, from_ms: int, to_ms: int, *, limit: i
 def _copy(record: ScheduleRecord) -> ScheduleRecord:
     """A copy the transition may change (workers cache decoded records: never mutate one)."""
     return msgspec.structs.replace(record, recent=[msgspec.structs.replace(e) for e in record.recent])
+
+
+def _withdraw_ahead(tr: ScheduleTransition, record: ScheduleRecord, now_ms: int, why: str) -> None:
+    """Cancel the run of a tick fired ahead whose time has not come (`record` is the transition's copy).
+
+    The schedule was paused, deleted or given a new spec before the tick: its run has not begun
+    (its start step waits for the tick), so it is withdrawn as the tick would not have fired.
+    """
+    spec = compiled(record.spec)
+    for entry in record.recent:
+        if entry.action != "started" or not entry.run_wf_id:
+            continue
+        if spec.fire_at(record.schedule_id, entry.tick_ms) <= now_ms:
+            continue
+        tr.sends.append(
+            CancelCmd(
+                wf_id=entry.run_wf_id,
+                run_id=entry.run_id,
+                reason=f"withdrawn: schedule {record.schedule_id!r} was {why} before the tick's time",
+            )
+        )
+        entry.action = "withdrawn"
+        record.fired -= 1
+        record.running = [r for r in record.running if r != (entry.run_wf_id, entry.run_id)]
+        tr.withdrawn += 1
 
 
 def _remember(record: ScheduleRecord, entry: TickEntry) -> None:

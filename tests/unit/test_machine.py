@@ -333,6 +333,35 @@ def test_cancel_of_suspended_step_is_immediate() -> None:
     assert [(t.kind, t.due_ms) for t in cancelled.timers_clear] == [("resume", T0 + 5000)]
 
 
+def test_a_start_not_before_a_later_time_waits_for_it_then_executes() -> None:
+    """A schedule's tick committed ahead: the run exists, its start step waits for the tick."""
+    later = T0 + 5000
+    tr = start(input={"x": 1}, timeout_ms=60_000, not_before_ms=later, schedule_id="s", scheduled_ms=later)
+    run = tr.run
+    assert run is not None and not tr.execute
+    assert (run.state, run.step, run.seq, run.suspended_until_ms, run.started_ms) == ("step", "start", 1, later, later)
+    assert kinds(tr) == ["run.started"] and tr.history[0].msg["not_before_ms"] == later
+    # The workflow timeout counts from the run's start (the tick), not from its firing.
+    assert sorted((t.kind, t.due_ms) for t in tr.timers_set) == [("resume", later), ("workflow", later + 60_000)]
+    (resume,) = [t for t in tr.timers_set if t.kind == "resume"]
+    resumed = M.on_timer(run, resume, later)
+    assert resumed.execute and resumed.run is not None and resumed.run.suspended_until_ms is None
+    assert (resumed.run.step, resumed.run.seq, resumed.run.step_payload) == ("start", 1, {"x": 1})
+
+
+def test_a_start_not_before_a_past_time_executes_at_once() -> None:
+    tr = start(not_before_ms=T0 - 1)
+    assert tr.execute and tr.run is not None and tr.run.suspended_until_ms is None and tr.run.started_ms == T0
+
+
+def test_a_start_waiting_for_its_time_is_cancelled_at_once() -> None:
+    tr = start(not_before_ms=T0 + 5000)
+    cancelled = M.apply(tr.run, CancelCmd(wf_id="wf-1", run_id="run-1", reason="withdrawn"), 3, T0 + 1, no_inbox)
+    assert kinds(cancelled) == ["run.cancelled"] and cancelled.run is not None
+    assert cancelled.run.status == "cancelled" and not cancelled.execute
+    assert [(t.kind, t.due_ms) for t in cancelled.timers_clear] == [("resume", T0 + 5000)]
+
+
 def test_machine_never_mutates_the_run_it_is_given() -> None:
     """Workers cache decoded run records and hand the same object to the machine again."""
     parent = ParentRef(wf_id="p", run_id="pr", wf_type="Order", callback_step=None)

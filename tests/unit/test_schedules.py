@@ -61,8 +61,9 @@ class Types:
 class World:
     """A schedule, its partition's offsets and a clock the test moves."""
 
-    def __init__(self, **create: object) -> None:
-        self.machine = ScheduleMachine(Types("report"))
+    def __init__(self, lead_ms: int = 0, **create: object) -> None:
+        # Ticks at their time (lead 0): the lead's own tests pass `lead_ms`.
+        self.machine = ScheduleMachine(Types("report"), lead_ms=lead_ms)
         self.offset = 0
         self.now = T0
         self.record: ScheduleRecord | None = None
@@ -194,6 +195,128 @@ def test_jitter_delays_the_firing_not_the_tick() -> None:
     assert not w.starts(w.advance(tick + delay - 1))
     (start,) = w.starts(w.advance(tick + delay))
     assert start.scheduled_ms == tick and start.wf_id == f"s:{tick_iso(tick)}"
+
+
+# -- the lead: a tick's run committed ahead of its time ------------------------------------------
+
+LEAD = 5_000
+
+
+def test_a_tick_is_fired_ahead_by_the_lead_and_its_run_waits_for_the_tick() -> None:
+    w = World(lead_ms=LEAD)
+    tick = at("2026-12-07T10:01:00")
+    # Created at 10:00:30: the first tick's timer is armed the lead (at most half the wait) ahead.
+    assert w.rec.next_tick_ms == tick and list(w.timers) == [tick - LEAD]
+    assert not w.starts(w.advance(tick - LEAD - 1))
+    trs = w.advance(tick - LEAD)
+    (start,) = w.starts(trs)
+    assert (start.scheduled_ms, start.not_before_ms) == (tick, tick)
+    assert start.wf_id == "s:2026-12-07T10:01:00Z"
+    assert trs[0].fired == [(tick, -LEAD)]  # committed 5 s before its time
+    assert (w.rec.last_tick_ms, w.rec.next_tick_ms) == (tick, tick + MINUTE)
+    assert list(w.timers) == [tick + MINUTE - LEAD]
+    # Nothing more at the tick itself: the tick was dealt with once.
+    assert not w.starts(w.advance(tick + 1))
+
+
+def test_the_lead_is_at_most_half_the_time_to_the_tick() -> None:
+    w = World(lead_ms=LEAD, spec=ScheduleSpec(intervals=(IntervalSpec(every_ms=1000),)))
+    first = w.rec.next_tick_ms
+    assert first == T0 + 1000 and list(w.timers) == [T0 + 500]
+    (start,) = w.starts(w.advance(T0 + 500))
+    assert start.not_before_ms == T0 + 1000
+    w.end(start)
+    # Armed at 10:00:30.5 for the tick at :32: 750 ms ahead (half of 1.5 s).
+    assert list(w.timers) == [T0 + 2000 - 750]
+
+
+def test_a_running_run_holds_the_tick_until_its_time_then_the_overlap_policy_decides() -> None:
+    w = World(lead_ms=LEAD)
+    tick = at("2026-12-07T10:01:00")
+    (first,) = w.starts(w.advance(tick - LEAD))
+    # The run of 10:01 is still running when the 10:02 tick's lead comes: not fired ahead.
+    (tr,) = w.advance(tick + MINUTE - LEAD)
+    assert not tr.sends and list(w.timers) == [tick + MINUTE]
+    assert w.rec.next_fire_ms == tick + MINUTE
+    # It ends before the tick: the tick fires at its time (skip would have skipped it ahead).
+    w.end(first)
+    (second,) = w.starts(w.advance(tick + MINUTE))
+    assert (second.scheduled_ms, second.not_before_ms) == (tick + MINUTE, None)
+
+
+def test_a_held_tick_whose_run_is_still_running_at_its_time_is_skipped() -> None:
+    w = World(lead_ms=LEAD)
+    tick = at("2026-12-07T10:01:00")
+    w.advance(tick - LEAD)
+    assert not w.starts(w.advance(tick + MINUTE))
+    assert (w.rec.skipped, w.rec.recent[-1].action) == (1, "skipped")
+
+
+def test_allow_all_fires_ahead_while_a_run_is_running() -> None:
+    w = World(lead_ms=LEAD, overlap=OverlapPolicy.allow_all)
+    tick = at("2026-12-07T10:01:00")
+    w.advance(tick - LEAD)
+    (second,) = w.starts(w.advance(tick + MINUTE - LEAD))
+    assert second.not_before_ms == tick + MINUTE and len(w.rec.running) == 2
+
+
+def test_jitter_and_lead_the_run_waits_for_the_tick_plus_its_jitter() -> None:
+    w = World(lead_ms=LEAD, spec=ScheduleSpec(cron=("* * * * *",), jitter_ms=30_000))
+    tick = at("2026-12-07T10:01:00")
+    fire = tick + jitter_ms("s", tick, 30_000)
+    assert w.rec.next_fire_ms == fire - min(LEAD, (fire - T0) // 2)
+    (start,) = w.starts(w.advance(w.rec.next_fire_ms))
+    assert (start.scheduled_ms, start.not_before_ms) == (tick, fire)
+
+
+def test_a_fired_ahead_timer_applied_twice_fires_nothing_the_second_time() -> None:
+    w = World(lead_ms=LEAD)
+    timer = w.timers[at("2026-12-07T10:01:00") - LEAD]
+    w.now = timer.due_ms
+    w.keep(w.machine.on_due(w.record, timer, w.now))
+    again = w.machine.on_due(w.record, timer, w.now)
+    assert again.skipped and not again.sends
+
+
+@pytest.mark.parametrize("how", ["pause", "delete", "update"])
+def test_a_run_fired_ahead_is_withdrawn_if_the_schedule_changes_before_the_tick(how: str) -> None:
+    w = World(lead_ms=LEAD)
+    tick = at("2026-12-07T10:01:00")
+    (start,) = w.starts(w.advance(tick - LEAD))
+    w.now = tick - 1000
+    if how == "pause":
+        tr = w.send(SchedulePauseCmd(wf_id="s", note="maintenance"))
+    elif how == "delete":
+        tr = w.send(ScheduleDeleteCmd(wf_id="s"))
+    else:
+        tr = w.send(ScheduleUpdateCmd(wf_id="s", spec=ScheduleSpec(cron=("*/5 * * * *",))))
+    (cancel,) = [c for c in tr.sends if isinstance(c, CancelCmd)]
+    assert (cancel.wf_id, cancel.run_id, cancel.terminate) == (start.wf_id, start.run_id, False)
+    assert "withdrawn" in (cancel.reason or "") and tr.withdrawn == 1
+    if how != "delete":
+        assert w.rec.running == [] and w.rec.fired == 0
+        assert [(e.tick_ms, e.action) for e in w.rec.recent] == [(tick, "withdrawn")]
+
+
+def test_a_run_whose_tick_has_come_is_not_withdrawn() -> None:
+    w = World(lead_ms=LEAD)
+    tick = at("2026-12-07T10:01:00")
+    w.advance(tick - LEAD)
+    w.now = tick
+    tr = w.send(SchedulePauseCmd(wf_id="s", note="after the tick"))
+    assert not tr.sends and tr.withdrawn == 0 and w.rec.recent[-1].action == "started"
+
+
+def test_a_day_of_ticks_fired_ahead_starts_each_tick_once_in_order() -> None:
+    w = World(lead_ms=LEAD)
+    ticks: list[int] = []
+    for minute in range(1, 24 * 60 + 1):
+        for start in w.starts(w.advance(at("2026-12-07T10:00:00") + minute * MINUTE)):
+            assert start.not_before_ms == start.scheduled_ms
+            ticks.append(start.scheduled_ms or 0)
+            w.end(start)
+    # The runs end at once, so every tick is fired ahead, through the last one whose lead has come.
+    assert ticks == [at("2026-12-07T10:00:00") + m * MINUTE for m in range(1, 24 * 60 + 1)]
 
 
 # -- overlap policies ----------------------------------------------------------------------------

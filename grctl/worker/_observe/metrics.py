@@ -142,6 +142,8 @@ class WorkerMetrics:
         self.ticks_skipped = 0
         self.ticks_buffered = 0
         self.ticks_missed = 0
+        self.ticks_ahead = 0
+        self.ticks_withdrawn = 0
         self.tick_lateness = _Histogram(TICK_LATENESS_BUCKETS)
         self.restore_records = 0
         self.restore_seconds = 0.0
@@ -209,8 +211,11 @@ class WorkerMetrics:
     def schedule_staged(self, tr: ScheduleTransition) -> None:
         """A schedule's transition was staged: count its ticks, observe how late each run started."""
         for _tick, late_ms in tr.fired:
-            self.tick_lateness.observe(late_ms / 1000)
+            self.tick_lateness.observe(max(0, late_ms) / 1000)
+            if late_ms < 0:
+                self.ticks_ahead += 1
         self.ticks_fired += len(tr.fired)
+        self.ticks_withdrawn += tr.withdrawn
         self.ticks_skipped += tr.skipped_ticks
         self.ticks_buffered += tr.buffered_ticks
         self.ticks_missed += tr.missed_ticks
@@ -438,8 +443,19 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "grctl_schedule_ticks_missed", "Schedule ticks older than the catch-up window (not fired).", m.ticks_missed
         )
+        yield CounterMetricFamily(
+            "grctl_schedule_ticks_ahead",
+            "Schedule ticks whose run was committed ahead of the tick (its first step waits for the tick).",
+            m.ticks_ahead,
+        )
+        yield CounterMetricFamily(
+            "grctl_schedule_ticks_withdrawn",
+            "Runs fired ahead of their tick and cancelled before it (the schedule paused, deleted or respecified).",
+            m.ticks_withdrawn,
+        )
         tick_late = HistogramMetricFamily(
-            "grctl_schedule_tick_lateness_seconds", "Fired time minus tick time of each run a schedule started."
+            "grctl_schedule_tick_lateness_seconds",
+            "How late each tick's run was committed: fired time minus the tick's time plus jitter (0 when ahead).",
         )
         buckets, total = m.tick_lateness.buckets()
         tick_late.add_metric([], buckets, total)
