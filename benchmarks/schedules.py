@@ -6,7 +6,11 @@ are created, the scenario measures the ticks of `GRCTL_BENCH_SCHEDULE_TICKS` (3)
 (`--quick`: 200 schedules ticking every 5 seconds, a smoke of the harness):
 
 - lateness: the firing's time (the worker's clock when it staged the tick's start, recorded in
-  the schedule's ring of recent ticks) minus the tick's time, p50/p99/max over every tick;
+  the schedule's ring of recent ticks) minus the tick's time, p50/p99/max over every tick. A tick
+  fired ahead (its run committed up to `FIRE_LEAD_MS` before its time, the run's start step
+  waiting for the tick) counts negative;
+- the runs' end: for a sample of the ticks' runs (`SAMPLE` schedules, every measured tick), the
+  run's end minus its tick (`describe`): when a 1-step run scheduled at T is done;
 - the worker's CPU per tick (process CPU seconds over the minutes measured / ticks fired);
 - every schedule fired once per minute (a check), and the state kept per schedule (its encoded
   record, bounded by its ring: tests/unit/test_schedules.py simulates a day of ticks).
@@ -20,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from typing import Any
 
 from benchmarks.harness import Bench, Row, ScenarioResult, gather_limited, percentiles
 from grctl.engine.records import encoder
-from grctl.engine.schedule_spec import jitter_ms
+from grctl.engine.schedule_spec import jitter_ms, tick_iso
+from grctl.engine.schedules import FIRE_LEAD_MS
 
 MINUTE_MS = 60_000
 #: Schedules created at once (each create waits for its worker's answer).
@@ -34,6 +40,8 @@ CREATE_CONCURRENCY = 500
 DRAIN_S = 15.0
 #: The jitter whose spread is computed when the run measures without jitter.
 COMPUTED_JITTER_MS = 30_000
+#: Schedules whose runs are described (every measured tick) for the runs' end after the tick.
+SAMPLE = 500
 
 
 async def schedules(bench: Bench) -> ScenarioResult:
@@ -67,10 +75,11 @@ async def schedules(bench: Bench) -> ScenarioResult:
         if not res.check("every schedule created", not failed, repr(failed[:3])):
             return res
         # Measure whole periods, from the first one that starts after the creates.
-        first_ms = (int(time.time() * 1000) // period_ms + 1) * period_ms
+        first_ms = ((int(time.time() * 1000) + FIRE_LEAD_MS + 2_000) // period_ms + 1) * period_ms
         end_ms = first_ms + minutes * period_ms  # ticks in [first_ms, end_ms)
         drain_s = DRAIN_S if not bench.quick else 3.0
-        await asyncio.sleep(max(0.0, first_ms / 1000 - time.time() - 1.0))
+        # From before the first measured tick's firing (up to the lead ahead of it).
+        await asyncio.sleep(max(0.0, (first_ms - FIRE_LEAD_MS) / 1000 - time.time() - 1.0))
         cpu0 = worker.cpu_seconds()
         await asyncio.sleep(max(0.0, (end_ms - period_ms) / 1000 - time.time() + jitter_s + drain_s))
         cpu1 = worker.cpu_seconds()
@@ -78,6 +87,16 @@ async def schedules(bench: Bench) -> ScenarioResult:
         found = await client.list_schedules(timeout=120)
         list_s = time.perf_counter() - t1
         rss = worker.rss_mb()
+        sample = random.Random(27).sample(range(n), min(SAMPLE, n))
+        sampled_ticks = range(first_ms, end_ms, period_ms)
+
+        async def run_end(i: int, tick: int) -> float | None:
+            info = await client.describe(f"sched-{i:05d}:{tick_iso(tick)}")
+            if info.ended_at is None:
+                return None
+            return info.ended_at.timestamp() * 1000 - tick
+
+        ends = await gather_limited((run_end(i, t) for i in sample for t in sampled_ticks), 100)
     lateness: list[float] = []
     per_schedule: dict[str, int] = {}
     sizes: list[int] = []
@@ -96,6 +115,9 @@ async def schedules(bench: Bench) -> ScenarioResult:
         f"{fired} of {expected} ticks; skipped {sum(d.skipped for d in found)}, missed {sum(d.missed for d in found)}",
     )
     late = percentiles(lateness)
+    ended = [e for e in ends if isinstance(e, float)]
+    run_end = percentiles(ended)
+    ahead = sum(1 for v in lateness if v < 0)
     cpu_s = cpu1 - cpu0
     spread = (
         percentiles([jitter_ms(f"sched-{i:05d}", first_ms, COMPUTED_JITTER_MS) for i in range(n)])
@@ -107,6 +129,9 @@ async def schedules(bench: Bench) -> ScenarioResult:
         "creates_per_s": round(n / create_s, 1),
         "ticks_fired": fired,
         "lateness_ms": late,
+        "fired_ahead": ahead,
+        "run_end_after_tick_ms": run_end,
+        "run_end_sampled": {"described": len(ends), "ended": len(ended)},
         "worker_cpu_seconds": round(cpu_s, 2),
         "worker_cpu_ms_per_tick": round(cpu_s * 1000 / fired, 3) if fired else None,
         "worker_cpu_cores": round(cpu_s / ((end_ms - first_ms) / 1000 + jitter_s + drain_s), 3),
@@ -125,6 +150,10 @@ async def schedules(bench: Bench) -> ScenarioResult:
         Row(f"tick lateness p50 / p99 ({n:,} schedules, cron {cron!r}, {label})",
             f"{late.get('p50', 0):.0f} / {late.get('p99', 0):.0f}", "ms",
             "p99 < 1000 ms" if not jitter_s else "", late.get("p99", 1e9) < 1000 if not jitter_s else None),
+        Row("ticks fired ahead of their time (the run's start step waits for the tick)",
+            f"{ahead:,} of {fired:,}", "ticks"),
+        Row(f"run ended after its tick p50 / p99 ({len(ended):,} runs of {len(sample)} schedules)",
+            f"{run_end.get('p50', 0):.0f} / {run_end.get('p99', 0):.0f}", "ms"),
         Row("worker CPU per tick", res.metrics["worker_cpu_ms_per_tick"], "ms"),
         Row("state per schedule (encoded record, mean / max)",
             f"{state['mean']} / {state['max']}", "bytes"),
@@ -136,6 +165,8 @@ async def schedules(bench: Bench) -> ScenarioResult:
         )  # fmt: skip
     res.notes.append(
         "lateness: the worker's clock when it staged a tick's start minus the tick's time (the commit follows within "
-        "the group-commit linger); the runs' own start → completion is the latency scenario's"
+        "the group-commit linger; negative: fired ahead, the run's start step waiting for its tick); the runs' end "
+        "after the tick is read from a sample of the runs (describe)"
     )
+    res.check("every sampled run ended", len(ended) == len(ends), f"{len(ended)} of {len(ends)}")
     return res
