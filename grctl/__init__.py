@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from grctl.models.run_info import RunInfo, RunStatus
     from grctl.worker.schema_registry import SchemaRegistry
     from grctl.worker.sources import SendEvent, Source, SourceRecord, StartRun
+    from grctl.worker.supervisor import run_workers
     from grctl.worker.worker import Worker
     from grctl.workflow.child import ChildOutcome
     from grctl.workflow.context import Context
@@ -80,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "WorkflowHandle": "grctl.workflow.handle",
     "WorkflowNotFoundError": _ERRORS,
     "WorkflowTypeNotRegisteredError": _ERRORS,
+    "run_workers": "grctl.worker.supervisor",
     "task": "grctl.workflow.task",
 }
 """Public name -> the module that defines it (imported on first access)."""
@@ -127,5 +129,6 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowTypeNotRegisteredError",
     "__version__",
+    "run_workers",
     "task",
 ]

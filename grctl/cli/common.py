@@ -109,6 +109,8 @@ class Globals:
     kafka_options: dict[str, str] = field(default_factory=dict)
     connect_timeout: float = 10.0
     debug: bool = False
+    #: The root options as given (without secrets read from files), for child processes.
+    argv: list[str] = field(default_factory=list)
 
     @property
     def resolved_servers(self) -> str:

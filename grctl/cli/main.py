@@ -138,6 +138,10 @@ def root(
     for text in kafka_options or []:
         key, value = parse_kafka_option(text)
         options[key] = value
+    argv = [*(["--servers", servers] if servers else []), *(["--namespace", namespace] if namespace else [])]
+    argv += [*(["--kafka-config", str(kafka_config)] if kafka_config else [])]
+    argv += [a for text in kafka_options or [] for a in ("-X", text)]
+    argv += ["--connect-timeout", str(connect_timeout), *(["--debug"] if debug else [])]
     set_globals(
         Globals(
             servers=servers,
@@ -145,6 +149,7 @@ def root(
             kafka_options=options,
             connect_timeout=connect_timeout,
             debug=debug,
+            argv=argv,
         )
     )
     setup_cli_logging(debug)

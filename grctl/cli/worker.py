@@ -16,10 +16,12 @@ import typer
 
 from grctl import tracing
 from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors, run_async
+from grctl.errors import InvalidArgumentError
 from grctl.kafka.topics import DEFAULT_PARTITIONS
 from grctl.logging_setup import LOG_FORMATS, formatter_for
 from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB
-from grctl.worker.worker import Worker
+from grctl.worker.supervisor import Supervisor, child_command, resolve_processes, watch_supervisor
+from grctl.worker.worker import DEFAULT_METRICS_HOST, Worker
 from grctl.workflow.workflow import Workflow
 
 logger = logging.getLogger("grctl.cli.worker")
@@ -117,6 +119,7 @@ async def serve(
     shutdown_timeout: float,
     ready_message: str | None = None,
     metrics_port: int | None = None,
+    metrics_host: str = DEFAULT_METRICS_HOST,
     state_memory_mb: int = DEFAULT_STATE_MEMORY_MB,
 ) -> None:
     """Connect, run a worker until SIGINT/SIGTERM, stop it gracefully (a second signal: at once)."""
@@ -124,7 +127,7 @@ async def serve(
     conn = await connect(g, create=True, partitions=partitions, quiet=False)
     worker = Worker(
         workflows, conn, state_dir=state_dir, max_concurrent_steps=max_concurrent_steps, metrics_port=metrics_port,
-        state_memory_mb=state_memory_mb,
+        metrics_host=metrics_host, state_memory_mb=state_memory_mb,
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
@@ -224,7 +227,23 @@ def worker_cmd(
             envvar="GRCTL_METRICS_PORT",
             min=0,
             max=65535,
-            help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics, with the probes /ready and /live.",
+            help="Serve Prometheus metrics on http://HOST:PORT/metrics, with the probes /ready and /live.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="The interface of the metrics endpoint (0.0.0.0: every one).")
+    ] = DEFAULT_METRICS_HOST,
+    processes: Annotated[
+        str | None,
+        typer.Option(
+            "--processes",
+            "-p",
+            envvar="GRCTL_WORKER_PROCESSES",
+            metavar="N|auto",
+            help="Run N worker processes (auto: one per usable core; 1: this process) under a supervisor "
+            "that restarts them, forwards SIGTERM/SIGINT and serves one --metrics-port for all; each gets "
+            "<state-dir>/p<i> (auto counts a container's CPU quota).",
             show_default=False,
         ),
     ] = None,
@@ -242,13 +261,31 @@ def worker_cmd(
       grctl -n orders worker --app myapp.workflows --state-dir /var/lib/grctl/w1 --shutdown-timeout 30
 
       grctl worker --app myapp.workflows --metrics-port 9464 --log-format json
+
+      grctl worker --app myapp.workflows --processes auto --state-dir /var/lib/grctl --metrics-port 9464
     """
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise typer.BadParameter(f"{log_level!r}: use debug, info, warning or error", param_hint="--log-level")
     if log_format not in LOG_FORMATS:
         raise typer.BadParameter(f"{log_format!r}: use text or json", param_hint="--log-format")
+    try:
+        n = resolve_processes(processes) if processes is not None else 1
+    except InvalidArgumentError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--processes") from None
     workflows = handle_errors(lambda: load_workflows(app_spec))
     setup_worker_logging(log_level, log_format)
+    if n > 1:  # 1: this process is the worker, no supervisor
+        worker_args = ["--app", app_spec, "--partitions", str(partitions),
+                       "--max-concurrent-steps", str(max_concurrent_steps), "--state-memory-mb", str(state_memory_mb),
+                       "--log-level", log_level, "--log-format", log_format,
+                       *(["--otlp-endpoint", otlp_endpoint] if otlp_endpoint else [])]  # fmt: skip
+        argv = child_command(globals_of().argv, worker_args, state_dir, shutdown_timeout)
+        supervisor = Supervisor(
+            n, argv, metrics_port=metrics_port, metrics_host=metrics_host, shutdown_timeout=shutdown_timeout
+        )
+        code = handle_errors(supervisor.run)
+        raise typer.Exit(code)
+    stop_watch = watch_supervisor()
     provider = handle_errors(lambda: tracing.enable_otlp(otlp_endpoint)) if otlp_endpoint else None
 
     async def main() -> None:
@@ -259,11 +296,14 @@ def worker_cmd(
             max_concurrent_steps=max_concurrent_steps,
             shutdown_timeout=shutdown_timeout,
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
             state_memory_mb=state_memory_mb,
         )
 
     try:
         run_async(main)
     finally:
+        if stop_watch is not None:
+            stop_watch()
         if provider is not None:
             provider.shutdown()  # exports the spans still buffered

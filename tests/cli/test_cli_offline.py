@@ -75,6 +75,8 @@ def test_every_command_has_help(cli: Any, command: list[str]) -> None:
         ["ui", "--port", "70000"],
         ["verify", "--since", "soon"],
         ["verify", "--settle", "0s"],
+        ["worker", "--app", "examples.demo:WORKFLOWS", "--processes", "many"],
+        ["worker", "--app", "examples.demo:WORKFLOWS", "--processes", "0"],
     ],
 )
 def test_bad_usage_exits_2_with_one_message(cli: Any, args: list[str]) -> None:

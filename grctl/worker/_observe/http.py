@@ -20,7 +20,7 @@ from prometheus_client import make_wsgi_app
 from grctl.errors import MetricsPortInUseError
 from grctl.worker._observe.metrics import WorkerMetrics
 
-__all__ = ["MetricsServer"]
+__all__ = ["MetricsServer", "QuietHandler", "ThreadingServer"]
 
 logger = logging.getLogger("grctl.worker")
 
@@ -28,11 +28,15 @@ _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _STATUS = {200: "200 OK", 404: "404 Not Found", 503: "503 Service Unavailable"}
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
+class ThreadingServer(ThreadingMixIn, WSGIServer):
+    """The standard library's WSGI server, a thread per request (daemon threads)."""
+
     daemon_threads = True
 
 
-class _QuietHandler(WSGIRequestHandler):
+class QuietHandler(WSGIRequestHandler):
+    """Request lines go to the debug log, not stderr."""
+
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("metrics http: %s", format % args)
 
@@ -102,7 +106,7 @@ class MetricsServer:
         app = _probes(self._metrics, self._is_running)
         try:
             self._server = make_server(
-                self._host, self._port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+                self._host, self._port, app, server_class=ThreadingServer, handler_class=QuietHandler
             )
         except OSError as exc:
             raise MetricsPortInUseError(self._port, host=self._host, reason=exc.strerror or str(exc)) from None
