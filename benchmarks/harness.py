@@ -289,6 +289,20 @@ def ids_covering(prefix: str, partitions: int) -> list[str]:
 
 # --------------------------------------------------------------------------- worker processes
 
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
 _ASSIGNED = re.compile(r"partition (\d+) assigned: restored (\d+) changelog records in (\d+) ms")
 _RELEASED = re.compile(r"partition (\d+) (revoked|lost)")
 _TXN = re.compile(
@@ -306,7 +320,9 @@ class WorkerProc:
         name: str,
         state_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        processes: int = 1,
     ) -> None:
+        self.processes = processes
         self.bench = bench
         self.env = dict(env or {})
         self.conn = conn
@@ -330,7 +346,7 @@ class WorkerProc:
                 sys.executable, "-m", "benchmarks.workflows",
                 "--servers", self.bench.servers,
                 "--namespace", self.conn.namespace,
-                "--state-dir", str(self.state_dir),
+                "--state-dir", str(self.state_dir), "--processes", str(self.processes),
             ],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
@@ -351,14 +367,16 @@ class WorkerProc:
             return fh.read().decode(errors="replace")
 
     def owned(self) -> set[int]:
-        """Partitions this worker owns now, from its log."""
-        owned: set[int] = set()
+        """Partitions this worker owns now (all its processes: the log says which process), from its log."""
+        by_process: dict[str, set[int]] = {}
         for line in self.log_text().splitlines():
+            fields = line.split(maxsplit=3)
+            owned = by_process.setdefault(fields[2] if len(fields) > 2 else "", set())
             if m := _ASSIGNED.search(line):
                 owned.add(int(m.group(1)))
             elif m := _RELEASED.search(line):
                 owned.discard(int(m.group(1)))
-        return owned
+        return set().union(*by_process.values())
 
     def restores(self) -> list[tuple[int, int, int]]:
         """(partition, records, ms) of every restore logged since the last start."""
@@ -379,10 +397,16 @@ class WorkerProc:
         }
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the worker process has used so far (all its threads)."""
-        with open(f"/proc/{self.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the worker process and its live children have used so far (all threads)."""
+        total = 0.0
+        for pid in _process_tree(self.pid):
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def rss_mb(self) -> float:
         """Resident set size of the worker process, MiB."""
@@ -421,13 +445,19 @@ async def wait_for(cond: Callable[[], bool], timeout: float, what: str, interval
 
 
 async def start_workers(
-    bench: Bench, conn: Connection, count: int = 1, timeout: float = 120.0, env: dict[str, str] | None = None
+    bench: Bench,
+    conn: Connection,
+    count: int = 1,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+    processes: int = 1,
 ) -> tuple[list[WorkerProc], float]:
-    """Start `count` worker processes; return once they own every partition between them.
+    """Start `count` workers (each `processes` processes under a supervisor if more than 1); return
+    once they own every partition between them.
 
     Returns the workers and the seconds from the first start until every partition was owned.
     """
-    workers = [WorkerProc(bench, conn, f"w{i}", env=env).start() for i in range(count)]
+    workers = [WorkerProc(bench, conn, f"w{i}", env=env, processes=processes).start() for i in range(count)]
     t0 = time.monotonic()
 
     def ready() -> bool:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,10 @@ async def engine(
     workers: int = 1,
     env: dict[str, str] | None = None,
     prepare: Callable[[Connection], None] | None = None,
+    processes: int = 1,
 ) -> AsyncIterator[Engine]:
-    """A namespace, `workers` worker processes owning all its partitions, a warm client.
+    """A namespace, `workers` workers owning all its partitions (each `processes` worker processes
+    under grctl's supervisor if more than 1), a warm client.
 
     A worker that dies while the scenario runs cancels the scenario (it fails with the
     worker's log tail) instead of leaving it waiting for results that never come.
@@ -82,7 +85,7 @@ async def engine(
     async with namespace(bench, label, partitions) as conn:
         if prepare is not None:  # settings and topic configs the workers must find at their start
             await loop.run_in_executor(None, prepare, conn)
-        procs, ready_s = await start_workers(bench, conn, workers, env=env)
+        procs, ready_s = await start_workers(bench, conn, workers, env=env, processes=processes)
         client = Client(conn)
         main = asyncio.current_task()
         dead: list[WorkerProc] = []
@@ -298,9 +301,10 @@ async def chain_run(
     runs: int,
     conc: int,
     env: dict[str, str] | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """`runs` 10-step chains, `conc` in flight; checks every result; returns the metrics."""
-    async with engine(bench, label, partitions, workers, env=env) as eng:
+    async with engine(bench, label, partitions, workers, env=env, processes=processes) as eng:
         before = await asyncio.get_running_loop().run_in_executor(None, end_offsets, eng.conn)
         task = bench.task(f"{label}: {runs} x {STEPS}-step chains", runs)
         specs = [("Chain10", f"chain-{i}", {"steps": STEPS}) for i in range(runs)]
@@ -323,6 +327,7 @@ async def chain_run(
     return {
         "partitions": partitions,
         "workers": workers,
+        "processes_per_worker": processes,
         "runs": runs,
         "concurrent_runs": conc,
         "seconds": round(elapsed, 2),
@@ -718,6 +723,43 @@ async def workers(bench: Bench) -> ScenarioResult:
     return res
 
 
+async def processes(bench: Bench) -> ScenarioResult:
+    """The chain on one worker process, and on two under the supervisor (`--processes 2`), in interleaved pairs."""
+    res = ScenarioResult("processes")
+    runs, conc = bench.size(5000, 300), bench.size(1000, 200)
+    pairs = 1 if bench.quick else int(os.environ.get("GRCTL_BENCH_PAIRS", "3"))
+    res.params = {"runs": runs, "concurrent_runs": conc, "partitions": 12, "pairs": pairs}
+    one: list[dict[str, Any]] = []
+    two: list[dict[str, Any]] = []
+    for k in range(pairs):
+        one.append(await chain_run(bench, res, f"p1-{k}", partitions=12, workers=1, runs=runs, conc=conc))
+        two.append(await chain_run(bench, res, f"p2-{k}", partitions=12, workers=1, runs=runs, conc=conc, processes=2))
+    ratios = [b["steps_per_s"] / a["steps_per_s"] for a, b in zip(one, two, strict=True)]
+    median = sorted(ratios)[len(ratios) // 2]
+    res.metrics = {"one_process": one, "two_processes": two, "ratios": [round(r, 3) for r in ratios]}
+    res.rows += [
+        Row("chain steps/s, 1 worker process (each pair)", " / ".join(f"{m['steps_per_s']:,.0f}" for m in one),
+            "steps/s"),
+        Row("chain steps/s, --processes 2 (each pair)", " / ".join(f"{m['steps_per_s']:,.0f}" for m in two),
+            "steps/s"),
+        Row("2 processes / 1, per pair", " / ".join(f"{r:.2f}" for r in ratios), "x"),
+        Row("2 processes / 1, median of the pairs", round(median, 2), "x", ">= 1.3x", median >= 1.3),
+        Row("worker CPU per step, 1 / 2 processes (median)", " / ".join(
+            str(_median(m["worker_cpu_us_per_step"] for m in ms)) for ms in (one, two)), "µs"),
+    ]  # fmt: skip
+    res.notes.append(
+        "each pair runs the chain on one worker process, then on `--processes 2` (grctl.worker.supervisor "
+        "starting two worker processes in the namespace's group, each on its own state slot); 2 cores are shared by "
+        "the broker, the client and the workers"
+    )
+    return res
+
+
+def _median(values: Iterable[float]) -> float:
+    v = sorted(values)
+    return v[len(v) // 2] if v else 0.0
+
+
 # --------------------------------------------------------------------------- restore
 
 
@@ -987,6 +1029,7 @@ SCENARIOS: dict[str, Scenario] = {
     "timers": timers,
     "partitions": partitions,
     "workers": workers,
+    "processes": processes,
     "restore": restore,
     "children": children,
     "soak": soak,
@@ -1000,6 +1043,6 @@ SCENARIOS: dict[str, Scenario] = {
 #: `rss` is measured by the timers scenario (the worker with every timer run waiting).
 ALIASES = {"rss": "timers"}
 #: Long scenarios (tens of minutes in full) that run only when selected with -s.
-ON_REQUEST = ("soak", "listing", "purge", "timer_burst", "schedules")
+ON_REQUEST = ("soak", "listing", "purge", "timer_burst", "schedules", "processes")
 #: Scenarios whose headline is a ratio to the baseline: selecting one runs the baseline first.
-NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress", "schedules")
+NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress", "schedules", "processes")

@@ -305,14 +305,20 @@ async def emitter_start(ctx: Context, n: int = 10) -> Directive:
 WORKFLOWS = [one, chain, store_heavy, task_retry, fan_in, timer_wait, restore, fan_out, child, soak3, ingress, emitter]
 
 
+#: With the process id: several worker processes of one supervisor share a log (the harness
+#: tells their partitions apart by it).
+LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"
+
+
 async def serve(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", required=True)
     ap.add_argument("--namespace", required=True)
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--max-concurrent-steps", type=int, default=1000)
+    ap.add_argument("--processes", type=int, default=1)  # 1 here; more: `supervise`
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     # The harness reads "partition N assigned: restored K changelog records in T ms" lines.
     # GRCTL_BENCH_WORKER_LOG=DEBUG adds one line per transaction (its phases), for --profile.
     logging.getLogger("grctl.worker").setLevel(os.environ.get("GRCTL_BENCH_WORKER_LOG", "INFO"))
@@ -412,5 +418,24 @@ def _scrape_every_second(worker: Worker) -> None:
             r.read()
 
 
+def supervise(argv: list[str]) -> int:
+    """`--processes N` (N > 1): N worker processes of this module under grctl's supervisor
+    (`grctl.worker.supervisor`, what `grctl worker --processes N` runs), each on `<state dir>/p<i>`."""
+    from grctl.worker.supervisor import Supervisor
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--processes", type=int, default=1)
+    ap.add_argument("--state-dir", required=True)
+    args, rest = ap.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+    def child(index: int, _port: int) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.workflows", *rest, "--state-dir", f"{args.state_dir}/p{index}"]
+
+    return Supervisor(args.processes, child).run()
+
+
 if __name__ == "__main__":
+    if "--processes" in sys.argv and sys.argv[sys.argv.index("--processes") + 1] != "1":
+        sys.exit(supervise(sys.argv[1:]))
     asyncio.run(serve(sys.argv[1:]))
