@@ -11,6 +11,7 @@ import secrets
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -110,6 +111,9 @@ class Worker:
             protobuf and jsonschema (sources and `ctx.emit`): a URL or a `SchemaRegistry`
             (auth, auto-registration); default: ``GRCTL_SCHEMA_REGISTRY_URL`` if set. Checked
             when the worker starts.
+        clock: the wall clock the engine reads, seconds since the epoch (default `time.time`):
+            when timers and schedule ticks fall due, history times. For tests that move time
+            (a schedule across a DST change) against a real broker; never in production.
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class Worker:
         sources: list[Source] | None = None,
         pipeline_steps: bool = True,
         schema_registry: str | SchemaRegistry | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
@@ -174,6 +179,12 @@ class Worker:
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._max_steps = max_concurrent_steps
         self._pipeline_steps = bool(pipeline_steps)
+        if clock is not None and not callable(clock):
+            raise InvalidArgumentError(
+                f"clock must be a function returning epoch seconds, got {clock!r}", argument="clock"
+            )
+        wall = clock or time.time
+        self._now_ms: Callable[[], int] = lambda: int(wall() * 1000)
         self._kafka_config = kafka_config or {}
         if metrics_port is not None and not 0 <= metrics_port <= 65535:
             raise InvalidArgumentError(f"metrics_port must be 0..65535, got {metrics_port}", argument="metrics_port")
@@ -337,6 +348,7 @@ class Worker:
                     sources=self._sources,
                     emit_topics=self._topics,
                     pipeline_steps=self._pipeline_steps,
+                    now_ms=self._now_ms,
                     decoders=self._decoders,
                     registry=self._registry,
                 )

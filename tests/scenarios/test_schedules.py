@@ -2,9 +2,10 @@
 trigger, update, delete, backfill, and bad input.
 
 Ticks here are seconds apart (intervals, 6-field cron lines, calendar specs with a seconds
-field) so that the tests observe real firings; what needs a clock the test sets (DST, long
-outages, catch-up windows of hours) is tested without a broker in tests/unit/test_schedule_spec.py,
-test_schedules.py and test_schedule_processor.py. Every wait polls a state (tests/support/wait.py).
+field) so that the tests observe real firings; DST changes run against the broker on a worker
+clock the test moves (test_schedule_dst.py); long outages and catch-up windows of hours are
+tested without a broker in tests/unit/test_schedule_spec.py, test_schedules.py and
+test_schedule_processor.py. Every wait polls a state (tests/support/wait.py).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from grctl.worker._observe.spans import observer_for
 from grctl.worker._observe.view import PartitionView, SessionView
 from grctl.worker._partition.listing import counts as run_counts
 from grctl.worker._partition.listing import version_counts
-from grctl.worker._partition.ports import ProcessorServices, Refusal
+from grctl.worker._partition.ports import ProcessorServices, Refusal, now_ms
 from grctl.worker._partition.processor import PartitionProcessor
 from grctl.worker._session.clients import consume_with_metadata, make_consumer, make_producer
 from grctl.worker._session.commit import GroupCommitter, KafkaPublisher, TimedPublisher
@@ -110,6 +110,7 @@ class WorkerSession:
         pipeline_steps: bool = True,
         decoders: Mapping[tuple[str, RecordField], RegistryDecoder] | None = None,
         registry: SchemaRegistry | None = None,
+        now_ms: Callable[[], int] = now_ms,
     ) -> None:
         self.conn = connection
         self._decoders = dict(decoders or {})
@@ -156,7 +157,7 @@ class WorkerSession:
         processors: dict[int, PartitionProcessor] = {}
         #: The consumer's last poll found no record (the timer loop may then purge at full speed).
         self.inputs_idle = False
-        self.timers = TimerLoop(processors, self.committer, metrics, inputs_idle=lambda: self.inputs_idle)
+        self.timers = TimerLoop(processors, self.committer, metrics, inputs_idle=lambda: self.inputs_idle, now=now_ms)
         services = ProcessorServices(
             outbox=self.committer,
             machine=machine,
@@ -170,6 +171,7 @@ class WorkerSession:
             quarantine=quarantine,
             observer=observer_for(metrics),
             pipeline_steps=pipeline_steps,
+            now_ms=now_ms,
         )
         self.partitions = Partitions(
             processors,

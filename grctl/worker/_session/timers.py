@@ -97,6 +97,7 @@ class TimerLoop:
         metrics: observes how late timers fire (None: not observed).
         inputs_idle: True while the consumer finds no input to process (purges may then take
             the whole loop; None: never).
+        now: the engine's wall clock, epoch ms (`ports.now_ms`; a worker's `clock`).
     """
 
     def __init__(
@@ -105,7 +106,9 @@ class TimerLoop:
         committer: GroupCommitter,
         metrics: WorkerMetrics | None = None,
         inputs_idle: Callable[[], bool] | None = None,
+        now: Callable[[], int] = now_ms,
     ) -> None:
+        self._now = now
         self._processors = processors
         self._metrics = metrics
         self._committer = committer
@@ -125,7 +128,7 @@ class TimerLoop:
             if committer.full:
                 await committer.wait_for_room()  # back-pressure, as for consumed records
                 continue
-            now = now_ms()
+            now = self._now()
             procs = list(self._processors.values())
             if procs:
                 self._turn = (self._turn + 1) % len(procs)
@@ -192,8 +195,9 @@ class TimerLoop:
     async def _sleep(self, procs: list[PartitionProcessor], purge_lag_s: float | None) -> None:
         """Wait until the next run timer is due, purges may run again, or a timer is armed."""
         dues = [d for d in (p.next_timer_due() for p in procs) if d is not None]
-        dues += [d for d in (p.next_expiry_due() for p in procs) if d is not None and d > now_ms()]
-        delay = IDLE_WAKE_S if not dues else min(IDLE_WAKE_S, max(0.001, (min(dues) - now_ms()) / 1000))
+        now = self._now()
+        dues += [d for d in (p.next_expiry_due() for p in procs) if d is not None and d > now]
+        delay = IDLE_WAKE_S if not dues else min(IDLE_WAKE_S, max(0.001, (min(dues) - now) / 1000))
         if purge_lag_s is not None:  # purges are due but paced: wake when the bucket allows a slice
             delay = min(delay, max(0.001, self._pacer.wait_s(purge_lag_s)))
         self._wake.clear()
