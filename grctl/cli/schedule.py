@@ -28,7 +28,7 @@ from grctl.cli.common import (
 from grctl.client.client import Client
 from grctl.client.schedules import ScheduleDescription, build_spec
 from grctl.display import fmt_time as format_time
-from grctl.engine.schedule_spec import ScheduleSpec
+from grctl.engine.schedule_spec import CalendarSpec, ScheduleSpec
 from grctl.errors import ScheduleSpecError
 
 schedule_app = typer.Typer(
@@ -48,6 +48,18 @@ EveryOption = Annotated[
     list[str] | None,
     typer.Option("--every", help='An interval, e.g. "5m" or "1h offset 15m" (repeatable).'),
 ]
+CalendarOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--calendar",
+        help="A calendar spec as JSON (every field must match; fields second minute hour day_of_month month "
+        'day_of_week year), e.g. \'{"hour": "9", "minute": "30", "day_of_week": "MON-FRI"}\' (repeatable).',
+    ),
+]
+ExcludeOption = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", help="A calendar spec as JSON whose times never tick, e.g. holidays (repeatable)."),
+]
 TzOption = Annotated[str | None, typer.Option("--tz", help="IANA time zone of the cron lines [default: UTC].")]
 OverlapOption = Annotated[
     str | None,
@@ -66,6 +78,23 @@ def _time(text: str | None, hint: str) -> dt.datetime | None:
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not an ISO time (e.g. 2026-12-07T02:00:00Z)", param_hint=hint) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _calendars(texts: list[str] | None, hint: str) -> tuple[CalendarSpec, ...]:
+    """Calendar specs from JSON objects (a usage error names the option and the bad field)."""
+    allowed = [f for f in CalendarSpec.__struct_fields__ if f != "comment"]
+    found = []
+    for text in texts or []:
+        value = parse_json(text, hint)
+        if not isinstance(value, dict):
+            raise typer.BadParameter(f'{text!r} is not a JSON object (e.g. {{"hour": "2"}})', param_hint=hint)
+        unknown = sorted(set(value) - {*allowed, "comment"})
+        if unknown:
+            raise typer.BadParameter(
+                f"unknown calendar field(s) {', '.join(unknown)}: use {', '.join(allowed)}", param_hint=hint
+            )
+        found.append(CalendarSpec(**{k: str(v) for k, v in value.items()}))
+    return tuple(found)
 
 
 def _checked_spec(**parts: Any) -> ScheduleSpec:
@@ -106,6 +135,7 @@ def _spec_text(d: ScheduleDescription) -> str:
         for i in s.intervals
     ]
     parts += [f"calendar {c}" for c in s.calendars]
+    parts += [f"except {c}" for c in s.exclude]
     text = ", ".join(parts)
     if s.time_zone != "UTC":
         text += f" in {s.time_zone}"
@@ -120,6 +150,8 @@ def create_cmd(
     wf_type: Annotated[str, typer.Option("--type", "-t", help="The workflow type of the runs it starts.")],
     cron: CronOption = None,
     every: EveryOption = None,
+    calendar: CalendarOption = None,
+    exclude: ExcludeOption = None,
     tz: TzOption = None,
     input_json: Annotated[str | None, typer.Option("--input", "-I", help="The runs' input as JSON.")] = None,
     overlap: OverlapOption = None,
@@ -142,11 +174,17 @@ def create_cmd(
       grctl schedule create nightly --type Report --cron "0 2 * * *" --tz Europe/Berlin --input '{"full": true}'
 
       grctl schedule create poll --type Poll --every "5m offset 30s" --overlap buffer_one --jitter 10s
+
+      grctl schedule create standup --type Remind --calendar '{"hour": "9", "minute": "30", "day_of_week": "MON-FRI"}'
+      --exclude '{"month": "12", "day_of_month": "24-26"}' --tz Europe/Berlin
     """
     value = parse_json(input_json, "--input") if input_json is not None else None
+    calendars, excluded = _calendars(calendar, "--calendar"), _calendars(exclude, "--exclude")
     _checked_spec(
         cron=cron,
         interval=every,
+        calendars=calendars,
+        exclude=excluded,
         time_zone=tz or "UTC",
         start=_time(start, "--start"),
         end=_time(end, "--end"),
@@ -162,6 +200,8 @@ def create_cmd(
                     workflow_type=wf_type,
                     cron=cron,
                     interval=every,
+                    calendars=calendars,
+                    exclude=excluded,
                     time_zone=tz or "UTC",
                     start=_time(start, "--start"),
                     end=_time(end, "--end"),
@@ -305,6 +345,8 @@ def update_cmd(
     schedule_id: IdArg,
     cron: CronOption = None,
     every: EveryOption = None,
+    calendar: CalendarOption = None,
+    exclude: ExcludeOption = None,
     tz: TzOption = None,
     jitter: Annotated[str | None, typer.Option("--jitter", help="The new jitter (with a new spec).")] = None,
     wf_type: Annotated[str | None, typer.Option("--type", "-t", help="The new workflow type.")] = None,
@@ -313,10 +355,13 @@ def update_cmd(
     catchup: Annotated[str | None, typer.Option("--catchup", help="The new catch-up window.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a schedule; what is not given stays. A new spec (--cron/--every) takes force now."""
+    """Change a schedule; what is not given stays. A new spec (--cron/--every/--calendar) takes force now."""
     spec = None
-    if cron or every:
-        spec = _checked_spec(cron=cron, interval=every, time_zone=tz or "UTC", jitter=jitter)
+    if cron or every or calendar:
+        spec = _checked_spec(
+            cron=cron, interval=every, calendars=_calendars(calendar, "--calendar"),
+            exclude=_calendars(exclude, "--exclude"), time_zone=tz or "UTC", jitter=jitter,
+        )  # fmt: skip
     kwargs: dict[str, Any] = {"spec": spec, "workflow_type": wf_type, "overlap": overlap}
     if catchup is not None:
         kwargs["catchup"] = parse_duration(catchup, "--catchup")

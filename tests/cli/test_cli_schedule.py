@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,4 +64,20 @@ def test_schedule_refusals(cli: Any, served: ServedNamespace) -> None:
     assert cli("schedule", "create", sid, "--type", "CliEcho", "--cron", "@daily").exit_code == 0
     dup = cli("schedule", "create", sid, "--type", "CliEcho", "--cron", "@daily")
     assert dup.exit_code == 1 and "already exists" in dup.stderr
+    assert cli("schedule", "delete", sid).exit_code == 0
+
+
+def test_schedule_with_calendar_and_exclude(cli: Any, served: ServedNamespace) -> None:
+    sid = served.new_id("sched")
+    created = cli(
+        "schedule", "create", sid, "--type", "CliEcho", "--tz", "Europe/Berlin",
+        "--calendar", '{"hour": "9", "minute": "30", "day_of_week": "MON-FRI"}',
+        "--exclude", '{"month": "12", "day_of_month": "24-26"}', "--json",
+    )  # fmt: skip
+    assert created.exit_code == 0, created.stderr
+    spec = json.loads(created.stdout)["spec"]
+    assert spec["calendars"] == [{"hour": "9", "minute": "30", "day_of_week": "MON-FRI"}]
+    assert spec["exclude"] == [{"month": "12", "day_of_month": "24-26"}]
+    text = cli("schedule", "describe", sid)
+    assert text.exit_code == 0 and "except" in text.stdout and "Europe/Berlin" in text.stdout
     assert cli("schedule", "delete", sid).exit_code == 0

@@ -26,6 +26,11 @@ def test_every_schedule_command_has_help(cli: Any, command: str) -> None:
         (["--every", "5 minutes"], "is not an interval"),
         (["--every", "500ms"], "at least 1s"),
         (["--cron", "0 2 * * *", "--jitter", "soon"], "jitter 'soon' is not a duration"),
+        (["--calendar", '{"hour": "25"}'], "hour"),
+        (["--calendar", '{"hours": "2"}'], "unknown calendar field(s) hours"),
+        (["--calendar", '["2"]'], "is not a JSON object"),
+        (["--calendar", "{hour: 2}"], "--calendar"),
+        (["--cron", "0 2 * * *", "--exclude", '{"weekday": "SAT"}'], "unknown calendar field(s) weekday"),
         ([], "no times"),
     ],
 )
@@ -34,3 +39,12 @@ def test_bad_specs_exit_2_with_the_reason(cli: Any, args: list[str], says: str) 
     run = cli("-s", "127.0.0.1:1", "--connect-timeout", "0.1", "schedule", "create", "s1", "--type", "T", *args)
     assert run.exit_code == 2, run.stdout + run.stderr
     assert says in run.stderr
+
+
+def test_calendar_and_exclude_options_build_the_spec() -> None:
+    from grctl.cli.schedule import _calendars
+    from grctl.engine.schedule_spec import CalendarSpec
+
+    found = _calendars(['{"hour": 9, "minute": "30", "day_of_week": "MON-FRI"}'], "--calendar")
+    assert found == (CalendarSpec(hour="9", minute="30", day_of_week="MON-FRI"),)
+    assert _calendars(None, "--exclude") == ()
