@@ -394,6 +394,12 @@ def server_properties(spec: ClusterSpec, node: NodeSpec, node_dir: Path) -> dict
         "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.initial.rebalance.delay.ms": "0",
         "group.min.session.timeout.ms": "1000",
+        # The KIP-848 protocol's session and heartbeat (`Worker(group_protocol="consumer")`):
+        # the broker's, 45 s and 5 s by default; 6 s and 1 s as the classic workers use.
+        "group.consumer.min.session.timeout.ms": "1000",
+        "group.consumer.session.timeout.ms": "6000",
+        "group.consumer.min.heartbeat.interval.ms": "500",
+        "group.consumer.heartbeat.interval.ms": "1000",
         # The cleaner sleeps this long when it finds nothing to compact (default 15 s).
         "log.cleaner.backoff.ms": "1000",
     }

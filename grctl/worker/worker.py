@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -33,6 +34,7 @@ from grctl.worker._edges.sources import Source
 from grctl.worker._observe.http import MetricsServer
 from grctl.worker._observe.metrics import WorkerMetrics
 from grctl.worker._partition.ports import Refusal
+from grctl.worker._session.clients import GROUP_PROTOCOLS
 from grctl.worker._session.commit import RecordRefused
 from grctl.worker._session.served import Served, ServedCatalog
 from grctl.worker._session.session import SessionRestart, WorkerSession
@@ -111,6 +113,12 @@ class Worker:
             protobuf and jsonschema (sources and `ctx.emit`): a URL or a `SchemaRegistry`
             (auth, auto-registration); default: ``GRCTL_SCHEMA_REGISTRY_URL`` if set. Checked
             when the worker starts.
+        group_protocol: the worker group's rebalance protocol: "classic" (eager: every
+            membership change stops every partition briefly; failures detected in 6 s) or
+            "consumer" (KIP-848, Kafka 4: only the partitions that move stop; failures detected
+            in the broker's `group.consumer.session.timeout.ms`, 45 s unless the cluster lowers
+            it). Default: ``GRCTL_GROUP_PROTOCOL``, else "classic". Every worker of a namespace
+            should use the same.
         clock: the wall clock the engine reads, seconds since the epoch (default `time.time`):
             when timers and schedule ticks fall due, history times. For tests that move time
             (a schedule across a DST change) against a real broker; never in production.
@@ -132,6 +140,7 @@ class Worker:
         pipeline_steps: bool = True,
         schema_registry: str | SchemaRegistry | None = None,
         clock: Callable[[], float] | None = None,
+        group_protocol: str | None = None,
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
@@ -183,6 +192,13 @@ class Worker:
             raise InvalidArgumentError(
                 f"clock must be a function returning epoch seconds, got {clock!r}", argument="clock"
             )
+        protocol = group_protocol or os.environ.get("GRCTL_GROUP_PROTOCOL") or "classic"
+        if protocol not in GROUP_PROTOCOLS:
+            raise InvalidArgumentError(
+                f"group_protocol must be one of {', '.join(GROUP_PROTOCOLS)}, got {protocol!r}",
+                argument="group_protocol",
+            )
+        self._group_protocol = protocol
         wall = clock or time.time
         self._now_ms: Callable[[], int] = lambda: int(wall() * 1000)
         self._kafka_config = kafka_config or {}
@@ -349,6 +365,7 @@ class Worker:
                     emit_topics=self._topics,
                     pipeline_steps=self._pipeline_steps,
                     now_ms=self._now_ms,
+                    group_protocol=self._group_protocol,
                     decoders=self._decoders,
                     registry=self._registry,
                 )

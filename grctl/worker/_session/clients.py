@@ -41,10 +41,26 @@ def make_producer(
     return Producer(cfg)
 
 
+#: The consumer group protocols a worker may use (`Worker(group_protocol=...)`).
+GROUP_PROTOCOLS = ("classic", "consumer")
+
+
 def make_consumer(
-    conn: Connection, *, instance_id: str, worker_id: str, extra: dict[str, Any] | None = None
+    conn: Connection,
+    *,
+    instance_id: str,
+    worker_id: str,
+    extra: dict[str, Any] | None = None,
+    group_protocol: str = "classic",
 ) -> Consumer:
-    """The session's `read_committed` consumer of `directives`, in the namespace's worker group."""
+    """The session's `read_committed` consumer of `directives`, in the namespace's worker group.
+
+    `group_protocol` "classic": eager rebalances, round-robin, a 6 s session (docs/engine.md
+    "Rebalances"). "consumer": KIP-848, the broker assigns incrementally (only the partitions
+    that move stop); the session timeout and heartbeat interval are then the broker's
+    (`group.consumer.session.timeout.ms`, default 45 s, and `group.consumer.heartbeat.interval.ms`),
+    and members are dynamic (see below).
+    """
     cfg = conn.client_config(
         **{
             "group.id": f"grctl.{conn.namespace}.workers",
@@ -68,6 +84,15 @@ def make_consumer(
             "group.instance.id": instance_id,
         }
     )
+    if group_protocol == "consumer":
+        for key in ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"):
+            cfg.pop(key)  # the broker's, with this protocol (librdkafka refuses them)
+        # No static membership: with this protocol the broker refuses a member whose instance id
+        # is still held by the member it replaces (UNRELEASED_INSTANCE_ID, fatal in librdkafka)
+        # until that one's session expires, so a worker restarted in place after a SIGKILL could
+        # not join. A new member id instead: the dead member's partitions move after its session.
+        cfg.pop("group.instance.id")
+        cfg["group.protocol"] = "consumer"
     cfg.update(extra or {})
     return Consumer(cfg)
 

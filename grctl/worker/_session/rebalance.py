@@ -12,8 +12,10 @@ callback runs its work on the event loop and blocks the consumer thread until it
 - lost: the same without the commit (the partitions already belong to someone else), then the
   session restarts.
 
-The group uses the eager protocol: every rebalance revokes the whole assignment and assigns a
-complete new one (docs/engine.md "Rebalances" says why not cooperative-sticky).
+By default the group uses the eager protocol: every rebalance revokes the whole assignment and
+assigns a complete new one (docs/engine.md "Rebalances" says why not cooperative-sticky). With
+`Worker(group_protocol="consumer")` (KIP-848) the callbacks get only the partitions that move,
+and assign or unassign those incrementally: the others go on.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class Partitions:
         on_assigned: called on the loop after each assignment (the worker is ready).
         set_group_metadata: receives the consumer's group metadata (read on its thread).
         metrics: counts rebalances and restores (None: not counted).
+        make_source: builds the router of an assigned source partition.
+        incremental: the group protocol is KIP-848's (assign and unassign only what moves).
     """
 
     def __init__(
@@ -81,7 +85,11 @@ class Partitions:
         set_group_metadata: Callable[[Any], None],
         metrics: WorkerMetrics | None = None,
         make_source: Callable[[str, int], SourcePartition] | None = None,
+        incremental: bool = False,
     ) -> None:
+        #: The group's protocol hands out partitions incrementally (KIP-848): the callbacks get
+        #: only the partitions that move.
+        self.incremental = incremental
         self.processors = processors
         #: The assigned partitions of source topics (`grctl.worker._edges.sources`).
         self.sources: dict[tuple[str, int], SourcePartition] = {}
@@ -115,7 +123,10 @@ class Partitions:
         if not self.tearing_down:
             self._run_in_loop(self.assign(own))
             self._run_in_loop(self.assign_sources(sources))
-        consumer.assign(partitions)
+        if self.incremental:
+            consumer.incremental_assign(partitions)  # only what this rebalance adds
+        else:
+            consumer.assign(partitions)
         self._set_group_metadata(consumer.consumer_group_metadata())
         self._loop.call_soon_threadsafe(self._on_assigned)
 
@@ -126,14 +137,20 @@ class Partitions:
         own, sources = self._split(partitions)
         self._run_in_loop(self.revoke(own, lost=False, sources=sources))
         with contextlib.suppress(KafkaException):
-            consumer.unassign()
+            if self.incremental:
+                consumer.incremental_unassign(partitions)  # only what this rebalance takes away
+            else:
+                consumer.unassign()
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rebalance callback: drop the lost partitions uncommitted; the session restarts."""
         own, sources = self._split(partitions)
         self._run_in_loop(self.revoke(own, lost=True, sources=sources))
         with contextlib.suppress(KafkaException):
-            consumer.unassign()
+            if self.incremental:
+                consumer.incremental_unassign(partitions)
+            else:
+                consumer.unassign()
         self._fail(SessionRestart(f"partitions {[tp.partition for tp in partitions]} were lost"))
 
     def _split(self, partitions: list[TopicPartition]) -> tuple[list[int], list[tuple[str, int]]]:

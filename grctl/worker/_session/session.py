@@ -111,7 +111,9 @@ class WorkerSession:
         decoders: Mapping[tuple[str, RecordField], RegistryDecoder] | None = None,
         registry: SchemaRegistry | None = None,
         now_ms: Callable[[], int] = now_ms,
+        group_protocol: str = "classic",
     ) -> None:
+        self.group_protocol = group_protocol
         self.conn = connection
         self._decoders = dict(decoders or {})
         if emit_topics is not None:  # the records a step emits fit what this session's producer sends
@@ -186,6 +188,7 @@ class WorkerSession:
             set_group_metadata=self._set_group_metadata,
             metrics=metrics,
             make_source=self._make_source,
+            incremental=group_protocol == "consumer",
         )
 
     def _make_source(self, topic: str, partition: int) -> SourcePartition:
@@ -210,7 +213,10 @@ class WorkerSession:
         extra = self.kafka_config.get("consumer")
         if self._metrics is not None:  # consumer lag from librdkafka's statistics
             extra = {**self._metrics.consumer_config(self.conn.topics.directives), **(extra or {})}
-        self.consumer = make_consumer(self.conn, instance_id=self.instance_id, worker_id=self.worker_id, extra=extra)
+        self.consumer = make_consumer(
+            self.conn, instance_id=self.instance_id, worker_id=self.worker_id, extra=extra,
+            group_protocol=self.group_protocol,
+        )  # fmt: skip
         self.consumer.subscribe(
             [self.conn.topics.directives, *self._sources],
             on_assign=self.partitions.on_assign,
