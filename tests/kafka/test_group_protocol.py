@@ -10,6 +10,7 @@ protocol removes. Every run completes either way.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,35 @@ async def test_a_joining_worker_stops_only_the_partitions_it_takes(
 def test_an_unknown_group_protocol_is_refused() -> None:
     with pytest.raises(InvalidArgumentError, match="group_protocol must be one of classic, consumer"):
         Worker([hop], group_protocol="cooperative")
+
+
+async def test_a_fatal_consumer_error_restarts_the_session_instead_of_stalling_it(
+    connection: Connection, workers: WorkerRunner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka reports a fatal error as code _FATAL with `fatal()` false: the session must end.
+
+    Two workers forced onto one static instance id (KIP-848 refuses the second one's id while
+    the first holds it: UNRELEASED_INSTANCE_ID, fatal). The second must keep restarting its
+    session, and join once the first has left; it stalled for good before.
+    """
+    same_id = {"consumer": {"group.instance.id": f"dup-{connection.namespace}"}}
+    a = await workers.start([hop], group_protocol="consumer", kafka_config=same_id)
+    b = Worker([hop], connection, state_dir=tmp_path / "b", group_protocol="consumer", kafka_config=same_id)
+    task = asyncio.create_task(b.run())
+    try:
+
+        async def restarted() -> bool:
+            return _logged(caplog, "session restarts in")
+
+        await wait_until_async("the second worker's session restarted after the fatal error", restarted, 60)
+        assert _logged(caplog, "instance ID is still used")
+        await a.stop(shutdown_timeout=1)
+        await b.wait_until_ready(60)  # it joined once the first member left
+        assert b.session is not None and owned(b) == frozenset(range(connection.num_partitions))
+    finally:
+        await b.stop(shutdown_timeout=1)
+        await asyncio.wait_for(task, 30)
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)

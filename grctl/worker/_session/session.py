@@ -308,8 +308,10 @@ class WorkerSession:
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
                         logger.warning("consumer error: %s", err)
-                        if err.fatal() or is_refusal(err):  # a missing ACL: no retry fixes it
-                            raise KafkaException(err)
+                        # A fatal error arrives as code _FATAL with fatal() false: the consumer is
+                        # dead either way, and polling it again would stall the session for good.
+                        if err.fatal() or err.code() == KafkaError._FATAL or is_refusal(err):
+                            raise KafkaException(err)  # a missing ACL: no retry fixes it either
                     continue
                 if msg.topic() != directives:
                     src = sources.get((msg.topic() or "", msg.partition() or 0))
