@@ -37,6 +37,7 @@ from benchmarks.harness import (
 )
 from benchmarks.light_client import client_cpu
 from benchmarks.purge import purge, timer_burst
+from benchmarks.rebalance import join
 from benchmarks.schedules import schedules
 from benchmarks.soak import listing, soak
 from grctl import Client, Connection, WorkflowHandle
@@ -1030,6 +1031,7 @@ SCENARIOS: dict[str, Scenario] = {
     "partitions": partitions,
     "workers": workers,
     "processes": processes,
+    "join": join,
     "restore": restore,
     "children": children,
     "soak": soak,
@@ -1043,6 +1045,6 @@ SCENARIOS: dict[str, Scenario] = {
 #: `rss` is measured by the timers scenario (the worker with every timer run waiting).
 ALIASES = {"rss": "timers"}
 #: Long scenarios (tens of minutes in full) that run only when selected with -s.
-ON_REQUEST = ("soak", "listing", "purge", "timer_burst", "schedules", "processes")
+ON_REQUEST = ("soak", "listing", "purge", "timer_burst", "schedules", "processes", "join")
 #: Scenarios whose headline is a ratio to the baseline: selecting one runs the baseline first.
 NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress", "schedules", "processes")

@@ -16,12 +16,14 @@ also read anew on every call: `commit_linger_s`, `schema_registry_url` (the work
 | GRCTL_REQUEST_TIMEOUT | 15 (seconds) | `EngineSettings` | Client request/reply calls |
 | GRCTL_COMMIT_LINGER_MS | 0 (ms, a number >= 0) | `commit_linger_s` | the worker's group commit (batch pacing) |
 | GRCTL_SCHEMA_REGISTRY_URL | none | `schema_registry_url` | Worker (`SchemaRegistry.from_env`) |
+| GRCTL_GROUP_PROTOCOL | classic | `group_protocol` | Worker: its group protocol (classic, consumer) |
+| GRCTL_SUPERVISOR_PID | none | `supervisor_pid` | a child of `grctl worker --processes` |
 | GRCTL_DEV_HOME | $XDG_CACHE_HOME/grctl (~/.cache/grctl) | `dev_home` | `grctl.dev`: jars and local clusters |
 | GRCTL_DEV_KAFKA_HEAP_OPTS | -Xms256m -Xmx512m | `dev_kafka_heap_opts` | `grctl.dev.kafka`: the broker JVM's heap |
 | GRCTL_DEV_MAVEN_SETTINGS | a settings.xml mirroring Central | `dev_maven_settings` | `grctl.dev.registry`: its fetch |
 
 The CLI's options that a variable may give (GRCTL_KAFKA_SERVERS, GRCTL_NAMESPACE,
-GRCTL_KAFKA_CONFIG, GRCTL_OTLP_ENDPOINT, GRCTL_METRICS_PORT) are read by Click as the option's
+GRCTL_KAFKA_CONFIG, GRCTL_OTLP_ENDPOINT, GRCTL_METRICS_PORT, GRCTL_WORKER_PROCESSES) are read by Click as the option's
 default (`envvar=` in `grctl.cli`), so that ``--help`` shows them beside the option; they mean
 the same as here. Variables of other programs stay where they are used: JAVA_HOME
 (`grctl.dev.java`), XDG_CACHE_HOME, COLUMNS (the CLI's output width).
@@ -143,6 +145,17 @@ def kafka_servers_set(env: Mapping[str, str] | None = None) -> str | None:
 def schema_registry_url(env: Mapping[str, str] | None = None) -> str | None:
     """GRCTL_SCHEMA_REGISTRY_URL, stripped (None: unset or blank). `SchemaRegistry` checks it is a URL."""
     return _env(env).get("GRCTL_SCHEMA_REGISTRY_URL", "").strip() or None
+
+
+def group_protocol(env: Mapping[str, str] | None = None) -> str | None:
+    """GRCTL_GROUP_PROTOCOL: the workers' group protocol, classic or consumer (None: unset or blank)."""
+    return _env(env).get("GRCTL_GROUP_PROTOCOL", "").strip() or None
+
+
+def supervisor_pid(env: Mapping[str, str] | None = None) -> int | None:
+    """GRCTL_SUPERVISOR_PID: set by `grctl worker --processes` in its children (None: not supervised)."""
+    raw = _env(env).get("GRCTL_SUPERVISOR_PID", "")
+    return int(raw) if raw.isdigit() else None
 
 
 def dev_home(env: Mapping[str, str] | None = None) -> str | None:

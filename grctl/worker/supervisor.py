@@ -20,7 +20,7 @@ never forked), all in the namespace's worker group, and:
 A child learns that its supervisor died (SIGKILL) from `GRCTL_SUPERVISOR_PID`: it stops itself
 gracefully when its parent process is no longer that pid (`watch_supervisor`).
 
-May import (of grctl): errors, worker._observe.http.
+May import (of grctl): errors, settings, worker._observe.http.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from grctl import settings
 from grctl.errors import InvalidArgumentError
 
 __all__ = ["Supervisor", "resolve_processes", "run_workers", "usable_cores", "watch_supervisor"]
@@ -368,10 +369,9 @@ def watch_supervisor() -> Callable[[], None] | None:
 
     Returns a function that stops the watch, or None if this process is not supervised.
     """
-    value = os.environ.get(SUPERVISOR_PID_ENV)
-    if not value or not value.isdigit():
+    supervisor = settings.supervisor_pid()
+    if supervisor is None:
         return None
-    supervisor = int(value)
     done = threading.Event()
 
     def watch() -> None:

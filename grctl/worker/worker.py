@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import hashlib
 import logging
-import os
 import secrets
 import signal
 import socket
@@ -18,7 +17,7 @@ from typing import IO, Any
 
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
-from grctl import defaults
+from grctl import defaults, settings
 from grctl._fork import ForkGuard
 from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.machine import Machine
@@ -192,7 +191,7 @@ class Worker:
             raise InvalidArgumentError(
                 f"clock must be a function returning epoch seconds, got {clock!r}", argument="clock"
             )
-        protocol = group_protocol or os.environ.get("GRCTL_GROUP_PROTOCOL") or "classic"
+        protocol = group_protocol or settings.group_protocol() or "classic"
         if protocol not in GROUP_PROTOCOLS:
             raise InvalidArgumentError(
                 f"group_protocol must be one of {', '.join(GROUP_PROTOCOLS)}, got {protocol!r}",
