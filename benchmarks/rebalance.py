@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from datetime import timedelta
 from typing import Any
 
 from benchmarks.harness import Bench, Row, ScenarioResult, WorkerProc, stop_workers, wait_for
@@ -29,6 +30,7 @@ AFTER_S = 10.0
 PARTITIONS = 12
 #: Failed runs after which the load stops (the scenario's check fails with them).
 MAX_FAILURES = 100
+RUN_TIMEOUT = timedelta(seconds=120)
 
 
 def longest_gaps(done: list[tuple[float, int]], start: float, end: float, partitions: int) -> dict[int, float]:
@@ -60,7 +62,7 @@ class _Load:
             wf_id = f"{self.label}-{k}-{i}"
             i += 1
             try:
-                await self.client.run_workflow("OneStep", wf_id, None, timeout=120)
+                await self.client.run_workflow("OneStep", wf_id, None, timeout=RUN_TIMEOUT)
             except Exception as exc:  # counted: a check of the scenario
                 self.failures.append(exc)
                 if len(self.failures) >= MAX_FAILURES:
