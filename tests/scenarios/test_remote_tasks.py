@@ -1,0 +1,222 @@
+"""Remote tasks end to end (issue 28): a Python `TaskWorker` on a queue topic, a real broker.
+
+Each test gets its own namespace (the `connection` fixture) and so its own queue topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from grctl import Client, Context, Directive, RetryPolicy, Workflow
+from grctl.client import WorkflowError
+from grctl.errors import RemoteTaskError
+from grctl.kafka.connection import Connection
+from grctl.kafka.partitioner import partition_for
+from grctl.models import HistoryKind
+from grctl.taskworker import NonRetryableError, TaskContext, TaskWorker
+from tests.scenarios.support import HISTORY_WAIT_S
+
+pytestmark = pytest.mark.kafka
+
+QUEUE = "scoring"
+
+wf = Workflow(workflow_type="Remote")
+
+
+@wf.start()
+async def start(ctx: Context, req: dict[str, Any]) -> Directive:
+    which, x, o = req["which"], req.get("x", 1), req.get("opts") or {}
+    timeout = timedelta(milliseconds=o["timeout_ms"]) if "timeout_ms" in o else None
+    heartbeat = timedelta(milliseconds=o["heartbeat_ms"]) if "heartbeat_ms" in o else None
+    policy = RetryPolicy(**o["retry"]) if "retry" in o else None
+    before = await ctx.now()  # a journaled value before the call: replay must keep the position
+    try:
+        out = await ctx.remote_task(
+            which, {"x": x}, queue=QUEUE, timeout=timeout, heartbeat=heartbeat, retry_policy=policy
+        )
+    except RemoteTaskError as exc:
+        return ctx.next.complete({"error": exc.error_type, "attempt": exc.attempt})
+    second = await ctx.remote_task("double", {"x": x}, queue=QUEUE)  # a second call in the same step
+    ctx.store.put("before", before.isoformat())
+    return ctx.next.complete({"out": out, "second": second})
+
+
+calls: dict[str, int] = {}
+gate = asyncio.Event()
+
+
+def count(name: str) -> int:
+    calls[name] = calls.get(name, 0) + 1
+    return calls[name]
+
+
+async def score(payload: dict[str, Any]) -> dict[str, Any]:
+    count("score")
+    return {"score": payload["x"] * 10}
+
+
+async def double(payload: dict[str, Any]) -> int:
+    count("double")
+    return int(payload["x"]) * 2
+
+
+async def flaky(payload: dict[str, Any]) -> str:
+    if count("flaky") < 3:
+        raise RuntimeError("not yet")
+    return "ok"
+
+
+async def refuses(payload: dict[str, Any]) -> str:
+    count("refuses")
+    raise NonRetryableError("never")
+
+
+async def slow_first(payload: dict[str, Any], task: TaskContext) -> str:
+    count("slow_first")
+    if task.attempt == 1:
+        await asyncio.sleep(2.5)  # past the 800 ms start-to-close timeout: this answer comes late
+        return "late"
+    return f"attempt {task.attempt}"
+
+
+async def beats(payload: dict[str, Any], task: TaskContext) -> str:
+    for i in range(8):
+        task.heartbeat({"done": i})
+        await asyncio.sleep(0.15)
+    return "beat"
+
+
+async def waits(payload: dict[str, Any]) -> str:
+    count("waits")
+    gate.set()
+    await asyncio.Event().wait()  # until cancelled
+    return "never"
+
+
+HANDLERS = [score, double, flaky, refuses, slow_first, beats, waits]
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    calls.clear()
+    gate.clear()
+
+
+@pytest.fixture
+async def task_worker(connection: Connection) -> Any:
+    tw = TaskWorker(HANDLERS, connection, queue=QUEUE, concurrency=8)
+    await tw.start()
+    yield tw
+    await tw.stop(timeout=5)
+
+
+async def test_remote_task_end_to_end(workers: Any, client: Client, task_worker: TaskWorker) -> None:
+    await workers.start([wf])
+    result = await asyncio.wait_for(
+        client.run_workflow("Remote", "r1", {"req": {"which": "score", "x": 4}}), HISTORY_WAIT_S
+    )
+    assert result == {"out": {"score": 40}, "second": 8}
+    assert calls == {"score": 1, "double": 1}  # each asked once, though the step ran three times
+    history = await client.get_history("r1")
+    kinds = [str(e.kind) for e in history]
+    assert kinds.count(HistoryKind.task_started) == 2 and kinds.count(HistoryKind.task_completed) == 2
+    assert kinds.count(HistoryKind.step_started) == 3 and kinds.count(HistoryKind.step_completed) == 1
+
+
+async def test_remote_task_retried_by_policy(workers: Any, client: Client, task_worker: TaskWorker) -> None:
+    await workers.start([wf])
+    opts = {"retry": {"max_attempts": 3, "initial_delay_ms": 10, "backoff_multiplier": 1.0}}
+    result = await asyncio.wait_for(
+        client.run_workflow("Remote", "r2", {"req": {"which": "flaky", "opts": opts}}), HISTORY_WAIT_S
+    )
+    assert result["out"] == "ok" and calls["flaky"] == 3
+    kinds = [str(e.kind) for e in await client.get_history("r2")]
+    assert kinds.count(HistoryKind.task_attempt_failed) == 2
+
+
+async def test_remote_task_non_retryable_error_reaches_the_step(
+    workers: Any, client: Client, task_worker: TaskWorker
+) -> None:
+    await workers.start([wf])
+    opts = {"retry": {"max_attempts": 3, "initial_delay_ms": 10}}
+    result = await asyncio.wait_for(
+        client.run_workflow("Remote", "r3", {"req": {"which": "refuses", "opts": opts}}), HISTORY_WAIT_S
+    )
+    assert result == {"error": "NonRetryableError", "attempt": 1}
+    assert calls["refuses"] == 1
+
+
+async def test_remote_task_timeout_retries_and_the_late_answer_is_dropped(
+    workers: Any, client: Client, task_worker: TaskWorker
+) -> None:
+    worker = await workers.start([wf], metrics_port=0)
+    opts = {"timeout_ms": 800, "retry": {"max_attempts": 2, "initial_delay_ms": 10}}
+    result = await asyncio.wait_for(
+        client.run_workflow("Remote", "r4", {"req": {"which": "slow_first", "opts": opts}}), HISTORY_WAIT_S
+    )
+    assert result.get("out") == "attempt 2", result
+    assert worker.metrics is not None
+    # Attempt 1 answers ~2.5 s after it started, when the run has ended: dropped, counted.
+    async with asyncio.timeout(HISTORY_WAIT_S):
+        while worker.metrics.task_dropped.get("run_ended", 0) < 1:
+            await asyncio.sleep(0.05)
+    assert worker.metrics.task_timeouts.get("start_to_close") == 1
+
+
+async def test_remote_task_heartbeats_keep_it_alive_and_show_in_describe(
+    workers: Any, client: Client, task_worker: TaskWorker
+) -> None:
+    await workers.start([wf])
+    opts = {"heartbeat_ms": 600, "timeout_ms": 10_000}
+    handle = await client.start_workflow("Remote", "r5", {"req": {"which": "beats", "opts": opts}})
+    seen: dict[str, Any] | None = None
+    async with asyncio.timeout(HISTORY_WAIT_S):
+        while seen is None or seen.get("last_heartbeat_ms") is None:
+            seen = (await client.describe("r5")).remote_task
+            await asyncio.sleep(0.05)
+    assert seen["queue"] == QUEUE and seen["attempt"] == 1 and seen["deadline"] == "heartbeat"
+    assert (await asyncio.wait_for(handle.future, HISTORY_WAIT_S))["out"] == "beat"  # 1.2 s > heartbeat 0.6 s
+
+
+async def test_remote_task_cancel_reaches_the_task_worker(
+    workers: Any, client: Client, task_worker: TaskWorker
+) -> None:
+    await workers.start([wf])
+    handle = await client.start_workflow("Remote", "r6", {"req": {"which": "waits"}})
+    await asyncio.wait_for(gate.wait(), HISTORY_WAIT_S)
+    await handle.cancel("no longer needed")
+    async with asyncio.timeout(HISTORY_WAIT_S):
+        while task_worker.stats.cancelled < 1:
+            await asyncio.sleep(0.05)
+    assert calls["waits"] == 1
+
+
+async def test_bad_answers_are_dead_lettered_and_never_stall_the_partition(
+    workers: Any, client: Client, connection: Connection, task_worker: TaskWorker
+) -> None:
+    worker = await workers.start([wf], metrics_port=0)
+    n = connection.num_partitions
+    part = partition_for("r7", n)
+    producer = Producer(connection.client_config())
+    for value in (b"{not json", b'{"t":"task_result","wf_id":"r7"}', b'{"t":"task_result","wf_id":"r7","run_id":"x",'
+                  b'"task_id":"1.0","attempt":1,"ok":true}'):  # fmt: skip
+        producer.produce(connection.topics.directives, value, key=b"r7", partition=part)
+    producer.flush(10)
+    # The partition goes on: a run on it completes, and the three records are dead-lettered.
+    result = await asyncio.wait_for(client.run_workflow("Remote", "r7", {"req": {"which": "score"}}), HISTORY_WAIT_S)
+    assert result["out"] == {"score": 10}
+    assert worker.metrics is not None
+    async with asyncio.timeout(HISTORY_WAIT_S):
+        while sum(worker.metrics.dead_letters.values()) < 3:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_queue_without_a_topic_fails_the_step_clearly(workers: Any, client: Client) -> None:
+    await workers.start([wf])
+    with pytest.raises(WorkflowError, match=r"grctl\..*\.tasks\.scoring"):
+        await asyncio.wait_for(client.run_workflow("Remote", "r8", {"req": {"which": "score"}}), HISTORY_WAIT_S)
