@@ -200,7 +200,7 @@ def schedule(tr: Transition, run: RunRecord, call: RemoteTask, now_ms: int, work
             run, HistoryKind.task_started, now_ms, worker_id,
             {"task_id": rt.task_id, "task_name": rt.name, "args": rt.payload, "step_name": run.step or "",
              "queue": rt.queue, "remote": True},
-            rt.task_id,
+            _op(rt),
         )
     )  # fmt: skip
     rt = send_attempt(tr, run, rt, now_ms)
@@ -255,8 +255,8 @@ def on_result(tr: Transition, run: RunRecord | None, cmd: TaskResultCmd, now_ms:
             _hist(
                 run, HistoryKind.task_completed, now_ms, worker_id,
                 {"task_id": rt.task_id, "task_name": rt.name, "output": {"result": cmd.result},
-                 "duration_ms": duration, "attempt": rt.attempt, "worker": cmd.worker},
-                rt.task_id,
+                 "duration_ms": duration, "attempt": rt.attempt, "worker": cmd.worker, "remote": True},
+                _op(rt),
             )
         )  # fmt: skip
         _journal(tr, run, rt, {"ok": True, "result": cmd.result, "attempt": rt.attempt})
@@ -311,8 +311,8 @@ def _failed(
             _hist(
                 run, HistoryKind.task_attempt_failed, now_ms, worker_id,
                 {"task_id": rt.task_id, "task_name": rt.name, "attempt": rt.attempt, "max_attempts": max_attempts,
-                 "error": error, "next_retry_delay_ms": delay},
-                rt.task_id,
+                 "error": error, "next_retry_delay_ms": delay, "remote": True},
+                _op(rt),
             )
         )  # fmt: skip
         # The attempt moves on now: any answer of the failed one is late from here.
@@ -326,8 +326,8 @@ def _failed(
     tr.history.append(
         _hist(
             run, HistoryKind.task_failed, now_ms, worker_id,
-            {"task_id": rt.task_id, "task_name": rt.name, "error": error, "attempt": rt.attempt},
-            rt.task_id,
+            {"task_id": rt.task_id, "task_name": rt.name, "error": error, "attempt": rt.attempt, "remote": True},
+            _op(rt),
         )
     )  # fmt: skip
     _journal(tr, run, rt, {"ok": False, "error": error, "attempt": rt.attempt})
@@ -351,6 +351,11 @@ def on_run_end(tr: Transition, run: RunRecord, reason: str) -> None:
         reason=reason,
     )
     tr.tasks.append(TaskOut(rt.queue, run.wf_id.encode(), cancel))
+
+
+def _op(rt: RemoteTask) -> str:
+    """The operation id of a task's history events: its journal position (as a step's calls have)."""
+    return f"{JOURNAL_REMOTE}:{rt.position}"
 
 
 def _journal(tr: Transition, run: RunRecord, rt: RemoteTask, value: dict[str, Any]) -> None:

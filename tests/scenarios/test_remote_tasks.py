@@ -19,6 +19,7 @@ from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 from grctl.models import HistoryKind
 from grctl.taskworker import NonRetryableError, TaskContext, TaskWorker
+from grctl.testing import Replayer
 from tests.scenarios.support import HISTORY_WAIT_S
 
 pytestmark = pytest.mark.kafka
@@ -126,6 +127,9 @@ async def test_remote_task_end_to_end(workers: Any, client: Client, task_worker:
     kinds = [str(e.kind) for e in history]
     assert kinds.count(HistoryKind.task_started) == 2 and kinds.count(HistoryKind.task_completed) == 2
     assert kinds.count(HistoryKind.step_started) == 3 and kinds.count(HistoryKind.step_completed) == 1
+    # The replayer places the remote outcomes at their journal positions: the run replays.
+    replayed = Replayer([wf]).replay(history)
+    assert replayed.ok, replayed.divergence
 
 
 async def test_remote_task_retried_by_policy(workers: Any, client: Client, task_worker: TaskWorker) -> None:
@@ -149,6 +153,8 @@ async def test_remote_task_non_retryable_error_reaches_the_step(
     )
     assert result == {"error": "NonRetryableError", "attempt": 1}
     assert calls["refuses"] == 1
+    replayed = Replayer([wf]).replay(await client.get_history("r3"))
+    assert replayed.ok, replayed.divergence
 
 
 async def test_remote_task_timeout_retries_and_the_late_answer_is_dropped(
