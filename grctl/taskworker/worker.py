@@ -346,9 +346,12 @@ class TaskWorker:
             if not self._paused and consumer.assignment():
                 consumer.pause(consumer.assignment())
                 self._paused = True
-            consumer.consume(1, 0)  # keeps the membership alive; nothing is returned while paused
-            time.sleep(POLL_TIMEOUT_S / 10)
-            return []
+            # Keeps the membership alive. A record fetched before the pause may still come: it is
+            # taken (one over the bound at most), never dropped (its offset would be skipped).
+            got = consumer.consume(1, 0)
+            if not got:
+                time.sleep(POLL_TIMEOUT_S / 10)
+            return got
         if self._paused:
             consumer.resume(consumer.assignment())
             self._paused = False
