@@ -16,8 +16,9 @@ there everything is a transition of the run, committed like any other:
 4. An error or a timeout bumps the attempt at once (fencing any late answer of the old one) and,
    if the task's `RetryPolicy` allows, sends the new attempt after its back-off (a durable timer
    of kind `task` with `backoff` set); otherwise the error is journaled as the call's outcome.
-5. A run that ends while a task is pending (cancel, terminate, workflow timeout) publishes a
-   cancel record to the queue, so a task worker can stop the work.
+5. A run that ends while a task is pending (cancel, terminate, workflow timeout), and an
+   attempt that times out, publish a cancel record to the queue, so a task worker can stop the
+   work nobody waits for.
 
 The back-off jitter is derived from the run id, the task id and the attempt (a hash), not drawn:
 the machine has no randomness of its own, and a replayed transition draws the same.
@@ -288,6 +289,8 @@ def on_timer(tr: Transition, run: RunRecord, timer: TimerEntry, now_ms: int, wor
         "timeout": kind,
     }
     rt = msgspec.structs.replace(rt, due_ms=None)
+    # Nobody waits for this attempt any more: a task worker still on it may stop.
+    tr.tasks.append(TaskOut(rt.queue, run.wf_id.encode(), _cancel(run, rt, f"{kind} timeout")))
     return _failed(tr, run, rt, error, retryable=True, now_ms=now_ms, worker_id=worker_id)
 
 
@@ -342,7 +345,11 @@ def on_run_end(tr: Transition, run: RunRecord, reason: str) -> None:
         return
     if rt.due_ms is not None:
         tr.timers_clear.append(timer_of(run, rt.due_ms))
-    cancel = TaskCancel(
+    tr.tasks.append(TaskOut(rt.queue, run.wf_id.encode(), _cancel(run, rt, reason)))
+
+
+def _cancel(run: RunRecord, rt: RemoteTask, reason: str) -> TaskCancel:
+    return TaskCancel(
         wf_id=run.wf_id,
         run_id=run.run_id,
         task_id=rt.task_id,
@@ -350,7 +357,6 @@ def on_run_end(tr: Transition, run: RunRecord, reason: str) -> None:
         idempotency_key=idempotency_key(run.run_id, rt.task_id),
         reason=reason,
     )
-    tr.tasks.append(TaskOut(rt.queue, run.wf_id.encode(), cancel))
 
 
 def _op(rt: RemoteTask) -> str:

@@ -33,7 +33,7 @@ from grctl.errors import GrctlError, InvalidArgumentError, KafkaSetupError
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.reading import consume_available
-from grctl.kafka.topics import admin_client
+from grctl.kafka.topics import admin_client, wait_for_leaders
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +272,9 @@ class TaskWorker:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise KafkaSetupError(f"cannot create task queue topic {self.topic}: {exc}") from exc
+            # A consumer subscribed before the new topic's metadata is everywhere finds it only at
+            # its next metadata refresh (seconds): the requests would wait in the queue meanwhile.
+            wait_for_leaders(admin, [self.topic], timeout=30)
         self._producer = Producer(
             self.conn.client_config(
                 **{

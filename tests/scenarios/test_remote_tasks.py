@@ -6,6 +6,7 @@ Each test gets its own namespace (the `connection` fixture) and so its own queue
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -33,15 +34,24 @@ wf = Workflow(workflow_type="Remote")
 async def start(ctx: Context, req: dict[str, Any]) -> Directive:
     which, x, o = req["which"], req.get("x", 1), req.get("opts") or {}
     timeout = timedelta(milliseconds=o["timeout_ms"]) if "timeout_ms" in o else None
+    to_start = timedelta(milliseconds=o["schedule_to_start_ms"]) if "schedule_to_start_ms" in o else None
     heartbeat = timedelta(milliseconds=o["heartbeat_ms"]) if "heartbeat_ms" in o else None
     policy = RetryPolicy(**o["retry"]) if "retry" in o else None
     before = await ctx.now()  # a journaled value before the call: replay must keep the position
     try:
         out = await ctx.remote_task(
-            which, {"x": x}, queue=QUEUE, timeout=timeout, heartbeat=heartbeat, retry_policy=policy
+            which,
+            {"x": x},
+            queue=QUEUE,
+            timeout=timeout,
+            heartbeat=heartbeat,
+            retry_policy=policy,
+            schedule_to_start=to_start,
         )
     except RemoteTaskError as exc:
         return ctx.next.complete({"error": exc.error_type, "attempt": exc.attempt})
+    if o.get("single"):
+        return ctx.next.complete({"out": out})
     second = await ctx.remote_task("double", {"x": x}, queue=QUEUE)  # a second call in the same step
     ctx.store.put("before", before.isoformat())
     return ctx.next.complete({"out": out, "second": second})
@@ -80,7 +90,7 @@ async def refuses(payload: dict[str, Any]) -> str:
 async def slow_first(payload: dict[str, Any], task: TaskContext) -> str:
     count("slow_first")
     if task.attempt == 1:
-        await asyncio.sleep(2.5)  # past the 800 ms start-to-close timeout: this answer comes late
+        await asyncio.sleep(30)  # past the 800 ms start-to-close timeout: cancelled before it answers
         return "late"
     return f"attempt {task.attempt}"
 
@@ -157,7 +167,7 @@ async def test_remote_task_non_retryable_error_reaches_the_step(
     assert replayed.ok, replayed.divergence
 
 
-async def test_remote_task_timeout_retries_and_the_late_answer_is_dropped(
+async def test_remote_task_timeout_retries_and_cancels_the_timed_out_attempt(
     workers: Any, client: Client, task_worker: TaskWorker
 ) -> None:
     worker = await workers.start([wf], metrics_port=0)
@@ -166,12 +176,46 @@ async def test_remote_task_timeout_retries_and_the_late_answer_is_dropped(
         client.run_workflow("Remote", "r4", {"req": {"which": "slow_first", "opts": opts}}), HISTORY_WAIT_S
     )
     assert result.get("out") == "attempt 2", result
-    assert worker.metrics is not None
-    # Attempt 1 answers ~2.5 s after it started, when the run has ended: dropped, counted.
-    async with asyncio.timeout(HISTORY_WAIT_S):
-        while worker.metrics.task_dropped.get("run_ended", 0) < 1:
+    assert worker.metrics is not None and worker.metrics.task_timeouts.get("start_to_close") == 1
+    async with asyncio.timeout(HISTORY_WAIT_S):  # attempt 1 was told to stop: nobody waits for it
+        while task_worker.stats.cancelled < 1:
             await asyncio.sleep(0.05)
-    assert worker.metrics.task_timeouts.get("start_to_close") == 1
+
+
+async def test_late_and_duplicate_answers_are_dropped_and_counted(
+    workers: Any, client: Client, connection: Connection
+) -> None:
+    """Answers written by hand, as a worker in any language would: only the current attempt's counts."""
+    async with TaskWorker([score], connection, queue=QUEUE, concurrency=1):
+        pass  # makes the queue topic; nobody consumes it: this test answers by hand
+    worker = await workers.start([wf], metrics_port=0)
+    opts = {"timeout_ms": 1500, "retry": {"max_attempts": 3, "initial_delay_ms": 10}, "single": True}
+    handle = await client.start_workflow("Remote", "r11", {"req": {"which": "score", "opts": opts}})
+    async with asyncio.timeout(HISTORY_WAIT_S):  # attempt 1 times out; attempt 2 is sent
+        while ((await client.describe("r11")).remote_task or {}).get("attempt") != 2:
+            await asyncio.sleep(0.05)
+    pending = (await client.describe("r11")).remote_task
+    assert pending is not None
+    producer = Producer(connection.client_config())
+    part = partition_for("r11", connection.num_partitions)
+
+    def answer(attempt: int, value: Any) -> None:
+        rec = {"t": "task_result", "wf_id": "r11", "run_id": handle.run_info.id, "task_id": pending["task_id"],
+               "attempt": attempt, "ok": True, "result": value, "worker": "by-hand"}  # fmt: skip
+        producer.produce(connection.topics.directives, json.dumps(rec).encode(), key=b"r11", partition=part)
+        producer.flush(10)
+
+    answer(1, "late")  # attempt 1 timed out: fenced
+    answer(2, {"score": 7})  # the current attempt: applied
+    answer(2, {"score": 8})  # the same attempt again: a duplicate
+    result = await asyncio.wait_for(handle.future, HISTORY_WAIT_S)
+    assert result["out"] == {"score": 7}
+    assert worker.metrics is not None
+    async with asyncio.timeout(HISTORY_WAIT_S):
+        while sum(worker.metrics.task_dropped.values()) < 2:
+            await asyncio.sleep(0.05)
+    assert worker.metrics.task_dropped.get("late") == 1
+    assert worker.metrics.task_dropped.get("duplicate", 0) + worker.metrics.task_dropped.get("run_ended", 0) == 1
 
 
 async def test_remote_task_heartbeats_keep_it_alive_and_show_in_describe(
@@ -187,6 +231,33 @@ async def test_remote_task_heartbeats_keep_it_alive_and_show_in_describe(
             await asyncio.sleep(0.05)
     assert seen["queue"] == QUEUE and seen["attempt"] == 1 and seen["deadline"] == "heartbeat"
     assert (await asyncio.wait_for(handle.future, HISTORY_WAIT_S))["out"] == "beat"  # 1.2 s > heartbeat 0.6 s
+
+
+async def test_remote_task_schedule_to_start_timeout_without_a_worker(
+    workers: Any, client: Client, connection: Connection
+) -> None:
+    """No task worker on the queue: the attempt times out before any start, and so does its retry."""
+    async with TaskWorker([score], connection, queue=QUEUE, concurrency=1):
+        pass  # makes the queue topic; from here on nobody consumes it
+    await workers.start([wf])
+    opts = {"schedule_to_start_ms": 300, "retry": {"max_attempts": 2, "initial_delay_ms": 10}}
+    result = await asyncio.wait_for(
+        client.run_workflow("Remote", "r9", {"req": {"which": "score", "opts": opts}}), HISTORY_WAIT_S
+    )
+    assert result == {"error": "ScheduleToStartTimeout", "attempt": 2}
+
+
+async def test_remote_task_heartbeat_timeout(workers: Any, client: Client, task_worker: TaskWorker) -> None:
+    """A started attempt that goes silent past its heartbeat timeout fails as HeartbeatTimeout."""
+    await workers.start([wf])
+    opts = {"heartbeat_ms": 300, "timeout_ms": 60_000}
+    result = await asyncio.wait_for(
+        client.run_workflow("Remote", "r10", {"req": {"which": "waits", "opts": opts}}), HISTORY_WAIT_S
+    )
+    assert result == {"error": "HeartbeatTimeout", "attempt": 1}
+    async with asyncio.timeout(HISTORY_WAIT_S):  # the timed-out attempt is cancelled on the task worker
+        while task_worker.stats.cancelled < 1:
+            await asyncio.sleep(0.05)
 
 
 async def test_remote_task_cancel_reaches_the_task_worker(

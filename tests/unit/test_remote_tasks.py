@@ -265,6 +265,8 @@ def test_start_to_close_timeout_fails_the_attempt_and_is_journaled_as_a_timeout(
     assert tr.execute and kinds(tr) == ["task.failed"]
     err = tr.journal[0][2][2]["error"]
     assert err["type"] == "StartToCloseTimeout" and err["timeout"] == "start_to_close"
+    [cancel] = [t.record for t in tr.tasks]  # the task worker still on it may stop
+    assert isinstance(cancel, TaskCancel) and cancel.attempt == 1 and cancel.reason == "start_to_close timeout"
 
 
 def test_a_timeout_is_retried_with_the_attempt_bumped() -> None:
@@ -274,6 +276,7 @@ def test_a_timeout_is_retried_with_the_attempt_bumped() -> None:
     tr = after_backoff(timed)
     assert tr.run is not None and tr.run.remote is not None and tr.run.remote.attempt == 2
     assert [r.attempt for r in requests(tr)] == [2]
+    assert [type(t.record).__name__ for t in timed.tasks] == ["TaskCancel"]
     late = answer(tr.run, result(run, attempt=1, result="slow but done"), offset=61)
     assert late.task_dropped == "late"
 
