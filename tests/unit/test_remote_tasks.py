@@ -398,3 +398,16 @@ def _to() -> Any:
     from grctl.engine.records import ReplyTo
 
     return ReplyTo(client_id="c", request_id="q", partition=0)
+
+
+def test_describe_shows_the_waiting_task_in_the_cli() -> None:
+    from grctl.cli.render import remote_task_text
+
+    run = waiting(heartbeat_ms=2000)
+    assert run.remote is not None
+    hb = TaskHeartbeatCmd(wf_id="wf-1", run_id="run-1", task_id=run.remote.task_id, attempt=1, details={"done": 3})
+    after = answer(run, msgspec.structs.replace(hb, worker="go-1")).run
+    info = M.describe(after, _to())[1].payload["remote_task"]
+    text = remote_task_text(info)
+    assert text.startswith("score on queue scoring, attempt 1; heartbeat deadline ")
+    assert '{"done":3}' in text.replace(" ", "") and text.endswith("worker go-1")
