@@ -79,9 +79,10 @@ async def test_remote_tasks_sigkill_engine_and_task_workers(
     client = Client(conn)
 
     async def chaos() -> None:
-        for _ in range(3):
-            await asyncio.sleep(rng.uniform(1.0, 3.0))
-            victim: Any = rng.choice([*engines, *taskers])
+        # An engine worker, a task worker, then either: each kind is killed at least once.
+        for victims in (engines, taskers, [*engines, *taskers]):
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            victim: Any = rng.choice(victims)
             victim.kill()
             await asyncio.sleep(rng.uniform(0.2, 1.0))
             victim.start()
@@ -122,9 +123,9 @@ async def test_remote_tasks_sigkill_engine_and_task_workers(
     lines = executions.read_text().split("\n")
     ran = Counter(line.split()[0] for line in lines if line.strip())
     assert len(ran) == RUNS * TASKS_PER_RUN  # every task ran at least once
-    kills = sum(p.kills for p in (*engines, *taskers))
+    kills = f"{sum(p.kills for p in engines)} engine + {sum(p.kills for p in taskers)} task worker kills"
     print(
-        f"{RUNS} runs x {TASKS_PER_RUN} remote tasks, {kills} kills, all results in {elapsed:.1f}s; "
+        f"{RUNS} runs x {TASKS_PER_RUN} remote tasks, {kills}, all results in {elapsed:.1f}s; "
         f"{sum(ran.values())} executions for {len(ran)} tasks ({sum(n > 1 for n in ran.values())} ran more than once), "
         f"each outcome applied once"
     )
