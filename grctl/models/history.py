@@ -183,7 +183,7 @@ class TaskCompleted(_Payload):
     duration_ms: int = 0
     #: A remote task: the attempt that answered, and the task worker's name.
     remote: bool = False
-    attempt: int = 0
+    attempt: int | None = None
     worker: str = ""
 
 
@@ -193,7 +193,7 @@ class TaskFailed(_Payload):
     error: ErrorDetails | None = None
     duration_ms: int = 0
     remote: bool = False
-    attempt: int = 0
+    attempt: int | None = None
 
 
 class TaskAttemptFailed(_Payload):
