@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +28,9 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # untyped re-export
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from grctl.errors import GrctlError, InvalidArgumentError, KafkaSetupError
 from grctl.kafka.connection import Connection
@@ -47,6 +50,8 @@ POLL_TIMEOUT_S = 0.1
 FULL_WAIT_S = 0.005
 #: A worker full this long (s) pauses its partitions while it keeps polling (long tasks).
 PAUSE_AFTER_S = 5.0
+#: The metrics endpoint listens on every interface: scrapes come from outside the pod (as a Worker's).
+METRICS_HOST = "0.0.0.0"
 #: How often finished offsets are committed (s).
 COMMIT_INTERVAL_S = 1.0
 
@@ -128,6 +133,37 @@ class TaskContext:
 Handler = Callable[..., Awaitable[Any]]
 
 
+class _Collector(Collector):
+    """A task worker's `stats` and lag at scrape time."""
+
+    def __init__(self, worker: TaskWorker) -> None:
+        self._w = worker
+
+    def collect(self) -> Iterator[Any]:
+        w, s = self._w, self._w.stats
+        for name, doc, value in (
+            ("requests", "Task requests taken (attempts).", s.requests),
+            ("completed", "Tasks answered with a result.", s.completed),
+            ("failed", "Tasks answered with an error.", s.failed),
+            ("cancelled", "Tasks cancelled by their run (or an attempt's timeout).", s.cancelled),
+            ("heartbeats", "Heartbeats sent.", s.heartbeats),
+            ("undecodable", "Queue records skipped as undecodable.", s.undecodable),
+        ):
+            family = CounterMetricFamily(f"grctl_taskworker_{name}", doc, labels=["queue"])
+            family.add_metric([w.queue], value)
+            yield family
+        in_flight = GaugeMetricFamily("grctl_taskworker_in_flight", "Tasks running now.", labels=["queue"])
+        in_flight.add_metric([w.queue], s.in_flight)
+        yield in_flight
+        lag = GaugeMetricFamily(
+            "grctl_taskworker_lag", "Records of the queue topic not read yet, per partition read here.",
+            labels=["queue", "partition"],
+        )  # fmt: skip
+        for p, n in sorted(w.lag.items()):
+            lag.add_metric([w.queue, str(p)], n)
+        yield lag
+
+
 @dataclass(slots=True)
 class _Partition:
     """Offsets of one assigned partition: what runs, and the highest seen."""
@@ -151,6 +187,9 @@ class TaskWorker:
         worker_id: this worker's name in answers and logs (default host:pid).
         create_topic: create the queue's topic if it is missing (with the namespace's partition count).
         kafka_config: extra librdkafka options for the consumer and the producer.
+        metrics_port: serve Prometheus metrics on this port (0: any free port; None: none):
+            `grctl_taskworker_*` counters by queue, tasks in flight, and the lag of the
+            partitions this worker reads (records of the queue not read yet: what to autoscale on).
 
     Example:
         ```python
@@ -172,6 +211,7 @@ class TaskWorker:
         worker_id: str | None = None,
         create_topic: bool = True,
         kafka_config: Mapping[str, Any] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         named = dict(handlers) if isinstance(handlers, Mapping) else {h.__name__: h for h in handlers}
         if not named:
@@ -203,6 +243,14 @@ class TaskWorker:
         self._stop = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._directives_partitions = 0
+        #: partition -> records of the queue topic not read yet (from cached high watermarks).
+        self.lag: dict[int, int] = {}
+        self._metrics_port = metrics_port
+        self._metrics_server: Any = None
+        #: Where the metrics are served (after `start`, with a `metrics_port`): (host, port).
+        self.metrics_address: tuple[str, int] | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,6 +262,10 @@ class TaskWorker:
         """
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._setup)
+        if self._metrics_port is not None:
+            server, _thread = start_http_server(self._metrics_port, METRICS_HOST, registry=self.registry)
+            self._metrics_server = server
+            self.metrics_address = (METRICS_HOST, server.server_address[1])
         self._loop_task = asyncio.create_task(self._run(), name=f"grctl-taskworker-{self.queue}")
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -235,6 +287,10 @@ class TaskWorker:
             await asyncio.wait(pending)
         await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
         self._pool.shutdown(wait=False)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
 
     async def run(self) -> None:
         """Start, and run until cancelled (then stop gracefully)."""
@@ -334,6 +390,16 @@ class TaskWorker:
                 for p, st in self._partitions.items()
                 if st.next_offset >= 0
             ]
+            owned = {p: st.next_offset for p, st in self._partitions.items()}
+        lag: dict[int, int] = {}
+        for p, next_offset in owned.items():
+            try:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and next_offset >= 0:
+                lag[p] = max(0, high - next_offset)
+        self.lag = lag
         if not offsets:
             return
         try:

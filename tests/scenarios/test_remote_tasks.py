@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from datetime import timedelta
 from typing import Any
 
@@ -120,7 +121,7 @@ def _reset() -> None:
 
 @pytest.fixture
 async def task_worker(connection: Connection) -> Any:
-    tw = TaskWorker(HANDLERS, connection, queue=QUEUE, concurrency=8)
+    tw = TaskWorker(HANDLERS, connection, queue=QUEUE, concurrency=8, metrics_port=0)
     await tw.start()
     yield tw
     await tw.stop(timeout=5)
@@ -137,6 +138,11 @@ async def test_remote_task_end_to_end(workers: Any, client: Client, task_worker:
     kinds = [str(e.kind) for e in history]
     assert kinds.count(HistoryKind.task_started) == 2 and kinds.count(HistoryKind.task_completed) == 2
     assert kinds.count(HistoryKind.step_started) == 3 and kinds.count(HistoryKind.step_completed) == 1
+    # The task worker's own metrics: what it ran, per queue.
+    assert task_worker.metrics_address is not None
+    url = f"http://127.0.0.1:{task_worker.metrics_address[1]}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+    assert 'grctl_taskworker_completed_total{queue="scoring"} 2.0' in text
     # The replayer places the remote outcomes at their journal positions: the run replays.
     replayed = Replayer([wf]).replay(history)
     assert replayed.ok, replayed.divergence
