@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from grctl.models.errors import ErrorDetails
     from grctl.models.history import HistoryEvent, HistoryKind
     from grctl.models.run_info import RunInfo, RunStatus
+    from grctl.taskworker import TaskContext, TaskWorker
     from grctl.worker.schema_registry import SchemaRegistry
     from grctl.worker.sources import SendEvent, Source, SourceRecord, StartRun
     from grctl.worker.supervisor import run_workers
@@ -74,6 +75,8 @@ _EXPORTS: dict[str, str] = {
     "SourceRecord": "grctl.worker.sources",
     "StartRun": "grctl.worker.sources",
     "StoreKeyNotFoundError": _ERRORS,
+    "TaskContext": "grctl.taskworker",
+    "TaskWorker": "grctl.taskworker",
     "Worker": "grctl.worker.worker",
     "Workflow": "grctl.workflow.workflow",
     "WorkflowAlreadyRunningError": _ERRORS,
@@ -121,6 +124,8 @@ __all__ = [
     "SourceRecord",
     "StartRun",
     "StoreKeyNotFoundError",
+    "TaskContext",
+    "TaskWorker",
     "Worker",
     "Workflow",
     "WorkflowAlreadyRunningError",

@@ -45,3 +45,7 @@ QUERY_TIMEOUT_S: Final = 10.0
 SHUTDOWN_TIMEOUT_S: Final = 30.0
 #: Steps executing at once in one worker.
 MAX_CONCURRENT_STEPS: Final = 1000
+
+#: Start-to-close timeout of a remote task's attempt when the call names none (Temporal requires
+#: one; a default keeps a task whose worker died from waiting forever).
+REMOTE_TASK_TIMEOUT_MS = 5 * 60 * 1000

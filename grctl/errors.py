@@ -14,6 +14,8 @@ GrctlError
 │   └── ScheduleAlreadyExistsError     create with the id of an existing schedule
 ├── StoreKeyNotFoundError (KeyError)   typed ctx.store.get of a key that was never put
 ├── ReadOnlyStoreError (RuntimeError)  ctx.store.put in a query handler
+├── RemoteTaskError                    a remote task failed (its worker's error, or attempts ran out)
+│   └── RemoteTaskTimeoutError (TimeoutError)  its last attempt timed out
 ├── NonDeterminismError                re-executed code diverged from the recorded journal
 ├── JournalMismatchError (TypeError)   a recorded value no longer fits the code (changed annotation)
 ├── NextDirectiveMissingError          a handler returned something other than a Directive
@@ -282,6 +284,32 @@ class MissingArgumentError(HandlerArgumentError, KeyError):
 
     def __str__(self) -> str:  # KeyError's str() quotes its argument
         return str(self.args[0]) if self.args else ""
+
+
+class RemoteTaskError(GrctlError):
+    """A remote task (`ctx.remote_task`) failed: its worker answered an error, or no attempt was left.
+
+    Attributes:
+        task: the task's name.
+        queue: its queue.
+        error_type: the error's type as the task worker reported it (e.g. "ValueError").
+        attempt: the attempt that failed last.
+        details: the error as recorded (`type`, `message`, and what the worker added).
+    """
+
+    def __init__(
+        self, message: str, *, task: str, queue: str, error_type: str, attempt: int, details: dict[str, Any]
+    ) -> None:
+        super().__init__(message)
+        self.task = task
+        self.queue = queue
+        self.error_type = error_type
+        self.attempt = attempt
+        self.details = details
+
+
+class RemoteTaskTimeoutError(RemoteTaskError, TimeoutError):
+    """The last attempt of a remote task timed out (schedule-to-start, start-to-close or heartbeat)."""
 
 
 class OutsideStepError(GrctlError, LookupError):

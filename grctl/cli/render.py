@@ -96,6 +96,20 @@ def info_dict(info: RunInfo) -> dict[str, Any]:
     return {f: to_jsonable(getattr(info, f)) for f in info.__struct_fields__}
 
 
+def remote_task_text(rt: dict[str, Any]) -> str:
+    """What a run's step waits for: a remote task, its queue, attempt, deadline and last heartbeat."""
+    text = f"{rt.get('task')} on queue {rt.get('queue')}, attempt {rt.get('attempt')}"
+    if rt.get("deadline_ms"):
+        text += f"; {rt.get('deadline')} deadline {fmt_ms(rt['deadline_ms'])}"
+    if rt.get("last_heartbeat_ms"):
+        text += f"; last heartbeat {fmt_ms(rt['last_heartbeat_ms'])}"
+        if rt.get("details") is not None:
+            text += f" {json_text(rt['details'])}"
+    if rt.get("worker"):
+        text += f"; worker {rt['worker']}"
+    return text
+
+
 def info_table(info: RunInfo) -> Table:
     """A two-column table of a run's details."""
     t = Table(show_header=False, box=None, pad_edge=False)
@@ -126,6 +140,8 @@ def info_table(info: RunInfo) -> Table:
         due = f" (until {fmt_time(info.wait_deadline)})" if info.wait_deadline else ""
         rows.append(("waiting", f"for an event{due}"))
     rows.append(("pending events", str(info.pending_events)))
+    if info.remote_task:
+        rows.append(("remote task", remote_task_text(info.remote_task)))
     if info.parent_wf_id:
         rows.append(("parent", f"{info.parent_wf_type} {info.parent_wf_id} (run {info.parent_run_id})"))
     if info.result is not None:

@@ -148,6 +148,7 @@ def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
         scheduled_at=ts(payload.get("scheduled_ms")),
         version=payload.get("version", 1),
         awaiting=payload.get("awaiting"),
+        remote_task=payload.get("remote_task"),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, Protocol
 import msgspec
 
 from grctl import defaults
+from grctl.engine import remote
 from grctl.engine.records import (
     ACTIVE_STATES,
     OUTCOME,
@@ -28,12 +29,16 @@ from grctl.engine.records import (
     EventCmd,
     HistoryRecord,
     InboxEntry,
+    RemoteTask,
     Reply,
     ReplyCode,
     ReplyTo,
     RunRecord,
     ScheduleRunEndedCmd,
     StartCmd,
+    TaskHeartbeatCmd,
+    TaskResultCmd,
+    TaskStartedCmd,
     TimerEntry,
     TimerKind,
     WatchCmd,
@@ -46,7 +51,7 @@ from grctl.models.outcome import terminal_error
 from grctl.models.run_info import RunStateKind, RunStatus
 
 #: What a finished step execution asks for (`StepOutcome.next_kind`).
-NextKind = Literal["step", "wait", "complete", "fail", "error", "timeout", "suspend"]
+NextKind = Literal["step", "wait", "complete", "fail", "error", "timeout", "suspend", "remote"]
 
 #: Clients that may watch one run at once (a handle per process, typically one or two).
 MAX_WATCHERS: Final = 32
@@ -128,6 +133,8 @@ class StepOutcome:
     store: dict[str, bytes] = field(default_factory=dict)
     resume_at_ms: int | None = None
     emits: list[Emit] = field(default_factory=list)
+    #: With "remote": the remote task call the step waits for (`grctl.engine.remote`).
+    remote: RemoteTask | None = None
 
 
 _json_encoder = msgspec.json.Encoder()
@@ -180,6 +187,9 @@ class Transition:
         purge: (run id, whether the run record goes too): the retention of an ended run is
             over; every key it holds is deleted.
         emits: records for topics outside the namespace (a step's `ctx.emit`, a results topic).
+        tasks: records for task queues (requests, cancels; `grctl.engine.remote`).
+        journal: (step seq, position, entry) journal entries to write (a remote task's outcome).
+        task_dropped: a task worker's answer was not applied, and why (late, duplicate, ...).
     """
 
     run: RunRecord | None = None
@@ -197,6 +207,9 @@ class Transition:
     child_done: tuple[str, str, dict[str, Any]] | None = None
     purge: tuple[str, bool] | None = None
     emits: list[Emit] = field(default_factory=list)
+    tasks: list[remote.TaskOut] = field(default_factory=list)
+    journal: list[tuple[int, int, list[Any]]] = field(default_factory=list)
+    task_dropped: str | None = None
 
 
 SKIP = Transition(skipped=True)
@@ -364,8 +377,10 @@ class Machine:
             tr.timers_clear.append(
                 TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=TimerKind.workflow, seq=0, due_ms=run.deadline_ms)
             )
-        # Events nobody will handle any more.
+        # Events nobody will handle any more; a remote task nobody waits for.
         tr.inbox_delete.extend(range(run.inbox_head, run.inbox_next))
+        if run.remote is not None:
+            remote.on_run_end(tr, run, f"run {status.value}")
         results = self.catalog.results_topic(run.wf_type)
         if results is not None:
             tr.emits.append(outcome_record(results, run, status, now_ms, result, error, reason))
@@ -421,6 +436,7 @@ class Machine:
             inbox_head=run.inbox_next,
             retain_until_ms=retain_until,
             watchers=(),
+            remote=None,
         )
 
     def fail_run(self, run: RunRecord | None, error: dict[str, Any], now_ms: int) -> Transition:
@@ -467,6 +483,8 @@ class Machine:
             tr = self.on_cancel(run, rec, now_ms)
         elif isinstance(rec, WatchCmd):
             tr = self.on_watch(run, rec)
+        elif isinstance(rec, TaskStartedCmd | TaskHeartbeatCmd | TaskResultCmd):
+            tr = self.on_task_answer(run, rec, now_ms)
         elif isinstance(rec, ChildDoneCmd) and not rec.event_name:
             tr = self.on_child_done(run, rec, now_ms)
         elif isinstance(rec, ChildDoneCmd):
@@ -729,6 +747,27 @@ class Machine:
         tr.run = run
         return tr
 
+    def on_task_answer(
+        self, run: RunRecord | None, cmd: TaskStartedCmd | TaskHeartbeatCmd | TaskResultCmd, now_ms: int
+    ) -> Transition:
+        """A task worker's answer: applied only for the current attempt of the pending task, else dropped.
+
+        A result (or a final error) is journaled at the call's position and the step is due
+        again; it re-executes and replays it (`grctl.engine.remote`).
+        """
+        tr = Transition()
+        active = run if run is not None and run.state == RunStateKind.step else None
+        if active is None and run is not None and run.run_id == cmd.run_id:
+            tr.task_dropped = "run_ended"
+            return tr
+        if isinstance(cmd, TaskResultCmd):
+            if remote.on_result(tr, active or run, cmd, now_ms, self.worker_id):
+                assert tr.run is not None
+                tr.run = self._run_or_park(tr, tr.run, now_ms, keep_timeout=True)
+        else:
+            remote.on_started(tr, active or run, cmd, now_ms)
+        return tr
+
     def on_cancel(self, run: RunRecord | None, cmd: CancelCmd, now_ms: int) -> Transition:
         """Cancel or terminate the latest run."""
         tr = Transition()
@@ -748,8 +787,8 @@ class Machine:
         if cmd.terminate:
             tr.cancel_running = True
             tr.run = self._finish(tr, run, RunStatus.terminated, now_ms, reason=cmd.reason)
-        elif run.state == RunStateKind.wait or run.suspended_until_ms is not None:
-            # Nothing runs (waiting, or suspended in a retry back-off): cancel at once.
+        elif run.state == RunStateKind.wait or run.suspended_until_ms is not None or run.remote is not None:
+            # Nothing runs (waiting, suspended in a retry back-off or on a remote task): cancel at once.
             tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=cmd.reason)
         else:
             tr.history.append(self._hist(run, HistoryKind.run_cancel_received, now_ms, {"reason": cmd.reason}))
@@ -807,6 +846,13 @@ class Machine:
             tr.timers_set.append(
                 TimerEntry(wf_id=run.wf_id, run_id=run.run_id, kind=TimerKind.resume, seq=run.seq, due_ms=due)
             )
+            return tr
+        if kind == "remote":
+            assert out.remote is not None
+            if run.cancel_pending:  # cancelled while the step ran: no task is sent for it
+                tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=run.cancel_reason)
+                return tr
+            tr.run = remote.schedule(tr, run, out.remote, now_ms, self.worker_id)
             return tr
         if kind == "timeout":
             tr.history.append(self._hist(run, HistoryKind.step_timeout, now_ms, {"step_name": step}))
@@ -891,6 +937,12 @@ class Machine:
             tr.cancel_running = run.state == RunStateKind.step
             tr.run = self._finish(tr, run, RunStatus.timed_out, now_ms)
             return tr
+        if timer.kind == TimerKind.task:
+            if run.state != RunStateKind.step:
+                return SKIP
+            if remote.on_timer(tr, run, timer, now_ms, self.worker_id):
+                tr.run = self._run_or_park(tr, tr.run or run, now_ms, keep_timeout=True)
+            return SKIP if tr.skipped else tr
         if run.seq != timer.seq or run.timer_due_ms != timer.due_ms:
             return SKIP
         if timer.kind == TimerKind.resume and run.state == RunStateKind.step and run.suspended_until_ms is not None:
@@ -937,6 +989,8 @@ class Machine:
             "version": run.version,
             "awaiting": run.missing,
         }
+        if run.remote is not None:
+            info["remote_task"] = remote.describe(run.remote)
         if run.schedule_id is not None:
             info["schedule_id"] = run.schedule_id
             info["scheduled_ms"] = run.scheduled_ms

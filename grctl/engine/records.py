@@ -13,6 +13,7 @@ from typing import Any, Final
 import msgspec
 
 from grctl.engine.schedule_spec import ScheduleSpec
+from grctl.models.remote_task import RemoteTask as RemoteTask  # re-exported: part of the run record
 from grctl.models.run_info import RunStateKind, RunStatus
 
 SCHEMA_VERSION = 1
@@ -109,6 +110,49 @@ class ChildDoneCmd(_Cmd, tag="child_done"):
     child_wf_id: str
     child_run_id: str
     outcome: dict[str, Any]
+
+
+class TaskStartedCmd(_Cmd, tag="task_started"):
+    """A task worker took attempt `attempt` of remote task `task_id` of run `run_id` (docs/remote-tasks.md).
+
+    Ends the schedule-to-start wait: the start-to-close and heartbeat deadlines run from here.
+    """
+
+    run_id: str
+    task_id: str
+    attempt: int
+    worker: str = ""
+
+
+class TaskHeartbeatCmd(_Cmd, tag="task_heartbeat"):
+    """A task worker is still working on the attempt: the heartbeat deadline moves on."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    details: Any = None
+    worker: str = ""
+
+
+class TaskResultCmd(_Cmd, tag="task_result"):
+    """The answer of attempt `attempt` of remote task `task_id`: a result (`ok`) or an error.
+
+    Applied only if it answers the run's current attempt of that task; late and duplicate
+    answers are dropped and counted. `error` is `{"type", "message", "retryable"?}`; an error
+    with `retryable: false` is never retried, whatever the task's retry policy says.
+    """
+
+    run_id: str
+    task_id: str
+    attempt: int
+    ok: bool = True
+    result: Any = None
+    error: dict[str, Any] | None = None
+    worker: str = ""
+
+
+TASK_COMMANDS: Final = (TaskStartedCmd, TaskHeartbeatCmd, TaskResultCmd)
+TaskCommand = TaskStartedCmd | TaskHeartbeatCmd | TaskResultCmd
 
 
 class WatchCmd(_Cmd, tag="watch"):
@@ -284,9 +328,26 @@ DirectiveRecord = (
     | ScheduleDescribeCmd
     | ScheduleListCmd
     | ScheduleRunEndedCmd
+    | TaskStartedCmd
+    | TaskHeartbeatCmd
+    | TaskResultCmd
 )
 
 directive_decoder = msgspec.msgpack.Decoder(DirectiveRecord)  # type: ignore[arg-type]
+#: Task workers in other languages write their answers as JSON (a record whose first byte is
+#: `{`: never the first byte of a msgpack directive, a map). Same records, same tags.
+directive_json_decoder = msgspec.json.Decoder(DirectiveRecord)  # type: ignore[arg-type]
+
+
+def decode_directive(value: bytes) -> DirectiveRecord:
+    """Decode a `directives` record: msgpack (the engine's own), or JSON (a task worker's answer).
+
+    Raises:
+        msgspec.DecodeError: neither (see `DECODE_ERRORS`).
+    """
+    if value[:1] == b"{":
+        return directive_json_decoder.decode(value)  # type: ignore[no-any-return]
+    return directive_decoder.decode(value)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- history topic
@@ -415,6 +476,8 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     #: Started by a schedule: its id (told when the run ends) and the tick the run serves.
     schedule_id: str | None = None
     scheduled_ms: int | None = None
+    #: The remote task the run's suspended step waits for (docs/remote-tasks.md).
+    remote: RemoteTask | None = None
     v: int = SCHEMA_VERSION
 
 
@@ -436,6 +499,7 @@ class TimerKind(StrEnum):
     workflow = "workflow"  # the workflow timeout
     retention = "retention"  # an ended run's retention is over: delete its state
     schedule = "schedule"  # a schedule's next tick fires (`wf_id` is the schedule id)
+    task = "task"  # a remote task's attempt times out, or its retry back-off ends
 
 
 class TimerEntry(msgspec.Struct, kw_only=True, omit_defaults=True):

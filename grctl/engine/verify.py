@@ -8,12 +8,15 @@ What counts as what, per run (a run id seen with `run.started` in the history re
 
 - **duplicated**: two `run.started`; two terminal events (`run.completed`, `run.failed`,
   `run.cancelled`, `run.terminated`, `run.timeout`); two `step.completed` for one step number
-  (the number of the `step.started` before it); two `task.completed` for one task id.
+  (the number of the `step.started` before it); two `task.completed` for one task id; for a
+  remote task (`remote` in the event), two applied outcomes (`task.completed` or `task.failed`)
+  for one task id, or two `task.attempt_failed` for one attempt (one applied answer per attempt).
 - **lost**: a run with no terminal event whose state is gone, belongs to another run, or says it
   ended; a run whose state says it ended without its terminal event in the history; a settled
   run (no event for `settle_ms`) whose state has a step due and whose last event is a
   `step.completed` (nothing started the next step); a waiting run with accepted events left
-  in its inbox (accepted, never handled).
+  in its inbox (accepted, never handled); a completed run with a remote task that was sent
+  (`task.started`) and never got its outcome applied.
 - **orphaned state**: store values, journal entries and child outcomes of a run that has
   neither the workflow id's run record nor a timer (an ended run keeps its keys until its
   retention timer deletes them); inbox entries and timers of a workflow id without a run record.
@@ -66,6 +69,9 @@ MAX_FINDINGS: Final = 1000
 
 FindingKind = Literal["lost", "duplicated", "orphaned"]
 _TERMINAL = {k.value for k in TERMINAL_KINDS}
+_REMOTE_KINDS = frozenset(
+    {HistoryKind.task_started, HistoryKind.task_completed, HistoryKind.task_failed, HistoryKind.task_attempt_failed}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,10 @@ class _Trace:
     seq: int = 0  # the step number of the latest step.started
     steps_completed: dict[int, int] = field(default_factory=dict)
     tasks_completed: dict[str, int] = field(default_factory=dict)
+    #: Remote tasks: ids sent, outcomes applied per id, failed attempts per (id, attempt).
+    remote_sent: set[str] = field(default_factory=set)
+    remote_outcomes: dict[str, int] = field(default_factory=dict)
+    remote_attempts: dict[tuple[str, int], int] = field(default_factory=dict)
     last_kind: str = ""
     last_ms: int = 0
 
@@ -180,6 +190,15 @@ class Checker:
             trace.seq = int(msg.get("seq", 0))
         elif kind == HistoryKind.step_completed:
             trace.steps_completed[trace.seq] = trace.steps_completed.get(trace.seq, 0) + 1
+        elif msg.get("remote") and kind in _REMOTE_KINDS:
+            task_id = str(msg.get("task_id", ""))
+            if kind == HistoryKind.task_started:
+                trace.remote_sent.add(task_id)
+            elif kind == HistoryKind.task_attempt_failed:
+                at = (task_id, int(msg.get("attempt") or 0))
+                trace.remote_attempts[at] = trace.remote_attempts.get(at, 0) + 1
+            else:
+                trace.remote_outcomes[task_id] = trace.remote_outcomes.get(task_id, 0) + 1
         elif kind == HistoryKind.task_completed:
             task_id = str(msg.get("task_id", ""))
             trace.tasks_completed[task_id] = trace.tasks_completed.get(task_id, 0) + 1
@@ -243,6 +262,17 @@ class Checker:
         for task_id, n in sorted(t.tasks_completed.items()):
             if n > 1:
                 yield Finding("duplicated", wf_id, run_id, f"task.completed written {n} times for task {task_id!r}")
+        for task_id, n in sorted(t.remote_outcomes.items()):
+            if n > 1:
+                yield Finding("duplicated", wf_id, run_id, f"{n} outcomes applied for remote task {task_id!r}")
+        for (task_id, attempt), n in sorted(t.remote_attempts.items()):
+            if n > 1:
+                yield Finding(
+                    "duplicated", wf_id, run_id, f"attempt {attempt} of remote task {task_id!r} failed {n} times"
+                )
+        if HistoryKind.run_completed in t.terminal:
+            for task_id in sorted(t.remote_sent - set(t.remote_outcomes)):
+                yield Finding("lost", wf_id, run_id, f"remote task {task_id!r} was sent, its outcome never applied")
         rec = self._runs.get(wf_id)
         mine = rec is not None and rec.run_id == run_id
         if not t.terminal:

@@ -58,6 +58,19 @@ class TopicNames:
         """The topic of a role."""
         return f"grctl.{self.namespace}.{role}"
 
+    def task_queue(self, queue: str) -> str:
+        """The topic of a remote task queue: `grctl.<namespace>.tasks.<queue>` (docs/remote-tasks.md).
+
+        Raises:
+            InvalidArgumentError: the queue name is empty or has characters a topic name cannot hold.
+        """
+        if not queue or len(queue) > 180 or not all(c.isalnum() or c in "-_." for c in queue):
+            raise InvalidArgumentError(
+                f"task queue name {queue!r} is invalid: use letters, digits, '-', '_' and '.' only "
+                f"(it becomes part of the topic name grctl.{self.namespace}.tasks.<queue>)"
+            )
+        return f"grctl.{self.namespace}.tasks.{queue}"
+
     @cached_property
     def directives(self) -> str:
         """Every input to a run."""

@@ -171,6 +171,9 @@ class TaskStarted(_Payload):
     task_name: str = ""
     args: Any = None
     step_name: str = ""
+    #: A remote task (`ctx.remote_task`): its queue.
+    remote: bool = False
+    queue: str = ""
 
 
 class TaskCompleted(_Payload):
@@ -178,6 +181,10 @@ class TaskCompleted(_Payload):
     task_name: str = ""
     output: Any = None
     duration_ms: int = 0
+    #: A remote task: the attempt that answered, and the task worker's name.
+    remote: bool = False
+    attempt: int | None = None
+    worker: str = ""
 
 
 class TaskFailed(_Payload):
@@ -185,6 +192,8 @@ class TaskFailed(_Payload):
     task_name: str = ""
     error: ErrorDetails | None = None
     duration_ms: int = 0
+    remote: bool = False
+    attempt: int | None = None
 
 
 class TaskAttemptFailed(_Payload):
@@ -195,6 +204,7 @@ class TaskAttemptFailed(_Payload):
     error: ErrorDetails | None = None
     next_retry_delay_ms: int = 0
     duration_ms: int = 0
+    remote: bool = False
 
 
 class TaskCancelled(_Payload):

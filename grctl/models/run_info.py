@@ -63,6 +63,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
         awaiting: with status `awaiting_code`, the code it waits for ("step 'ship' of Order v1").
         schedule_id: the schedule that started the run, if one did.
         scheduled_at: the time of the schedule's tick the run serves (UTC), if a schedule started it.
+        remote_task: the remote task its step waits for, if any: task, queue, attempt, deadline
+            (`deadline_ms`, and which timeout), `last_heartbeat_ms` and its `details`.
     """
 
     id: str
@@ -90,3 +92,4 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     awaiting: str | None = None
     schedule_id: str | None = None
     scheduled_at: datetime | None = None
+    remote_task: dict[str, Any] | None = None

@@ -40,7 +40,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,10 @@ class WorkflowEnvironment:
         codec: the codec for user values (as `Worker(codec=...)` and `Client(codec=...)`).
         retention: how long ended runs are kept (the namespace's run retention; default 7 days).
         max_concurrent_steps: steps executing at once (as the worker's).
+        task_handlers: remote tasks answered in process: task name -> async function of the
+            payload (what it returns is the result; what it raises fails the attempt, as a
+            `grctl.TaskWorker` handler's would). Without any, remote tasks are not answered
+            (they time out). Heartbeats and cancels are not simulated.
         sources: Kafka sources (as `Worker(sources=...)`) fed by `env.produce(topic, ...)`; the
             formats without a schema registry.
 
@@ -166,8 +170,12 @@ class WorkflowEnvironment:
         retention: timedelta | None = None,
         max_concurrent_steps: int = 100,
         sources: Iterable[Source] = (),
+        task_handlers: Mapping[str, Callable[[Any], Awaitable[Any]]] | None = None,
     ) -> None:
         self._served = WorkflowSet(list(workflows))
+        #: Remote tasks (`ctx.remote_task`) answered in process, by task name, whatever the queue.
+        self._task_handlers = dict(task_handlers or {})
+        self._task_positions: dict[str, int] = {}
         self._sources = list(sources)
         for src in self._sources:
             if not isinstance(src, Source):
@@ -479,6 +487,8 @@ class WorkflowEnvironment:
                 log = self.topics.log(topic, 0)
                 while (part.position or 0) < len(log):
                     part.on_record(log[part.position or 0])  # type: ignore[arg-type]  # a Message's parts
+            if self._task_handlers:
+                await self._answer_remote_tasks()
             now = self._now_ms()
             for p, proc in list(self._procs.items()):
                 log = self.topics.log(self.connection.topics.directives, p)
@@ -492,6 +502,38 @@ class WorkflowEnvironment:
             if self._activity == before and self._crash is None:
                 self._seen = self._activity
                 return
+
+    async def _answer_remote_tasks(self) -> None:
+        """Run the requests committed to task queue topics by `task_handlers`; answer on directives."""
+        prefix = self.connection.topics.task_queue("x")[:-1]
+        for (topic, part), log in list(self.topics.logs.items()):
+            if not topic.startswith(prefix):
+                continue
+            key = f"{topic}/{part}"
+            while self._task_positions.get(key, 0) < len(log):
+                rec = log[self._task_positions.get(key, 0)]
+                self._task_positions[key] = self._task_positions.get(key, 0) + 1
+                req = json.loads(rec.value())
+                if req.get("type") != "task_request":
+                    continue
+                answer: dict[str, Any] = {
+                    "t": "task_result", "wf_id": req["wf_id"], "run_id": req["run_id"], "task_id": req["task_id"],
+                    "attempt": req["attempt"], "worker": self.worker_id,
+                }  # fmt: skip
+                handler = self._task_handlers.get(req["task"])
+                if handler is None:
+                    why = f"no task handler {req['task']!r} (task_handlers: {sorted(self._task_handlers)})"
+                    answer.update(ok=False, error={"type": "UnknownTask", "retryable": False, "message": why})
+                else:
+                    try:
+                        answer["result"] = await handler(req["payload"])
+                    except Exception as exc:  # noqa: BLE001  # the handler's error fails the attempt
+                        retryable = type(exc).__name__ != "NonRetryableError"
+                        answer.update(ok=False, error={"type": type(exc).__name__, "message": str(exc),
+                                                       "retryable": retryable})  # fmt: skip
+                directives = req.get("reply_topic") or self.connection.topics.directives
+                self.topics.append(directives, int(req.get("reply_partition", 0)), req["wf_id"].encode(),
+                                   json.dumps(answer).encode())  # fmt: skip
 
     def _may_skip(self) -> bool:
         if self._awaited:

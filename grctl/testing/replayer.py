@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import msgspec
+
 from grctl.codec import CodecRegistry, default_codec
 from grctl.errors import GrctlError, NonDeterminismError
 from grctl.models.directive import START_STEP_NAME, Directive, DirectiveKind
@@ -474,6 +476,16 @@ def _journal(step: _Step, ev: _Event) -> bool:
         put(pos, JournalEntry(name, str(msg.get("child_wf_id", "")), None))
     elif k == "patch.recorded":
         put(pos, JournalEntry("patch", str(msg.get("patch_id", "")), None))
+    elif msg.get("remote") and k.startswith("task."):
+        # A remote task (`ctx.remote_task`): its outcome is journaled at its position; its
+        # request, attempts and retries are the engine's, not the step's.
+        if k == "task.completed":
+            output = msg.get("output") or {}
+            result = output.get("result") if isinstance(output, dict) else output
+            put(pos, JournalEntry("remote_task", str(msg.get("task_name", "")), {"ok": True, "result": result}))
+        elif k == "task.failed":
+            value = {"ok": False, "error": msgspec.to_builtins(msg.get("error")), "attempt": msg.get("attempt")}
+            put(pos, JournalEntry("remote_task", str(msg.get("task_name", "")), value))
     elif k == "task.started":
         step.args[ev.op] = msg.get("args")
     elif k == "task.attempt_failed":

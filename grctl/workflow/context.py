@@ -9,24 +9,36 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from ulid import ULID
 
-from grctl import tracing
+from grctl import defaults, tracing
 from grctl._check import non_empty_str, positive_ms
 from grctl.codec import CodecRegistry
-from grctl.errors import InvalidArgumentError, NoParentWorkflowError, PayloadTooLargeError
+from grctl.errors import (
+    InvalidArgumentError,
+    NoParentWorkflowError,
+    PayloadTooLargeError,
+    RemoteTaskError,
+    RemoteTaskTimeoutError,
+)
 from grctl.models.directive import START_STEP_NAME, Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
 from grctl.models.errors import ErrorDetails
+from grctl.models.remote_task import RemoteTask
+from grctl.models.retry import RetryPolicy
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.workflow.child import ChildHandle
 from grctl.workflow.emit import EmitBuffer, EmitFormat, KeyFormat
-from grctl.workflow.runtime import StepRuntime
+from grctl.workflow.runtime import RemoteTaskSuspended, StepRuntime
 from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
     from grctl.workflow.workflow import Workflow
 
 __all__ = ["Context", "NextBuilder", "QueryContext"]
+
+#: The journal entry kind of a remote task's outcome (written by the engine, `grctl.engine.remote`).
+JOURNAL_REMOTE = "remote_task"
 
 
 def _own_step(workflow: Workflow, fn: Callable[..., Any] | None, what: str) -> str:
@@ -161,6 +173,7 @@ class Context:
         self._rt = runtime
         self._codec = codec
         self._next = NextBuilder(workflow, codec, max_value_bytes)
+        self._max_value_bytes = max_value_bytes
         self._logger: _StepLogger | None = None  # built on first use: most steps never log
         self._emits = emits
 
@@ -365,6 +378,85 @@ class Context:
         recorded = self._rt.peek()
         if recorded is not None and recorded.kind == "patch" and recorded.name == patch_id:
             self._rt.advance()
+
+    # ------------------------------------------------------------------ remote tasks
+
+    async def remote_task(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        queue: str,
+        timeout: timedelta | None = None,
+        schedule_to_start: timedelta | None = None,
+        heartbeat: timedelta | None = None,
+        retry_policy: RetryPolicy | None = None,
+        result_type: Any = None,
+    ) -> Any:
+        """Run task `name` on a task worker of `queue` (any language) and return its result.
+
+        The request goes to `grctl.<namespace>.tasks.<queue>` in the transaction that commits
+        this step's suspension; the step gives its worker back while the task runs and
+        re-executes when the answer is journaled, replaying its calls, so the task is asked
+        once per attempt, never again on a re-execution (docs/remote-tasks.md). One remote task
+        is awaited at a time per step; call it again for the next.
+
+        Args:
+            name: the task's name (the handler a task worker registered).
+            payload: its input (any value the codec encodes; JSON-compatible for other languages).
+            queue: the queue whose workers run it.
+            timeout: start-to-close timeout of each attempt (default
+                `defaults.REMOTE_TASK_TIMEOUT_MS`): from the worker's start (or the request, if
+                it reports none) to its answer.
+            schedule_to_start: how long an attempt may wait in the queue before a worker starts it.
+            heartbeat: the longest silence between a started attempt's heartbeats.
+            retry_policy: how failed and timed-out attempts are retried (default: one attempt).
+                Timeouts fail as `ScheduleToStartTimeout`, `StartToCloseTimeout`, `HeartbeatTimeout`.
+            result_type: convert the result to this type.
+
+        Raises:
+            RemoteTaskError: the task failed and no attempt is left.
+            RemoteTaskTimeoutError: its last attempt timed out.
+        """
+        non_empty_str(name, "name")
+        non_empty_str(queue, "queue")
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise InvalidArgumentError(f"retry_policy must be a RetryPolicy, got {type(retry_policy).__name__}")
+        start_to_close = positive_ms(timeout, "timeout") or defaults.REMOTE_TASK_TIMEOUT_MS
+        rt = self._rt
+        recorded = rt.next_recorded(JOURNAL_REMOTE, name)
+        if recorded is not None:
+            value = recorded.value
+            if value.get("ok"):
+                result = value.get("result")
+                return self._codec.from_primitive(result, result_type) if result_type is not None else result
+            err = dict(value.get("error") or {})
+            etype = str(err.get("type") or "RemoteTaskError")
+            cls = RemoteTaskTimeoutError if err.get("timeout") else RemoteTaskError
+            raise cls(
+                f"remote task {name!r} on queue {queue!r} failed after attempt {value.get('attempt')}: "
+                f"{etype}: {err.get('message') or ''}",
+                task=name, queue=queue, error_type=etype, attempt=int(value.get("attempt") or 0), details=err,
+            )  # fmt: skip
+        raw = self._codec.to_primitive(payload)
+        if self._max_value_bytes is not None:
+            size = len(self._codec.encode(raw))
+            if size > self._max_value_bytes:
+                raise PayloadTooLargeError(
+                    f"payload of remote task {name!r}", size=size, limit=self._max_value_bytes, wf_id=rt.wf_id
+                )
+        call = RemoteTask(
+            task_id="",
+            name=name,
+            queue=queue,
+            position=rt.position,
+            payload=raw,
+            retry=msgspec.to_builtins(retry_policy) if retry_policy is not None else None,
+            schedule_to_start_ms=positive_ms(schedule_to_start, "schedule_to_start"),
+            start_to_close_ms=start_to_close,
+            heartbeat_ms=positive_ms(heartbeat, "heartbeat"),
+        )
+        raise RemoteTaskSuspended(call)
 
     # ------------------------------------------------------------------ child workflows
 

@@ -37,6 +37,7 @@ __all__ = [
     "JournalEntry",
     "JournalSink",
     "NonDeterminismError",
+    "RemoteTaskSuspended",
     "StepPort",
     "StepRuntime",
     "StepSuspended",
@@ -182,6 +183,21 @@ class StepSuspended(BaseException):  # engine control flow, not an error
     def __init__(self, resume_at_ms: int) -> None:
         super().__init__(resume_at_ms)
         self.resume_at_ms = resume_at_ms
+
+
+class RemoteTaskSuspended(StepSuspended):
+    """Unwinds a step that waits for a remote task's answer (`Context.remote_task`).
+
+    The executor turns it into a "remote" step outcome: the run's transition publishes the
+    task's request and the step re-executes when the answer has been journaled.
+
+    Attributes:
+        call: what the step asks for (a `grctl.engine.records.RemoteTask` without id or attempt).
+    """
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(0)
+        self.call = call
 
 
 _current: ContextVar[StepRuntime | None] = ContextVar("grctl_step_runtime", default=None)

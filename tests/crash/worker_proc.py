@@ -151,6 +151,25 @@ async def mixed_child_done(ctx: Context, outcome: ChildOutcome[int]) -> Directiv
     return ctx.next.complete(await ctx.store.get("doubled") + outcome.result)
 
 
+# RemoteChain (issue 28): three remote tasks in a row on queue "crash", answered by the task
+# workers of tests/crash/task_worker_proc.py. Result: n + 1 + 2 + 3.
+remote_chain = Workflow(workflow_type="RemoteChain")
+
+
+@remote_chain.start()
+async def remote_chain_start(ctx: Context, n: int) -> Directive:
+    total = n
+    for k in (1, 2, 3):
+        total = await ctx.remote_task(
+            "add",
+            {"value": total, "add": k},
+            queue="crash",
+            timeout=timedelta(seconds=4),
+            retry_policy=RetryPolicy(max_attempts=20, initial_delay_ms=200, backoff_multiplier=1.0),
+        )
+    return ctx.next.complete(total)
+
+
 async def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", required=True)
@@ -163,7 +182,9 @@ async def main(argv: list[str]) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     conn = await Connection.connect(args.servers, args.namespace)
     sources = [Source(SOURCE_TOPIC, lambda rec: StartRun("Counter"), format="raw")] if SOURCE_TOPIC else None
-    worker = Worker([counter, fan_out, fan_child, waiter, mixed], conn, state_dir=args.state_dir, sources=sources)
+    worker = Worker(
+        [counter, fan_out, fan_child, waiter, mixed, remote_chain], conn, state_dir=args.state_dir, sources=sources
+    )
     worker.install_signal_handlers()
     await worker.run()
 

@@ -33,6 +33,7 @@ EXPECTED: dict[str, list[str]] = {
         "{'label': 'label: tracking A-9-label', 'parcels': ['book: tracking A-9-book', 'pen: tracking A-9-pen']}"
     ],
     "sources": ["{'shipped': True, 'paid': 30}"],
+    "remote_tasks": ["{'applicant': 'ada', 'approved': True}", "{'applicant': 'bob', 'approved': False}"],
     "versions": ["1 emailed to ada", "2 uploaded to the portal of bob", "sms to +1 555"],
 }
 

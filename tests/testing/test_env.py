@@ -269,3 +269,40 @@ async def test_an_environment_used_outside_its_lifetime_says_so() -> None:
         await env.sleep(1)
     with pytest.raises(TestEnvironmentError, match="started already"):
         await env.start()
+
+
+# --------------------------------------------------------------------------- remote tasks (issue 28)
+
+remote_wf = Workflow(workflow_type="RemoteInProcess")
+
+
+@remote_wf.start()
+async def remote_start(ctx: Context, x: int) -> Directive:
+    from grctl import RetryPolicy
+    from grctl.errors import RemoteTaskError
+
+    policy = RetryPolicy(max_attempts=3, initial_delay_ms=60_000)  # a minute between attempts
+    try:
+        out = await ctx.remote_task("score", {"x": x}, queue="scoring", retry_policy=policy)
+    except RemoteTaskError as exc:
+        return ctx.next.complete({"error": exc.error_type, "attempt": exc.attempt})
+    return ctx.next.complete(out)
+
+
+async def test_remote_tasks_are_answered_by_the_environments_task_handlers() -> None:
+    calls: list[int] = []
+
+    async def score(payload: dict[str, Any]) -> int:
+        calls.append(payload["x"])
+        if len(calls) < 2:
+            raise RuntimeError("busy")  # retried after the policy's minute, on the virtual clock
+        return payload["x"] * 10
+
+    async with WorkflowEnvironment([remote_wf], task_handlers={"score": score}) as env:
+        assert await asyncio.wait_for(env.client.run_workflow("RemoteInProcess", "r1", {"x": 4}), 10) == 40
+        assert calls == [4, 4]
+        kinds = [str(e.kind) for e in await env.history("r1")]
+        assert kinds.count("task.attempt_failed") == 1 and kinds.count("task.completed") == 1
+    async with WorkflowEnvironment([remote_wf], task_handlers={"other": score}) as env:
+        result = await asyncio.wait_for(env.client.run_workflow("RemoteInProcess", "r2", {"x": 4}), 10)
+        assert result == {"error": "UnknownTask", "attempt": 1}

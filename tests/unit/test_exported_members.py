@@ -41,6 +41,8 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "SourceRecord",
         "StartRun",
         "StoreKeyNotFoundError",
+        "TaskContext",  # issue 28: remote task workers
+        "TaskWorker",
         "Worker",
         "Workflow",
         "WorkflowAlreadyRunningError",
@@ -144,7 +146,7 @@ EXPECTED_ALL: dict[str, list[str]] = {
     ],
 }
 
-CONTROL_FLOW = {"grctl.workflow.runtime.StepSuspended"}
+CONTROL_FLOW = {"grctl.workflow.runtime.StepSuspended", "grctl.workflow.runtime.RemoteTaskSuspended"}
 """BaseException subclasses that unwind engine code and are not errors (documented where defined)."""
 
 

@@ -124,6 +124,8 @@ ALLOWED: dict[str, set[str]] = {
         "worker._partition",
         "worker._edges",
     },
+    # Remote task workers (issue 28): a Kafka client of a queue; nothing of the engine's worker.
+    "taskworker": {*BASE, "kafka", "models", "codec", "logging_setup"},
     "cli": {"*"},
     "dev": {"errors", "settings"},
     # The web UI reads with the client's readers (grctl.client.reader) and acts through a Client.

@@ -273,3 +273,47 @@ def test_a_schedule_timer_without_its_schedule_is_orphaned() -> None:
     assert whats(check([], state)) == [
         ("orphaned", f"a schedule timer (due {T + MIN}) of a schedule id without a record")
     ]
+
+
+# --------------------------------------------------------------------------- remote tasks (issue 28)
+
+
+def a_run_with_a_remote_task(*middle: HistoryRecord) -> list[HistoryRecord]:
+    return [
+        ev("run.started"),
+        ev("step.started", step_name="start", seq=1),
+        ev("task.started", task_id="1.0", remote=True, queue="q"),
+        *middle,
+        ev("task.completed", task_id="1.0", remote=True, attempt=2),
+        ev("step.started", step_name="start", seq=1),
+        ev("step.completed", step_name="start"),
+        ev("run.completed"),
+    ]
+
+
+DONE = {keys.run_key("wf-1"): record(RunStatus.completed, RunStateKind.complete)}
+
+
+def test_a_remote_task_answered_once_per_attempt_is_clean() -> None:
+    assert check(a_run_with_a_remote_task(ev("task.attempt_failed", task_id="1.0", attempt=1, remote=True)), DONE).clean
+
+
+@pytest.mark.parametrize(
+    ("extra", "what"),
+    [
+        (ev("task.completed", task_id="1.0", remote=True), "2 outcomes applied for remote task '1.0'"),
+        (ev("task.failed", task_id="1.0", remote=True), "2 outcomes applied for remote task '1.0'"),
+        (
+            ev("task.attempt_failed", task_id="1.0", attempt=1, remote=True),
+            "attempt 1 of remote task '1.0' failed 2 times",
+        ),
+    ],
+)
+def test_a_remote_answer_applied_twice_is_duplicated(extra: HistoryRecord, what: str) -> None:
+    history = a_run_with_a_remote_task(ev("task.attempt_failed", task_id="1.0", attempt=1, remote=True), extra)
+    assert whats(check(history, DONE)) == [("duplicated", what)]
+
+
+def test_a_completed_run_whose_remote_task_never_got_its_outcome_is_lost() -> None:
+    history = [e for e in a_run_with_a_remote_task() if e.kind != "task.completed"]
+    assert whats(check(history, DONE)) == [("lost", "remote task '1.0' was sent, its outcome never applied")]

@@ -145,6 +145,12 @@ class WorkerMetrics:
         self.ticks_ahead = 0
         self.ticks_withdrawn = 0
         self.tick_lateness = _Histogram(TICK_LATENESS_BUCKETS)
+        #: Remote tasks (issue 28): requests sent per queue, answers applied per outcome, answers
+        #: dropped per reason (late, duplicate, ...), attempts timed out per timeout kind.
+        self.task_requests: dict[str, int] = {}
+        self.task_answers: dict[str, int] = {}
+        self.task_dropped: dict[str, int] = {}
+        self.task_timeouts: dict[str, int] = {}
         self.restore_records = 0
         self.restore_seconds = 0.0
         #: partition -> (records read so far, records to read) while it restores.
@@ -185,7 +191,9 @@ class WorkerMetrics:
         st.duration.observe(seconds)
 
     def transition_staged(self, tr: Transition) -> None:
-        """A transition was staged: count the runs it starts and ends."""
+        """A transition was staged: count the runs it starts and ends, and its remote task traffic."""
+        if tr.tasks or tr.task_dropped is not None or tr.journal or (tr.run is not None and tr.run.remote is not None):
+            self._remote_staged(tr)
         run = tr.run
         if run is None:
             return
@@ -203,6 +211,22 @@ class WorkerMetrics:
                 error = (h.msg or {}).get("error") or {}
                 if isinstance(error, dict) and error.get("type") == PAYLOAD_TOO_LARGE:
                     st.runs_payload_too_large += 1
+
+    def _remote_staged(self, tr: Transition) -> None:
+        if tr.task_dropped is not None:
+            self.task_dropped[tr.task_dropped] = self.task_dropped.get(tr.task_dropped, 0) + 1
+        for out in tr.tasks:
+            if type(out.record).__name__ == "TaskRequest":
+                self.task_requests[out.queue] = self.task_requests.get(out.queue, 0) + 1
+        for h in tr.history:
+            if h.kind in ("task.completed", "task.failed", "task.attempt_failed"):
+                error = (h.msg or {}).get("error") or {}
+                timeout = error.get("timeout") if isinstance(error, dict) else None
+                if timeout:
+                    self.task_timeouts[timeout] = self.task_timeouts.get(timeout, 0) + 1
+        for _seq, _pos, entry in tr.journal:
+            outcome = "completed" if entry[2].get("ok") else "failed"
+            self.task_answers[outcome] = self.task_answers.get(outcome, 0) + 1
 
     def dead_lettered(self, partition: int) -> None:
         """An input record of `partition` went to dead-letter."""
@@ -427,6 +451,21 @@ class _Collector(Collector):
         for p, n in sorted(m.dead_letters.items()):
             dead.add_metric([str(p)], n)
         yield dead
+        for family_name, doc, label_name, counts in (
+            ("grctl_remote_task_requests", "Remote task requests sent (attempts).", "queue", m.task_requests),
+            ("grctl_remote_task_outcomes", "Remote task outcomes journaled.", "outcome", m.task_answers),
+            (
+                "grctl_remote_task_answers_dropped",
+                "Task answers not applied (late, duplicate, ...).",
+                "reason",
+                m.task_dropped,
+            ),
+            ("grctl_remote_task_timeouts", "Remote task attempts timed out.", "timeout", m.task_timeouts),
+        ):
+            family = CounterMetricFamily(family_name, doc, labels=[label_name])
+            for key, n in sorted(counts.items()):
+                family.add_metric([key], n)
+            yield family
         lateness = HistogramMetricFamily(
             "grctl_timer_lateness_seconds", "How late the earliest due timer of a partition fired, per firing round."
         )

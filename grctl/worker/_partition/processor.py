@@ -37,6 +37,7 @@ from grctl.engine.machine import StepOutcome, Transition
 from grctl.engine.records import (
     DECODE_ERRORS,
     SCHEDULE_COMMANDS,
+    TASK_COMMANDS,
     CancelCmd,
     DescribeCmd,
     EventCmd,
@@ -56,13 +57,14 @@ from grctl.engine.records import (
     StartCmd,
     TimerEntry,
     TimerKind,
-    directive_decoder,
+    decode_directive,
     encoder,
     inbox_decoder,
     run_decoder,
     schedule_decoder,
     timer_decoder,
 )
+from grctl.engine.remote import TaskRequest
 from grctl.engine.schedules import ScheduleMachine, ScheduleTransition
 from grctl.errors import InternalError, InvalidRecordError, PayloadTooLargeError
 from grctl.kafka.limits import HISTORY_PREVIEW_BYTES, preview
@@ -99,6 +101,8 @@ ACTIVE_STATUSES = tuple(s for s in RunStatus if s not in TERMINAL_STATUSES)
 count_decoder = msgspec.msgpack.Decoder(int)
 journal_entry_encoder = msgspec.msgpack.Encoder()
 journal_entry_decoder = msgspec.msgpack.Decoder(list[Any])
+#: Task queue records are JSON, for task workers in any language (docs/remote-tasks.md).
+task_json_encoder = msgspec.json.Encoder()
 
 
 class PartitionProcessor:
@@ -257,6 +261,10 @@ class PartitionProcessor:
             if tr.child_done is not None:
                 child_wf_id, _child_run_id, outcome = tr.child_done
                 writes.append((keys.child_key(wf_id, run.run_id, child_wf_id), encoder.encode(outcome)))
+            if tr.journal:
+                for seq, pos, journal_entry in tr.journal:
+                    prefix = keys.journal_prefix(wf_id, run.run_id, seq)
+                    writes.append((keys.journal_key(prefix, pos), journal_entry_encoder.encode(journal_entry)))
         if tr.inbox_put:
             for seq, entry in tr.inbox_put.items():
                 writes.append((keys.inbox_key(wf_id, seq), encoder.encode(entry)))
@@ -282,6 +290,12 @@ class PartitionProcessor:
         if tr.replies:
             for to, reply in tr.replies:
                 records.append((topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply)))
+        if tr.tasks:
+            for out in tr.tasks:
+                task_record = out.record
+                if isinstance(task_record, TaskRequest):
+                    task_record = msgspec.structs.replace(task_record, reply_topic=topics.directives, reply_partition=p)
+                records.append((topics.task_queue(out.queue), -1, out.key, task_json_encoder.encode(task_record)))
         if tr.purge is not None:
             writes.extend(self._purge_writes(wf_id, *tr.purge))
         # 2. Nothing goes out that Kafka would refuse: such a transition fails its run instead.
@@ -304,9 +318,13 @@ class PartitionProcessor:
                 outbox.produce(e.topic, -1, e.key, e.value, e.headers, wf_id)
         if s.observer is not None:
             s.observer.transition_staged(tr)
+        if tr.task_dropped is not None:
+            logger.info("partition %d: a task answer for wf_id %r was dropped (%s)", p, wf_id, tr.task_dropped)
         # 4. Local bookkeeping that follows the staged transition.
         if run is not None:
             self._remember(wf_id, run)
+            for seq, _pos, _entry in tr.journal:
+                self._note_journal(keys.journal_prefix(wf_id, run.run_id, seq))
         if tr.purge is not None:
             run_id, with_record = tr.purge
             if with_record:
@@ -397,6 +415,7 @@ class PartitionProcessor:
             if (run := self.get_run(wf_id := keys.index_wf_id(key))) is not None
             and run.state == RunStateKind.step
             and run.suspended_until_ms is None  # its resume timer starts it
+            and run.remote is None  # its remote task's answer starts it
         ]
         for wf_id, seq in due:
             self.maybe_start(wf_id, seq)
@@ -501,7 +520,7 @@ class PartitionProcessor:
 
     def _apply_record(self, msg: Message, offset: int) -> None:
         try:
-            rec = directive_decoder.decode(msg.value() or b"")
+            rec = decode_directive(msg.value() or b"")
         except DECODE_ERRORS as exc:
             raise InvalidRecordError(f"undecodable directive record: {exc}") from None
         if isinstance(rec, ListCmd):
@@ -546,6 +565,11 @@ class PartitionProcessor:
             if len(msg.value() or b"") > self.services.limits.value_bytes and self._refuse_oversized(rec):
                 return
             run = self.get_run(rec.wf_id)
+            if run is None and isinstance(rec, TASK_COMMANDS):
+                raise InvalidRecordError(
+                    f"a task worker's answer ({type(rec).__name__}) for task {rec.task_id!r} of run "
+                    f"{rec.run_id!r}: there is no run of wf_id {rec.wf_id!r} on this partition"
+                )
             tr = self.services.machine.apply(run, rec, offset, self._now(), self._inbox_reader(rec.wf_id))
             self.apply(tr, rec.wf_id)
 
@@ -667,8 +691,9 @@ class PartitionProcessor:
             or run.seq != seq
             or (run_id is not None and run.run_id != run_id)
             or run.suspended_until_ms is not None
+            or run.remote is not None
         ):
-            return  # stale (the run moved on), or suspended until its resume timer fires
+            return  # stale (the run moved on), or suspended until its resume timer fires or its task answers
         cur = self.running.get(wf_id)
         if cur is not None and cur.seq == seq and cur.run_id == run.run_id and not cur.cancelled:
             return
@@ -710,7 +735,7 @@ class PartitionProcessor:
         run = self.get_run(rs.wf_id)
         tr = self.services.machine.on_step_outcome(run, outcome, self._now(), self._inbox_reader(rs.wf_id))
         self.apply(tr, rs.wf_id)
-        if rs.runtime is not None and outcome.next_kind != "suspend" and rs.runtime.journal_length:
+        if rs.runtime is not None and outcome.next_kind not in ("suspend", "remote") and rs.runtime.journal_length:
             prefix = keys.journal_prefix(rs.wf_id, rs.run_id, rs.seq)
             for pos in range(rs.runtime.journal_length):
                 self.stage(keys.journal_key(prefix, pos), None)

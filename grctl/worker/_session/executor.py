@@ -13,7 +13,7 @@ import asyncio
 import functools
 import sys
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,9 @@ from grctl.codec import CodecRegistry
 from grctl.engine.machine import StepOutcome
 from grctl.engine.records import RunRecord
 from grctl.errors import (
+    EmitTopicNotFoundError,
     InternalError,
+    InvalidArgumentError,
     NextDirectiveMissingError,
     WorkflowNotRegisteredError,
     WorkflowRunnerNotFoundError,
@@ -39,7 +41,7 @@ from grctl.worker._session.topics import TopicDirectory
 from grctl.workflow.context import Context
 from grctl.workflow.emit import EmitBuffer
 from grctl.workflow.handlers import bind_arguments
-from grctl.workflow.runtime import SYSTEM_CLOCK, Clock, StepRuntime, StepSuspended
+from grctl.workflow.runtime import SYSTEM_CLOCK, Clock, RemoteTaskSuspended, StepRuntime, StepSuspended
 from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
@@ -112,6 +114,7 @@ class StepExecutor:
         metrics: counts steps and their durations (None: not counted).
         clock: where steps read time and wait, and step deadlines are scheduled (None: the
             system's; `grctl.testing`'s environment passes one it moves).
+        task_topics: the topic of a remote task queue (`TopicNames.task_queue`).
     """
 
     def __init__(
@@ -126,8 +129,10 @@ class StepExecutor:
         emit_topics: TopicDirectory | None = None,
         registry: SchemaRegistry | None = None,
         clock: Clock | None = None,
+        task_topics: Callable[[str], str] | None = None,
     ) -> None:
         self._served = served
+        self._task_topics = task_topics
         self._registry = registry
         self._metrics = metrics
         self._emit_topics = emit_topics
@@ -272,6 +277,23 @@ class StepExecutor:
                         None, _encode_and_check, emits, self._emit_topics, wf_id
                     )
             return _outcome(run, result, store.pending_writes(), emits.records, t0)
+        except RemoteTaskSuspended as waiting:
+            call = waiting.call
+            if self._emit_topics is not None and self._task_topics is not None:
+                # A queue without a topic fails the step here, clearly, not the transaction later.
+                try:
+                    topic = self._task_topics(call.queue)
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self._emit_topics.require, {topic: f"the queue of remote task {call.name!r}"}
+                    )
+                except (EmitTopicNotFoundError, InvalidArgumentError) as exc:
+                    return StepOutcome(
+                        run_id=run.run_id, seq=run.seq, next_kind="error", error=_err(ErrorDetails.from_exception(exc)),
+                        duration_ms=_ms_since(t0),
+                    )  # fmt: skip
+            return StepOutcome(
+                run_id=run.run_id, seq=run.seq, next_kind="remote", remote=call, duration_ms=_ms_since(t0),
+            )  # fmt: skip
         except StepSuspended as suspended:
             return StepOutcome(
                 run_id=run.run_id, seq=run.seq, next_kind="suspend", resume_at_ms=suspended.resume_at_ms,

@@ -154,6 +154,7 @@ class WorkerSession:
             metrics=metrics,
             emit_topics=emit_topics,
             registry=registry,
+            task_topics=connection.topics.task_queue,
         )
         queries = QueryAnswerer(served=served, codec=codec, tasks=self.tasks)
         processors: dict[int, PartitionProcessor] = {}
