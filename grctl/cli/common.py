@@ -109,6 +109,8 @@ class Globals:
     kafka_options: dict[str, str] = field(default_factory=dict)
     connect_timeout: float = 10.0
     debug: bool = False
+    #: Who the operator actions are recorded as (--identity / GRCTL_IDENTITY; None: user@host/pid).
+    identity: str | None = None
 
     @property
     def resolved_servers(self) -> str:

@@ -17,6 +17,7 @@ from grctl.cli.common import (
     EXIT_USAGE,
     CommandFailed,
     connect,
+    globals_of,
     handle_errors,
     out,
     parse_duration,
@@ -155,7 +156,7 @@ def create_cmd(
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             with progress(f"creating schedule {schedule_id}"):
                 handle = await client.create_schedule(
                     schedule_id,
@@ -189,7 +190,7 @@ def list_cmd(as_json: JsonOption = False) -> None:
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             found = await client.list_schedules()
         if as_json:
             print_json([_description_dict(d) for d in found])
@@ -219,7 +220,7 @@ def describe_cmd(schedule_id: IdArg, as_json: JsonOption = False) -> None:
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             d = await client.get_schedule_handle(schedule_id).describe()
         if as_json:
             print_json(_description_dict(d))
@@ -249,7 +250,7 @@ def describe_cmd(schedule_id: IdArg, as_json: JsonOption = False) -> None:
 def _simple(schedule_id: str, verb: str, call: Any, as_json: bool) -> None:
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             with progress(f"{verb} {schedule_id}"):
                 result = await call(client.get_schedule_handle(schedule_id))
         if as_json:

@@ -66,6 +66,8 @@ class StartCmd(_Cmd, tag="start"):
     scheduled_ms: int | None = None
     #: How the tick came: scheduled (the cadence, or a buffered tick), trigger or backfill.
     schedule_how: str | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`, the UI's user); recorded in history.
+    identity: str | None = None
 
 
 class NextCmd(_Cmd, tag="next"):
@@ -87,6 +89,8 @@ class EventCmd(_Cmd, tag="event"):
     event_id: str = ""
     run_id: str | None = None
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`, the UI's user); recorded in history.
+    identity: str | None = None
 
 
 class CancelCmd(_Cmd, tag="cancel"):
@@ -96,6 +100,8 @@ class CancelCmd(_Cmd, tag="cancel"):
     terminate: bool = False
     run_id: str | None = None
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`, the UI's user); recorded in history.
+    identity: str | None = None
 
 
 class ChildDoneCmd(_Cmd, tag="child_done"):
@@ -390,6 +396,9 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     last_offset: int = -1
     cancel_reason: str | None = None
     cancel_pending: bool = False
+    #: Who started the run, and who asked to cancel or terminate it (the directives' `identity`).
+    started_by: str | None = None
+    cancel_by: str | None = None
     wait_timeout_ms: int | None = None
     wait_on_timeout: str | None = None
     inbox_next: int = 0

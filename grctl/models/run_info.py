@@ -63,6 +63,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
         awaiting: with status `awaiting_code`, the code it waits for ("step 'ship' of Order v1").
         schedule_id: the schedule that started the run, if one did.
         scheduled_at: the time of the schedule's tick the run serves (UTC), if a schedule started it.
+        started_by: the identity of the client that started the run (None: a parent or a schedule did).
+        cancel_by: the identity that cancelled or terminated it (or asked to), if one did.
     """
 
     id: str
@@ -90,3 +92,5 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     awaiting: str | None = None
     schedule_id: str | None = None
     scheduled_at: datetime | None = None
+    started_by: str | None = None
+    cancel_by: str | None = None
