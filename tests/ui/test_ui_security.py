@@ -298,4 +298,3 @@ async def test_basic_and_proxy_users_act_under_their_names(
     r = await nobody.request.get(f"{elsewhere_ui}/runs", headers={"X-Forwarded-User": "mallory"})
     assert r.status == 403
     assert "through the authenticating proxy" in await r.text()
-
