@@ -14,7 +14,7 @@ The layers of `grctl.ui.app`, outermost first:
 `check_post` is called by every POST handler: same-origin (Origin, else Referer, and
 Sec-Fetch-Site) and the session's CSRF token, compared in constant time.
 
-May import: the standard library and starlette (never the client or the CLI).
+May import: the standard library, starlette, `grctl.errors`, `grctl.settings` (never the client or the CLI).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import os
 import secrets
 import time
 from collections import OrderedDict
@@ -44,7 +43,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from grctl.errors import InvalidArgumentError
+from grctl import settings
+from grctl.errors import GrctlError, InvalidArgumentError
 
 AuthMode = Literal["none", "token", "basic", "proxy"]
 
@@ -357,7 +357,7 @@ class UiAuthBackend(AuthenticationBackend):
         return AuthCredentials(["authenticated"]), SimpleUser(user)
 
 
-class Refused(Exception):
+class Refused(GrctlError):
     """A state-changing request that failed the origin or CSRF check (a 403 page with `message`)."""
 
     def __init__(self, message: str) -> None:
@@ -409,4 +409,4 @@ def token_from_env_or_file(token_file: Path | None) -> str | None:
             raise InvalidArgumentError(
                 f"cannot read the token file {token_file}: {exc.strerror}", argument="token_file"
             ) from None
-    return os.environ.get("GRCTL_UI_TOKEN") or None
+    return settings.ui_token()

@@ -276,6 +276,10 @@ async def test_basic_and_proxy_users_act_under_their_names(
     cancelled = [e for e in await client.get_history("guarded-basic") if e.kind == HistoryKind.run_cancelled]
     assert [e.msg.identity for e in cancelled] == ["alice (grctl ui)"]
     assert (await client.describe("guarded-basic")).cancel_by == "alice (grctl ui)"
+    await page.goto(f"{basic_ui}/run?id=guarded-basic")
+    await expect(page.locator("#started-by")).to_have_text(client.identity)
+    await expect(page.locator("#cancel-by")).to_have_text("alice (grctl ui)")
+    await expect(page.locator("#history")).to_contain_text("alice (grctl ui)")
     await alice.close()
 
     # Behind a proxy: its user header is believed from the trusted address only.
