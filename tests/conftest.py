@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -45,6 +46,7 @@ from ulid import ULID
 
 from grctl import Client, Connection, Worker, Workflow
 from grctl.kafka.topics import admin_client, delete_namespace
+from tests.support.workers import stop_workers
 
 TEST_CLUSTER_NAME = "test"
 TEST_CLUSTER_PORT = 29092
@@ -301,11 +303,11 @@ class WorkerRunner:
         return worker
 
     async def stop_all(self) -> None:
-        for worker, task in self._running:
-            await worker.stop(shutdown_timeout=2.0)
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, 30)
-        self._running.clear()
+        """Stop every worker; fail the test if one crashed during it or hung (`tests.support.workers`)."""
+        running, self._running = self._running, []
+        await stop_workers(
+            [(w.worker_name, functools.partial(w.stop, shutdown_timeout=2.0), task) for w, task in running]
+        )
 
 
 @pytest.fixture
