@@ -181,7 +181,9 @@ class ClusterSpec:
             ``advertised_port + 2*(i-1)``): put a fault-injecting TCP proxy there, in front of
             ``port``, and every client (and the broker's own inter-broker traffic) goes
             through it, since clients connect to the advertised address from metadata. The
-            proxy must run before the cluster starts. Plaintext clusters only.
+            controller quorum's voters are then ``advertised port + 1`` of each node (a proxy
+            there, in front of the controller port). The proxies must run before the cluster
+            starts. Plaintext clusters only.
     """
 
     name: str
@@ -385,7 +387,11 @@ def server_properties(spec: ClusterSpec, node: NodeSpec, node_dir: Path) -> dict
     """
     rf = min(3, spec.brokers)
     min_isr = max(1, rf - 1)
-    voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in spec.nodes)
+    # With advertised ports, the quorum too goes through what sits there (a proxy per node's
+    # controller port at advertised port + 1), so a test can cut a node off the quorum as well.
+    voters = ",".join(
+        f"{n.node_id}@127.0.0.1:{n.advertised_port + 1 if n.advertised_port else n.controller_port}" for n in spec.nodes
+    )
     props: dict[str, str] = {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),

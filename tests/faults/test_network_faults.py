@@ -10,6 +10,8 @@ build/test-output/faults/<name>.json (the proxy's counts beside it, <name>-proxy
 - latency 200 ms ± 50 ms and 2 % loss between the worker and the broker, for the whole load;
 - one of two workers partitioned from the broker for 30 s while the other keeps its connections:
   its partitions move to the other worker and come back after the partition heals;
+- one broker of three cut off from the other two (replication and the controller quorum, both
+  ways) for 20 s while every client still reaches it;
 - the worker's connection reset exactly on a transactional produce and exactly on
   a transaction's commit request (EndTxn), twice each, then all its connections at once.
 
@@ -23,13 +25,17 @@ import json
 import re
 import secrets
 import socket
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from grctl.dev import kafka as dev_kafka
 from tests.faults.harness import RESULTS, FaultContext, env_scale, run_with_fault
+from tests.faults.test_broker_faults import busiest_leader
 from tests.support.netproxy import FaultProxy
 from tests.support.wait import wait_until_async
 
@@ -48,6 +54,7 @@ PRODUCE, END_TXN = 0, 26
 
 def _free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no listener
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -173,3 +180,95 @@ async def test_connections_cut_mid_transaction(proxied: tuple[str, FaultProxy], 
     save_proxy_stats(name, proxy)
     assert proxy.stats[f"{name}.cuts_on_api_{PRODUCE}"] == CUTS // 2, dict(proxy.stats)
     assert proxy.stats[f"{name}.cuts_on_api_{END_TXN}"] == CUTS // 2, dict(proxy.stats)
+
+
+# --------------------------------------------------------------------------------------------
+# One broker of three partitioned from the other two (replication and the controller quorum)
+
+CLUSTER3 = "sec-netfault3"
+#: Node i listens on BASE3 + 2(i-1) (client) and + 1 (controller); its proxies on ADV3 + the same.
+BASE3, ADV3 = 39400, 39420
+BROKER_PARTITION_S = 20.0
+
+
+def leaders(admin: AdminClient, namespace: str) -> Counter[int]:
+    """How many partitions of the namespace's topics each broker leads (as the metadata says)."""
+    led: Counter[int] = Counter()
+    for topic, meta in admin.list_topics(timeout=10).topics.items():
+        if topic.startswith(f"grctl.{namespace}."):
+            led.update(p.leader for p in meta.partitions.values())
+    return led
+
+
+@dataclass
+class Proxied3:
+    bootstrap: str
+    proxies: dict[tuple[int, str], FaultProxy]  # (node id, "client" | "controller") -> its proxy
+    pids: dict[int, int]  # node id -> broker JVM pid
+
+    def isolate(self, victim: int, on: bool) -> None:
+        """Hold (or release) everything between `victim` and the other brokers, both ways."""
+        for (node, _kind), proxy in self.proxies.items():
+            groups = [f"broker-{n}" for n in self.pids if n != victim] if node == victim else [f"broker-{victim}"]
+            for g in groups:
+                (proxy.partition if on else proxy.heal)(g)
+
+
+@pytest.fixture(scope="module")
+def proxied3() -> Iterator[Proxied3]:
+    """A 3-node cluster whose client and controller ports are each behind a proxy."""
+    ports = [p for i in range(3) for p in (BASE3 + 2 * i, BASE3 + 2 * i + 1, ADV3 + 2 * i, ADV3 + 2 * i + 1)]
+    for port in ports:
+        assert _free(port), f"port {port} is in use: the broker partition test needs {BASE3}..{ADV3 + 5}"
+    proxies = {
+        (i + 1, kind): FaultProxy(ADV3 + 2 * i + k, BASE3 + 2 * i + k).start()
+        for i in range(3)
+        for k, kind in enumerate(("client", "controller"))
+    }
+    try:
+        dev_kafka.ensure_running(3, BASE3, name=CLUSTER3, advertised_port=ADV3)
+        pids = {n.node_id: n.pid for n in dev_kafka.status(CLUSTER3).nodes if n.pid is not None}
+        assert len(pids) == 3, pids
+        for proxy in proxies.values():
+            for node, pid in pids.items():
+                proxy.assign(f"broker-{node}", [pid])
+        yield Proxied3(",".join(f"127.0.0.1:{ADV3 + 2 * i}" for i in range(3)), proxies, pids)
+    finally:
+        dev_kafka.wipe(CLUSTER3)
+        for proxy in proxies.values():
+            proxy.stop()
+
+
+@pytest.mark.cluster
+async def test_one_broker_partitioned_from_the_other_two(proxied3: Proxied3, tmp_path: Path) -> None:
+    """The broker leading most of the namespace's partitions loses the other two (replication and
+    quorum) for 20 s while the clients still reach it: leadership moves, nothing is lost or doubled."""
+    name = "net-broker-partition"
+    ns = namespace()
+    chosen: dict[str, int] = {}
+
+    async def fault(ctx: FaultContext) -> None:
+        await asyncio.sleep(6.0)  # the load's pace: the partition lands mid-load
+        admin = AdminClient({"bootstrap.servers": proxied3.bootstrap})
+        victim = await asyncio.to_thread(busiest_leader, admin, ns)
+        chosen["victim"] = victim
+        chosen["led_before"] = (await asyncio.to_thread(leaders, admin, ns))[victim]
+        ctx.mark()
+        proxied3.isolate(victim, True)
+        try:
+            await asyncio.sleep(BROKER_PARTITION_S)  # the partition's length, not a synchronisation
+            chosen["led_during"] = (await asyncio.to_thread(leaders, admin, ns))[victim]
+        finally:
+            proxied3.isolate(victim, False)
+
+    await run_with_fault(proxied3.bootstrap, ns, tmp_path, fault, name=name, duration_s=45 * env_scale(), rate=20.0)
+    held = {
+        f"node{node}-{kind}": {k: v for k, v in proxy.stats.items() if "partitions" in k or "held" in k}
+        for (node, kind), proxy in proxied3.proxies.items()
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}-proxy.json").write_text(json.dumps({**chosen, "held": held}, indent=2) + "\n")
+    # The partition was real: broker-to-broker connections were held, and the victim, cut off
+    # from the quorum, lost the leadership of the namespace's partitions it led.
+    assert sum(v for stats in held.values() for k, v in stats.items() if k.endswith("held_connections")) > 0, held
+    assert chosen["led_during"] < chosen["led_before"], chosen

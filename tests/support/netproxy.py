@@ -5,8 +5,8 @@ Why a small proxy here rather than Toxiproxy: the faults these tests need are pe
 own connections keep theirs), and every client reaches the broker through the one address the
 broker advertises. Toxiproxy tells connections apart by listen port only, so it would need one
 broker listener per worker; this proxy looks up the process that owns each accepted connection
-(`/proc/net/tcp` and the children's `/proc/<pid>/fd`) and applies the rules of that process's
-group. It runs in its own thread with its own event loop, so the test's loop (the load, the
+(`/proc/net/tcp` and the `/proc/<pid>/fd` of the test's children and of the processes named
+in `assign`, e.g. brokers) and applies the rules of that process's group. It runs in its own thread with its own event loop, so the test's loop (the load, the
 client) never waits for it. No root, no netem, no iptables; loopback only.
 
 What it can do to a group's connections, both directions, order always kept:
@@ -69,6 +69,7 @@ class Rules:
 class _Conn:
     group: str
     pid: int | None
+    peer_port: int
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     framer: _Framer | None = None
@@ -102,15 +103,19 @@ class _Framer:
         return found
 
 
-def _tcp_inode(peer_port: int) -> int | None:
-    """The inode of the loopback socket whose local port is `peer_port` (the client's end)."""
-    want = f"0100007F:{peer_port:04X}"
-    for table in ("/proc/net/tcp",):
+def _tcp_inode(peer_port: int, server_port: int) -> int | None:
+    """The inode of the client's end of a loopback connection from `peer_port` to `server_port`.
+
+    IPv4 sockets are in /proc/net/tcp; a JVM's are IPv6 sockets with v4-mapped addresses, in
+    /proc/net/tcp6: both are searched, by the two ports.
+    """
+    want_local, want_remote = f":{peer_port:04X}", f":{server_port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as fh:
             next(fh)
             for line in fh:
                 parts = line.split()
-                if parts[1] == want:
+                if parts[1].endswith(want_local) and parts[2].endswith(want_remote):
                     return int(parts[9])
     return None
 
@@ -241,7 +246,9 @@ class FaultProxy:
     async def _assign(self, group: str, pids: list[int]) -> None:
         for pid in pids:
             self._groups[pid] = group
-        for conn in self._conns:
+        for conn in list(self._conns):
+            if conn.pid is None:  # accepted before its process was named (a broker's own links)
+                conn.pid = await self._owner_pid(conn.peer_port)
             if conn.pid in pids:
                 conn.group = group
 
@@ -251,6 +258,7 @@ class FaultProxy:
         if on:
             ev.clear()
             self.stats[f"{group}.partitions"] += 1
+            self.stats[f"{group}.held_connections"] += sum(1 for c in self._conns if c.group == group)
         else:
             ev.set()
 
@@ -277,8 +285,8 @@ class FaultProxy:
 
     async def _owner_pid(self, peer_port: int) -> int | None:
         def find() -> int | None:
-            inode = _tcp_inode(peer_port)
-            return None if inode is None else _owner(inode, _children(os.getpid()))
+            inode = _tcp_inode(peer_port, self.listen_port)
+            return None if inode is None else _owner(inode, [*self._groups, *_children(os.getpid())])
 
         return await self._loop.run_in_executor(None, find)
 
@@ -292,7 +300,7 @@ class FaultProxy:
             client_w.transport.abort()
             self.stats["refused"] += 1
             return
-        conn = _Conn(group, pid, [client_w, server_w], framer=_Framer())
+        conn = _Conn(group, pid, peer[1] if peer else 0, [client_w, server_w], framer=_Framer())
         self._conns.add(conn)
         self.stats[f"{group}.connections"] += 1
         conn.tasks = [
