@@ -65,15 +65,17 @@ def _free(port: int) -> bool:
 @pytest.fixture(scope="module")
 def proxied() -> Iterator[tuple[str, FaultProxy]]:
     """(bootstrap through the proxy, the proxy) of a one-node broker that advertises the proxy."""
-    for port in (BROKER_PORT, BROKER_PORT + 1, PROXY_PORT):
-        assert _free(port), f"port {port} is in use: the network fault tests need 39300, 39301 and 39310"
+    for port in (BROKER_PORT, BROKER_PORT + 1, PROXY_PORT, PROXY_PORT + 1):
+        assert _free(port), f"port {port} is in use: the network fault tests need 39300, 39301, 39310 and 39311"
     proxy = FaultProxy(PROXY_PORT, BROKER_PORT).start()
+    quorum = FaultProxy(PROXY_PORT + 1, BROKER_PORT + 1).start()  # the node's own voter address
     try:
         dev_kafka.ensure_running(1, BROKER_PORT, name=CLUSTER, advertised_port=PROXY_PORT)
         yield f"127.0.0.1:{PROXY_PORT}", proxy
     finally:
         dev_kafka.wipe(CLUSTER)
         proxy.stop()
+        quorum.stop()
 
 
 def namespace() -> str:
@@ -82,7 +84,8 @@ def namespace() -> str:
 
 def save_proxy_stats(name: str, proxy: FaultProxy, **extra: object) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}-proxy.json").write_text(json.dumps({**dict(proxy.stats), **extra}, indent=2) + "\n")
+    mine = {k: v for k, v in proxy.stats.items() if k.startswith(name)}  # the module's proxy serves every test
+    (RESULTS / f"{name}-proxy.json").write_text(json.dumps({**mine, **extra}, indent=2) + "\n")
 
 
 def pids(ctx: FaultContext) -> list[int]:
