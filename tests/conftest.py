@@ -46,7 +46,7 @@ from ulid import ULID
 
 from grctl import Client, Connection, Worker, Workflow
 from grctl.kafka.topics import admin_client, delete_namespace
-from tests.support.workers import stop_workers
+from tests.support.workers import WorkerTeardownError, stop_workers
 
 TEST_CLUSTER_NAME = "test"
 TEST_CLUSTER_PORT = 29092
@@ -299,7 +299,20 @@ class WorkerRunner:
         worker = Worker(workflows, self.connection, **kwargs)
         task = asyncio.create_task(worker.run())
         self._running.append((worker, task))
-        await worker.wait_until_ready(60)
+        try:
+            await worker.wait_until_ready(60)
+        except BaseException:
+            # The failure reaches the test through this call; the teardown must not report it
+            # again, but a worker that then does not stop is still a failure.
+            self._running.remove((worker, task))
+            await worker.stop(shutdown_timeout=2.0)
+            done, _ = await asyncio.wait([task], timeout=30)
+            if not done:
+                task.cancel()
+                raise WorkerTeardownError(f"worker {worker.worker_name} failed to start, then did not stop") from None
+            if not task.cancelled():
+                task.exception()  # retrieved: it is the error raised here
+            raise
         return worker
 
     async def stop_all(self) -> None:
