@@ -171,3 +171,8 @@ def dev_kafka_heap_opts(env: Mapping[str, str] | None = None) -> str | None:
 def dev_maven_settings(env: Mapping[str, str] | None = None) -> str | None:
     """GRCTL_DEV_MAVEN_SETTINGS: a Maven settings.xml for the schema registry's fetch (None: unset or empty)."""
     return _env(env).get("GRCTL_DEV_MAVEN_SETTINGS") or None
+
+
+def ui_token(env: Mapping[str, str] | None = None) -> str | None:
+    """GRCTL_UI_TOKEN: the bearer token of `grctl ui` (or its ``sha256:<hex>``), None if unset or blank."""
+    return _env(env).get("GRCTL_UI_TOKEN", "").strip() or None

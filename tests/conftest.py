@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -45,6 +46,7 @@ from ulid import ULID
 
 from grctl import Client, Connection, Worker, Workflow
 from grctl.kafka.topics import admin_client, delete_namespace
+from tests.support.workers import WorkerTeardownError, stop_workers
 
 TEST_CLUSTER_NAME = "test"
 TEST_CLUSTER_PORT = 29092
@@ -297,15 +299,28 @@ class WorkerRunner:
         worker = Worker(workflows, self.connection, **kwargs)
         task = asyncio.create_task(worker.run())
         self._running.append((worker, task))
-        await worker.wait_until_ready(60)
+        try:
+            await worker.wait_until_ready(60)
+        except BaseException:
+            # The failure reaches the test through this call; the teardown must not report it
+            # again, but a worker that then does not stop is still a failure.
+            self._running.remove((worker, task))
+            await worker.stop(shutdown_timeout=2.0)
+            done, _ = await asyncio.wait([task], timeout=30)
+            if not done:
+                task.cancel()
+                raise WorkerTeardownError(f"worker {worker.worker_name} failed to start, then did not stop") from None
+            if not task.cancelled():
+                task.exception()  # retrieved: it is the error raised here
+            raise
         return worker
 
     async def stop_all(self) -> None:
-        for worker, task in self._running:
-            await worker.stop(shutdown_timeout=2.0)
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, 30)
-        self._running.clear()
+        """Stop every worker; fail the test if one crashed during it or hung (`tests.support.workers`)."""
+        running, self._running = self._running, []
+        await stop_workers(
+            [(w.worker_name, functools.partial(w.stop, shutdown_timeout=2.0), task) for w, task in running]
+        )
 
 
 @pytest.fixture

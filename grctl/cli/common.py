@@ -111,6 +111,8 @@ class Globals:
     debug: bool = False
     #: The root options as given (without secrets read from files), for child processes.
     argv: list[str] = field(default_factory=list)
+    #: Who the operator actions are recorded as (--identity / GRCTL_IDENTITY; None: user@host/pid).
+    identity: str | None = None
 
     @property
     def resolved_servers(self) -> str:

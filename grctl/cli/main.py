@@ -126,6 +126,16 @@ def root(
         float, typer.Option("--connect-timeout", min=0.1, help="Seconds to wait for the broker.")
     ] = 10.0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and client logs on errors.")] = False,
+    identity: Annotated[
+        str | None,
+        typer.Option(
+            "--identity",
+            envvar="GRCTL_IDENTITY",
+            help="Who you act as, recorded in the history of runs you start, signal, cancel or terminate "
+            "[default: user@host/pid].",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
@@ -150,6 +160,7 @@ def root(
             connect_timeout=connect_timeout,
             debug=debug,
             argv=argv,
+            identity=identity,
         )
     )
     setup_cli_logging(debug)

@@ -41,9 +41,10 @@ def event_details(event: HistoryEvent, limit: int | None = 120) -> str:
     msg = to_jsonable(event.msg) if event.msg is not None else None
     if not isinstance(msg, dict):
         return "" if msg is None else json_text(msg, limit)
-    parts = []
+    # Who acted comes first, so a long payload cannot push it past the limit.
+    parts = [f"by={msg['identity']}"] if msg.get("identity") else []
     for k, v in msg.items():
-        if k == "step_name" or (v in (None, "", 0, [], {}) and k not in ("result", "output")):
+        if k in ("step_name", "identity") or (v in (None, "", 0, [], {}) and k not in ("result", "output")):
             continue
         if k == "error" and isinstance(v, dict):
             v = f"{v.get('type', 'Error')}: {v.get('message', '')}"
@@ -142,6 +143,10 @@ def info_table(info: RunInfo) -> Table:
     rows.append(("pending events", str(info.pending_events)))
     if info.remote_task:
         rows.append(("remote task", remote_task_text(info.remote_task)))
+    if info.started_by:
+        rows.append(("started by", info.started_by))
+    if info.cancel_by:
+        rows.append(("cancelled by", info.cancel_by))
     if info.parent_wf_id:
         rows.append(("parent", f"{info.parent_wf_type} {info.parent_wf_id} (run {info.parent_run_id})"))
     if info.result is not None:

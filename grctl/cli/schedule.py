@@ -17,6 +17,7 @@ from grctl.cli.common import (
     EXIT_USAGE,
     CommandFailed,
     connect,
+    globals_of,
     handle_errors,
     out,
     parse_duration,
@@ -119,6 +120,8 @@ def _description_dict(d: ScheduleDescription) -> dict[str, Any]:
         "catchup_s": d.catchup.total_seconds(),
         "paused": d.paused,
         "note": d.note,
+        "created_by": d.created_by,
+        "updated_by": d.updated_by,
         "next_ticks": d.next_ticks,
         "recent": [t.__dict__ for t in d.recent],
         "counts": {"fired": d.fired, "skipped": d.skipped, "buffered": d.buffered, "missed": d.missed},
@@ -193,7 +196,7 @@ def create_cmd(
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             with progress(f"creating schedule {schedule_id}"):
                 handle = await client.create_schedule(
                     schedule_id,
@@ -229,7 +232,7 @@ def list_cmd(as_json: JsonOption = False) -> None:
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             found = await client.list_schedules()
         if as_json:
             print_json([_description_dict(d) for d in found])
@@ -259,7 +262,7 @@ def describe_cmd(schedule_id: IdArg, as_json: JsonOption = False) -> None:
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             d = await client.get_schedule_handle(schedule_id).describe()
         if as_json:
             print_json(_description_dict(d))
@@ -268,6 +271,8 @@ def describe_cmd(schedule_id: IdArg, as_json: JsonOption = False) -> None:
         out.print(f"[bold]{escape(d.id)}[/] starts {escape(d.workflow_type)}: {escape(_spec_text(d))}")
         out.print(f"  state {state}, overlap {d.overlap}, catch-up {d.catchup}")
         out.print(f"  fired {d.fired}, skipped {d.skipped}, buffered {d.buffered}, missed {d.missed}")
+        if d.created_by or d.updated_by:
+            out.print(f"  created by {escape(d.created_by or '?')}, last changed by {escape(d.updated_by or '?')}")
         if d.running:
             out.print(f"  running: {escape(', '.join(d.running))}")
         out.print("next ticks:")
@@ -275,12 +280,13 @@ def describe_cmd(schedule_id: IdArg, as_json: JsonOption = False) -> None:
             out.print(f"  {format_time(t)}")
         if d.recent:
             table = Table(box=None, title="last ticks")
-            for column in ("TICK", "ACTION", "HOW", "RUN", "OUTCOME"):
+            for column in ("TICK", "ACTION", "HOW", "BY", "RUN", "OUTCOME"):
                 table.add_column(column)
             for tick in reversed(d.recent):
                 table.add_row(
-                    format_time(tick.tick), tick.action, tick.how, escape(tick.run_wf_id or "-"), tick.status or "-"
-                )
+                    format_time(tick.tick), tick.action, tick.how, escape(tick.by or "-"),
+                    escape(tick.run_wf_id or "-"), tick.status or "-",
+                )  # fmt: skip
             out.print(table)
 
     run_async(main)
@@ -289,7 +295,7 @@ def describe_cmd(schedule_id: IdArg, as_json: JsonOption = False) -> None:
 def _simple(schedule_id: str, verb: str, call: Any, as_json: bool) -> None:
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             with progress(f"{verb} {schedule_id}"):
                 result = await call(client.get_schedule_handle(schedule_id))
         if as_json:

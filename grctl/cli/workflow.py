@@ -137,7 +137,7 @@ def start_cmd(
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             with progress(f"starting {wf_type} {run_wf_id}"):
                 handle = await client.start_workflow(wf_type, run_wf_id, value, timeout=wf_timeout)
             info = handle.run_info
@@ -542,7 +542,7 @@ def send_cmd(
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             with progress(f"sending {event} to {wf_id}"):
                 await client.send_event(wf_id, event, value)
         if as_json:
@@ -558,7 +558,7 @@ def _cancel(wf_id: str, reason: str | None, terminate: bool, as_json: bool) -> N
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             with progress(f"{verb} {wf_id}"):
                 await client.cancel_run(wf_id, reason, terminate=terminate)
         if as_json:
@@ -623,7 +623,7 @@ def query_cmd(
 
     async def main() -> None:
         conn = await connect()
-        async with Client(conn) as client:
+        async with Client(conn, identity=globals_of().identity) as client:
             with progress(f"querying {wf_id}"):
                 answer = await client.query(wf_id, name, value)
         if as_json:

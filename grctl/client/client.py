@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
+import os
 import secrets
 import socket
 from collections.abc import Iterable, Sequence
@@ -149,7 +151,40 @@ def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
         version=payload.get("version", 1),
         awaiting=payload.get("awaiting"),
         remote_task=payload.get("remote_task"),
+        started_by=payload.get("started_by"),
+        cancel_by=payload.get("cancel_by"),
     )
+
+
+#: The longest identity a client accepts (the engine keeps at most this much of one, too).
+MAX_IDENTITY_CHARS = 200
+
+
+def default_identity() -> str:
+    """Who this process is, for the history of its operator actions: ``user@host/pid``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}/{os.getpid()}"
+
+
+def check_identity(identity: str) -> str:
+    """`identity` if it can be recorded.
+
+    Raises:
+        InvalidArgumentError: empty, over `MAX_IDENTITY_CHARS`, or with control characters.
+    """
+    if not isinstance(identity, str) or not identity.strip():
+        raise InvalidArgumentError(f"identity must be a non-empty string, got {identity!r}", argument="identity")
+    if len(identity) > MAX_IDENTITY_CHARS:
+        raise InvalidArgumentError(
+            f"identity is {len(identity)} characters; at most {MAX_IDENTITY_CHARS} are recorded: shorten it",
+            argument="identity",
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in identity):
+        raise InvalidArgumentError(f"identity {identity!r} has control characters", argument="identity")
+    return identity
 
 
 #: Schedules per page of a partition's answer to `list_schedules` (a page stays far below a record's limit).
@@ -165,13 +200,22 @@ class Client:
     Args:
         connection: the Kafka connection (namespace included).
         codec: converts inputs, event payloads and results.
+        identity: who this client acts for, recorded in the history events of the runs it
+            starts, signals, cancels and terminates (default ``user@host/pid``; at most
+            200 characters).
+
+    Raises:
+        InvalidArgumentError: an empty or too long identity.
     """
 
     #: The class of the handles `start_workflow` and `get_workflow_handle` return (the test
     #: environment of `grctl.testing` uses one whose `result()` lets its clock skip ahead).
     handle_class: type[WorkflowHandle] = WorkflowHandle
 
-    def __init__(self, connection: Connection, codec: CodecRegistry | None = None) -> None:
+    def __init__(
+        self, connection: Connection, codec: CodecRegistry | None = None, *, identity: str | None = None
+    ) -> None:
+        self.identity = check_identity(identity) if identity is not None else default_identity()
         self._fork_guard = ForkGuard("Client")
         self.connection = connection
         self.codec = codec or default_codec()
@@ -347,7 +391,7 @@ class Client:
                     id,
                     lambda to: StartCmd(
                         wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms, reply_to=to,
-                        traceparent=traceparent, version=version,
+                        traceparent=traceparent, version=version, identity=self.identity,
                     ),
                     START_ACK_TIMEOUT_S,
                     "start input",
@@ -574,14 +618,25 @@ class Client:
 
     # ------------------------------------------------------------------ run operations (used by handles)
 
-    async def send_event(self, wf_id: str, event_name: str, payload: Any = None, run_id: str | None = None) -> None:
+    async def send_event(
+        self,
+        wf_id: str,
+        event_name: str,
+        payload: Any = None,
+        run_id: str | None = None,
+        *,
+        identity: str | None = None,
+    ) -> None:
         """Deliver an event to the latest run of `wf_id`.
+
+        `identity` (default: the client's) is recorded in the run's ``event.received``.
 
         Raises:
             WorkflowNotFoundError: no such run.
             WorkflowError: the run already ended, or has no handler for this event.
         """
         non_empty_str(event_name, "event_name")
+        who = check_identity(identity) if identity is not None else self.identity
         raw = self.codec.to_primitive(payload)
         reply = await self._request(
             wf_id,
@@ -592,6 +647,7 @@ class Client:
                 event_id=str(ULID()),
                 run_id=run_id,
                 reply_to=to,
+                identity=who,
             ),
             what=f"payload of event {event_name!r}",
             value=raw,
@@ -617,12 +673,24 @@ class Client:
         return reply.payload
 
     async def cancel_run(
-        self, wf_id: str, reason: str | None = None, *, terminate: bool = False, run_id: str | None = None
+        self,
+        wf_id: str,
+        reason: str | None = None,
+        *,
+        terminate: bool = False,
+        run_id: str | None = None,
+        identity: str | None = None,
     ) -> None:
-        """Cancel (or terminate) the latest run of `wf_id`."""
+        """Cancel (or terminate) the latest run of `wf_id`.
+
+        `identity` (default: the client's) is recorded in the run's cancel or terminate event.
+        """
+        who = check_identity(identity) if identity is not None else self.identity
         reply = await self._request(
             wf_id,
-            lambda to: CancelCmd(wf_id=wf_id, reason=reason, terminate=terminate, run_id=run_id, reply_to=to),
+            lambda to: CancelCmd(
+                wf_id=wf_id, reason=reason, terminate=terminate, run_id=run_id, reply_to=to, identity=who
+            ),
         )
         self._raise_for(reply, wf_id)
 
@@ -693,7 +761,7 @@ class Client:
         raw_input = self.codec.to_primitive(input)
         cmd = ScheduleCreateCmd(
             wf_id=schedule_id, wf_type=workflow_type, spec=spec, input=raw_input, overlap=policy,
-            paused=paused, note=note, id_template=id_template,
+            paused=paused, note=note, id_template=id_template, identity=self.identity,
         )  # fmt: skip
         if window is not None:
             cmd.catchup_ms = window

@@ -203,6 +203,8 @@ class TickInfo:
     run_wf_id: str | None
     run_id: str | None
     status: str | None
+    #: Who triggered or backfilled it (None: the cadence).
+    by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,9 @@ class ScheduleDescription:
     created_at: datetime | None
     updated_at: datetime | None
     record: ScheduleRecord = field(repr=False)
+    #: Who created the schedule, and who changed it last (update, pause, resume).
+    created_by: str | None = None
+    updated_by: str | None = None
 
     @classmethod
     def of(cls, record: ScheduleRecord, now: datetime | None = None) -> ScheduleDescription:
@@ -256,6 +261,7 @@ class ScheduleDescription:
                     run_wf_id=e.run_wf_id or None,
                     run_id=e.run_id or None,
                     status=e.status or None,
+                    by=e.by or None,
                 )
                 for e in record.recent
             ],
@@ -268,6 +274,8 @@ class ScheduleDescription:
             created_at=_dt(record.created_ms),
             updated_at=_dt(record.updated_ms),
             record=record,
+            created_by=record.created_by,
+            updated_by=record.updated_by,
         )
 
     def run_id_for(self, tick: datetime) -> str:
@@ -303,13 +311,18 @@ class ScheduleHandle:
 
     async def pause(self, note: str = "") -> None:
         """Pause: no tick fires until `resume` (ticks meanwhile are not caught up)."""
-        reply = await self.client._request(self.id, lambda to: SchedulePauseCmd(wf_id=self.id, note=note, reply_to=to))
+        reply = await self.client._request(
+            self.id, lambda to: SchedulePauseCmd(wf_id=self.id, note=note, reply_to=to, identity=self.client.identity)
+        )
         raise_for(reply, self.id)
 
     async def resume(self, note: str = "") -> None:
         """Resume: the next tick is the first after now."""
         reply = await self.client._request(
-            self.id, lambda to: SchedulePauseCmd(wf_id=self.id, resume=True, note=note, reply_to=to)
+            self.id,
+            lambda to: SchedulePauseCmd(
+                wf_id=self.id, resume=True, note=note, reply_to=to, identity=self.client.identity
+            ),
         )
         raise_for(reply, self.id)
 
@@ -321,7 +334,8 @@ class ScheduleHandle:
         """
         policy = overlap_policy(overlap)
         reply = await self.client._request(
-            self.id, lambda to: ScheduleTriggerCmd(wf_id=self.id, overlap=policy, reply_to=to)
+            self.id,
+            lambda to: ScheduleTriggerCmd(wf_id=self.id, overlap=policy, reply_to=to, identity=self.client.identity),
         )
         raise_for(reply, self.id)
         return dict(reply.payload)
@@ -342,7 +356,14 @@ class ScheduleHandle:
         policy = overlap_policy(overlap)
         reply = await self.client._request(
             self.id,
-            lambda to: ScheduleBackfillCmd(wf_id=self.id, from_ms=from_ms, to_ms=to_ms, overlap=policy, reply_to=to),
+            lambda to: ScheduleBackfillCmd(
+                wf_id=self.id,
+                from_ms=from_ms,
+                to_ms=to_ms,
+                overlap=policy,
+                reply_to=to,
+                identity=self.client.identity,
+            ),
         )
         raise_for(reply, self.id)
         return dict(reply.payload)
@@ -379,6 +400,7 @@ class ScheduleHandle:
                 overlap=policy,
                 catchup_ms=window,
                 reply_to=to,
+                identity=self.client.identity,
             ),
             what="schedule input" if set_input else None,
             value=raw,
@@ -391,7 +413,9 @@ class ScheduleHandle:
         Raises:
             ScheduleNotFoundError: no such schedule.
         """
-        reply = await self.client._request(self.id, lambda to: ScheduleDeleteCmd(wf_id=self.id, reply_to=to))
+        reply = await self.client._request(
+            self.id, lambda to: ScheduleDeleteCmd(wf_id=self.id, reply_to=to, identity=self.client.identity)
+        )
         raise_for(reply, self.id)
 
 

@@ -152,12 +152,14 @@ class NodeSpec:
         port: Client (PLAINTEXT) port on 127.0.0.1.
         controller_port: Controller quorum port on 127.0.0.1.
         mtls_port: The mTLS (client certificate) listener's port of a secured node, else None.
+        advertised_port: The client port the node advertises (metadata), when not `port`.
     """
 
     node_id: int
     port: int
     controller_port: int
     mtls_port: int | None = None
+    advertised_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,13 @@ class ClusterSpec:
         kafka_version: Kafka version the storage was formatted with.
         secure: SASL_SSL (SCRAM-SHA-512) on ``port``, mTLS on ``port + 2``, an authorizer
             (see `grctl.dev.secure`); one node only.
+        advertised_port: The client port node 1 advertises instead of ``port`` (node ``i``:
+            ``advertised_port + 2*(i-1)``): put a fault-injecting TCP proxy there, in front of
+            ``port``, and every client (and the broker's own inter-broker traffic) goes
+            through it, since clients connect to the advertised address from metadata. The
+            controller quorum's voters are then ``advertised port + 1`` of each node (a proxy
+            there, in front of the controller port). The proxies must run before the cluster
+            starts. Plaintext clusters only.
     """
 
     name: str
@@ -183,6 +192,7 @@ class ClusterSpec:
     cluster_id: str
     kafka_version: str
     secure: bool = False
+    advertised_port: int | None = None
 
     def __post_init__(self) -> None:
         """Validate the fields.
@@ -193,6 +203,13 @@ class ClusterSpec:
         _check_name(self.name)
         if not 1 <= self.brokers <= 9:
             raise LocalKafkaError(f"invalid number of brokers {self.brokers}: use 1 to 9 (1 or 3 usually)")
+        if self.advertised_port is not None and (
+            self.secure or not 1024 <= self.advertised_port <= 65535 - 2 * self.brokers
+        ):
+            raise LocalKafkaError(
+                f"invalid advertised port {self.advertised_port}: a plaintext cluster's advertised ports must lie "
+                f"inside 1024..65535"
+            )
         if self.secure and self.brokers != 1:
             raise LocalKafkaError(f"a secured local cluster has one node, not {self.brokers}: drop --brokers")
         last = self.port + 2 * self.brokers - 1 + (1 if self.secure else 0)
@@ -210,6 +227,7 @@ class ClusterSpec:
                 port=self.port + 2 * (i - 1),
                 controller_port=self.port + 2 * (i - 1) + 1,
                 mtls_port=self.port + 2 if self.secure else None,
+                advertised_port=self.advertised_port + 2 * (i - 1) if self.advertised_port is not None else None,
             )
             for i in range(1, self.brokers + 1)
         )
@@ -369,13 +387,17 @@ def server_properties(spec: ClusterSpec, node: NodeSpec, node_dir: Path) -> dict
     """
     rf = min(3, spec.brokers)
     min_isr = max(1, rf - 1)
-    voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in spec.nodes)
+    # With advertised ports, the quorum too goes through what sits there (a proxy per node's
+    # controller port at advertised port + 1), so a test can cut a node off the quorum as well.
+    voters = ",".join(
+        f"{n.node_id}@127.0.0.1:{n.advertised_port + 1 if n.advertised_port else n.controller_port}" for n in spec.nodes
+    )
     props: dict[str, str] = {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
         "controller.quorum.voters": voters,
         "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.advertised_port or node.port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -841,6 +863,7 @@ def _load_spec(paths: _Paths) -> ClusterSpec | None:
             cluster_id=str(raw["cluster_id"]),
             kafka_version=str(raw["kafka_version"]),
             secure=bool(raw.get("secure", False)),
+            advertised_port=int(raw["advertised_port"]) if raw.get("advertised_port") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise LocalKafkaError(
@@ -1027,6 +1050,7 @@ def ensure_running(
     home: str | os.PathLike[str] | None = None,
     timeout: float = READY_TIMEOUT_S,
     secure: bool | None = None,
+    advertised_port: int | None = None,
 ) -> StartResult:
     """Start a local Kafka cluster and wait until it is ready; start only what is not running.
 
@@ -1048,6 +1072,8 @@ def ensure_running(
         timeout: Seconds to wait for readiness once the JVMs are started.
         secure: A secured cluster (SASL_SSL + mTLS + authorizer, see `grctl.dev.secure`);
             ``None`` means as recorded, else not. A recorded cluster keeps what it was.
+        advertised_port: Advertise this client port instead of ``port`` (see `ClusterSpec`);
+            ``None`` means as recorded. A recorded cluster keeps what it was.
 
     Returns:
         The bootstrap string, which nodes were started, and a secured cluster's admin config.
@@ -1067,6 +1093,11 @@ def ensure_running(
         if spec is not None:
             alive = {n.node_id for n in spec.nodes if _node_pid_if_alive(paths, n.node_id)}
             spec = _reconcile(spec, brokers, port, secure, running=bool(alive))
+            if advertised_port is not None and advertised_port != spec.advertised_port:
+                raise LocalKafkaError(
+                    f"cluster {name!r} was created advertising port {spec.advertised_port or spec.port}, not "
+                    f"{advertised_port}: wipe it first (grctl dev kafka wipe --name {name}), or use another --name"
+                )
         else:
             n = brokers or 1
             spec = ClusterSpec(
@@ -1076,6 +1107,7 @@ def ensure_running(
                 cluster_id=new_cluster_id(),
                 kafka_version=kafka_version(),
                 secure=bool(secure),
+                advertised_port=advertised_port,
             )
         admin_file = secure_files(paths.cluster_dir).admin_properties if spec.secure else None
         missing = [n for n in spec.nodes if n.node_id not in alive]

@@ -353,6 +353,7 @@ class Machine:
         result: Any = None,
         error: dict[str, Any] | None = None,
         reason: str | None = None,
+        identity: str | None = None,
     ) -> RunRecord:
         """End the run: terminal history event, timers cleared, parent and watchers told, retention armed."""
         duration = max(0, now_ms - run.started_ms)
@@ -364,10 +365,10 @@ class Machine:
                 self._hist(run, HistoryKind.run_failed, now_ms, {"error": error, "duration_ms": duration})
             )
         elif status == RunStatus.cancelled:
-            msg = {"reason": reason, "duration_ms": duration}
+            msg = {"reason": reason, "duration_ms": duration, **_by(identity)}
             tr.history.append(self._hist(run, HistoryKind.run_cancelled, now_ms, msg))
         elif status == RunStatus.terminated:
-            msg = {"reason": reason, "duration_ms": duration}
+            msg = {"reason": reason, "duration_ms": duration, **_by(identity)}
             tr.history.append(self._hist(run, HistoryKind.run_terminated, now_ms, msg))
         elif status == RunStatus.timed_out:
             tr.history.append(self._hist(run, HistoryKind.run_timeout, now_ms, {"duration_ms": duration}))
@@ -545,6 +546,7 @@ class Machine:
             upgrade_auto=self.catalog.upgrade_auto(cmd.wf_type, version),
             schedule_id=cmd.schedule_id,
             scheduled_ms=cmd.scheduled_ms,
+            started_by=bounded_identity(cmd.identity),
         )
         if cmd.reply_to is not None:
             to = cmd.reply_to
@@ -570,6 +572,7 @@ class Machine:
                         else {}
                     ),
                     **({"not_before_ms": cmd.not_before_ms} if cmd.not_before_ms is not None else {}),
+                    **_by(new.started_by),
                 },
             )
         )
@@ -669,7 +672,12 @@ class Machine:
                 )
             return tr
         tr.history.append(
-            self._hist(run, HistoryKind.event_received, now_ms, {"event_name": cmd.event_name, "payload": cmd.payload})
+            self._hist(
+                run,
+                HistoryKind.event_received,
+                now_ms,
+                {"event_name": cmd.event_name, "payload": cmd.payload, **_by(bounded_identity(cmd.identity))},
+            )
         )
         seq = run.inbox_next
         entry = InboxEntry(run_id=run.run_id, event_name=cmd.event_name, payload=cmd.payload, event_id=cmd.event_id)
@@ -774,6 +782,7 @@ class Machine:
         if not self._addresses(tr, run, cmd) or run is None:
             return tr
         what = "terminate" if cmd.terminate else "cancel"
+        who = bounded_identity(cmd.identity)
         if run.state not in ACTIVE_STATES:
             if cmd.reply_to:
                 tr.replies.append(
@@ -786,13 +795,16 @@ class Machine:
             return tr
         if cmd.terminate:
             tr.cancel_running = True
-            tr.run = self._finish(tr, run, RunStatus.terminated, now_ms, reason=cmd.reason)
+            run = msgspec.structs.replace(run, cancel_by=who)
+            tr.run = self._finish(tr, run, RunStatus.terminated, now_ms, reason=cmd.reason, identity=who)
         elif run.state == RunStateKind.wait or run.suspended_until_ms is not None or run.remote is not None:
             # Nothing runs (waiting, suspended in a retry back-off or on a remote task): cancel at once.
-            tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=cmd.reason)
+            run = msgspec.structs.replace(run, cancel_by=who)
+            tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=cmd.reason, identity=who)
         else:
-            tr.history.append(self._hist(run, HistoryKind.run_cancel_received, now_ms, {"reason": cmd.reason}))
-            tr.run = msgspec.structs.replace(run, cancel_pending=True, cancel_reason=cmd.reason)
+            msg = {"reason": cmd.reason, **_by(who)}
+            tr.history.append(self._hist(run, HistoryKind.run_cancel_received, now_ms, msg))
+            tr.run = msgspec.structs.replace(run, cancel_pending=True, cancel_reason=cmd.reason, cancel_by=who)
         if cmd.reply_to:
             tr.replies.append(
                 (cmd.reply_to, Reply(request_id=cmd.reply_to.request_id, client_id=cmd.reply_to.client_id))
@@ -865,7 +877,9 @@ class Machine:
             self._hist(run, HistoryKind.step_completed, now_ms, {"step_name": step, "duration_ms": out.duration_ms})
         )
         if run.cancel_pending:
-            tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=run.cancel_reason)
+            tr.run = self._finish(
+                tr, run, RunStatus.cancelled, now_ms, reason=run.cancel_reason, identity=run.cancel_by
+            )
             return tr
         if kind == "step":
             assert out.next_step is not None
@@ -988,6 +1002,8 @@ class Machine:
             "retain_until_ms": run.retain_until_ms,
             "version": run.version,
             "awaiting": run.missing,
+            "started_by": run.started_by,
+            "cancel_by": run.cancel_by,
         }
         if run.remote is not None:
             info["remote_task"] = remote.describe(run.remote)
@@ -995,3 +1011,20 @@ class Machine:
             info["schedule_id"] = run.schedule_id
             info["scheduled_ms"] = run.scheduled_ms
         return to, Reply(request_id=to.request_id, client_id=to.client_id, payload=info)
+
+
+#: Characters of an identity kept (Temporal's identity is a short string too; a longer one is cut
+#: with a mark, so a wrong client cannot grow every history event of a run).
+MAX_IDENTITY_CHARS = 200
+
+
+def bounded_identity(identity: str | None) -> str | None:
+    """`identity` cut to `MAX_IDENTITY_CHARS` (None or empty: None)."""
+    if not identity:
+        return None
+    return identity if len(identity) <= MAX_IDENTITY_CHARS else identity[: MAX_IDENTITY_CHARS - 1] + "…"
+
+
+def _by(identity: str | None) -> dict[str, str]:
+    """The ``identity`` field of a history event's message, left out when unknown."""
+    return {"identity": identity} if identity else {}

@@ -70,6 +70,8 @@ class StartCmd(_Cmd, tag="start"):
     #: The run's first step waits until this time (epoch ms): a schedule commits a tick's run up to
     #: its lead ahead of the tick (`grctl.engine.schedules.FIRE_LEAD_MS`). None: at once.
     not_before_ms: int | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`, the UI's user); recorded in history.
+    identity: str | None = None
 
 
 class NextCmd(_Cmd, tag="next"):
@@ -91,6 +93,8 @@ class EventCmd(_Cmd, tag="event"):
     event_id: str = ""
     run_id: str | None = None
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`, the UI's user); recorded in history.
+    identity: str | None = None
 
 
 class CancelCmd(_Cmd, tag="cancel"):
@@ -100,6 +104,8 @@ class CancelCmd(_Cmd, tag="cancel"):
     terminate: bool = False
     run_id: str | None = None
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`, the UI's user); recorded in history.
+    identity: str | None = None
 
 
 class ChildDoneCmd(_Cmd, tag="child_done"):
@@ -222,6 +228,8 @@ class ScheduleCreateCmd(_Cmd, tag="schedule_create"):
     #: The workflow id of a tick's run: `{schedule_id}` and `{tick}` (ISO, UTC) are replaced.
     id_template: str | None = None
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`); recorded on the schedule.
+    identity: str | None = None
 
 
 class ScheduleUpdateCmd(_Cmd, tag="schedule_update"):
@@ -234,6 +242,8 @@ class ScheduleUpdateCmd(_Cmd, tag="schedule_update"):
     overlap: OverlapPolicy | None = None
     catchup_ms: int | None = None
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`); recorded on the schedule.
+    identity: str | None = None
 
 
 class SchedulePauseCmd(_Cmd, tag="schedule_pause"):
@@ -242,6 +252,8 @@ class SchedulePauseCmd(_Cmd, tag="schedule_pause"):
     resume: bool = False
     note: str = ""
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`); recorded on the schedule.
+    identity: str | None = None
 
 
 class ScheduleTriggerCmd(_Cmd, tag="schedule_trigger"):
@@ -249,6 +261,8 @@ class ScheduleTriggerCmd(_Cmd, tag="schedule_trigger"):
 
     overlap: OverlapPolicy | None = None
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`); recorded on the schedule.
+    identity: str | None = None
 
 
 class ScheduleBackfillCmd(_Cmd, tag="schedule_backfill"):
@@ -258,12 +272,16 @@ class ScheduleBackfillCmd(_Cmd, tag="schedule_backfill"):
     to_ms: int
     overlap: OverlapPolicy | None = None
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`); recorded on the schedule.
+    identity: str | None = None
 
 
 class ScheduleDeleteCmd(_Cmd, tag="schedule_delete"):
     """Delete a schedule (the runs it started go on)."""
 
     reply_to: ReplyTo | None = None
+    #: Who asked (`Client(identity=...)`, `grctl --identity`); recorded on the schedule.
+    identity: str | None = None
 
 
 class ScheduleDescribeCmd(_Cmd, tag="schedule_describe"):
@@ -454,6 +472,9 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     last_offset: int = -1
     cancel_reason: str | None = None
     cancel_pending: bool = False
+    #: Who started the run, and who asked to cancel or terminate it (the directives' `identity`).
+    started_by: str | None = None
+    cancel_by: str | None = None
     wait_timeout_ms: int | None = None
     wait_on_timeout: str | None = None
     inbox_next: int = 0
@@ -545,6 +566,8 @@ class TickEntry(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     run_wf_id: str = ""
     run_id: str = ""
     status: str = ""
+    #: Who triggered or backfilled it (empty: the cadence).
+    by: str = ""
 
 
 class ScheduleRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -566,6 +589,9 @@ class ScheduleRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False)
     note: str = ""
     created_ms: int = 0
     updated_ms: int = 0
+    #: Who created it, and who changed it last (update, pause, resume): operator identities.
+    created_by: str | None = None
+    updated_by: str | None = None
     #: The last tick the cadence has dealt with (fired, skipped, buffered or missed).
     last_tick_ms: int | None = None
     #: The next tick, and when the schedule's timer deals with it: the tick's time plus its

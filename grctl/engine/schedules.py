@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from grctl.engine.machine import bounded_identity
 from grctl.engine.records import (
     CancelCmd,
     DirectiveRecord,
@@ -291,6 +292,8 @@ class ScheduleMachine:
             note=cmd.note,
             created_ms=now_ms,
             updated_ms=now_ms,
+            created_by=bounded_identity(cmd.identity),
+            updated_by=bounded_identity(cmd.identity),
             eras=[SpecEra(since_ms=now_ms, spec=cmd.spec)],
         )
         tr.record = self._arm(tr, new, now_ms)
@@ -317,7 +320,7 @@ class ScheduleMachine:
             if cmd.reply_to is not None:
                 tr.replies.append(_error(cmd.reply_to, ReplyCode.invalid_schedule, str(exc)))
             return tr
-        changes: dict[str, Any] = {"updated_ms": now_ms}
+        changes: dict[str, Any] = {"updated_ms": now_ms, "updated_by": bounded_identity(cmd.identity)}
         base = record
         if cmd.spec is not None and cmd.spec != record.spec and not record.paused:
             # Ticks of the old spec already due (the timer not fired yet) still fire, as the old spec's.
@@ -348,14 +351,17 @@ class ScheduleMachine:
         """Pause (no timer; ticks while paused are not fired) or resume (the next tick after now)."""
         tr = ScheduleTransition()
         if cmd.resume:
-            new = msgspec.structs.replace(record, paused=False, note=cmd.note, updated_ms=now_ms)
+            new = msgspec.structs.replace(
+                record, paused=False, note=cmd.note, updated_ms=now_ms, updated_by=bounded_identity(cmd.identity)
+            )
             if record.paused:
                 new = self._arm(tr, msgspec.structs.replace(new, next_tick_ms=None, next_fire_ms=None), now_ms)
         else:
             self._disarm(tr, record)
             new = msgspec.structs.replace(
-                _copy(record), paused=True, note=cmd.note, updated_ms=now_ms, next_tick_ms=None, next_fire_ms=None
-            )
+                _copy(record), paused=True, note=cmd.note, updated_ms=now_ms, next_tick_ms=None, next_fire_ms=None,
+                updated_by=bounded_identity(cmd.identity),
+            )  # fmt: skip
             _withdraw_ahead(tr, new, now_ms, "paused")
         tr.record = new
         if cmd.reply_to is not None:
@@ -366,7 +372,8 @@ class ScheduleMachine:
         """Start a run now (a tick at this second), through the overlap policy; works while paused."""
         tr = ScheduleTransition()
         tick = now_ms - now_ms % 1000
-        new = self._act(tr, _copy(record), tick, now_ms, "trigger", cmd.overlap or record.overlap)
+        who = bounded_identity(cmd.identity)
+        new = self._act(tr, _copy(record), tick, now_ms, "trigger", cmd.overlap or record.overlap, who)
         tr.record = new
         if cmd.reply_to is not None:
             entry = new.recent[-1]
@@ -403,8 +410,9 @@ class ScheduleMachine:
                 )
             return tr
         new = _copy(record)
+        who = bounded_identity(cmd.identity)
         for tick in ticks:
-            new = self._act(tr, new, tick, now_ms, "backfill", cmd.overlap or record.overlap)
+            new = self._act(tr, new, tick, now_ms, "backfill", cmd.overlap or record.overlap, who)
         tr.record = new
         if cmd.reply_to is not None:
             tr.replies.append(
@@ -510,35 +518,44 @@ class ScheduleMachine:
             tr.timers_clear.append(_timer(record.schedule_id, record.next_fire_ms))
 
     def _act(
-        self, tr: ScheduleTransition, record: ScheduleRecord, tick: int, now_ms: int, how: str, overlap: OverlapPolicy
+        self,
+        tr: ScheduleTransition,
+        record: ScheduleRecord,
+        tick: int,
+        now_ms: int,
+        how: str,
+        overlap: OverlapPolicy,
+        by: str | None = None,
     ) -> ScheduleRecord:
-        """One tick through the overlap policy (`record` is the transition's own copy)."""
+        """One tick through the overlap policy (`record` is the transition's own copy; `by`: who asked for it)."""
         if not record.running or overlap == OverlapPolicy.allow_all:
-            return self._start(tr, record, tick, now_ms, how)
+            return self._start(tr, record, tick, now_ms, how, by=by)
         if overlap == OverlapPolicy.terminate_other:
             self._stop_running(tr, record, terminate=True)
             record.running = []  # their end is told later; the tick does not wait for it
-            return self._start(tr, record, tick, now_ms, how)
+            return self._start(tr, record, tick, now_ms, how, by=by)
         if overlap == OverlapPolicy.cancel_other:
             self._stop_running(tr, record, terminate=False)
             record.buffered = [tick]  # starts once the cancelled run has ended
-            return self._buffered(tr, record, tick, now_ms, how)
+            return self._buffered(tr, record, tick, now_ms, how, by)
         if overlap == OverlapPolicy.buffer_one and not record.buffered:
             record.buffered = [tick]
-            return self._buffered(tr, record, tick, now_ms, how)
+            return self._buffered(tr, record, tick, now_ms, how, by)
         if overlap == OverlapPolicy.buffer_all and len(record.buffered) < MAX_BUFFERED:
             record.buffered = [*record.buffered, tick]
-            return self._buffered(tr, record, tick, now_ms, how)
+            return self._buffered(tr, record, tick, now_ms, how, by)
         record.skipped += 1
         tr.skipped_ticks += 1
-        _remember(record, TickEntry(tick_ms=tick, action="skipped", at_ms=now_ms, how=how))
+        _remember(record, TickEntry(tick_ms=tick, action="skipped", at_ms=now_ms, how=how, by=by or ""))
         return record
 
     @staticmethod
-    def _buffered(tr: ScheduleTransition, record: ScheduleRecord, tick: int, now_ms: int, how: str) -> ScheduleRecord:
+    def _buffered(
+        tr: ScheduleTransition, record: ScheduleRecord, tick: int, now_ms: int, how: str, by: str | None
+    ) -> ScheduleRecord:
         record.buffered_total += 1
         tr.buffered_ticks += 1
-        _remember(record, TickEntry(tick_ms=tick, action="buffered", at_ms=now_ms, how=how))
+        _remember(record, TickEntry(tick_ms=tick, action="buffered", at_ms=now_ms, how=how, by=by or ""))
         return record
 
     @staticmethod
@@ -562,6 +579,7 @@ class ScheduleMachine:
         now_ms: int,
         how: str,
         not_before_ms: int | None = None,
+        by: str | None = None,
     ) -> ScheduleRecord:
         wf_id = run_wf_id(record, tick)
         run_id = tick_run_ulid(record.schedule_id, tick, now_ms, how)
@@ -575,13 +593,17 @@ class ScheduleMachine:
                 scheduled_ms=tick,
                 schedule_how="scheduled" if how == "buffered" else how,
                 not_before_ms=not_before_ms,
+                identity=by,
             )
         )
         tr.fired.append((tick, now_ms - (not_before_ms or tick)))
         record.fired += 1
         record.running = [*record.running, (wf_id, run_id)][-MAX_RUNNING:]
         _remember(
-            record, TickEntry(tick_ms=tick, action="started", at_ms=now_ms, how=how, run_wf_id=wf_id, run_id=run_id)
+            record,
+            TickEntry(
+                tick_ms=tick, action="started", at_ms=now_ms, how=how, run_wf_id=wf_id, run_id=run_id, by=by or ""
+            ),
         )
         return record
 

@@ -98,6 +98,9 @@ class VerifyReport:
         undecodable: records that could not be decoded (history or state), skipped.
         counts: findings by kind (all of them, also those past `MAX_FINDINGS`).
         findings: the first findings, lost first, then duplicated, then orphaned.
+        operator_actions: the first `MAX_FINDINGS` history events that carry an identity (who
+            started, signalled, cancelled or terminated a run), in the order read.
+        operator_action_count: all of them.
     """
 
     runs: int = 0
@@ -106,6 +109,8 @@ class VerifyReport:
     undecodable: int = 0
     counts: dict[str, int] = field(default_factory=lambda: {"lost": 0, "duplicated": 0, "orphaned": 0})
     findings: list[Finding] = field(default_factory=list)
+    operator_actions: list[dict[str, Any]] = field(default_factory=list)
+    operator_action_count: int = 0
 
     @property
     def clean(self) -> bool:
@@ -121,6 +126,8 @@ class VerifyReport:
             "undecodable": self.undecodable,
             "counts": dict(self.counts),
             "findings": [f.to_dict() for f in self.findings],
+            "operator_action_count": self.operator_action_count,
+            "operator_actions": list(self.operator_actions),
         }
 
 
@@ -172,6 +179,12 @@ class Checker:
         self._report.history_records += 1
         self._seen_runs.add(rec.run_id)
         kind = rec.kind
+        who = rec.msg.get("identity") if isinstance(rec.msg, dict) else None
+        if who:
+            self._report.operator_action_count += 1
+            if len(self._report.operator_actions) < MAX_FINDINGS:
+                action = {"kind": kind, "wf_id": rec.wf_id, "run_id": rec.run_id, "identity": who, "ts_ms": rec.ts_ms}
+                self._report.operator_actions.append(action)
         trace = self._traces.get(rec.run_id)
         if kind == HistoryKind.run_started:
             started = rec.msg or {}

@@ -89,6 +89,8 @@ class RunStarted(_Payload):
     schedule_id: str | None = None
     scheduled_ms: int | None = None
     how: str | None = None
+    #: Who started it (the client's identity); None for a child or a schedule's tick.
+    identity: str | None = None
 
 
 class RunCompleted(_Payload):
@@ -103,16 +105,19 @@ class RunFailed(_Payload):
 
 class RunCancelReceived(_Payload):
     reason: str | None = None
+    identity: str | None = None
 
 
 class RunCancelled(_Payload):
     reason: str | None = None
     duration_ms: int = 0
+    identity: str | None = None
 
 
 class RunTerminated(_Payload):
     reason: str | None = None
     duration_ms: int = 0
+    identity: str | None = None
 
 
 class RunTimeout(_Payload):
@@ -139,6 +144,7 @@ class WaitTimedOut(_Payload):
 class EventReceived(_Payload):
     event_name: str = ""
     payload: Any = None
+    identity: str | None = None
 
 
 class StepStarted(_Payload):

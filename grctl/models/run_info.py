@@ -65,6 +65,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
         scheduled_at: the time of the schedule's tick the run serves (UTC), if a schedule started it.
         remote_task: the remote task its step waits for, if any: task, queue, attempt, deadline
             (`deadline_ms`, and which timeout), `last_heartbeat_ms` and its `details`.
+        started_by: the identity of the client that started the run (None: a parent or a schedule did).
+        cancel_by: the identity that cancelled or terminated it (or asked to), if one did.
     """
 
     id: str
@@ -93,3 +95,5 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     schedule_id: str | None = None
     scheduled_at: datetime | None = None
     remote_task: dict[str, Any] | None = None
+    started_by: str | None = None
+    cancel_by: str | None = None

@@ -9,6 +9,11 @@ Pages:
 | `/run?id=WF_ID` | a run: status, input, result or error, store, pending events, children, history timeline |
 | `/run/confirm?id=WF_ID&action=...` | confirm an action (send an event, cancel, terminate) |
 | `POST /run/action` | do it, then back to the run with what happened |
+| `/login`, `POST /logout` | sign in with the UI's token (mode token), sign out |
+
+Who may use it and what guards each request (sign-in, sessions, CSRF, same-origin, security
+headers) is `grctl.ui.auth`: every POST passes `check_post` or gets a 403 page; a read-only
+UI shows no action and answers 403 to any.
 
 Every failure is a page with one clear message and the right status: an unknown run (404), a
 bad filter or form (400), an action on an ended run (409), Kafka unreachable (503), anything
@@ -29,9 +34,13 @@ from urllib.parse import urlencode
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
@@ -47,6 +56,17 @@ from grctl.errors import (
     WorkflowNotFoundError,
 )
 from grctl.models.history import HistoryEvent
+from grctl.ui.auth import (
+    LOOPBACK_NAMES,
+    Refused,
+    SecurityHeaders,
+    Sessions,
+    SessionStore,
+    UiAuth,
+    UiAuthBackend,
+    check_post,
+    session_of,
+)
 from grctl.ui.data import PAGE_SIZE, RunActions, RunsSource, parse_filter
 
 logger = logging.getLogger("grctl.ui")
@@ -117,21 +137,41 @@ def timeline(events: list[HistoryEvent]) -> dict[str, Any]:
 
 
 def create_app(
-    source: RunsSource, actions: RunActions | None, *, on_shutdown: Callable[[], Any] | None = None
+    source: RunsSource,
+    actions: RunActions | None,
+    *,
+    auth: UiAuth | None = None,
+    allowed_hosts: list[str] | None = None,
+    on_shutdown: Callable[[], Any] | None = None,
 ) -> Starlette:
     """The UI app over `source` (reads) and `actions` (None: read-only, no action buttons).
 
     Args:
         source: what the pages read (`TopicsReader`, or its replacement).
         actions: what the action forms do.
+        auth: who may use it (default `UiAuth.none()`: no sign-in, for loopback); its
+            `read_only` drops `actions`.
+        allowed_hosts: the Host names served (default: the loopback names; ``["*"]`` for any).
         on_shutdown: awaited when the server stops (close the client).
     """
+    auth = auth or UiAuth.none()
+    if auth.read_only:
+        actions = None
+    store = SessionStore()
+    backend = UiAuthBackend(auth)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals.update(fmt_ms=fmt_ms, fmt_duration_ms=fmt_duration_ms, namespace=source.conn.namespace)
     templates.env.filters["pretty"] = _pretty
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
-        return templates.TemplateResponse(request, name, {"actions": ACTIONS if actions else {}, **context}, status)
+        user = request.user.display_name if request.user.is_authenticated else None
+        base = {"actions": ACTIONS if actions else {}, "csrf": session_of(request).csrf, "user": user,
+                "auth_mode": auth.mode, "read_only": actions is None}  # fmt: skip
+        return templates.TemplateResponse(request, name, {**base, **context}, status)
+
+    def operator(request: Request) -> str | None:
+        """Who acts: ``<user> (grctl ui)`` for a signed-in user; None (the client's identity) without sign-in."""
+        return f"{request.user.display_name[:150]} (grctl ui)" if request.user.is_authenticated else None
 
     def problem(request: Request, status: int, title: str, message: str, **context: Any) -> Response:
         return page(request, "error.html", status, title=title, message=message, **context)
@@ -211,10 +251,15 @@ def create_app(
             notice=notice or request.query_params.get("notice"), error=error,
         )  # fmt: skip
 
+    def read_only(request: Request) -> Response:
+        return problem(request, 403, "Read-only", "This UI is read-only (grctl ui --read-only): nothing was done.")
+
     async def confirm_page(request: Request) -> Response:
         q = request.query_params
         wf_id, action = q.get("id", "").strip(), q.get("action", "")
-        if action not in ACTIONS or not actions:
+        if actions is None:
+            return read_only(request)
+        if action not in ACTIONS:
             return problem(request, 400, "Unknown action", f"{action!r} is not an action: use {', '.join(ACTIONS)}.")
         form = {"id": wf_id, "action": action, "event": q.get("event", ""), "payload": q.get("payload", ""),
                 "reason": q.get("reason", "")}  # fmt: skip
@@ -227,22 +272,28 @@ def create_app(
 
     async def action_post(request: Request) -> Response:
         data = await request.form()
+        try:
+            check_post(request, data)
+        except Refused as exc:
+            return problem(request, 403, "Refused", exc.message)
+        if actions is None:
+            return read_only(request)
         form = {k: str(data.get(k, "")) for k in ("id", "action", "event", "payload", "reason")}
         wf_id, action = form["id"].strip(), form["action"]
-        if not actions or action not in ACTIONS:
+        if action not in ACTIONS:
             return problem(request, 400, "Unknown action", f"{action!r} is not an action: use {', '.join(ACTIONS)}.")
         reason = form["reason"].strip() or None
         request.scope["query_string"] = urlencode({"id": wf_id}).encode()
         try:
             if action == "event":
                 name, payload = _event_args(form)
-                await actions.send_event(wf_id, name, payload)
+                await actions.send_event(wf_id, name, payload, operator(request))
                 done = f"event {name!r} delivered to {wf_id}"
             elif action == "cancel":
-                await actions.cancel(wf_id, reason)
+                await actions.cancel(wf_id, reason, operator(request))
                 done = f"cancel of {wf_id} accepted (a running step finishes first)"
             else:
-                await actions.terminate(wf_id, reason)
+                await actions.terminate(wf_id, reason, operator(request))
                 done = f"{wf_id} terminated"
         except InvalidArgumentError as exc:
             return await run_page(request, error=str(exc), error_status=400)
@@ -253,6 +304,47 @@ def create_app(
         except WorkflowError as exc:
             return await run_page(request, error=f"{ACTIONS[action]} refused: {exc}")
         return RedirectResponse("/run?" + urlencode({"id": wf_id, "notice": done}), 303)
+
+    async def login_page(request: Request) -> Response:
+        if auth.mode != "token":
+            return RedirectResponse("/runs", 302)
+        if request.method == "GET":
+            return page(request, "login.html", 401 if request.query_params.get("failed") else 200,
+                        failed=bool(request.query_params.get("failed")))  # fmt: skip
+        data = await request.form()
+        try:
+            check_post(request, data)
+        except Refused as exc:
+            return problem(request, 403, "Refused", exc.message)
+        token = str(data.get("token", ""))
+        if not token or not backend.token_matches(token):
+            return page(request, "login.html", 401, failed=True)
+        # A new session on sign-in: a session id known before it (fixation) signs no one in.
+        store.drop(session_of(request).sid)
+        request.scope["grctl.session"] = store.new(user="token")
+        return RedirectResponse("/runs", 303)
+
+    async def logout(request: Request) -> Response:
+        data = await request.form()
+        try:
+            check_post(request, data)
+        except Refused as exc:
+            return problem(request, 403, "Refused", exc.message)
+        store.drop(session_of(request).sid)
+        request.scope["grctl.session"] = store.new()
+        return RedirectResponse("/login" if auth.mode == "token" else "/runs", 303)
+
+    def on_auth_error(conn: HTTPConnection, exc: Exception) -> Response:
+        request = Request(conn.scope)
+        request.scope["user"], request.scope["auth"] = UnauthenticatedUser(), AuthCredentials()
+        if auth.mode == "token" and request.method == "GET" and "authorization" not in request.headers:
+            return RedirectResponse("/login", 303)
+        if auth.mode == "proxy":
+            return problem(request, 403, "Not signed in", f"{exc}: sign in through the proxy.")
+        response = problem(request, 401, "Sign in", f"{exc}.")
+        if auth.mode == "basic":
+            response.headers["www-authenticate"] = 'Basic realm="grctl ui", charset="UTF-8"'
+        return response
 
     async def on_kafka_error(request: Request, exc: Exception) -> Response:
         return problem(request, 503, "Kafka is not answering", f"{exc} Try again when the cluster is back.")
@@ -288,6 +380,14 @@ def create_app(
             Route("/run", run_page),
             Route("/run/confirm", confirm_page),
             Route("/run/action", action_post, methods=["POST"]),
+            Route("/login", login_page, methods=["GET", "POST"]),
+            Route("/logout", logout, methods=["POST"]),
+        ],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or list(LOOPBACK_NAMES)),
+            Middleware(Sessions, store=store),
+            Middleware(AuthenticationMiddleware, backend=backend, on_error=on_auth_error),
         ],
         exception_handlers={
             KafkaSetupError: on_kafka_error,

@@ -284,14 +284,17 @@ class RunActions:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    async def send_event(self, wf_id: str, event: str, payload: Any) -> None:
-        """Deliver an event (raises `WorkflowError` if the run ended or has no such handler)."""
-        await self.client.send_event(wf_id, event, payload)
+    async def send_event(self, wf_id: str, event: str, payload: Any, identity: str | None = None) -> None:
+        """Deliver an event (raises `WorkflowError` if the run ended or has no such handler).
 
-    async def cancel(self, wf_id: str, reason: str | None) -> None:
+        `identity` (the signed-in user; default: the client's) is recorded with it.
+        """
+        await self.client.send_event(wf_id, event, payload, identity=identity)
+
+    async def cancel(self, wf_id: str, reason: str | None, identity: str | None = None) -> None:
         """Cancel the latest run (raises `WorkflowError` if it ended)."""
-        await self.client.cancel_run(wf_id, reason)
+        await self.client.cancel_run(wf_id, reason, identity=identity)
 
-    async def terminate(self, wf_id: str, reason: str | None) -> None:
+    async def terminate(self, wf_id: str, reason: str | None, identity: str | None = None) -> None:
         """Terminate the latest run (raises `WorkflowError` if it ended)."""
-        await self.client.cancel_run(wf_id, reason, terminate=True)
+        await self.client.cancel_run(wf_id, reason, terminate=True, identity=identity)

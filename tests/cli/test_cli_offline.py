@@ -187,3 +187,46 @@ def test_python_dash_m_grctl_is_the_command() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Usage: python -m grctl workflow list" in done.stdout and "--status" in done.stdout
+
+
+def test_ui_on_a_non_loopback_address_without_authentication_refuses_to_start(cli: Any) -> None:
+    run = cli("ui", "--host", "0.0.0.0", "--port", "0")
+    assert run.exit_code == 1
+    assert "will not serve 0.0.0.0 without authentication" in run.stderr
+    for fix in ("--token-file", "--users-file", "--proxy-user-header", "--trusted-proxy", "docs/security.md"):
+        assert fix in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_ui_authentication_settings_are_checked_before_serving(cli: Any, tmp_path: Any) -> None:
+    clear = tmp_path / "users"
+    clear.write_text("alice:hunter2\n")
+    run = cli("ui", "--host", "0.0.0.0", "--users-file", str(clear))
+    assert run.exit_code == 1
+    assert "line 1 is not 'user:scrypt$N$r$p$salt$hash'" in run.stderr and "--hash-password" in run.stderr
+    short = tmp_path / "token"
+    short.write_text("abc\n")
+    run = cli("ui", "--token-file", str(short))
+    assert run.exit_code == 1 and "shorter than 16 characters" in run.stderr
+    run = cli("ui", "--host", "0.0.0.0", "--proxy-user-header", "X-Forwarded-User")
+    assert run.exit_code == 1 and "needs --trusted-proxy" in run.stderr
+    run = cli("ui", "--proxy-user-header", "X-User", "--trusted-proxy", "not-an-ip")
+    assert run.exit_code == 1 and "'not-an-ip' is not an address or network" in run.stderr
+    run = cli("ui", "--token-file", str(short), "--users-file", str(clear))
+    assert run.exit_code == 1 and "give one authentication setting" in run.stderr
+
+
+def test_ui_hash_password_makes_a_users_file_line_the_ui_accepts(cli: Any, tmp_path: Any) -> None:
+    from grctl.ui.auth import UiAuth, _check_password
+
+    run = cli("ui", "--hash-password", "alice", input="correct horse\n")
+    assert run.exit_code == 0, run.stderr
+    line = run.stdout.strip()
+    assert line.startswith("alice:scrypt$") and "correct horse" not in line
+    users = tmp_path / "users"
+    users.write_text(line + "\n")
+    auth = UiAuth.from_users_file(users)
+    assert _check_password("correct horse", auth.users["alice"])
+    assert not _check_password("correct horsE", auth.users["alice"])
+    run = cli("ui", "--hash-password", "bob", input="short\n")
+    assert run.exit_code == 1 and "shorter than 8 characters" in run.stderr

@@ -70,7 +70,7 @@ def test_schedule_refusals(cli: Any, served: ServedNamespace) -> None:
 def test_schedule_with_calendar_and_exclude(cli: Any, served: ServedNamespace) -> None:
     sid = served.new_id("sched")
     created = cli(
-        "schedule", "create", sid, "--type", "CliEcho", "--tz", "Europe/Berlin",
+        "--identity", "ana@ops", "schedule", "create", sid, "--type", "CliEcho", "--tz", "Europe/Berlin",
         "--calendar", '{"hour": "9", "minute": "30", "day_of_week": "MON-FRI"}',
         "--exclude", '{"month": "12", "day_of_month": "24-26"}', "--json",
     )  # fmt: skip
@@ -78,6 +78,9 @@ def test_schedule_with_calendar_and_exclude(cli: Any, served: ServedNamespace) -
     spec = json.loads(created.stdout)["spec"]
     assert spec["calendars"] == [{"hour": "9", "minute": "30", "day_of_week": "MON-FRI"}]
     assert spec["exclude"] == [{"month": "12", "day_of_month": "24-26"}]
+    assert json.loads(created.stdout)["created_by"] == "ana@ops"  # the operator's identity is recorded
+    assert cli("--identity", "bo@ops", "schedule", "pause", sid, "--note", "x").exit_code == 0
+    assert json.loads(cli("schedule", "describe", sid, "--json").stdout)["updated_by"] == "bo@ops"
     text = cli("schedule", "describe", sid)
     assert text.exit_code == 0 and "except" in text.stdout and "Europe/Berlin" in text.stdout
     assert cli("schedule", "delete", sid).exit_code == 0

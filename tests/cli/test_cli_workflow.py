@@ -288,3 +288,49 @@ def test_list_filters_paging_and_json(cli: Any, served: ServedNamespace) -> None
     assert "WORKFLOW ID" in table.stdout and "next page: add --page" in table.stderr
     none = cli("workflow", "list", "--search", "no-such-run-anywhere", "--plain")
     assert none.exit_code == 0 and "no runs match" in none.stderr
+
+
+def test_identity_of_each_action_is_in_history_describe_and_verify(cli: Any, served: ServedNamespace) -> None:
+    """`grctl --identity` names who started, signalled, cancelled and terminated; the default is user@host/pid."""
+    import getpass
+    import socket
+
+    signalled, cancelled, ended = served.new_id("who-ev"), served.new_id("who-cancel"), served.new_id("who-term")
+    for wf_id in (signalled, cancelled, ended):
+        run = cli("--identity", "ops-alice", "workflow", "start", "-t", "CliWait", "-i", wf_id, "--json")
+        assert run.exit_code == 0, run.stderr
+        wait_for_event(cli, wf_id, "wait.started")
+    assert cli("--identity", "deploy-bot", "workflow", "send", signalled, "go", "--payload", "1").exit_code == 0
+    assert cli("workflow", "cancel", cancelled, "--reason", "done").exit_code == 0
+    assert cli("--identity", "oncall-bob", "workflow", "terminate", ended).exit_code == 0
+
+    def identities(wf_id: str) -> dict[str, str | None]:
+        events = cli("workflow", "history", wf_id, "--json").jsonl()
+        return {e["kind"]: e["msg"].get("identity") for e in events if e["kind"] in OPERATOR_KINDS}
+
+    wait_for_event(cli, signalled, "run.completed")
+    wait_for_event(cli, cancelled, "run.cancelled")
+    wait_for_event(cli, ended, "run.terminated")
+    default = cli("workflow", "history", cancelled, "--json").jsonl()[-1]["msg"]["identity"]
+    assert default.startswith(f"{getpass.getuser()}@{socket.gethostname()}/")  # this process's pid follows
+    assert identities(signalled) == {"run.started": "ops-alice", "event.received": "deploy-bot"}
+    assert identities(cancelled) == {"run.started": "ops-alice", "run.cancelled": default}
+    assert identities(ended) == {"run.started": "ops-alice", "run.terminated": "oncall-bob"}
+    assert "by=oncall-bob" in cli("workflow", "history", ended).stdout
+
+    info = cli("workflow", "describe", ended, "--json").json()
+    assert info["started_by"] == "ops-alice" and info["cancel_by"] == "oncall-bob"
+    text = cli("workflow", "describe", ended).stdout
+    assert "started by" in text and "cancelled by" in text and "oncall-bob" in text
+
+    report = cli("verify", "--since", "10m", "--json").json()
+    mine = {(a["wf_id"], a["kind"]): a["identity"] for a in report["operator_actions"]}
+    assert mine[(ended, "run.terminated")] == "oncall-bob"
+    assert mine[(signalled, "event.received")] == "deploy-bot"
+    assert report["operator_action_count"] >= 6  # 3 starts, an event, a cancel, a terminate
+
+    too_long = cli("--identity", "x" * 201, "workflow", "cancel", signalled)
+    assert too_long.exit_code != 0 and "at most 200" in too_long.stderr
+
+
+OPERATOR_KINDS = {"run.started", "event.received", "run.cancel_received", "run.cancelled", "run.terminated"}

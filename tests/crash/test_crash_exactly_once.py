@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ import pytest
 from grctl import Client, Connection
 from grctl.client.verify import verify_namespace
 from grctl.engine.records import history_decoder
+from grctl.kafka.partitioner import partition_for
 from tests.crash.worker_proc import STEPS
 from tests.support.topics import create_topic, read_committed
 
@@ -50,6 +52,7 @@ class WorkerProcess:
         self.env = {**os.environ, **env} if env else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
+        self.wipes = 0
 
     def start(self) -> None:
         fh = open(self.log, "ab")  # noqa: SIM115  # handed to the child
@@ -131,9 +134,11 @@ def kill_and_restart(kills: int, wipe_state: bool) -> Chaos:
             victim.kill()
             if wipe_state:
                 # The RocksDB folders go (one per partition); the worker's identity file stays.
-                for db in victim.state_dir.iterdir():
-                    if db.is_dir():
-                        shutil.rmtree(db, ignore_errors=True)
+                wiped = [db for db in victim.state_dir.iterdir() if db.is_dir()]
+                for db in wiped:
+                    shutil.rmtree(db)  # an error here is the test's: a wipe that did not happen proves nothing
+                assert wiped and not any(db.exists() for db in wiped), f"nothing wiped in {victim.state_dir}"
+                victim.wipes += 1
             await asyncio.sleep(rng.uniform(0.2, 1.5))
             victim.start()
 
@@ -151,6 +156,7 @@ async def run_chaos(
     workers_at_start: int = 2,
     pace_s: float = 0.0,
     emits: bool = False,
+    inspect: Callable[[dict[str, list[Any]]], None] | None = None,
 ) -> list[WorkerProcess]:
     ns = "crash" + unique_name[-12:].lower()
     conn = await Connection.connect(kafka_bootstrap, ns, partitions=8)
@@ -195,6 +201,8 @@ async def run_chaos(
     assert len(by_run) == runs
     for wf_id, recs in by_run.items():
         assert_ran_once(wf_id, recs, STEPS)
+    if inspect is not None:
+        inspect(by_run)
     # And the checker users run after an incident agrees: nothing lost, duplicated or orphaned.
     report = await asyncio.get_running_loop().run_in_executor(None, lambda: verify_namespace(conn))
     assert report.clean and report.runs == runs, report.to_dict()
@@ -227,6 +235,12 @@ async def test_crash_sigkill_with_state_wiped_restores_from_changelog(
                               runs=int(os.environ.get("GRCTL_CRASH_RUNS", "2000")) // 2,
                               chaos=kill_and_restart(3, wipe_state=True), pace_s=5.0)  # fmt: skip
     assert sum(w.kills for w in workers) == 3
+    assert sum(w.wipes for w in workers) == 3
+    # Each wiped worker rebuilt its partitions from the changelog (its log says so, with records).
+    restored = [
+        int(m) for w in workers if w.wipes for m in re.findall(r"restored (\d+) changelog records", w.tail(100_000))
+    ]
+    assert any(n > 0 for n in restored), restored
 
 
 async def test_rebalance_workers_join_and_leave(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:
@@ -244,8 +258,18 @@ async def test_rebalance_workers_join_and_leave(kafka_bootstrap: str, unique_nam
         await asyncio.sleep(1.0)
         workers[0].start()  # back to 2
 
+    def partitions_moved(by_run: dict[str, list[Any]]) -> None:
+        # Who executed the steps of each partition: with workers joining and leaving, partitions
+        # must have moved (more than one worker ran steps of them), and every worker took some.
+        executors: dict[int, set[str]] = defaultdict(set)
+        for wf_id, recs in by_run.items():
+            executors[partition_for(wf_id, 8)] |= {r.worker_id for r in recs if r.kind == "step.completed"}
+        moved = [p for p, ids in executors.items() if len(ids) > 1]
+        assert len(moved) >= 4, {p: sorted(ids) for p, ids in executors.items()}
+        assert len(set().union(*executors.values())) >= 3, "each of the 3 worker processes ran steps"
+
     await run_chaos(kafka_bootstrap, unique_name, tmp_path, runs=int(os.environ.get("GRCTL_CRASH_RUNS", "2000")) // 2,
-                    chaos=churn, workers_total=3, workers_at_start=1, pace_s=8.0)  # fmt: skip
+                    chaos=churn, workers_total=3, workers_at_start=1, pace_s=8.0, inspect=partitions_moved)  # fmt: skip
 
 
 async def test_fan_out_children_under_crashes(kafka_bootstrap: str, unique_name: str, tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 The load (paced, open loop) starts, per tick, a 5-step `Counter` chain and, in turn, a `Mixed`
 run (a task that fails twice before it succeeds, a durable timer, a child), a `FanOut` of 10
 children, or a `Waiter` that the load releases with an event a moment later (all defined in
-tests/crash/worker_proc.py). Every run's result is checked, the history is checked step by step
-and `verify_namespace` must find the namespace clean.
+tests/crash/worker_proc.py). Every run's result is checked, every run's history (children
+included) step by step (`check_history` says what per type), and `verify_namespace` must find
+the namespace clean.
 
 Measured from the completion times of the runs: the rate before the fault, the recovery time
 (from the fault until the completions of a 1 s window are back to 80 % of the offered rate) and
@@ -361,10 +362,36 @@ async def settle(
 
 
 def check_history(servers: str, conn: Connection, runs: list[Run]) -> None:
-    """Each run started once, ended once, each Counter step completed once and in order."""
+    """Every run, step by step: started once, ended once, and what each type must show exactly once.
+
+    - Counter: its five steps completed once each, in order.
+    - Waiter: one event received, its start and its `release` step completed once each.
+    - Mixed: the flaky task completed once (attempts may fail and repeat across crashes), the
+      durable timer fired once, one child started, the two steps after it completed once each.
+    - FanOut: `FAN` distinct children started once each, `collect` completed once per child.
+    - Every child (of Mixed and FanOut) itself started once and completed once.
+    """
     by_run = history_by_run(servers, conn)
     for run in runs:
-        assert_ran_once(run.wf_id, by_run[run.wf_id], STEPS if run.wf_type == "Counter" else None)
+        recs = by_run[run.wf_id]
+        assert_ran_once(run.wf_id, recs, STEPS if run.wf_type == "Counter" else None)
+        kinds = Counter(r.kind for r in recs)
+        steps = Counter(r.msg["step_name"] for r in recs if r.kind == "step.completed")
+        children = [r.msg["wf_id"] for r in recs if r.kind == "child.started"]
+        if run.wf_type == "Waiter":
+            assert kinds["event.received"] == 1, (run.wf_id, kinds)
+            assert steps == {"start": 1, "release": 1}, (run.wf_id, steps)
+        elif run.wf_type == "Mixed":
+            tasks = Counter(r.msg["task_name"] for r in recs if r.kind == "task.completed")
+            assert list(tasks.values()) == [1], (run.wf_id, tasks)
+            assert kinds["wait.timed_out"] == 1, (run.wf_id, kinds)
+            assert children == [f"{run.wf_id}-7"], (run.wf_id, children)
+            assert steps == {"start": 1, "mixed_after_timer": 1, "mixed_child_done": 1}, (run.wf_id, steps)
+        elif run.wf_type == "FanOut":
+            assert sorted(children) == sorted(f"{run.wf_id}-{i}" for i in range(FAN)), (run.wf_id, children)
+            assert steps == {"start": 1, "collect": FAN}, (run.wf_id, steps)
+        for child in children:
+            assert_ran_once(child, by_run[child])
 
 
 def env_scale() -> float:

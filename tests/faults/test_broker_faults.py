@@ -9,8 +9,9 @@ ends with `verify_namespace` clean, and records the recovery time and the longes
 build/test-output/faults/<test>.json.
 
 Marked ``cluster`` (the session's 3-node cluster, RF 3, min ISR 2). Target: the worker stalls no
-longer than the broker is gone plus 15 s (recorded;
-asserted with room, as a hang detector).
+longer than the broker is gone plus 15 s. That is a figure, recorded in the report, not asserted
+(issue 31: no speed assertions in tests); what is asserted is that nothing hangs: every run ends
+within the harness's settle bound (`SETTLE_S` after the load) and the test within its timeout.
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.cluster, pytest.mark.crash, pytest.
 
 DOWN_S = 15.0  # how long a killed broker stays down
 PAUSE_S = 20.0  # how long a paused broker stays stopped
-#: The issue's target is "no stall longer than the outage plus 15 s"; the figures are recorded in
-#: build/test-output/faults/. The assertion is a hang detector with room for this 2-core machine
-#: (4 JVMs, workers and the test share it), not a speed check.
-STALL_ALLOWANCE_S = 45.0
 
 
 def java_hash(text: str) -> int:
@@ -92,12 +89,7 @@ async def kill_one_broker_under_load(
         await asyncio.sleep(DOWN_S)
         await asyncio.to_thread(cluster.restart_node, victim)
 
-    report = await run_with_fault(cluster.bootstrap, ns, tmp_path, fault, name=name, duration_s=30 * env_scale())
-    assert_no_long_stall(report.longest_gap_s, DOWN_S)
-
-
-def assert_no_long_stall(report_gap: float, outage_s: float) -> None:
-    assert report_gap <= outage_s + STALL_ALLOWANCE_S, f"longest stall {report_gap:.1f} s"
+    await run_with_fault(cluster.bootstrap, ns, tmp_path, fault, name=name, duration_s=30 * env_scale())
 
 
 async def test_sigkill_the_leader_of_the_busiest_partitions(cluster3: LocalCluster, tmp_path: Path) -> None:
@@ -145,9 +137,8 @@ async def test_sigstop_a_broker_for_20_s(cluster3: LocalCluster, tmp_path: Path)
         finally:
             cluster3.resume_node(victim)
 
-    report = await run_with_fault(cluster3.bootstrap, ns, tmp_path, fault, name="broker-pause",
-                                  duration_s=35 * env_scale())  # fmt: skip
-    assert_no_long_stall(report.longest_gap_s, PAUSE_S)
+    await run_with_fault(cluster3.bootstrap, ns, tmp_path, fault, name="broker-pause",
+                         duration_s=35 * env_scale())  # fmt: skip
 
 
 async def test_rolling_restart_of_all_three_brokers(cluster3: LocalCluster, tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ from confluent_kafka import Producer
 
 from grctl import Client, Connection, Context, Directive, Workflow
 from grctl.client._io import ClientIO
-from grctl.engine.records import encoder
+from grctl.engine.records import DescribeCmd, directive_decoder, encoder
 from grctl.errors import InternalError, KafkaSetupError
 from grctl.kafka.partitioner import partition_for
+from tests.support.topics import read_committed
+from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.kafka
 
@@ -97,8 +99,17 @@ async def test_a_fatal_reader_error_fails_every_waiter_and_later_call(workers, c
     io = client_io(client)
     await workers.stop_all()  # nobody answers now: a request stays pending
     pending = asyncio.create_task(client.describe("reader-fatal"))
-    await asyncio.sleep(0.2)
-    assert not pending.done()
+    part = partition_for("reader-fatal", client.connection.num_partitions)
+
+    async def describe_sent() -> bool:
+        # The request is in flight once its record is on `directives` (the broker acknowledged it).
+        records = await asyncio.to_thread(
+            read_committed, client.connection.servers, client.connection.topics.directives, [part], 30
+        )
+        return any(isinstance(directive_decoder.decode(m.value()), DescribeCmd) for m in records)
+
+    await wait_until_async("the describe request is on the directives topic", describe_sent, 30)
+    assert not pending.done(), "no worker runs: nothing can have answered the describe"
     cause = KafkaSetupError("the broker fenced this reader")
     io.fail(cause)  # what the reader thread does on a fatal consumer error
 

@@ -14,6 +14,7 @@ import pytest
 from grctl import Client, Context, Directive, Workflow
 from grctl.errors import InvalidArgumentError
 from grctl.kafka.connection import Connection
+from grctl.kafka.partitioner import partition_for
 from tests.conftest import WorkerRunner
 
 pytestmark = pytest.mark.kafka
@@ -121,9 +122,14 @@ async def test_a_listing_during_a_rebalance_never_silently_misses_a_partition(
         pages.append(await client.list_workflows(limit=100, timeout=5))
     await second
     pages.append(await client.list_workflows(limit=100, timeout=30))
+    parts = client.connection.num_partitions
+    every = [f"d-{i:03d}" for i in range(20)]
     for page in pages:
-        # Each page either has every run, or names the partitions it could not ask.
-        if page.unavailable_partitions:
-            continue
-        assert sorted(r.wf_id for r in page.runs) == [f"d-{i:03d}" for i in range(20)]
+        # Each page has every run of the partitions it asked, and names the ones it could not:
+        # a page naming an unavailable partition is still checked for all the others.
+        missing = set(page.unavailable_partitions)
+        assert missing <= set(range(parts)), page.unavailable_partitions
+        expected = [w for w in every if partition_for(w, parts) not in missing]
+        assert sorted(r.wf_id for r in page.runs) == expected, f"unavailable: {sorted(missing)}"
     assert not pages[-1].unavailable_partitions
+    assert sorted(r.wf_id for r in pages[-1].runs) == every

@@ -182,6 +182,17 @@ async def test_sources_pause_while_too_many_runs_are_in_flight_and_resume_after(
     await wait_until("the source resumed", resumed)
     done = await results(kafka_bootstrap, topics["results"], 8)
     assert len(done) == 8 and {r["status"] for r in done.values()} == {"completed"}
+    # What pausing means: the records produced while paused started no run until a waiting
+    # run ended and brought the runs in flight under the limit (the worker's own clock stamps
+    # both, so the order of the stamps is the order of the events).
+    page = await client.list_workflows(limit=100)
+    waiting_ids = {f"w{i}" for i in range(3)}
+    ends = [r.ended_at for r in page.runs if r.wf_id in waiting_ids]
+    starts = [r.started_at for r in page.runs if r.wf_id not in waiting_ids]
+    assert len(ends) == 3 and len(starts) == 5 and None not in ends + starts
+    first_end = min(e for e in ends if e is not None)
+    early = [s for s in starts if s is not None and s < first_end]
+    assert not early, f"{len(early)} runs started from records produced while paused, before any waiting run ended"
 
 
 async def _ge(value: Awaitable[int], n: int) -> bool:

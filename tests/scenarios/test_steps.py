@@ -82,6 +82,36 @@ async def blocking_step(ctx: Context) -> Directive:
     return ctx.next.complete("not reached")
 
 
+# STEP-7: a step that succeeds within a short timeout, and a witness whose step outlives the
+# same timeout (see test_step_7_no_step_timeout_on_success).
+STEP_7_TIMEOUT = timedelta(seconds=1)
+quick_step_wf = Workflow(workflow_type="StepQuickWithTimeout")
+
+
+@quick_step_wf.start()
+async def quick_start(ctx: Context) -> Directive:
+    return ctx.next.step(quick_step)
+
+
+@quick_step_wf.step(timeout=STEP_7_TIMEOUT)
+async def quick_step(ctx: Context) -> Directive:
+    return ctx.next.complete(await echo_task("quick"))
+
+
+witness_wf = Workflow(workflow_type="StepTimeoutWitness")
+
+
+@witness_wf.start()
+async def witness_start(ctx: Context) -> Directive:
+    return ctx.next.step(witness_step)
+
+
+@witness_wf.step(timeout=STEP_7_TIMEOUT)
+async def witness_step(ctx: Context) -> Directive:
+    await asyncio.Event().wait()  # never ends: only its timeout ends it
+    return ctx.next.complete("not reached")
+
+
 # Step failures beyond the numbered scenarios.
 async def not_a_step(ctx: Context) -> Directive:
     """Never registered with @wf.step()."""
@@ -154,6 +184,8 @@ async def asyncio_start(ctx: Context) -> Directive:
 
 
 ALL = [
+    quick_step_wf,
+    witness_wf,
     asyncio_wf,
     failing_wf,
     echo_wf,
@@ -238,10 +270,25 @@ async def test_step_code_may_use_asyncio_timeout_and_task_groups(workers, client
 
 
 async def test_step_7_no_step_timeout_on_success(workers, client: Client) -> None:
+    """A step that succeeds within its (short) timeout never gets a step.timeout, also after the deadline.
+
+    Checking at once proves nothing (a late timeout would come after the check). So a witness
+    run of the same workflow id, on the same partition, started after the first run ended, runs
+    a step that only its timeout of the same length ends: once the witness's step.timeout is in
+    history, the first step's deadline has passed, and the partition's order puts any timeout of
+    it before the witness's.
+    """
     await workers.start(ALL)
-    handle = await start(client, "StepEcho", "step-7", {"value": "ok"})
-    assert await handle.result(timeout=30) == "ok"
-    assert not of_kind(await history(client, handle), HistoryKind.step_timeout)
+    handle = await start(client, "StepQuickWithTimeout", "step-7")
+    assert await handle.result(timeout=30) == "quick"
+    witness = await start(client, "StepTimeoutWitness", "step-7")
+    with pytest.raises(WorkflowError, match="step witness_step timed out"):
+        await witness.result(timeout=30)
+    witnessed = await history(client, witness)
+    assert of_kind(witnessed, HistoryKind.step_timeout), "the witness's timeout is the clock of this check"
+    events = await history(client, handle)
+    assert not of_kind(events, HistoryKind.step_timeout)
+    assert run_kinds(events) == ["run.started", "run.completed"]
 
 
 async def test_step_9_step_timeout_events(workers, client: Client) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from grctl.errors import KafkaAuthorizationError, NoWorkerAnsweredError
 from grctl.kafka.acls import Role, namespace_acls
 from tests.cli.conftest import invoke, start_worker
 from tests.secure.flows import greet
+from tests.support.workers import stop_workers
 
 pytestmark = [pytest.mark.kafka]
 
@@ -91,9 +93,8 @@ async def running_worker(conn: Connection, state_dir: Path) -> AsyncIterator[Wor
         await worker.wait_until_ready(60)
         yield worker
     finally:
-        await worker.stop(shutdown_timeout=2.0)
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(task, 30)
+        # A worker that crashed or hung fails the test (tests.support.workers).
+        await stop_workers([(worker.worker_name, functools.partial(worker.stop, shutdown_timeout=2.0), task)])
 
 
 async def greet_end_to_end(client_conn: Connection, wf_id: str) -> None:

@@ -137,6 +137,18 @@ def test_three_node_properties_replicate_and_detect_failures_fast() -> None:
     assert cluster.bootstrap == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
 
 
+def test_advertised_ports_put_clients_and_the_quorum_behind_what_listens_there() -> None:
+    """`advertised_port` (issue 31): node i advertises port + 2(i-1) and votes through port + 1 there."""
+    cluster = ClusterSpec(name="n", brokers=3, port=19092, cluster_id="x", kafka_version="4", advertised_port=19192)
+    for node in cluster.nodes:
+        props = kafka.server_properties(cluster, node, Path("/h"))
+        assert props["listeners"].startswith(f"PLAINTEXT://127.0.0.1:{node.port},")  # still listens on its own
+        assert props["advertised.listeners"] == f"PLAINTEXT://127.0.0.1:{19192 + 2 * (node.node_id - 1)}"
+        assert props["controller.quorum.voters"] == "1@127.0.0.1:19193,2@127.0.0.1:19195,3@127.0.0.1:19197"
+    with pytest.raises(LocalKafkaError, match="advertised port"):
+        ClusterSpec(name="n", brokers=1, port=19092, cluster_id="x", kafka_version="4", advertised_port=80)
+
+
 def test_render_properties_writes_one_plain_line_per_key() -> None:
     text = kafka.render_properties({"a.b": "x#y", "c": ""}, header="two\nlines")
     assert text == "# two\n# lines\na.b=x#y\nc=\n"

@@ -437,3 +437,29 @@ def test_an_ended_run_publishes_its_outcome_to_the_results_topic(monkeypatch: py
 def test_no_results_topic_no_record() -> None:
     tr = M.on_step_outcome(running_run(), StepOutcome(run_id="run-1", seq=1, next_kind="complete"), T0, no_inbox)
     assert tr.emits == []
+
+
+def test_identity_of_operator_actions_is_recorded_and_bounded() -> None:
+    """Start, event, cancel (also when it waits for the step) and terminate record who asked."""
+    tr = M.apply(None, StartCmd(wf_id="wf-9", run_id="run-9", wf_type="Order", identity="svc-a"), 0, T0, no_inbox)
+    assert tr.history[0].msg["identity"] == "svc-a" and tr.run is not None and tr.run.started_by == "svc-a"
+    untold = M.apply(None, StartCmd(wf_id="wf-8", run_id="run-8", wf_type="Order"), 0, T0, no_inbox)
+    assert "identity" not in untold.history[0].msg  # a parent's or a schedule's start names nobody
+
+    tr = M.apply(wait_run(), EventCmd(wf_id="wf-1", event_name="approve", identity="bob"), 2, T0, no_inbox)
+    assert tr.history[0].kind == "event.received" and tr.history[0].msg["identity"] == "bob"
+
+    tr = M.apply(running_run(), CancelCmd(wf_id="wf-1", reason="r", identity="carol"), 2, T0, no_inbox)
+    assert tr.history[0].msg["identity"] == "carol"
+    assert tr.run is not None and tr.run.cancel_by == "carol"
+    out = StepOutcome(run_id="run-1", seq=1, next_kind="step", next_step="charge")
+    tr2 = M.on_step_outcome(tr.run, out, T0, no_inbox)
+    assert kinds(tr2) == ["step.completed", "run.cancelled"] and tr2.history[-1].msg["identity"] == "carol"
+
+    long = "x" * 500
+    tr = M.apply(running_run(), CancelCmd(wf_id="wf-1", terminate=True, identity=long), 2, T0, no_inbox)
+    who = tr.history[0].msg["identity"]
+    assert len(who) == 200 and who.endswith("…")
+    assert tr.run is not None and tr.run.cancel_by == who
+    _to, reply = Machine.describe(tr.run, ReplyTo(client_id="c", request_id="r", partition=0))
+    assert reply.payload["cancel_by"] == who

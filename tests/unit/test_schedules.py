@@ -617,3 +617,38 @@ def test_an_update_still_fires_the_old_specs_ticks_already_due() -> None:
     assert start.scheduled_ms == at("2026-12-07T10:01:00")
     assert w.rec.last_tick_ms == at("2026-12-07T10:01:00") and w.rec.next_tick_ms == at("2026-12-07T11:00:00")
     assert list(w.timers) == [at("2026-12-07T11:00:00")]
+
+
+# -- who did it (issue 31: identity on operator actions) ------------------------------------------
+
+
+def test_the_schedule_records_who_created_and_who_changed_it_last() -> None:
+    w = World(identity="ana@ops")
+    assert (w.rec.created_by, w.rec.updated_by) == ("ana@ops", "ana@ops")
+    w.send(SchedulePauseCmd(wf_id="s", note="maintenance", identity="bo@ops"))
+    assert (w.rec.created_by, w.rec.updated_by) == ("ana@ops", "bo@ops")
+    w.send(SchedulePauseCmd(wf_id="s", resume=True, identity="cy@ops"))
+    w.send(ScheduleUpdateCmd(wf_id="s", overlap=OverlapPolicy.allow_all, identity="di@ops"))
+    assert (w.rec.created_by, w.rec.updated_by) == ("ana@ops", "di@ops")
+
+
+def test_a_trigger_and_a_backfill_record_who_asked_on_the_tick_and_its_run() -> None:
+    w = World(overlap=OverlapPolicy.allow_all)
+    tr = w.send(ScheduleTriggerCmd(wf_id="s", identity="ana@ops"))
+    (start,) = w.starts([tr])
+    assert start.identity == "ana@ops" and w.rec.recent[-1].by == "ana@ops"
+    w.now = at("2026-12-07T10:05:30")
+    tr = w.send(
+        ScheduleBackfillCmd(
+            wf_id="s", from_ms=at("2026-12-07T10:01:00"), to_ms=at("2026-12-07T10:02:00"), identity="bo@ops"
+        )
+    )
+    assert {s.identity for s in w.starts([tr])} == {"bo@ops"}
+    # The cadence's own ticks name nobody.
+    ticks = w.starts(w.advance(at("2026-12-07T10:06:00")))
+    assert ticks and all(t.identity is None for t in ticks) and w.rec.recent[-1].by == ""
+
+
+def test_an_identity_over_the_limit_is_cut() -> None:
+    w = World(identity="x" * 500)
+    assert w.rec.created_by is not None and len(w.rec.created_by) == 200
