@@ -47,6 +47,7 @@ from starlette.templating import Jinja2Templates
 
 from grctl.client.reader import ALL_STATUSES, TERMINAL_STATUSES
 from grctl.display import fmt_duration_ms, fmt_ms, json_text
+from grctl.engine.remote import describe as describe_remote
 from grctl.errors import (
     GrctlError,
     InvalidArgumentError,
@@ -246,6 +247,7 @@ def create_app(
         status = error_status if error else 200
         return page(
             request, "run.html", status, row=row, rec=rec, info=row.info(), state=state, children=children,
+            remote_task=describe_remote(rec.remote),
             input=msgspec.to_builtins(started.msg, enc_hook=str, str_keys=True).get("input") if started else None,
             has_input=started is not None, timeline=timeline(events), ended=rec.status in TERMINAL_STATUSES,
             notice=notice or request.query_params.get("notice"), error=error,

@@ -237,3 +237,32 @@ async def test_ui_schedules_page_in_chromium(workers, client: Client, ui: str, b
     await page.locator("#schedules a", has_text="run").first.click()
     await expect(page.locator("h1")).to_contain_text("orders-every-2s:")
     await page.close()
+
+
+scorer = Workflow(workflow_type="UiScore")
+
+
+@scorer.start()
+async def score_start(ctx: Context) -> Directive:
+    result = await ctx.remote_task("score", {"amount": 5}, queue="ui-scoring")
+    return ctx.next.complete(result)
+
+
+async def test_ui_run_page_shows_the_remote_task_a_run_waits_for(
+    workers, client: Client, ui: str, browser: Browser
+) -> None:
+    """Issue 28: a run suspended on a remote task (no task worker serves its queue) shows which one."""
+    await workers.start([scorer])
+    await client.start_workflow("UiScore", "ui-score-1", None)
+
+    async def waiting() -> bool:
+        return (await client.describe("ui-score-1")).remote_task is not None
+
+    await wait_until_async("the run waits for its remote task", waiting, 30)
+    page = await browser.new_page()
+    await page.goto(f"{ui}/run?id=ui-score-1")
+    task = page.locator("#remote-task")
+    await expect(task).to_contain_text("score")
+    await expect(task).to_contain_text("on queue ui-scoring, attempt 1, not taken yet")
+    await expect(task).to_contain_text("deadline")
+    await page.close()
