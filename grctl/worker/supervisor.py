@@ -204,6 +204,8 @@ class Supervisor:
                 self._server.server_close()
 
     def _start(self, child: _Child) -> None:
+        if child.restarts:
+            child.port = free_port()  # the dead child's port may have been taken meanwhile
         argv = self._argv(child.index, child.port)
         # Its own process group: a Ctrl-C in the terminal reaches the supervisor only, which
         # forwards it once (else each child would see it twice and stop at once).
