@@ -22,6 +22,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from grctl import Client, Connection, Context, Directive, Workflow
 from grctl.kafka.partitioner import partition_for
+from grctl.taskworker import TaskContext, TaskWorker
 from grctl.ui.app import create_app
 from grctl.ui.data import PAGE_SIZE, RunActions, TopicsReader
 from tests.support.wait import wait_until_async
@@ -249,20 +250,31 @@ async def score_start(ctx: Context) -> Directive:
 
 
 async def test_ui_run_page_shows_the_remote_task_a_run_waits_for(
-    workers, client: Client, ui: str, browser: Browser
+    workers, connection: Connection, client: Client, ui: str, browser: Browser
 ) -> None:
-    """Issue 28: a run suspended on a remote task (no task worker serves its queue) shows which one."""
+    """Issue 28: a run suspended on a remote task shows which one, who took it and its heartbeat."""
+    release = asyncio.Event()
+
+    async def score(payload: dict[str, int], task: TaskContext) -> dict[str, int]:
+        task.heartbeat({"progress": "half"})
+        await release.wait()  # held until the page was read
+        return {"score": payload["amount"] * 2}
+
     await workers.start([scorer])
-    await client.start_workflow("UiScore", "ui-score-1", None)
+    async with TaskWorker([score], connection, queue="ui-scoring", concurrency=1):
+        handle = await client.start_workflow("UiScore", "ui-score-1", None)
 
-    async def waiting() -> bool:
-        return (await client.describe("ui-score-1")).remote_task is not None
+        async def heartbeat_seen() -> bool:
+            task = (await client.describe("ui-score-1")).remote_task
+            return task is not None and task.get("last_heartbeat_ms") is not None
 
-    await wait_until_async("the run waits for its remote task", waiting, 30)
-    page = await browser.new_page()
-    await page.goto(f"{ui}/run?id=ui-score-1")
-    task = page.locator("#remote-task")
-    await expect(task).to_contain_text("score")
-    await expect(task).to_contain_text("on queue ui-scoring, attempt 1, not taken yet")
-    await expect(task).to_contain_text("deadline")
-    await page.close()
+        await wait_until_async("the run's remote task was taken and heartbeated", heartbeat_seen, 60)
+        page = await browser.new_page()
+        await page.goto(f"{ui}/run?id=ui-score-1")
+        task = page.locator("#remote-task")
+        await expect(task).to_contain_text("score")
+        await expect(task).to_contain_text("on queue ui-scoring, attempt 1, taken by")
+        await expect(task).to_contain_text('"progress": "half"')
+        await page.close()
+        release.set()
+        assert await handle.result(timeout=60) == {"score": 10}
