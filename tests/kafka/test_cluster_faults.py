@@ -36,8 +36,15 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = TIMEOUT_S) -
 
 
 def partition_state(admin: AdminClient, topic: str) -> tuple[int, list[int]]:
-    """Leader id and ISR of partition 0, as the metadata reports them."""
-    meta = admin.list_topics(topic, timeout=10).topics[topic].partitions[0]
+    """Leader id and ISR of partition 0, as the metadata reports them.
+
+    A topic created a moment ago may be listed before its partition is (a CI run met an empty
+    partition map): that reads as no leader and no ISR yet.
+    """
+    topic_meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+    meta = topic_meta.partitions.get(0) if topic_meta is not None else None
+    if meta is None:
+        return -1, []
     return meta.leader, sorted(meta.isrs)
 
 

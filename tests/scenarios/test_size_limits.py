@@ -377,6 +377,10 @@ async def test_a_topic_limit_lowered_under_a_running_worker_fails_the_one_run_wi
     ])  # fmt: skip
     for fut in admin.incremental_alter_configs([res]).values():
         fut.result(10)
+    # The controller has committed the change; the broker applies it when its metadata catches up.
+    # A run started before that is accepted whole (a CI run failed so), so wait until the broker
+    # itself describes the new limit.
+    await wait_until_broker_reports(admin, small.topics.state, "max.message.bytes", str(lowered))
     big = await small_client.start_workflow("Sizes", "big-after-lowering", {"kind": "store", "n": 60_000})
     results = await ordinary_runs_meanwhile(small_client, "ord-lowered")
     assert results == [i * 2 for i in range(ORDINARY_RUNS)]
@@ -385,6 +389,19 @@ async def test_a_topic_limit_lowered_under_a_running_worker_fails_the_one_run_wi
     assert info.value.error_type == "PayloadTooLargeError" and "store value 'blob'" in str(info.value)
     events = await wait_for_history(small_client, big, lambda ev: any(e.kind == HistoryKind.run_failed for e in ev))
     assert len(of_kind(events, HistoryKind.run_failed)) == 1
+
+
+async def wait_until_broker_reports(admin: Any, topic: str, name: str, value: str, timeout: float = 30.0) -> None:
+    """Poll the broker's DescribeConfigs until topic config `name` reads `value`."""
+    res = ConfigResource("topic", topic)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        described = admin.describe_configs([res])[res].result(10)
+        if described[name].value == value:
+            return
+        assert loop.time() < deadline, f"the broker still reports {name}={described[name].value}, not {value}"
+        await asyncio.sleep(0.1)
 
 
 def _end_offsets(conn: Connection) -> list[int]:
