@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         GrctlError,
         InvalidArgumentError,
         KafkaSetupError,
+        LimiterNotFoundError,
         NonDeterminismError,
         NoWorkerAnsweredError,
         RegistrationError,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from grctl.models.directive import Directive, RetryPolicy
     from grctl.models.errors import ErrorDetails
     from grctl.models.history import HistoryEvent, HistoryKind
+    from grctl.models.limits import Limit, Limiter
     from grctl.models.run_info import RunInfo, RunStatus
     from grctl.taskworker import TaskContext, TaskWorker
     from grctl.worker.schema_registry import SchemaRegistry
@@ -63,6 +65,9 @@ _EXPORTS: dict[str, str] = {
     "HistoryKind": "grctl.models.history",
     "InvalidArgumentError": _ERRORS,
     "KafkaSetupError": _ERRORS,
+    "Limit": "grctl.models.limits",
+    "Limiter": "grctl.models.limits",
+    "LimiterNotFoundError": _ERRORS,
     "NoWorkerAnsweredError": _ERRORS,
     "NonDeterminismError": _ERRORS,
     "RegistrationError": _ERRORS,
@@ -112,6 +117,9 @@ __all__ = [
     "HistoryKind",
     "InvalidArgumentError",
     "KafkaSetupError",
+    "Limit",
+    "Limiter",
+    "LimiterNotFoundError",
     "NoWorkerAnsweredError",
     "NonDeterminismError",
     "RegistrationError",

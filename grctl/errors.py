@@ -312,6 +312,26 @@ class RemoteTaskTimeoutError(RemoteTaskError, TimeoutError):
     """The last attempt of a remote task timed out (schedule-to-start, start-to-close or heartbeat)."""
 
 
+class LimiterError(GrctlError):
+    """A limiter refused, or cannot be used as asked (`ctx.limit`, `Client.set_limiter`).
+
+    Attributes:
+        limiter: the limiter's name.
+    """
+
+    def __init__(self, message: str, *, limiter: str) -> None:
+        super().__init__(message)
+        self.limiter = limiter
+
+
+class LimiterNotFoundError(LimiterError, LookupError):
+    """No limiter has that name (never created, or deleted): create it, or declare it in a Worker."""
+
+
+class LimiterInUseError(LimiterError):
+    """A limiter cannot be deleted while permits are held or requested (unless forced)."""
+
+
 class OutsideStepError(GrctlError, LookupError):
     """A task or a `ctx` call was made outside a step executed by a grctl Worker."""
 

@@ -21,6 +21,8 @@ from grctl import defaults, tracing
 from grctl._check import non_empty_str, positive_ms
 from grctl._fork import ForkGuard
 from grctl.client._io import ClientIO
+from grctl.client.limiters import LimiterDescription, record_of
+from grctl.client.limiters import raise_for as raise_limiter_refusal
 from grctl.client.listing import (
     LIST_LIMIT_MAX,
     ListFilter,
@@ -48,6 +50,10 @@ from grctl.engine.records import (
     DescribeCmd,
     EventCmd,
     HistoryRecord,
+    LimiterDeleteCmd,
+    LimiterDescribeCmd,
+    LimiterListCmd,
+    LimiterSetCmd,
     ListCmd,
     OverlapPolicy,
     QueryCmd,
@@ -78,6 +84,7 @@ from grctl.kafka.partitioner import partition_for
 from grctl.kafka.reading import read_partitions, reading_consumer
 from grctl.kafka.retry import retry_while_leaderless
 from grctl.models.history import PAYLOAD_TYPES, HistoryEvent, HistoryKind
+from grctl.models.limits import Limit, check_name, check_priority, make_spec
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.settings import EngineSettings
 from grctl.workflow.handle import WorkflowHandle
@@ -153,6 +160,8 @@ def run_info_from_reply(payload: dict[str, Any]) -> RunInfo:
         remote_task=payload.get("remote_task"),
         started_by=payload.get("started_by"),
         cancel_by=payload.get("cancel_by"),
+        priority=payload.get("priority", 3),
+        permits=payload.get("permits"),
     )
 
 
@@ -349,6 +358,7 @@ class Client:
         return_type: type | None = None,
         *,
         version: int | None = None,
+        priority: int | None = None,
     ) -> WorkflowHandle:
         """Start a run and wait until a worker accepted it.
 
@@ -361,6 +371,8 @@ class Client:
             version: the version of the type to run (default: the newest the owning worker
                 serves). A version no worker owning the run serves starts, and waits with status
                 awaiting_code until one does.
+            priority: the run's priority for limiters, 1 (first) to 5 (last); default 3. Its
+                children inherit it; `ctx.limit(..., priority=)` overrides it per request.
 
         Raises:
             WorkflowAlreadyRunningError: a run with this id is active.
@@ -372,6 +384,8 @@ class Client:
         timeout_ms = positive_ms(timeout, "timeout")
         if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
             raise InvalidArgumentError(f"version must be an integer >= 1, got {version!r}", argument="version")
+        if priority is not None:
+            check_priority(priority)
         io = await self._ensure()
         run_id = str(ULID())
         request_id = str(ULID())
@@ -391,7 +405,7 @@ class Client:
                     id,
                     lambda to: StartCmd(
                         wf_id=id, run_id=run_id, wf_type=type, input=raw_input, timeout_ms=timeout_ms, reply_to=to,
-                        traceparent=traceparent, version=version, identity=self.identity,
+                        traceparent=traceparent, version=version, identity=self.identity, priority=priority,
                     ),
                     START_ACK_TIMEOUT_S,
                     "start input",
@@ -431,9 +445,10 @@ class Client:
         return_type: type | None = None,
         *,
         version: int | None = None,
+        priority: int | None = None,
     ) -> Any:
         """Start a run and wait for its result (the workflow timeout bounds the wait too)."""
-        handle = await self.start_workflow(type, id, input, timeout, return_type, version=version)
+        handle = await self.start_workflow(type, id, input, timeout, return_type, version=version, priority=priority)
         return await handle.result(timeout=timeout.total_seconds() if timeout else None)
 
     async def describe(self, wf_id: str) -> RunInfo:
@@ -447,7 +462,18 @@ class Client:
             if reply.code == ReplyCode.not_found:
                 raise WorkflowNotFoundError(f"workflow id {wf_id!r} not found", wf_id=wf_id)
             raise WorkflowError(f"describe failed ({reply.code}): {reply.message}")
-        return run_info_from_reply(reply.payload)
+        info = run_info_from_reply(reply.payload)
+        waiting = (info.permits or {}).get("waiting_for")
+        if waiting:
+            # Its place in line is known to the limiter's partition: ask it (best effort).
+            with contextlib.suppress(NoWorkerAnsweredError):
+                limiter = str(waiting["limiter"])
+                answer = await self._request(
+                    limiter, lambda to: LimiterDescribeCmd(wf_id=limiter, reply_to=to, holder=waiting["holder"])
+                )
+                if answer.ok and isinstance(answer.payload, dict):
+                    waiting["position"] = answer.payload.get("position")
+        return info
 
     async def get_workflow_handle(self, wfid: str, return_type: type | None = None) -> WorkflowHandle:
         """A handle on the latest run of `wfid` (resolved at once if it already ended)."""
@@ -821,6 +847,105 @@ class Client:
 
         parts = await asyncio.gather(*(partition_all(p) for p in range(self.connection.num_partitions)))
         return sorted((d for part in parts for d in part), key=lambda d: d.id)
+
+    # ------------------------------------------------------------------ limiters
+
+    async def set_limiter(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        rate: str | None = None,
+        burst: int | None = None,
+        per_key: Limit | int | None = None,
+        weights: dict[str, int] | None = None,
+    ) -> LimiterDescription:
+        """Create limiter `name`, or change what it allows; it takes effect with its next grant.
+
+        Waiting requests are served at once if the new limits allow more. A change made here
+        stands until a worker declaring the limiter (`Worker(limiters=[...])`) starts with a
+        declaration that differs from the one it last applied.
+
+        Args:
+            name: the limiter's name.
+            concurrency: permits held at once by all runs together.
+            rate: permits per period ("50/s", "600/min", "5/10s").
+            burst: the rate's bucket size (default: one period's permits).
+            per_key: each key's own concurrency (`Limit(concurrency=2)` or 2).
+            weights: fairness keys with a weight other than 1 (read at each grant).
+
+        Raises:
+            InvalidArgumentError: a limit ≤ 0, a malformed rate, no limit at all; nothing was sent.
+            NoWorkerAnsweredError: no worker answered.
+        """
+        check_name(name)
+        spec = make_spec(concurrency=concurrency, rate=rate, burst=burst, per_key=per_key, weights=weights)
+        reply = await self._request(
+            name, lambda to: LimiterSetCmd(wf_id=name, spec=spec, reply_to=to, identity=self.identity)
+        )
+        raise_limiter_refusal(reply, name)
+        return LimiterDescription.of(record_of(reply.payload))
+
+    async def describe_limiter(self, name: str) -> LimiterDescription:
+        """Limiter `name`: its limits, permits in use, its queue by priority and fairness key, its counters.
+
+        Raises:
+            LimiterNotFoundError: no limiter has that name.
+        """
+        check_name(name)
+        reply = await self._request(name, lambda to: LimiterDescribeCmd(wf_id=name, reply_to=to))
+        raise_limiter_refusal(reply, name)
+        payload = dict(reply.payload)
+        return LimiterDescription.of(record_of(payload.pop("record")), payload)
+
+    async def delete_limiter(self, name: str, *, force: bool = False) -> None:
+        """Delete limiter `name`.
+
+        Args:
+            force: delete it even while permits are held or requested: waiting requests fail
+                with `LimiterNotFoundError` in their steps; releases of held permits are ignored.
+
+        Raises:
+            LimiterNotFoundError: no limiter has that name.
+            LimiterInUseError: permits are held or requested (and not `force`).
+        """
+        check_name(name)
+        reply = await self._request(
+            name, lambda to: LimiterDeleteCmd(wf_id=name, force=force, reply_to=to, identity=self.identity)
+        )
+        raise_limiter_refusal(reply, name)
+
+    async def list_limiters(self, *, timeout: float | None = None) -> list[LimiterDescription]:
+        """Every limiter of the namespace, by name (each partition's owner answers for its own).
+
+        Raises:
+            NoWorkerAnsweredError: the namespace has no running worker, or a partition did not answer.
+        """
+        io = await self._ensure()
+        await io.require_workers()
+        wait_s = self.request_timeout if timeout is None else timeout
+
+        async def partition_list(p: int) -> list[LimiterDescription]:
+            to = ReplyTo(client_id=self.id, request_id=str(ULID()), partition=io.reply_partition)
+            fut = io.expect_reply(to.request_id)
+            try:
+                cmd = LimiterListCmd(wf_id="", partition=p, reply_to=to)
+                await io.send(self.connection.topics.directives, p, b"", encoder.encode(cmd))
+                async with asyncio.timeout(wait_s):
+                    reply = await fut
+            except TimeoutError:
+                raise NoWorkerAnsweredError(
+                    f"partition {p} of namespace {self.connection.namespace!r} did not answer within "
+                    f"{wait_s:.0f}s (a rebalance?); try again",
+                    namespace=self.connection.namespace,
+                    timeout=wait_s,
+                ) from None
+            finally:
+                io.forget_reply(to.request_id)
+            return [LimiterDescription.of(record_of(raw)) for raw in reply.payload["limiters"]]
+
+        parts = await asyncio.gather(*(partition_list(p) for p in range(self.connection.num_partitions)))
+        return sorted((d for part in parts for d in part), key=lambda d: d.name)
 
     @staticmethod
     def _raise_for(reply: Reply, wf_id: str) -> None:

@@ -18,6 +18,9 @@ every printable character, so all keys of one workflow id (or one run) are conti
 | run counts | `n/<status>\0<wf_type>` | how many latest runs have that status and type |
 | version counts | `v/<wf_type>\0<version:08d>\0<status>` | runs not ended of a type and version, by status (0 kept) |
 | schedules | `k/<schedule_id>` | `ScheduleRecord`: spec, what it starts, recent ticks (its next tick is a `t/` timer) |
+| limiters | `L/<name>` | `LimiterRecord`: what a limiter allows, its bucket and counters |
+| limiter waiters | `W/<name>\\0<arrival:016d>` | `LimitWaiter`: a request for a permit, in arrival order |
+| limiter holders | `H/<name>\\0<holder>` | `LimitHolder`: a permit held (`<run_id>/<acquire_id>`) |
 | partition | `p/<name>` | per-partition facts kept in the changelog (`p/retention`: every ended run has a timer) |
 | meta | `m/checkpoint` | the changelog offset RocksDB has reached, and when (RocksDB only, never produced) |
 """
@@ -45,6 +48,9 @@ INDEX_PREFIX: Final = b"x/"
 COUNT_PREFIX: Final = b"n/"
 VERSION_PREFIX: Final = b"v/"
 SCHEDULE_PREFIX: Final = b"k/"
+LIMITER_PREFIX: Final = b"L/"
+WAITER_PREFIX: Final = b"W/"
+HOLDER_PREFIX: Final = b"H/"
 SEP: Final = b"\x00"
 
 #: Set once every ended run of the partition has a retention timer (runs ended before
@@ -71,6 +77,36 @@ def run_key(wf_id: str) -> bytes:
 def schedule_key(schedule_id: str) -> bytes:
     """Key of the record of schedule `schedule_id`."""
     return SCHEDULE_PREFIX + schedule_id.encode()
+
+
+def limiter_key(name: str) -> bytes:
+    """Key of the record of limiter `name`."""
+    return LIMITER_PREFIX + name.encode()
+
+
+def limiter_name_of_key(key: bytes) -> str:
+    """The name of a limiter record's key (the inverse of `limiter_key`)."""
+    return key[len(LIMITER_PREFIX) :].decode()
+
+
+def waiter_prefix(name: str) -> bytes:
+    """Prefix of the waiting requests of limiter `name`."""
+    return WAITER_PREFIX + name.encode() + SEP
+
+
+def waiter_key(name: str, arrival: int) -> bytes:
+    """Key of a waiting request of limiter `name` (arrival order)."""
+    return waiter_prefix(name) + b"%016d" % arrival
+
+
+def holder_prefix(name: str) -> bytes:
+    """Prefix of the held permits of limiter `name`."""
+    return HOLDER_PREFIX + name.encode() + SEP
+
+
+def holder_key(name: str, holder: str) -> bytes:
+    """Key of permit `holder` of limiter `name`."""
+    return holder_prefix(name) + holder.encode()
 
 
 def schedule_id_of_key(key: bytes) -> str:

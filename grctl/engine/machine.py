@@ -19,7 +19,7 @@ from typing import Any, Final, Literal, Protocol
 import msgspec
 
 from grctl import defaults
-from grctl.engine import remote
+from grctl.engine import permits, remote
 from grctl.engine.records import (
     ACTIVE_STATES,
     OUTCOME,
@@ -29,6 +29,8 @@ from grctl.engine.records import (
     EventCmd,
     HistoryRecord,
     InboxEntry,
+    LimitGrantCmd,
+    PendingAcquire,
     RemoteTask,
     Reply,
     ReplyCode,
@@ -47,11 +49,12 @@ from grctl.errors import InternalError
 from grctl.models.directive import START_STEP_NAME
 from grctl.models.emit import Emit
 from grctl.models.history import HistoryKind
+from grctl.models.limits import DEFAULT_PRIORITY
 from grctl.models.outcome import terminal_error
 from grctl.models.run_info import RunStateKind, RunStatus
 
 #: What a finished step execution asks for (`StepOutcome.next_kind`).
-NextKind = Literal["step", "wait", "complete", "fail", "error", "timeout", "suspend", "remote"]
+NextKind = Literal["step", "wait", "complete", "fail", "error", "timeout", "suspend", "remote", "limit"]
 
 #: Clients that may watch one run at once (a handle per process, typically one or two).
 MAX_WATCHERS: Final = 32
@@ -135,6 +138,10 @@ class StepOutcome:
     emits: list[Emit] = field(default_factory=list)
     #: With "remote": the remote task call the step waits for (`grctl.engine.remote`).
     remote: RemoteTask | None = None
+    #: With "limit": the permit the step waits for (`grctl.engine.permits`).
+    acquire: PendingAcquire | None = None
+    #: The permits (acquire ids) whose `ctx.limit` sections this execution left.
+    released: tuple[str, ...] = ()
 
 
 _json_encoder = msgspec.json.Encoder()
@@ -190,6 +197,8 @@ class Transition:
         tasks: records for task queues (requests, cancels; `grctl.engine.remote`).
         journal: (step seq, position, entry) journal entries to write (a remote task's outcome).
         task_dropped: a task worker's answer was not applied, and why (late, duplicate, ...).
+        permit_dropped: a limiter's answer was for a request nobody waits for (given back).
+        permit_waited_ms: a permit was granted after this wait.
     """
 
     run: RunRecord | None = None
@@ -210,6 +219,8 @@ class Transition:
     tasks: list[remote.TaskOut] = field(default_factory=list)
     journal: list[tuple[int, int, list[Any]]] = field(default_factory=list)
     task_dropped: str | None = None
+    permit_dropped: bool = False
+    permit_waited_ms: int | None = None
 
 
 SKIP = Transition(skipped=True)
@@ -382,6 +393,8 @@ class Machine:
         tr.inbox_delete.extend(range(run.inbox_head, run.inbox_next))
         if run.remote is not None:
             remote.on_run_end(tr, run, f"run {status.value}")
+        if run.permits or run.acquire is not None:
+            run = permits.on_run_end(tr, run, now_ms, self.worker_id)
         results = self.catalog.results_topic(run.wf_type)
         if results is not None:
             tr.emits.append(outcome_record(results, run, status, now_ms, result, error, reason))
@@ -486,6 +499,8 @@ class Machine:
             tr = self.on_watch(run, rec)
         elif isinstance(rec, TaskStartedCmd | TaskHeartbeatCmd | TaskResultCmd):
             tr = self.on_task_answer(run, rec, now_ms)
+        elif isinstance(rec, LimitGrantCmd):
+            tr = self.on_limit_grant(run, rec, now_ms)
         elif isinstance(rec, ChildDoneCmd) and not rec.event_name:
             tr = self.on_child_done(run, rec, now_ms)
         elif isinstance(rec, ChildDoneCmd):
@@ -547,6 +562,7 @@ class Machine:
             schedule_id=cmd.schedule_id,
             scheduled_ms=cmd.scheduled_ms,
             started_by=bounded_identity(cmd.identity),
+            priority=cmd.priority if cmd.priority is not None and 1 <= cmd.priority <= 5 else DEFAULT_PRIORITY,
         )
         if cmd.reply_to is not None:
             to = cmd.reply_to
@@ -572,6 +588,7 @@ class Machine:
                         else {}
                     ),
                     **({"not_before_ms": cmd.not_before_ms} if cmd.not_before_ms is not None else {}),
+                    **({"priority": new.priority} if new.priority != DEFAULT_PRIORITY else {}),
                     **_by(new.started_by),
                 },
             )
@@ -776,6 +793,15 @@ class Machine:
             remote.on_started(tr, active or run, cmd, now_ms)
         return tr
 
+    def on_limit_grant(self, run: RunRecord | None, cmd: LimitGrantCmd, now_ms: int) -> Transition:
+        """A limiter's answer: the step waiting for it is due again; a permit nobody waits for goes back."""
+        tr = Transition()
+        active = run if run is not None and run.state == RunStateKind.step else None
+        if permits.on_grant(tr, active, cmd, now_ms, self.worker_id):
+            assert tr.run is not None
+            tr.run = self._run_or_park(tr, tr.run, now_ms, keep_timeout=True)
+        return tr
+
     def on_cancel(self, run: RunRecord | None, cmd: CancelCmd, now_ms: int) -> Transition:
         """Cancel or terminate the latest run."""
         tr = Transition()
@@ -797,8 +823,13 @@ class Machine:
             tr.cancel_running = True
             run = msgspec.structs.replace(run, cancel_by=who)
             tr.run = self._finish(tr, run, RunStatus.terminated, now_ms, reason=cmd.reason, identity=who)
-        elif run.state == RunStateKind.wait or run.suspended_until_ms is not None or run.remote is not None:
-            # Nothing runs (waiting, suspended in a retry back-off or on a remote task): cancel at once.
+        elif (
+            run.state == RunStateKind.wait
+            or run.suspended_until_ms is not None
+            or run.remote is not None
+            or run.acquire is not None
+        ):
+            # Nothing runs (waiting, suspended in a retry back-off, on a remote task or for a permit): cancel at once.
             run = msgspec.structs.replace(run, cancel_by=who)
             tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=cmd.reason, identity=who)
         else:
@@ -847,6 +878,12 @@ class Machine:
         tr = Transition()
         step = run.step or ""
         kind = out.next_kind
+        if run.permits:
+            # The permits of the sections the step left go back with this outcome; all of them if the step ended.
+            suspends = kind in ("suspend", "remote", "limit")
+            if not suspends or out.released:
+                run = permits.release(tr, run, out.released if suspends else None, now_ms, self.worker_id)
+                tr.run = run
         if kind == "error":
             tr.history.append(self._hist(run, HistoryKind.step_failed, now_ms, {"step_name": step, "error": out.error}))
             tr.run = self._finish(tr, run, RunStatus.failed, now_ms, error=out.error)
@@ -865,6 +902,13 @@ class Machine:
                 tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=run.cancel_reason)
                 return tr
             tr.run = remote.schedule(tr, run, out.remote, now_ms, self.worker_id)
+            return tr
+        if kind == "limit":
+            assert out.acquire is not None
+            if run.cancel_pending:  # cancelled while the step ran: no permit is asked for it
+                tr.run = self._finish(tr, run, RunStatus.cancelled, now_ms, reason=run.cancel_reason)
+                return tr
+            tr.run = permits.request(tr, run, out.acquire, now_ms, self.worker_id)
             return tr
         if kind == "timeout":
             tr.history.append(self._hist(run, HistoryKind.step_timeout, now_ms, {"step_name": step}))
@@ -1007,6 +1051,11 @@ class Machine:
         }
         if run.remote is not None:
             info["remote_task"] = remote.describe(run.remote)
+        held = permits.describe(run)
+        if held is not None:
+            info["permits"] = held
+        if run.priority != DEFAULT_PRIORITY:
+            info["priority"] = run.priority
         if run.schedule_id is not None:
             info["schedule_id"] = run.schedule_id
             info["scheduled_ms"] = run.scheduled_ms

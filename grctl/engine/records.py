@@ -13,6 +13,9 @@ from typing import Any, Final
 import msgspec
 
 from grctl.engine.schedule_spec import ScheduleSpec
+from grctl.models.limits import DEFAULT_PRIORITY, LimitSpec
+from grctl.models.limits import HeldPermit as HeldPermit  # re-exported: part of the run record
+from grctl.models.limits import PendingAcquire as PendingAcquire  # re-exported: part of the run record
 from grctl.models.remote_task import RemoteTask as RemoteTask  # re-exported: part of the run record
 from grctl.models.run_info import RunStateKind, RunStatus
 
@@ -72,6 +75,8 @@ class StartCmd(_Cmd, tag="start"):
     not_before_ms: int | None = None
     #: Who asked (`Client(identity=...)`, `grctl --identity`, the UI's user); recorded in history.
     identity: str | None = None
+    #: The run's priority for limiters (1 first .. 5 last; None: 3, or a parent's own).
+    priority: int | None = None
 
 
 class NextCmd(_Cmd, tag="next"):
@@ -327,6 +332,88 @@ ScheduleCommand = (
     | ScheduleRunEndedCmd
 )
 
+# --------------------------------------------------------------------------- limiter directives
+
+
+class LimitAcquireCmd(_Cmd, tag="limit_acquire"):
+    """A run's step asks limiter `wf_id` for a permit (sent in the transaction of its suspension).
+
+    `holder` names the permit (`<run_id>/<acquire_id>`); the grant goes to the run's partition.
+    """
+
+    run_wf_id: str
+    run_id: str
+    acquire_id: str
+    key: str = ""
+    fairness: str = ""
+    priority: int = DEFAULT_PRIORITY
+
+
+class LimitReleaseCmd(_Cmd, tag="limit_release"):
+    """Give back permit `holder` of limiter `wf_id`, or withdraw its request if it still waits.
+
+    Sent in the transaction that ends the limited work (the section, its step or its run); a
+    release of a permit the limiter does not know (already released, or never granted) is ignored.
+    """
+
+    holder: str
+
+
+class LimitGrantCmd(_Cmd, tag="limit_grant"):
+    """Limiter `limiter` granted (or, with `ok` false, refused) the permit run `run_id` waits for."""
+
+    run_id: str
+    acquire_id: str
+    limiter: str
+    ok: bool = True
+    error: dict[str, Any] | None = None
+    #: When the limiter received the request (epoch ms): the wait is measured from there.
+    requested_ms: int = 0
+
+
+class LimiterSetCmd(_Cmd, tag="limiter_set"):
+    """Create limiter `wf_id`, or change what it allows (the limiter's name shares the key space of ids).
+
+    A declaration in code (`declared` is its fingerprint) applies only if it differs from the last
+    one applied, so a change made at runtime stands until the code's declaration changes.
+    """
+
+    spec: LimitSpec
+    declared: str | None = None
+    reply_to: ReplyTo | None = None
+    identity: str | None = None
+
+
+class LimiterDeleteCmd(_Cmd, tag="limiter_delete"):
+    """Delete limiter `wf_id`; refused while permits are held or requested unless `force`.
+
+    With `force`, waiting requests are refused (their `ctx.limit` raises `LimiterNotFoundError`)
+    and the releases of held permits are ignored.
+    """
+
+    force: bool = False
+    reply_to: ReplyTo | None = None
+    identity: str | None = None
+
+
+class LimiterDescribeCmd(_Cmd, tag="limiter_describe"):
+    """Answer with the limiter's record and its queue (or, with `holder`, that request's place in line)."""
+
+    reply_to: ReplyTo
+    holder: str | None = None
+
+
+class LimiterListCmd(_Cmd, tag="limiter_list"):
+    """Answer with one partition's limiters (`wf_id` empty; `partition` names the one that answers)."""
+
+    partition: int
+    reply_to: ReplyTo
+
+
+LIMITER_COMMANDS: Final = (LimitAcquireCmd, LimitReleaseCmd, LimiterSetCmd, LimiterDeleteCmd)
+LimiterCommand = LimitAcquireCmd | LimitReleaseCmd | LimiterSetCmd | LimiterDeleteCmd
+
+
 DirectiveRecord = (
     StartCmd
     | NextCmd
@@ -349,6 +436,13 @@ DirectiveRecord = (
     | TaskStartedCmd
     | TaskHeartbeatCmd
     | TaskResultCmd
+    | LimitAcquireCmd
+    | LimitReleaseCmd
+    | LimitGrantCmd
+    | LimiterSetCmd
+    | LimiterDeleteCmd
+    | LimiterDescribeCmd
+    | LimiterListCmd
 )
 
 directive_decoder = msgspec.msgpack.Decoder(DirectiveRecord)  # type: ignore[arg-type]
@@ -404,6 +498,9 @@ class ReplyCode(StrEnum):
     schedule_exists = "schedule_exists"  # create with the id of an existing schedule
     schedule_not_found = "schedule_not_found"  # no schedule with that id
     invalid_schedule = "invalid_schedule"  # a spec or a range that cannot be used
+    limiter_not_found = "limiter_not_found"  # no limiter with that name
+    limiter_in_use = "limiter_in_use"  # delete of a limiter with permits held or requested
+    invalid_limiter = "invalid_limiter"  # a limit that cannot be used (≤ 0, a rate without period)
 
 
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -499,6 +596,11 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     scheduled_ms: int | None = None
     #: The remote task the run's suspended step waits for (docs/remote-tasks.md).
     remote: RemoteTask | None = None
+    #: Its priority for limiters (1 first .. 5 last), inherited by its children.
+    priority: int = DEFAULT_PRIORITY
+    #: The permit its suspended step waits for, and the permits it holds (docs/flow-control.md).
+    acquire: PendingAcquire | None = None
+    permits: list[HeldPermit] = []
     v: int = SCHEMA_VERSION
 
 
@@ -521,6 +623,7 @@ class TimerKind(StrEnum):
     retention = "retention"  # an ended run's retention is over: delete its state
     schedule = "schedule"  # a schedule's next tick fires (`wf_id` is the schedule id)
     task = "task"  # a remote task's attempt times out, or its retry back-off ends
+    limiter = "limiter"  # a limiter's bucket has a permit again for its waiting requests (`wf_id`: its name)
 
 
 class TimerEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -612,3 +715,70 @@ class ScheduleRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False)
 
 
 schedule_decoder = msgspec.msgpack.Decoder(ScheduleRecord)
+
+
+# --------------------------------------------------------------------------- limiters
+
+
+class LimiterRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """A limiter (table `L/`): what it allows and its counters.
+
+    Its waiting requests (`W/`) and held permits (`H/`) are records of their own, so the limiter's
+    record stays small however long its queue is. `tokens_u` is the rate's bucket in millionths of
+    a permit, as of `tokens_at_ms` (a record timestamp: the bucket moves with the inputs, not with a
+    worker's clock). `passes` and `vtime` are the stride scheduler's state across fairness keys.
+    """
+
+    name: str
+    spec: LimitSpec
+    declared: str | None = None
+    created_ms: int = 0
+    updated_ms: int = 0
+    created_by: str | None = None
+    updated_by: str | None = None
+    in_use: int = 0
+    waiting: int = 0
+    tokens_u: int = 0
+    tokens_at_ms: int = 0
+    passes: dict[str, int] = {}
+    vtime: int = 0
+    arrivals: int = 0
+    granted: int = 0
+    released: int = 0
+    refused: int = 0
+    #: Total wait of the granted requests (ms), for the mean wait `describe` shows.
+    waited_ms: int = 0
+    timer_due_ms: int | None = None
+    last_offset: int = -1
+    v: int = SCHEMA_VERSION
+
+
+class LimitWaiter(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """A request waiting for a permit (table `W/`, in arrival order)."""
+
+    holder: str
+    wf_id: str
+    run_id: str
+    acquire_id: str
+    arrival: int
+    key: str = ""
+    fairness: str = ""
+    priority: int = DEFAULT_PRIORITY
+    since_ms: int = 0
+
+
+class LimitHolder(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """A permit held (table `H/`)."""
+
+    holder: str
+    wf_id: str
+    run_id: str
+    key: str = ""
+    fairness: str = ""
+    priority: int = DEFAULT_PRIORITY
+    since_ms: int = 0
+
+
+limiter_decoder = msgspec.msgpack.Decoder(LimiterRecord)
+waiter_decoder = msgspec.msgpack.Decoder(LimitWaiter)
+holder_decoder = msgspec.msgpack.Decoder(LimitHolder)

@@ -52,6 +52,10 @@ class HistoryKind(StrEnum):
     child_cancel_requested = "child.cancel_requested"
     child_completed = "child.completed"
     patch_recorded = "patch.recorded"
+    permit_requested = "permit.requested"
+    permit_granted = "permit.granted"
+    permit_refused = "permit.refused"
+    permit_released = "permit.released"
 
 
 #: The history kinds that end a run, and the status each leaves the run in: the one table of
@@ -301,6 +305,25 @@ class PatchRecorded(_Payload):
     patch_id: str = ""
 
 
+class PermitEvent(_Payload):
+    """grctl extension: a step's request for a permit of a limiter (`ctx.limit`), and what became of it.
+
+    `permit.requested` when the step suspends for it; `permit.granted` (with `waited_ms`) or
+    `permit.refused` (with `error`) when the limiter answered; `permit.released` (with `held_ms`)
+    when the section, its step or its run ended.
+    """
+
+    limiter: str = ""
+    acquire_id: str = ""
+    step_name: str = ""
+    key: str = ""
+    fairness: str = ""
+    priority: int | None = None
+    waited_ms: int | None = None
+    held_ms: int | None = None
+    error: Any = None
+
+
 PAYLOAD_TYPES: dict[HistoryKind, type[_Payload]] = {
     HistoryKind.run_scheduled: RunScheduled,
     HistoryKind.run_started: RunStarted,
@@ -337,6 +360,10 @@ PAYLOAD_TYPES: dict[HistoryKind, type[_Payload]] = {
     HistoryKind.child_cancel_requested: ChildCancelRequested,
     HistoryKind.patch_recorded: PatchRecorded,
     HistoryKind.child_completed: ChildCompleted,
+    HistoryKind.permit_requested: PermitEvent,
+    HistoryKind.permit_granted: PermitEvent,
+    HistoryKind.permit_refused: PermitEvent,
+    HistoryKind.permit_released: PermitEvent,
 }
 
 

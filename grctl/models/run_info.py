@@ -67,6 +67,10 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
             (`deadline_ms`, and which timeout), `last_heartbeat_ms` and its `details`.
         started_by: the identity of the client that started the run (None: a parent or a schedule did).
         cancel_by: the identity that cancelled or terminated it (or asked to), if one did.
+        priority: its priority for limiters, 1 (first) to 5 (last); children inherit it.
+        permits: the limiter permit its suspended step waits for (`waiting_for`: limiter, key,
+            since_ms, and `position`, how many requests are ahead of it) and the permits it
+            holds (`holding`), if any (docs/flow-control.md).
     """
 
     id: str
@@ -97,3 +101,5 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     remote_task: dict[str, Any] | None = None
     started_by: str | None = None
     cancel_by: str | None = None
+    priority: int = 3
+    permits: dict[str, Any] | None = None

@@ -15,17 +15,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # untyped re-export
 
 from grctl import defaults, settings
 from grctl._fork import ForkGuard
 from grctl.codec import CodecRegistry, default_codec
 from grctl.engine.machine import Machine
+from grctl.engine.records import LimiterSetCmd, encoder
 from grctl.engine.retry import SESSION_HEALTHY_S, session_restart_delay
 from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationError, StateError
 from grctl.kafka.acls import authorization_error
 from grctl.kafka.connection import Connection
+from grctl.kafka.partitioner import partition_for
 from grctl.kafka.settings_topic import SETTINGS_REFRESH_S, read_settings
+from grctl.models.limits import Limiter
 from grctl.settings import EngineSettings
 from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB, StoreMemory
 from grctl.worker._edges.schema_registry import ENV_URL, RecordField, RegistryDecoder, SchemaRegistry
@@ -49,6 +53,8 @@ RESTARTS_BEFORE_ERROR = 3
 QUARANTINE_MAX = 10_000
 #: The metrics endpoint listens on every interface: probes and scrapes come from outside the pod.
 DEFAULT_METRICS_HOST = "0.0.0.0"
+#: How long a worker waits for the broker to acknowledge its limiters' declarations.
+DECLARE_TIMEOUT_S = 30.0
 
 
 class _StateDirLock:
@@ -119,6 +125,10 @@ class Worker:
             it). Default: ``GRCTL_GROUP_PROTOCOL``, else "classic". Every worker of a namespace
             should use the same. "consumer" is experimental: the rebalance-storm fault test fails
             with it (docs/engine.md, "The KIP-848 protocol, opt-in"); not for production.
+        limiters: limiters declared in code (`Limiter("payments-api", concurrency=20)`): the worker
+            creates each when it starts, or changes it to the declaration if the declaration
+            differs from the one last applied (a change made at runtime with `grctl limiter set`
+            stands until then). Every worker of a namespace may declare the same.
         clock: the wall clock the engine reads, seconds since the epoch (default `time.time`):
             when timers and schedule ticks fall due, history times. For tests that move time
             (a schedule across a DST change) against a real broker; never in production.
@@ -141,6 +151,7 @@ class Worker:
         schema_registry: str | SchemaRegistry | None = None,
         clock: Callable[[], float] | None = None,
         group_protocol: str | None = None,
+        limiters: list[Limiter] | None = None,
     ) -> None:
         if not workflows:
             raise RegistrationError("Worker(workflows=[...]) needs at least one Workflow")
@@ -173,8 +184,17 @@ class Worker:
                     f"source {src.topic!r} has key_format {src.key_format!r}, which needs a schema registry: "
                     f"Worker(schema_registry=URL) or set {ENV_URL}"
                 )
+        names: set[str] = set()
+        for lim in limiters or []:
+            if not isinstance(lim, Limiter):
+                problems.append(f"{lim!r} is not a Limiter")
+            elif lim.name in names:
+                problems.append(f"limiter {lim.name!r} is declared twice")
+            else:
+                names.add(lim.name)
         if problems:
             raise RegistrationError("; ".join(problems))
+        self._limiters = list(limiters or [])
         self._sources = list(sources or [])
         self._registry = registry
         self._decoders = self._make_decoders()  # fails here if the grctl[registry] extra is missing
@@ -319,6 +339,8 @@ class Worker:
             if self._registry is not None:  # likewise: an unreachable registry is named at start
                 self._decoders = self._make_decoders()  # on the client the registry has now (see close)
                 await asyncio.get_running_loop().run_in_executor(None, self._registry.check)
+            if self._limiters:
+                await asyncio.get_running_loop().run_in_executor(None, declare_limiters, conn, self._limiters)
             state_dir, instance_id = self._claim_state_dir(conn.namespace)
             if self._metrics_port is not None:
                 self._serve_metrics(conn.namespace)
@@ -514,3 +536,33 @@ def _refused_record(exc: BaseException) -> RecordRefused | None:
     while cause is not None and not isinstance(cause, RecordRefused):
         cause = cause.__cause__
     return cause
+
+
+def declare_limiters(conn: Connection, limiters: list[Limiter]) -> None:
+    """Send each declared limiter to the partition that keeps it (blocking: call it from a thread).
+
+    The partition's owner applies a declaration only if it differs from the one it last applied
+    (`LimiterSetCmd.declared`), so a change made at runtime stands until the code changes.
+
+    Raises:
+        KafkaSetupError: the declarations were not acknowledged by the broker.
+    """
+    producer = Producer(conn.client_config(**{"enable.idempotence": True, "acks": "all"}))
+    failed: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(str(err))
+
+    topic, n = conn.topics.directives, conn.num_partitions
+    for lim in limiters:
+        spec = lim.spec()
+        cmd = LimiterSetCmd(wf_id=lim.name, spec=spec, declared=spec.fingerprint(), identity="worker declaration")
+        producer.produce(topic, encoder.encode(cmd), lim.name.encode(), partition=partition_for(lim.name, n),
+                         on_delivery=delivered)  # fmt: skip
+    left = producer.flush(DECLARE_TIMEOUT_S)
+    if left or failed:
+        raise KafkaSetupError(
+            f"the declarations of limiters {', '.join(lim.name for lim in limiters)} were not acknowledged by "
+            f"the broker within {DECLARE_TIMEOUT_S:.0f}s ({'; '.join(failed) or f'{left} pending'})"
+        )

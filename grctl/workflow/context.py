@@ -17,6 +17,7 @@ from grctl._check import non_empty_str, positive_ms
 from grctl.codec import CodecRegistry
 from grctl.errors import (
     InvalidArgumentError,
+    LimiterNotFoundError,
     NoParentWorkflowError,
     PayloadTooLargeError,
     RemoteTaskError,
@@ -24,12 +25,13 @@ from grctl.errors import (
 )
 from grctl.models.directive import START_STEP_NAME, Complete, Directive, DirectiveKind, Fail, FailStep, Step, Wait
 from grctl.models.errors import ErrorDetails
+from grctl.models.limits import PendingAcquire, check_name, check_priority
 from grctl.models.remote_task import RemoteTask
 from grctl.models.retry import RetryPolicy
 from grctl.models.run_info import RunInfo, RunStatus
 from grctl.workflow.child import ChildHandle
 from grctl.workflow.emit import EmitBuffer, EmitFormat, KeyFormat
-from grctl.workflow.runtime import RemoteTaskSuspended, StepRuntime
+from grctl.workflow.runtime import PermitSuspended, RemoteTaskSuspended, StepRuntime, StepSuspended
 from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
@@ -39,6 +41,9 @@ __all__ = ["Context", "NextBuilder", "QueryContext"]
 
 #: The journal entry kind of a remote task's outcome (written by the engine, `grctl.engine.remote`).
 JOURNAL_REMOTE = "remote_task"
+JOURNAL_LIMIT = "limit"
+#: The longest key and fairness key of a `ctx.limit` call (they are record fields and labels).
+MAX_LIMIT_KEY_CHARS = 200
 
 
 def _own_step(workflow: Workflow, fn: Callable[..., Any] | None, what: str) -> str:
@@ -458,6 +463,41 @@ class Context:
         )
         raise RemoteTaskSuspended(call)
 
+    # ------------------------------------------------------------------ limiters
+
+    def limit(
+        self, limiter: str, *, key: str | None = None, fairness: str | None = None, priority: int | None = None
+    ) -> LimitSection:
+        """A section of the step that runs only with a permit of `limiter` (docs/flow-control.md).
+
+        ``async with ctx.limit("payments-api", key=customer_id, fairness=tenant): ...``
+
+        Entering it the first time suspends the step (its worker is free meanwhile) until the
+        limiter, kept on the partition that owns its name, grants a permit; the step then
+        re-executes, replaying what it did before, and the section runs with the permit held.
+        The permit goes back in the transaction that commits the step's outcome once the section
+        is left, and whatever happens: when the step ends (in any way), or the run is cancelled,
+        terminated or times out. While the run waits, describe shows what for.
+
+        Args:
+            limiter: the limiter's name (`Worker(limiters=[...])` or `grctl limiter set`).
+            key: the key whose own limit applies (the limiter's `per_key`), e.g. a customer id.
+            fairness: the fairness key (a tenant): keys are served in turn, by their weights.
+            priority: 1 (first) to 5 (last); default: the run's own priority (3 unless started with one).
+
+        Raises:
+            LimiterNotFoundError: (when entered) no limiter has that name.
+        """
+        check_name(limiter)
+        for value, what in ((key, "key"), (fairness, "fairness")):
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_LIMIT_KEY_CHARS):
+                raise InvalidArgumentError(
+                    f"{what} must be a string of at most {MAX_LIMIT_KEY_CHARS} characters, got {value!r}", argument=what
+                )
+        if priority is not None:
+            check_priority(priority)
+        return LimitSection(self._rt, limiter, key or "", fairness or "", priority or 0)
+
     # ------------------------------------------------------------------ child workflows
 
     async def start_child(
@@ -554,3 +594,49 @@ class Context:
             f"send_to_parent:{rt.position}",
         )  # fmt: skip
         rt.append("send_to_parent", event_name, None)
+
+
+class LimitSection:
+    """The section a permit covers (`Context.limit`): an async context manager, entered once."""
+
+    __slots__ = ("_acquire_id", "_fairness", "_key", "_limiter", "_priority", "_rt")
+
+    def __init__(self, rt: StepRuntime, limiter: str, key: str, fairness: str, priority: int) -> None:
+        self._rt = rt
+        self._limiter = limiter
+        self._key = key
+        self._fairness = fairness
+        self._priority = priority
+        self._acquire_id: str | None = None
+
+    async def __aenter__(self) -> LimitSection:
+        if self._acquire_id is not None:
+            raise InvalidArgumentError("a ctx.limit(...) section is entered once: call ctx.limit again for another")
+        rt = self._rt
+        recorded = rt.next_recorded(JOURNAL_LIMIT, self._limiter)
+        if recorded is None:
+            raise PermitSuspended(
+                PendingAcquire(
+                    limiter=self._limiter, acquire_id="", position=rt.position, key=self._key,
+                    fairness=self._fairness, priority=self._priority,
+                )
+            )  # fmt: skip
+        value = recorded.value
+        if not value.get("ok"):
+            err = value.get("error") or {}
+            raise LimiterNotFoundError(
+                str(err.get("message") or f"limiter {self._limiter!r} refused"), limiter=self._limiter
+            )
+        self._acquire_id = str(value["acquire_id"])
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        # A step that suspends inside the section (a remote task, another permit, a long back-off)
+        # has not left it: the permit stays held until the section ends in its re-execution.
+        if self._acquire_id is not None and not (exc_type is not None and issubclass(exc_type, StepSuspended)):
+            self._rt.released.append(self._acquire_id)
+
+    @property
+    def acquire_id(self) -> str | None:
+        """The permit's id inside its run (`<step seq>.<position>`), once granted."""
+        return self._acquire_id

@@ -37,6 +37,7 @@ __all__ = [
     "JournalEntry",
     "JournalSink",
     "NonDeterminismError",
+    "PermitSuspended",
     "RemoteTaskSuspended",
     "StepPort",
     "StepRuntime",
@@ -200,6 +201,21 @@ class RemoteTaskSuspended(StepSuspended):
         self.call = call
 
 
+class PermitSuspended(StepSuspended):
+    """Unwinds a step that waits for a permit of a limiter (`Context.limit`).
+
+    The executor turns it into a "limit" step outcome: the run's transition sends the request to
+    the limiter's partition, and the step re-executes when the grant has been journaled.
+
+    Attributes:
+        call: what the step asks for (a `grctl.engine.records.PendingAcquire` without its id).
+    """
+
+    def __init__(self, call: Any) -> None:
+        super().__init__(0)
+        self.call = call
+
+
 _current: ContextVar[StepRuntime | None] = ContextVar("grctl_step_runtime", default=None)
 
 
@@ -267,6 +283,9 @@ class StepRuntime:
         #: The recorded journal is a whole execution that ended (a replay of a finished step):
         #: a patch past its end was not taken there (`Context.patched` answers False).
         self.whole = False
+        #: The permits (acquire ids) whose `ctx.limit` sections this execution left: they go back
+        #: with the step's outcome.
+        self.released: list[str] = []
 
     @property
     def is_replaying(self) -> bool:

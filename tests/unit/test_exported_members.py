@@ -29,6 +29,9 @@ EXPECTED_ALL: dict[str, list[str]] = {
         "HistoryKind",
         "InvalidArgumentError",
         "KafkaSetupError",
+        "Limit",
+        "Limiter",
+        "LimiterNotFoundError",
         "NoWorkerAnsweredError",
         "NonDeterminismError",
         "RegistrationError",
@@ -146,7 +149,11 @@ EXPECTED_ALL: dict[str, list[str]] = {
     ],
 }
 
-CONTROL_FLOW = {"grctl.workflow.runtime.StepSuspended", "grctl.workflow.runtime.RemoteTaskSuspended"}
+CONTROL_FLOW = {
+    "grctl.workflow.runtime.StepSuspended",
+    "grctl.workflow.runtime.RemoteTaskSuspended",
+    "grctl.workflow.runtime.PermitSuspended",
+}
 """BaseException subclasses that unwind engine code and are not errors (documented where defined)."""
 
 

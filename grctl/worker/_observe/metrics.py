@@ -41,6 +41,7 @@ from grctl.models.history import RUN_END_STATUS
 from grctl.worker._observe.view import SessionView
 
 if TYPE_CHECKING:
+    from grctl.engine.limiters import LimiterState, LimiterTransition
     from grctl.engine.machine import Transition
     from grctl.engine.schedules import ScheduleTransition
 
@@ -56,6 +57,8 @@ BATCH_BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 5000, 10_000, 20_000, 50_000)
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: How late a schedule's tick started its run (fired time - tick time), seconds; jitter included.
 TICK_LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+#: How long a granted request waited for its permit, seconds (0 when uncontended; minutes behind a slow API).
+PERMIT_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 #: How often librdkafka reports the consumer's partition offsets (the consumer lag's source).
 STATS_INTERVAL_MS = 5_000
 #: A scrape or a liveness probe waits this long for the event loop's answer.
@@ -148,6 +151,14 @@ class WorkerMetrics:
         #: Remote tasks (issue 28): requests sent per queue, answers applied per outcome, answers
         #: dropped per reason (late, duplicate, ...), attempts timed out per timeout kind.
         self.task_requests: dict[str, int] = {}
+        #: Limiters (issue 29) kept on this worker's partitions: name -> (in use, waiting, concurrency
+        #: limit or -1) as of its last transition; grants, releases and refusals; waits of granted requests.
+        self.limiter_state: dict[str, tuple[int, int, int]] = {}
+        self.limiter_grants: dict[str, int] = {}
+        self.limiter_releases: dict[str, int] = {}
+        self.limiter_refused: dict[str, int] = {}
+        self.limiter_wait = _Histogram(PERMIT_WAIT_BUCKETS)
+        self.permits_dropped = 0
         self.task_answers: dict[str, int] = {}
         self.task_dropped: dict[str, int] = {}
         self.task_timeouts: dict[str, int] = {}
@@ -190,8 +201,27 @@ class WorkerMetrics:
             st.steps_completed += 1
         st.duration.observe(seconds)
 
+    def limiter_staged(self, name: str, tr: LimiterTransition, state: LimiterState | None) -> None:
+        """A limiter's transition was staged: its gauges, grants, releases, refusals and waits."""
+        if state is None:
+            self.limiter_state.pop(name, None)
+        else:
+            rec = state.record
+            conc = rec.spec.concurrency
+            self.limiter_state[name] = (rec.in_use, rec.waiting, conc if conc is not None else -1)
+        if tr.granted:
+            self.limiter_grants[name] = self.limiter_grants.get(name, 0) + len(tr.granted)
+            for _fairness, waited_ms in tr.granted:
+                self.limiter_wait.observe(waited_ms / 1000)
+        if tr.released:
+            self.limiter_releases[name] = self.limiter_releases.get(name, 0) + tr.released
+        if tr.refused:
+            self.limiter_refused[name] = self.limiter_refused.get(name, 0) + tr.refused
+
     def transition_staged(self, tr: Transition) -> None:
         """A transition was staged: count the runs it starts and ends, and its remote task traffic."""
+        if tr.permit_dropped:
+            self.permits_dropped += 1
         if tr.tasks or tr.task_dropped is not None or tr.journal or (tr.run is not None and tr.run.remote is not None):
             self._remote_staged(tr)
         run = tr.run
@@ -225,6 +255,8 @@ class WorkerMetrics:
                 if timeout:
                     self.task_timeouts[timeout] = self.task_timeouts.get(timeout, 0) + 1
         for _seq, _pos, entry in tr.journal:
+            if entry[0] != "remote_task":
+                continue  # a limiter's grant
             outcome = "completed" if entry[2].get("ok") else "failed"
             self.task_answers[outcome] = self.task_answers.get(outcome, 0) + 1
 
@@ -317,6 +349,7 @@ class WorkerMetrics:
         """Partitions were revoked (or lost): a rebalance is under way."""
         self.rebalances["lost" if lost else "revoke"] += 1
         self._rebalancing = True
+        self.limiter_state.clear()  # the limiters may have moved; their next transitions report them again
 
     @property
     def ready(self) -> bool:
@@ -466,6 +499,7 @@ class _Collector(Collector):
             for key, n in sorted(counts.items()):
                 family.add_metric([key], n)
             yield family
+        yield from _limiter_families(m)
         lateness = HistogramMetricFamily(
             "grctl_timer_lateness_seconds", "How late the earliest due timer of a partition fired, per firing round."
         )
@@ -612,3 +646,39 @@ class _Collector(Collector):
             awaiting.add_metric([wf_type, str(version)], n_parked)
         yield from (owned, lag, running, timers, overdue, purges, purge_lag, state_keys, state_bytes, runs, open_runs,
                     awaiting, memory, memory_limit)  # fmt: skip
+
+
+def _limiter_families(m: WorkerMetrics) -> Iterator[Metric]:
+    """The limiters' metrics: gauges of the limiters on this worker's partitions, counters, the wait."""
+    in_use = GaugeMetricFamily("grctl_limiter_in_use", "Permits held, per limiter kept here.", labels=["limiter"])
+    waiting = GaugeMetricFamily(
+        "grctl_limiter_waiting", "Requests waiting for a permit, per limiter kept here.", labels=["limiter"]
+    )
+    limit = GaugeMetricFamily(
+        "grctl_limiter_concurrency_limit", "The concurrency a limiter allows (-1: none).", labels=["limiter"]
+    )
+    for name, (used, waits, conc) in sorted(m.limiter_state.items()):
+        in_use.add_metric([name], used)
+        waiting.add_metric([name], waits)
+        limit.add_metric([name], conc)
+    yield from (in_use, waiting, limit)
+    for family_name, doc, counts in (
+        ("grctl_limiter_grants", "Permits granted.", m.limiter_grants),
+        ("grctl_limiter_releases", "Permits given back.", m.limiter_releases),
+        ("grctl_limiter_rejections", "Requests refused (an unknown or deleted limiter).", m.limiter_refused),
+    ):
+        family = CounterMetricFamily(family_name, doc, labels=["limiter"])
+        for key, n in sorted(counts.items()):
+            family.add_metric([key], n)
+        yield family
+    wait = HistogramMetricFamily(
+        "grctl_limiter_wait_seconds", "How long granted requests waited for their permit (at the limiter)."
+    )
+    buckets, total = m.limiter_wait.buckets()
+    wait.add_metric([], buckets, total)
+    yield wait
+    yield CounterMetricFamily(
+        "grctl_permits_dropped",
+        "Grants that reached a run no longer waiting for them (given back at once).",
+        m.permits_dropped,
+    )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from grctl import tracing
 
 if TYPE_CHECKING:
+    from grctl.engine.limiters import LimiterState, LimiterTransition
     from grctl.engine.machine import Transition
     from grctl.engine.schedules import ScheduleTransition
     from grctl.worker._observe.metrics import WorkerMetrics
@@ -30,6 +31,9 @@ class RunSpans:
     def schedule_staged(self, tr: ScheduleTransition) -> None:
         """Nothing to trace (the runs a schedule starts are traced as runs)."""
 
+    def limiter_staged(self, name: str, tr: LimiterTransition, state: LimiterState | None) -> None:
+        """Nothing to trace (a permit's wait shows in its run's history)."""
+
 
 class _Observers:
     def __init__(self, *observers: TransitionObserver) -> None:
@@ -46,6 +50,10 @@ class _Observers:
     def schedule_staged(self, tr: ScheduleTransition) -> None:
         for o in self._observers:
             o.schedule_staged(tr)
+
+    def limiter_staged(self, name: str, tr: LimiterTransition, state: LimiterState | None) -> None:
+        for o in self._observers:
+            o.limiter_staged(name, tr, state)
 
 
 def observer_for(metrics: WorkerMetrics | None) -> TransitionObserver | None:

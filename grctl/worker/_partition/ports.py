@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from grctl.workflow.runtime import JournalEntry, StepPort
 
 if TYPE_CHECKING:
+    from grctl.engine.limiters import LimiterState, LimiterTransition
     from grctl.engine.machine import Machine, StepOutcome, Transition
     from grctl.engine.records import QueryCmd, ReplyTo, RunRecord
     from grctl.engine.schedules import ScheduleTransition
@@ -91,6 +92,10 @@ class TransitionObserver(Protocol):
 
     def schedule_staged(self, tr: ScheduleTransition) -> None:
         """A schedule's transition was staged (ticks fired, skipped, buffered, missed)."""
+        ...
+
+    def limiter_staged(self, name: str, tr: LimiterTransition, state: LimiterState | None) -> None:
+        """A limiter's transition was staged (grants, releases, refusals; its state after it)."""
         ...
 
 

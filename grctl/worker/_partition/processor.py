@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from grctl.engine import keys
+from grctl.engine.limiters import LimiterMachine, LimiterState, LimiterTransition
 from grctl.engine.machine import StepOutcome, Transition
 from grctl.engine.records import (
     DECODE_ERRORS,
+    LIMITER_COMMANDS,
     SCHEDULE_COMMANDS,
     TASK_COMMANDS,
     CancelCmd,
@@ -43,6 +45,8 @@ from grctl.engine.records import (
     EventCmd,
     HistoryRecord,
     InboxEntry,
+    LimiterDescribeCmd,
+    LimiterListCmd,
     ListCmd,
     NextCmd,
     ParentRef,
@@ -59,10 +63,13 @@ from grctl.engine.records import (
     TimerKind,
     decode_directive,
     encoder,
+    holder_decoder,
     inbox_decoder,
+    limiter_decoder,
     run_decoder,
     schedule_decoder,
     timer_decoder,
+    waiter_decoder,
 )
 from grctl.engine.remote import TaskRequest
 from grctl.engine.schedules import ScheduleMachine, ScheduleTransition
@@ -144,6 +151,9 @@ class PartitionProcessor:
         self._history_limit = limits.record_limit(services.topics.history)
         #: The partition's schedules go through their own pure machine (`grctl.engine.schedules`).
         self.schedules = ScheduleMachine(services.machine.catalog)
+        #: The partition's limiters: their own pure machine, and each one's state once touched.
+        self.limiters = LimiterMachine()
+        self._limiters: dict[str, LimiterState | None] = {}
         self._load_journal_index()
 
     # ------------------------------------------------------------------ reads
@@ -164,6 +174,22 @@ class PartitionProcessor:
         """The record of schedule `schedule_id` (including uncommitted writes)."""
         raw = self.store.get(keys.schedule_key(schedule_id))
         return schedule_decoder.decode(raw) if raw is not None else None
+
+    def get_limiter(self, name: str) -> LimiterState | None:
+        """The state of limiter `name` (its record with its queue and permits, uncommitted writes included).
+
+        Read from the tables the first time, then kept: every change goes through `apply_limiter`.
+        """
+        if name in self._limiters:
+            return self._limiters[name]
+        raw = self.store.get(keys.limiter_key(name))
+        state = None
+        if raw is not None:
+            waiters = [waiter_decoder.decode(v) for _k, v in self.store.scan(keys.waiter_prefix(name))]
+            holders = [holder_decoder.decode(v) for _k, v in self.store.scan(keys.holder_prefix(name))]
+            state = LimiterState.load(limiter_decoder.decode(raw), waiters, holders)
+        self._limiters[name] = state
+        return state
 
     def get_committed_run(self, wf_id: str) -> RunRecord | None:
         """The committed run record of `wf_id` (what queries answer from)."""
@@ -416,6 +442,7 @@ class PartitionProcessor:
             and run.state == RunStateKind.step
             and run.suspended_until_ms is None  # its resume timer starts it
             and run.remote is None  # its remote task's answer starts it
+            and run.acquire is None  # its limiter's grant starts it
         ]
         for wf_id, seq in due:
             self.maybe_start(wf_id, seq)
@@ -529,12 +556,23 @@ class PartitionProcessor:
         if isinstance(rec, ScheduleListCmd):
             self._answer_schedule_list(rec)
             return
+        if isinstance(rec, LimiterListCmd):
+            self._answer_limiter_list(rec)
+            return
         if partition_for(rec.wf_id, self.services.num_partitions) != self.partition:
             raise InvalidRecordError(f"record for wf_id {rec.wf_id!r} is on the wrong partition {self.partition}")
         if isinstance(rec, NextCmd):  # an older worker's: its step is due if the run record says so
             self.maybe_start(rec.wf_id, rec.seq, rec.run_id)
         elif isinstance(rec, QueryCmd):
             self.services.answer_query(self, rec)
+        elif isinstance(rec, LIMITER_COMMANDS):
+            # The bucket moves with the record's own time (never a worker's clock): re-applied, it decides the same.
+            ts_type, ts = msg.timestamp()
+            now = ts if ts_type and ts > 0 else self._now()
+            ltr, state = self.limiters.apply(self.get_limiter(rec.wf_id), rec, offset, now)
+            self.apply_limiter(ltr, rec.wf_id, state)
+        elif isinstance(rec, LimiterDescribeCmd):
+            self._answer_limiter(rec)
         elif isinstance(rec, SCHEDULE_COMMANDS):
             self.apply_schedule(self.schedules.apply(self.get_schedule(rec.wf_id), rec, offset, self._now()), rec.wf_id)
         elif isinstance(rec, ScheduleDescribeCmd):
@@ -609,6 +647,70 @@ class PartitionProcessor:
                 break
             found, more = found[: len(found) // 2], True
         self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), value)
+
+    def _answer_limiter_list(self, cmd: LimiterListCmd) -> None:
+        """Answer one partition's limiters (their records: limits, in use, waiting, counters)."""
+        if cmd.partition != self.partition:
+            raise InvalidRecordError(f"a listing for partition {cmd.partition} is on partition {self.partition}")
+        to = cmd.reply_to
+        found = [limiter_decoder.decode(raw) for _key, raw in self.store.scan(keys.LIMITER_PREFIX)]
+        value = encoder.encode(Reply(request_id=to.request_id, client_id=to.client_id, payload={"limiters": found}))
+        self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), value)
+
+    def _answer_limiter(self, cmd: LimiterDescribeCmd) -> None:
+        """Answer a limiter's record and queue summary (and a request's place in line, if asked)."""
+        to = cmd.reply_to
+        state = self.get_limiter(cmd.wf_id)
+        if state is None:
+            answer = Reply(
+                request_id=to.request_id, client_id=to.client_id, ok=False, code=ReplyCode.limiter_not_found,
+                message=f"no limiter named {cmd.wf_id!r}",
+            )  # fmt: skip
+        else:
+            payload: dict[str, Any] = {"record": state.record, **state.queue_summary()}
+            if cmd.holder is not None:
+                payload["position"] = state.position(cmd.holder)
+                payload["holding"] = cmd.holder in state.holders
+            answer = Reply(request_id=to.request_id, client_id=to.client_id, payload=payload)
+        self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), encoder.encode(answer))
+
+    def apply_limiter(self, tr: LimiterTransition, name: str, state: LimiterState | None) -> None:
+        """Stage everything a limiter's transition changes (its record, queue, permits, timer, grants).
+
+        A grant goes to the run's partition in the same transaction as the permit counted and the
+        offsets: a permit is handed over once or not at all.
+        """
+        if tr.skipped or self.closing:
+            return
+        s = self.services
+        p = self.partition
+        self._limiters[name] = state
+        writes = list(tr.writes)
+        if tr.delete:
+            writes.append((keys.limiter_key(name), None))
+        elif tr.record is not None:
+            writes.append((keys.limiter_key(name), encoder.encode(tr.record)))
+        for t in tr.timers_clear:
+            writes.append((keys.timer_key(t.due_ms, t.wf_id, t.kind), None))
+        armed: list[tuple[int, bytes]] = []
+        for t in tr.timers_set:
+            key = keys.timer_key(t.due_ms, t.wf_id, t.kind)
+            armed.append((t.due_ms, key))
+            writes.append((key, encoder.encode(t)))
+        outbox = self._outbox
+        for key, value in writes:
+            outbox.stage(p, key, value)
+        n = s.num_partitions
+        for cmd in tr.sends:
+            part = partition_for(cmd.wf_id, n)
+            outbox.produce(s.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd), None, name)
+        for to, reply in tr.replies:
+            outbox.produce(s.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply), None, name)
+        if s.observer is not None:
+            s.observer.limiter_staged(name, tr, state)
+        for due_ms, key in armed:
+            if self.timers.armed(due_ms, key):
+                s.timer_armed(due_ms)
 
     def apply_schedule(self, tr: ScheduleTransition, schedule_id: str) -> None:
         """Stage everything a schedule's transition changes (its record, its timer, the runs it starts).
@@ -692,8 +794,9 @@ class PartitionProcessor:
             or (run_id is not None and run.run_id != run_id)
             or run.suspended_until_ms is not None
             or run.remote is not None
+            or run.acquire is not None
         ):
-            return  # stale (the run moved on), or suspended until its resume timer fires or its task answers
+            return  # stale (the run moved on), or suspended: its resume timer, task answer or permit starts it
         cur = self.running.get(wf_id)
         if cur is not None and cur.seq == seq and cur.run_id == run.run_id and not cur.cancelled:
             return
@@ -834,9 +937,10 @@ class PartitionProcessor:
         parent = ParentRef(
             wf_id=runtime.wf_id, run_id=runtime.run_id, wf_type=runtime.wf_type, callback_step=callback_step
         )
+        own = self.get_run(runtime.wf_id)
         cmd = StartCmd(
             wf_id=wf_id, run_id=run_id, wf_type=wf_type, input=input, timeout_ms=timeout_ms, parent=parent,
-            traceparent=traceparent,
+            traceparent=traceparent, priority=own.priority if own is not None and own.priority != 3 else None,
         )  # fmt: skip
         self.send_directive(runtime, cmd)
 
@@ -920,6 +1024,11 @@ class PartitionProcessor:
             self.stage(key, None)
             if entry.kind == TimerKind.schedule:
                 self.apply_schedule(self.schedules.on_due(self.get_schedule(entry.wf_id), entry, now), entry.wf_id)
+                fired += 1
+                continue
+            if entry.kind == TimerKind.limiter:
+                state = self.get_limiter(entry.wf_id)
+                self.apply_limiter(self.limiters.on_due(state, entry), entry.wf_id, state)
                 fired += 1
                 continue
             run = self.get_run(entry.wf_id)

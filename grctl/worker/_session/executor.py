@@ -10,6 +10,7 @@ it through the state machine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import sys
 import time
@@ -41,7 +42,7 @@ from grctl.worker._session.topics import TopicDirectory
 from grctl.workflow.context import Context
 from grctl.workflow.emit import EmitBuffer
 from grctl.workflow.handlers import bind_arguments
-from grctl.workflow.runtime import SYSTEM_CLOCK, Clock, RemoteTaskSuspended, StepRuntime, StepSuspended
+from grctl.workflow.runtime import SYSTEM_CLOCK, Clock, PermitSuspended, RemoteTaskSuspended, StepRuntime, StepSuspended
 from grctl.workflow.store import Store
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def run_info_of(run: RunRecord) -> RunInfo:
         timeout=run.timeout_ms / 1000 if run.timeout_ms else None,
         schedule_id=run.schedule_id,
         scheduled_at=datetime.fromtimestamp(run.scheduled_ms / 1000, UTC) if run.scheduled_ms is not None else None,
+        priority=run.priority,
     )
 
 
@@ -219,6 +221,8 @@ class StepExecutor:
                     )  # fmt: skip
                 if metrics is not None:
                     metrics.step_finished(run.wf_type, outcome.next_kind, time.perf_counter() - t0)
+            if runtime.released:
+                outcome = dataclasses.replace(outcome, released=tuple(runtime.released))
             proc.step_finished(rs, outcome)
         finally:
             self._tasks.discard(rs.task)
@@ -293,6 +297,10 @@ class StepExecutor:
                     )  # fmt: skip
             return StepOutcome(
                 run_id=run.run_id, seq=run.seq, next_kind="remote", remote=call, duration_ms=_ms_since(t0),
+            )  # fmt: skip
+        except PermitSuspended as waiting:
+            return StepOutcome(
+                run_id=run.run_id, seq=run.seq, next_kind="limit", acquire=waiting.call, duration_ms=_ms_since(t0),
             )  # fmt: skip
         except StepSuspended as suspended:
             return StepOutcome(
