@@ -860,7 +860,9 @@ class Client:
         per_key: Limit | int | None = None,
         weights: dict[str, int] | None = None,
     ) -> LimiterDescription:
-        """Create limiter `name`, or change what it allows; it takes effect with its next grant.
+        """Create limiter `name`, or set what it allows (the whole spec: a limit left out is no limit).
+
+        It takes effect with its next grant (`grctl limiter set` changes only the options it is given).
 
         Waiting requests are served at once if the new limits allow more. A change made here
         stands until a worker declaring the limiter (`Worker(limiters=[...])`) starts with a

@@ -371,6 +371,7 @@ class LimiterMachine:
         rec = state.record
         spec = rec.spec
         _refill(rec, now_ms)
+        now_ms = rec.tokens_at_ms  # the limiter's own time: never before a record it has applied
         due: int | None = None
         made = 0
         while state.waiters:
@@ -402,7 +403,7 @@ class LimiterMachine:
             tr.granted.append((w.fairness, waited))
             tr.writes.append((keys.waiter_key(rec.name, w.arrival), None))
             tr.writes.append((keys.holder_key(rec.name, holder), encoder.encode(h)))
-            tr.sends.append(_grant_cmd(w.wf_id, w.run_id, w.acquire_id, rec.name, w.since_ms))
+            tr.sends.append(_grant_cmd(w.wf_id, w.run_id, w.acquire_id, rec.name, w.since_ms, now_ms))
             made += 1
         rec.in_use = len(state.holders)
         rec.waiting = len(state.waiters)
@@ -491,11 +492,17 @@ def _timer(name: str, due_ms: int) -> TimerEntry:
 
 
 def _grant_cmd(
-    wf_id: str, run_id: str, acquire_id: str, limiter: str, requested_ms: int, error: dict[str, Any] | None = None
+    wf_id: str,
+    run_id: str,
+    acquire_id: str,
+    limiter: str,
+    requested_ms: int,
+    granted_ms: int = 0,
+    error: dict[str, Any] | None = None,
 ) -> LimitGrantCmd:
     return LimitGrantCmd(
         wf_id=wf_id, run_id=run_id, acquire_id=acquire_id, limiter=limiter, ok=error is None, error=error,
-        requested_ms=requested_ms,
+        requested_ms=requested_ms, granted_ms=granted_ms,
     )  # fmt: skip
 
 

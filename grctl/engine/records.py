@@ -367,8 +367,9 @@ class LimitGrantCmd(_Cmd, tag="limit_grant"):
     limiter: str
     ok: bool = True
     error: dict[str, Any] | None = None
-    #: When the limiter received the request (epoch ms): the wait is measured from there.
+    #: When the limiter received the request and when it granted it (its record times, epoch ms).
     requested_ms: int = 0
+    granted_ms: int = 0
 
 
 class LimiterSetCmd(_Cmd, tag="limiter_set"):
