@@ -18,6 +18,7 @@ from grctl.cli.common import Globals, out, parse_kafka_option, read_kafka_config
 from grctl.cli.deploy import deploy_app, replay_cmd
 from grctl.cli.dev import dev_app
 from grctl.cli.init import init_cmd
+from grctl.cli.limiter import limiter_app
 from grctl.cli.namespace import namespace_app
 from grctl.cli.schedule import schedule_app
 from grctl.cli.ui import ui_cmd
@@ -48,6 +49,7 @@ Talks only to Kafka (no server). Every command takes --json for scripts. Exit co
 
   grctl -n orders workflow list --status running
   grctl -n orders schedule create nightly --type Report --cron "0 2 * * *" --tz Europe/Berlin
+  grctl -n orders limiter set payments-api --concurrency 20 --rate 50/s --per-key 2
 
   grctl -n orders ui                              # web UI on http://127.0.0.1:8233/
   grctl -n orders verify                          # after an incident: nothing lost or duplicated?
@@ -65,6 +67,7 @@ Talks only to Kafka (no server). Every command takes --json for scripts. Exit co
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(namespace_app, name="namespace")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(limiter_app, name="limiter")
 app.command("worker")(worker_cmd)
 app.command("ui")(ui_cmd)
 app.command("verify")(verify_cmd)

@@ -111,6 +111,33 @@ def remote_task_text(rt: dict[str, Any]) -> str:
     return text
 
 
+def permits_text(permits: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rows of a run's permits: the one it waits for (and its place in line), those it holds."""
+    rows: list[tuple[str, str]] = []
+    w = permits.get("waiting_for")
+    if w:
+        text = f"permit of {w.get('limiter')}"
+        position = w.get("position")
+        if position is not None:
+            text += f", {_ordinal(int(position) + 1)} in line"
+        if w.get("since_ms"):
+            text += f", since {fmt_ms(w['since_ms'])}"
+        extras = [f"{k} {w[k]}" for k in ("key", "fairness") if w.get(k)]
+        if extras:
+            text += f" ({', '.join(extras)})"
+        rows.append(("waiting for", text))
+    for p in permits.get("holding") or []:
+        rows.append(
+            ("holding", f"permit {p.get('acquire_id')} of {p.get('limiter')} since {fmt_ms(p.get('since_ms'))}")
+        )
+    return rows
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def info_table(info: RunInfo) -> Table:
     """A two-column table of a run's details."""
     t = Table(show_header=False, box=None, pad_edge=False)
@@ -143,6 +170,10 @@ def info_table(info: RunInfo) -> Table:
     rows.append(("pending events", str(info.pending_events)))
     if info.remote_task:
         rows.append(("remote task", remote_task_text(info.remote_task)))
+    if info.permits:
+        rows.extend(permits_text(info.permits))
+    if info.priority != 3:
+        rows.append(("priority", str(info.priority)))
     if info.started_by:
         rows.append(("started by", info.started_by))
     if info.cancel_by:

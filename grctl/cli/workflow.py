@@ -116,6 +116,10 @@ def start_cmd(
         typer.Option("--timeout", help="Workflow timeout (30s, 5m, 1h30m): the run times out durably after it."),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the run to end and print its result.")] = False,
+    priority: Annotated[
+        int | None,
+        typer.Option("--priority", min=1, max=5, help="Its priority for limiters, 1 (first) to 5 (last) [default: 3]."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start a run of a workflow type; with --wait, wait for its result.
@@ -139,7 +143,7 @@ def start_cmd(
         conn = await connect()
         async with Client(conn, identity=globals_of().identity) as client:
             with progress(f"starting {wf_type} {run_wf_id}"):
-                handle = await client.start_workflow(wf_type, run_wf_id, value, timeout=wf_timeout)
+                handle = await client.start_workflow(wf_type, run_wf_id, value, timeout=wf_timeout, priority=priority)
             info = handle.run_info
             outcome: dict[str, Any] = {"wf_id": info.wf_id, "run_id": info.id, "wf_type": info.wf_type}
             if not wait:

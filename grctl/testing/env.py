@@ -53,6 +53,7 @@ from grctl.errors import InvalidArgumentError, KafkaSetupError, RegistrationErro
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 from grctl.models.history import HistoryEvent
+from grctl.models.limits import Limiter
 from grctl.state.partition_store import PartitionStore, StoreMemory
 from grctl.testing._transport import (
     AnyTopic,
@@ -151,6 +152,9 @@ class WorkflowEnvironment:
             (they time out). Heartbeats and cancels are not simulated.
         sources: Kafka sources (as `Worker(sources=...)`) fed by `env.produce(topic, ...)`; the
             formats without a schema registry.
+        limiters: limiters to create when the environment starts (as `Worker(limiters=...)`);
+            `env.client.set_limiter(...)` changes them. A rate limit's bucket moves with the
+            skipping clock, so a test of "50/s" takes no real second.
 
     Attributes:
         client: a `Client` of the environment: `start_workflow`, `run_workflow`, `send_event`,
@@ -171,8 +175,13 @@ class WorkflowEnvironment:
         max_concurrent_steps: int = 100,
         sources: Iterable[Source] = (),
         task_handlers: Mapping[str, Callable[[Any], Awaitable[Any]]] | None = None,
+        limiters: Iterable[Limiter] = (),
     ) -> None:
         self._served = WorkflowSet(list(workflows))
+        self._limiters = list(limiters)
+        for lim in self._limiters:
+            if not isinstance(lim, Limiter):
+                raise InvalidArgumentError(f"{lim!r} is not a Limiter", argument="limiters")
         #: Remote tasks (`ctx.remote_task`) answered in process, by task name, whatever the queue.
         self._task_handlers = dict(task_handlers or {})
         self._task_positions: dict[str, int] = {}
@@ -261,6 +270,12 @@ class WorkflowEnvironment:
         self._open_session(positions={})
         self._driver = asyncio.create_task(self._drive(), name="grctl-testenv")
         self.client = self._new_client()
+        for lim in self._limiters:
+            spec = lim.spec()
+            await self.client.set_limiter(
+                lim.name, concurrency=spec.concurrency, rate=lim.rate, burst=spec.burst, per_key=spec.per_key,
+                weights=dict(spec.weights),
+            )  # fmt: skip
 
     async def stop(self) -> None:
         """Stop the loop, cancel running steps, close the stores and remove their folder."""

@@ -476,6 +476,13 @@ def _journal(step: _Step, ev: _Event) -> bool:
         put(pos, JournalEntry(name, str(msg.get("child_wf_id", "")), None))
     elif k == "patch.recorded":
         put(pos, JournalEntry("patch", str(msg.get("patch_id", "")), None))
+    elif k in ("permit.requested", "permit.released"):
+        return True  # the engine's side of a `ctx.limit` section: nothing the step recorded
+    elif k in ("permit.granted", "permit.refused"):
+        value = {"ok": k == "permit.granted", "acquire_id": msg.get("acquire_id")}
+        if k == "permit.refused":
+            value["error"] = msgspec.to_builtins(msg.get("error"))
+        put(pos, JournalEntry("limit", str(msg.get("limiter", "")), value))
     elif msg.get("remote") and k.startswith("task."):
         # A remote task (`ctx.remote_task`): its outcome is journaled at its position; its
         # request, attempts and retries are the engine's, not the step's.

@@ -17,6 +17,7 @@ from grctl import Client, Context, Directive, Limiter, Workflow, WorkflowError
 from grctl.errors import InvalidArgumentError, LimiterInUseError, LimiterNotFoundError
 from grctl.models import HistoryKind
 from grctl.models.run_info import RunStatus
+from grctl.testing import Replayer
 
 pytestmark = pytest.mark.kafka
 
@@ -101,6 +102,9 @@ async def test_concurrency_holds_across_runs_and_every_permit_comes_back(workers
     kinds = [e.kind for e in events]
     assert kinds.index(HistoryKind.permit_requested) < kinds.index(HistoryKind.permit_granted)
     assert kinds.index(HistoryKind.permit_released) < kinds.index(HistoryKind.run_completed)
+    # The replayer places the grant at its journal position: the run replays.
+    replayed = Replayer([wf]).replay(events)
+    assert replayed.ok, replayed.divergence
 
 
 async def test_cancel_terminate_and_a_failing_section_give_their_permits_back(workers: Any, client: Client) -> None:

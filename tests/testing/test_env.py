@@ -306,3 +306,29 @@ async def test_remote_tasks_are_answered_by_the_environments_task_handlers() -> 
     async with WorkflowEnvironment([remote_wf], task_handlers={"other": score}) as env:
         result = await asyncio.wait_for(env.client.run_workflow("RemoteInProcess", "r2", {"x": 4}), 10)
         assert result == {"error": "UnknownTask", "attempt": 1}
+
+
+limited_wf = Workflow(workflow_type="LimitedInProcess")
+
+
+@limited_wf.start()
+async def limited_start(ctx: Context, n: int) -> Directive:
+    async with ctx.limit("slow-api", key=f"k{n % 2}"):
+        at = await ctx.now()
+    return ctx.next.complete(at.isoformat())
+
+
+async def test_a_rate_limit_runs_on_the_skipping_clock_and_a_crash_keeps_the_permit_counted_once() -> None:
+    from grctl import Limiter
+
+    start = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    async with WorkflowEnvironment([limited_wf], limiters=[Limiter("slow-api", rate="1/min")], start_time=start) as env:
+        env.crash_next_step()  # the first step that finishes re-runs from its journal: its permit holds once
+        handles = [await env.client.start_workflow("LimitedInProcess", f"l{i}", {"n": i}) for i in range(3)]
+        ends = sorted([await asyncio.wait_for(h.result(), 10) for h in handles])
+        # One permit a minute on the environment's clock: three runs take two virtual minutes, no real one.
+        assert [datetime.fromisoformat(e) - start for e in ends] == [timedelta(0), timedelta(minutes=1),
+                                                                     timedelta(minutes=2)]  # fmt: skip
+        assert env.crashes == 1
+        d = await env.client.describe_limiter("slow-api")
+        assert (d.in_use, d.waiting, d.granted, d.released) == (0, 0, 3, 3)
