@@ -69,10 +69,13 @@ def verify_cmd(
         if report.undecodable:
             err.print(f"[yellow]{report.undecodable} records could not be decoded and were skipped[/]")
         if report.clean:
-            out.print("[green]clean[/]: nothing lost, nothing duplicated, no orphaned state")
+            out.print("[green]clean[/]: nothing lost, nothing duplicated, no permit leaked, no orphaned state")
             return 0
         c = report.counts
-        out.print(f"[bold red]not clean[/]: {c['lost']} lost, {c['duplicated']} duplicated, {c['orphaned']} orphaned")
+        out.print(
+            f"[bold red]not clean[/]: {c['lost']} lost, {c['duplicated']} duplicated, {c['leaked']} leaked, "
+            f"{c['orphaned']} orphaned"
+        )
         for f in report.findings[:SHOWN]:
             run = f" run {f.run_id}" if f.run_id else ""
             out.print(f"  {f.kind:<10} {escape(f.wf_id)}{escape(run)}: {escape(f.what)}")

@@ -92,7 +92,7 @@ def on_grant(tr: Transition, run: RunRecord | None, cmd: LimitGrantCmd, now_ms: 
             _hist(
                 run, HistoryKind.permit_granted, now_ms, worker_id,
                 {"limiter": acq.limiter, "acquire_id": acq.acquire_id, "step_name": run.step or "", "key": acq.key,
-                 "waited_ms": waited, "granted_ms": cmd.granted_ms or None},
+                 "waited_ms": waited, "requested_ms": cmd.requested_ms or None, "granted_ms": cmd.granted_ms or None},
                 acq.position,
             )
         )  # fmt: skip

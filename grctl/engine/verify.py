@@ -32,6 +32,16 @@ Schedules (`keys.SCHEDULE_PREFIX`, `grctl.engine.schedules`):
   ticks are only counted).
 - **orphaned**: a schedule timer of a schedule id without a schedule record.
 
+Limiters (`keys.LIMITER_PREFIX`, `grctl.engine.limiters`, `grctl.engine.permits`), judged once the
+run concerned has been quiet for the settle time (a release may still be on its way before that):
+
+- **leaked**: a permit the limiter counts (`H/`) for a run that does not hold it: the run's state
+  is gone, is of another run, has ended, or does not list the permit; a limiter whose counts
+  (`in_use`, `waiting`) differ from the permits and requests it keeps.
+- **lost**: a permit a run holds that its limiter does not count (the limit could be exceeded);
+  requests waiting while the limiter has permits free and nothing to wait for (no rate, no
+  per-key limit), or a rate's requests waiting with no timer armed to grant them.
+
 Runs whose `run.started` lies before the history read (`--since`) are not judged, and
 `run.rejected` starts never began a run, so they have nothing to lose.
 
@@ -48,10 +58,14 @@ from grctl.engine import keys
 from grctl.engine.records import (
     DECODE_ERRORS,
     HistoryRecord,
+    LimiterRecord,
+    LimitHolder,
     OverlapPolicy,
     RunRecord,
     ScheduleRecord,
     TimerKind,
+    holder_decoder,
+    limiter_decoder,
     run_decoder,
     schedule_decoder,
     timer_decoder,
@@ -67,7 +81,7 @@ DEFAULT_SETTLE_MS: Final = 30_000
 #: Findings kept in a report (the counts cover all of them).
 MAX_FINDINGS: Final = 1000
 
-FindingKind = Literal["lost", "duplicated", "orphaned"]
+FindingKind = Literal["lost", "duplicated", "orphaned", "leaked"]
 _TERMINAL = {k.value for k in TERMINAL_KINDS}
 _REMOTE_KINDS = frozenset(
     {HistoryKind.task_started, HistoryKind.task_completed, HistoryKind.task_failed, HistoryKind.task_attempt_failed}
@@ -97,7 +111,7 @@ class VerifyReport:
         state_keys: live state keys read.
         undecodable: records that could not be decoded (history or state), skipped.
         counts: findings by kind (all of them, also those past `MAX_FINDINGS`).
-        findings: the first findings, lost first, then duplicated, then orphaned.
+        findings: the first findings, lost first, then duplicated, leaked, orphaned.
         operator_actions: the first `MAX_FINDINGS` history events that carry an identity (who
             started, signalled, cancelled or terminated a run), in the order read.
         operator_action_count: all of them.
@@ -107,14 +121,14 @@ class VerifyReport:
     history_records: int = 0
     state_keys: int = 0
     undecodable: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: {"lost": 0, "duplicated": 0, "orphaned": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"lost": 0, "duplicated": 0, "orphaned": 0, "leaked": 0})
     findings: list[Finding] = field(default_factory=list)
     operator_actions: list[dict[str, Any]] = field(default_factory=list)
     operator_action_count: int = 0
 
     @property
     def clean(self) -> bool:
-        """True when nothing was lost, duplicated or orphaned."""
+        """True when nothing was lost, duplicated, leaked or orphaned."""
         return not any(self.counts.values())
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,6 +184,10 @@ class Checker:
         self._schedule_timers: set[tuple[str, int]] = set()  # (schedule id, due ms)
         #: (schedule id, tick) -> run ids started for it by the cadence.
         self._ticks: dict[tuple[str, int], list[str]] = {}
+        self._limiters: dict[str, LimiterRecord] = {}
+        self._holders: dict[str, list[LimitHolder]] = {}  # limiter -> permits it counts
+        self._waiters: dict[str, int] = {}  # limiter -> requests waiting
+        self._limiter_timers: set[str] = set()
         self._report = VerifyReport()
 
     # ------------------------------------------------------------------ input
@@ -233,10 +251,21 @@ class Checker:
                 self._runs[keys.wf_id_of_run_key(key)] = run_decoder.decode(value)
             elif table == keys.SCHEDULE_PREFIX:
                 self._schedules[keys.schedule_id_of_key(key)] = schedule_decoder.decode(value)
+            elif table == keys.LIMITER_PREFIX:
+                self._limiters[keys.limiter_name_of_key(key)] = limiter_decoder.decode(value)
+            elif table == keys.HOLDER_PREFIX:
+                name = key[2:].split(keys.SEP, 1)[0].decode()
+                self._holders.setdefault(name, []).append(holder_decoder.decode(value))
+            elif table == keys.WAITER_PREFIX:
+                name = key[2:].split(keys.SEP, 1)[0].decode()
+                self._waiters[name] = self._waiters.get(name, 0) + 1
             elif table in (keys.TIMER_PREFIX, keys.EXPIRY_PREFIX):
                 timer = timer_decoder.decode(value)
                 if timer.kind == TimerKind.schedule:
                     self._schedule_timers.add((timer.wf_id, timer.due_ms))
+                    return
+                if timer.kind == TimerKind.limiter:
+                    self._limiter_timers.add(timer.wf_id)
                     return
                 self._timer_runs.add((timer.wf_id, timer.run_id))
                 self._timers.append((timer.wf_id, timer.run_id, str(timer.kind)))
@@ -254,7 +283,8 @@ class Checker:
             found.extend(self._judge(run_id, trace))
         found.extend(self._orphans())
         found.extend(self._judge_schedules())
-        order = {"lost": 0, "duplicated": 1, "orphaned": 2}
+        found.extend(self._judge_permits())
+        order = {"lost": 0, "duplicated": 1, "leaked": 2, "orphaned": 3}
         found.sort(key=lambda f: order[f.kind])
         report = self._report
         report.runs = len(self._traces)
@@ -352,6 +382,55 @@ class Checker:
                 if record.missed and (oldest_known is None or tick < oldest_known):
                     continue  # perhaps missed: the ring no longer says
                 yield Finding("lost", sid, "", f"tick {tick} of schedule {sid!r} started no run")
+
+    def _quiet(self, run_id: str) -> bool:
+        """The run had no event for the settle time (or none in the history read)."""
+        trace = self._traces.get(run_id)
+        return trace is None or self._now_ms - trace.last_ms >= self._settle_ms
+
+    def _judge_permits(self) -> Iterable[Finding]:
+        counted: set[str] = set()
+        for name, holders in sorted(self._holders.items()):
+            for h in holders:
+                counted.add(h.holder)
+                rec = self._runs.get(h.wf_id)
+                acquire_id = h.holder.rpartition("/")[2]
+                if rec is not None and rec.run_id == h.run_id and any(p.acquire_id == acquire_id for p in rec.permits):
+                    continue
+                if not self._quiet(h.run_id):
+                    continue  # its release may be on its way
+                why = (
+                    "its run's state is gone" if rec is None
+                    else f"the run record is of run {rec.run_id}" if rec.run_id != h.run_id
+                    else f"the run {rec.status} without it" if rec.status in TERMINAL_STATUSES
+                    else "the run does not list it"
+                )  # fmt: skip
+                yield Finding("leaked", h.wf_id, h.run_id, f"limiter {name!r} counts permit {h.holder!r}: {why}")
+        for wf_id, rec in sorted(self._runs.items()):
+            for p in rec.permits:
+                if p.limiter not in self._limiters:
+                    continue  # deleted with force: its permits are no longer counted, on purpose
+                holder = f"{rec.run_id}/{p.acquire_id}"
+                if holder not in counted and self._quiet(rec.run_id):
+                    what = f"holds permit {holder!r} of limiter {p.limiter!r}, which does not count it"
+                    yield Finding("lost", wf_id, rec.run_id, what)
+        for name, lim in sorted(self._limiters.items()):
+            held, waiting = len(self._holders.get(name, [])), self._waiters.get(name, 0)
+            if (lim.in_use, lim.waiting) != (held, waiting):
+                what = (
+                    f"limiter {name!r} says {lim.in_use} in use and {lim.waiting} waiting; "
+                    f"it keeps {held} permits and {waiting} requests"
+                )
+                yield Finding("leaked", name, "", what)
+            spec = lim.spec
+            free = spec.concurrency is None or held < spec.concurrency
+            if waiting and free and spec.per_key is None:
+                if spec.rate_n is None:
+                    what = f"limiter {name!r}: {waiting} requests wait while permits are free"
+                    yield Finding("lost", name, "", what)
+                elif name not in self._limiter_timers:
+                    what = f"limiter {name!r}: {waiting} requests wait for its rate and no timer is armed"
+                    yield Finding("lost", name, "", what)
 
     def _orphans(self) -> Iterable[Finding]:
         for wf_id, run_id, kind in self._timers:

@@ -320,7 +320,8 @@ class PermitEvent(_Payload):
     fairness: str = ""
     priority: int | None = None
     waited_ms: int | None = None
-    #: When the limiter granted it (its own record time, epoch ms).
+    #: When the limiter received the request and granted it (its own record times, epoch ms).
+    requested_ms: int | None = None
     granted_ms: int | None = None
     held_ms: int | None = None
     error: Any = None

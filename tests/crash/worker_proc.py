@@ -8,13 +8,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import json
 import logging
 import os
 import signal
 import sys
+import time
+import uuid
 from datetime import timedelta
 
-from grctl import Connection, Context, Directive, RetryPolicy, Worker, Workflow, task
+from confluent_kafka import Producer
+
+from grctl import Connection, Context, Directive, Limiter, RetryPolicy, Worker, Workflow, task
 from grctl.worker import ChildOutcome, Source, StartRun
 
 STEPS = ["start", "s1", "s2", "s3", "s4"]
@@ -170,6 +175,43 @@ async def remote_chain_start(ctx: Context, n: int) -> Directive:
     return ctx.next.complete(total)
 
 
+# Audited (issue 29): a section under limiter "audit-api" (concurrency AUDIT_LIMIT) that records
+# when each execution of it enters and leaves in an independent topic, flushed before the section's
+# work and at its end (also when the step is cancelled), with the process id: a killed process's
+# open sections end at its kill, which the test records.
+AUDIT_TOPIC = os.environ.get("GRCTL_CRASH_AUDIT_TOPIC")
+AUDIT_LIMIT = 20
+audited = Workflow(workflow_type="Audited")
+_audit: dict[str, Producer] = {}
+
+
+def audit(servers: str, kind: str, wf_id: str, token: str) -> None:
+    producer = _audit.get("p")
+    if producer is None:
+        producer = _audit["p"] = Producer({"bootstrap.servers": servers, "acks": "all", "linger.ms": 0})
+    assert AUDIT_TOPIC is not None
+    rec = {"kind": kind, "wf_id": wf_id, "token": token, "pid": os.getpid(), "t": time.monotonic_ns()}
+    producer.produce(AUDIT_TOPIC, json.dumps(rec).encode())
+    left = producer.flush(30)
+    assert left == 0, "the audit record was not acknowledged"
+
+
+@audited.start()
+async def audited_start(ctx: Context, tenant: str, hold_ms: int) -> Directive:
+    servers = _audit_servers[0]
+    async with ctx.limit("audit-api", fairness=tenant):
+        token = uuid.uuid4().hex  # one per execution of the section (not journaled: the audit is outside)
+        try:
+            await asyncio.to_thread(audit, servers, "in", ctx.run.wf_id, token)
+            await asyncio.sleep(hold_ms / 1000)
+        finally:
+            audit(servers, "out", ctx.run.wf_id, token)  # blocking on purpose: recorded even when cancelled
+    return ctx.next.complete(tenant)
+
+
+_audit_servers: list[str] = []
+
+
 async def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--servers", required=True)
@@ -182,9 +224,12 @@ async def main(argv: list[str]) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     conn = await Connection.connect(args.servers, args.namespace)
     sources = [Source(SOURCE_TOPIC, lambda rec: StartRun("Counter"), format="raw")] if SOURCE_TOPIC else None
+    _audit_servers.append(args.servers)
+    limiters = [Limiter("audit-api", concurrency=AUDIT_LIMIT)] if AUDIT_TOPIC else None
     worker = Worker(
-        [counter, fan_out, fan_child, waiter, mixed, remote_chain], conn, state_dir=args.state_dir, sources=sources
-    )
+        [counter, fan_out, fan_child, waiter, mixed, remote_chain, audited], conn, state_dir=args.state_dir,
+        sources=sources, limiters=limiters,
+    )  # fmt: skip
     worker.install_signal_handlers()
     await worker.run()
 

@@ -88,7 +88,7 @@ async def test_verify_is_clean_after_runs_with_tasks_children_and_events(
     assert await waiting.result(timeout=30) == "released"
     report = await _verify(connection)
     assert report["clean"], report
-    assert report["runs"] == 12 and report["counts"] == {"lost": 0, "duplicated": 0, "orphaned": 0}
+    assert report["runs"] == 12 and report["counts"] == {"lost": 0, "duplicated": 0, "orphaned": 0, "leaked": 0}
     code, body = await asyncio.get_running_loop().run_in_executor(None, _cli_verify, connection)
     assert code == 0 and body["clean"] and body["runs"] == 12
 

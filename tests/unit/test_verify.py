@@ -77,7 +77,7 @@ def test_a_transition_written_twice_is_duplicated(extra: list[HistoryRecord], wh
     history[-1:-1] = extra  # before run.completed
     report = check(history, {keys.run_key("wf-1"): record(RunStatus.completed, RunStateKind.complete)})
     assert whats(report) == [("duplicated", what)]
-    assert report.counts == {"lost": 0, "duplicated": 1, "orphaned": 0} and not report.clean
+    assert report.counts == {"lost": 0, "duplicated": 1, "orphaned": 0, "leaked": 0} and not report.clean
 
 
 def test_a_step_re_executed_after_a_crash_is_not_a_duplicate() -> None:
@@ -173,7 +173,7 @@ def test_findings_come_lost_first_and_the_report_is_json_ready() -> None:
     report = check(history, state)
     assert [f.kind for f in report.findings] == ["lost", "duplicated"]
     body = report.to_dict()
-    assert body["clean"] is False and body["counts"] == {"lost": 1, "duplicated": 1, "orphaned": 0}
+    assert body["clean"] is False and body["counts"] == {"lost": 1, "duplicated": 1, "orphaned": 0, "leaked": 0}
     assert body["findings"][0] == {"kind": "lost", "wf_id": "b", "run_id": "R2",
                                    "what": "started, never ended, and no run record"}  # fmt: skip
 
@@ -317,3 +317,62 @@ def test_a_remote_answer_applied_twice_is_duplicated(extra: HistoryRecord, what:
 def test_a_completed_run_whose_remote_task_never_got_its_outcome_is_lost() -> None:
     history = [e for e in a_run_with_a_remote_task() if e.kind != "task.completed"]
     assert whats(check(history, DONE)) == [("lost", "remote task '1.0' was sent, its outcome never applied")]
+
+
+# --------------------------------------------------------------------------- permits (issue 29)
+
+
+def _limiter(name: str = "api", in_use: int = 0, waiting: int = 0, **spec: Any) -> tuple[bytes, bytes]:
+    from grctl.engine.records import LimiterRecord
+    from grctl.models.limits import make_spec
+
+    rec = LimiterRecord(name=name, spec=make_spec(**(spec or {"concurrency": 2})), in_use=in_use, waiting=waiting)
+    return keys.limiter_key(name), msgspec.msgpack.encode(rec)
+
+
+def _holder(run_id: str, wf_id: str = "wf-1", acquire_id: str = "1.0", name: str = "api") -> tuple[bytes, bytes]:
+    from grctl.engine.records import LimitHolder
+
+    holder = f"{run_id}/{acquire_id}"
+    return keys.holder_key(name, holder), msgspec.msgpack.encode(LimitHolder(holder=holder, wf_id=wf_id, run_id=run_id))
+
+
+def test_a_permit_counted_for_an_ended_run_is_a_leak_once_the_run_is_quiet() -> None:
+    from grctl.engine.records import HeldPermit
+
+    history = a_completed_run()
+    ended = record(RunStatus.completed, RunStateKind.complete)
+    state = dict([_limiter(in_use=1), _holder("R1"), (keys.run_key("wf-1"), ended)])
+    report = check(history, state)
+    assert report.counts["leaked"] == 1 and not report.clean
+    assert "limiter 'api' counts permit 'R1/1.0': the run completed without it" in whats(report)[0][1]
+    # The same while the run moved a moment ago: its release may be on its way, not judged yet.
+    recent = [msgspec.structs.replace(e, ts_ms=RECENT) for e in history]
+    assert check(recent, state).clean
+    # A run that holds it (listed in its permits): clean.
+    holding = record(RunStatus.running, RunStateKind.step, step="start", seq=1,
+                     permits=[HeldPermit(limiter="api", acquire_id="1.0", seq=1)])  # fmt: skip
+    running = [ev("run.started"), ev("step.started", step_name="start", seq=1)]
+    assert check(running, dict([_limiter(in_use=1), _holder("R1"), (keys.run_key("wf-1"), holding)])).clean
+    # The run holds it but the limiter does not count it: lost (the limit could be exceeded).
+    report = check(running, dict([_limiter(in_use=0), (keys.run_key("wf-1"), holding)]))
+    assert [k for k, _ in whats(report)] == ["lost"] and "which does not count it" in whats(report)[0][1]
+
+
+def test_a_limiter_whose_counts_disagree_with_its_tables_or_that_sits_on_free_permits_is_reported() -> None:
+    report = check([], dict([_limiter(in_use=3)]))
+    assert whats(report) == [("leaked", "limiter 'api' says 3 in use and 0 waiting; it keeps 0 permits and 0 requests")]
+    waiter_key = keys.waiter_key("api", 0)
+    from grctl.engine.records import LimitWaiter
+
+    waiter = msgspec.msgpack.encode(
+        LimitWaiter(holder="R9/1.0", wf_id="wf-9", run_id="R9", acquire_id="1.0", arrival=0)
+    )
+    report = check([], dict([_limiter(waiting=1), (waiter_key, waiter)]))
+    assert whats(report) == [("lost", "limiter 'api': 1 requests wait while permits are free")]
+    rated = check([], dict([_limiter(waiting=1, rate="1/s"), (waiter_key, waiter)]))
+    assert whats(rated) == [("lost", "limiter 'api': 1 requests wait for its rate and no timer is armed")]
+    timer = TimerEntry(wf_id="api", run_id="", kind=TimerKind.limiter, seq=0, due_ms=NOW)
+    timed = dict([_limiter(waiting=1, rate="1/s"), (waiter_key, waiter)])
+    timed[keys.timer_key(NOW, "api", "limiter")] = msgspec.msgpack.encode(timer)
+    assert check([], timed).clean  # the timer grants it: nothing stuck, and the timer is no orphan
