@@ -1,4 +1,7 @@
-"""Flow control: a payments API at 20 calls in flight and 50/s, fair across tenants (`python docs/examples/flow_control.py`)."""
+"""Flow control: a payments API at 20 calls in flight and 50/s, fair across tenants.
+
+Run: `python docs/examples/flow_control.py`.
+"""
 
 import asyncio
 

@@ -215,9 +215,10 @@ class LimiterMachine:
                 state = None
         else:
             raise InternalError(f"LimiterMachine.apply() does not take {type(cmd).__name__} records")
-        if state is not None and not tr.skipped and offset >= 0:
-            state.record.last_offset = offset
-            tr.record = state.record
+        if state is not None and not tr.skipped:
+            if offset >= 0:  # a record of its partition (a request applied in place has none)
+                state.record.last_offset = offset
+            tr.record = state.record  # its counters and bucket moved with whatever changed
         return tr, state
 
     def on_due(self, state: LimiterState | None, timer: TimerEntry) -> LimiterTransition:

@@ -38,7 +38,8 @@ run concerned has been quiet for the settle time (a release may still be on its 
 - **leaked**: a permit the limiter counts (`H/`) for a run that does not hold it: the run's state
   is gone, is of another run, has ended, or does not list the permit; a limiter whose counts
   (`in_use`, `waiting`) differ from the permits and requests it keeps.
-- **lost**: a permit a run holds that its limiter does not count (the limit could be exceeded);
+- **lost**: a permit a run holds that its limiter does not count (the limit could be exceeded); a
+  request a run waits with that its limiter neither keeps waiting nor granted;
   requests waiting while the limiter has permits free and nothing to wait for (no rate, no
   per-key limit), or a rate's requests waiting with no timer armed to grant them.
 
@@ -69,6 +70,7 @@ from grctl.engine.records import (
     run_decoder,
     schedule_decoder,
     timer_decoder,
+    waiter_decoder,
 )
 from grctl.engine.schedules import compiled
 from grctl.models.history import TERMINAL_KINDS, HistoryKind
@@ -187,6 +189,7 @@ class Checker:
         self._limiters: dict[str, LimiterRecord] = {}
         self._holders: dict[str, list[LimitHolder]] = {}  # limiter -> permits it counts
         self._waiters: dict[str, int] = {}  # limiter -> requests waiting
+        self._waiting: set[str] = set()  # the holder ids of the requests waiting, every limiter
         self._limiter_timers: set[str] = set()
         self._report = VerifyReport()
 
@@ -259,6 +262,7 @@ class Checker:
             elif table == keys.WAITER_PREFIX:
                 name = key[2:].split(keys.SEP, 1)[0].decode()
                 self._waiters[name] = self._waiters.get(name, 0) + 1
+                self._waiting.add(waiter_decoder.decode(value).holder)
             elif table in (keys.TIMER_PREFIX, keys.EXPIRY_PREFIX):
                 timer = timer_decoder.decode(value)
                 if timer.kind == TimerKind.schedule:
@@ -407,6 +411,12 @@ class Checker:
                 )  # fmt: skip
                 yield Finding("leaked", h.wf_id, h.run_id, f"limiter {name!r} counts permit {h.holder!r}: {why}")
         for wf_id, rec in sorted(self._runs.items()):
+            acq = rec.acquire
+            if acq is not None and rec.status not in TERMINAL_STATUSES and self._quiet(rec.run_id):
+                holder = f"{rec.run_id}/{acq.acquire_id}"
+                if holder not in self._waiting and holder not in counted:
+                    what = f"waits for a permit of limiter {acq.limiter!r} ({holder!r}) that the limiter never heard of"
+                    yield Finding("lost", wf_id, rec.run_id, what)
             for p in rec.permits:
                 if p.limiter not in self._limiters:
                     continue  # deleted with force: its permits are no longer counted, on purpose

@@ -133,7 +133,13 @@ async def test_limiter_audit_under_sigkill_two_tenants(kafka_bootstrap: str, uni
                 )
 
         handles = await asyncio.gather(*(one(t, i) for t, i in plan))
-        results = await asyncio.gather(*(h.result(timeout=600) for h in handles))
+        try:
+            results = await asyncio.gather(*(h.result(timeout=180) for h in handles))
+        except TimeoutError:
+            # What stalls: the limiter's counts, and what verify says of the runs and permits.
+            stuck = await client.describe_limiter("audit-api")
+            report = await asyncio.to_thread(verify_namespace, conn)
+            raise AssertionError(f"runs did not finish: limiter {stuck.to_dict()}; verify {report.to_dict()}") from None
         await chaos_task
         elapsed = time.monotonic() - started
         limiter = await client.describe_limiter("audit-api")

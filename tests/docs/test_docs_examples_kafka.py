@@ -35,6 +35,12 @@ EXPECTED: dict[str, list[str]] = {
     "sources": ["{'shipped': True, 'paid': 30}"],
     "remote_tasks": ["{'applicant': 'ada', 'approved': True}", "{'applicant': 'bob', 'approved': False}"],
     "versions": ["1 emailed to ada", "2 uploaded to the portal of bob", "sms to +1 555"],
+    "flow_control": [
+        "receipt-c-1-500",
+        "receipt-c-2-700",
+        "receipt-c-9-300",
+        "payments-api: concurrency 20, 50/s (burst 50), 2 per key; granted 3, in use 0",
+    ],
 }
 
 

@@ -376,3 +376,23 @@ def test_a_limiter_whose_counts_disagree_with_its_tables_or_that_sits_on_free_pe
     timed = dict([_limiter(waiting=1, rate="1/s"), (waiter_key, waiter)])
     timed[keys.timer_key(NOW, "api", "limiter")] = msgspec.msgpack.encode(timer)
     assert check([], timed).clean  # the timer grants it: nothing stuck, and the timer is no orphan
+
+
+def test_a_run_waiting_for_a_request_its_limiter_never_heard_of_is_lost() -> None:
+    from grctl.engine.records import LimitWaiter, PendingAcquire
+
+    waiting = record(RunStatus.running, RunStateKind.step, step="start", seq=1,
+                     acquire=PendingAcquire(limiter="api", acquire_id="1.2", position=2))  # fmt: skip
+    history = [ev("run.started"), ev("step.started", step_name="start", seq=1)]
+    report = check(history, dict([_limiter(), (keys.run_key("wf-1"), waiting)]))
+    assert whats(report) == [("lost", "waits for a permit of limiter 'api' ('R1/1.2') that the limiter never heard of")]
+    # The same run once its limiter keeps its request waiting (behind a permit another run holds): clean.
+    from grctl.engine.records import HeldPermit
+
+    waiter = LimitWaiter(holder="R1/1.2", wf_id="wf-1", run_id="R1", acquire_id="1.2", arrival=0)
+    holding = record(RunStatus.running, RunStateKind.step, run_id="R9", wf_id="wf-9", step="start", seq=1,
+                     permits=[HeldPermit(limiter="api", acquire_id="1.0", seq=1)])  # fmt: skip
+    state = dict([_limiter(in_use=1, waiting=1, concurrency=1), (keys.run_key("wf-1"), waiting),
+                  (keys.run_key("wf-9"), holding), _holder("R9", wf_id="wf-9")])  # fmt: skip
+    state[keys.waiter_key("api", 0)] = msgspec.msgpack.encode(waiter)
+    assert check(history, state).clean, whats(check(history, state))

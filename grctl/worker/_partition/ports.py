@@ -14,10 +14,11 @@ run's next transition fails it instead.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from grctl.workflow.runtime import JournalEntry, StepPort
 
@@ -199,6 +200,8 @@ class ProcessorServices:
             transaction of its dispatch commits (False: once it committed).
         now_ms: the wall clock of transitions, timers and history (`grctl.testing`'s
             environment passes one it moves).
+        local: the limiter traffic between partitions this worker owns, applied in the open batch
+            instead of produced (None: every such record goes through Kafka).
     """
 
     outbox: Outbox
@@ -214,3 +217,59 @@ class ProcessorServices:
     observer: TransitionObserver | None = None
     pipeline_steps: bool = True
     now_ms: Callable[[], int] = now_ms
+    local: LocalInputs | None = None
+
+
+class LocalInputs:
+    """Limiter requests, releases and grants for partitions this worker owns, applied in the open batch.
+
+    A run's request for a permit, its release, and a limiter's grant are directives for another
+    partition. When this worker owns that partition too, the record would only go out to Kafka and
+    come back to this worker; instead it is applied to that partition's processor in the same open
+    batch, so it commits in the same transaction as the transition that sent it (the record's
+    effect and its cause together, as a produced record and its consumption would commit, minus
+    two round trips). A partition that is closing is not owned any more: records for it are produced.
+    Applications run one after another from a queue (a release may grant, a grant may release):
+    no recursion, whatever the chain.
+
+    Args:
+        lookup: the processor of a partition this worker owns (None: not owned).
+    """
+
+    def __init__(self, lookup: Callable[[int], LocalTarget | None]) -> None:
+        self._lookup = lookup
+        self._queue: collections.deque[tuple[LocalTarget, Any]] = collections.deque()
+        self._draining = False
+        self.applied = 0
+
+    def target(self, partition: int) -> LocalTarget | None:
+        """The owned, open processor of `partition` (None: produce the record)."""
+        proc = self._lookup(partition)
+        return proc if proc is not None and not proc.closing else None
+
+    def put(self, target: LocalTarget, cmd: Any) -> None:
+        """Queue `cmd` for `target` (applied by `drain`)."""
+        self._queue.append((target, cmd))
+
+    def drain(self) -> None:
+        """Apply the queued records in order, including those their applications queue."""
+        if self._draining:
+            return  # the outer call goes on with what was queued
+        self._draining = True
+        try:
+            while self._queue:
+                target, cmd = self._queue.popleft()
+                target.apply_local(cmd)
+                self.applied += 1
+        finally:
+            self._draining = False
+
+
+class LocalTarget(Protocol):
+    """A partition processor as `LocalInputs` sees it."""
+
+    closing: bool
+
+    def apply_local(self, cmd: Any) -> None:
+        """Apply a limiter request, release or grant addressed to this partition."""
+        ...

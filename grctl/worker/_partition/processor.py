@@ -45,8 +45,11 @@ from grctl.engine.records import (
     EventCmd,
     HistoryRecord,
     InboxEntry,
+    LimitAcquireCmd,
     LimiterDescribeCmd,
     LimiterListCmd,
+    LimitGrantCmd,
+    LimitReleaseCmd,
     ListCmd,
     NextCmd,
     ParentRef,
@@ -81,7 +84,7 @@ from grctl.models.run_info import TERMINAL_STATUSES, RunStateKind, RunStatus
 from grctl.state.partition_store import PartitionStore
 from grctl.worker._partition.dead_letter import dead_letter_record
 from grctl.worker._partition.listing import list_page
-from grctl.worker._partition.ports import ProcessorServices, Refusal, RunningStep
+from grctl.worker._partition.ports import LocalTarget, ProcessorServices, Refusal, RunningStep
 from grctl.worker._partition.timer_queue import TimerQueue
 from grctl.workflow.runtime import JournalEntry, StepRuntime
 
@@ -104,6 +107,9 @@ DESCRIBED_FIELDS: dict[str, str] = {
 _EAGER_TASKS = sys.version_info >= (3, 12)
 #: The statuses of runs that may have a due step (the run index is searched under these).
 ACTIVE_STATUSES = tuple(s for s in RunStatus if s not in TERMINAL_STATUSES)
+
+#: The directives a run's transition may apply in place when this worker owns their partition.
+LOCAL_COMMANDS = (LimitAcquireCmd, LimitReleaseCmd, LimitGrantCmd)
 
 count_decoder = msgspec.msgpack.Decoder(int)
 journal_entry_encoder = msgspec.msgpack.Encoder()
@@ -308,10 +314,15 @@ class PartitionProcessor:
                 writes.append((key, encoder.encode(t)))
         history, p = topics.history, self.partition
         records = [(history, p, h.wf_id.encode(), encoder.encode(h)) for h in tr.history]
+        local_sends: list[tuple[LocalTarget, Any]] = []
         if tr.sends:
             n = s.num_partitions
+            local = s.local
             for cmd in tr.sends:
                 part = p if cmd.wf_id == wf_id else partition_for(cmd.wf_id, n)
+                if local is not None and isinstance(cmd, LOCAL_COMMANDS) and (target := local.target(part)) is not None:
+                    local_sends.append((target, cmd))  # applied in this batch (`LocalInputs`)
+                    continue
                 records.append((topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd)))
         if tr.replies:
             for to, reply in tr.replies:
@@ -367,6 +378,10 @@ class PartitionProcessor:
                     fut.set_result(outcome)
         if tr.cancel_running:
             self.cancel_step(wf_id, "the run ended while the step was running")
+        if local_sends and s.local is not None:
+            for target, cmd in local_sends:
+                s.local.put(target, cmd)
+            s.local.drain()
         if tr.execute and run is not None:
             seq = run.seq
             # At once, on the uncommitted state (docs/engine.md "Pipelined steps"), unless the
@@ -701,8 +716,14 @@ class PartitionProcessor:
         for key, value in writes:
             outbox.stage(p, key, value)
         n = s.num_partitions
+        local = s.local
+        queued = False
         for cmd in tr.sends:
             part = partition_for(cmd.wf_id, n)
+            if local is not None and (target := local.target(part)) is not None:
+                local.put(target, cmd)  # a grant for a run this worker owns: applied in this batch
+                queued = True
+                continue
             outbox.produce(s.topics.directives, part, cmd.wf_id.encode(), encoder.encode(cmd), None, name)
         for to, reply in tr.replies:
             outbox.produce(s.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply), None, name)
@@ -711,6 +732,30 @@ class PartitionProcessor:
         for due_ms, key in armed:
             if self.timers.armed(due_ms, key):
                 s.timer_armed(due_ms)
+        if queued and local is not None:
+            local.drain()
+
+    def apply_local(self, cmd: Any) -> None:
+        """Apply a limiter request, release or grant that a partition of this worker addressed to this one.
+
+        As `on_record` would, without an offset (nothing was consumed): the limiter's and the run's
+        own checks (a request waiting or held already, a grant for a request the run no longer
+        waits for) make a repeated application harmless.
+        """
+        if self.closing:
+            raise InternalError(f"partition {self.partition} is closing: a local record must be produced instead")
+        if isinstance(cmd, LimitGrantCmd):
+            run = self.get_run(cmd.wf_id)
+            self.apply(self.services.machine.apply(run, cmd, -1, self._now(), self._inbox_reader(cmd.wf_id)), cmd.wf_id)
+            return
+        state = self.get_limiter(cmd.wf_id)
+        if state is None and isinstance(cmd, LimitAcquireCmd):
+            # Perhaps not created yet: its creation may be a record of this partition not read yet
+            # (a worker's declaration). Through Kafka, the request is read after it.
+            self.emit(self.services.topics.directives, self.partition, cmd.wf_id.encode(), encoder.encode(cmd))
+            return
+        ltr, state = self.limiters.apply(state, cmd, -1, self._now())
+        self.apply_limiter(ltr, cmd.wf_id, state)
 
     def apply_schedule(self, tr: ScheduleTransition, schedule_id: str) -> None:
         """Stage everything a schedule's transition changes (its record, its timer, the runs it starts).

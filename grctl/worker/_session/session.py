@@ -48,7 +48,7 @@ from grctl.worker._observe.spans import observer_for
 from grctl.worker._observe.view import PartitionView, SessionView
 from grctl.worker._partition.listing import counts as run_counts
 from grctl.worker._partition.listing import version_counts
-from grctl.worker._partition.ports import ProcessorServices, Refusal, now_ms
+from grctl.worker._partition.ports import LocalInputs, ProcessorServices, Refusal, now_ms
 from grctl.worker._partition.processor import PartitionProcessor
 from grctl.worker._session.clients import consume_with_metadata, make_consumer, make_producer
 from grctl.worker._session.commit import GroupCommitter, KafkaPublisher, TimedPublisher
@@ -175,6 +175,7 @@ class WorkerSession:
             observer=observer_for(metrics),
             pipeline_steps=pipeline_steps,
             now_ms=now_ms,
+            local=LocalInputs(processors.get),
         )
         self.partitions = Partitions(
             processors,
