@@ -333,6 +333,8 @@ def create_app(
             d = await run_in_threadpool(source.limiter, form["name"])
         except LimiterNotFoundError:
             return no_limiter(request, form["name"])
+        except NoWorkerAnsweredError as exc:
+            return problem(request, 503, "Limiter unavailable", f"Changing a limiter needs running workers: {exc}")
         new = msgspec.structs.replace(d.spec, **_spec_fields(limits))
         return page(request, "limiter_confirm.html", form=form, d=d, new=new.describe(), unchanged=new == d.spec)
 
