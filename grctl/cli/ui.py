@@ -141,8 +141,10 @@ def ui_cmd(
 
     Pages: the namespace (partitions, owners, lag, dead-letter records with their reasons),
     runs with filters and paging, a run (status, input, result or error, store, pending
-    events, children, a history timeline), and actions on a run (send an event, cancel,
-    terminate), each confirmed first. Reads straight from the namespace's topics, like
+    events, children, a history timeline, the limiter permit it waits for and its place in
+    line), the schedules, the limiters (queue by priority and fairness key, permits by key,
+    counters), and actions (send an event, cancel, terminate a run; change a limiter's limits),
+    each confirmed first. Reads straight from the namespace's topics, like
     `grctl workflow list`; actions need a running worker. Needs the ui extra
     (`pip install 'grctl[ui]'`).
 

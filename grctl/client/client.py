@@ -859,6 +859,7 @@ class Client:
         burst: int | None = None,
         per_key: Limit | int | None = None,
         weights: dict[str, int] | None = None,
+        identity: str | None = None,
     ) -> LimiterDescription:
         """Create limiter `name`, or set what it allows (the whole spec: a limit left out is no limit).
 
@@ -875,16 +876,18 @@ class Client:
             burst: the rate's bucket size (default: one period's permits).
             per_key: each key's own concurrency (`Limit(concurrency=2)` or 2).
             weights: fairness keys with a weight other than 1 (read at each grant).
+            identity: who changes it (default: the client's), recorded as the limiter's
+                `created_by` / `updated_by`.
 
         Raises:
-            InvalidArgumentError: a limit ≤ 0, a malformed rate, no limit at all; nothing was sent.
+            InvalidArgumentError: a limit ≤ 0, a malformed rate, no limit at all, a bad identity;
+                nothing was sent.
             NoWorkerAnsweredError: no worker answered.
         """
         check_name(name)
         spec = make_spec(concurrency=concurrency, rate=rate, burst=burst, per_key=per_key, weights=weights)
-        reply = await self._request(
-            name, lambda to: LimiterSetCmd(wf_id=name, spec=spec, reply_to=to, identity=self.identity)
-        )
+        who = check_identity(identity) if identity is not None else self.identity
+        reply = await self._request(name, lambda to: LimiterSetCmd(wf_id=name, spec=spec, reply_to=to, identity=who))
         raise_limiter_refusal(reply, name)
         return LimiterDescription.of(record_of(reply.payload))
 

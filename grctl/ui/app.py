@@ -9,6 +9,10 @@ Pages:
 | `/run?id=WF_ID` | a run: status, input, result or error, store, pending events, children, history timeline |
 | `/run/confirm?id=WF_ID&action=...` | confirm an action (send an event, cancel, terminate) |
 | `POST /run/action` | do it, then back to the run with what happened |
+| `/limiters` | every limiter: limits, permits in use, requests waiting, grants, mean wait |
+| `/limiter?name=NAME` | a limiter: spec, queue by priority and fairness key, permits by key, counters; a form |
+| `/limiter/confirm?name=NAME&concurrency=&rate=&burst=&per_key=` | confirm new limits (was, becomes) |
+| `POST /limiter/action` | set them, then back to the limiter with what it allows now |
 | `/login`, `POST /logout` | sign in with the UI's token (mode token), sign out |
 
 Who may use it and what guards each request (sign-in, sessions, CSRF, same-origin, security
@@ -16,7 +20,8 @@ headers) is `grctl.ui.auth`: every POST passes `check_post` or gets a 403 page; 
 UI shows no action and answers 403 to any.
 
 Every failure is a page with one clear message and the right status: an unknown run (404), a
-bad filter or form (400), an action on an ended run (409), Kafka unreachable (503), anything
+bad filter or form (400), an action on an ended run (409), an unknown limiter (404), no worker to
+answer for limiters (503), Kafka unreachable (503), anything
 else (500, logged with its traceback on the server, never shown).
 
 May import: `grctl.ui.data`, `grctl.client.reader`, `grctl.display` (formatting), models, errors (never the CLI).
@@ -52,11 +57,13 @@ from grctl.errors import (
     GrctlError,
     InvalidArgumentError,
     KafkaSetupError,
+    LimiterNotFoundError,
     NoWorkerAnsweredError,
     WorkflowError,
     WorkflowNotFoundError,
 )
 from grctl.models.history import HistoryEvent
+from grctl.models.limits import parse_rate
 from grctl.ui.auth import (
     LOOPBACK_NAMES,
     Refused,
@@ -68,7 +75,7 @@ from grctl.ui.auth import (
     check_post,
     session_of,
 )
-from grctl.ui.data import PAGE_SIZE, RunActions, RunsSource, parse_filter
+from grctl.ui.data import LIMIT_FIELDS, PAGE_SIZE, RunActions, RunsSource, parse_filter, parse_limit_form
 
 logger = logging.getLogger("grctl.ui")
 
@@ -95,6 +102,12 @@ def _step_of(e: HistoryEvent) -> str:
     if name is None and isinstance(msg, dict):
         name = msg.get("step_name")
     return str(name or "")
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def timeline(events: list[HistoryEvent]) -> dict[str, Any]:
@@ -161,7 +174,9 @@ def create_app(
     store = SessionStore()
     backend = UiAuthBackend(auth)
     templates = Jinja2Templates(directory=str(TEMPLATES))
-    templates.env.globals.update(fmt_ms=fmt_ms, fmt_duration_ms=fmt_duration_ms, namespace=source.conn.namespace)
+    templates.env.globals.update(
+        fmt_ms=fmt_ms, fmt_duration_ms=fmt_duration_ms, ordinal=ordinal, namespace=source.conn.namespace
+    )
     templates.env.filters["pretty"] = _pretty
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -245,9 +260,19 @@ def create_app(
             if str(e.kind) == "child.started" and e.msg is not None
         ]
         status = error_status if error else 200
+        info = row.info()
+        permits, place_error = info.permits, None
+        if permits and permits.get("waiting_for") and rec.status not in TERMINAL_STATUSES:
+            # Its place in line is known to the limiter's partition only: ask the workers.
+            try:
+                live = await run_in_threadpool(source.permits, wf_id)
+            except GrctlError as exc:
+                place_error = f"place in line unknown: {exc}"
+            else:
+                permits = live
         return page(
-            request, "run.html", status, row=row, rec=rec, info=row.info(), state=state, children=children,
-            remote_task=describe_remote(rec.remote),
+            request, "run.html", status, row=row, rec=rec, info=info, state=state, children=children,
+            permits=permits, place_error=place_error, remote_task=describe_remote(rec.remote),
             input=msgspec.to_builtins(started.msg, enc_hook=str, str_keys=True).get("input") if started else None,
             has_input=started is not None, timeline=timeline(events), ended=rec.status in TERMINAL_STATUSES,
             notice=notice or request.query_params.get("notice"), error=error,
@@ -255,6 +280,85 @@ def create_app(
 
     def read_only(request: Request) -> Response:
         return problem(request, 403, "Read-only", "This UI is read-only (grctl ui --read-only): nothing was done.")
+
+    def no_limiter(request: Request, name: str, done: str = "") -> Response:
+        return problem(
+            request, 404, "Limiter not found",
+            f"No limiter named {name!r} in namespace {source.conn.namespace!r}{done}. "
+            f"Check the name, or find it in the list of limiters.",
+        )  # fmt: skip
+
+    async def limiters_page(request: Request) -> Response:
+        try:
+            found = await run_in_threadpool(source.limiters)
+        except GrctlError as exc:
+            return problem(request, 503, "Limiters unavailable", f"Listing limiters needs running workers: {exc}")
+        return page(request, "limiters.html", limiters=found)
+
+    async def limiter_page(
+        request: Request, *, form: dict[str, str] | None = None, error: str | None = None, error_status: int = 400
+    ) -> Response:
+        name = request.query_params.get("name", "")
+        if not name:
+            return problem(
+                request, 400, "No limiter given", "The address needs ?name=<limiter>, e.g. /limiter?name=payments-api."
+            )
+        try:
+            d = await run_in_threadpool(source.limiter, name)
+        except LimiterNotFoundError:
+            return no_limiter(request, name)
+        except NoWorkerAnsweredError as exc:
+            return problem(request, 503, "Limiter unavailable", f"Describing a limiter needs running workers: {exc}")
+        current = {
+            "concurrency": str(d.spec.concurrency or ""), "rate": d.rate or "", "burst": str(d.spec.burst or ""),
+            "per_key": str(d.spec.per_key or ""),
+        }  # fmt: skip
+        return page(
+            request, "limiter.html", error_status if error else 200, d=d, form=form or current, error=error,
+            notice=request.query_params.get("notice"),
+        )  # fmt: skip
+
+    def limit_form(q: Any) -> dict[str, str]:
+        return {"name": str(q.get("name", "")), **{k: str(q.get(k, "")) for k in LIMIT_FIELDS}}
+
+    async def limiter_confirm_page(request: Request) -> Response:
+        if actions is None:
+            return read_only(request)
+        form = limit_form(request.query_params)
+        try:
+            limits = parse_limit_form(form)
+        except InvalidArgumentError as exc:
+            return await limiter_page(request, form=form, error=f"Nothing was changed: {exc}")
+        try:
+            d = await run_in_threadpool(source.limiter, form["name"])
+        except LimiterNotFoundError:
+            return no_limiter(request, form["name"])
+        except NoWorkerAnsweredError as exc:
+            return problem(request, 503, "Limiter unavailable", f"Changing a limiter needs running workers: {exc}")
+        new = msgspec.structs.replace(d.spec, **_spec_fields(limits))
+        return page(request, "limiter_confirm.html", form=form, d=d, new=new.describe(), unchanged=new == d.spec)
+
+    async def limiter_action(request: Request) -> Response:
+        data = await request.form()
+        try:
+            check_post(request, data)
+        except Refused as exc:
+            return problem(request, 403, "Refused", exc.message)
+        if actions is None:
+            return read_only(request)
+        form = limit_form(data)
+        request.scope["query_string"] = urlencode({"name": form["name"]}).encode()
+        try:
+            limits = parse_limit_form(form)
+            d = await actions.set_limits(form["name"], limits, operator(request))
+        except InvalidArgumentError as exc:
+            return await limiter_page(request, form=form, error=f"Nothing was changed: {exc}")
+        except LimiterNotFoundError:
+            return no_limiter(request, form["name"], ": nothing was changed")
+        except NoWorkerAnsweredError as exc:
+            return await limiter_page(request, form=form, error=f"Nothing was changed: {exc}", error_status=503)
+        done = f"{d.name} now allows {d.spec.describe()}"
+        return RedirectResponse("/limiter?" + urlencode({"name": d.name, "notice": done}), 303)
 
     async def confirm_page(request: Request) -> Response:
         q = request.query_params
@@ -382,6 +486,10 @@ def create_app(
             Route("/run", run_page),
             Route("/run/confirm", confirm_page),
             Route("/run/action", action_post, methods=["POST"]),
+            Route("/limiters", limiters_page),
+            Route("/limiter", limiter_page),
+            Route("/limiter/confirm", limiter_confirm_page),
+            Route("/limiter/action", limiter_action, methods=["POST"]),
             Route("/login", login_page, methods=["GET", "POST"]),
             Route("/logout", logout, methods=["POST"]),
         ],
@@ -399,6 +507,13 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+def _spec_fields(limits: dict[str, Any]) -> dict[str, Any]:
+    """`parse_limit_form`'s arguments as `LimitSpec` fields (what the confirm page compares)."""
+    rate_n, period = parse_rate(limits["rate"]) if limits["rate"] else (None, None)
+    return {"concurrency": limits["concurrency"], "rate_n": rate_n, "rate_period_ms": period,
+            "burst": limits["burst"], "per_key": limits["per_key"]}  # fmt: skip
 
 
 def _event_args(form: dict[str, str]) -> tuple[str, Any]:

@@ -8,7 +8,10 @@ from the end of the `dead-letter` topic, and the workers' group and lag with the
 worker-side listing: a class with the same methods (`RunsSource`) swaps in through
 `grctl.ui.app.create_app`.
 
-`RunActions` sends events, cancels and terminates through a `Client`.
+`RunActions` sends events, cancels and terminates through a `Client`, and changes a limiter's limits.
+
+Schedules, limiters and a waiting run's place in a limiter's line are known only to the workers
+that keep them: those reads ask them through a `Client` of their own.
 
 May import: errors, defaults, settings, models, codec, engine, kafka, client, display, logging_setup
 (never the CLI).
@@ -25,6 +28,7 @@ import msgspec
 from ulid import ULID
 
 from grctl.client.client import HISTORY_SEEK_SLACK_MS, Client
+from grctl.client.limiters import LimiterDescription
 from grctl.client.namespace import describe_namespace
 from grctl.client.reader import (
     ALL_STATUSES,
@@ -46,6 +50,7 @@ from grctl.kafka.offsets import earliest_offsets, latest_offsets, offsets_for_ti
 from grctl.kafka.partitioner import partition_for
 from grctl.kafka.reading import read_partitions
 from grctl.models.history import HistoryEvent
+from grctl.models.limits import make_spec
 
 #: Records a run page reads at most from the run's `state` partition (store, inbox).
 STATE_READ_LIMIT = 200_000
@@ -55,6 +60,11 @@ STATE_READ_S = 10.0
 DEAD_LETTERS_SHOWN = 50
 #: Runs per page.
 PAGE_SIZE = 25
+#: The largest limit the limiter form accepts (a limit is a 64-bit integer on the wire; no real
+#: downstream allows a billion calls in flight).
+MAX_FORM_LIMIT = 1_000_000_000
+#: The fields of the limiter form, with what each is called in its errors.
+LIMIT_FIELDS = {"concurrency": "concurrency", "rate": "rate", "burst": "burst", "per_key": "per-key concurrency"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +126,18 @@ class RunsSource(Protocol):
         """Every schedule, from the workers that own them."""
         ...
 
+    def limiters(self) -> list[LimiterDescription]:
+        """Every limiter, from the workers that keep them."""
+        ...
+
+    def limiter(self, name: str) -> LimiterDescription:
+        """Limiter `name` with its queue (raises `LimiterNotFoundError`)."""
+        ...
+
+    def permits(self, wf_id: str) -> dict[str, Any] | None:
+        """The run's permits as its worker describes them, with its place in the limiter's line."""
+        ...
+
 
 def parse_filter(
     wf_type: str | None, status: str | None, text: str | None, cursor: str | None, since: str | None = None
@@ -147,6 +169,36 @@ def parse_filter(
         since_ms=since_ms,
         page_token=cursor or None,
     )
+
+
+def parse_limit_form(form: dict[str, str]) -> dict[str, Any]:
+    """The limits of the limiter form (`concurrency`, `rate`, `burst`, `per_key`) as `set_limiter` arguments.
+
+    An empty field is no limit of that kind.
+
+    Raises:
+        InvalidArgumentError: a number that is not a whole number from 1 to `MAX_FORM_LIMIT`, a
+            malformed rate, a burst without a rate, or no limit at all.
+    """
+    out: dict[str, Any] = {}
+    for name, label in LIMIT_FIELDS.items():
+        text = form.get(name, "").strip()
+        if not text:
+            out[name] = None
+        elif name == "rate":
+            out[name] = text
+        elif not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_FORM_LIMIT:
+            raise InvalidArgumentError(
+                f"{label} must be a whole number from 1 to {MAX_FORM_LIMIT:,} (or empty for no {label} limit), "
+                f"got {text!r}",
+                argument=name,
+            )
+        else:
+            out[name] = int(text)
+    spec = make_spec(**out)  # the checks the client makes, before anything is sent
+    if spec.rate_n is not None and spec.rate_n > MAX_FORM_LIMIT:
+        raise InvalidArgumentError(f"a rate grants at most {MAX_FORM_LIMIT:,} permits per period, got {out['rate']!r}")
+    return out
 
 
 class TopicsReader:
@@ -227,6 +279,37 @@ class TopicsReader:
 
         return asyncio.run(read())
 
+    def limiters(self) -> list[LimiterDescription]:
+        """Every limiter, by name, from the workers that keep them (a client of its own, for this read)."""
+
+        async def read() -> list[LimiterDescription]:
+            async with Client(self.conn) as client:
+                return await client.list_limiters()
+
+        return asyncio.run(read())
+
+    def limiter(self, name: str) -> LimiterDescription:
+        """Limiter `name` with its queue (raises `LimiterNotFoundError`)."""
+
+        async def read() -> LimiterDescription:
+            async with Client(self.conn) as client:
+                return await client.describe_limiter(name)
+
+        return asyncio.run(read())
+
+    def permits(self, wf_id: str) -> dict[str, Any] | None:
+        """The run's permits as its worker describes them, with `waiting_for.position` (its place in line).
+
+        Raises:
+            NoWorkerAnsweredError: no worker answered for the run's partition.
+        """
+
+        async def read() -> dict[str, Any] | None:
+            async with Client(self.conn) as client:
+                return (await client.describe(wf_id)).permits
+
+        return asyncio.run(read())
+
     def versions(self) -> Page:
         """The drain counts (`Page.versions`), from the workers' run indexes."""
         if self._lister is None:
@@ -298,3 +381,13 @@ class RunActions:
     async def terminate(self, wf_id: str, reason: str | None, identity: str | None = None) -> None:
         """Terminate the latest run (raises `WorkflowError` if it ended)."""
         await self.client.cancel_run(wf_id, reason, terminate=True, identity=identity)
+
+    async def set_limits(self, name: str, limits: dict[str, Any], identity: str | None = None) -> LimiterDescription:
+        """Set the limits of an existing limiter (`parse_limit_form`'s), keeping its fairness weights.
+
+        Raises:
+            LimiterNotFoundError: no limiter has that name (the UI changes limiters, it does not create them).
+            InvalidArgumentError: limits the limiter refuses.
+        """
+        current = await self.client.describe_limiter(name)
+        return await self.client.set_limiter(name, **limits, weights=dict(current.spec.weights), identity=identity)
