@@ -27,7 +27,7 @@ import random
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,12 +250,22 @@ async def run_with_fault(
     workers_total: int = 1,
     partitions: int = 8,
     seed: int = 15,
+    kafka_config: Mapping[str, str] | None = None,
+    worker_endpoints: Sequence[tuple[str, Mapping[str, str]]] | None = None,
 ) -> FaultReport:
-    """Drive the load for `duration_s` while `fault` runs, then check every run and the namespace."""
-    conn = await Connection.connect(servers, namespace, partitions=partitions)
+    """Drive the load for `duration_s` while `fault` runs, then check every run and the namespace.
+
+    A secured cluster: `kafka_config` holds the credentials of the load's client and of the
+    checks (history, verify, the namespace's deletion); `worker_endpoints`, if given, the
+    bootstrap and credentials of each worker (one per worker; default: `servers`, `kafka_config`).
+    """
+    conn = await Connection.connect(servers, namespace, partitions=partitions, kafka_config=dict(kafka_config or {}))
+    if worker_endpoints is None:
+        worker_endpoints = [(servers, kafka_config or {})] * workers_total
+    assert len(worker_endpoints) == workers_total, (len(worker_endpoints), workers_total)
     workers = [
-        WorkerProcess(servers, namespace, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log")
-        for i in range(workers_total)
+        WorkerProcess(bootstrap, namespace, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log", kafka_config=cfg)
+        for i, (bootstrap, cfg) in enumerate(worker_endpoints)
     ]
     for w in workers:
         w.start()
