@@ -173,6 +173,7 @@ def start_cmd(
             min=1024,
             max=65535,
             help="Client port of node 1; node i uses port+2(i-1), its controller the next one "
+            "(secured: port+3(i-1), then its controller and mTLS ports) "
             "[default: recorded, else 9092, or 19092 for N>1].",
         ),
     ] = None,
@@ -185,7 +186,8 @@ def start_cmd(
         bool | None,
         typer.Option(
             "--secure/--no-secure",
-            help="One node with SASL_SSL (SCRAM-SHA-512) on --port, mTLS on port+2, a CA of its own and the "
+            help="SASL_SSL (SCRAM-SHA-512) on each node's client port, mTLS on its port+2 (also between "
+            "brokers), an SSL controller listener, a certificate per node from a CA of the cluster's own, the "
             "standard authorizer; prints its admin client config [default: recorded, else not].",
             show_default=False,
         ),
@@ -199,7 +201,8 @@ def start_cmd(
         typer.echo(f"Kafka cluster {result.name!r} is already running", err=True)
     if result.admin_config is not None:
         typer.echo(
-            f"secured: SASL_SSL with SCRAM-SHA-512 and mTLS on port+2; admin client config (a super user): "
+            f"secured: SASL_SSL with SCRAM-SHA-512 on each node's client port and mTLS on its port+2; "
+            f"admin client config (a super user): "
             f"grctl --kafka-config {result.admin_config} ...; grant a namespace to a principal with "
             "`grctl namespace acls NAMESPACE --principal User:NAME --apply` (docs/security.md)",
             err=True,

@@ -167,7 +167,8 @@ class ClusterSpec:
     """What a local cluster is; persisted as ``cluster.json`` in its folder.
 
     Node ``i`` (1-based) listens on ``port + 2*(i-1)`` for clients and the next port for the
-    controller quorum, so one port base describes the whole cluster.
+    controller quorum, so one port base describes the whole cluster. A secured cluster's nodes
+    take three ports each: node ``i`` starts at ``port + 3*(i-1)`` (clients, controller, mTLS).
 
     Attributes:
         name: Cluster name (its folder under ``<home>/clusters``).
@@ -175,8 +176,9 @@ class ClusterSpec:
         port: Client port of node 1.
         cluster_id: KRaft cluster id (16 random bytes, base64url without padding).
         kafka_version: Kafka version the storage was formatted with.
-        secure: SASL_SSL (SCRAM-SHA-512) on ``port``, mTLS on ``port + 2``, an authorizer
-            (see `grctl.dev.secure`); one node only.
+        secure: Per node SASL_SSL (SCRAM-SHA-512) on its client port, mTLS on its client port
+            + 2 (also the inter-broker listener), an SSL controller listener with client
+            certificates, an authorizer (see `grctl.dev.secure`).
         advertised_port: The client port node 1 advertises instead of ``port`` (node ``i``:
             ``advertised_port + 2*(i-1)``): put a fault-injecting TCP proxy there, in front of
             ``port``, and every client (and the broker's own inter-broker traffic) goes
@@ -210,23 +212,27 @@ class ClusterSpec:
                 f"invalid advertised port {self.advertised_port}: a plaintext cluster's advertised ports must lie "
                 f"inside 1024..65535"
             )
-        if self.secure and self.brokers != 1:
-            raise LocalKafkaError(f"a secured local cluster has one node, not {self.brokers}: drop --brokers")
-        last = self.port + 2 * self.brokers - 1 + (1 if self.secure else 0)
+        last = self.port + self.ports_per_node * self.brokers - 1
         if self.port < 1024 or last > 65535:
             raise LocalKafkaError(
                 f"invalid port {self.port}: {self.brokers} node(s) need ports {self.port}..{last} inside 1024..65535"
             )
 
     @property
+    def ports_per_node(self) -> int:
+        """Client and controller port per node, and a secured node's mTLS port."""
+        return 3 if self.secure else 2
+
+    @property
     def nodes(self) -> tuple[NodeSpec, ...]:
         """The cluster's nodes, node ids 1..brokers."""
+        step = self.ports_per_node
         return tuple(
             NodeSpec(
                 node_id=i,
-                port=self.port + 2 * (i - 1),
-                controller_port=self.port + 2 * (i - 1) + 1,
-                mtls_port=self.port + 2 if self.secure else None,
+                port=self.port + step * (i - 1),
+                controller_port=self.port + step * (i - 1) + 1,
+                mtls_port=self.port + step * (i - 1) + 2 if self.secure else None,
                 advertised_port=self.advertised_port + 2 * (i - 1) if self.advertised_port is not None else None,
             )
             for i in range(1, self.brokers + 1)
@@ -428,7 +434,14 @@ def server_properties(spec: ClusterSpec, node: NodeSpec, node_dir: Path) -> dict
     if spec.secure:
         assert node.mtls_port is not None
         props.update(
-            _secure.broker_properties(secure_files(node_dir.parent), node.port, node.controller_port, node.mtls_port)
+            _secure.broker_properties(
+                secure_files(node_dir.parent),
+                node.port,
+                node.controller_port,
+                node.mtls_port,
+                node_id=node.node_id,
+                brokers=spec.brokers,
+            )
         )
     if spec.brokers > 1:
         props.update(
@@ -771,7 +784,7 @@ def _port_holder(port: int, home: Path) -> str:
         if spec is None:
             continue
         for node in spec.nodes:
-            if port in (node.port, node.controller_port):
+            if port in (node.port, node.controller_port, node.mtls_port):
                 pid = _node_pid_if_alive(paths, node.node_id)
                 if pid is not None:
                     return f"grctl cluster {name!r} node {node.node_id} (pid {pid}, home {home})"
@@ -1065,8 +1078,8 @@ def ensure_running(
         brokers: Number of nodes; ``None`` means the recorded number, else 1. A recorded
             cluster cannot change its number of nodes (wipe it first).
         port: Client port of node 1 (node i uses ``port + 2*(i-1)`` and the next one for its
-            controller); ``None`` means the recorded port, else 9092 for one node and 19092
-            for more.
+            controller; secured: ``port + 3*(i-1)``, then its controller and mTLS ports);
+            ``None`` means the recorded port, else 9092 for one node and 19092 for more.
         name: Cluster name; ``None`` means ``dev`` for one node, ``cluster<N>`` otherwise.
         home: The dev home folder (see `resolve_home`).
         timeout: Seconds to wait for readiness once the JVMs are started.
@@ -1125,7 +1138,7 @@ def ensure_running(
         check_ports_free(ports, home_dir)
         libs = ensure_jars(home_dir)
         if spec.secure:
-            _secure.ensure_material(paths.cluster_dir, java.path)
+            _secure.ensure_material(paths.cluster_dir, java.path, spec.brokers)
         _write_cluster_files(paths, spec)
         for node in missing:
             _format_node(java, libs, paths, spec, node)
@@ -1566,13 +1579,13 @@ def restart_node(
         if spawned:
             java = find_java()
             libs = ensure_jars(paths.home)
-            check_ports_free(
-                {
-                    node.port: f"node {node_id} client port",
-                    node.controller_port: f"node {node_id} controller port",
-                },
-                paths.home,
-            )
+            ports = {
+                node.port: f"node {node_id} client port",
+                node.controller_port: f"node {node_id} controller port",
+            }
+            if node.mtls_port is not None:
+                ports[node.mtls_port] = f"node {node_id} mTLS port"
+            check_ports_free(ports, paths.home)
             _spawn_node(java, libs, paths, node)
         try:
             _wait_ready(spec, paths, timeout, must_answer=[node])

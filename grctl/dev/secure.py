@@ -1,19 +1,27 @@
 """Certificates, credentials and settings of a secured local cluster (``grctl dev kafka start --secure``).
 
-A secured cluster (one node) has three listeners on 127.0.0.1:
+Each node of a secured cluster has three listeners on 127.0.0.1 (node ``i`` of N starts at
+``port + 3*(i-1)``; one node: ``port``, ``port + 1``, ``port + 2``):
 
 - ``port``: SASL_SSL with SCRAM-SHA-512, the clients' listener (the bootstrap address);
-- ``port + 1``: the KRaft controller, SSL with client certificates;
-- ``port + 2``: SSL with client certificates required (mTLS), also the inter-broker listener.
+- ``port + 1``: the KRaft controller, SSL with client certificates required (the quorum's
+  voters talk to each other, and each broker to the active controller, with mutual TLS);
+- ``port + 2``: SSL with client certificates required (mTLS), also the inter-broker listener
+  (replication between brokers is mutual TLS).
 
 Every certificate is signed by a CA that the cluster makes for itself once, with the JDK's
 ``keytool`` (the broker already needs the JDK, so nothing else is required): PKCS#12 stores for
-the broker and for client certificates, and the CA certificate as PEM for librdkafka's
-``ssl.ca.location``. A certificate's principal is its CN (``ssl.principal.mapping.rules``), a
-SCRAM user's principal is its name. The StandardAuthorizer denies whatever no ACL allows; the
-super users are the ``admin`` SCRAM user (created at storage format, ``--add-scram``) and the
-broker's own certificate. The files live in ``<cluster>/secure/``; ``admin.properties`` there is a
-client config for ``grctl --kafka-config`` (and ``kafka-*.sh --command-config`` uses the same keys).
+the brokers and for client certificates, and the CA certificate as PEM for librdkafka's
+``ssl.ca.location``. Each node has a certificate of its own (SAN ``127.0.0.1`` and ``localhost``):
+one node ``broker.p12`` with CN ``grctl-dev-broker``; node ``i`` of several ``broker-<i>.p12`` with
+CN ``grctl-dev-broker-<i>``. A certificate's principal is its CN (``ssl.principal.mapping.rules``),
+a SCRAM user's principal is its name. The StandardAuthorizer denies whatever no ACL allows; the
+super users are the ``admin`` SCRAM user (created at storage format, ``--add-scram``, on every
+node) and the brokers' own certificates. `reissue_broker_certificate` gives a node a new key and
+certificate from the same CA (a certificate rotation; the node loads it when it starts again, or
+at once through a dynamic ``listener.name.<listener>.ssl.keystore.location`` update). The files
+live in ``<cluster>/secure/``; ``admin.properties`` there is a client config for
+``grctl --kafka-config`` (and ``kafka-*.sh --command-config`` uses the same keys).
 """
 
 from __future__ import annotations
@@ -31,8 +39,12 @@ from grctl.dev._errors import LocalKafkaError
 
 #: The SCRAM super user made at format time.
 ADMIN_USER = "admin"
-#: The broker's certificate CN, which is also its principal (a super user).
+#: The broker's certificate CN, which is also its principal (a super user); node ``i`` of a
+#: cluster of several nodes: ``grctl-dev-broker-<i>`` (`broker_cn`).
 BROKER_CN = "grctl-dev-broker"
+_BROKER_CN_RE = re.compile(rf"^{BROKER_CN}(-[0-9]+)?$")
+#: Where a broker certificate is valid: every local node listens on loopback.
+BROKER_SAN = "ip:127.0.0.1,dns:localhost"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 CERT_VALIDITY_DAYS = 3650
 _CN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -66,7 +78,12 @@ class SecureFiles:
 
     @property
     def broker_keystore(self) -> Path:
+        """The keystore of a one-node cluster's broker."""
         return self.dir / "broker.p12"
+
+    def node_keystore(self, node_id: int, brokers: int) -> Path:
+        """The keystore of node `node_id` of a cluster of `brokers` nodes."""
+        return self.broker_keystore if brokers == 1 else self.dir / f"broker-{node_id}.p12"
 
     @property
     def secrets_file(self) -> Path:
@@ -100,9 +117,17 @@ class SecureFiles:
         return self._secrets()["admin_password"]
 
 
-def broker_properties(files: SecureFiles, port: int, controller_port: int, mtls_port: int) -> dict[str, str]:
-    """The listener, TLS, SASL and authorizer settings of the secured node."""
+def broker_cn(node_id: int, brokers: int) -> str:
+    """The certificate CN (and principal) of node `node_id` of a cluster of `brokers` nodes."""
+    return BROKER_CN if brokers == 1 else f"{BROKER_CN}-{node_id}"
+
+
+def broker_properties(
+    files: SecureFiles, port: int, controller_port: int, mtls_port: int, *, node_id: int = 1, brokers: int = 1
+) -> dict[str, str]:
+    """The listener, TLS, SASL and authorizer settings of one secured node."""
     password = files.store_password
+    brokers_principals = ";".join(f"User:{broker_cn(i, brokers)}" for i in range(1, brokers + 1))
     return {
         "listeners": (
             f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},MTLS://127.0.0.1:{mtls_port}"
@@ -118,7 +143,7 @@ def broker_properties(files: SecureFiles, port: int, controller_port: int, mtls_
         "listener.name.mtls.ssl.client.auth": "required",
         "listener.name.controller.ssl.client.auth": "required",
         "ssl.keystore.type": "PKCS12",
-        "ssl.keystore.location": str(files.broker_keystore),
+        "ssl.keystore.location": str(files.node_keystore(node_id, brokers)),
         "ssl.keystore.password": password,
         "ssl.key.password": password,
         "ssl.truststore.type": "PKCS12",
@@ -127,7 +152,7 @@ def broker_properties(files: SecureFiles, port: int, controller_port: int, mtls_
         # A certificate's principal is its CN: CN=alice authenticates as User:alice.
         "ssl.principal.mapping.rules": "RULE:^CN=([^,]+).*$/$1/,DEFAULT",
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "super.users": f"User:{ADMIN_USER};User:{BROKER_CN}",
+        "super.users": f"User:{ADMIN_USER};{brokers_principals}",
         "allow.everyone.if.no.acl.found": "false",
     }
 
@@ -205,8 +230,8 @@ def _signed_keypair(keytool: str, files: SecureFiles, store: Path, cn: str, san:
     tmp.replace(store)
 
 
-def ensure_material(cluster_dir: Path, java_path: str) -> SecureFiles:
-    """Make the cluster's CA, broker keystore, truststore and passwords if they do not exist yet."""
+def ensure_material(cluster_dir: Path, java_path: str, brokers: int = 1) -> SecureFiles:
+    """Make the cluster's CA, broker keystores, truststore and passwords if they do not exist yet."""
     files = SecureFiles(cluster_dir / "secure")
     files.dir.mkdir(parents=True, exist_ok=True)
     os.chmod(files.dir, 0o700)
@@ -217,13 +242,14 @@ def ensure_material(cluster_dir: Path, java_path: str) -> SecureFiles:
         )
         os.chmod(tmp, 0o600)
         tmp.replace(files.secrets_file)
-    if files.broker_keystore.exists() and files.truststore.exists() and files.ca_pem.exists():
+    stores = [files.node_keystore(i, brokers) for i in range(1, brokers + 1)]
+    if all(store.exists() for store in stores) and files.truststore.exists() and files.ca_pem.exists():
         _write_admin_properties(files)
         return files
     keytool = _keytool(java_path)
     pw = files.store_password
     common = ["-storetype", "PKCS12", "-storepass", pw]
-    for stale in (files.ca_store, files.ca_pem, files.truststore, files.broker_keystore):
+    for stale in (files.ca_store, files.ca_pem, files.truststore, *stores):
         stale.unlink(missing_ok=True)
     _run(keytool, "-genkeypair", "-alias", "ca", "-dname", "CN=grctl-dev-ca", "-ext", "bc:c", "-keyalg", "RSA",
          "-keysize", "2048", "-validity", str(CERT_VALIDITY_DAYS),
@@ -242,9 +268,30 @@ def ensure_material(cluster_dir: Path, java_path: str) -> SecureFiles:
     )
     _run(keytool, "-importcert", "-noprompt", "-alias", "ca", "-file", str(files.ca_pem),
          "-keystore", str(files.truststore), *common)  # fmt: skip
-    _signed_keypair(keytool, files, files.broker_keystore, BROKER_CN, "ip:127.0.0.1,dns:localhost")
+    for node_id, store in enumerate(stores, start=1):
+        _signed_keypair(keytool, files, store, broker_cn(node_id, brokers), BROKER_SAN)
     _write_admin_properties(files)
     return files
+
+
+def reissue_broker_certificate(files: SecureFiles, node_id: int, brokers: int, java_path: str, store: Path) -> Path:
+    """A new key pair and certificate for node `node_id`, signed by the cluster's CA, written to `store`.
+
+    Same CN and SAN as the node's first certificate (Kafka refuses a dynamically reloaded
+    keystore whose subject or SANs differ), a new key and serial number. `store` may be the
+    node's keystore itself (replaced atomically; the node reads it when it starts again) or a
+    new file for a dynamic ``listener.name.<listener>.ssl.keystore.location`` update.
+
+    Returns:
+        `store`.
+
+    Raises:
+        LocalKafkaError: keytool failed, or the cluster has no node `node_id`.
+    """
+    if not 1 <= node_id <= brokers:
+        raise LocalKafkaError(f"no node {node_id}: the cluster's nodes are 1..{brokers}")
+    _signed_keypair(_keytool(java_path), files, store, broker_cn(node_id, brokers), BROKER_SAN)
+    return store
 
 
 def issue_client_certificate(files: SecureFiles, cn: str, java_path: str) -> dict[str, str]:
@@ -255,8 +302,8 @@ def issue_client_certificate(files: SecureFiles, cn: str, java_path: str) -> dic
     """
     if not _CN_RE.match(cn):
         raise LocalKafkaError(f"invalid certificate name {cn!r}: use letters, digits, '.', '_' or '-' (max 63)")
-    if cn == BROKER_CN:
-        raise LocalKafkaError(f"{cn!r} is the broker's own principal (a super user): pick another name")
+    if _BROKER_CN_RE.match(cn):
+        raise LocalKafkaError(f"{cn!r} is a broker's own principal (a super user): pick another name")
     store = files.client_keystore(cn)
     if not store.exists():
         _signed_keypair(_keytool(java_path), files, store, cn, None)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,23 @@ class WorkerProcess:
     """A worker in a subprocess that the test can SIGKILL and restart with the same state dir."""
 
     def __init__(
-        self, servers: str, namespace: str, state_dir: Path, log: Path, env: dict[str, str] | None = None
+        self,
+        servers: str,
+        namespace: str,
+        state_dir: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        kafka_config: Mapping[str, str] | None = None,
     ) -> None:
         self.args = [
             sys.executable, "-m", "tests.crash.worker_proc",
             "--servers", servers, "--namespace", namespace, "--state-dir", str(state_dir),
         ]  # fmt: skip
+        if kafka_config:  # a secured cluster's credentials, in a file beside the log (mode 0600)
+            props = log.with_name(f"{log.stem}.kafka.properties")
+            props.touch(mode=0o600)
+            props.write_text("".join(f"{k}={v}\n" for k, v in kafka_config.items()))
+            self.args += ["--kafka-config", str(props)]
         self.state_dir = state_dir
         self.log = log
         self.env = {**os.environ, **env} if env else None
@@ -96,15 +107,18 @@ class WorkerProcess:
                 self.proc.wait(10)
 
 
-def read_history(servers: str, topic: str, partitions: int) -> list[Any]:
+def read_history(servers: str, topic: str, partitions: int, config: Mapping[str, Any] | None = None) -> list[Any]:
     """Every committed history record of the namespace (each partition read to its end offset)."""
-    return [history_decoder.decode(m.value()) for m in read_committed(servers, topic, range(partitions), timeout=120)]
+    return [
+        history_decoder.decode(m.value())
+        for m in read_committed(servers, topic, range(partitions), timeout=120, config=config)
+    ]
 
 
 def history_by_run(servers: str, conn: Connection) -> dict[str, list[Any]]:
-    """The namespace's committed history records, by workflow id."""
+    """The namespace's committed history records, by workflow id (read with `conn`'s credentials)."""
     by_run: dict[str, list[Any]] = defaultdict(list)
-    for rec in read_history(servers, conn.topics.history, conn.num_partitions):
+    for rec in read_history(servers, conn.topics.history, conn.num_partitions, conn.kafka_config):
         by_run[rec.wf_id].append(rec)
     return by_run
 

@@ -1,6 +1,6 @@
 """A worker process for crash tests: serves `Counter`, `FanOut`, `Waiter` until SIGTERM (or SIGKILL).
 
-Run: python -m tests.crash.worker_proc --servers HOST:PORT --namespace NS --state-dir DIR
+Run: python -m tests.crash.worker_proc --servers HOST:PORT --namespace NS --state-dir DIR [--kafka-config FILE]
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import sys
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from confluent_kafka import Producer
 
 from grctl import Connection, Context, Directive, Limiter, RetryPolicy, Worker, Workflow, task
+from grctl.cli.common import read_kafka_config_file
 from grctl.worker import ChildOutcome, Source, StartRun
 
 STEPS = ["start", "s1", "s2", "s3", "s4"]
@@ -217,12 +219,14 @@ async def main(argv: list[str]) -> None:
     ap.add_argument("--servers", required=True)
     ap.add_argument("--namespace", required=True)
     ap.add_argument("--state-dir", required=True)
+    ap.add_argument("--kafka-config", type=Path, help="librdkafka settings, a key=value file (a secured cluster)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
     logging.getLogger("grctl.worker").setLevel(logging.DEBUG)  # rebalance and restore detail in the test logs
     # SIGUSR1 writes every thread's stack to the log (`WorkerProcess.dump_stacks`): what a stalled worker waits on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    conn = await Connection.connect(args.servers, args.namespace)
+    kafka_config = read_kafka_config_file(args.kafka_config) if args.kafka_config else None
+    conn = await Connection.connect(args.servers, args.namespace, kafka_config=kafka_config)
     sources = [Source(SOURCE_TOPIC, lambda rec: StartRun("Counter"), format="raw")] if SOURCE_TOPIC else None
     _audit_servers.append(args.servers)
     limiters = [Limiter("audit-api", concurrency=AUDIT_LIMIT)] if AUDIT_TOPIC else None

@@ -27,7 +27,7 @@ import random
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,12 +250,27 @@ async def run_with_fault(
     workers_total: int = 1,
     partitions: int = 8,
     seed: int = 15,
+    kafka_config: Mapping[str, str] | None = None,
+    worker_endpoints: Sequence[tuple[str, Mapping[str, str]]] | None = None,
+    load_while_fault: bool = False,
 ) -> FaultReport:
-    """Drive the load for `duration_s` while `fault` runs, then check every run and the namespace."""
-    conn = await Connection.connect(servers, namespace, partitions=partitions)
+    """Drive the load for `duration_s` while `fault` runs, then check every run and the namespace.
+
+    `load_while_fault`: the load goes on past `duration_s` until the fault has ended, so that a
+    fault whose length depends on the machine (brokers restarting on a busy one) is under load
+    from its beginning to its end.
+
+    A secured cluster: `kafka_config` holds the credentials of the load's client and of the
+    checks (history, verify, the namespace's deletion); `worker_endpoints`, if given, the
+    bootstrap and credentials of each worker (one per worker; default: `servers`, `kafka_config`).
+    """
+    conn = await Connection.connect(servers, namespace, partitions=partitions, kafka_config=dict(kafka_config or {}))
+    if worker_endpoints is None:
+        worker_endpoints = [(servers, kafka_config or {})] * workers_total
+    assert len(worker_endpoints) == workers_total, (len(worker_endpoints), workers_total)
     workers = [
-        WorkerProcess(servers, namespace, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log")
-        for i in range(workers_total)
+        WorkerProcess(bootstrap, namespace, tmp_path / f"state-{i}", tmp_path / f"worker-{i}.log", kafka_config=cfg)
+        for i, (bootstrap, cfg) in enumerate(worker_endpoints)
     ]
     for w in workers:
         w.start()
@@ -270,7 +285,10 @@ async def run_with_fault(
         fault_task = asyncio.create_task(fault(ctx))
         tasks = []
         total = int(rate * duration_s)
-        for i in range(total):
+        # With `load_while_fault`, past `duration_s` as long as the fault is not over.
+        for i in itertools.count():
+            if i >= total and not (load_while_fault and not fault_task.done()):
+                break
             delay = t_start + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -302,7 +320,7 @@ async def run_with_fault(
     report.rate_before = len(before) / span
     # Recovered: a window completes 80 % of the offered rate (the rate measured before the first
     # fault is short and includes the warm-up, so it is reported, not used).
-    report.recovery_s = recovery_times(done, ctx.fault_times, rate, load_end=t_start + duration_s)
+    report.recovery_s = recovery_times(done, ctx.fault_times, rate, load_end=t_start + len(runs) / rate)
     gaps = [b - a for a, b in itertools.pairwise(done)]
     report.longest_gap_s = max(gaps, default=0.0)
     by_partition: dict[int, list[float]] = defaultdict(list)

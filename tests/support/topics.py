@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -83,17 +83,28 @@ def read_until(consumer: Consumer, ends: Mapping[int, int], deadline: float) -> 
         records.append(msg)
 
 
-def read_committed(servers: str, topic: str, partitions: Iterable[int], timeout: float = TIMEOUT_S) -> list[Message]:
+def read_committed(
+    servers: str,
+    topic: str,
+    partitions: Iterable[int],
+    timeout: float = TIMEOUT_S,
+    *,
+    config: Mapping[str, Any] | None = None,
+) -> list[Message]:
     """Every committed record of `partitions` of `topic`, from the beginning to their settled end offsets.
+
+    `config`: more librdkafka settings (a secured cluster's credentials).
 
     Raises:
         AssertionError: the end offsets were not settled, or not reached, within `timeout` seconds.
     """
     deadline = time.monotonic() + timeout
     tps = [TopicPartition(topic, p) for p in partitions]
-    ends = settled_end_offsets(AdminClient({"bootstrap.servers": servers}), tps, timeout)
+    extra = dict(config or {})
+    ends = settled_end_offsets(AdminClient({"bootstrap.servers": servers, **extra}), tps, timeout)
     consumer = Consumer(
         {
+            **extra,
             "bootstrap.servers": servers,
             "group.id": f"{topic}-test-reader",
             "enable.auto.commit": False,
