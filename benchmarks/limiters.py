@@ -7,13 +7,17 @@ the same one-step workflow without a `ctx.limit` section.
 
 1. Light load: 200 runs of each kind one after another, interleaved (plain, limited, plain, ...);
    start -> result latency per run, p50/p99, and the difference of the medians: what an
-   uncontended acquire (its request, the grant, the step's re-execution, the release) adds.
+   uncontended acquire (its request, the grant, the step's re-execution, the release) adds. With
+   one worker every request stays in the worker (`LocalInputs`); at the end (4.) a second worker
+   joins and the same is measured again, split by whether the run's partition and the limiter's
+   are owned by the same worker or not (request and grant then go through Kafka).
 2. Grants per second, uncontended: `--runs` limited runs started at once (500 in flight at most)
    on a limiter of concurrency 100,000, against `--runs` plain runs the same way: completed runs
    per second, and their ratio. Every run's grant is made by the one partition that keeps the
    limiter.
 3. Grants per second, contended: the same runs on a limiter of concurrency 20: each grant waits
    for a release, so this is the permit's cycle (release -> grant -> re-execution -> release).
+4. Light load again with two workers (see 1.).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from ulid import ULID
 
 from grctl import Client, Connection, Context, Directive, Worker, Workflow
+from grctl.kafka.partitioner import partition_for
 
 plain_wf = Workflow(workflow_type="Plain")
 limited_wf = Workflow(workflow_type="Limited")
@@ -53,26 +58,41 @@ def pct(values: list[float], q: float) -> float:
     return round(values[min(len(values) - 1, int(q * len(values)))], 2)
 
 
-async def latency(client: Client, n: int) -> dict[str, Any]:
+async def latency(client: Client, n: int, tag: str, same_owner: Any = None) -> dict[str, Any]:
+    """Plain and limited runs one after another, interleaved; with `same_owner`, limited runs split by
+    whether the worker that owns the run's partition also keeps the limiter (the request stays in the
+    worker) or not (request and grant go through Kafka)."""
     plain: list[float] = []
-    limited: list[float] = []
+    limited: dict[str, list[float]] = {"local": [], "across": []}
     for i in range(n):
-        for kind, out in (("Plain", plain), ("Limited", limited)):
+        for kind in ("Plain", "Limited"):
+            wf_id = f"lat-{tag}-{kind}-{i}"
             payload: dict[str, Any] = {"value": i}
             if kind == "Limited":
                 payload["limiter"] = "open"
             t0 = time.perf_counter()
-            await client.run_workflow(kind, f"lat-{kind}-{i}", payload)
-            out.append((time.perf_counter() - t0) * 1000)
-    p50_plain, p50_limited = pct(plain, 0.5), pct(limited, 0.5)
-    return {
-        "runs_each": n,
-        "plain_p50_ms": p50_plain,
-        "plain_p99_ms": pct(plain, 0.99),
-        "limited_p50_ms": p50_limited,
-        "limited_p99_ms": pct(limited, 0.99),
-        "acquire_adds_p50_ms": round(p50_limited - p50_plain, 2),
-    }
+            await client.run_workflow(kind, wf_id, payload)
+            ms = (time.perf_counter() - t0) * 1000
+            if kind == "Plain":
+                plain.append(ms)
+            else:
+                limited["local" if same_owner is None or same_owner(wf_id) else "across"].append(ms)
+    out: dict[str, Any] = {"runs_each": n, "plain_p50_ms": pct(plain, 0.5), "plain_p99_ms": pct(plain, 0.99)}
+    for where, values in limited.items():
+        if values:
+            out[f"limited_{where}_runs"] = len(values)
+            out[f"limited_{where}_p50_ms"] = pct(values, 0.5)
+            out[f"limited_{where}_p99_ms"] = pct(values, 0.99)
+            out[f"acquire_{where}_adds_p50_ms"] = round(pct(values, 0.5) - pct(plain, 0.5), 2)
+    return out
+
+
+def owner_of(workers: list[Worker], partition: int) -> int | None:
+    for n, w in enumerate(workers):
+        session = w.session
+        if session is not None and partition in session.partitions.processors:
+            return n
+    return None
 
 
 async def throughput(client: Client, kind: str, runs: int, limiter: str | None, tag: str) -> float:
@@ -109,13 +129,30 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 # Warm up both paths (topics, caches) before measuring.
                 await client.run_workflow("Plain", "warm-p", {"value": 0})
                 await client.run_workflow("Limited", "warm-l", {"value": 0, "limiter": "open"})
-                lat = await latency(client, args.light)
+                lat = await latency(client, args.light, "one")
                 plain_rate = await throughput(client, "Plain", args.runs, None, "tp")
                 open_rate = await throughput(client, "Limited", args.runs, "open", "to")
                 plain_rate2 = await throughput(client, "Plain", args.runs, None, "tp2")  # the baseline again, after
                 twenty_rate = await throughput(client, "Limited", args.runs, "twenty", "tt")
                 twenty = await client.describe_limiter("twenty")
                 opened = await client.describe_limiter("open")
+                # A second worker (in this process): the runs of its partitions reach the limiter through Kafka.
+                second = Worker([plain_wf, limited_wf], conn, state_dir=Path(tmp) / "w2")
+                running2 = asyncio.create_task(second.run())
+                both = [worker, second]
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 120
+                while not all(w.session is not None and len(w.session.partitions.processors) == 6 for w in both):
+                    assert loop.time() < deadline, "the two workers did not share the 12 partitions"
+                    await asyncio.sleep(0.2)
+                limiter_owner = owner_of(both, partition_for("open", 12))
+
+                def same_owner(wf_id: str) -> bool:
+                    return owner_of(both, partition_for(wf_id, 12)) == limiter_owner
+
+                lat2 = await latency(client, args.light, "two", same_owner)
+                await second.stop()
+                await running2
         finally:
             await worker.stop()
             await running
@@ -123,7 +160,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "servers": servers,
         "partitions": 12,
-        "light_load": lat,
+        "light_load_one_worker": lat,
+        "light_load_two_workers": lat2,
         "runs": args.runs,
         "plain_runs_per_s": [round(plain_rate, 1), round(plain_rate2, 1)],
         "uncontended_grants_per_s": round(open_rate, 1),
