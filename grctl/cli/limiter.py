@@ -1,4 +1,4 @@
-"""``grctl limiter ...``: list, inspect, set and delete limiters (docs/flow-control.md).
+"""``grctl limiter ...``: list, inspect, set and delete limiters (docs/tutorials/flow-control.md).
 
 Every command goes through `Client` (a limiter lives in the partition that owns its name and
 only that partition's worker answers), so a worker of the namespace must be running.

@@ -1,4 +1,4 @@
-"""What a client reads of limiters, and how their refusals become errors (docs/flow-control.md)."""
+"""What a client reads of limiters, and how their refusals become errors (docs/tutorials/flow-control.md)."""
 
 from __future__ import annotations
 

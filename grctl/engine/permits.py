@@ -1,4 +1,4 @@
-"""Permits in the run state machine: pure transitions, no I/O, no clock (docs/flow-control.md).
+"""Permits in the run state machine: pure transitions, no I/O, no clock (docs/tutorials/flow-control.md).
 
 A step that enters `async with ctx.limit("payments-api", key=...)` for the first time suspends;
 its outcome ("limit") names the request. From there everything is a transition of the run:

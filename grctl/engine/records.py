@@ -599,7 +599,7 @@ class RunRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     remote: RemoteTask | None = None
     #: Its priority for limiters (1 first .. 5 last), inherited by its children.
     priority: int = DEFAULT_PRIORITY
-    #: The permit its suspended step waits for, and the permits it holds (docs/flow-control.md).
+    #: The permit its suspended step waits for, and the permits it holds (docs/tutorials/flow-control.md).
     acquire: PendingAcquire | None = None
     permits: list[HeldPermit] = []
     v: int = SCHEMA_VERSION

@@ -1,4 +1,4 @@
-"""Limiters: durable concurrency and rate limits of a namespace (docs/flow-control.md).
+"""Limiters: durable concurrency and rate limits of a namespace (docs/tutorials/flow-control.md).
 
 A model rather than an engine record because both a workflow module (`Limiter`, declared next to
 its workflows) and the engine (the limiter's record) read it, and the authoring package may import

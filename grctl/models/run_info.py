@@ -70,7 +70,7 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
         priority: its priority for limiters, 1 (first) to 5 (last); children inherit it.
         permits: the limiter permit its suspended step waits for (`waiting_for`: limiter, key,
             since_ms, and `position`, how many requests are ahead of it) and the permits it
-            holds (`holding`), if any (docs/flow-control.md).
+            holds (`holding`), if any (docs/tutorials/flow-control.md).
     """
 
     id: str

@@ -468,7 +468,7 @@ class Context:
     def limit(
         self, limiter: str, *, key: str | None = None, fairness: str | None = None, priority: int | None = None
     ) -> LimitSection:
-        """A section of the step that runs only with a permit of `limiter` (docs/flow-control.md).
+        """A section of the step that runs only with a permit of `limiter` (docs/tutorials/flow-control.md).
 
         ``async with ctx.limit("payments-api", key=customer_id, fairness=tenant): ...``
 
