@@ -81,6 +81,8 @@ class TaskRequest(msgspec.Struct, kw_only=True):
     payload: Any = None
     idempotency_key: str
     scheduled_ms: int
+    #: The run's priority for limiters, 1 (first) to 5 (last), inherited by its remote tasks.
+    priority: int = 3
     schedule_to_start_ms: int | None = None
     start_to_close_ms: int | None = None
     heartbeat_ms: int | None = None
@@ -184,6 +186,7 @@ def send_attempt(tr: Transition, run: RunRecord, rt: RemoteTask, now_ms: int) ->
         payload=rt.payload,
         idempotency_key=idempotency_key(run.run_id, rt.task_id),
         scheduled_ms=now_ms,
+        priority=run.priority,
         schedule_to_start_ms=rt.schedule_to_start_ms,
         start_to_close_ms=rt.start_to_close_ms,
         heartbeat_ms=rt.heartbeat_ms,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import urllib.request
 from collections import defaultdict
 from typing import Any
 
@@ -78,7 +79,7 @@ async def start_runs(client: Client, ids: list[str], limiter: str, **kw: Any) ->
 
 
 async def test_concurrency_holds_across_runs_and_every_permit_comes_back(workers: Any, client: Client) -> None:
-    await workers.start([wf])
+    worker = await workers.start([wf], metrics_port=0)
     await client.set_limiter("api", concurrency=2)
     ids = [f"c{i}" for i in range(8)]
     handles = await start_runs(client, ids, "api")
@@ -102,6 +103,15 @@ async def test_concurrency_holds_across_runs_and_every_permit_comes_back(workers
     kinds = [e.kind for e in events]
     assert kinds.index(HistoryKind.permit_requested) < kinds.index(HistoryKind.permit_granted)
     assert kinds.index(HistoryKind.permit_released) < kinds.index(HistoryKind.run_completed)
+    # The worker that keeps the limiter exports it.
+    assert worker.metrics_address is not None
+    url = f"http://127.0.0.1:{worker.metrics_address[1]}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+    assert 'grctl_limiter_grants_total{limiter="api"} 8.0' in text
+    assert 'grctl_limiter_releases_total{limiter="api"} 8.0' in text
+    assert 'grctl_limiter_in_use{limiter="api"} 0.0' in text
+    assert 'grctl_limiter_concurrency_limit{limiter="api"} 2.0' in text
+    assert "grctl_limiter_wait_seconds_count 8.0" in text
     # The replayer places the grant at its journal position: the run replays.
     replayed = Replayer([wf]).replay(events)
     assert replayed.ok, replayed.divergence
