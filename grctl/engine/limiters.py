@@ -92,23 +92,38 @@ class LimiterState:
             state.key_use[h.key] = state.key_use.get(h.key, 0) + 1
         return state
 
+    def _queue_key(self, w: LimitWaiter) -> str:
+        """The queue a request waits in within its fairness key: its key only when a per-key limit
+        applies (without one, one queue per fairness key keeps a grant's choice independent of how
+        many keys there are)."""
+        return w.key if self.record.spec.per_key is not None else ""
+
     def _enqueue(self, w: LimitWaiter) -> None:
         self.waiters[w.holder] = w
         by_fair = self.queues.setdefault(w.priority, {})
         by_key = by_fair.setdefault(w.fairness, {})
-        by_key.setdefault(w.key, collections.deque()).append(w.holder)
+        by_key.setdefault(self._queue_key(w), collections.deque()).append(w.holder)
+
+    def requeue(self) -> None:
+        """Rebuild the queues (the per-key limit was set or removed: requests are grouped by key or not)."""
+        waiting = sorted(self.waiters.values(), key=lambda w: w.arrival)
+        self.waiters.clear()
+        self.queues.clear()
+        for w in waiting:
+            self._enqueue(w)
 
     def _dequeue(self, w: LimitWaiter) -> None:
         del self.waiters[w.holder]
         by_fair = self.queues[w.priority]
         by_key = by_fair[w.fairness]
-        q = by_key[w.key]
+        qkey = self._queue_key(w)
+        q = by_key[qkey]
         if q[0] == w.holder:
             q.popleft()
         else:
             q.remove(w.holder)
         if not q:
-            del by_key[w.key]
+            del by_key[qkey]
             if not by_key:
                 del by_fair[w.fairness]
                 if not by_fair:
@@ -316,7 +331,10 @@ class LimiterMachine:
                     tr.replies.append((cmd.reply_to, _ok(cmd.reply_to, rec)))
                 return tr, state  # the code's declaration was applied before: runtime changes stand
             _refill(rec, now_ms)
+            grouped = rec.spec.per_key is not None
             rec.spec = spec
+            if grouped != (spec.per_key is not None):
+                state.requeue()
             rec.tokens_u = min(rec.tokens_u, spec.capacity * UNIT)
             rec.updated_ms = now_ms
             rec.updated_by = by

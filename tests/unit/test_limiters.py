@@ -619,3 +619,17 @@ def test_the_two_sides_together_never_count_a_permit_without_its_holder() -> Non
     held = {holder_id(r.run_id, p.acquire_id) for r in runs.values() for p in r.permits}
     assert set(t.state.holders) == held
     assert all(r.state != RunStateKind.step for r in runs.values()) or t.state.record.in_use == len(held)
+
+
+def test_setting_and_removing_a_per_key_limit_at_runtime_regroups_the_waiting() -> None:
+    t = make(concurrency=1)
+    busy = t.acquire("busy", key="A")
+    for i, key in enumerate("AAB"):
+        t.acquire(f"r{i}-{key}", key=key)
+    make(t, concurrency=2, per_key=1)  # now each key at most 1: A is full (busy), B goes in
+    assert t.granted_runs == ["busy", "r2-B"]
+    t.release(busy)
+    assert t.granted_runs == ["busy", "r2-B", "r0-A"]
+    make(t, concurrency=3)  # no per-key limit any more: the last A goes in beside the other A
+    assert t.granted_runs == ["busy", "r2-B", "r0-A", "r1-A"]
+    assert t.state is not None and t.state.record.waiting == 0
