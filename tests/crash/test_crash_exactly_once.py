@@ -145,6 +145,13 @@ def kill_and_restart(kills: int, wipe_state: bool) -> Chaos:
         for _ in range(kills):
             await asyncio.sleep(rng.uniform(1.0, 4.0))
             victim = rng.choice([w for w in workers if w.proc is not None and w.proc.poll() is None])
+            if wipe_state:
+                # A worker killed before its first assignment has no partition folder to wipe (a
+                # run failed so): kill it once it holds one, so that the restore is from the changelog.
+                deadline = asyncio.get_running_loop().time() + 60
+                while not (victim.state_dir.exists() and any(db.is_dir() for db in victim.state_dir.iterdir())):
+                    assert asyncio.get_running_loop().time() < deadline, f"{victim.state_dir} never got a partition"
+                    await asyncio.sleep(0.1)
             victim.kill()
             if wipe_state:
                 # The RocksDB folders go (one per partition); the worker's identity file stays.

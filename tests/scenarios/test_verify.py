@@ -114,7 +114,7 @@ async def test_verify_names_a_duplicated_step_and_orphaned_state(
     assert producer.flush(10) == 0
     code, body = await asyncio.get_running_loop().run_in_executor(None, _cli_verify, connection)
     assert code == 1 and not body["clean"]
-    assert body["counts"] == {"lost": 0, "duplicated": 1, "orphaned": 1}
+    assert body["counts"] == {"lost": 0, "duplicated": 1, "orphaned": 1, "leaked": 0}
     assert body["findings"] == [
         {"kind": "duplicated", "wf_id": "shop-7", "run_id": run_id,
          "what": "step.completed written 2 times for step number 2"},
