@@ -18,7 +18,7 @@ also read anew on every call: `commit_linger_s`, `schema_registry_url`, `event_l
 | GRCTL_SCHEMA_REGISTRY_URL | none | `schema_registry_url` | Worker (`SchemaRegistry.from_env`) |
 | GRCTL_GROUP_PROTOCOL | classic | `group_protocol` | Worker: its group protocol (classic, consumer) |
 | GRCTL_SUPERVISOR_PID | none | `supervisor_pid` | a child of `grctl worker --processes` |
-| GRCTL_EVENT_LOOP | asyncio | `event_loop` | `grctl worker` and `grctl.worker.event_loop.run`: asyncio's loop or uvloop (`grctl[uvloop]`) |
+| GRCTL_EVENT_LOOP | asyncio | `event_loop` | `grctl worker`, `grctl.worker.event_loop.run`: asyncio or uvloop |
 | GRCTL_DEV_HOME | $XDG_CACHE_HOME/grctl (~/.cache/grctl) | `dev_home` | `grctl.dev`: jars and local clusters |
 | GRCTL_DEV_KAFKA_HEAP_OPTS | -Xms256m -Xmx512m | `dev_kafka_heap_opts` | `grctl.dev.kafka`: the broker JVM's heap |
 | GRCTL_DEV_MAVEN_SETTINGS | a settings.xml mirroring Central | `dev_maven_settings` | `grctl.dev.registry`: its fetch |

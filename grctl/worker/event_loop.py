@@ -64,7 +64,7 @@ def run(main: Coroutine[Any, Any, T], *, loop: str | None = None) -> T:
 
 
 def running_loop_name() -> str:
-    """"uvloop" or "asyncio": the loop this coroutine runs on (for the worker's start line)."""
+    """The loop this coroutine runs on: "uvloop" or "asyncio" (`Worker.run` compares it with the setting)."""
     return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
 
 
