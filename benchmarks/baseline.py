@@ -11,37 +11,30 @@ flight, and each step produces what one engine step produces:
 and each batch is published with the consumed offsets in one transaction (EOS v2:
 `send_offsets_to_transaction` with the consumer group metadata), transactions back to back.
 
-Two traffic models:
-
-- **due steps** (the engine since it stopped writing a next-step record per step, see
-  docs/engine.md "Due steps"): a run's start record is consumed from `directives` and plays
-  step 1; a step played in one transaction makes the run's next step due, and it is played in
-  the next transaction, once that one committed (the engine starts a step after the commit
-  that dispatched it). Only the start records are consumed, so a chain's transactions touch
-  `directives` offsets only when a run starts.
-- **echo** (the engine before that, kept for reference, variants labelled `-echo`): every step
-  is a next-step record (`NextCmd`) consumed from `directives`, and each step produces the
-  run's next one back to `directives`. A record becomes readable (read_committed) only once
-  its transaction committed, so it is the same closed loop, with one more record per step.
+The traffic is the engine's present one, **due steps** (since the engine stopped writing a
+next-step record per step, see docs/engine.md "Due steps"): a run's start record is consumed
+from `directives` and plays step 1; a step played in one transaction makes the run's next step
+due, and it is played in the next transaction, once that one committed (the engine starts a
+step after the commit that dispatched it). Only the start records are consumed, so a chain's
+transactions touch `directives` offsets only when a run starts.
 
 Variants (each in its own namespace, measured in the same run as the engine):
 
-- `confluent-thread`: confluent-kafka's plain Consumer and Producer, in a thread (due steps,
-  one step of a run per transaction: 2 state records per step);
-- `confluent-thread-2`: the same playing two steps of a run per transaction, their history in
-  full and the run's state once (1 state record per step): the pipelined engine's traffic,
-  which starts a run's next step at once and rewrites its record within a batch (the chain
-  scenario reports its state records per step; this loop's are 1.0 plus markers);
-- `confluent-no-txn`: the same without transactions (idempotent producer, async offset
-  commits; at-least-once): what the transactions cost;
-- `confluent-thread-echo`: the plain clients, echo traffic;
-- `confluent-asyncio-echo`: confluent-kafka's `AIOConsumer` / `AIOProducer` (2.16), echo;
-- `aiokafka-echo`: `AIOKafkaConsumer` / `AIOKafkaProducer` (its `send_offsets_to_transaction`
-  takes a group id only: no generation fencing, i.e. not KIP-447), echo.
+- `confluent-thread-2` (**the raw loop**: the ceiling of every ratio, the chain's pairs, the
+  partition scenario): confluent-kafka's plain Consumer and Producer in a thread, playing two
+  steps of a run per transaction, their history in full and the run's state once (1 state
+  record per step): the pipelined engine's traffic, which starts a run's next step at once and
+  rewrites its record within a batch (the chain scenario reports its state records per step;
+  this loop's are 1.0 plus markers);
+- `confluent-thread`: the same, one step of a run per transaction (2 state records per step);
+- `confluent-no-txn`: as `confluent-thread` without transactions (idempotent producer, async
+  offset commits; at-least-once): what the transactions cost.
 
-The ceiling for the engine's ratios is the best of `confluent-thread` and
-`confluent-thread-2`: the loops that move the engine's present traffic; the echo variants show
-what the older traffic allowed.
+History: until issue 32 the baseline also ran the **echo** traffic (every step a next-step
+record consumed from and produced back to `directives`, the engine's traffic before the due
+steps) with the plain clients, confluent-kafka's `AIOConsumer`/`AIOProducer` and aiokafka. The
+engine no longer moves that traffic, so those loops measured nothing it does; their last
+figures are in benchmarks/README.md ("History: the echo loops").
 """
 
 from __future__ import annotations
@@ -52,23 +45,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiokafka
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.aio import AIOConsumer, AIOProducer
 
 from grctl.engine.keys import run_key, store_key
-from grctl.engine.records import HistoryRecord, NextCmd, RunRecord, StartCmd, directive_decoder, encoder
+from grctl.engine.records import HistoryRecord, RunRecord, StartCmd, directive_decoder, encoder
 from grctl.kafka.connection import Connection
 from grctl.kafka.partitioner import partition_for
 
-VARIANTS = (
-    "confluent-thread", "confluent-thread-2", "confluent-no-txn",
-    "confluent-thread-echo", "confluent-asyncio-echo", "aiokafka-echo",
-)  # fmt: skip
-TRANSACTIONAL = ("confluent-thread", "confluent-thread-2", "confluent-thread-echo", "confluent-asyncio-echo",
-                 "aiokafka-echo")  # fmt: skip
-#: The variants that move the engine's present traffic (due steps, no next-step records).
-CURRENT = ("confluent-thread", "confluent-thread-2", "confluent-no-txn")
+#: The raw loop: the ceiling of every engine / baseline ratio, and the loop of the chain's pairs
+#: and of the partition scenario.
+CEILING = "confluent-thread-2"
+VARIANTS = (CEILING, "confluent-thread", "confluent-no-txn")
+TRANSACTIONAL = (CEILING, "confluent-thread")
 #: Steps of one run played per transaction, per variant (default 1).
 PER_TXN = {"confluent-thread-2": 2}
 
@@ -137,18 +125,18 @@ class Transform:
     """The per-step work of one engine step, and the closed loop's bookkeeping.
 
     Args:
-        echo: every step is a next-step record in `directives` (the older traffic); else a
-            run's steps after the first are due in memory (`due`), played one transaction later.
+        per_txn: steps of a run played per transaction (its state record written once for them).
+
+    A run's steps after the first are due in memory (`due`), played one transaction later.
     """
 
-    def __init__(self, conn: Connection, runs: int, steps: int, concurrency: int, echo: bool, per_txn: int = 1) -> None:
+    def __init__(self, conn: Connection, runs: int, steps: int, concurrency: int, per_txn: int = 1) -> None:
         self.conn = conn
         self.topics = conn.topics
         self.partitions = conn.num_partitions
         self.runs = runs
         self.steps = steps
         self.concurrency = min(concurrency, runs)
-        self.echo = echo
         self.per_txn = per_txn
         self.started = 0
         self.stats = LoopStats()
@@ -156,15 +144,11 @@ class Transform:
         self.due: list[tuple[int, str, str, int]] = []
 
     def new_run(self) -> tuple[int, bytes, bytes]:
-        """The first record of a new run (its start, or with `echo` its first next-step record)."""
+        """The first record of a new run: its start."""
         wf_id = f"base-{self.started}"
         self.started += 1
         run_id = f"r{wf_id}"
-        cmd: StartCmd | NextCmd = (
-            NextCmd(wf_id=wf_id, run_id=run_id, seq=1)
-            if self.echo
-            else StartCmd(wf_id=wf_id, run_id=run_id, wf_type="Chain10", input=None)
-        )
+        cmd = StartCmd(wf_id=wf_id, run_id=run_id, wf_type="Chain10", input=None)
         return partition_for(wf_id, self.partitions), wf_id.encode(), encoder.encode(cmd)
 
     def seed(self) -> list[tuple[int, bytes, bytes]]:
@@ -175,13 +159,10 @@ class Transform:
         return self.stats.runs_done >= self.runs
 
     def step(self, partition: int, value: bytes, emit: Callable[[str, int, bytes, bytes], None]) -> None:
-        """Apply one consumed record (a start, or with `echo` a next-step record)."""
+        """Apply one consumed record: a run's start, which plays its first step."""
         cmd = directive_decoder.decode(value)
-        if isinstance(cmd, NextCmd):
-            self.play(partition, cmd.wf_id, cmd.run_id, cmd.seq, emit)
-        else:
-            assert isinstance(cmd, StartCmd)
-            self.play(partition, cmd.wf_id, cmd.run_id, 1, emit)
+        assert isinstance(cmd, StartCmd)
+        self.play(partition, cmd.wf_id, cmd.run_id, 1, emit)
 
     def play_due(self, emit: Callable[[str, int, bytes, bytes], None]) -> int:
         """Play every step made due by the last committed transaction; returns how many."""
@@ -199,7 +180,7 @@ class Transform:
         key = wf_id.encode()
         now = int(time.time() * 1000)
         h = self.topics.history
-        last = seq if self.echo else min(seq + self.per_txn - 1, self.steps)
+        last = min(seq + self.per_txn - 1, self.steps)
         for n in range(seq, last + 1):
             st.records_in += 1
             if (wf_id, n) in st.seen:
@@ -221,12 +202,7 @@ class Transform:
         emit(s, partition, store_key(wf_id, run_id, "left"), encoder.encode(self.steps - seq))
         st.records_out += 2
         if seq < self.steps:
-            if self.echo:
-                nxt = NextCmd(wf_id=wf_id, run_id=run_id, seq=seq + 1)
-                emit(self.topics.directives, partition, key, encoder.encode(nxt))
-                st.records_out += 1
-            else:
-                self.due.append((partition, wf_id, run_id, seq + 1))
+            self.due.append((partition, wf_id, run_id, seq + 1))
             return
         emit(h, partition, key, encoder.encode(_hist("run.completed", wf_id, run_id, now, {"result": 1})))
         st.records_out += 1
@@ -341,117 +317,6 @@ def confluent_thread(conn: Connection, tr: Transform, transactional: bool, tick:
     return st
 
 
-# --------------------------------------------------------------------------- confluent, asyncio
-
-
-async def confluent_asyncio(conn: Connection, tr: Transform, tick: Callable[[int], None]) -> LoopStats:
-    """`AIOConsumer` and `AIOProducer`: every call hops to a thread pool; produce buffers in Python."""
-    ns = conn.namespace
-    consumer = AIOConsumer(conn.client_config(**CONSUMER_CONFIG, **{"group.id": f"grctl.{ns}.baseline-ca"}))
-    producer = AIOProducer(conn.client_config(**PRODUCER_CONFIG, **{"transactional.id": f"grctl.{ns}.baseline-ca"}))
-    await producer.init_transactions(30)
-    await consumer.subscribe([conn.topics.directives])
-    st = tr.stats
-    futures: list[asyncio.Future[Any]] = []
-    emitted: list[tuple[str, int, bytes, bytes]] = []
-
-    def emit(topic: str, part: int, key: bytes, value: bytes) -> None:
-        emitted.append((topic, part, key, value))
-
-    try:
-        while not tr.done:
-            msgs = await consumer.consume(1000, 0.1)
-            if not msgs:
-                continue
-            n = 0
-            for m in msgs:
-                if m.error() is not None:
-                    continue
-                tr.step(m.partition() or 0, m.value() or b"", emit)
-                n += 1
-            t1 = time.perf_counter()
-            positions = [tp for tp in await consumer.position(await consumer.assignment()) if tp.offset >= 0]
-            metadata = await consumer.consumer_group_metadata()
-            await producer.begin_transaction()
-            for topic, part, key, value in emitted:
-                futures.append(await producer.produce(topic, value, key, partition=part))
-            emitted.clear()
-            await producer.send_offsets_to_transaction(positions, metadata, 30)
-            await producer.commit_transaction(30)
-            futures.clear()
-            st.txns += 1
-            st.txn_ms.append((time.perf_counter() - t1) * 1000)
-            st.batch_done()
-            tick(n)
-        st.finish()
-    finally:
-        await consumer.close()
-        await producer.close()
-    return st
-
-
-# --------------------------------------------------------------------------- aiokafka
-
-
-async def aiokafka_loop(conn: Connection, tr: Transform, tick: Callable[[int], None]) -> LoopStats:
-    """aiokafka's consumer and transactional producer, all on the event loop."""
-    ns = conn.namespace
-    group = f"grctl.{ns}.baseline-ak"
-    consumer = aiokafka.AIOKafkaConsumer(
-        conn.topics.directives,
-        bootstrap_servers=conn.servers,
-        group_id=group,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-        max_poll_records=1000,
-    )
-    producer = aiokafka.AIOKafkaProducer(
-        bootstrap_servers=conn.servers,
-        transactional_id=f"grctl.{ns}.baseline-ak",
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=1,
-        transaction_timeout_ms=10_000,
-    )
-    await producer.start()
-    await consumer.start()
-    st = tr.stats
-    emitted: list[tuple[str, int, bytes, bytes]] = []
-
-    def emit(topic: str, part: int, key: bytes, value: bytes) -> None:
-        emitted.append((topic, part, key, value))
-
-    try:
-        while not tr.done:
-            batch = await consumer.getmany(timeout_ms=100, max_records=1000)
-            if not batch:
-                continue
-            offsets = {}
-            n = 0
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    tr.step(m.partition, m.value or b"", emit)
-                    n += 1
-                offsets[tp] = msgs[-1].offset + 1
-            t1 = time.perf_counter()
-            async with producer.transaction():
-                for topic, part, key, value in emitted:
-                    await producer.send(topic, value=value, key=key, partition=part)
-                emitted.clear()
-                await producer.send_offsets_to_transaction(offsets, group)
-            st.txns += 1
-            st.txn_ms.append((time.perf_counter() - t1) * 1000)
-            st.batch_done()
-            tick(n)
-        st.finish()
-    finally:
-        await consumer.stop()
-        await producer.stop()
-    return st
-
-
 async def run_variant(
     variant: str, conn: Connection, runs: int, steps: int, concurrency: int, tick: Callable[[int], None]
 ) -> LoopStats:
@@ -459,15 +324,9 @@ async def run_variant(
     if variant not in VARIANTS:
         raise ValueError(f"unknown baseline variant {variant!r}")
     loop = asyncio.get_running_loop()
-    tr = Transform(conn, runs, steps, concurrency, echo=variant not in CURRENT, per_txn=PER_TXN.get(variant, 1))
+    tr = Transform(conn, runs, steps, concurrency, per_txn=PER_TXN.get(variant, 1))
     await loop.run_in_executor(None, seed_records, conn, tr)
-    if variant in ("confluent-thread", "confluent-thread-2", "confluent-thread-echo"):
-        return await loop.run_in_executor(None, confluent_thread, conn, tr, True, tick)
-    if variant == "confluent-no-txn":
-        return await loop.run_in_executor(None, confluent_thread, conn, tr, False, tick)
-    if variant == "confluent-asyncio-echo":
-        return await confluent_asyncio(conn, tr, tick)
-    return await aiokafka_loop(conn, tr, tick)
+    return await loop.run_in_executor(None, confluent_thread, conn, tr, variant in TRANSACTIONAL, tick)
 
 
-__all__ = ["CURRENT", "TRANSACTIONAL", "VARIANTS", "LoopStats", "TopicPartition", "run_variant"]
+__all__ = ["CEILING", "TRANSACTIONAL", "VARIANTS", "LoopStats", "TopicPartition", "run_variant"]

@@ -165,7 +165,7 @@ class Bench:
         return quick if self.quick else full
 
     def baseline_rate(self) -> float | None:
-        """Records-in/s of the best transactional baseline measured in this run (the ceiling)."""
+        """Records-in/s of the raw loop (`baseline.CEILING`, confluent-thread-2) measured in this run: the ceiling."""
         res = self.results.get("baseline")
         if res is None:
             return None
@@ -321,8 +321,11 @@ class WorkerProc:
         state_dir: Path | None = None,
         env: dict[str, str] | None = None,
         processes: int = 1,
+        python: str | None = None,
     ) -> None:
         self.processes = processes
+        #: The interpreter the worker runs on (default: the harness's); it must have grctl installed.
+        self.python = python or sys.executable
         self.bench = bench
         self.env = dict(env or {})
         self.conn = conn
@@ -343,7 +346,7 @@ class WorkerProc:
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "benchmarks.workflows",
+                self.python, "-m", "benchmarks.workflows",
                 "--servers", self.bench.servers,
                 "--namespace", self.conn.namespace,
                 "--state-dir", str(self.state_dir), "--processes", str(self.processes),
@@ -451,13 +454,16 @@ async def start_workers(
     timeout: float = 120.0,
     env: dict[str, str] | None = None,
     processes: int = 1,
+    python: str | None = None,
 ) -> tuple[list[WorkerProc], float]:
     """Start `count` workers (each `processes` processes under a supervisor if more than 1); return
     once they own every partition between them.
 
     Returns the workers and the seconds from the first start until every partition was owned.
     """
-    workers = [WorkerProc(bench, conn, f"w{i}", env=env, processes=processes).start() for i in range(count)]
+    workers = [
+        WorkerProc(bench, conn, f"w{i}", env=env, processes=processes, python=python).start() for i in range(count)
+    ]
     t0 = time.monotonic()
 
     def ready() -> bool:

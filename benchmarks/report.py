@@ -97,8 +97,9 @@ def markdown(env: dict[str, Any], results: list[ScenarioResult]) -> str:
         lines += ["", "Notes:", "", *notes]
     lines += [
         "",
-        "engine / baseline = engine steps/s over the records-in/s of the best transactional raw loop measured in "
-        "the same run (each consumed record is one step's input).",
+        "engine / baseline = engine steps/s over the records-in/s of the raw loop (confluent-thread-2: the "
+        "engine's due-step traffic, 2 steps of a run per transaction) measured in the same run (each consumed "
+        "record is one step's input); partitions compare with that loop on the same partition count.",
     ]
     return "\n".join(lines) + "\n"
 

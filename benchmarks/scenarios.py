@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks import workflows as wf
-from benchmarks.baseline import CURRENT, TRANSACTIONAL, VARIANTS, run_variant
+from benchmarks.baseline import CEILING, TRANSACTIONAL, VARIANTS, run_variant
 from benchmarks.harness import (
     Bench,
     Row,
@@ -75,6 +76,7 @@ async def engine(
     env: dict[str, str] | None = None,
     prepare: Callable[[Connection], None] | None = None,
     processes: int = 1,
+    python: str | None = None,
 ) -> AsyncIterator[Engine]:
     """A namespace, `workers` workers owning all its partitions (each `processes` worker processes
     under grctl's supervisor if more than 1), a warm client.
@@ -86,7 +88,7 @@ async def engine(
     async with namespace(bench, label, partitions) as conn:
         if prepare is not None:  # settings and topic configs the workers must find at their start
             await loop.run_in_executor(None, prepare, conn)
-        procs, ready_s = await start_workers(bench, conn, workers, env=env, processes=processes)
+        procs, ready_s = await start_workers(bench, conn, workers, env=env, processes=processes, python=python)
         client = Client(conn)
         main = asyncio.current_task()
         dead: list[WorkerProc] = []
@@ -144,12 +146,12 @@ def _detail(values: list[Any], expected: Callable[[int], Any]) -> str:
 
 
 async def baseline(bench: Bench) -> ScenarioResult:
-    """The raw consume-transform-produce loops (see benchmarks/baseline.py)."""
+    """The raw consume-transform-produce loops (see benchmarks/baseline.py); confluent-thread-2 is the ceiling."""
     res = ScenarioResult("baseline")
     runs, conc = bench.size(20_000, 1000), bench.size(1000, 500)
     res.params = {"runs": runs, "steps_per_run": STEPS, "concurrent_runs": conc, "partitions": 12,
                   "records_out_per_step": "2 history + 2 state (+1 history and 1 start per run end); "
-                                          "-echo variants: + 1 next-step record in and out"}  # fmt: skip
+                                          f"{CEILING}: 2 history + 1 state", "ceiling": CEILING}  # fmt: skip
     rates: dict[str, float] = {}
     # Warm the broker up first (a JVM runs its first minute interpreted and compiling): on a
     # freshly started broker the first loop measured 16k records/s against 21-26k warm, which
@@ -157,9 +159,7 @@ async def baseline(bench: Bench) -> ScenarioResult:
     warm_runs = bench.size(5_000, 500)
     warm_task = bench.task("baseline warm-up (not measured)", warm_runs * STEPS)
     async with namespace(bench, "warm", 12) as conn:
-        warm = await run_variant(
-            "confluent-thread", conn, warm_runs, STEPS, conc, lambda n: bench.progress.advance(warm_task, n)
-        )
+        warm = await run_variant(CEILING, conn, warm_runs, STEPS, conc, lambda n: bench.progress.advance(warm_task, n))
     res.metrics["warm_up_records_in_per_s"] = round(warm.measured_records / warm.seconds) if warm.seconds else None
     for variant in VARIANTS:
         task = bench.task(f"baseline {variant}", runs * STEPS)
@@ -201,7 +201,7 @@ async def baseline(bench: Bench) -> ScenarioResult:
         )
         res.check(f"{variant}: no step applied twice", st.duplicates == 0, f"{st.duplicates} duplicates")
         label = "transactional" if variant in TRANSACTIONAL else "no transactions"
-        label += ", due steps" if variant in CURRENT else ", next-step echo: reference"
+        label += ", 2 steps of a run per transaction: the raw loop, ceiling" if variant == CEILING else ""
         res.rows.append(Row(f"{variant} ({label}): records in/s", round(rate), "rec/s"))
         broker_cpu = res.metrics[variant]["broker_cpu_us_per_record_in"]
         res.rows.append(
@@ -211,17 +211,17 @@ async def baseline(bench: Bench) -> ScenarioResult:
                 "µs",
             )
         )
-    # The ceiling moves the engine's present traffic; the echo variants are for reference.
-    txn_rates = {v: r for v, r in rates.items() if v in TRANSACTIONAL and v in CURRENT}
-    if txn_rates:
-        best = max(txn_rates, key=lambda v: txn_rates[v])
-        res.metrics["ceiling_variant"] = best
-        res.metrics["ceiling_records_in_per_s"] = round(txn_rates[best])
-        res.rows.append(Row("ceiling (best transactional loop, due steps)", round(txn_rates[best]), "rec/s", best))
+    # One raw loop is the ceiling of every ratio (the pairs and the partition scenario run it too).
+    if CEILING in rates:
+        res.metrics["ceiling_variant"] = CEILING
+        res.metrics["ceiling_records_in_per_s"] = round(rates[CEILING])
+        res.rows.append(Row("ceiling (the raw loop of every ratio)", round(rates[CEILING]), "rec/s", CEILING))
         if "confluent-no-txn" in rates:
-            cost = txn_rates[best] / rates["confluent-no-txn"]
-            res.metrics["txn_over_no_txn"] = round(cost, 3)
-            res.rows.append(Row("transactional / non-transactional", round(cost, 2), "x"))
+            cost = rates["confluent-thread"] / rates["confluent-no-txn"] if "confluent-thread" in rates else None
+            if cost is not None:
+                res.metrics["txn_over_no_txn"] = round(cost, 3)
+                res.rows.append(Row("transactional / non-transactional (confluent-thread / confluent-no-txn)",
+                                    round(cost, 2), "x"))  # fmt: skip
     return res
 
 
@@ -644,10 +644,9 @@ async def timers(bench: Bench) -> ScenarioResult:
 # --------------------------------------------------------------------------- partitions, workers
 
 
-#: The raw loop the chain's pairs and the partition scenario compare with: the engine's present
-#: traffic (due steps; a run's record written once per transaction for two of its steps, as the
-#: pipelined engine's chain writes about one state record per step).
-PAIR_VARIANT = "confluent-thread-2"
+#: The raw loop the chain's pairs and the partition scenario compare with: the ceiling of every
+#: ratio (benchmarks/baseline.py `CEILING`).
+PAIR_VARIANT = CEILING
 
 
 async def raw_loop(bench: Bench, partitions: int, runs: int, conc: int, label: str) -> float:
@@ -722,6 +721,134 @@ async def workers(bench: Bench) -> ScenarioResult:
         "broker and the client leave of them"
     )
     return res
+
+
+# --------------------------------------------------------------------------- event loops and interpreters
+
+#: GRCTL_BENCH_RUNTIMES: the worker runtimes the `runtimes` scenario compares, space-separated,
+#: each `LOOP` (on the harness's interpreter) or `LOOP@PYTHON` (an interpreter with grctl
+#: installed, e.g. build/venv313/bin/python); the first is the reference of the "vs first" ratios.
+DEFAULT_RUNTIMES = "asyncio uvloop"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    loop: str
+    python: str | None  # None: the harness's interpreter
+    version: str
+
+    @property
+    def label(self) -> str:
+        return f"Python {self.version}, {self.loop}"
+
+
+def runtimes_from_env() -> list[Runtime]:
+    """The runtimes GRCTL_BENCH_RUNTIMES names (see `DEFAULT_RUNTIMES`)."""
+    out = []
+    for spec in (os.environ.get("GRCTL_BENCH_RUNTIMES") or DEFAULT_RUNTIMES).split():
+        loop, _, python = spec.partition("@")
+        if loop not in ("asyncio", "uvloop"):
+            raise ValueError(f"GRCTL_BENCH_RUNTIMES: {spec!r}: the loop is asyncio or uvloop")
+        exe = python or sys.executable
+        version = subprocess.run(
+            [exe, "-c", "import platform, grctl; print(platform.python_version())"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout.strip()  # fmt: skip
+        out.append(Runtime(loop, python or None, version))
+    return out
+
+
+async def runtimes(bench: Bench) -> ScenarioResult:
+    """Worker runtimes (event loop, Python): chain and 1-step latency in interleaved rounds, each with the raw loop."""
+    res = ScenarioResult("runtimes")
+    rts = runtimes_from_env()
+    rounds = int(os.environ.get("GRCTL_BENCH_ROUNDS") or bench.size(3, 1))
+    runs, conc, n_seq = bench.size(5000, 300), bench.size(1000, 300), bench.size(300, 40)
+    res.params = {"runtimes": [rt.__dict__ for rt in rts], "rounds": rounds, "chain_runs": runs,
+                  "steps_per_run": STEPS, "concurrent_runs": conc, "sequential_1_step_runs": n_seq,
+                  "partitions": 12, "raw_loop": PAIR_VARIANT}  # fmt: skip
+    per_round: list[dict[str, Any]] = []
+    for r in range(rounds):
+        raw = await raw_loop(bench, 12, runs, conc, f"round {r + 1}")
+        # The machine's load when the round began: a shared machine's rounds differ (other people's tests).
+        entry: dict[str, Any] = {"raw_loop_records_in_per_s": round(raw), "load_average_1m": os.getloadavg()[0],
+                                 "runtimes": {}}  # fmt: skip
+        # Each round starts with the next runtime, so none is always measured first or last.
+        for k in range(len(rts)):
+            i = (r + k) % len(rts)
+            rt = rts[i]
+            m = await _runtime_round(bench, res, rt, f"rt{i}r{r + 1}", runs, conc, n_seq)
+            m["ratio_to_raw_loop"] = round(m["steps_per_s"] / raw, 3) if raw else None
+            entry["runtimes"][rt.label] = m
+        per_round.append(entry)
+    res.metrics["rounds"] = per_round
+
+    def med(values: list[float]) -> float:
+        v = sorted(values)
+        return v[len(v) // 2]
+
+    first = rts[0].label
+    summary: dict[str, Any] = {}
+    for rt in rts:
+        ms = [e["runtimes"][rt.label] for e in per_round]
+        refs = [e["runtimes"][first] for e in per_round]
+        summary[rt.label] = s = {
+            "steps_per_s": med([m["steps_per_s"] for m in ms]),
+            "ratio_to_raw_loop": med([m["ratio_to_raw_loop"] or 0.0 for m in ms]),
+            "worker_cpu_us_per_step": med([m["worker_cpu_us_per_step"] for m in ms]),
+            "worker_cpu_utilisation": med([m["worker_cpu_utilisation"] for m in ms]),
+            "latency_p50_ms": med([m["latency_ms"]["p50"] for m in ms]),
+            "latency_p99_ms": med([m["latency_ms"]["p99"] for m in ms]),
+            "steps_per_s_vs_first": med([m["steps_per_s"] / f["steps_per_s"] for m, f in zip(ms, refs, strict=True)]),
+            "cpu_per_step_vs_first": med(
+                [m["worker_cpu_us_per_step"] / f["worker_cpu_us_per_step"] for m, f in zip(ms, refs, strict=True)]
+            ),
+        }
+        n = len(ms)
+        res.rows += [
+            Row(f"{rt.label}: chain steps/s (median of {n}) / over the raw loop", f"{s['steps_per_s']:,.0f} / "
+                f"{s['ratio_to_raw_loop']:.2f}x", "", ratio=s["ratio_to_raw_loop"]),
+            Row(f"{rt.label}: worker CPU per chain step (median)", s["worker_cpu_us_per_step"], "µs"),
+            Row(f"{rt.label}: 1-step latency p50 / p99, light load (medians)",
+                f"{s['latency_p50_ms']:.1f} / {s['latency_p99_ms']:.1f}", "ms"),
+            Row(f"{rt.label}: steps/s / CPU per step vs {first} (median of the rounds' ratios)",
+                f"{s['steps_per_s_vs_first']:.2f} / {s['cpu_per_step_vs_first']:.2f}", "x"),
+        ]  # fmt: skip
+    res.metrics["summary"] = summary
+    res.notes.append(f"rounds interleaved, each opening with the raw loop ({PAIR_VARIANT}); ratios within a round")
+    return res
+
+
+async def _runtime_round(
+    bench: Bench, res: ScenarioResult, rt: Runtime, label: str, runs: int, conc: int, n_seq: int
+) -> dict[str, Any]:
+    """One runtime's worker: `n_seq` 1-step runs one at a time, then `runs` 10-step chains."""
+    async with engine(bench, label, env={"GRCTL_EVENT_LOOP": rt.loop}, python=rt.python) as eng:
+        log = eng.workers[0].log_text()
+        res.check(f"{label}: the worker ran on {rt.label}", f"Python {rt.version}, event loop {rt.loop}" in log,
+                  log[-500:])  # fmt: skip
+        await bench.settle()
+        lat, outs = await _sequential(bench, eng, n_seq, f"{label} ({rt.label}): 1-step latency")
+        res.check(
+            f"{label}: 1-step runs returned 'ok'", not _wrong(outs, lambda i: "ok"), _detail(outs, lambda i: "ok")
+        )
+        task = bench.task(f"{label} ({rt.label}): {runs} x {STEPS}-step chains", runs)
+        specs = [("Chain10", f"chain-{i}", {"steps": STEPS}) for i in range(runs)]
+        await bench.settle()
+        cpu0 = sum(w.cpu_seconds() for w in eng.workers)
+        t0 = time.perf_counter()
+        outs, run_lat = await run_many(eng.client, specs, conc, lambda: bench.progress.advance(task))
+        elapsed = time.perf_counter() - t0
+        cpu = sum(w.cpu_seconds() for w in eng.workers) - cpu0
+    res.check(f"{label}: every chain completed with 1", not _wrong(outs, lambda i: 1), _detail(outs, lambda i: 1))
+    steps = runs * STEPS
+    return {
+        "steps_per_s": round(steps / elapsed, 1),
+        "worker_cpu_us_per_step": round(cpu / steps * 1e6, 1),
+        "worker_cpu_utilisation": round(cpu / elapsed, 2),
+        "chain_run_latency_ms": percentiles(run_lat),
+        "latency_ms": percentiles(lat),
+    }
 
 
 async def processes(bench: Bench) -> ScenarioResult:
@@ -1016,7 +1143,7 @@ async def ingress(bench: Bench) -> ScenarioResult:
             ratio=bench.ratio(emit_rate),
         ),
     ]
-    res.notes.append("ratios: over the baseline's records-in/s (the raw transactional loop) measured in the same run")
+    res.notes.append("ratios: over the raw loop's records-in/s (confluent-thread-2) measured in the same run")
     return res
 
 
@@ -1031,6 +1158,7 @@ SCENARIOS: dict[str, Scenario] = {
     "partitions": partitions,
     "workers": workers,
     "processes": processes,
+    "runtimes": runtimes,
     "join": join,
     "restore": restore,
     "children": children,
@@ -1045,6 +1173,6 @@ SCENARIOS: dict[str, Scenario] = {
 #: `rss` is measured by the timers scenario (the worker with every timer run waiting).
 ALIASES = {"rss": "timers"}
 #: Long scenarios (tens of minutes in full) that run only when selected with -s.
-ON_REQUEST = ("soak", "listing", "purge", "timer_burst", "schedules", "processes", "join")
+ON_REQUEST = ("soak", "listing", "purge", "timer_burst", "schedules", "processes", "join", "runtimes")
 #: Scenarios whose headline is a ratio to the baseline: selecting one runs the baseline first.
 NEEDS_BASELINE = ("chain", "partitions", "workers", "ingress", "schedules", "processes")

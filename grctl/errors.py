@@ -44,6 +44,7 @@ GrctlError
 ├── StateError                         the local state store is unusable (locked, corrupt)
 ├── MetricsPortInUseError              a worker's metrics port cannot be bound
 ├── TracingNotInstalledError (ImportError)  tracing asked for without OpenTelemetry installed
+├── EventLoopNotInstalledError (ImportError)  GRCTL_EVENT_LOOP names a loop that is not installed (uvloop)
 ├── ForkedProcessError (RuntimeError)  a Client or Worker used in a process forked after it
 ├── TestEnvironmentError (RuntimeError)  a grctl.testing environment used before its start or after its stop
 ├── InternalError                      an engine invariant broke: a bug in grctl, never data
@@ -603,6 +604,21 @@ class TracingNotInstalledError(GrctlError, ImportError):
             f"pip install 'grctl[otel]'"
         )
         self.missing = missing
+
+
+class EventLoopNotInstalledError(GrctlError, ImportError):
+    """GRCTL_EVENT_LOOP asks for an event loop whose package is not installed (uvloop).
+
+    Attributes:
+        loop: the loop asked for.
+    """
+
+    def __init__(self, loop: str) -> None:
+        super().__init__(
+            f"GRCTL_EVENT_LOOP={loop}, but {loop} is not installed: install grctl with its extra, "
+            f"pip install 'grctl[{loop}]', or unset GRCTL_EVENT_LOOP (asyncio's own loop)"
+        )
+        self.loop = loop
 
 
 class TestEnvironmentError(GrctlError, RuntimeError):

@@ -3,7 +3,7 @@
 Nothing reads the environment at import time. `EngineSettings.from_env()` reads it anew on
 every call (what `Connection`, `Worker`, `Client` and the CLI use); `get_settings()` is the
 original SDK's cached accessor. The variables of one part each have an accessor of their own,
-also read anew on every call: `commit_linger_s`, `schema_registry_url` (the worker), and
+also read anew on every call: `commit_linger_s`, `schema_registry_url`, `event_loop` (the worker), and
 `dev_home`, `dev_kafka_heap_opts`, `dev_maven_settings` (the local Kafka and schema registry of
 `grctl.dev`), and `kafka_servers_set` (the servers only when a variable names them: the
 `grctl_kafka_env` fixture of `grctl.testing`). Each takes an `env` mapping for tests (default `os.environ`).
@@ -18,6 +18,7 @@ also read anew on every call: `commit_linger_s`, `schema_registry_url` (the work
 | GRCTL_SCHEMA_REGISTRY_URL | none | `schema_registry_url` | Worker (`SchemaRegistry.from_env`) |
 | GRCTL_GROUP_PROTOCOL | classic | `group_protocol` | Worker: its group protocol (classic, consumer) |
 | GRCTL_SUPERVISOR_PID | none | `supervisor_pid` | a child of `grctl worker --processes` |
+| GRCTL_EVENT_LOOP | asyncio | `event_loop` | `grctl worker`, `grctl.worker.event_loop.run`: asyncio or uvloop |
 | GRCTL_DEV_HOME | $XDG_CACHE_HOME/grctl (~/.cache/grctl) | `dev_home` | `grctl.dev`: jars and local clusters |
 | GRCTL_DEV_KAFKA_HEAP_OPTS | -Xms256m -Xmx512m | `dev_kafka_heap_opts` | `grctl.dev.kafka`: the broker JVM's heap |
 | GRCTL_DEV_MAVEN_SETTINGS | a settings.xml mirroring Central | `dev_maven_settings` | `grctl.dev.registry`: its fetch |
@@ -46,6 +47,7 @@ __all__ = [
     "dev_home",
     "dev_kafka_heap_opts",
     "dev_maven_settings",
+    "event_loop",
     "get_settings",
     "schema_registry_url",
 ]
@@ -156,6 +158,27 @@ def supervisor_pid(env: Mapping[str, str] | None = None) -> int | None:
     """GRCTL_SUPERVISOR_PID: set by `grctl worker --processes` in its children (None: not supervised)."""
     raw = _env(env).get("GRCTL_SUPERVISOR_PID", "")
     return int(raw) if raw.isdigit() else None
+
+
+#: The event loops a worker can run on (GRCTL_EVENT_LOOP), the default first.
+EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def event_loop(env: Mapping[str, str] | None = None) -> str:
+    """GRCTL_EVENT_LOOP: the worker's event loop, "asyncio" (the default: unset or blank) or "uvloop".
+
+    Raises:
+        InvalidArgumentError: another value (the message names it and the choices).
+    """
+    raw = _env(env).get("GRCTL_EVENT_LOOP", "").strip().lower()
+    if not raw:
+        return EVENT_LOOPS[0]
+    if raw not in EVENT_LOOPS:
+        raise InvalidArgumentError(
+            f"GRCTL_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)} (or unset), got {raw!r}",
+            argument="GRCTL_EVENT_LOOP",
+        )
+    return raw
 
 
 def dev_home(env: Mapping[str, str] | None = None) -> str | None:

@@ -36,7 +36,7 @@ import contextlib
 import functools
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,9 @@ from typing import Any
 import pytest
 from ulid import ULID
 
-from grctl import Client, Connection, Worker, Workflow
+from grctl import Client, Connection, Worker, Workflow, settings
 from grctl.kafka.topics import admin_client, delete_namespace
+from grctl.worker import event_loop
 from tests.support.workers import WorkerTeardownError, stop_workers
 
 TEST_CLUSTER_NAME = "test"
@@ -68,6 +69,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not config.pluginmanager.is_registered(plugin):
         config.pluginmanager.register(plugin, "grctl")
+
+
+# --------------------------------------------------------------------------------------------
+# The event loop (issue 32): GRCTL_EVENT_LOOP=uvloop runs every async test, and so every worker
+# a test runs in process, on uvloop (worker subprocesses read the variable themselves), so the
+# suite can say whether the engine works on it: `GRCTL_EVENT_LOOP=uvloop scripts/test tests/scenarios`.
+
+
+if settings.event_loop() == "uvloop":  # else pytest-asyncio's own loops, as before
+
+    def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Callable[[], Any]]:
+        factory = event_loop.loop_factory("uvloop")  # uvloop missing: EventLoopNotInstalledError, by name
+        assert factory is not None
+        return {"uvloop": factory}
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ from typing import Annotated, Any
 import typer
 
 from grctl import tracing
-from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors, run_async
+from grctl.cli.common import CommandFailed, connect, globals_of, handle_errors
 from grctl.errors import InvalidArgumentError
 from grctl.kafka.topics import DEFAULT_PARTITIONS
 from grctl.logging_setup import LOG_FORMATS, formatter_for
 from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB
+from grctl.worker import event_loop
 from grctl.worker.supervisor import Supervisor, child_command, resolve_processes, watch_supervisor
 from grctl.worker.worker import DEFAULT_METRICS_HOST, Worker
 from grctl.workflow.workflow import Workflow
@@ -253,6 +254,7 @@ def worker_cmd(
     Joins the namespace's worker group (creating the namespace if it is missing), restores
     the state of its partitions, and logs a line per partition assigned (with what it restored)
     and revoked. SIGINT/SIGTERM stop it gracefully; a second signal stops it at once.
+    GRCTL_EVENT_LOOP=uvloop runs it on uvloop (pip install 'grctl[uvloop]'; default: asyncio's loop).
 
     **Examples**
 
@@ -273,6 +275,8 @@ def worker_cmd(
     except InvalidArgumentError as exc:
         raise typer.BadParameter(str(exc), param_hint="--processes") from None
     workflows = handle_errors(lambda: load_workflows(app_spec))
+    # GRCTL_EVENT_LOOP: a loop that is not installed fails here, once, not in every child.
+    handle_errors(event_loop.check_requested)
     setup_worker_logging(log_level, log_format)
     if n > 1:  # 1: this process is the worker, no supervisor
         worker_args = ["--app", app_spec, "--partitions", str(partitions),
@@ -301,7 +305,7 @@ def worker_cmd(
         )
 
     try:
-        run_async(main)
+        handle_errors(lambda: event_loop.run(main()))
     finally:
         if stop_watch is not None:
             stop_watch()

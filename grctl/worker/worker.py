@@ -42,6 +42,7 @@ from grctl.worker._session.commit import RecordRefused
 from grctl.worker._session.served import Served, ServedCatalog
 from grctl.worker._session.session import SessionRestart, WorkerSession
 from grctl.worker._session.topics import TopicDirectory
+from grctl.worker.event_loop import check_requested, running_loop_name
 from grctl.workflow.workflow import Workflow
 
 logger = logging.getLogger("grctl.worker")
@@ -320,8 +321,17 @@ class Worker:
             StateError: the state folder is locked by another worker.
             SchemaRegistryUnavailableError: the schema registry (`schema_registry`) does not answer.
             ForkedProcessError: the worker was made before this process was forked.
+            EventLoopNotInstalledError: GRCTL_EVENT_LOOP asks for uvloop, which is not installed.
         """
         self._fork_guard.check()
+        check_requested()  # GRCTL_EVENT_LOOP=uvloop without uvloop installed fails here, by name
+        if (wanted := settings.event_loop()) != (running := running_loop_name()):
+            logger.warning(
+                "GRCTL_EVENT_LOOP=%s, but this worker runs on %s's loop: the loop is made by what runs the "
+                "worker (grctl worker does it; a program of your own: grctl.worker.event_loop.run(main()))",
+                wanted,
+                running,
+            )
         self._done.clear()
         self._started = True
         try:

@@ -88,3 +88,31 @@ def test_quick_schedules(kafka_bootstrap: str, tmp_path: Path) -> None:
     m = s["metrics"]
     assert m["ticks_fired"] == 200 * s["params"]["ticks_measured"]
     assert m["lateness_ms"]["n"] == m["ticks_fired"] and m["state_bytes_per_schedule"]["max"] < 8192
+
+
+def test_quick_baseline_and_runtimes(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """One raw loop is the ceiling (issue 32), and the runtimes scenario runs a worker on each loop asked for."""
+    pytest.importorskip("uvloop")  # the dev extras install it (grctl[uvloop])
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--quick", "-s", "baseline", "-s", "runtimes", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, GRCTL_KAFKA_SERVERS=kafka_bootstrap, GRCTL_BENCH_RUNTIMES="asyncio uvloop"),
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    scenarios = json.loads((out / "results.json").read_text())["scenarios"]
+    for name in ("baseline", "runtimes"):
+        assert scenarios[name]["status"] == "ok" and all(scenarios[name]["checks"].values()), scenarios[name]
+    base = scenarios["baseline"]["metrics"]
+    assert base["ceiling_variant"] == "confluent-thread-2"
+    assert base["ceiling_records_in_per_s"] == base["confluent-thread-2"]["records_in_per_s"] > 0
+    assert not [k for k in base if "echo" in k or "aiokafka" in k]
+    rt = scenarios["runtimes"]
+    assert any("ran on Python" in c and "uvloop" in c for c in rt["checks"]), rt["checks"]
+    summary = rt["metrics"]["summary"]
+    assert len(summary) == 2 and all(s["steps_per_s"] > 0 and s["worker_cpu_us_per_step"] > 0 for s in summary.values())
+    table = (out / "results.md").read_text()
+    assert "ceiling (the raw loop of every ratio)" in table and "confluent-thread-2" in table
