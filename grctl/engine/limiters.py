@@ -313,9 +313,10 @@ class LimiterMachine:
         try:
             spec = msgspec.convert(msgspec.to_builtins(cmd.spec), LimitSpec).check()
         except (InvalidArgumentError, msgspec.ValidationError) as exc:
-            if cmd.reply_to is not None:
+            if cmd.reply_to is not None:  # answered, nothing else changes (no limiter is created)
                 tr.replies.append(_error(cmd.reply_to, ReplyCode.invalid_limiter, f"limiter {cmd.wf_id!r}: {exc}"))
-            tr.skipped = state is None
+            else:
+                tr.skipped = True
             return tr, state  # type: ignore[return-value]  # the processor keeps None as None
         by = bounded_identity(cmd.identity)
         if state is None:

@@ -62,8 +62,12 @@ def parse_rate(rate: str) -> tuple[int, int]:
             argument="rate",
         )
     n, count, unit = int(m.group(1)), int(m.group(2) or 1), m.group(3)
-    if n < 1 or count < 1:
-        raise InvalidArgumentError(f"rate must grant at least 1 permit per period of at least 1 unit, got {rate!r}")
+    if not 1 <= n <= MAX_LIMIT or not 1 <= count <= MAX_LIMIT:
+        raise InvalidArgumentError(
+            f"rate must grant at least 1 permit per period and at most {MAX_LIMIT:,} permits per period "
+            f"(of 1 to {MAX_LIMIT:,} units), got {rate!r}",
+            argument="rate",
+        )
     return n, count * _PERIODS_MS[unit]
 
 
@@ -96,11 +100,15 @@ def check_name(name: Any) -> str:
     return name
 
 
+#: The largest limit a limiter takes (a permit count, a rate's permits, a bucket).
+MAX_LIMIT: Final = 1_000_000_000
+
+
 def _positive(value: Any, what: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{what} must be a whole number of at least 1 (or None), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise InvalidArgumentError(f"{what} must be a whole number from 1 to {MAX_LIMIT:,} (or None), got {value!r}")
     return value
 
 

@@ -38,9 +38,10 @@ def test_limiter_commands(cli: Any, served: ServedNamespace) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--concurrency", "0"], "at least 1"),
+        (["--concurrency", "0"], "a whole number from 1 to 1,000,000,000"),
         (["--rate", "fast"], "rate must look like"),
-        (["--rate", "5/s", "--burst", "-1"], "at least 1"),
+        (["--rate", "5/s", "--burst", "-1"], "a whole number from 1 to"),
+        (["--concurrency", "2000000000"], "a whole number from 1 to"),
         ([], "needs a concurrency, a rate or a per-key limit"),
         (["--concurrency", "2", "--weights", '["a"]'], "a JSON object of fairness key to weight"),
     ],

@@ -633,3 +633,17 @@ def test_setting_and_removing_a_per_key_limit_at_runtime_regroups_the_waiting() 
     make(t, concurrency=3)  # no per-key limit any more: the last A goes in beside the other A
     assert t.granted_runs == ["busy", "r2-B", "r0-A", "r1-A"]
     assert t.state is not None and t.state.record.waiting == 0
+
+
+def test_an_invalid_spec_for_a_limiter_that_does_not_exist_is_answered_and_creates_nothing() -> None:
+    t = Table()
+    tr = t.feed(LimiterSetCmd(wf_id="api", spec=LimitSpec(concurrency=0), reply_to=TO))
+    assert not tr.skipped and tr.replies[0][1].code == ReplyCode.invalid_limiter  # the client hears why
+    assert t.state is None and not t.kv
+
+
+def test_limits_are_bounded() -> None:
+    with pytest.raises(InvalidArgumentError, match="from 1 to 1,000,000,000"):
+        make_spec(concurrency=10**10)
+    with pytest.raises(InvalidArgumentError, match="at least 1 permit per period"):
+        parse_rate(f"{10**12}/s")
