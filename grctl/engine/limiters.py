@@ -263,9 +263,12 @@ class LimiterMachine:
             return SKIPPED  # the same request twice: it waits, or holds, already
         rec = state.record
         prio = cmd.priority if 1 <= cmd.priority <= 5 else DEFAULT_PRIORITY
+        # Waiting starts when the limiter reads the request, on its own clock (the latest record time
+        # it has applied): a request read late, after its trip through Kafka, is not older to it.
+        _refill(rec, now_ms)
         w = LimitWaiter(
             holder=holder, wf_id=cmd.run_wf_id, run_id=cmd.run_id, acquire_id=cmd.acquire_id, arrival=rec.arrivals,
-            key=cmd.key, fairness=cmd.fairness, priority=prio, since_ms=now_ms,
+            key=cmd.key, fairness=cmd.fairness, priority=prio, since_ms=rec.tokens_at_ms,
         )  # fmt: skip
         rec.arrivals += 1
         if not _fairness_waiting(state, cmd.fairness):

@@ -10,8 +10,9 @@ serve them; one is SIGKILLed and restarted at random moments while 3,030 runs (3
   ends at its kill), and 20 were reached (the limit was exercised);
 - fairness: the limiter served the small tenant within 2x of its fair share: with equal weights a
   fair limiter gives it at least every second grant, so its request waits at most until the
-  second grant after it arrived (the limiter's own times, from the grants in the history); FIFO's
-  wait for the same grants is printed beside it;
+  second grant after the limiter read it (the limiter's own times, from the grants in the
+  history: a request's trip through Kafka before the limiter reads it is not the scheduler's);
+  FIFO's wait for the same grants is printed beside it;
 - no permit is left counted, none lost (`grctl verify`, which checks permits), and the limiter's
   counts are back to 0 in use and 0 waiting.
 """
