@@ -64,8 +64,10 @@ UNIT: Final = 1_000_000
 STRIDE: Final = 1_000_000
 #: Grants one transition makes at most; more follow from the limiter's timer, due at once.
 MAX_GRANTS_PER_TRANSITION: Final = 500
-#: Fairness keys whose pass a limiter remembers while they wait for nothing (the oldest debts go).
-MAX_PASSES: Final = 10_000
+#: Idle fairness keys whose pass a limiter remembers (the oldest debts go first). The passes of keys
+#: with requests waiting are all kept: the limiter's record grows with the work waiting, not with
+#: every tenant it ever served, and stays far under a record's size limit.
+MAX_PASSES: Final = 100
 
 
 @dataclass(slots=True)
@@ -483,8 +485,9 @@ def _forget_passes(state: LimiterState) -> None:
     active = {f for by_fair in state.queues.values() for f in by_fair}
     rec.passes = {f: p for f, p in rec.passes.items() if f in active or p > rec.vtime}
     if len(rec.passes) > MAX_PASSES:
-        keep = sorted(rec.passes.items(), key=lambda fp: (fp[0] not in active, -fp[1]))[:MAX_PASSES]
-        rec.passes = dict(keep)
+        idle = sorted(((f, p) for f, p in rec.passes.items() if f not in active), key=lambda fp: -fp[1])
+        keep = max(0, MAX_PASSES - len(active))
+        rec.passes = {f: p for f, p in rec.passes.items() if f in active} | dict(idle[:keep])
 
 
 def _refill(rec: LimiterRecord, now_ms: int) -> None:

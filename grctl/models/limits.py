@@ -41,8 +41,10 @@ DEFAULT_PRIORITY: Final = 3
 MAX_WEIGHT: Final = 1000
 #: The longest limiter name (it is a record key and a metrics label).
 MAX_NAME_CHARS: Final = 200
-#: Fairness keys with a weight of their own, at most.
-MAX_WEIGHTS: Final = 1000
+#: Fairness keys with a weight of their own, at most (the spec is part of the limiter's record).
+MAX_WEIGHTS: Final = 100
+#: The longest fairness key with a weight of its own.
+MAX_KEY_CHARS: Final = 100
 
 _PERIODS_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(ms|s|m|min|h|d)\s*$")
@@ -162,6 +164,8 @@ class LimitSpec(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
         if len(self.weights) > MAX_WEIGHTS:
             raise InvalidArgumentError(f"at most {MAX_WEIGHTS} fairness keys may have a weight of their own")
         for key, weight in self.weights.items():
+            if isinstance(key, str) and len(key) > MAX_KEY_CHARS:
+                raise InvalidArgumentError(f"a fairness key has at most {MAX_KEY_CHARS} characters, got {key!r}")
             if not isinstance(key, str) or isinstance(weight, bool) or not isinstance(weight, int):
                 raise InvalidArgumentError(f"weights map fairness keys (str) to whole numbers, got {key!r}: {weight!r}")
             if not 1 <= weight <= MAX_WEIGHT:

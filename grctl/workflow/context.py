@@ -43,7 +43,7 @@ __all__ = ["Context", "NextBuilder", "QueryContext"]
 JOURNAL_REMOTE = "remote_task"
 JOURNAL_LIMIT = "limit"
 #: The longest key and fairness key of a `ctx.limit` call (they are record fields and labels).
-MAX_LIMIT_KEY_CHARS = 200
+MAX_LIMIT_KEY_CHARS = 100
 
 
 def _own_step(workflow: Workflow, fn: Callable[..., Any] | None, what: str) -> str:

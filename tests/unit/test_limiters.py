@@ -647,3 +647,27 @@ def test_limits_are_bounded() -> None:
         make_spec(concurrency=10**10)
     with pytest.raises(InvalidArgumentError, match="at least 1 permit per period"):
         parse_rate(f"{10**12}/s")
+
+
+def test_the_record_keeps_every_waiting_tenant_pass_and_at_most_100_idle_ones() -> None:
+    from grctl.engine.limiters import MAX_PASSES
+
+    t = make(concurrency=1)
+    hold = t.acquire("hold")
+    for i in range(300):  # 300 tenants served once each: idle afterwards, each with a debt
+        t.release(hold)
+        hold = t.acquire(f"t{i}", fairness=f"tenant-{i}")
+    for i in range(150):  # 150 tenants waiting now
+        t.acquire(f"w{i}", fairness=f"waiting-{i}")
+    assert t.state is not None
+    passes = t.state.record.passes
+    assert all(f"waiting-{i}" in passes for i in range(150))
+    assert len(passes) <= 150 + MAX_PASSES
+    assert len(t.kv[keys.limiter_key("api")]) < 16 * 1024  # far under any record limit
+
+
+def test_weights_are_bounded_in_number_and_key_length() -> None:
+    with pytest.raises(InvalidArgumentError, match="at most 100 fairness keys"):
+        make_spec(concurrency=1, weights={f"t{i}": 2 for i in range(101)})
+    with pytest.raises(InvalidArgumentError, match="at most 100 characters"):
+        make_spec(concurrency=1, weights={"t" * 101: 2})

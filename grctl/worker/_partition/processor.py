@@ -668,7 +668,11 @@ class PartitionProcessor:
         if cmd.partition != self.partition:
             raise InvalidRecordError(f"a listing for partition {cmd.partition} is on partition {self.partition}")
         to = cmd.reply_to
-        found = [limiter_decoder.decode(raw) for _key, raw in self.store.scan(keys.LIMITER_PREFIX)]
+        # Without the stride scheduler's passes: a listing stays small however many tenants wait.
+        found = [
+            msgspec.structs.replace(limiter_decoder.decode(raw), passes={})
+            for _key, raw in self.store.scan(keys.LIMITER_PREFIX)
+        ]
         value = encoder.encode(Reply(request_id=to.request_id, client_id=to.client_id, payload={"limiters": found}))
         self.emit(self.services.topics.replies, to.partition, to.client_id.encode(), value)
 
