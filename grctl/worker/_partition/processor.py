@@ -709,13 +709,7 @@ class PartitionProcessor:
             writes.append((keys.limiter_key(name), None))
         elif tr.record is not None:
             writes.append((keys.limiter_key(name), encoder.encode(tr.record)))
-        for t in tr.timers_clear:
-            writes.append((keys.timer_key(t.due_ms, t.wf_id, t.kind), None))
-        armed: list[tuple[int, bytes]] = []
-        for t in tr.timers_set:
-            key = keys.timer_key(t.due_ms, t.wf_id, t.kind)
-            armed.append((t.due_ms, key))
-            writes.append((key, encoder.encode(t)))
+        armed = _timer_writes(writes, tr.timers_clear, tr.timers_set)
         outbox = self._outbox
         for key, value in writes:
             outbox.stage(p, key, value)
@@ -733,9 +727,7 @@ class PartitionProcessor:
             outbox.produce(s.topics.replies, to.partition, to.client_id.encode(), encoder.encode(reply), None, name)
         if s.observer is not None:
             s.observer.limiter_staged(name, tr, state)
-        for due_ms, key in armed:
-            if self.timers.armed(due_ms, key):
-                s.timer_armed(due_ms)
+        self._arm(armed)
         if queued and local is not None:
             local.drain()
 
@@ -776,13 +768,7 @@ class PartitionProcessor:
             writes.append((keys.schedule_key(schedule_id), None))
         elif tr.record is not None:
             writes.append((keys.schedule_key(schedule_id), encoder.encode(tr.record)))
-        for t in tr.timers_clear:
-            writes.append((keys.timer_key(t.due_ms, t.wf_id, t.kind), None))
-        armed: list[tuple[int, bytes]] = []
-        for t in tr.timers_set:
-            key = keys.timer_key(t.due_ms, t.wf_id, t.kind)
-            armed.append((t.due_ms, key))
-            writes.append((key, encoder.encode(t)))
+        armed = _timer_writes(writes, tr.timers_clear, tr.timers_set)
         records = []
         n = s.num_partitions
         for cmd in tr.sends:
@@ -797,9 +783,13 @@ class PartitionProcessor:
             outbox.produce(topic, part, key, value, None, schedule_id)
         if s.observer is not None:
             s.observer.schedule_staged(tr)
+        self._arm(armed)
+
+    def _arm(self, armed: list[tuple[int, bytes]]) -> None:
+        """Put staged run-table timers in memory (and wake the timer loop if one is due sooner)."""
         for due_ms, key in armed:
             if self.timers.armed(due_ms, key):
-                s.timer_armed(due_ms)
+                self.services.timer_armed(due_ms)
 
     def _refuse_oversized(self, rec: Any) -> bool:
         """Refuse a start or an event whose value is over the value limit (True if refused).
@@ -1093,6 +1083,20 @@ class PartitionProcessor:
         self.closing = True
         for wf_id in list(self.running):
             self.cancel_step(wf_id, "partition revoked")
+
+
+def _timer_writes(
+    writes: list[tuple[bytes, bytes | None]], clear: list[TimerEntry], armed: list[TimerEntry]
+) -> list[tuple[int, bytes]]:
+    """Add the state writes of a schedule's or a limiter's timers to `writes`; the (due, key) of those armed."""
+    for t in clear:
+        writes.append((keys.timer_key(t.due_ms, t.wf_id, t.kind), None))
+    out: list[tuple[int, bytes]] = []
+    for t in armed:
+        key = keys.timer_key(t.due_ms, t.wf_id, t.kind)
+        out.append((t.due_ms, key))
+        writes.append((key, encoder.encode(t)))
+    return out
 
 
 def _forget(quarantine: dict[str, Refusal], wf_id: str) -> None:
