@@ -817,22 +817,10 @@ class Client:
         wait_s = self.request_timeout if timeout is None else timeout
 
         async def partition_page(p: int, after: str | None) -> tuple[list[Any], bool]:
-            to = ReplyTo(client_id=self.id, request_id=str(ULID()), partition=io.reply_partition)
-            fut = io.expect_reply(to.request_id)
-            cmd = ScheduleListCmd(wf_id="", partition=p, reply_to=to, limit=SCHEDULE_PAGE, after=after)
-            try:
-                await io.send(self.connection.topics.directives, p, b"", encoder.encode(cmd))
-                async with asyncio.timeout(wait_s):
-                    reply = await fut
-            except TimeoutError:
-                raise NoWorkerAnsweredError(
-                    f"partition {p} of namespace {self.connection.namespace!r} did not answer within "
-                    f"{wait_s:.0f}s (a rebalance?); try again",
-                    namespace=self.connection.namespace,
-                    timeout=wait_s,
-                ) from None
-            finally:
-                io.forget_reply(to.request_id)
+            reply = await self._ask_partition(
+                io, p, wait_s,
+                lambda to: ScheduleListCmd(wf_id="", partition=p, reply_to=to, limit=SCHEDULE_PAGE, after=after),
+            )  # fmt: skip
             return list(reply.payload["schedules"]), bool(reply.payload.get("more"))
 
         async def partition_all(p: int) -> list[ScheduleDescription]:
@@ -931,26 +919,35 @@ class Client:
         wait_s = self.request_timeout if timeout is None else timeout
 
         async def partition_list(p: int) -> list[LimiterDescription]:
-            to = ReplyTo(client_id=self.id, request_id=str(ULID()), partition=io.reply_partition)
-            fut = io.expect_reply(to.request_id)
-            try:
-                cmd = LimiterListCmd(wf_id="", partition=p, reply_to=to)
-                await io.send(self.connection.topics.directives, p, b"", encoder.encode(cmd))
-                async with asyncio.timeout(wait_s):
-                    reply = await fut
-            except TimeoutError:
-                raise NoWorkerAnsweredError(
-                    f"partition {p} of namespace {self.connection.namespace!r} did not answer within "
-                    f"{wait_s:.0f}s (a rebalance?); try again",
-                    namespace=self.connection.namespace,
-                    timeout=wait_s,
-                ) from None
-            finally:
-                io.forget_reply(to.request_id)
+            reply = await self._ask_partition(
+                io, p, wait_s, lambda to: LimiterListCmd(wf_id="", partition=p, reply_to=to)
+            )
             return [LimiterDescription.of(record_of(raw)) for raw in reply.payload["limiters"]]
 
         parts = await asyncio.gather(*(partition_list(p) for p in range(self.connection.num_partitions)))
         return sorted((d for part in parts for d in part), key=lambda d: d.name)
+
+    async def _ask_partition(self, io: ClientIO, p: int, wait_s: float, make: Any) -> Reply:
+        """Send the directive `make(reply_to)` to partition `p` of `directives` and wait for its owner's answer.
+
+        Raises:
+            NoWorkerAnsweredError: no answer within `wait_s` seconds.
+        """
+        to = ReplyTo(client_id=self.id, request_id=str(ULID()), partition=io.reply_partition)
+        fut = io.expect_reply(to.request_id)
+        try:
+            await io.send(self.connection.topics.directives, p, b"", encoder.encode(make(to)))
+            async with asyncio.timeout(wait_s):
+                return await fut
+        except TimeoutError:
+            raise NoWorkerAnsweredError(
+                f"partition {p} of namespace {self.connection.namespace!r} did not answer within "
+                f"{wait_s:.0f}s (a rebalance?); try again",
+                namespace=self.connection.namespace,
+                timeout=wait_s,
+            ) from None
+        finally:
+            io.forget_reply(to.request_id)
 
     @staticmethod
     def _raise_for(reply: Reply, wf_id: str) -> None:
