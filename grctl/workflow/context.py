@@ -155,16 +155,12 @@ class QueryContext:
 
 
 class Context:
-    """What a handler can do: its run's store, the next directive, deterministic values, logging.
-
-    Attributes:
-        run: metadata of the run (`id`, `wf_id`, `wf_type`, parent fields).
-    """
+    """What a handler can do: its run's store, the next directive, deterministic values, logging."""
 
     def __init__(
         self,
         *,
-        run: RunInfo,
+        run: RunInfo | Callable[[], RunInfo],
         workflow: Workflow,
         store: Store,
         runtime: StepRuntime,
@@ -172,7 +168,10 @@ class Context:
         max_value_bytes: int | None = None,
         emits: EmitBuffer | None = None,
     ) -> None:
-        self.run = run
+        # A function: `ctx.run` is built on first use (most steps never read it; the worker
+        # builds a context for every step).
+        self._run: RunInfo | None = None if callable(run) else run
+        self._run_of = run if callable(run) else None
         self._wf = workflow
         self._store = store
         self._rt = runtime
@@ -181,6 +180,15 @@ class Context:
         self._max_value_bytes = max_value_bytes
         self._logger: _StepLogger | None = None  # built on first use: most steps never log
         self._emits = emits
+
+    @property
+    def run(self) -> RunInfo:
+        """Metadata of the run: `id`, `wf_id`, `wf_type`, the step, the parent, the schedule's tick."""
+        info = self._run
+        if info is None:
+            assert self._run_of is not None
+            info = self._run = self._run_of()
+        return info
 
     def emit(
         self,

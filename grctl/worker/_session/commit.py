@@ -107,6 +107,8 @@ class Batch:
         after_commit: callbacks run once the transaction has committed (start steps, ...).
         source_offsets: (topic, partition, next offset) of source topics, set when the batch
             is sealed: committed in its transaction with the directives they produced.
+        staged: state writes staged, a key written twice counted twice: with `records`, a bound
+            of the batch's length that is cheap to read for every step (`GroupCommitter.full`).
     """
 
     id: int
@@ -114,6 +116,7 @@ class Batch:
     state: dict[int, Writes] = field(default_factory=dict)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     source_offsets: list[tuple[str, int, int]] = field(default_factory=list)
+    staged: int = 0
 
     def __len__(self) -> int:
         return len(self.records) + sum(len(w) for w in self.state.values())
@@ -202,6 +205,7 @@ class GroupCommitter:
         if writes is None:
             writes = batch.state[partition] = self._owned[partition].store.layer(batch.id)
         writes[key] = value
+        batch.staged += 1
         self._dirty.set()
 
     def produce(
@@ -236,7 +240,10 @@ class GroupCommitter:
     @property
     def full(self) -> bool:
         """The open batch holds more than `MAX_BATCH_RECORDS`: inputs should wait for a commit."""
-        return len(self._batch) > MAX_BATCH_RECORDS
+        batch = self._batch
+        if len(batch.records) + batch.staged <= MAX_BATCH_RECORDS:
+            return False  # the bound is not reached: no need to count the layers of every partition
+        return len(batch) > MAX_BATCH_RECORDS
 
     @property
     def pending_records(self) -> int:

@@ -10,13 +10,14 @@ it through the state machine.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from grctl import defaults, tracing
 from grctl.codec import CodecRegistry
@@ -222,7 +223,7 @@ class StepExecutor:
                 if metrics is not None:
                     metrics.step_finished(run.wf_type, outcome.next_kind, time.perf_counter() - t0)
             if runtime.released:
-                outcome = dataclasses.replace(outcome, released=tuple(runtime.released))
+                outcome = msgspec.structs.replace(outcome, released=tuple(runtime.released))
             proc.step_finished(rs, outcome)
         finally:
             self._tasks.discard(rs.task)
@@ -251,7 +252,7 @@ class StepExecutor:
             store = Store(read, self._codec, max_value_bytes=limit)
             emits = EmitBuffer(self._codec, self._registry)
             ctx = Context(
-                run=run_info_of(run),
+                run=functools.partial(run_info_of, run),
                 workflow=wf,
                 store=store,
                 runtime=runtime,
