@@ -38,8 +38,10 @@ STEPS = 10
 async def chains(runs: int, conc: int) -> dict[str, Any]:
     from benchmarks.workflows import chain
     from grctl.testing import WorkflowEnvironment
+    from grctl.worker import gc_tuning
     from grctl.worker.event_loop import running_loop_name
 
+    gc_tuning.tune()  # as a worker does when it starts (GRCTL_GC=python: Python's own settings)
     async with WorkflowEnvironment([chain], partitions=12, max_concurrent_steps=1000) as env:
         sem = asyncio.Semaphore(conc)
 
@@ -61,6 +63,7 @@ async def chains(runs: int, conc: int) -> dict[str, Any]:
         "cpu_us_per_step": round(cpu / steps * 1e6, 2),
         "steps_per_s": round(steps / wall, 1),
         "cpu_utilisation": round(cpu / wall, 2),
+        "gc": os.environ.get("GRCTL_GC") or "tuned",
     }
 
 

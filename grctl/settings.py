@@ -3,7 +3,7 @@
 Nothing reads the environment at import time. `EngineSettings.from_env()` reads it anew on
 every call (what `Connection`, `Worker`, `Client` and the CLI use); `get_settings()` is the
 original SDK's cached accessor. The variables of one part each have an accessor of their own,
-also read anew on every call: `commit_linger_s`, `schema_registry_url`, `event_loop` (the worker), and
+also read anew on every call: `commit_linger_s`, `schema_registry_url`, `event_loop` and `gc_mode` (the worker), and
 `dev_home`, `dev_kafka_heap_opts`, `dev_maven_settings` (the local Kafka and schema registry of
 `grctl.dev`), and `kafka_servers_set` (the servers only when a variable names them: the
 `grctl_kafka_env` fixture of `grctl.testing`). Each takes an `env` mapping for tests (default `os.environ`).
@@ -18,6 +18,7 @@ also read anew on every call: `commit_linger_s`, `schema_registry_url`, `event_l
 | GRCTL_SCHEMA_REGISTRY_URL | none | `schema_registry_url` | Worker (`SchemaRegistry.from_env`) |
 | GRCTL_GROUP_PROTOCOL | classic | `group_protocol` | Worker: its group protocol (classic, consumer) |
 | GRCTL_SUPERVISOR_PID | none | `supervisor_pid` | a child of `grctl worker --processes` |
+| GRCTL_GC | tuned | `gc_mode` | Worker: its process's garbage collector (tuned, python) |
 | GRCTL_EVENT_LOOP | asyncio | `event_loop` | `grctl worker`, `grctl.worker.event_loop.run`: asyncio or uvloop |
 | GRCTL_DEV_HOME | $XDG_CACHE_HOME/grctl (~/.cache/grctl) | `dev_home` | `grctl.dev`: jars and local clusters |
 | GRCTL_DEV_KAFKA_HEAP_OPTS | -Xms256m -Xmx512m | `dev_kafka_heap_opts` | `grctl.dev.kafka`: the broker JVM's heap |
@@ -177,6 +178,26 @@ def event_loop(env: Mapping[str, str] | None = None) -> str:
         raise InvalidArgumentError(
             f"GRCTL_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)} (or unset), got {raw!r}",
             argument="GRCTL_EVENT_LOOP",
+        )
+    return raw
+
+
+GC_MODES = ("tuned", "python")
+
+
+def gc_mode(env: Mapping[str, str] | None = None) -> str:
+    """GRCTL_GC: "tuned" (the default: unset or blank), a running worker tunes its process's garbage
+    collector (`grctl.worker.gc_tuning`); "python" leaves Python's settings as they are.
+
+    Raises:
+        InvalidArgumentError: another value (the message names it and the choices).
+    """
+    raw = _env(env).get("GRCTL_GC", "").strip().lower()
+    if not raw:
+        return GC_MODES[0]
+    if raw not in GC_MODES:
+        raise InvalidArgumentError(
+            f"GRCTL_GC must be one of {', '.join(GC_MODES)} (or unset), got {raw!r}", argument="GRCTL_GC"
         )
     return raw
 

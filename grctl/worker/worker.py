@@ -32,6 +32,7 @@ from grctl.kafka.settings_topic import SETTINGS_REFRESH_S, read_settings
 from grctl.models.limits import Limiter
 from grctl.settings import EngineSettings
 from grctl.state.partition_store import DEFAULT_STATE_MEMORY_MB, StoreMemory
+from grctl.worker import gc_tuning
 from grctl.worker._edges.schema_registry import ENV_URL, RecordField, RegistryDecoder, SchemaRegistry
 from grctl.worker._edges.sources import Source
 from grctl.worker._observe.http import MetricsServer
@@ -325,6 +326,7 @@ class Worker:
         """
         self._fork_guard.check()
         check_requested()  # GRCTL_EVENT_LOOP=uvloop without uvloop installed fails here, by name
+        settings.gc_mode()  # a GRCTL_GC the worker does not know fails here, by name, before connecting
         if (wanted := settings.event_loop()) != (running := running_loop_name()):
             logger.warning(
                 "GRCTL_EVENT_LOOP=%s, but this worker runs on %s's loop: the loop is made by what runs the "
@@ -371,6 +373,7 @@ class Worker:
         )  # fmt: skip
         failures = 0  # sessions failed in a row
         loop = asyncio.get_running_loop()
+        gc_tuned = gc_tuning.tune()
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
@@ -420,6 +423,7 @@ class Worker:
                     self._quarantine_refused(exc)
                     await self._wait_before_restart(failures, exc)
         finally:
+            gc_tuning.untune(gc_tuned)
             refresh.cancel()
             self._session = None
             if self._metrics_server is not None:
