@@ -905,6 +905,8 @@ class PartitionProcessor:
 
     def load_journal(self, wf_id: str, run_id: str, seq: int) -> list[JournalEntry]:
         """The journal entries recorded by earlier executions of a step."""
+        if not self._journals:
+            return []  # the common case, no journal in the partition: no key built per step
         prefix = keys.journal_prefix(wf_id, run_id, seq)
         if prefix not in self._journals.get(keys.journal_run_prefix(wf_id, run_id), ()):
             return []
