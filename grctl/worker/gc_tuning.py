@@ -4,8 +4,8 @@ A step allocates a few dozen container objects (its task, context, store view, o
 transition, records) that reference counting frees when the step ends. With Python's default
 thresholds (700, 10, 10) the cyclic collector still runs a young collection every few steps and
 walks every object alive at that moment: the steps in flight, the processors' caches. Measured
-on the in-process chain (`python -m benchmarks.step_cost`): 18 µs of collections per step, a
-third of the step, and full collections of tens of ms that show in the tail.
+on the in-process chain (`python -m benchmarks.step_cost`): 18 µs of collections per step, over
+a quarter of the step, and full collections of tens of ms that show in the tail.
 
 While at least one `Worker` runs, `tune()`:
 
