@@ -329,7 +329,7 @@ def resume_cmd(
 
 @schedule_app.command("trigger")
 def trigger_cmd(schedule_id: IdArg, overlap: OverlapOption = None, as_json: JsonOption = False) -> None:
-    """Start a run now, as a tick of this second (the overlap policy applies; works while paused)."""
+    """Start a run now, as a tick of its own (the overlap policy applies; works while paused)."""
     _simple(schedule_id, "trigger", lambda h: h.trigger(overlap), as_json)
 
 

@@ -297,6 +297,10 @@ class Client:
         io = await self._ensure()
         await io.send(self.connection.topics.directives, self._partition(wf_id), wf_id.encode(), data)
 
+    def _identity(self, identity: str | None) -> str:
+        """Who acts: `identity` if given (checked: `check_identity`), else this client's."""
+        return check_identity(identity) if identity is not None else self.identity
+
     async def _request(
         self,
         wf_id: str,
@@ -662,7 +666,7 @@ class Client:
             WorkflowError: the run already ended, or has no handler for this event.
         """
         non_empty_str(event_name, "event_name")
-        who = check_identity(identity) if identity is not None else self.identity
+        who = self._identity(identity)
         raw = self.codec.to_primitive(payload)
         reply = await self._request(
             wf_id,
@@ -711,7 +715,7 @@ class Client:
 
         `identity` (default: the client's) is recorded in the run's cancel or terminate event.
         """
-        who = check_identity(identity) if identity is not None else self.identity
+        who = self._identity(identity)
         reply = await self._request(
             wf_id,
             lambda to: CancelCmd(
@@ -874,7 +878,7 @@ class Client:
         """
         check_name(name)
         spec = make_spec(concurrency=concurrency, rate=rate, burst=burst, per_key=per_key, weights=weights)
-        who = check_identity(identity) if identity is not None else self.identity
+        who = self._identity(identity)
         reply = await self._request(name, lambda to: LimiterSetCmd(wf_id=name, spec=spec, reply_to=to, identity=who))
         raise_limiter_refusal(reply, name)
         return LimiterDescription.of(record_of(reply.payload))

@@ -309,33 +309,39 @@ class ScheduleHandle:
         record = schedule_decoder.decode(_reencode(reply.payload))
         return ScheduleDescription.of(record)
 
-    async def pause(self, note: str = "") -> None:
-        """Pause: no tick fires until `resume` (ticks meanwhile are not caught up)."""
+    async def pause(self, note: str = "", *, identity: str | None = None) -> None:
+        """Pause: no tick fires until `resume` (ticks meanwhile are not caught up).
+
+        `identity` (default: the client's) is recorded as who changed the schedule.
+        """
+        who = self.client._identity(identity)
         reply = await self.client._request(
-            self.id, lambda to: SchedulePauseCmd(wf_id=self.id, note=note, reply_to=to, identity=self.client.identity)
+            self.id, lambda to: SchedulePauseCmd(wf_id=self.id, note=note, reply_to=to, identity=who)
         )
         raise_for(reply, self.id)
 
-    async def resume(self, note: str = "") -> None:
-        """Resume: the next tick is the first after now."""
+    async def resume(self, note: str = "", *, identity: str | None = None) -> None:
+        """Resume: the next tick is the first after now (`identity` as for `pause`)."""
+        who = self.client._identity(identity)
         reply = await self.client._request(
-            self.id,
-            lambda to: SchedulePauseCmd(
-                wf_id=self.id, resume=True, note=note, reply_to=to, identity=self.client.identity
-            ),
+            self.id, lambda to: SchedulePauseCmd(wf_id=self.id, resume=True, note=note, reply_to=to, identity=who)
         )
         raise_for(reply, self.id)
 
-    async def trigger(self, overlap: str | OverlapPolicy | None = None) -> dict[str, Any]:
-        """Start a run now, as a tick of this second (the overlap policy applies; works while paused).
+    async def trigger(
+        self, overlap: str | OverlapPolicy | None = None, *, identity: str | None = None
+    ) -> dict[str, Any]:
+        """Start a run now, as a tick of its own millisecond (the overlap policy applies; works while paused).
+
+        `identity` (default: the client's) is recorded with the tick.
 
         Returns:
             `tick_ms`, `action` (started, skipped or buffered) and `run_wf_id` when started.
         """
         policy = overlap_policy(overlap)
+        who = self.client._identity(identity)
         reply = await self.client._request(
-            self.id,
-            lambda to: ScheduleTriggerCmd(wf_id=self.id, overlap=policy, reply_to=to, identity=self.client.identity),
+            self.id, lambda to: ScheduleTriggerCmd(wf_id=self.id, overlap=policy, reply_to=to, identity=who)
         )
         raise_for(reply, self.id)
         return dict(reply.payload)

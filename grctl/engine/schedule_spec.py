@@ -552,8 +552,11 @@ def jitter_ms(schedule_id: str, tick_ms: int, jitter: int) -> int:
 
 
 def tick_iso(tick_ms: int) -> str:
-    """A tick as ISO 8601 in UTC, to the second (`2026-12-07T02:00:00Z`)."""
-    return _utc(tick_ms).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A tick as ISO 8601 in UTC, to the second (`2026-12-07T02:00:00Z`); to the millisecond when
+    it is not a whole second (a trigger's own time: `2026-12-07T02:00:00.417Z`)."""
+    ms = tick_ms % 1000
+    text = _utc(tick_ms).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ms:03d}Z" if ms else f"{text}Z"
 
 
 def tick_run_id(schedule_id: str, tick_ms: int) -> str:

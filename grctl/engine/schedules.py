@@ -369,9 +369,14 @@ class ScheduleMachine:
         return tr
 
     def on_trigger(self, record: ScheduleRecord, cmd: ScheduleTriggerCmd, now_ms: int) -> ScheduleTransition:
-        """Start a run now (a tick at this second), through the overlap policy; works while paused."""
+        """Start a run now, through the overlap policy; works while paused.
+
+        The trigger's tick is its own millisecond, never a whole second (those are the spec's
+        ticks): its run's id (`<schedule>:<ISO to the ms>`) cannot be the id of the run a tick
+        of the same second started, which would make it a duplicate start, not a new run.
+        """
         tr = ScheduleTransition()
-        tick = now_ms - now_ms % 1000
+        tick = now_ms if now_ms % 1000 else now_ms + 1
         who = bounded_identity(cmd.identity)
         new = self._act(tr, _copy(record), tick, now_ms, "trigger", cmd.overlap or record.overlap, who)
         tr.record = new

@@ -59,6 +59,7 @@ from grctl.errors import (
     KafkaSetupError,
     LimiterNotFoundError,
     NoWorkerAnsweredError,
+    ScheduleNotFoundError,
     WorkflowError,
     WorkflowNotFoundError,
 )
@@ -81,6 +82,8 @@ logger = logging.getLogger("grctl.ui")
 
 TEMPLATES = Path(__file__).parent / "templates"
 ACTIONS = {"event": "Send event", "cancel": "Cancel", "terminate": "Terminate"}
+#: What an operator does to a schedule from the Schedules page.
+SCHEDULE_ACTIONS = ("pause", "resume", "trigger")
 #: Characters of a value shown inline in the history table (the run page shows it whole).
 DETAIL_CHARS = 160
 
@@ -210,12 +213,41 @@ def create_app(
                 versions_error = f"Partitions {parts} did not answer (moving between workers?): counts not shown."
         return page(request, "namespace.html", info=info, dead=dead, versions=versions, versions_error=versions_error)
 
-    async def schedules_page(request: Request) -> Response:
+    async def schedules_page(request: Request, *, error: str | None = None, error_status: int = 400) -> Response:
         try:
             found = await run_in_threadpool(source.schedules)
         except GrctlError as exc:
             return problem(request, 503, "Schedules unavailable", f"Listing schedules needs running workers: {exc}")
-        return page(request, "schedules.html", schedules=found)
+        return page(
+            request, "schedules.html", error_status if error else 200, schedules=found, error=error,
+            notice=request.query_params.get("notice"),
+        )  # fmt: skip
+
+    async def schedule_action(request: Request) -> Response:
+        data = await request.form()
+        try:
+            check_post(request, data)
+        except Refused as exc:
+            return problem(request, 403, "Refused", exc.message)
+        if actions is None:
+            return read_only(request)
+        schedule_id, action = str(data.get("id", "")).strip(), str(data.get("action", ""))
+        note = str(data.get("note", "")).strip()
+        if action not in SCHEDULE_ACTIONS:
+            choices = ", ".join(SCHEDULE_ACTIONS)
+            return problem(request, 400, "Unknown action", f"{action!r} is not a schedule action: use {choices}.")
+        try:
+            done = await actions.schedule(schedule_id, action, note, operator(request))
+        except ScheduleNotFoundError:
+            return problem(
+                request, 404, "Schedule not found",
+                f"No schedule with id {schedule_id!r} in namespace {source.conn.namespace!r}: nothing was done.",
+            )  # fmt: skip
+        except InvalidArgumentError as exc:
+            return await schedules_page(request, error=f"Nothing was done: {exc}")
+        except NoWorkerAnsweredError as exc:
+            return await schedules_page(request, error=f"Nothing was done: {exc}", error_status=503)
+        return RedirectResponse("/schedules?" + urlencode({"notice": done}), 303)
 
     async def runs_page(request: Request) -> Response:
         q = request.query_params
@@ -483,6 +515,7 @@ def create_app(
             Route("/namespace", namespace_page),
             Route("/runs", runs_page),
             Route("/schedules", schedules_page),
+            Route("/schedule/action", schedule_action, methods=["POST"]),
             Route("/run", run_page),
             Route("/run/confirm", confirm_page),
             Route("/run/action", action_post, methods=["POST"]),

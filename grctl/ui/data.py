@@ -8,7 +8,8 @@ from the end of the `dead-letter` topic, and the workers' group and lag with the
 worker-side listing: a class with the same methods (`RunsSource`) swaps in through
 `grctl.ui.app.create_app`.
 
-`RunActions` sends events, cancels and terminates through a `Client`, and changes a limiter's limits.
+`RunActions` sends events, cancels and terminates through a `Client`, pauses, resumes and triggers
+schedules, and changes a limiter's limits.
 
 Schedules, limiters and a waiting run's place in a limiter's line are known only to the workers
 that keep them: those reads ask them through a `Client` of their own.
@@ -381,6 +382,28 @@ class RunActions:
     async def terminate(self, wf_id: str, reason: str | None, identity: str | None = None) -> None:
         """Terminate the latest run (raises `WorkflowError` if it ended)."""
         await self.client.cancel_run(wf_id, reason, terminate=True, identity=identity)
+
+    async def schedule(self, schedule_id: str, action: str, note: str = "", identity: str | None = None) -> str:
+        """Pause (with a note), resume or trigger a schedule; returns what was done, in words.
+
+        Raises:
+            ScheduleNotFoundError: no schedule has that id.
+            InvalidArgumentError: an action other than pause, resume or trigger.
+        """
+        handle = self.client.get_schedule_handle(schedule_id)
+        if action == "pause":
+            await handle.pause(note, identity=identity)
+            return f"{schedule_id} paused" + (f": {note}" if note else "")
+        if action == "resume":
+            await handle.resume(note, identity=identity)
+            return f"{schedule_id} resumed"
+        if action == "trigger":
+            fired = await handle.trigger(identity=identity)
+            run = fired.get("run_wf_id")
+            return f"{schedule_id} triggered: {fired.get('action')}" + (f", run {run}" if run else "")
+        raise InvalidArgumentError(
+            f"{action!r} is not a schedule action: use pause, resume or trigger", argument="action"
+        )
 
     async def set_limits(self, name: str, limits: dict[str, Any], identity: str | None = None) -> LimiterDescription:
         """Set the limits of an existing limiter (`parse_limit_form`'s), keeping its fairness weights.

@@ -237,6 +237,39 @@ async def test_ui_schedules_page_in_chromium(workers, client: Client, ui: str, b
     await shot(page, "schedules")
     await page.locator("#schedules a", has_text="run").first.click()
     await expect(page.locator("h1")).to_contain_text("orders-every-2s:")
+
+    # The operator's actions: resume, pause with a note, trigger now (while paused), each shown
+    # as a notice and checked on the schedule itself; without the page's token nothing is done.
+    await page.goto(f"{ui}/schedules")
+    await page.click("#pause-approvals-nightly button")
+    await expect(page.locator("#notice")).to_have_text("approvals-nightly resumed")
+    assert not (await client.get_schedule_handle("approvals-nightly").describe()).paused
+    await page.fill("#pause-orders-every-2s input[name=note]", "maintenance window")
+    await page.click("#pause-orders-every-2s button")
+    await expect(page.locator("#notice")).to_have_text("orders-every-2s paused: maintenance window")
+    paused = await client.get_schedule_handle("orders-every-2s").describe()
+    assert (paused.paused, paused.note, paused.updated_by) == (True, "maintenance window", client.identity)
+    await expect(page.locator("#paused-by-orders-every-2s")).to_have_text(f"by {client.identity}")
+    await page.click("#trigger-orders-every-2s button")
+    await expect(page.locator("#notice")).to_contain_text("orders-every-2s triggered: started, run orders-every-2s:")
+    triggered = (await page.locator("#notice").inner_text()).rsplit("run ", 1)[1]
+    assert await (await client.get_workflow_handle(triggered)).result() is not None
+    await shot(page, "schedules-actions")
+    r = await page.request.post(f"{ui}/schedule/action", form={"id": "orders-every-2s", "action": "resume"})
+    assert r.status == 403, "a POST without the page's CSRF token"
+    assert (await client.get_schedule_handle("orders-every-2s").describe()).paused
+    csrf = await page.locator("#trigger-orders-every-2s input[name=csrf]").get_attribute("value")
+    assert csrf
+    headers = {"origin": ui}
+    r = await page.request.post(
+        f"{ui}/schedule/action", form={"csrf": csrf, "id": "no-such-schedule", "action": "pause"}, headers=headers
+    )
+    assert r.status == 404 and "no-such-schedule" in await r.text()
+    r = await page.request.post(
+        f"{ui}/schedule/action", form={"csrf": csrf, "id": "orders-every-2s", "action": "delete"}, headers=headers
+    )
+    assert r.status == 400 and "use pause, resume, trigger" in await r.text()
+    assert "Traceback" not in await page.content()
     await page.close()
 
 

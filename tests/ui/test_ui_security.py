@@ -203,6 +203,14 @@ async def test_read_only_ui_shows_and_accepts_no_action(
     r = await page.request.post(f"{ui}/run/action", form={"id": "guarded-ro", "action": "terminate"})
     assert r.status == 403
     assert await running(client, "guarded-ro")
+    # Schedules: listed, with no action form; a pause is refused and the schedule stays active.
+    await client.create_schedule("guarded-nightly", workflow_type="UiGuarded", cron="0 2 * * *")
+    await page.goto(f"{ui}/schedules")
+    await expect(page.locator("#schedules")).to_contain_text("guarded-nightly")
+    await expect(page.locator("#pause-guarded-nightly")).to_have_count(0)
+    r = await page.request.post(f"{ui}/schedule/action", form={"id": "guarded-nightly", "action": "pause"})
+    assert r.status == 403
+    assert not (await client.get_schedule_handle("guarded-nightly").describe()).paused
 
 
 async def test_token_ui_needs_sign_in_and_records_the_user(

@@ -443,11 +443,24 @@ def test_pause_disarms_and_resume_does_not_catch_up_the_paused_ticks() -> None:
 
 def test_trigger_starts_now_even_while_paused() -> None:
     w = World(paused=True)
+    w.now = T0 + 417
     tr = w.send(ScheduleTriggerCmd(wf_id="s", reply_to=TO))
     (start,) = w.starts([tr])
-    assert start.scheduled_ms == T0 - T0 % 1000
+    assert start.scheduled_ms == T0 + 417  # the trigger's own millisecond
+    assert start.wf_id == "s:2026-12-07T10:00:30.417Z"
     assert tr.replies[0][1].payload["action"] == "started"
     assert w.rec.recent[-1].how == "trigger"
+
+
+def test_a_trigger_in_the_second_of_a_tick_starts_a_run_of_its_own() -> None:
+    w = World(overlap=OverlapPolicy.allow_all)
+    (tick,) = w.starts(w.advance(at("2026-12-07T10:01:00")))
+    assert tick.wf_id == "s:2026-12-07T10:01:00Z"
+    (trig,) = w.starts([w.send(ScheduleTriggerCmd(wf_id="s", reply_to=TO))])  # at 10:01:00.000 exactly
+    assert trig.wf_id == "s:2026-12-07T10:01:00.001Z" and trig.run_id != tick.run_id
+    w.now += 250
+    (later,) = w.starts([w.send(ScheduleTriggerCmd(wf_id="s", reply_to=TO))])
+    assert later.wf_id == "s:2026-12-07T10:01:00.250Z"
 
 
 def test_update_spec_rearms_and_keeps_the_old_era() -> None:
