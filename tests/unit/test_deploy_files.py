@@ -48,9 +48,11 @@ def manifests() -> dict[str, list[dict[str, Any]]]:
     return {p.name: load_all(p) for p in sorted(K8S.glob("*.yaml")) if p.name != "kustomization.yaml"}
 
 
-def by_kind(kind: str) -> dict[str, Any]:
-    found = [d for docs in manifests().values() for d in docs if d["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind} in deploy/k8s, found {len(found)}"
+def by_kind(kind: str, file: str | None = None) -> dict[str, Any]:
+    """The one manifest of `kind` (in `file`, else in the workers' files: all but taskworker.yaml)."""
+    files = {k: v for k, v in manifests().items() if (k == file if file else k != "taskworker.yaml")}
+    found = [d for docs in files.values() for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind} in deploy/k8s ({file or 'the workers'}), found {len(found)}"
     return found[0]
 
 
@@ -151,6 +153,33 @@ def test_keda_scaled_object_scales_the_workers_on_their_lag() -> None:
         "scaleTargetRef", "minReplicaCount", "maxReplicaCount", "pollingInterval", "cooldownPeriod",
         "idleReplicaCount", "advanced", "triggers", "fallback", "initialCooldownPeriod",
     }  # fmt: skip
+
+
+def test_keda_scaled_object_scales_a_queue_s_task_workers_on_the_queue_s_lag() -> None:
+    """taskworker.yaml: the group and topic a `TaskWorker` of its queue uses, its Deployment, its metrics."""
+    deployment = by_kind("Deployment", "taskworker.yaml")
+    so = by_kind("ScaledObject", "taskworker.yaml")
+    config = by_kind("ConfigMap")["data"]
+    namespace, queue = config["GRCTL_NAMESPACE"], deployment["metadata"]["labels"]["grctl.io/queue"]
+    topic = TopicNames(namespace).task_queue(queue)
+    assert so["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                            "name": deployment["metadata"]["name"]}  # fmt: skip
+    (trigger,) = so["spec"]["triggers"]
+    meta = trigger["metadata"]
+    assert trigger["type"] == "kafka"
+    # A TaskWorker's default group is its queue's topic name (grctl.taskworker.TaskWorker.group_id).
+    assert meta["consumerGroup"] == topic and meta["topic"] == topic
+    assert meta["bootstrapServers"] == config["GRCTL_KAFKA_SERVERS"]
+    assert int(meta["lagThreshold"]) > 0
+    assert so["spec"]["maxReplicaCount"] <= int(config["GRCTL_PARTITIONS"])  # the queue topic's partitions
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"configMapRef": {"name": by_kind("ConfigMap")["metadata"]["name"]}}]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
 # --------------------------------------------------------------------------- Dockerfile
