@@ -272,6 +272,9 @@ class Offer:
         self.window_three: list[float] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.fell_behind = False
+        #: GRCTL_BENCH_SOAK_TRACE=DIR: every run's (end, wall clock; latency ms; 3 steps?) for
+        #: placing spikes finer than a sample (written to DIR/runs.tsv at the end).
+        self.trace: list[tuple[float, float, bool]] | None = [] if os.environ.get("GRCTL_BENCH_SOAK_TRACE") else None
 
     async def one(self, i: int) -> None:
         three = i % 2 == 1
@@ -291,6 +294,8 @@ class Offer:
             self.in_flight -= 1
         ms = (time.perf_counter() - t0) * 1000
         (self.window_three if three else self.window_one).append(ms)
+        if self.trace is not None:
+            self.trace.append((time.time(), ms, three))
         self.completed += 1
         self.steps += 3 if three else 1
         if not ok and len(self.wrong) < 1000:
@@ -461,6 +466,10 @@ async def soak(bench: Bench) -> ScenarioResult:
                                           **await restore_probe(bench, eng.conn, "window")}  # fmt: skip
             probe_span.extend((start, time.perf_counter() - t0))
 
+        trace_dir = os.environ.get("GRCTL_BENCH_SOAK_TRACE")
+        if trace_dir:  # the load generator's own event loop lag
+            Path(trace_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  # once, before the load
+            lag = asyncio.create_task(wf.log_loop_lag(Path(trace_dir) / "client-lag.log"))
         t0 = time.perf_counter()
         sampling = asyncio.create_task(sampler(t0))
         early = asyncio.create_task(probe_after_window(t0))
@@ -471,6 +480,10 @@ async def soak(bench: Bench) -> ScenarioResult:
         sampling.cancel()
         end = samples[-1].t if samples else seconds
         await offer.drain(300)
+        if trace_dir:
+            lag.cancel()
+            with (Path(trace_dir) / "runs.tsv").open("w") as fh:
+                fh.writelines(f"{t:.3f}\t{ms:.1f}\t{int(three)}\n" for t, ms, three in offer.trace or [])
         # The restarts: with the local state (a rolling restart), then wiped (a new machine).
         w.expected_exit = True  # type: ignore[attr-defined]  # read by the engine() watchdog
         restarts: dict[str, Any] = {}
