@@ -405,6 +405,15 @@ def _log_gc_pauses(path: Path) -> None:
                 sizes[type(o).__qualname__] += len(o)
         big = sorted((o for o in objs if isinstance(o, (list, dict, set)) and len(o) > 5000), key=len, reverse=True)
         out.write(f"census elements: {dict(sizes)}; big: {[(type(o).__qualname__, len(o)) for o in big[:15]]}\n")
+        # Who holds the most common small containers (a sample of 200 of each kind).
+        for kind in ("list", "dict", "tuple"):
+            same = [o for o in objs if type(o).__name__ == kind][:: max(1, kinds[kind] // 200)][:200]
+            holders: Counter[str] = Counter()
+            for o in same:
+                for r in gc.get_referrers(o):
+                    if r is not same and r is not objs:
+                        holders[type(r).__qualname__ + (f"[{len(r)}]" if isinstance(r, (list, dict)) else "")] += 1
+            out.write(f"census {kind} holders: {holders.most_common(12)}; e.g. {[repr(o)[:80] for o in same[:5]]}\n")
         del objs, big
         t0 = time.perf_counter()
         gc.collect()
