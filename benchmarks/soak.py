@@ -165,6 +165,10 @@ def scale_compaction(conn: Connection, retention_s: float) -> dict[str, str]:
     """Set the state topic's compaction to the soak's time scale; returns what was set."""
     configs = {
         "segment.ms": str(int(retention_s * 500)),  # half a retention window
+        # The partitions' rolls spread over half a segment (the engine's topics have a jitter
+        # too, scaled to their 6 h): without it the 12 partitions rolled, and were cleaned, in
+        # the same second every 30 s, with a run latency p99 of 400-680 ms then (issue 32).
+        "segment.jitter.ms": str(int(retention_s * 250)),
         "delete.retention.ms": str(int(retention_s * 2000)),  # tombstones kept two windows
         "min.cleanable.dirty.ratio": "0.3",
     }
@@ -272,6 +276,9 @@ class Offer:
         self.window_three: list[float] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.fell_behind = False
+        #: GRCTL_BENCH_SOAK_TRACE=DIR: every run's (end, wall clock; latency ms; 3 steps?) for
+        #: placing spikes finer than a sample (written to DIR/runs.tsv at the end).
+        self.trace: list[tuple[float, float, bool]] | None = [] if os.environ.get("GRCTL_BENCH_SOAK_TRACE") else None
 
     async def one(self, i: int) -> None:
         three = i % 2 == 1
@@ -291,6 +298,8 @@ class Offer:
             self.in_flight -= 1
         ms = (time.perf_counter() - t0) * 1000
         (self.window_three if three else self.window_one).append(ms)
+        if self.trace is not None:
+            self.trace.append((time.time(), ms, three))
         self.completed += 1
         self.steps += 3 if three else 1
         if not ok and len(self.wrong) < 1000:
@@ -461,6 +470,10 @@ async def soak(bench: Bench) -> ScenarioResult:
                                           **await restore_probe(bench, eng.conn, "window")}  # fmt: skip
             probe_span.extend((start, time.perf_counter() - t0))
 
+        trace_dir = os.environ.get("GRCTL_BENCH_SOAK_TRACE")
+        if trace_dir:  # the load generator's own event loop lag
+            Path(trace_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  # once, before the load
+            lag = asyncio.create_task(wf.log_loop_lag(Path(trace_dir) / "client-lag.log"))
         t0 = time.perf_counter()
         sampling = asyncio.create_task(sampler(t0))
         early = asyncio.create_task(probe_after_window(t0))
@@ -471,6 +484,10 @@ async def soak(bench: Bench) -> ScenarioResult:
         sampling.cancel()
         end = samples[-1].t if samples else seconds
         await offer.drain(300)
+        if trace_dir:
+            lag.cancel()
+            with (Path(trace_dir) / "runs.tsv").open("w") as fh:
+                fh.writelines(f"{t:.3f}\t{ms:.1f}\t{int(three)}\n" for t, ms, three in offer.trace or [])
         # The restarts: with the local state (a rolling restart), then wiped (a new machine).
         w.expected_exit = True  # type: ignore[attr-defined]  # read by the engine() watchdog
         restarts: dict[str, Any] = {}

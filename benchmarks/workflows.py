@@ -356,22 +356,39 @@ async def serve(argv: list[str]) -> None:
         threading.Thread(target=_scrape_every_second, args=(worker,), daemon=True).start()
     if path := os.environ.get("GRCTL_BENCH_GC_LOG"):  # the garbage collector's pauses (a soak investigation)
         _log_gc_pauses(Path(path))
+    if path := os.environ.get("GRCTL_BENCH_LOOP_LAG_LOG"):  # the event loop held (a soak investigation)
+        asyncio.get_running_loop().create_task(log_loop_lag(Path(path)))
     await worker.run()
 
 
+async def log_loop_lag(path: Path, tick_s: float = 0.01, report_ms: float = 20.0) -> None:
+    """Append a line (wall time, ms late) whenever a `tick_s` sleep wakes `report_ms` or more late."""
+    out = path.open("a", buffering=1)
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(tick_s)  # the probe itself: how late the loop wakes it
+        late = (time.perf_counter() - t - tick_s) * 1000
+        if late >= report_ms:
+            out.write(f"{time.time():.3f} {late:.1f}\n")
+
+
 def _log_gc_pauses(path: Path) -> None:
-    """Append one line per collection of generation 1 or 2: time, generation, pause ms, objects tracked."""
+    """Append one line per collection of generation 1 or 2: time, generation, pause ms, the
+    thread's CPU ms in it (less than the pause: the thread waited for a core), objects collected."""
     import gc
 
-    started: list[float] = [0.0]
+    started: list[float] = [0.0, 0.0]
     out = path.open("a", buffering=1)
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            started[0] = time.perf_counter()
+            started[:] = [time.perf_counter(), time.thread_time()]
         elif info["generation"] >= 1:
             ms = (time.perf_counter() - started[0]) * 1000
-            out.write(f"{time.time():.3f} gen{info['generation']} {ms:.1f}ms collected={info['collected']}\n")
+            cpu = (time.thread_time() - started[1]) * 1000
+            out.write(
+                f"{time.time():.3f} gen{info['generation']} {ms:.1f}ms cpu={cpu:.1f}ms collected={info['collected']}\n"
+            )
 
     gc.callbacks.append(on_gc)
 
@@ -388,6 +405,15 @@ def _log_gc_pauses(path: Path) -> None:
                 sizes[type(o).__qualname__] += len(o)
         big = sorted((o for o in objs if isinstance(o, (list, dict, set)) and len(o) > 5000), key=len, reverse=True)
         out.write(f"census elements: {dict(sizes)}; big: {[(type(o).__qualname__, len(o)) for o in big[:15]]}\n")
+        # Who holds the most common small containers (a sample of 200 of each kind).
+        for kind in ("list", "dict", "tuple"):
+            same = [o for o in objs if type(o).__name__ == kind][:: max(1, kinds[kind] // 200)][:200]
+            holders: Counter[str] = Counter()
+            for o in same:
+                for r in gc.get_referrers(o):
+                    if r is not same and r is not objs:
+                        holders[type(r).__qualname__ + (f"[{len(r)}]" if isinstance(r, (list, dict)) else "")] += 1
+            out.write(f"census {kind} holders: {holders.most_common(12)}; e.g. {[repr(o)[:80] for o in same[:5]]}\n")
         del objs, big
         t0 = time.perf_counter()
         gc.collect()

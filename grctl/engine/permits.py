@@ -99,7 +99,7 @@ def on_grant(tr: Transition, run: RunRecord | None, cmd: LimitGrantCmd, now_ms: 
         tr.journal.append((seq, acq.position, [JOURNAL_LIMIT, acq.limiter, {"ok": True, "acquire_id": acq.acquire_id}]))
         held = HeldPermit(limiter=acq.limiter, acquire_id=acq.acquire_id, seq=seq, since_ms=now_ms)
         tr.permit_waited_ms = waited
-        tr.run = msgspec.structs.replace(run, acquire=None, permits=[*run.permits, held])
+        tr.run = msgspec.structs.replace(run, acquire=None, permits=(*run.permits, held))
         return True
     error = dict(cmd.error or {"type": "LimiterNotFoundError", "message": f"limiter {cmd.limiter!r} refused"})
     tr.history.append(
@@ -135,7 +135,7 @@ def release(tr: Transition, run: RunRecord, which: tuple[str, ...] | None, now_m
         )  # fmt: skip
     if len(keep) == len(run.permits):
         return run
-    return msgspec.structs.replace(run, permits=keep)
+    return msgspec.structs.replace(run, permits=tuple(keep))
 
 
 def on_run_end(tr: Transition, run: RunRecord, now_ms: int, worker_id: str) -> RunRecord:

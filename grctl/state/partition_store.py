@@ -67,6 +67,10 @@ Writes = dict[bytes, bytes | None]
 _TABLE = 2
 
 
+#: Keys of one owner a `KeyIndex` keeps in a tuple (untracked by the garbage collector) before a list.
+SMALL_GROUP = 8
+
+
 class KeyIndex:
     """The keys of one in-memory write dict, by table, then by owner (see the module docstring).
 
@@ -74,6 +78,11 @@ class KeyIndex:
     `t/<due>`), or the whole key when it has one part only (`r/<wf_id>`). Built lazily and
     extended with the keys added to the dict since, which are its newest (a write dict only
     grows: a delete is a None value).
+
+    An owner's keys are a tuple while they are few (most owners have one or two keys: a run
+    record, a step journal), a list past `SMALL_GROUP`: a tuple of bytes is dropped from the
+    garbage collector's sight at its first collection, a list never is (issue 32: a soak worker's
+    indexes held about 1,400 lists at a time, each walked by every full collection).
 
     Args:
         writes: the dict indexed (not copied).
@@ -84,7 +93,7 @@ class KeyIndex:
     def __init__(self, writes: Writes) -> None:
         self.writes = writes
         self._indexed = 0
-        self._groups: dict[bytes, dict[bytes, list[bytes]]] = {}
+        self._groups: dict[bytes, dict[bytes, tuple[bytes, ...] | list[bytes]]] = {}
 
     def _refresh(self) -> None:
         writes, done = self.writes, self._indexed
@@ -101,9 +110,11 @@ class KeyIndex:
                 owners = groups[table] = {}
             group = owners.get(owner)
             if group is None:
-                owners[owner] = [key]
-            else:
+                owners[owner] = (key,)
+            elif isinstance(group, list):
                 group.append(key)
+            else:
+                owners[owner] = (*group, key) if len(group) < SMALL_GROUP else [*group, key]
         self._indexed = n
 
     def matching(self, prefix: bytes) -> list[bytes]:

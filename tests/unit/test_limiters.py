@@ -493,7 +493,7 @@ def granted(run: RunRecord) -> RunRecord:
     )
     assert tr.execute and tr.journal == [(1, 2, ["limit", "api", {"ok": True, "acquire_id": "1.2"}])]
     assert tr.run is not None and tr.run.acquire is None
-    assert tr.run.permits == [HeldPermit(limiter="api", acquire_id="1.2", seq=1, since_ms=T0 + 30)]
+    assert tr.run.permits == (HeldPermit(limiter="api", acquire_id="1.2", seq=1, since_ms=T0 + 30),)
     assert tr.history[0].kind == HistoryKind.permit_granted and tr.history[0].msg is not None
     assert tr.history[0].msg["waited_ms"] == 30
     return tr.run
@@ -515,7 +515,7 @@ def test_every_way_a_step_ends_gives_its_permits_back_in_the_same_transition(kin
     out = StepOutcome(run_id="run", seq=1, next_kind=kind, next_step="next", result=1, error={"type": "E"})  # type: ignore[arg-type]
     tr = M.on_step_outcome(run, out, T0 + 100, lambda s: None)
     assert releases(tr) == ["run/1.2"]
-    assert tr.run is not None and tr.run.permits == []
+    assert tr.run is not None and tr.run.permits == ()
     assert HistoryKind.permit_released in [h.kind for h in tr.history]
 
 
@@ -527,7 +527,7 @@ def test_a_step_that_suspends_inside_its_section_keeps_the_permit_and_one_that_l
     assert releases(tr) == [] and tr.run is not None and len(tr.run.permits) == 1
     out = StepOutcome(run_id="run", seq=1, next_kind="suspend", resume_at_ms=T0 + 9, released=("1.2",))
     tr = M.on_step_outcome(run, out, T0, lambda s: None)
-    assert releases(tr) == ["run/1.2"] and tr.run is not None and tr.run.permits == []
+    assert releases(tr) == ["run/1.2"] and tr.run is not None and tr.run.permits == ()
 
 
 @pytest.mark.parametrize("terminate", [False, True])
@@ -541,7 +541,7 @@ def test_cancel_or_terminate_releases_held_permits_and_withdraws_the_waiting_req
     tr = M.apply(waiting, CancelCmd(wf_id="wf", terminate=terminate), 9, T0, lambda s: None)
     assert releases(tr) == ["run/1.2"]  # the request is withdrawn
     assert tr.run is not None and tr.run.status in (RunStatus.cancelled, RunStatus.terminated)
-    assert tr.run.acquire is None and tr.run.permits == []
+    assert tr.run.acquire is None and tr.run.permits == ()
 
 
 def test_a_workflow_timeout_while_holding_releases() -> None:
@@ -571,7 +571,7 @@ def test_a_refusal_is_journaled_for_the_step_to_raise() -> None:
     tr = M.apply(run, cmd, 5, T0, lambda s: None)
     assert tr.execute and releases(tr) == []
     assert tr.journal == [(1, 2, ["limit", "api", {"ok": False, "acquire_id": "1.2", "error": err}])]
-    assert tr.run is not None and tr.run.permits == [] and tr.run.acquire is None
+    assert tr.run is not None and tr.run.permits == () and tr.run.acquire is None
 
 
 def test_the_two_sides_together_never_count_a_permit_without_its_holder() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import random
 from pathlib import Path
 
 import pytest
 
 from grctl.errors import InternalError, InvalidArgumentError, StateError
-from grctl.state.partition_store import WRITE_BUFFER_BYTES, PartitionStore, StoreMemory
+from grctl.state.partition_store import SMALL_GROUP, WRITE_BUFFER_BYTES, KeyIndex, PartitionStore, StoreMemory
 
 
 class FakeClock:
@@ -259,3 +260,30 @@ def test_stores_share_one_memory_budget_that_bounds_their_memtables(tmp_path: Pa
 def test_a_memory_budget_under_16_mib_is_refused_with_its_size() -> None:
     with pytest.raises(InvalidArgumentError, match="at least 16 MiB, got 4 MiB"):
         StoreMemory(4 * 2**20)
+
+
+def test_a_key_index_finds_every_key_as_an_owner_grows_past_a_small_group() -> None:
+    writes: dict[bytes, bytes | None] = {}
+    index = KeyIndex(writes)
+    for i in range(SMALL_GROUP * 3):  # the owner's keys go from a tuple to a list on the way
+        writes[b"s/run-1\x00" + str(i).encode()] = b"v"
+        writes[b"r/run-" + str(i).encode()] = None
+        expected = {b"s/run-1\x00" + str(j).encode() for j in range(i + 1)}
+        assert set(index.matching(b"s/run-1\x00")) == expected
+        assert set(index.matching(b"s/")) == expected
+    assert len(index.matching(b"r/run-")) == SMALL_GROUP * 3
+    assert index.matching(b"r/run-1") and not index.matching(b"x/")
+
+
+def test_a_key_index_of_small_owners_leaves_the_garbage_collector_nothing_to_track() -> None:
+    # Issue 32: an index held one list per owner (a run's keys), which the collector walks in
+    # every full collection; a tuple of bytes it stops tracking.
+    writes: dict[bytes, bytes | None] = {}
+    for i in range(1000):
+        writes[b"r/run-" + str(i).encode()] = b"v"
+        writes[b"s/run-" + str(i).encode() + b"\x00" + b"0"] = b"v"
+    index = KeyIndex(writes)
+    assert len(index.matching(b"r/")) == 1000
+    gc.collect()
+    groups = [g for owners in index._groups.values() for g in owners.values()]
+    assert len(groups) == 2000 and not any(gc.is_tracked(g) for g in groups)

@@ -351,7 +351,7 @@ def test_a_permit_counted_for_an_ended_run_is_a_leak_once_the_run_is_quiet() -> 
     assert check(recent, state).clean
     # A run that holds it (listed in its permits): clean.
     holding = record(RunStatus.running, RunStateKind.step, step="start", seq=1,
-                     permits=[HeldPermit(limiter="api", acquire_id="1.0", seq=1)])  # fmt: skip
+                     permits=(HeldPermit(limiter="api", acquire_id="1.0", seq=1),))  # fmt: skip
     running = [ev("run.started"), ev("step.started", step_name="start", seq=1)]
     assert check(running, dict([_limiter(in_use=1), _holder("R1"), (keys.run_key("wf-1"), holding)])).clean
     # The run holds it but the limiter does not count it: lost (the limit could be exceeded).
@@ -391,7 +391,7 @@ def test_a_run_waiting_for_a_request_its_limiter_never_heard_of_is_lost() -> Non
 
     waiter = LimitWaiter(holder="R1/1.2", wf_id="wf-1", run_id="R1", acquire_id="1.2", arrival=0)
     holding = record(RunStatus.running, RunStateKind.step, run_id="R9", wf_id="wf-9", step="start", seq=1,
-                     permits=[HeldPermit(limiter="api", acquire_id="1.0", seq=1)])  # fmt: skip
+                     permits=(HeldPermit(limiter="api", acquire_id="1.0", seq=1),))  # fmt: skip
     state = dict([_limiter(in_use=1, waiting=1, concurrency=1), (keys.run_key("wf-1"), waiting),
                   (keys.run_key("wf-9"), holding), _holder("R9", wf_id="wf-9")])  # fmt: skip
     state[keys.waiter_key("api", 0)] = msgspec.msgpack.encode(waiter)
