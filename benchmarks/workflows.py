@@ -419,7 +419,12 @@ def _log_gc_pauses(path: Path) -> None:
         gc.collect()
         out.write(f"census full collect {(time.perf_counter() - t0) * 1000:.1f} ms\n")
 
-    threading.Thread(target=census, daemon=True).start()
+    # Only when asked: the census holds the interpreter lock for seconds (600 get_referrers walks of
+    # every tracked object and a full collection), so the latencies of the soak's window around
+    # 90 s then measure the census (seen in the tail work of issue 32: runs ending at 89 s had a
+    # median latency of 358 ms, against 35 ms in the seconds before).
+    if os.environ.get("GRCTL_BENCH_GC_CENSUS"):
+        threading.Thread(target=census, daemon=True).start()
 
 
 def _trace_heap(path: Path, first_s: float = 40.0, every_s: float = 40.0) -> None:
