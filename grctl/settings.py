@@ -161,6 +161,20 @@ def supervisor_pid(env: Mapping[str, str] | None = None) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
+def _choice(env: Mapping[str, str] | None, name: str, choices: tuple[str, ...]) -> str:
+    """Variable `name`, one of `choices` (any case, spaces around ignored); unset or blank: the first.
+
+    Raises:
+        InvalidArgumentError: another value (the message names the variable, the value and the choices).
+    """
+    raw = _env(env).get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise InvalidArgumentError(f"{name} must be one of {', '.join(choices)} (or unset), got {raw!r}", argument=name)
+    return raw
+
+
 #: The event loops a worker can run on (GRCTL_EVENT_LOOP), the default first.
 EVENT_LOOPS = ("asyncio", "uvloop")
 
@@ -171,17 +185,10 @@ def event_loop(env: Mapping[str, str] | None = None) -> str:
     Raises:
         InvalidArgumentError: another value (the message names it and the choices).
     """
-    raw = _env(env).get("GRCTL_EVENT_LOOP", "").strip().lower()
-    if not raw:
-        return EVENT_LOOPS[0]
-    if raw not in EVENT_LOOPS:
-        raise InvalidArgumentError(
-            f"GRCTL_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)} (or unset), got {raw!r}",
-            argument="GRCTL_EVENT_LOOP",
-        )
-    return raw
+    return _choice(env, "GRCTL_EVENT_LOOP", EVENT_LOOPS)
 
 
+#: What a running worker does with its process's garbage collector (GRCTL_GC), the default first.
 GC_MODES = ("tuned", "python")
 
 
@@ -192,14 +199,7 @@ def gc_mode(env: Mapping[str, str] | None = None) -> str:
     Raises:
         InvalidArgumentError: another value (the message names it and the choices).
     """
-    raw = _env(env).get("GRCTL_GC", "").strip().lower()
-    if not raw:
-        return GC_MODES[0]
-    if raw not in GC_MODES:
-        raise InvalidArgumentError(
-            f"GRCTL_GC must be one of {', '.join(GC_MODES)} (or unset), got {raw!r}", argument="GRCTL_GC"
-        )
-    return raw
+    return _choice(env, "GRCTL_GC", GC_MODES)
 
 
 def dev_home(env: Mapping[str, str] | None = None) -> str | None:
