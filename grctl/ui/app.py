@@ -41,6 +41,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -224,20 +225,17 @@ def create_app(
         )  # fmt: skip
 
     async def schedule_action(request: Request) -> Response:
-        data = await request.form()
-        try:
-            check_post(request, data)
-        except Refused as exc:
-            return problem(request, 403, "Refused", exc.message)
-        if actions is None:
-            return read_only(request)
+        got = await action_form(request)
+        if isinstance(got, Response):
+            return got
+        data, act = got
         schedule_id, action = str(data.get("id", "")).strip(), str(data.get("action", ""))
         note = str(data.get("note", "")).strip()
         if action not in SCHEDULE_ACTIONS:
             choices = ", ".join(SCHEDULE_ACTIONS)
             return problem(request, 400, "Unknown action", f"{action!r} is not a schedule action: use {choices}.")
         try:
-            done = await actions.schedule(schedule_id, action, note, operator(request))
+            done = await act.schedule(schedule_id, action, note, operator(request))
         except ScheduleNotFoundError:
             return problem(
                 request, 404, "Schedule not found",
@@ -310,6 +308,25 @@ def create_app(
             notice=notice or request.query_params.get("notice"), error=error,
         )  # fmt: skip
 
+    async def posted_form(request: Request) -> FormData | Response:
+        """The form of a POST, or the page refusing it: no valid CSRF token, or another origin (`check_post`)."""
+        data = await request.form()
+        try:
+            check_post(request, data)
+        except Refused as exc:
+            return problem(request, 403, "Refused", exc.message)
+        return data
+
+    async def action_form(request: Request) -> tuple[FormData, RunActions] | Response:
+        """The form of an action's POST (runs, schedules, limiters) and what acts, or the page refusing it
+        (`posted_form`'s refusals, and a read-only UI's)."""
+        data = await posted_form(request)
+        if isinstance(data, Response):
+            return data
+        if actions is None:
+            return read_only(request)
+        return data, actions
+
     def read_only(request: Request) -> Response:
         return problem(request, 403, "Read-only", "This UI is read-only (grctl ui --read-only): nothing was done.")
 
@@ -371,18 +388,15 @@ def create_app(
         return page(request, "limiter_confirm.html", form=form, d=d, new=new.describe(), unchanged=new == d.spec)
 
     async def limiter_action(request: Request) -> Response:
-        data = await request.form()
-        try:
-            check_post(request, data)
-        except Refused as exc:
-            return problem(request, 403, "Refused", exc.message)
-        if actions is None:
-            return read_only(request)
+        got = await action_form(request)
+        if isinstance(got, Response):
+            return got
+        data, act = got
         form = limit_form(data)
         request.scope["query_string"] = urlencode({"name": form["name"]}).encode()
         try:
             limits = parse_limit_form(form)
-            d = await actions.set_limits(form["name"], limits, operator(request))
+            d = await act.set_limits(form["name"], limits, operator(request))
         except InvalidArgumentError as exc:
             return await limiter_page(request, form=form, error=f"Nothing was changed: {exc}")
         except LimiterNotFoundError:
@@ -409,13 +423,10 @@ def create_app(
         return page(request, "confirm.html", form=form, label=ACTIONS[action])
 
     async def action_post(request: Request) -> Response:
-        data = await request.form()
-        try:
-            check_post(request, data)
-        except Refused as exc:
-            return problem(request, 403, "Refused", exc.message)
-        if actions is None:
-            return read_only(request)
+        got = await action_form(request)
+        if isinstance(got, Response):
+            return got
+        data, act = got
         form = {k: str(data.get(k, "")) for k in ("id", "action", "event", "payload", "reason")}
         wf_id, action = form["id"].strip(), form["action"]
         if action not in ACTIONS:
@@ -425,13 +436,13 @@ def create_app(
         try:
             if action == "event":
                 name, payload = _event_args(form)
-                await actions.send_event(wf_id, name, payload, operator(request))
+                await act.send_event(wf_id, name, payload, operator(request))
                 done = f"event {name!r} delivered to {wf_id}"
             elif action == "cancel":
-                await actions.cancel(wf_id, reason, operator(request))
+                await act.cancel(wf_id, reason, operator(request))
                 done = f"cancel of {wf_id} accepted (a running step finishes first)"
             else:
-                await actions.terminate(wf_id, reason, operator(request))
+                await act.terminate(wf_id, reason, operator(request))
                 done = f"{wf_id} terminated"
         except InvalidArgumentError as exc:
             return await run_page(request, error=str(exc), error_status=400)
@@ -449,11 +460,9 @@ def create_app(
         if request.method == "GET":
             return page(request, "login.html", 401 if request.query_params.get("failed") else 200,
                         failed=bool(request.query_params.get("failed")))  # fmt: skip
-        data = await request.form()
-        try:
-            check_post(request, data)
-        except Refused as exc:
-            return problem(request, 403, "Refused", exc.message)
+        data = await posted_form(request)
+        if isinstance(data, Response):
+            return data
         token = str(data.get("token", ""))
         if not token or not backend.token_matches(token):
             return page(request, "login.html", 401, failed=True)
@@ -463,11 +472,9 @@ def create_app(
         return RedirectResponse("/runs", 303)
 
     async def logout(request: Request) -> Response:
-        data = await request.form()
-        try:
-            check_post(request, data)
-        except Refused as exc:
-            return problem(request, 403, "Refused", exc.message)
+        data = await posted_form(request)
+        if isinstance(data, Response):
+            return data
         store.drop(session_of(request).sid)
         request.scope["grctl.session"] = store.new()
         return RedirectResponse("/login" if auth.mode == "token" else "/runs", 303)
